@@ -1,0 +1,61 @@
+# corral — developer entry points. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON        ?= python3
+VENV          ?= .venv
+PY            := $(VENV)/bin/python
+# Kubernetes release the local control plane is built from (see tools/k8s/).
+K8S_VERSION   ?= 1.36.3
+CORRAL_CACHE  ?= $(HOME)/.cache/corral
+export K8S_VERSION CORRAL_CACHE
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/.stamp: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+.PHONY: venv
+venv: $(VENV)/.stamp ## Create the virtualenv with corral and its dev tools
+
+.PHONY: cluster-bins
+cluster-bins: ## Build etcd, kube-apiserver, controller-manager, scheduler, kubectl, helm (cached)
+	bash tools/k8s/build.sh
+
+.PHONY: cluster-up
+cluster-up: venv cluster-bins ## Start the local control plane in the background; prints `export KUBECONFIG=...`
+	$(PY) -m corral.platform.localcluster up
+
+.PHONY: cluster-down
+cluster-down: venv ## Stop the local control plane started by cluster-up
+	$(PY) -m corral.platform.localcluster down
+
+.PHONY: lint
+lint: venv ## ruff check + format check
+	$(VENV)/bin/ruff check operator tests
+	$(VENV)/bin/ruff format --check operator tests
+
+.PHONY: typecheck
+typecheck: venv ## mypy --strict on the corral package
+	$(VENV)/bin/mypy
+
+.PHONY: test-unit
+test-unit: venv ## Unit tier: no network, cluster or database (< 30 s)
+	$(PY) -m tests.tiers unit
+
+.PHONY: test-integration
+test-integration: venv ## Integration tier: real PostgreSQL started by the tests
+	$(PY) -m tests.tiers integration
+
+.PHONY: test-e2e
+test-e2e: venv cluster-bins ## End-to-end tier: real kube-apiserver (local, or CORRAL_E2E_KUBECONFIG)
+	$(PY) -m tests.tiers e2e
+
+.PHONY: test
+test: venv cluster-bins ## All three tiers; prints how many tests each tier ran
+	$(PY) -m tests.tiers unit integration e2e
