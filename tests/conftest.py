@@ -14,6 +14,9 @@ from typing import Any
 
 import pytest
 
+# Postgres fixtures (pg_server, database_url, empty_database_url) for every tier.
+pytest_plugins = ["tests._postgres"]
+
 _counts: Counter[str] = Counter()
 
 

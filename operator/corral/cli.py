@@ -17,8 +17,7 @@ import click
 from corral import __version__
 
 # name -> (module, attribute, one-line help shown by `corral --help`)
-_COMMANDS: dict[str, tuple[str, str, str]] = {
-}
+_COMMANDS: dict[str, tuple[str, str, str]] = {}
 
 
 class _LazyGroup(click.Group):

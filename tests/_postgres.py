@@ -1,0 +1,118 @@
+"""PostgreSQL fixtures shared by the integration and e2e tiers.
+
+One real server per test session (`pg_server`): started from the machine's
+PostgreSQL binaries, or the server named by `CORRAL_TEST_DATABASE_URL` (a DSN
+with rights to CREATE DATABASE). The queue schema is applied once to a template
+database; each test gets its own database copied from it (`database_url`),
+which is far cheaper than migrating per test.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from corral.platform.postgres import PostgresServer
+
+TEMPLATE_DB = "corral_template"
+
+
+@dataclass
+class PgHandle:
+    """Where the session's server is; `dsn(db)` names one of its databases."""
+
+    admin_dsn: str
+    server: PostgresServer | None = None
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        return make_conninfo(self.admin_dsn, dbname=dbname)
+
+    @property
+    def port(self) -> int:
+        return int(conninfo_to_dict(self.admin_dsn).get("port") or 5432)
+
+    @property
+    def host(self) -> str:
+        return str(conninfo_to_dict(self.admin_dsn).get("host") or "127.0.0.1")
+
+
+def _admin(server: PgHandle) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(server.dsn("postgres"), autocommit=True)
+
+
+def _create_database(server: PgHandle, name: str, template: str | None = None) -> None:
+    with _admin(server) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        if template:
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                    sql.Identifier(name), sql.Identifier(template)
+                )
+            )
+        else:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def _drop_database(server: PgHandle, name: str) -> None:
+    with _admin(server) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgHandle]:
+    existing = os.environ.get("CORRAL_TEST_DATABASE_URL")
+    if existing:
+        try:
+            with psycopg.connect(existing, connect_timeout=10) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error as exc:
+            pytest.fail(f"CORRAL_TEST_DATABASE_URL is set but unusable: {exc}", pytrace=False)
+        yield PgHandle(admin_dsn=existing)
+        return
+    server = PostgresServer()
+    try:
+        server.start()
+    except Exception as exc:  # the tier cannot run: fail loudly, never skip
+        pytest.fail(f"could not start the test PostgreSQL server: {exc}", pytrace=False)
+    try:
+        yield PgHandle(admin_dsn=server.dsn("postgres"), server=server)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def _template_database(pg_server: PgHandle) -> str:
+    from corral import queue
+
+    _create_database(pg_server, TEMPLATE_DB)
+    queue.migrate(pg_server.dsn(TEMPLATE_DB))
+    return TEMPLATE_DB
+
+
+@pytest.fixture
+def database_url(pg_server: PgHandle, _template_database: str) -> Iterator[str]:
+    """A fresh database with corral's schema, dropped after the test."""
+    name = f"t_{secrets.token_hex(6)}"
+    _create_database(pg_server, name, template=_template_database)
+    yield pg_server.dsn(name)
+    _drop_database(pg_server, name)
+
+
+@pytest.fixture
+def empty_database_url(pg_server: PgHandle) -> Iterator[str]:
+    """A fresh database with no schema at all (for migration tests)."""
+    name = f"e_{secrets.token_hex(6)}"
+    _create_database(pg_server, name)
+    yield pg_server.dsn(name)
+    _drop_database(pg_server, name)

@@ -1,0 +1,33 @@
+"""The integration tier's database fixtures are real and isolated."""
+
+from __future__ import annotations
+
+import psycopg
+
+from tests._postgres import PgHandle
+
+
+def test_the_session_server_is_a_real_postgresql_with_fsync_on(pg_server: PgHandle) -> None:
+    with psycopg.connect(pg_server.dsn()) as conn:
+        version = conn.execute("SHOW server_version_num").fetchone()
+        fsync = conn.execute("SHOW fsync").fetchone()
+    assert version is not None and int(str(version[0])) >= 130000
+    assert fsync == ("on",)
+
+
+def test_each_empty_database_starts_without_tables(empty_database_url: str) -> None:
+    with psycopg.connect(empty_database_url) as conn:
+        conn.execute("CREATE TABLE leftover (id int)")
+        conn.commit()
+        count = conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
+        ).fetchone()
+    assert count == (1,)
+
+
+def test_a_table_made_by_one_test_is_not_seen_by_the_next(empty_database_url: str) -> None:
+    with psycopg.connect(empty_database_url) as conn:
+        names = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+        ).fetchall()
+    assert ("leftover",) not in names
