@@ -59,3 +59,15 @@ test-e2e: venv cluster-bins ## End-to-end tier: real kube-apiserver (local, or C
 .PHONY: test
 test: venv cluster-bins ## All three tiers; prints how many tests each tier ran
 	$(PY) -m tests.tiers unit integration e2e
+
+# --- operator API: CRDs generated from the pydantic models (corral.api) ---
+CRD_DIRS := crds charts/corral/crds
+
+.PHONY: crds
+crds: venv ## Write crds/*.yaml and the chart's copy from operator/corral/api
+	$(PY) -m corral.api.crdgen $(addprefix --out ,$(CRD_DIRS))
+
+.PHONY: verify-crds
+verify-crds: venv ## Fail when the checked-in CRDs differ from the models (run `make crds`)
+	$(PY) -m corral.api.crdgen --check $(addprefix --out ,$(CRD_DIRS))
+# --- end operator API ---
