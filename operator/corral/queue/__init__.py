@@ -1,0 +1,114 @@
+"""corral.queue: the PostgreSQL job queue. The ONLY package that talks to PostgreSQL.
+
+Who calls it: the admin CLI (`corral db|jobs|stats|dispatch|tokens|workers`,
+in `corral.queue.cli`), the worker runtime (`corral.worker`, through
+`AsyncQueue`), the operator (depth, drain, tokens) and user code that enqueues.
+
+Guarantees (each has an integration test named after it):
+* enqueue is durable when it returns on an autocommit connection
+  (`Queue.connect(dsn)`), or part of the caller's transaction on theirs
+  (`Queue(conn)`); `enqueue_many` is one round trip;
+* claims are `FOR UPDATE SKIP LOCKED` batches over a partial index, O(batch)
+  at any backlog: higher priority first, FIFO within a priority, due jobs
+  only, region-targeted (a job with a region goes only to that region's
+  workers), expired jobs marked `expired` instead of run, paused queues
+  skipped;
+* every claim carries a lease token: completing or failing a job whose lease
+  was lost (reaped, released, re-claimed) is rejected;
+* the heartbeat extends all of a worker's leases in one statement; one reaper
+  at a time (advisory lock) sends lapsed leases through the retry path;
+* retries back off exponentially with jitter up to `max_attempts`, then the
+  job is `dead` with its last error kept; `requeue` restores a fresh budget;
+* delivery is AT-LEAST-ONCE: handlers should use `(job.id, job.attempt)` as
+  their idempotency key.
+
+Worker hot path, in order: `claim` -> run -> `complete_many` / `fail_many`
+(batched), `heartbeat` every few seconds, `release_many` on shutdown,
+`reap` + `purge_finished` now and then, `listen` + `wait_for_jobs` to wake up.
+"""
+
+from __future__ import annotations
+
+from corral.queue.client import (
+    ALL_QUEUES,
+    DEFAULT_DEPTH_CAP,
+    DEFAULT_LEASE_S,
+    NOTIFY_CHANNEL,
+    AsyncQueue,
+    Queue,
+    hash_secret,
+)
+from corral.queue.dsn import DsnError, check_dsn, mask_dsn
+from corral.queue.errors import (
+    CredentialError,
+    EnrollmentError,
+    InvalidJob,
+    JobNotFound,
+    JobStateError,
+    MigrationError,
+    QueueError,
+    TokenNotFound,
+    WorkerNotFound,
+    WorkerRemoved,
+)
+from corral.queue.migrations import MigrationStatus, migrate, status
+from corral.queue.records import (
+    ClaimedJob,
+    Depth,
+    DispatchState,
+    Enrollment,
+    Failure,
+    FailureReason,
+    Job,
+    JobSpec,
+    JobState,
+    Lease,
+    Leased,
+    NewToken,
+    QueueStats,
+    TokenInfo,
+    Worker,
+    WorkerState,
+)
+
+__all__ = [
+    "ALL_QUEUES",
+    "DEFAULT_DEPTH_CAP",
+    "DEFAULT_LEASE_S",
+    "NOTIFY_CHANNEL",
+    "AsyncQueue",
+    "ClaimedJob",
+    "CredentialError",
+    "Depth",
+    "DispatchState",
+    "DsnError",
+    "Enrollment",
+    "EnrollmentError",
+    "Failure",
+    "FailureReason",
+    "InvalidJob",
+    "Job",
+    "JobNotFound",
+    "JobSpec",
+    "JobState",
+    "JobStateError",
+    "Lease",
+    "Leased",
+    "MigrationError",
+    "MigrationStatus",
+    "NewToken",
+    "Queue",
+    "QueueError",
+    "QueueStats",
+    "TokenInfo",
+    "TokenNotFound",
+    "Worker",
+    "WorkerNotFound",
+    "WorkerRemoved",
+    "WorkerState",
+    "check_dsn",
+    "hash_secret",
+    "mask_dsn",
+    "migrate",
+    "status",
+]

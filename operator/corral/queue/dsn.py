@@ -1,0 +1,111 @@
+"""DSN handling for every corral command that connects to PostgreSQL.
+
+`check_dsn` parses a libpq conninfo string or a postgresql:// URL with
+psycopg.conninfo and says which part is wrong; `connect_error` turns a failed
+connection into a message naming the host, port, user, database or password
+that was refused. Passwords never appear in any message: `mask_dsn` replaces
+them before a DSN is shown.
+"""
+
+from __future__ import annotations
+
+import re
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+ENV_VAR = "CORRAL_DATABASE_URL"
+_MASK = "********"
+# A password inside a URL (scheme://user:PASSWORD@host) or a conninfo pair.
+_URL_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)([^@\s]*)(@)")
+_KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+class DsnError(ValueError):
+    """The database URL is malformed or the server refused it; the text names the part."""
+
+
+def mask_dsn(text: str) -> str:
+    """`text` with any password it contains replaced by asterisks."""
+    text = _URL_PASSWORD.sub(lambda m: m.group(1) + _MASK + m.group(3), text)
+    return _KV_PASSWORD.sub(lambda m: m.group(1) + _MASK, text)
+
+
+def check_dsn(dsn: str | None) -> str:
+    """Validate `dsn` without connecting and return it unchanged.
+
+    Raises DsnError naming the wrong part: a missing URL, a wrong scheme, a
+    port that is not a number in range, an empty database name.
+    """
+    if dsn is None or not dsn.strip():
+        raise DsnError(
+            f"no database URL: pass --database-url or set {ENV_VAR} "
+            "(for example postgresql://corral@db.example:5432/corral)"
+        )
+    dsn = dsn.strip()
+    if "://" in dsn:
+        scheme = dsn.split("://", 1)[0]
+        if scheme not in ("postgresql", "postgres"):
+            raise DsnError(
+                f"database URL scheme {scheme!r} is not supported: "
+                "use postgresql://user@host:port/database"
+            )
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise DsnError(
+            f"database URL {mask_dsn(dsn)!r} cannot be parsed: {mask_dsn(str(exc))}"
+        ) from None
+    port = params.get("port")
+    if port is not None:
+        for part in str(port).split(","):
+            if not part.isdigit() or not 0 < int(part) < 65536:
+                raise DsnError(
+                    f"database URL port {part!r} is not a port number (1-65535): "
+                    f"fix the port in {mask_dsn(dsn)!r}"
+                )
+    if params.get("dbname") == "":
+        raise DsnError(f"database URL {mask_dsn(dsn)!r} names no database: append /DATABASE")
+    return dsn
+
+
+def describe_dsn(dsn: str) -> str:
+    """user@host:port/database, for messages (no password)."""
+    params = conninfo_to_dict(dsn)
+    host = params.get("host") or params.get("hostaddr") or "localhost"
+    return f"{params.get('user') or '(default user)'}@{host}:{params.get('port') or 5432}/{params.get('dbname') or '(default database)'}"
+
+
+def connect_error(dsn: str, exc: BaseException) -> DsnError:
+    """Explain why connecting with `dsn` failed, naming the part to fix."""
+    params = conninfo_to_dict(dsn)
+    host = str(params.get("host") or params.get("hostaddr") or "localhost")
+    port = str(params.get("port") or 5432)
+    user = str(params.get("user") or "(default user)")
+    dbname = str(params.get("dbname") or "(default database)")
+    raw = mask_dsn(str(exc)).strip().splitlines()
+    detail = raw[-1] if raw else type(exc).__name__
+    low = str(exc).lower()
+    where = describe_dsn(dsn)
+    if "password authentication failed" in low or "no password supplied" in low:
+        part = f"password authentication for user {user!r} failed: check the password"
+    elif "role" in low and "does not exist" in low:
+        part = f"user {user!r} does not exist on the server: check the user"
+    elif "database" in low and "does not exist" in low:
+        part = f"database {dbname!r} does not exist: check the database name"
+    elif "could not translate host name" in low or "name or service not known" in low:
+        part = f"host {host!r} cannot be resolved: check the host"
+    elif "connection refused" in low or "no such file or directory" in low:
+        part = f"nothing is listening on {host}:{port}: check the host and port"
+    elif "timeout" in low or "timed out" in low:
+        part = f"connecting to {host}:{port} timed out: check the host, port and firewall"
+    elif "pg_hba.conf" in low:
+        part = f"the server does not accept user {user!r} from this host (pg_hba.conf)"
+    else:
+        part = detail
+    return DsnError(f"cannot connect to {where}: {part}")
+
+
+def with_database(dsn: str, dbname: str) -> str:
+    """`dsn` pointing at another database on the same server."""
+    return make_conninfo(dsn, dbname=dbname)

@@ -1,0 +1,109 @@
+"""Schema migrations: `corral db migrate|status` and the test template.
+
+`migrate(dsn)` applies the ordered files in `sql/migrations/` that a database
+has not seen yet, all inside one transaction under an advisory lock, and
+records each in `corral_schema_migrations`; concurrent callers (several
+workers starting at once) wait for the first and then find nothing to do.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from corral.queue._connect import connect
+from corral.queue._sql import Migration, migrations
+
+# Any constant works; it only has to be the same for every corral process.
+_MIGRATION_LOCK = 0x636F7272616C  # "corral"
+
+_CREATE_TABLE = sql.SQL(
+    """
+    CREATE TABLE IF NOT EXISTS corral_schema_migrations (
+        version integer PRIMARY KEY,
+        name text NOT NULL,
+        checksum text NOT NULL,
+        applied_at timestamptz NOT NULL DEFAULT now()
+    )
+    """
+)
+
+
+class MigrationError(RuntimeError):
+    """The database's recorded migrations disagree with the ones shipped."""
+
+
+@dataclass(frozen=True)
+class MigrationStatus:
+    version: int
+    name: str
+    applied_at: dt.datetime | None
+    # False when the file changed after it was applied to this database.
+    checksum_matches: bool = True
+
+    @property
+    def applied(self) -> bool:
+        return self.applied_at is not None
+
+
+def _applied(conn: psycopg.Connection[Any]) -> dict[int, tuple[str, dt.datetime]]:
+    exists = conn.execute("SELECT to_regclass('corral_schema_migrations') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return {}
+    rows = conn.execute(
+        "SELECT version, checksum, applied_at FROM corral_schema_migrations"
+    ).fetchall()
+    return {int(v): (str(c), a) for v, c, a in rows}
+
+
+def _check_known(shipped: tuple[Migration, ...], applied: dict[int, Any]) -> None:
+    unknown = sorted(set(applied) - {m.version for m in shipped})
+    if unknown:
+        raise MigrationError(
+            f"the database has migration(s) {', '.join(f'{v:04d}' for v in unknown)} "
+            "that this corral does not know: it is older than the schema; upgrade corral"
+        )
+
+
+def migrate(dsn: str) -> list[int]:
+    """Bring the database at `dsn` up to the current schema; return the versions applied."""
+    shipped = migrations()
+    with connect(dsn, autocommit=False) as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        conn.execute(_CREATE_TABLE)
+        applied = _applied(conn)
+        _check_known(shipped, applied)
+        done: list[int] = []
+        for migration in shipped:
+            if migration.version in applied:
+                continue
+            # Each file is trusted package content, not user input.
+            conn.execute(sql.SQL(migration.sql))
+            conn.execute(
+                "INSERT INTO corral_schema_migrations (version, name, checksum)"
+                " VALUES (%s, %s, %s)",
+                (migration.version, migration.name, migration.checksum),
+            )
+            done.append(migration.version)
+    return done
+
+
+def status(dsn: str) -> list[MigrationStatus]:
+    """Every shipped migration and whether (and when) `dsn` has it applied."""
+    shipped = migrations()
+    with connect(dsn) as conn:
+        applied = _applied(conn)
+    _check_known(shipped, applied)
+    return [
+        MigrationStatus(
+            version=m.version,
+            name=m.name,
+            applied_at=applied[m.version][1] if m.version in applied else None,
+            checksum_matches=m.version not in applied or applied[m.version][0] == m.checksum,
+        )
+        for m in shipped
+    ]

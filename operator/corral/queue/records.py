@@ -1,0 +1,222 @@
+"""The data corral.queue hands out and takes in: plain frozen dataclasses.
+
+Nothing here talks to PostgreSQL; `corral.queue.client` builds these from
+rows, and the CLI, the worker runtime and the operator read them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class JobState(enum.StrEnum):
+    SCHEDULED = "scheduled"  # waiting for run_at (a delay or a retry back-off)
+    PENDING = "pending"  # ready to be claimed
+    RUNNING = "running"  # claimed under a lease
+    COMPLETED = "completed"
+    DEAD = "dead"  # out of attempts (or not retryable); last error kept
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"  # found past expires_at before it ran
+
+    @property
+    def finished(self) -> bool:
+        return self in _FINISHED
+
+
+_FINISHED = {JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED, JobState.EXPIRED}
+
+
+class FailureReason(enum.StrEnum):
+    EXCEPTION = "exception"  # the handler raised
+    TIMEOUT = "timeout"  # the handler ran past the job's timeout
+    PAYLOAD = "payload"  # the payload could not be decoded for the handler
+    UNKNOWN_KIND = "unknown_kind"  # no handler registered under the job's kind
+    LEASE_EXPIRED = "lease_expired"  # the reaper found the lease lapsed
+
+
+class WorkerState(enum.StrEnum):
+    ACTIVE = "active"
+    DRAINING = "draining"  # stop claiming, finish what is held
+    DRAINED = "drained"  # holds nothing; waiting to be terminated
+    REMOVED = "removed"  # must stop; its credential no longer works
+
+
+class Leased(Protocol):
+    """Anything that names a claimed job and the lease it was claimed under."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def lease_token(self) -> uuid.UUID: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    id: int
+    lease_token: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """One job to enqueue. `queue` defaults to `kind`; None fields take defaults:
+    priority 0, any region, run now, never expire, the queue's max_attempts (20
+    when the queue sets none)."""
+
+    kind: str
+    payload: Any = None
+    queue: str | None = None
+    priority: int = 0
+    region: str | None = None
+    run_at: dt.datetime | None = None
+    expires_at: dt.datetime | None = None
+    max_attempts: int | None = None
+    dedupe_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    """A job a worker holds. `(id, attempt)` is the handler's idempotency key:
+    delivery is at-least-once. Complete or fail it with its lease token."""
+
+    id: int
+    kind: str
+    queue: str
+    payload: Any
+    priority: int
+    region: str | None
+    attempt: int
+    max_attempts: int
+    lease_token: uuid.UUID
+    lease_expires_at: dt.datetime
+    enqueued_at: dt.datetime
+    run_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A failed attempt to report with `fail_many`. `retry=False` sends the job
+    straight to dead (for failures a retry cannot fix)."""
+
+    job: Leased
+    error: str
+    reason: FailureReason = FailureReason.EXCEPTION
+    retry: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job as `get_job` / `list_jobs` show it, finished or not."""
+
+    id: int
+    kind: str
+    queue: str
+    payload: Any
+    priority: int
+    region: str | None
+    state: JobState
+    run_at: dt.datetime
+    expires_at: dt.datetime | None
+    attempt: int
+    max_attempts: int
+    dedupe_key: str | None
+    worker_id: int | None
+    lease_expires_at: dt.datetime | None
+    last_error: str | None
+    last_error_reason: str | None
+    enqueued_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """Counts for one queue; `oldest_pending_age_s` is how long its oldest
+    ready job has waited (seconds since it became due), None when none waits."""
+
+    queue: str
+    counts: dict[JobState, int] = field(default_factory=dict)
+    oldest_pending_age_s: float | None = None
+    paused: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Depth:
+    """Work visible to workers of one region on a set of queues. Counts stop
+    at the cap given to `depth` (then `capped` is True) so the call stays cheap
+    at any backlog."""
+
+    pending: int
+    running: int
+    capped: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchState:
+    """Pause state of one queue (or `*`, every queue)."""
+
+    queue: str
+    paused: bool
+    reason: str | None
+    since: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    id: int
+    display_prefix: str
+    region: str
+    pool: str | None
+    expires_at: dt.datetime
+    uses_remaining: int
+    created_at: dt.datetime
+    last_used_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+    @property
+    def usable(self) -> bool:
+        return (
+            self.revoked_at is None
+            and self.uses_remaining > 0
+            and self.expires_at > dt.datetime.now(dt.UTC)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NewToken:
+    """A freshly minted enrollment token: `secret` is shown once, never stored."""
+
+    secret: str
+    info: TokenInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Enrollment:
+    """What a worker keeps after enrolling (under CORRAL_STATE_DIR)."""
+
+    worker_id: int
+    credential: str
+    region: str
+    pool: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Worker:
+    id: int
+    name: str
+    region: str
+    pool: str | None
+    queues: list[str]
+    concurrency: int
+    state: WorkerState
+    in_flight: int
+    last_heartbeat: dt.datetime | None
+    version: str | None
+    enrolled_at: dt.datetime
+    drain_requested_at: dt.datetime | None
+    drained_at: dt.datetime | None
+    removed_at: dt.datetime | None

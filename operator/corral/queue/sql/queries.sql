@@ -1,0 +1,226 @@
+-- Named statements used by corral.queue.client. Loaded once per process.
+-- Hot-path statements call the versioned database functions (corral_*_v1)
+-- so that old and new workers can run side by side during an upgrade.
+
+-- name: enqueue_v1
+SELECT * FROM corral_enqueue_v1(
+    %s::text[], %s::text[], %s::text[]::jsonb[], %s::int4[], %s::text[],
+    %s::timestamptz[], %s::timestamptz[], %s::int4[], %s::text[])
+
+-- name: claim_v1
+SELECT * FROM corral_claim_v1(%s::int8, %s::text, %s::text[], %s::int4, %s::float8)
+
+-- name: complete_v1
+SELECT corral_complete_v1(%s::int8[], %s::uuid[])
+
+-- name: fail_v1
+SELECT corral_fail_v1(%s::int8[], %s::uuid[], %s::text[], %s::text[], %s::bool[])
+
+-- name: release_v1
+SELECT corral_release_v1(%s::int8[], %s::uuid[])
+
+-- name: heartbeat_v1
+SELECT corral_heartbeat_v1(%s::int8, %s::text, %s::int4, %s::float8)
+
+-- name: reap_v1
+-- NULL when another process holds the reaper lock.
+SELECT corral_reap_v1(%s::int4)
+
+-- name: promote_due_v1
+SELECT corral_promote_due_v1(%s::int4)
+
+-- name: enroll_v1
+SELECT * FROM corral_enroll_v1(%s::text, %s::text, %s::text[], %s::int4, %s::text, %s::text)
+
+-- name: authenticate_v1
+SELECT corral_authenticate_v1(%s::int8, %s::text)
+
+-- name: update_worker
+-- Re-authentication refreshes what a restarted worker says about itself.
+UPDATE corral_workers
+   SET name = coalesce(%(name)s, name), queues = coalesce(%(queues)s::text[], queues),
+       concurrency = coalesce(%(concurrency)s, concurrency),
+       version = coalesce(%(version)s, version), last_heartbeat = now()
+ WHERE id = %(id)s
+
+-- name: mark_drained
+UPDATE corral_workers
+   SET state = 'drained', drained_at = now(), in_flight = 0
+ WHERE id = %s AND credential_hash = corral_hash_secret_v1(%s) AND state IN ('draining', 'drained')
+RETURNING state
+
+-- name: request_drain
+UPDATE corral_workers
+   SET state = 'draining', drain_requested_at = now()
+ WHERE id = %s AND state = 'active'
+
+-- name: remove_worker
+-- A removed worker's running jobs get their leases expired so the reaper
+-- retries them now instead of waiting out the lease.
+WITH w AS (
+    UPDATE corral_workers SET state = 'removed', removed_at = now()
+     WHERE id = %(id)s AND state <> 'removed'
+    RETURNING id
+), j AS (
+    UPDATE corral_jobs SET lease_expires_at = now()
+     WHERE state = 'running' AND worker_id = %(id)s
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM w), (SELECT count(*) FROM j)
+
+-- name: worker_columns
+SELECT id, name, region, pool, queues, concurrency, state, in_flight, last_heartbeat,
+       version, enrolled_at, drain_requested_at, drained_at, removed_at
+  FROM corral_workers
+
+-- name: get_job
+SELECT id, kind, queue, payload, priority, region, state, run_at, expires_at, attempt,
+       max_attempts, dedupe_key, worker_id, lease_expires_at, last_error, last_error_reason,
+       enqueued_at, started_at, NULL::timestamptz AS finished_at
+  FROM corral_jobs WHERE id = %(id)s
+UNION ALL
+SELECT id, kind, queue, payload, priority, region, state, run_at, expires_at, attempt,
+       max_attempts, dedupe_key, worker_id, NULL::timestamptz, last_error, last_error_reason,
+       enqueued_at, started_at, finished_at
+  FROM corral_jobs_finished WHERE id = %(id)s
+
+-- name: list_jobs
+SELECT * FROM (
+    SELECT id, kind, queue, payload, priority, region, state, run_at, expires_at, attempt,
+           max_attempts, dedupe_key, worker_id, lease_expires_at, last_error,
+           last_error_reason, enqueued_at, started_at, NULL::timestamptz AS finished_at
+      FROM corral_jobs
+     WHERE (%(queue)s::text IS NULL OR queue = %(queue)s)
+       AND (%(state)s::text IS NULL OR state = %(state)s)
+     ORDER BY id DESC LIMIT %(limit)s
+) hot
+UNION ALL
+SELECT * FROM (
+    SELECT id, kind, queue, payload, priority, region, state, run_at, expires_at, attempt,
+           max_attempts, dedupe_key, worker_id, NULL::timestamptz, last_error, last_error_reason,
+           enqueued_at, started_at, finished_at
+      FROM corral_jobs_finished
+     WHERE (%(queue)s::text IS NULL OR queue = %(queue)s)
+       AND (%(state)s::text IS NULL OR state = %(state)s)
+     ORDER BY id DESC LIMIT %(limit)s
+) finished
+ORDER BY id DESC LIMIT %(limit)s
+
+-- name: cancel_job
+-- Only a job that has not started can be cancelled; it moves to the finished table.
+WITH gone AS (
+    DELETE FROM corral_jobs WHERE id = %s AND state IN ('scheduled', 'pending')
+    RETURNING *
+)
+INSERT INTO corral_jobs_finished (id, kind, queue, payload, priority, region, state, run_at,
+    expires_at, attempt, max_attempts, dedupe_key, worker_id, last_error, last_error_reason,
+    enqueued_at, started_at)
+SELECT id, kind, queue, payload, priority, region, 'cancelled', run_at, expires_at, attempt,
+       max_attempts, dedupe_key, worker_id, last_error, last_error_reason, enqueued_at,
+       started_at
+  FROM gone
+RETURNING id
+
+-- name: requeue_job
+-- A dead, cancelled or expired job goes back to pending with a fresh attempt
+-- budget; its last error stays visible until the next attempt overwrites it.
+WITH gone AS (
+    DELETE FROM corral_jobs_finished
+     WHERE id = %s AND state IN ('dead', 'cancelled', 'expired')
+    RETURNING *
+), back AS (
+    INSERT INTO corral_jobs (id, kind, queue, payload, priority, region, state, run_at,
+        expires_at, attempt, max_attempts, dedupe_key, last_error, last_error_reason,
+        enqueued_at)
+    SELECT id, kind, queue, payload, priority, region, 'pending', now(),
+           CASE WHEN expires_at <= now() THEN NULL ELSE expires_at END, 0, max_attempts,
+           dedupe_key, last_error, last_error_reason, enqueued_at
+      FROM gone
+    RETURNING id, queue
+)
+SELECT id, pg_notify('corral_jobs', queue) FROM back
+
+-- name: set_paused
+INSERT INTO corral_queues AS q (name, paused, paused_reason, paused_at)
+VALUES (%(queue)s, %(paused)s, %(reason)s, CASE WHEN %(paused)s THEN now() END)
+ON CONFLICT (name) DO UPDATE
+   SET paused = excluded.paused, paused_reason = excluded.paused_reason,
+       paused_at = CASE WHEN excluded.paused THEN coalesce(
+                            CASE WHEN q.paused THEN q.paused_at END, now()) END,
+       updated_at = now()
+RETURNING name, paused, paused_reason, paused_at
+
+-- name: resume_all
+-- Resuming everything clears every queue's pause, not just the `*` switch.
+UPDATE corral_queues
+   SET paused = false, paused_reason = NULL, paused_at = NULL, updated_at = now()
+ WHERE paused
+
+-- name: wake_all
+SELECT pg_notify('corral_jobs', '*')
+
+-- name: wake_queue
+SELECT pg_notify('corral_jobs', %s)
+
+-- name: dispatch_status
+SELECT name, paused, paused_reason, paused_at FROM corral_queues
+ WHERE %(queue)s::text IS NULL OR name IN (%(queue)s, '*')
+ ORDER BY name = '*' DESC, name
+
+-- name: set_queue_defaults
+INSERT INTO corral_queues AS q (name, max_attempts, retry_base_s, retry_max_s)
+VALUES (%(queue)s, %(max_attempts)s, coalesce(%(retry_base_s)s, 1), coalesce(%(retry_max_s)s, 3600))
+ON CONFLICT (name) DO UPDATE
+   SET max_attempts = coalesce(excluded.max_attempts, q.max_attempts),
+       retry_base_s = coalesce(%(retry_base_s)s, q.retry_base_s),
+       retry_max_s = coalesce(%(retry_max_s)s, q.retry_max_s),
+       updated_at = now()
+
+-- name: stats_hot
+SELECT queue, state, count(*),
+       extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'pending'))
+  FROM corral_jobs GROUP BY queue, state
+
+-- name: stats_finished
+SELECT queue, state, count(*) FROM corral_jobs_finished GROUP BY queue, state
+
+-- name: depth
+-- Both counts read only partial indexes and stop at the cap: cheap enough
+-- for an autoscaler that asks every second, whatever the backlog.
+SELECT
+    (SELECT count(*) FROM (
+        SELECT 1 FROM corral_jobs
+         WHERE state = 'pending' AND queue = ANY(%(queues)s::text[])
+           AND region IN ('', %(region)s)
+         LIMIT %(cap)s) p),
+    (SELECT count(*) FROM (
+        SELECT 1 FROM corral_jobs
+         WHERE state = 'running' AND queue = ANY(%(queues)s::text[])
+           AND region IN ('', %(region)s)
+         LIMIT %(cap)s) r)
+
+-- name: purge_finished
+-- One batch of retention; the caller loops until a batch comes back short.
+DELETE FROM corral_jobs_finished
+ WHERE id IN (SELECT id FROM corral_jobs_finished
+               WHERE finished_at < now() - make_interval(secs => %s::float8)
+               LIMIT %s::int4)
+
+-- name: insert_token
+INSERT INTO corral_enrollment_tokens (token_hash, display_prefix, region, pool, expires_at,
+                                      uses_remaining)
+VALUES (%s, %s, %s, %s, now() + make_interval(secs => %s::float8), %s)
+RETURNING id, display_prefix, region, pool, expires_at, uses_remaining, created_at,
+          last_used_at, revoked_at
+
+-- name: list_tokens
+SELECT id, display_prefix, region, pool, expires_at, uses_remaining, created_at,
+       last_used_at, revoked_at
+  FROM corral_enrollment_tokens
+ WHERE %(all)s OR (revoked_at IS NULL AND expires_at > now() AND uses_remaining > 0)
+ ORDER BY id
+
+-- name: revoke_token
+UPDATE corral_enrollment_tokens SET revoked_at = coalesce(revoked_at, now())
+ WHERE id = %s OR display_prefix = %s
+RETURNING id
