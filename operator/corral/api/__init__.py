@@ -7,6 +7,7 @@ functions (`corral.controller`) take and return these models.
 
 from __future__ import annotations
 
+from corral.api._kube import Condition, ConditionStatus, Toleration
 from corral.api.v1alpha1 import (
     API_VERSION,
     GROUP,
@@ -25,10 +26,13 @@ __all__ = [
     "API_VERSION",
     "GROUP",
     "VERSION",
+    "Condition",
+    "ConditionStatus",
     "Region",
     "RegionPhase",
     "RegionSpec",
     "RegionStatus",
+    "Toleration",
     "WorkerPool",
     "WorkerPoolPhase",
     "WorkerPoolSpec",

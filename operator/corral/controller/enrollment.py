@@ -1,0 +1,158 @@
+"""The enrollment Secret a WorkerPool owns, and when to mint a new token.
+
+Pure; called by the kopf handlers, which mint and revoke tokens through
+`corral.queue` (only the hash is stored there) and write the Secret through
+`corral.kube`. The plaintext token lives only in this Secret.
+
+Rotation never disturbs running workers: they traded the token for their own
+credential when they enrolled, and the pod template refers to the Secret by
+name, so a new token changes no pod and rolls nothing. The previous token is
+left to expire (pods starting during the swap may still hold it); the handlers
+revoke the current one when the pool is deleted.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from corral.api import WorkerPool
+from corral.controller import naming
+from corral.controller.deployment import DATABASE_URL_KEY, TOKEN_KEY
+
+TOKEN_ID_ANNOTATION = "corral.dev/token-id"
+TOKEN_CREATED_ANNOTATION = "corral.dev/token-created-at"
+TOKEN_EXPIRES_ANNOTATION = "corral.dev/token-expires-at"
+# Mint a new token when this share of the TTL is left: pods created in the
+# meantime still get a token with hours to spare at the default TTL.
+ROTATE_WHEN_LEFT = 1 / 3
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def desired_secret(
+    pool: WorkerPool,
+    *,
+    region: str,
+    token: str,
+    token_id: str,
+    created_at: datetime,
+    expires_at: datetime,
+    database_url: str | None,
+) -> dict[str, Any]:
+    """The v1 Secret holding the pool's enrollment token.
+
+    `database_url` is the operator's own database URL, copied in only when the
+    pool names no `database.secretRef` (pods cannot read Secrets of other
+    namespaces). The caller sets the owner reference.
+    """
+    data = {TOKEN_KEY: _b64(token)}
+    if database_url is not None:
+        data[DATABASE_URL_KEY] = _b64(database_url)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": naming.secret_name(pool),
+            "namespace": pool.metadata.namespace,
+            "labels": naming.owned_labels(pool, region),
+            "annotations": {
+                TOKEN_ID_ANNOTATION: token_id,
+                TOKEN_CREATED_ANNOTATION: _timestamp(created_at),
+                TOKEN_EXPIRES_ANNOTATION: _timestamp(expires_at),
+            },
+        },
+        "data": data,
+    }
+
+
+def token_expiry(now: datetime, ttl_s: int) -> datetime:
+    return now + timedelta(seconds=ttl_s)
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """Whether to mint a new token now, why, and when to look again."""
+
+    rotate: bool
+    reason: str
+    check_at: datetime | None = None  # next time the answer may change
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def rotation(secret: dict[str, Any] | None, *, ttl_s: int, now: datetime) -> Rotation:
+    """Decide from the Secret as it is whether the pool needs a new token.
+
+    A missing or hand-edited Secret gets a new token (the convergence path
+    when someone deletes it); so does one whose token outlives a shortened
+    TTL; otherwise rotate once less than a third of the TTL is left.
+    """
+    if secret is None:
+        return Rotation(True, "the enrollment Secret does not exist")
+    if not (secret.get("data") or {}).get(TOKEN_KEY):
+        return Rotation(True, f"the enrollment Secret has no {TOKEN_KEY!r} key")
+    annotations = (secret.get("metadata") or {}).get("annotations") or {}
+    expires_at = _parse_time(annotations.get(TOKEN_EXPIRES_ANNOTATION))
+    if expires_at is None or not annotations.get(TOKEN_ID_ANNOTATION):
+        return Rotation(True, "the enrollment Secret does not say which token it holds")
+    if expires_at - now > timedelta(seconds=ttl_s):
+        return Rotation(True, "enrollment.tokenTTLSeconds was shortened below the token's lifetime")
+    rotate_at = expires_at - timedelta(seconds=ttl_s * ROTATE_WHEN_LEFT)
+    if now >= rotate_at:
+        return Rotation(True, "the enrollment token is in the last third of its lifetime")
+    return Rotation(False, "the enrollment token is fresh", check_at=rotate_at)
+
+
+def current_token_id(secret: dict[str, Any] | None) -> str | None:
+    """The id of the token in the Secret (to revoke it when the pool goes)."""
+    if secret is None:
+        return None
+    annotations = (secret.get("metadata") or {}).get("annotations") or {}
+    token_id = annotations.get(TOKEN_ID_ANNOTATION)
+    return str(token_id) if token_id else None
+
+
+@dataclass(frozen=True)
+class HeldToken:
+    """The token an existing Secret holds, to rebuild the Secret without rotating."""
+
+    token: str
+    token_id: str
+    created_at: datetime
+    expires_at: datetime
+
+
+def held_token(secret: dict[str, Any] | None) -> HeldToken | None:
+    """The Secret's token and its annotations, or None when any part is missing."""
+    if secret is None:
+        return None
+    encoded = (secret.get("data") or {}).get(TOKEN_KEY)
+    annotations = (secret.get("metadata") or {}).get("annotations") or {}
+    created_at = _parse_time(annotations.get(TOKEN_CREATED_ANNOTATION))
+    expires_at = _parse_time(annotations.get(TOKEN_EXPIRES_ANNOTATION))
+    token_id = annotations.get(TOKEN_ID_ANNOTATION)
+    if not encoded or not token_id or created_at is None or expires_at is None:
+        return None
+    try:
+        token = base64.b64decode(encoded, validate=True).decode()
+    except ValueError:
+        return None
+    return HeldToken(token, str(token_id), created_at, expires_at)

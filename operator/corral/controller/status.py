@@ -1,0 +1,293 @@
+"""WorkerPool and Region status, computed from what the operator observed.
+
+Pure; the kopf handlers gather the inputs (the Deployment as read through
+`corral.kube`, queue figures from `corral.queue`) and patch the result into
+`.status`. Keeping this a function of its inputs makes every phase and
+condition a unit test rather than a cluster scenario.
+
+Phase precedence, first match wins: Degraded (something needs a human),
+Paused, Draining (deleting, or pods above the desired count), Pending
+(nothing ready yet, never ready before), Scaling (rolling out or pods
+missing), Ready.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from corral.api import (
+    Condition,
+    ConditionStatus,
+    Region,
+    RegionPhase,
+    RegionStatus,
+    WorkerPool,
+    WorkerPoolPhase,
+    WorkerPoolStatus,
+)
+from corral.controller import naming
+
+
+@dataclass(frozen=True)
+class DeploymentFigures:
+    """What the operator needs from a Deployment's status."""
+
+    replicas: int = 0
+    ready_replicas: int = 0
+    updated_replicas: int = 0
+    terminating_replicas: int = 0
+    spec_replicas: int = 0
+    generation: int = 0
+    observed_generation: int = 0
+    # The Deployment controller gave up on a rollout (ProgressDeadlineExceeded)
+    # or cannot create pods (ReplicaFailure): reason, message.
+    failure: tuple[str, str] | None = None
+
+    @classmethod
+    def from_kube(cls, deployment: dict[str, Any]) -> DeploymentFigures:
+        spec = deployment.get("spec") or {}
+        status = deployment.get("status") or {}
+        failure = None
+        for condition in status.get("conditions") or []:
+            kind, state = condition.get("type"), condition.get("status")
+            stuck = kind == "Progressing" and state == "False"
+            if stuck or (kind == "ReplicaFailure" and state == "True"):
+                failure = (
+                    str(condition.get("reason") or kind),
+                    str(condition.get("message") or ""),
+                )
+        return cls(
+            replicas=int(status.get("replicas") or 0),
+            ready_replicas=int(status.get("readyReplicas") or 0),
+            updated_replicas=int(status.get("updatedReplicas") or 0),
+            terminating_replicas=int(status.get("terminatingReplicas") or 0),
+            spec_replicas=int(spec.get("replicas") or 0),
+            generation=int((deployment.get("metadata") or {}).get("generation") or 0),
+            observed_generation=int(status.get("observedGeneration") or 0),
+            failure=failure,
+        )
+
+
+@dataclass(frozen=True)
+class QueueFigures:
+    """What the queue says about a pool's queues in its region (or a region)."""
+
+    depth: int  # jobs waiting
+    running: int  # jobs held by workers
+    workers: int  # workers with a recent heartbeat
+
+
+def set_condition(
+    conditions: list[Condition],
+    *,
+    type: str,
+    status: bool,
+    reason: str,
+    message: str,
+    now: datetime,
+    generation: int | None,
+) -> list[Condition]:
+    """`conditions` with `type` set; lastTransitionTime moves only when status flips."""
+    state = ConditionStatus.TRUE if status else ConditionStatus.FALSE
+    previous = next((c for c in conditions if c.type == type), None)
+    since = previous.last_transition_time if previous and previous.status == state else now
+    updated = Condition(
+        type=type,
+        status=state,
+        reason=reason,
+        message=message,
+        last_transition_time=since,
+        observed_generation=generation,
+    )
+    return [c for c in conditions if c.type != type] + [updated]
+
+
+def _problems(
+    pool: WorkerPool,
+    region: str,
+    region_exists: bool,
+    deployment: DeploymentFigures | None,
+    database_error: str | None,
+) -> list[tuple[str, str]]:
+    problems = []
+    if not region_exists:
+        where = f"spec.region {region!r}" if pool.spec.region else f"the default Region {region!r}"
+        problems.append(
+            (
+                "RegionNotFound",
+                f"{where} does not exist; create it (kind: Region, name: {region}) "
+                "or set spec.region to an existing one",
+            )
+        )
+    if database_error is not None:
+        problems.append(("DatabaseUnreachable", database_error))
+    if deployment is not None and deployment.failure is not None:
+        reason, message = deployment.failure
+        problems.append((reason, f"Deployment: {message}" if message else "Deployment failing"))
+    return problems
+
+
+def workerpool_status(
+    pool: WorkerPool,
+    *,
+    region: str,
+    region_exists: bool,
+    deployment: DeploymentFigures | None,
+    desired_replicas: int,
+    queue: QueueFigures | None,
+    now: datetime,
+    database_error: str | None = None,
+) -> WorkerPoolStatus:
+    """The pool's new `.status`.
+
+    `deployment` is None when the pool has no Deployment yet; `queue` is None
+    when the database could not be read (the last known figures are kept and
+    `database_error` says why, without any password).
+    """
+    previous = pool.status or WorkerPoolStatus()
+    generation = pool.metadata.generation
+    problems = _problems(pool, region, region_exists, deployment, database_error)
+    figures = deployment or DeploymentFigures()
+    ready = figures.ready_replicas
+    was_ready = bool(previous.ready_replicas) or previous.phase in (
+        WorkerPoolPhase.READY,
+        WorkerPoolPhase.SCALING,
+        WorkerPoolPhase.DRAINING,
+    )
+    rolling_out = deployment is not None and (
+        figures.observed_generation < figures.generation
+        or figures.updated_replicas < figures.replicas
+    )
+
+    if problems:
+        phase = WorkerPoolPhase.DEGRADED
+    elif pool.spec.paused:
+        phase = WorkerPoolPhase.PAUSED
+    elif pool.metadata.deletion_timestamp is not None or figures.replicas > desired_replicas:
+        phase = WorkerPoolPhase.DRAINING
+    elif desired_replicas > 0 and ready == 0 and not was_ready:
+        phase = WorkerPoolPhase.PENDING
+    elif rolling_out or figures.replicas < desired_replicas or ready < desired_replicas:
+        phase = WorkerPoolPhase.SCALING
+    else:
+        phase = WorkerPoolPhase.READY
+
+    conditions = list(previous.conditions or [])
+    if problems:
+        reason = problems[0][0]
+        message = "; ".join(text for _, text in problems)
+        conditions = set_condition(
+            conditions, type="Degraded", status=True, reason=reason, message=message,
+            now=now, generation=generation,
+        )  # fmt: skip
+    else:
+        conditions = set_condition(
+            conditions, type="Degraded", status=False, reason="AsExpected",
+            message="", now=now, generation=generation,
+        )  # fmt: skip
+
+    if phase is WorkerPoolPhase.DRAINING:
+        progressing = (True, "ScalingDown", f"draining to {desired_replicas} worker(s)")
+    elif phase is WorkerPoolPhase.PAUSED:
+        progressing = (
+            figures.replicas > 0,
+            "Paused",
+            "spec.paused is true: workers drain and no new ones start",
+        )
+    elif rolling_out:
+        progressing = (True, "RollingOut", "rolling out a spec change")
+    elif figures.replicas < desired_replicas or ready < desired_replicas:
+        progressing = (True, "ScalingUp", f"starting workers: {ready}/{desired_replicas} ready")
+    else:
+        progressing = (False, "Stable", f"{ready} worker(s) ready, none starting or stopping")
+    conditions = set_condition(
+        conditions, type="Progressing", status=progressing[0], reason=progressing[1],
+        message=progressing[2], now=now, generation=generation,
+    )  # fmt: skip
+
+    if problems:
+        ready_condition = (False, problems[0][0], problems[0][1])
+    elif pool.spec.paused:
+        ready_condition = (False, "Paused", "spec.paused is true")
+    elif ready >= desired_replicas and not rolling_out:
+        ready_condition = (True, "WorkersReady", f"{ready}/{desired_replicas} workers ready")
+    else:
+        ready_condition = (False, "WorkersNotReady", f"{ready}/{desired_replicas} workers ready")
+    conditions = set_condition(
+        conditions, type="Ready", status=ready_condition[0], reason=ready_condition[1],
+        message=ready_condition[2], now=now, generation=generation,
+    )  # fmt: skip
+
+    order = {"Ready": 0, "Progressing": 1, "Degraded": 2}
+    conditions.sort(key=lambda c: order.get(c.type, len(order)))
+    scaled = previous.desired_replicas != desired_replicas
+    return WorkerPoolStatus(
+        phase=phase,
+        region=region,
+        replicas=figures.replicas,
+        ready_replicas=ready,
+        desired_replicas=desired_replicas,
+        ready=f"{ready}/{desired_replicas}",
+        queue_depth=queue.depth if queue else previous.queue_depth,
+        running_jobs=queue.running if queue else previous.running_jobs,
+        workers=queue.workers if queue else previous.workers,
+        last_scale_time=now if scaled else previous.last_scale_time,
+        selector=naming.selector_string(pool),
+        observed_generation=generation,
+        conditions=conditions,
+    )
+
+
+def can_run_workers(pool: WorkerPool) -> bool:
+    """Whether the pool runs workers now or may start some when jobs arrive."""
+    spec = pool.spec
+    return not spec.paused and (spec.autoscaling.enabled or spec.replicas.min > 0)
+
+
+def region_status(
+    region: Region,
+    *,
+    pools: list[WorkerPool],
+    queue: QueueFigures | None,
+    now: datetime,
+) -> RegionStatus:
+    """The Region's new `.status`; `pools` are the WorkerPools that resolve to it."""
+    previous = region.status or RegionStatus()
+    workers = queue.workers if queue else (previous.workers or 0)
+    runnable = [pool for pool in pools if can_run_workers(pool)]
+    if workers > 0:
+        ready = (True, "WorkersHeartbeating", f"{workers} worker(s) heartbeating")
+    elif runnable:
+        names = ", ".join(sorted(f"{p.metadata.namespace}/{p.metadata.name}" for p in runnable))
+        ready = (
+            True,
+            "PoolsCanScale",
+            f"no worker heartbeating yet; pools that can start one: {names}",
+        )
+    elif pools:
+        ready = (
+            False,
+            "NoRunnablePools",
+            "every pool in this region is paused or fixed at zero replicas; "
+            "unpause one or raise its replicas.min",
+        )
+    else:
+        ready = (
+            False,
+            "NoPools",
+            f"no WorkerPool runs in this region; create one with spec.region: {region.metadata.name}",
+        )
+    conditions = set_condition(
+        list(previous.conditions or []), type="Ready", status=ready[0], reason=ready[1],
+        message=ready[2], now=now, generation=region.metadata.generation,
+    )  # fmt: skip
+    return RegionStatus(
+        phase=RegionPhase.READY if ready[0] else RegionPhase.NO_WORKERS,
+        pools=len(pools),
+        workers=workers,
+        queue_depth=queue.depth if queue else previous.queue_depth,
+        observed_generation=region.metadata.generation,
+        conditions=conditions,
+    )
