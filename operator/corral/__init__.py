@@ -8,4 +8,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+# Handler API for user code (`@corral.handler("kind")`). Imported from the
+# worker package, which pulls in neither kopf nor a database connection.
+from corral.worker.handlers import HandlerError, Job, PayloadError, handler
+
+__all__ = ["HandlerError", "Job", "PayloadError", "__version__", "handler"]

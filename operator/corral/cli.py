@@ -17,7 +17,9 @@ import click
 from corral import __version__
 
 # name -> (module, attribute, one-line help shown by `corral --help`)
-_COMMANDS: dict[str, tuple[str, str, str]] = {}
+_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "worker": ("corral.worker.cli", "worker", "Run a queue worker (or drain one: worker prestop)"),
+}
 
 
 class _LazyGroup(click.Group):

@@ -1,0 +1,152 @@
+"""The worker's session with the queue: its connections and its identity.
+
+`corral.worker.runtime` calls these methods; they call `corral.queue`'s
+`AsyncQueue` (the only code that talks to PostgreSQL). A worker holds four
+connections so that no kind of traffic waits behind another: claims,
+completions, control (enrollment, heartbeat, failures, release, reaper) and
+LISTEN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+
+from corral import __version__
+from corral.queue import (
+    AsyncQueue,
+    ClaimedJob,
+    CredentialError,
+    Failure,
+    FailureReason,
+    JobStateError,
+    WorkerRemoved,
+    WorkerState,
+)
+from corral.queue import EnrollmentError as TokenRefused
+from corral.worker.config import WorkerSettings
+from corral.worker.enrollment import EnrollmentError, Identity
+
+__all__ = ["ClaimedJob", "QueueSession", "RemovedError", "open_session"]
+
+LEASE_S = 30.0  # seconds a claim holds a job; the heartbeat extends it every interval
+
+
+class RemovedError(RuntimeError):
+    """The registry no longer accepts this worker (removed, or unknown credential)."""
+
+
+class QueueSession:
+    def __init__(self, settings: WorkerSettings, queues: Sequence[AsyncQueue]) -> None:
+        self.settings = settings
+        self._claimer, self._completer, self._control, self._listener = queues
+        self._control_lock = asyncio.Lock()
+        self.identity: Identity | None = None
+        self._worker_id = 0
+        self._credential = ""
+        self._queues = list(settings.queues)
+
+    async def close(self) -> None:
+        for q in (self._claimer, self._completer, self._control, self._listener):
+            with contextlib.suppress(Exception):
+                await q.close()
+
+    def _use(self, identity: Identity) -> None:
+        self.identity = identity
+        self._worker_id = int(identity.worker_id)
+        self._credential = identity.credential
+
+    # -------------------------------------------------------------- identity
+    async def enroll(self, token: str) -> Identity:
+        try:
+            async with self._control_lock:
+                enrolled = await self._control.enroll(
+                    token,
+                    name=self.settings.name,
+                    queues=self._queues,
+                    concurrency=self.settings.concurrency,
+                    version=__version__,
+                )
+        except TokenRefused as exc:
+            raise EnrollmentError(f"enrollment refused: {exc}") from None
+        if self.settings.region and self.settings.region != enrolled.region:
+            raise EnrollmentError(
+                f"--region / CORRAL_REGION is {self.settings.region!r} but the enrollment token "
+                f"is for region {enrolled.region!r}: use a token minted for {self.settings.region!r}"
+            )
+        identity = Identity(str(enrolled.worker_id), enrolled.credential)
+        self._use(identity)
+        return identity
+
+    async def authenticate(self, identity: Identity) -> str:
+        self._use(identity)
+        try:
+            async with self._control_lock:
+                state = await self._control.authenticate(
+                    self._worker_id,
+                    identity.credential,
+                    name=self.settings.name,
+                    queues=self._queues,
+                    concurrency=self.settings.concurrency,
+                    version=__version__,
+                )
+        except (WorkerRemoved, CredentialError) as exc:
+            raise RemovedError(str(exc)) from None
+        return str(state)
+
+    # ------------------------------------------------------------------ jobs
+    async def claim(self, limit: int) -> list[ClaimedJob]:
+        try:
+            return await self._claimer.claim(
+                self._worker_id, self._credential, self._queues, batch=limit, lease_s=LEASE_S
+            )
+        except (WorkerRemoved, CredentialError) as exc:
+            raise RemovedError(str(exc)) from None
+
+    async def complete_many(self, jobs: list[ClaimedJob]) -> list[int]:
+        """Returns the ids whose lease was lost (their completion was refused)."""
+        return await self._completer.complete_many(jobs)
+
+    async def fail(self, job: ClaimedJob, reason: str, error: str) -> None:
+        async with self._control_lock:
+            await self._control.fail_many([Failure(job, error, FailureReason(reason))])
+
+    async def release(self, jobs: list[ClaimedJob]) -> None:
+        async with self._control_lock:
+            await self._control.release_many(jobs)
+
+    async def heartbeat(self, in_flight: int, state: str) -> str:
+        """'drain' when the registry wants this worker drained, else 'ok'."""
+        try:
+            async with self._control_lock:
+                if state == "drained":
+                    with contextlib.suppress(JobStateError):
+                        await self._control.mark_drained(self._worker_id, self._credential)
+                registry_state = await self._control.heartbeat(
+                    self._worker_id, self._credential, in_flight=in_flight, lease_s=LEASE_S
+                )
+        except (WorkerRemoved, CredentialError) as exc:
+            raise RemovedError(str(exc)) from None
+        if registry_state is WorkerState.REMOVED:
+            raise RemovedError("the registry marks it removed")
+        if registry_state in (WorkerState.DRAINING, WorkerState.DRAINED) and state == "active":
+            return "drain"
+        return "ok"
+
+    async def reap(self) -> int:
+        async with self._control_lock:
+            return await self._control.reap() or 0
+
+    async def wait_for_jobs(self, timeout_s: float) -> bool:
+        """True when a NOTIFY named one of our queues (or all) within `timeout_s`."""
+        named = await self._listener.wait_for_jobs(timeout_s)
+        return bool(named) and ("*" in named or not named.isdisjoint(self._queues))
+
+    async def listen(self) -> None:
+        await self._listener.listen()
+
+
+async def open_session(settings: WorkerSettings) -> QueueSession:
+    queues = [await AsyncQueue.connect(settings.database_url) for _ in range(4)]
+    return QueueSession(settings, queues)

@@ -1,0 +1,219 @@
+"""`corral worker`: run a worker, or (from a pod's preStop hook) drain it.
+
+Registered in `corral.cli._COMMANDS`. `corral worker [OPTIONS]` runs the
+runtime (`corral.worker.runtime.Worker`); `corral worker prestop` asks the
+local worker to drain through its HTTP endpoint and waits until it reports
+`drained` — the hook Kubernetes runs before it sends SIGTERM.
+
+Every option has a `CORRAL_*` environment fallback (shown in `--help`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import click
+
+from corral.worker.config import ConfigError, WorkerSettings
+
+
+def _env(name: str) -> dict[str, Any]:
+    return {"envvar": name, "show_envvar": True}
+
+
+@click.group(
+    "worker",
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.option("--database-url", **_env("CORRAL_DATABASE_URL"), help="PostgreSQL URL of the queue.")
+@click.option(
+    "--queues",
+    "-q",
+    multiple=True,
+    **_env("CORRAL_QUEUES"),
+    help="Queues to claim from (comma-separated or repeated).",
+)
+@click.option(
+    "--region",
+    **_env("CORRAL_REGION"),
+    help="Region this worker runs in; must match its enrollment token's region.",
+)
+@click.option(
+    "--concurrency",
+    "-c",
+    type=int,
+    **_env("CORRAL_CONCURRENCY"),
+    help="Jobs in flight at once [default: 10].",
+)
+@click.option(
+    "--batch-size",
+    type=int,
+    **_env("CORRAL_BATCH_SIZE"),
+    help="Most jobs per claim [default: min(concurrency, 500)].",
+)
+@click.option("--name", **_env("CORRAL_NAME"), help="Worker name (pod name) [default: hostname].")
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    **_env("CORRAL_STATE_DIR"),
+    help="Where the worker keeps its credential [default: ~/.local/state/corral].",
+)
+@click.option(
+    "--http-host", **_env("CORRAL_HTTP_HOST"), help="Endpoint address [default: 0.0.0.0]."
+)
+@click.option(
+    "--http-port",
+    type=int,
+    **_env("CORRAL_HTTP_PORT"),
+    help="Port of /metrics, /healthz, /readyz, POST /drain; 0 = any, -1 = off [default: 8080].",
+)
+@click.option(
+    "--enrollment-token-file",
+    type=click.Path(path_type=Path),
+    **_env("CORRAL_ENROLLMENT_TOKEN_FILE"),
+    help="File holding the enrollment token (else CORRAL_ENROLLMENT_TOKEN).",
+)
+@click.option(
+    "--handlers",
+    multiple=True,
+    **_env("CORRAL_HANDLERS"),
+    help="Modules defining @corral.handler functions (module or module:function).",
+)
+@click.option(
+    "--job-timeout",
+    **_env("CORRAL_JOB_TIMEOUT"),
+    help="Default per-job timeout, e.g. 30s or 5m [default: 5m].",
+)
+@click.option(
+    "--drain-timeout",
+    **_env("CORRAL_DRAIN_TIMEOUT"),
+    help="On SIGTERM, how long to let jobs finish before handing them back [default: 30s].",
+)
+@click.option("--heartbeat-interval", **_env("CORRAL_HEARTBEAT_INTERVAL"), help="[default: 1s]")
+@click.option(
+    "--poll-interval",
+    **_env("CORRAL_POLL_INTERVAL"),
+    help="Polling fallback when no NOTIFY arrives [default: 1s].",
+)
+@click.option(
+    "--flush-interval",
+    **_env("CORRAL_FLUSH_INTERVAL"),
+    help="How long completions gather before one write [default: 2ms].",
+)
+@click.option(
+    "--log-level",
+    default="INFO",
+    **_env("CORRAL_LOG_LEVEL"),
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
+@click.pass_context
+def worker(ctx: click.Context, /, log_level: str, **raw: Any) -> None:
+    """Run a worker: claim jobs from the named queues and run their handlers.
+
+    Delivery is at-least-once: handlers get job.id and job.attempt as their
+    idempotency key. Exit codes: 0 after a SIGTERM drain, 1 on a fatal
+    error, 3 when the worker was removed from the registry.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    import os
+
+    settings_raw = {
+        "database_url": raw["database_url"],
+        "queues": list(raw["queues"]) or None,
+        "region": raw["region"],
+        "concurrency": raw["concurrency"],
+        "batch_size": raw["batch_size"],
+        "name": raw["name"],
+        "state_dir": raw["state_dir"],
+        "http_host": raw["http_host"],
+        "http_port": raw["http_port"],
+        "enrollment_token": os.environ.get("CORRAL_ENROLLMENT_TOKEN") or None,
+        "enrollment_token_file": raw["enrollment_token_file"],
+        "handlers": list(raw["handlers"]) or None,
+        "job_timeout_s": raw["job_timeout"],
+        "drain_timeout_s": raw["drain_timeout"],
+        "heartbeat_interval_s": raw["heartbeat_interval"],
+        "poll_interval_s": raw["poll_interval"],
+        "flush_interval_s": raw["flush_interval"],
+    }
+    try:
+        settings = WorkerSettings.from_raw(**settings_raw)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    from corral.worker.runtime import Worker, build_registry
+
+    try:
+        registry = build_registry(settings)
+    except (ValueError, TypeError) as exc:
+        raise click.UsageError(str(exc)) from None
+    code = asyncio.run(Worker(settings, registry).run())
+    sys.exit(code)
+
+
+@worker.command("prestop")
+@click.option(
+    "--port",
+    type=int,
+    **_env("CORRAL_HTTP_PORT"),
+    default=8080,
+    show_default=True,
+    help="Port of the local worker's endpoint.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=float,
+    default=3600.0,
+    show_default=True,
+    help="Seconds to wait for `drained` (the pod's grace period bounds it anyway).",
+)
+def prestop(port: int, host: str, timeout_s: float) -> None:
+    """Drain the local worker and wait until it is drained (a preStop hook).
+
+    POSTs /drain to the worker on this host and polls /status until it says
+    `drained` with 0 jobs in flight; the kubelet then sends SIGTERM.
+    """
+    base = f"http://{host}:{port}"
+    try:
+        status = _http_json("POST", f"{base}/drain")
+    except OSError as exc:
+        raise click.ClickException(f"cannot reach the worker at {base}: {exc}") from None
+    deadline = time.monotonic() + timeout_s
+    while status.get("state") not in ("drained", "stopped"):
+        if time.monotonic() > deadline:
+            raise click.ClickException(
+                f"worker still {status.get('state')} with {status.get('in_flight')} in flight "
+                f"after {timeout_s:g}s"
+            )
+        time.sleep(0.2)
+        try:
+            status = _http_json("GET", f"{base}/status")
+        except OSError:
+            break  # the worker went away: nothing left to drain
+    click.echo(
+        f"worker {status.get('worker_id')}: {status.get('state')}, "
+        f"{status.get('in_flight', 0)} in flight"
+    )
+
+
+def _http_json(method: str, url: str) -> dict[str, Any]:
+    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    with urllib.request.urlopen(request, timeout=5) as response:
+        data: dict[str, Any] = json.loads(response.read())
+        return data

@@ -1,0 +1,235 @@
+"""Worker settings: one validated model built from `corral worker` flags and
+their `CORRAL_*` environment fallbacks.
+
+`corral.worker.cli` collects the raw values (click reads the environment) and
+calls `WorkerSettings.from_raw`; the runtime only ever sees a validated
+`WorkerSettings`. Every error names the flag, its environment variable and the
+fix, and a database password never appears in one (`redact_dsn`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Any
+
+from psycopg.conninfo import conninfo_to_dict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from corral.queue.dsn import DsnError, check_dsn, mask_dsn
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,63}$")
+_SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
+
+# flag name -> environment variable, used to name both in error messages.
+ENV_VARS: dict[str, str] = {
+    "database_url": "CORRAL_DATABASE_URL",
+    "queues": "CORRAL_QUEUES",
+    "region": "CORRAL_REGION",
+    "concurrency": "CORRAL_CONCURRENCY",
+    "batch_size": "CORRAL_BATCH_SIZE",
+    "name": "CORRAL_NAME",
+    "state_dir": "CORRAL_STATE_DIR",
+    "http_host": "CORRAL_HTTP_HOST",
+    "http_port": "CORRAL_HTTP_PORT",
+    "enrollment_token": "CORRAL_ENROLLMENT_TOKEN",
+    "enrollment_token_file": "CORRAL_ENROLLMENT_TOKEN_FILE",
+    "handlers": "CORRAL_HANDLERS",
+    "job_timeout_s": "CORRAL_JOB_TIMEOUT",
+    "drain_timeout_s": "CORRAL_DRAIN_TIMEOUT",
+    "heartbeat_interval_s": "CORRAL_HEARTBEAT_INTERVAL",
+    "poll_interval_s": "CORRAL_POLL_INTERVAL",
+    "flush_interval_s": "CORRAL_FLUSH_INTERVAL",
+}
+
+
+class ConfigError(ValueError):
+    """A setting is wrong; the message names it and says how to fix it."""
+
+
+def parse_duration(value: str | float | int, what: str = "duration") -> float:
+    """'250ms', '30s', '5m', '1h' or a bare number of seconds -> seconds."""
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(value)
+        if not match:
+            raise ConfigError(
+                f"{what}: {value!r} is not a duration; write e.g. 250ms, 30s, 5m or 1h"
+            )
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds < 0:
+        raise ConfigError(f"{what}: must not be negative (got {value!r})")
+    return seconds
+
+
+def parse_queues(value: str | list[str] | tuple[str, ...]) -> list[str]:
+    """'a,b c' or ['a', 'b,c'] -> ['a', 'b', 'c'] (order kept, duplicates dropped)."""
+    items = [value] if isinstance(value, str) else list(value)
+    names: list[str] = []
+    for item in items:
+        for name in re.split(r"[,\s]+", item.strip()):
+            if name and name not in names:
+                names.append(name)
+    return names
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with its password masked, safe to print or log."""
+    return mask_dsn(dsn)
+
+
+def scrub(text: str, dsn: str) -> str:
+    """Remove the DSN's password from an error text (libpq errors may echo it)."""
+    text = mask_dsn(text)
+    try:
+        password = conninfo_to_dict(dsn).get("password")
+    except Exception:
+        password = None
+    if password:
+        text = text.replace(str(password), "***")
+    return text
+
+
+def validate_dsn(dsn: str) -> str:
+    """Check a PostgreSQL URL/conninfo offline; the error names the bad part
+    (`corral.queue.check_dsn`) and the flag it came from."""
+    where = f"--database-url / {ENV_VARS['database_url']}"
+    try:
+        dsn = check_dsn(dsn)
+    except DsnError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    sslmode = conninfo_to_dict(dsn).get("sslmode")
+    if sslmode is not None and sslmode not in _SSLMODES:
+        raise ConfigError(
+            f"{where}: sslmode {sslmode!r} is not one of {', '.join(sorted(_SSLMODES))}"
+        )
+    return dsn
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "corral"
+
+
+class WorkerSettings(BaseModel):
+    """Everything `corral worker` needs, validated. Durations are in seconds."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    database_url: str = Field(repr=False)
+    queues: list[str] = Field(min_length=1, max_length=32)
+    region: str | None = None
+    concurrency: int = Field(default=10, ge=1, le=10_000)
+    batch_size: int = Field(default=0, ge=0, le=10_000)  # 0 -> min(concurrency, 500)
+    name: str = Field(default_factory=socket.gethostname, min_length=1, max_length=253)
+    state_dir: Path = Field(default_factory=default_state_dir)
+    http_host: str = "0.0.0.0"
+    http_port: int = Field(default=8080, ge=-1, le=65535)  # 0 = any free port, -1 = off
+    enrollment_token: str | None = Field(default=None, repr=False)
+    enrollment_token_file: Path | None = None
+    handlers: list[str] = Field(default_factory=list)
+    job_timeout_s: float = Field(default=300.0, gt=0)
+    drain_timeout_s: float = Field(default=30.0, ge=0)
+    heartbeat_interval_s: float = Field(default=1.0, gt=0, le=60)
+    poll_interval_s: float = Field(default=1.0, gt=0, le=300)
+    flush_interval_s: float = Field(default=0.002, ge=0, le=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _dsn(cls, value: str) -> str:
+        return validate_dsn(value)
+
+    @field_validator("queues", mode="before")
+    @classmethod
+    def _queues(cls, value: Any) -> Any:
+        if isinstance(value, str | list | tuple):
+            value = parse_queues(value)
+            for name in value:
+                if not _QUEUE_NAME.match(name):
+                    raise ValueError(
+                        f"queue name {name!r} may only use letters, digits and _ . : - "
+                        "(1 to 63 characters)"
+                    )
+        return value
+
+    @field_validator("handlers", mode="before")
+    @classmethod
+    def _handlers(cls, value: Any) -> Any:
+        if isinstance(value, str | list | tuple):
+            return parse_queues(value)
+        return value
+
+    @field_validator(
+        "job_timeout_s",
+        "drain_timeout_s",
+        "heartbeat_interval_s",
+        "poll_interval_s",
+        "flush_interval_s",
+        mode="before",
+    )
+    @classmethod
+    def _durations(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_duration(value)
+        return value
+
+    @field_validator("region", mode="before")
+    @classmethod
+    def _region(cls, value: Any) -> Any:
+        return value or None
+
+    @property
+    def claim_batch(self) -> int:
+        """How many jobs one claim may take at most."""
+        return self.batch_size or min(self.concurrency, 500)
+
+    @property
+    def safe_database_url(self) -> str:
+        return redact_dsn(self.database_url)
+
+    @classmethod
+    def from_raw(cls, **raw: Any) -> WorkerSettings:
+        """Build from flag/env values (None = not given); errors name flag and env var."""
+        given = {key: value for key, value in raw.items() if value is not None and value != ()}
+        try:
+            return cls(**given)
+        except ConfigError:
+            raise
+        except ValidationError as exc:
+            problems = []
+            for error in exc.errors():
+                field = str(error["loc"][0]) if error["loc"] else "?"
+                flag = "--" + field.removesuffix("_s").replace("_", "-")
+                env = ENV_VARS.get(field)
+                where = f"{flag} / {env}" if env else flag
+                message = str(error["msg"]).removeprefix("Value error, ")
+                if field == "database_url" and error["type"] == "missing":
+                    message = (
+                        "no database URL; give one such as "
+                        "postgresql://corral@db.example:5432/corral"
+                    )
+                if field == "queues" and error["type"] in ("too_short", "missing"):
+                    message = "name at least one queue to claim from, e.g. --queues emails,reports"
+                # validate_dsn already names the flag; don't say it twice.
+                problems.append(message if message.startswith("--") else f"{where}: {message}")
+            raise ConfigError("; ".join(problems)) from None
+
+    def read_enrollment_token(self) -> str | None:
+        """The token from the environment/flag, else from the token file."""
+        if self.enrollment_token:
+            return self.enrollment_token.strip()
+        if self.enrollment_token_file is not None:
+            try:
+                token = self.enrollment_token_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"--enrollment-token-file / {ENV_VARS['enrollment_token_file']}: "
+                    f"cannot read {self.enrollment_token_file}: {exc.strerror}"
+                ) from None
+            return token or None
+        return None

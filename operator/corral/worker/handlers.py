@@ -1,0 +1,255 @@
+"""Job handlers: the `Job` a handler receives, the `@corral.handler` decorator
+and the registry the worker looks kinds up in.
+
+Users decorate functions in their own modules; `corral worker --handlers
+myapp.jobs` (or the `corral.handlers` entry-point group) imports those modules,
+which registers them. The runtime (`corral.worker.runtime`) asks the registry
+for a kind's `Handler` once per job.
+
+Delivery is at-least-once: a job whose worker dies, or whose lease lapses, runs
+again. `Job.id` together with `Job.attempt` is the idempotency key a handler
+should use for side effects it must not repeat.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib.metadata import entry_points
+from typing import Any, Generic, TypeVar, overload
+
+from pydantic import BaseModel, ValidationError
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Handler",
+    "HandlerError",
+    "HandlerRegistry",
+    "Job",
+    "PayloadError",
+    "handler",
+    "registry",
+]
+
+ENTRY_POINT_GROUP = "corral.handlers"
+
+P = TypeVar("P")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, slots=True)
+class Job(Generic[P]):
+    """One delivery of a job to a handler.
+
+    Delivery is at-least-once: the same job may be delivered again after a
+    worker crash or a lapsed lease. Use `id` (stable across deliveries) and
+    `attempt` (1 on the first delivery) as the idempotency key.
+    """
+
+    id: int
+    kind: str
+    queue: str
+    payload: P
+    attempt: int = 1
+    max_attempts: int = 0
+    region: str | None = None
+    enqueued_at: datetime | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def idempotency_key(self) -> str:
+        """`"<id>"` — the same for every delivery of this job."""
+        return str(self.id)
+
+
+class HandlerError(Exception):
+    """Raise from a handler to fail the job with this message (retried per budget)."""
+
+
+class PayloadError(HandlerError):
+    """The payload does not decode or does not match the handler's payload model."""
+
+
+HandlerFn = Callable[[Job[Any]], Awaitable[Any]] | Callable[[Job[Any]], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    """A registered handler: how to call it and what it expects."""
+
+    name: str
+    fn: Callable[..., Any]
+    is_async: bool
+    payload_model: type[BaseModel] | None = None
+    timeout_s: float | None = None  # None: the worker's --job-timeout
+
+    def prepare(self, job: Job[Any]) -> Job[Any]:
+        """Validate the payload into the handler's model, if it declares one."""
+        if self.payload_model is None:
+            return job
+        try:
+            model = self.payload_model.model_validate(job.payload)
+        except ValidationError as exc:
+            fields = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '<payload>'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise PayloadError(
+                f"payload does not match {self.payload_model.__name__}: {fields}"
+            ) from None
+        return Job(
+            id=job.id,
+            kind=job.kind,
+            queue=job.queue,
+            payload=model,
+            attempt=job.attempt,
+            max_attempts=job.max_attempts,
+            region=job.region,
+            enqueued_at=job.enqueued_at,
+            meta=job.meta,
+        )
+
+
+class HandlerRegistry:
+    """Kind name -> `Handler`. Registering a name twice is an error (a typo
+    or a copy-paste that would silently route jobs to the wrong function)."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+
+    def register(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        *,
+        payload: type[BaseModel] | None = None,
+        timeout_s: float | None = None,
+        replace: bool = False,
+    ) -> Handler:
+        if not name or not isinstance(name, str):
+            raise ValueError("a handler needs a non-empty name, e.g. @corral.handler('send-email')")
+        if not callable(fn):
+            raise TypeError(f"handler {name!r}: {fn!r} is not callable")
+        existing = self._handlers.get(name)
+        if existing is not None and not replace and existing.fn is not fn:
+            raise ValueError(
+                f"handler {name!r} is already registered by {_where(existing.fn)}; "
+                f"pick another name for {_where(fn)}"
+            )
+        handler_ = Handler(
+            name=name,
+            fn=fn,
+            is_async=inspect.iscoroutinefunction(fn),
+            payload_model=payload,
+            timeout_s=timeout_s,
+        )
+        self._handlers[name] = handler_
+        return handler_
+
+    def get(self, name: str) -> Handler | None:
+        return self._handlers.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._handlers)
+
+    def update(self, other: HandlerRegistry) -> None:
+        for name, h in other._handlers.items():
+            self.register(name, h.fn, payload=h.payload_model, timeout_s=h.timeout_s)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._handlers
+
+    def __iter__(self) -> Iterator[Handler]:
+        return iter(self._handlers.values())
+
+    def __len__(self) -> int:
+        return len(self._handlers)
+
+    def load_module(self, path: str) -> None:
+        """Import `path` (a module, or `module:function`) so its decorators run.
+
+        `module:function` registers that one function under its own name.
+        """
+        module_name, _, attr = path.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ValueError(f"--handlers {path!r}: cannot import {module_name!r}: {exc}") from exc
+        if attr:
+            fn = getattr(module, attr, None)
+            if fn is None:
+                raise ValueError(f"--handlers {path!r}: {module_name!r} has no attribute {attr!r}")
+            self.register(getattr(fn, "__corral_handler__", attr), fn)
+
+    def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> list[str]:
+        """Load every entry point of `group`: a module (its decorators register)
+        or a callable (registered under the entry point's name)."""
+        loaded = []
+        for ep in entry_points(group=group):
+            try:
+                obj = ep.load()
+            except Exception as exc:
+                raise ValueError(f"entry point {ep.name} = {ep.value} ({group}): {exc}") from exc
+            if callable(obj) and not inspect.ismodule(obj):
+                self.register(ep.name, obj)
+            loaded.append(ep.name)
+        return loaded
+
+
+def _where(fn: Callable[..., Any]) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+# The registry `@handler` writes into; the worker starts from a copy of it.
+registry = HandlerRegistry()
+
+
+@overload
+def handler(name: F, /) -> F: ...
+
+
+@overload
+def handler(
+    name: str | None = None,
+    /,
+    *,
+    payload: type[BaseModel] | None = None,
+    timeout: float | None = None,
+) -> Callable[[F], F]: ...
+
+
+def handler(
+    name: str | F | None = None,
+    /,
+    *,
+    payload: type[BaseModel] | None = None,
+    timeout: float | None = None,
+) -> F | Callable[[F], F]:
+    """Register a function as the handler for jobs of kind `name`.
+
+        @corral.handler("send-email", payload=Email, timeout=30)
+        async def send_email(job: corral.Job[Email]) -> None: ...
+
+    Sync and async functions both work; a sync handler runs in a thread so it
+    cannot block the worker. `payload` (a pydantic model) validates the job's
+    payload first: a mismatch fails the job with the field that is wrong.
+    `timeout` (seconds) overrides the worker's `--job-timeout`.
+
+    Delivery is at-least-once: make side effects idempotent on `job.id`.
+    The function is returned unchanged, so it stays directly callable in tests.
+    """
+    if callable(name):
+        fn = name
+        registry.register(fn.__name__, fn)
+        return fn
+
+    def decorate(fn: F) -> F:
+        kind = name or fn.__name__
+        registry.register(kind, fn, payload=payload, timeout_s=timeout)
+        fn.__corral_handler__ = kind  # type: ignore[attr-defined]
+        return fn
+
+    return decorate

@@ -1,0 +1,123 @@
+"""`corral worker` settings: every mistake is named (flag and environment
+variable) with its fix, and a database password is never shown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from corral.worker.config import (
+    ConfigError,
+    WorkerSettings,
+    parse_duration,
+    parse_queues,
+    redact_dsn,
+)
+
+DSN = "postgresql://corral:s3cret-pw@db.example:5432/corral"
+
+
+def settings(**overrides: object) -> WorkerSettings:
+    raw: dict[str, object] = {"database_url": DSN, "queues": "emails"}
+    raw.update(overrides)
+    return WorkerSettings.from_raw(**raw)
+
+
+def test_a_missing_database_url_names_the_flag_and_the_environment_variable() -> None:
+    for missing in ("", None):
+        with pytest.raises(
+            ConfigError, match="--database-url / CORRAL_DATABASE_URL: no database URL"
+        ):
+            settings(database_url=missing)
+
+
+def test_a_non_numeric_port_is_named_as_the_wrong_part_of_the_url() -> None:
+    with pytest.raises(ConfigError, match="port 'abc'") as err:
+        settings(database_url="postgresql://corral:s3cret-pw@db:abc/corral")
+    assert "s3cret-pw" not in str(err.value)
+
+
+def test_a_url_with_a_foreign_scheme_says_it_must_be_postgresql() -> None:
+    with pytest.raises(ConfigError, match="scheme 'mysql' is not supported"):
+        settings(database_url="mysql://u:p@h/db")
+
+
+def test_an_unknown_url_parameter_is_named() -> None:
+    with pytest.raises(ConfigError, match='"sslmod"') as err:
+        settings(database_url="postgresql://u:s3cret-pw@h/db?sslmod=require")
+    assert "s3cret-pw" not in str(err.value)
+
+
+def test_a_bad_sslmode_lists_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match="sslmode 'sometimes' is not one of"):
+        settings(database_url="postgresql://u:p@h/db?sslmode=sometimes")
+
+
+def test_settings_never_show_the_password_in_their_repr_or_safe_url() -> None:
+    s = settings()
+    assert "s3cret-pw" not in repr(s)
+    assert "s3cret-pw" not in s.safe_database_url
+    assert "***" in s.safe_database_url
+
+
+def test_redacting_a_url_masks_its_password() -> None:
+    assert "s3cret-pw" not in redact_dsn(DSN)
+
+
+def test_no_queue_at_all_asks_for_at_least_one() -> None:
+    with pytest.raises(ConfigError, match="--queues / CORRAL_QUEUES: name at least one queue"):
+        settings(queues="")
+
+
+def test_queues_accept_commas_spaces_and_repeats_and_drop_duplicates() -> None:
+    assert parse_queues(["a,b", "c a", " d "]) == ["a", "b", "c", "d"]
+    assert settings(queues="x, y,x").queues == ["x", "y"]
+
+
+def test_an_invalid_queue_name_is_quoted_in_the_error() -> None:
+    with pytest.raises(ConfigError, match="queue name 'bad/name'"):
+        settings(queues="ok,bad/name")
+
+
+def test_a_concurrency_of_zero_is_refused_with_the_flag_named() -> None:
+    with pytest.raises(ConfigError, match="--concurrency / CORRAL_CONCURRENCY"):
+        settings(concurrency=0)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("250ms", 0.25), ("30s", 30.0), ("5m", 300.0), ("1h", 3600.0), ("12", 12.0), ("1.5s", 1.5)],
+)
+def test_durations_read_units(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_a_duration_without_a_known_unit_explains_the_format() -> None:
+    with pytest.raises(ConfigError, match=r"write e\.g\. 250ms, 30s"):
+        parse_duration("5 minutes")
+
+
+def test_a_bad_drain_timeout_is_named() -> None:
+    with pytest.raises(ConfigError, match="--drain-timeout / CORRAL_DRAIN_TIMEOUT"):
+        settings(drain_timeout_s="soon")
+
+
+def test_the_claim_batch_defaults_to_the_concurrency_capped_at_500() -> None:
+    assert settings(concurrency=20).claim_batch == 20
+    assert settings(concurrency=2000).claim_batch == 500
+    assert settings(concurrency=2000, batch_size=100).claim_batch == 100
+
+
+def test_the_enrollment_token_comes_from_the_environment_before_the_file(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("from-file\n")
+    assert settings(enrollment_token_file=token_file).read_enrollment_token() == "from-file"
+    both = settings(enrollment_token="from-env", enrollment_token_file=token_file)
+    assert both.read_enrollment_token() == "from-env"
+
+
+def test_an_unreadable_token_file_is_named_with_its_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    with pytest.raises(ConfigError, match=f"--enrollment-token-file .*{missing}"):
+        settings(enrollment_token_file=missing).read_enrollment_token()
