@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -52,13 +51,13 @@ class Leased(Protocol):
     def id(self) -> int: ...
 
     @property
-    def lease_token(self) -> uuid.UUID: ...
+    def lease_token(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
 class Lease:
     id: int
-    lease_token: uuid.UUID
+    lease_token: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +90,7 @@ class ClaimedJob:
     region: str | None
     attempt: int
     max_attempts: int
-    lease_token: uuid.UUID
+    lease_token: int
     lease_expires_at: dt.datetime
     enqueued_at: dt.datetime
     run_at: dt.datetime

@@ -11,13 +11,13 @@ SELECT * FROM corral_enqueue_v1(
 SELECT * FROM corral_claim_v1(%s::int8, %s::text, %s::text[], %s::int4, %s::float8)
 
 -- name: complete_v1
-SELECT corral_complete_v1(%s::int8[], %s::uuid[])
+SELECT corral_complete_v1(%s::int8[], %s::int8[])
 
 -- name: fail_v1
-SELECT corral_fail_v1(%s::int8[], %s::uuid[], %s::text[], %s::text[], %s::bool[])
+SELECT corral_fail_v1(%s::int8[], %s::int8[], %s::text[], %s::text[], %s::bool[])
 
 -- name: release_v1
-SELECT corral_release_v1(%s::int8[], %s::uuid[])
+SELECT corral_release_v1(%s::int8[], %s::int8[])
 
 -- name: heartbeat_v1
 SELECT corral_heartbeat_v1(%s::int8, %s::text, %s::int4, %s::float8)

@@ -45,7 +45,7 @@ CREATE TABLE corral_jobs (
     attempt integer NOT NULL DEFAULT 0,
     max_attempts integer NOT NULL,
     dedupe_key text,
-    lease_token uuid,
+    lease_token bigint,
     lease_expires_at timestamptz,
     worker_id bigint,
     last_error text,
@@ -66,6 +66,11 @@ CREATE TABLE corral_jobs (
         OR last_error_reason IN ('exception', 'timeout', 'payload', 'unknown_kind', 'lease_expired')
     )
 );
+-- One value per claim: every job of the batch carries it as its lease token.
+-- A bigint fence is as good as a UUID here (it is never a secret: workers
+-- prove who they are with their credential) and far cheaper to pass around.
+CREATE SEQUENCE corral_lease_token_seq AS bigint;
+
 COMMENT ON TABLE corral_jobs IS
     'Unfinished jobs only (scheduled, pending, running); finished ones move to corral_jobs_finished.';
 
@@ -263,7 +268,7 @@ CREATE FUNCTION corral_claim_v1(
     p_lease_s double precision
 ) RETURNS TABLE (
     id bigint, kind text, queue text, payload jsonb, priority smallint, region text,
-    attempt integer, max_attempts integer, lease_token uuid, lease_expires_at timestamptz,
+    attempt integer, max_attempts integer, lease_token bigint, lease_expires_at timestamptz,
     enqueued_at timestamptz, run_at timestamptz
 )
 LANGUAGE plpgsql
@@ -272,7 +277,9 @@ AS $$
 DECLARE
     v_state text;
     v_region text;
-    v_token uuid := gen_random_uuid();
+    v_token bigint := nextval('corral_lease_token_seq');
+    v_ids bigint[];
+    v_expired bigint[];
     v_lease_until timestamptz := now() + make_interval(secs => p_lease_s);
     v_left integer := p_batch;
     v_got integer;
@@ -310,31 +317,37 @@ BEGIN
          WHERE NOT EXISTS (SELECT 1 FROM corral_queues p WHERE p.name = l.queue AND p.paused)
          ORDER BY head.priority DESC, head.id
     LOOP
-        RETURN QUERY
-        WITH picked AS (
-            SELECT c.id FROM corral_jobs c
-             WHERE c.state = 'pending' AND c.queue = v_lane.queue AND c.region = v_lane.region
-             ORDER BY c.priority DESC, c.id
-             LIMIT v_left
-               FOR UPDATE SKIP LOCKED
-        ), gone AS (
-            DELETE FROM corral_jobs e USING picked
-             WHERE e.id = picked.id AND e.expires_at <= now()
-            RETURNING e.*
-        ), expired AS (
+        -- The picked ids are handed on as an array so both statements below
+        -- read the primary key (= ANY), never scan the table, whatever the
+        -- planner guesses about the batch size.
+        SELECT coalesce(array_agg(c.id) FILTER (WHERE c.expires_at IS NULL OR c.expires_at > now()), '{}'),
+               coalesce(array_agg(c.id) FILTER (WHERE c.expires_at <= now()), '{}')
+          INTO v_ids, v_expired
+          FROM (SELECT c.id, c.expires_at FROM corral_jobs c
+                 WHERE c.state = 'pending' AND c.queue = v_lane.queue
+                   AND c.region = v_lane.region
+                 ORDER BY c.priority DESC, c.id
+                 LIMIT v_left
+                   FOR UPDATE SKIP LOCKED) c;
+        IF cardinality(v_expired) > 0 THEN
+            WITH gone AS (
+                DELETE FROM corral_jobs e WHERE e.id = ANY(v_expired) RETURNING e.*
+            )
             INSERT INTO corral_jobs_finished (id, kind, queue, payload, priority, region, state,
                 run_at, expires_at, attempt, max_attempts, dedupe_key, worker_id, last_error,
                 last_error_reason, enqueued_at, started_at)
             SELECT g.id, g.kind, g.queue, g.payload, g.priority, g.region, 'expired',
                    g.run_at, g.expires_at, g.attempt, g.max_attempts, g.dedupe_key, g.worker_id,
                    g.last_error, g.last_error_reason, g.enqueued_at, g.started_at
-              FROM gone g
-        ), claimed AS (
+              FROM gone g;
+        END IF;
+        CONTINUE WHEN cardinality(v_ids) = 0;
+        RETURN QUERY
+        WITH claimed AS (
             UPDATE corral_jobs u
                SET state = 'running', attempt = u.attempt + 1, lease_token = v_token,
                    lease_expires_at = v_lease_until, worker_id = p_worker_id, started_at = now()
-              FROM picked
-             WHERE u.id = picked.id AND (u.expires_at IS NULL OR u.expires_at > now())
+             WHERE u.id = ANY(v_ids)
             RETURNING u.id, u.kind, u.queue, u.payload, u.priority, u.region, u.attempt,
                       u.max_attempts, u.lease_token, u.lease_expires_at, u.enqueued_at, u.run_at
         )
@@ -348,7 +361,11 @@ $$;
 
 -- Finish jobs whose lease token still matches; move them to the finished
 -- table in the same statement. Returns the ids that were rejected (lease lost).
-CREATE FUNCTION corral_complete_v1(p_ids bigint[], p_tokens uuid[]) RETURNS bigint[]
+-- Fencing statements test only (id, lease_token): a token is set exactly while
+-- a job runs (constraint running_job_has_lease), and leaving `state` out keeps
+-- the planner on the primary key instead of the running-jobs index, which
+-- holds many dead entries under heavy churn.
+CREATE FUNCTION corral_complete_v1(p_ids bigint[], p_tokens bigint[]) RETURNS bigint[]
 LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -356,7 +373,7 @@ DECLARE
 BEGIN
     WITH done AS (
         DELETE FROM corral_jobs j USING unnest(p_ids, p_tokens) AS d(id, token)
-         WHERE j.id = d.id AND j.lease_token = d.token AND j.state = 'running'
+         WHERE j.id = ANY(p_ids) AND j.id = d.id AND j.lease_token = d.token
         RETURNING j.*
     ), moved AS (
         INSERT INTO corral_jobs_finished (id, kind, queue, payload, priority, region, state,
@@ -381,7 +398,7 @@ $$;
 -- moves to the finished table as `dead`. The error text and its reason are
 -- kept either way. Returns the ids that were rejected (lease lost).
 CREATE FUNCTION corral_fail_v1(
-    p_ids bigint[], p_tokens uuid[], p_errors text[], p_reasons text[], p_retry boolean[]
+    p_ids bigint[], p_tokens bigint[], p_errors text[], p_reasons text[], p_retry boolean[]
 ) RETURNS bigint[]
 LANGUAGE plpgsql
 AS $$
@@ -398,12 +415,12 @@ BEGIN
                      coalesce(q.retry_base_s, 1) * power(2, greatest(j.attempt - 1, 0)))
                    * (0.5 + random() * 0.5) AS backoff_s
           FROM corral_jobs j
-          JOIN f ON j.id = f.id AND j.lease_token = f.token AND j.state = 'running'
+          JOIN f ON j.id = ANY(p_ids) AND j.id = f.id AND j.lease_token = f.token
           LEFT JOIN corral_queues q ON q.name = j.queue
            FOR UPDATE OF j
     ), gone AS (
         DELETE FROM corral_jobs j USING target t
-         WHERE j.id = t.id AND NOT t.again
+         WHERE j.id = ANY(p_ids) AND j.id = t.id AND NOT t.again
         RETURNING j.*, t.error AS new_error, t.reason AS new_reason
     ), dead AS (
         INSERT INTO corral_jobs_finished (id, kind, queue, payload, priority, region, state,
@@ -420,7 +437,7 @@ BEGIN
                lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
                last_error = t.error, last_error_reason = t.reason
           FROM target t
-         WHERE j.id = t.id AND t.again
+         WHERE j.id = ANY(p_ids) AND j.id = t.id AND t.again
         RETURNING j.id
     )
     SELECT coalesce(array_agg(x.id), '{}') INTO v_rejected
@@ -432,7 +449,7 @@ $$;
 
 -- Hand running jobs back to the queue untouched (shutdown): the attempt is
 -- not counted. Returns the ids that were rejected (lease lost).
-CREATE FUNCTION corral_release_v1(p_ids bigint[], p_tokens uuid[]) RETURNS bigint[]
+CREATE FUNCTION corral_release_v1(p_ids bigint[], p_tokens bigint[]) RETURNS bigint[]
 LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -444,7 +461,7 @@ BEGIN
            SET state = 'pending', attempt = j.attempt - 1, lease_token = NULL,
                lease_expires_at = NULL, worker_id = NULL
           FROM unnest(p_ids, p_tokens) AS d(id, token)
-         WHERE j.id = d.id AND j.lease_token = d.token AND j.state = 'running'
+         WHERE j.id = ANY(p_ids) AND j.id = d.id AND j.lease_token = d.token
         RETURNING j.id, j.queue
     )
     SELECT coalesce(array_agg(r.id), '{}'), coalesce(array_agg(DISTINCT r.queue), '{}')
@@ -490,7 +507,7 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
     v_ids bigint[];
-    v_tokens uuid[];
+    v_tokens bigint[];
 BEGIN
     IF NOT pg_try_advisory_xact_lock(hashtext('corral_reaper')) THEN
         RETURN NULL;
