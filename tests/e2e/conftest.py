@@ -1,0 +1,93 @@
+"""Fixtures of the e2e tier: a real kube-apiserver for every test in the session.
+
+Fixture API (kept small; other e2e helpers build on it):
+
+- `cluster` (session): a `corral.platform.localcluster.Cluster`. Always has
+  `.kubeconfig` (admin), `.server_url`, `.kubectl(*args, input=None, check=True)`,
+  `.kubectl_json(*args)`, `.env()` (os.environ + KUBECONFIG) and `.is_local`.
+  When `.is_local` it is a `LocalCluster` and also has `.port`, `.pod_server_url`
+  (https://10.244.0.1:<port>, what pods use), `.ca_file`, `.ca_key_file`,
+  `.bin_dir`, `.state_dir` and `.client_kubeconfig(name, cn, orgs)` for new
+  identities (e.g. a node agent's system:node:<name>).
+- `kubectl` (session): `cluster.kubectl`, for tests that only need the command.
+- `namespace` (per test): a fresh namespace named after the test, deleted after it.
+
+Which cluster: by default a `LocalCluster` started once per session from the
+binaries `make cluster-bins` built, in a pytest temp directory. Set
+`CORRAL_E2E_KUBECONFIG=<file>` (or `KUBECONFIG=<file>` together with
+`CORRAL_E2E_EXISTING_CLUSTER=1`) to run the tier unchanged against a cluster you
+run yourself, such as kind. The tier never skips: when the binaries are missing
+or the cluster cannot start, every test fails with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from corral.platform.localcluster import (
+    Cluster,
+    ClusterError,
+    ExistingCluster,
+    LocalCluster,
+)
+
+
+def _existing_kubeconfig() -> Path | None:
+    if path := os.environ.get("CORRAL_E2E_KUBECONFIG"):
+        return Path(path)
+    if os.environ.get("CORRAL_E2E_EXISTING_CLUSTER") == "1":
+        path = os.environ.get("KUBECONFIG", "")
+        if not path or os.pathsep in path:
+            pytest.fail(
+                "CORRAL_E2E_EXISTING_CLUSTER=1 needs KUBECONFIG set to exactly one file "
+                f"(got {path!r}); or set CORRAL_E2E_KUBECONFIG instead",
+                pytrace=False,
+            )
+        return Path(path)
+    return None
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    existing = _existing_kubeconfig()
+    if existing is not None:
+        try:
+            found = ExistingCluster(existing)
+        except ClusterError as exc:
+            pytest.fail(f"existing cluster unusable: {exc}", pytrace=False)
+        yield found
+        return
+    local = LocalCluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        local.start()
+    except ClusterError as exc:
+        pytest.fail(f"the local control plane did not start: {exc}", pytrace=False)
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+@pytest.fixture(scope="session")
+def kubectl(cluster: Cluster) -> Callable[..., subprocess.CompletedProcess[str]]:
+    return cluster.kubectl
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    # Namespace names are DNS labels: lower case, <= 63 characters, unique per run.
+    stem = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower().removeprefix("test_"))
+    name = f"{stem[:50].strip('-')}-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        # Namespace deletion finalises in the background; tests do not wait for it.
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

@@ -1,0 +1,117 @@
+"""The local cluster's own promises: `up` prints a working KUBECONFIG, `down` and a
+killed supervisor leave no process behind, and a component that fails to start is
+named together with the tail of its log. Each test starts its own cluster in a
+temp directory, apart from the session's `cluster`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from corral.platform.localcluster import ClusterError, LocalCluster, default_bin_dir
+
+
+def _localcluster(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "corral.platform.localcluster", *args],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+    )
+
+
+def _alive(pid: int) -> bool:
+    # `ps` rather than os.kill: the check the issue asks for, and it ignores zombies.
+    out = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True)
+    return out.returncode == 0 and not out.stdout.strip().startswith("Z")
+
+
+def _wait_gone(pids: list[int], timeout_s: float = 30.0) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        left = [p for p in pids if _alive(p)]
+        if not left:
+            return []
+        time.sleep(0.2)
+    return [p for p in pids if _alive(p)]
+
+
+def _component_pids(state: Path) -> list[int]:
+    return list(json.loads((state / "pids.json").read_text()).values())
+
+
+def test_cluster_up_prints_a_working_kubeconfig_and_down_leaves_no_process_behind(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "cluster"
+    up = _localcluster("up", "--state-dir", str(state))
+    assert up.returncode == 0, up.stderr
+    assert up.stdout.strip() == f"export KUBECONFIG={state / 'admin.kubeconfig'}"
+    supervisor = int((state / "supervisor.pid").read_text())
+    pids = [supervisor, *_component_pids(state)]
+    assert len(pids) == 5 and all(_alive(p) for p in pids)
+    try:
+        readyz = subprocess.run(
+            [str(default_bin_dir() / "kubectl"), "get", "--raw", "/readyz"],
+            env=dict(os.environ, KUBECONFIG=str(state / "admin.kubeconfig")),
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert readyz.stdout.strip() == "ok", readyz.stderr
+        status = _localcluster("status", "--state-dir", str(state))
+        assert status.returncode == 0 and "/readyz: ok" in status.stdout, status
+    finally:
+        down = _localcluster("down", "--state-dir", str(state))
+    assert down.returncode == 0, down.stderr
+    assert _wait_gone(pids) == []
+    assert _localcluster("status", "--state-dir", str(state)).returncode == 1
+
+
+def test_killing_the_supervisor_takes_every_component_with_it(tmp_path: Path) -> None:
+    state = tmp_path / "cluster"
+    up = _localcluster("up", "--state-dir", str(state))
+    assert up.returncode == 0, up.stderr
+    supervisor = int((state / "supervisor.pid").read_text())
+    components = _component_pids(state)
+    try:
+        # SIGKILL gives the supervisor no chance to clean up: the kernel's
+        # parent-death signal has to do it.
+        os.kill(supervisor, signal.SIGKILL)
+        assert _wait_gone(components) == []
+    finally:
+        for pid in components:
+            if _alive(pid):
+                os.killpg(pid, signal.SIGKILL)
+
+
+def test_a_component_that_fails_to_start_is_named_with_the_tail_of_its_log(
+    tmp_path: Path,
+) -> None:
+    bins = tmp_path / "bin"
+    bins.mkdir()
+    for name in ("etcd", "kube-controller-manager", "kube-scheduler", "kubectl"):
+        (bins / name).symlink_to(default_bin_dir() / name)
+    broken = bins / "kube-apiserver"
+    broken.write_text("#!/bin/sh\necho 'flag provided but not defined: --frobnicate' >&2\nexit 3\n")
+    broken.chmod(0o755)
+    cluster = LocalCluster(tmp_path / "state", bin_dir=bins, log=lambda _: None)
+    with pytest.raises(ClusterError) as failure:
+        cluster.start()
+    message = str(failure.value)
+    assert "kube-apiserver exited with code 3" in message
+    assert "flag provided but not defined: --frobnicate" in message
+    # The etcd it had already started (its --data-dir names the state dir) is gone again.
+    ps = subprocess.run(["ps", "-eo", "stat=,args="], capture_output=True, text=True).stdout
+    left = [
+        line for line in ps.splitlines()
+        if str(tmp_path / "state") in line and not line.lstrip().startswith("Z")
+    ]  # fmt: skip
+    assert left == []
+    assert not (tmp_path / "state" / "pids.json").exists()
