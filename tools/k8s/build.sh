@@ -123,14 +123,15 @@ k8s_minor="$(cut -d. -f2 <<<"$K8S_VERSION")"
 k8s_ldflags="-s -w"
 for pkg in k8s.io/client-go/pkg/version k8s.io/component-base/version; do
     # Same variables as upstream's hack/lib/version.sh. The module zip carries no git
-    # metadata, so gitCommit/gitTreeState stay at their defaults rather than invented.
+    # metadata: gitCommit is emptied (its default is the "$Format:%H$" archive
+    # placeholder) rather than invented, and gitTreeState stays unset.
     k8s_ldflags+=" -X $pkg.gitVersion=v$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$k8s_minor"
+    k8s_ldflags+=" -X $pkg.gitCommit="
     k8s_ldflags+=" -X $pkg.buildDate=$build_date"
 done
 helm_k8s="$(cd "$HERE/helm" && go list -m -f '{{.Version}}' k8s.io/client-go)"  # e.g. v0.37.0
 helm_k8s_minor="$(cut -d. -f2 <<<"$helm_k8s")"
 helm_ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION"
-helm_ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
 for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
     helm_ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$helm_k8s_minor"
 done
@@ -149,7 +150,8 @@ build_one() {
 
 rm -f "$STAMP"
 total=$SECONDS
-build_one etcd etcd go.etcd.io/etcd/server/v3 "-s -w"
+etcd_ldflags="-s -w -X 'go.etcd.io/etcd/api/v3/version.GitSHA=none (module go.etcd.io/etcd/server/v3@v$ETCD_VERSION)'"
+build_one etcd etcd go.etcd.io/etcd/server/v3 "$etcd_ldflags"
 for t in "${K8S_TOOLS[@]}"; do
     build_one "$t" kubernetes "k8s.io/kubernetes/cmd/$t" "$k8s_ldflags"
 done
