@@ -10,8 +10,9 @@ The translation from pydantic's JSON schema to a Kubernetes *structural*
 schema: `$ref`s are inlined, `X | None` becomes an optional X (the API server
 has no use for `null`), titles and `additionalProperties: false` are dropped
 (pruning and strict field validation reject unknown fields instead), and a
-field whose default is a whole sub-model gets `default: {}` so the API server
-fills in the sub-model's own defaults.
+field whose default is a whole sub-model gets that sub-model's defaults written
+out in full (not `{}`: the API server checks a default against the CEL rules
+without filling nested defaults first, so `{}` would fail `self.min <= self.max`).
 """
 
 from __future__ import annotations
@@ -66,14 +67,15 @@ _KEY_ORDER = (
 
 
 class _Generator(GenerateJsonSchema):
-    """pydantic's generator, plus `default: {}` for sub-models built by a factory."""
+    """pydantic's generator, plus the full default of sub-models built by a factory."""
 
     def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
         factory = schema.get("default_factory")
         takes_data = schema.get("default_factory_takes_data")
-        if factory is not None and not takes_data and isinstance(factory(), BaseModel):  # type: ignore[call-arg]
+        value = factory() if factory is not None and not takes_data else None  # type: ignore[call-arg]
+        if isinstance(value, BaseModel):
             json_schema = self.generate_inner(schema["schema"])
-            json_schema["default"] = {}
+            json_schema["default"] = value.model_dump(by_alias=True, exclude_none=True, mode="json")
             return json_schema
         return super().default_schema(schema)
 

@@ -120,9 +120,10 @@ class Replicas(KubeModel):
             "x-kubernetes-validations": [
                 {
                     "rule": "self.min <= self.max",
-                    "messageExpression": "'spec.replicas.min (' + string(self.min) + "
-                    "') must not exceed spec.replicas.max (' + string(self.max) + "
-                    "'); lower replicas.min or raise replicas.max'",
+                    # A static message: a messageExpression building it with
+                    # string(self.min) blows the API server's CEL cost budget.
+                    "message": "spec.replicas.min must not exceed spec.replicas.max; "
+                    "lower replicas.min or raise replicas.max",
                     "fieldPath": ".min",
                     "reason": "FieldValueInvalid",
                 }
