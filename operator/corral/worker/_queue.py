@@ -30,8 +30,6 @@ from corral.worker.enrollment import EnrollmentError, Identity
 
 __all__ = ["ClaimedJob", "QueueSession", "RemovedError", "open_session"]
 
-LEASE_S = 30.0  # seconds a claim holds a job; the heartbeat extends it every interval
-
 
 class RemovedError(RuntimeError):
     """The registry no longer accepts this worker (removed, or unknown credential)."""
@@ -99,7 +97,11 @@ class QueueSession:
     async def claim(self, limit: int) -> list[ClaimedJob]:
         try:
             return await self._claimer.claim(
-                self._worker_id, self._credential, self._queues, batch=limit, lease_s=LEASE_S
+                self._worker_id,
+                self._credential,
+                self._queues,
+                batch=limit,
+                lease_s=self.settings.lease_s,
             )
         except (WorkerRemoved, CredentialError) as exc:
             raise RemovedError(str(exc)) from None
@@ -124,7 +126,10 @@ class QueueSession:
                     with contextlib.suppress(JobStateError):
                         await self._control.mark_drained(self._worker_id, self._credential)
                 registry_state = await self._control.heartbeat(
-                    self._worker_id, self._credential, in_flight=in_flight, lease_s=LEASE_S
+                    self._worker_id,
+                    self._credential,
+                    in_flight=in_flight,
+                    lease_s=self.settings.lease_s,
                 )
         except (WorkerRemoved, CredentialError) as exc:
             raise RemovedError(str(exc)) from None

@@ -110,6 +110,11 @@ def _env(name: str) -> dict[str, Any]:
     help="How long completions gather before one write [default: 2ms].",
 )
 @click.option(
+    "--lease",
+    **_env("CORRAL_LEASE"),
+    help="How long a claimed job stays ours without a heartbeat [default: 30s].",
+)
+@click.option(
     "--log-level",
     default="INFO",
     **_env("CORRAL_LOG_LEVEL"),
@@ -145,6 +150,7 @@ def worker(ctx: click.Context, /, log_level: str, **raw: Any) -> None:
         "heartbeat_interval_s": raw["heartbeat_interval"],
         "poll_interval_s": raw["poll_interval"],
         "flush_interval_s": raw["flush_interval"],
+        "lease_s": raw["lease"],
     }
     try:
         settings = WorkerSettings.from_raw(**settings_raw)

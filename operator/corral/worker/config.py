@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from corral.queue.dsn import DsnError, check_dsn, mask_dsn
 
@@ -44,6 +51,7 @@ ENV_VARS: dict[str, str] = {
     "heartbeat_interval_s": "CORRAL_HEARTBEAT_INTERVAL",
     "poll_interval_s": "CORRAL_POLL_INTERVAL",
     "flush_interval_s": "CORRAL_FLUSH_INTERVAL",
+    "lease_s": "CORRAL_LEASE",
 }
 
 
@@ -136,8 +144,9 @@ class WorkerSettings(BaseModel):
     job_timeout_s: float = Field(default=300.0, gt=0)
     drain_timeout_s: float = Field(default=30.0, ge=0)
     heartbeat_interval_s: float = Field(default=1.0, gt=0, le=60)
-    poll_interval_s: float = Field(default=1.0, gt=0, le=300)
+    poll_interval_s: float = Field(default=1.0, gt=0, le=86_400)
     flush_interval_s: float = Field(default=0.002, ge=0, le=1)
+    lease_s: float = Field(default=30.0, ge=1, le=86_400)
 
     @field_validator("database_url")
     @classmethod
@@ -170,6 +179,7 @@ class WorkerSettings(BaseModel):
         "heartbeat_interval_s",
         "poll_interval_s",
         "flush_interval_s",
+        "lease_s",
         mode="before",
     )
     @classmethod
@@ -182,6 +192,15 @@ class WorkerSettings(BaseModel):
     @classmethod
     def _region(cls, value: Any) -> Any:
         return value or None
+
+    @model_validator(mode="after")
+    def _heartbeat_within_lease(self) -> WorkerSettings:
+        if self.heartbeat_interval_s * 2 > self.lease_s:
+            raise ValueError(
+                f"--heartbeat-interval ({self.heartbeat_interval_s:g}s) must be at most half of "
+                f"--lease ({self.lease_s:g}s), or held jobs lose their lease between heartbeats"
+            )
+        return self
 
     @property
     def claim_batch(self) -> int:
@@ -203,7 +222,7 @@ class WorkerSettings(BaseModel):
         except ValidationError as exc:
             problems = []
             for error in exc.errors():
-                field = str(error["loc"][0]) if error["loc"] else "?"
+                field = str(error["loc"][0]) if error["loc"] else ""
                 flag = "--" + field.removesuffix("_s").replace("_", "-")
                 env = ENV_VARS.get(field)
                 where = f"{flag} / {env}" if env else flag
@@ -216,7 +235,9 @@ class WorkerSettings(BaseModel):
                 if field == "queues" and error["type"] in ("too_short", "missing"):
                     message = "name at least one queue to claim from, e.g. --queues emails,reports"
                 # validate_dsn already names the flag; don't say it twice.
-                problems.append(message if message.startswith("--") else f"{where}: {message}")
+                problems.append(
+                    message if message.startswith("--") or not field else f"{where}: {message}"
+                )
             raise ConfigError("; ".join(problems)) from None
 
     def read_enrollment_token(self) -> str | None:

@@ -176,10 +176,10 @@ class Worker:
         try:
             self._session = await open_session(settings)
         except Exception as exc:
-            return self._fatal(
-                f"cannot connect to the database {settings.safe_database_url}: "
-                f"{scrub(str(exc), settings.database_url)}"
-            )
+            text = scrub(str(exc), settings.database_url)
+            if not text.startswith("cannot connect"):
+                text = f"cannot connect to {settings.safe_database_url}: {text}"
+            return self._fatal(text)
         try:
             try:
                 identity = await enrollment.establish(self._session, settings)
@@ -246,7 +246,6 @@ class Worker:
             )
 
     def _fatal(self, message: str) -> int:
-        log.error("%s", message)
         print(f"corral worker: error: {message}", file=sys.stderr, flush=True)
         self.exit_code = EXIT_FATAL
         self.exit_message = message
@@ -262,7 +261,6 @@ class Worker:
             f"({self.settings.state_dir}) and start it with a fresh enrollment token."
         )
         print(f"corral worker: {message}", file=sys.stderr, flush=True)
-        log.error("%s", message)
         self.exit_code = EXIT_REMOVED
         self.exit_message = message
         self.state = "stopped"

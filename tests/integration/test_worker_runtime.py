@@ -1,0 +1,296 @@
+"""`corral worker` as a real process against a real PostgreSQL: one test per
+guarantee the runtime makes (completion, failures dead-lettered without
+stopping, drain, SIGTERM hand-back, removal, NOTIFY wake-up, polling
+fallback, a persisted credential, and crash safety with kill -9)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from corral import queue
+from tests.integration._workers import CORRAL, WorkerProcess, mint_token, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def workers(database_url: str, tmp_path: Path) -> Iterator[list[WorkerProcess]]:
+    started: list[WorkerProcess] = []
+    yield started
+    for w in started:
+        w.stop()
+
+
+def spawn(
+    started: list[WorkerProcess],
+    dsn: str,
+    tmp_path: Path,
+    name: str,
+    *args: str,
+    queues: str = "noop",
+    token: str | None = "mint",
+) -> WorkerProcess:
+    if token == "mint":
+        token = mint_token(dsn)
+    w = WorkerProcess(dsn, tmp_path / name, name=name, token=token, queues=queues, args=args)
+    started.append(w)
+    return w.wait_ready()
+
+
+def finished(dsn: str) -> dict[str, int]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT state, count(*) FROM corral_jobs_finished GROUP BY 1"
+        ).fetchall()
+    return {str(state): int(n) for state, n in rows}
+
+
+def unfinished(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT count(*) FROM corral_jobs").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_jobs_complete_end_to_end_in_a_real_worker_process(
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    with queue.Queue.connect(database_url) as q:
+        q.enqueue_many([queue.JobSpec("noop", {"n": i}) for i in range(500)])
+    w = spawn(workers, database_url, tmp_path, "w1", "--concurrency", "50")
+    wait_until(lambda: finished(database_url).get("completed") == 500, what="500 completions")
+    assert unfinished(database_url) == 0
+    code, metrics = w.http("/metrics")
+    assert code == 200
+    assert 'corral_worker_jobs_total{outcome="completed",queue="noop"} 500.0' in metrics
+    assert "corral_worker_enqueue_to_start_seconds_bucket" in metrics
+    assert w.http("/healthz")[0] == 200 and w.http("/readyz")[0] == 200
+
+
+def test_failures_of_every_kind_are_dead_lettered_with_their_error_and_the_worker_keeps_running(
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    with queue.Queue.connect(database_url) as q:
+        ids = {
+            kind: q.enqueue(kind, payload, queue="t", max_attempts=1)
+            for kind, payload in [
+                ("explode", {}),
+                ("sleepy", {}),
+                ("resize", {"width": "wide"}),
+                ("no-such-kind", {}),
+            ]
+        }
+    w = spawn(workers, database_url, tmp_path, "w1", queues="t")
+    wait_until(lambda: finished(database_url).get("dead") == 4, what="4 dead jobs")
+    with queue.Queue.connect(database_url) as q:
+        jobs = {kind: q.get_job(job_id) for kind, job_id in ids.items()}
+        assert jobs["explode"].last_error_reason == "exception"
+        assert "RuntimeError: kaboom in job" in (jobs["explode"].last_error or "")
+        assert jobs["sleepy"].last_error_reason == "timeout"
+        assert "timed out after 0.3s" in (jobs["sleepy"].last_error or "")
+        assert jobs["resize"].last_error_reason == "payload"
+        assert "width" in (jobs["resize"].last_error or "")
+        assert jobs["no-such-kind"].last_error_reason == "unknown_kind"
+        assert "no handler registered for kind 'no-such-kind'" in (
+            jobs["no-such-kind"].last_error or ""
+        )
+        # Still alive and still working.
+        good = q.enqueue("resize", {"width": 3, "height": 4}, queue="t")
+    wait_until(lambda: queue.Queue.connect(database_url).get_job(good).state == "completed")
+    assert w.proc.poll() is None
+
+
+def test_a_drain_request_reaches_drained_with_nothing_in_flight_and_readyz_fails(
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    with queue.Queue.connect(database_url) as q:
+        q.enqueue_many([queue.JobSpec("hold", {"sleep_s": 1.0}, queue="t") for _ in range(3)])
+    w = spawn(workers, database_url, tmp_path, "w1", queues="t")
+    wait_until(lambda: w.status()["in_flight"] == 3, what="3 jobs in flight")
+    worker_id = w.status()["worker_id"]
+    # The call `corral workers drain ID` and the operator make.
+    with queue.Queue.connect(database_url) as q:
+        q.request_drain(int(worker_id))
+    wait_until(lambda: w.status()["state"] == "draining", 10, "the worker to see the drain")
+    assert w.http("/readyz")[0] == 503
+    with queue.Queue.connect(database_url) as q:
+        q.enqueue("hold", {"sleep_s": 0}, queue="t")  # must not be claimed any more
+    wait_until(lambda: w.status()["state"] == "drained", 30, "drained")
+    assert w.status()["in_flight"] == 0
+    assert finished(database_url).get("completed") == 3
+    assert unfinished(database_url) == 1
+    with queue.Queue.connect(database_url) as q:
+        assert q.get_worker(int(worker_id)).state == "drained"
+    # Drained workers stay up (not ready) until terminated, then exit 0.
+    time.sleep(0.5)
+    assert w.proc.poll() is None and w.http("/readyz")[0] == 503
+    w.signal(signal.SIGTERM)
+    assert w.wait(30) == 0
+
+
+def test_prestop_drains_the_local_worker_and_returns_when_it_is_drained(
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    with queue.Queue.connect(database_url) as q:
+        q.enqueue("hold", {"sleep_s": 1.0}, queue="t")
+    w = spawn(workers, database_url, tmp_path, "w1", queues="t")
+    wait_until(lambda: w.status()["in_flight"] == 1, what="a job in flight")
+    hook = subprocess.run(
+        [CORRAL, "worker", "prestop", "--port", str(w.port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert hook.returncode == 0, hook.stderr
+    assert "drained, 0 in flight" in hook.stdout
+    assert finished(database_url).get("completed") == 1
+
+
+def test_sigterm_mid_job_hands_the_jobs_back_and_exits_0_within_the_deadline(
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    with queue.Queue.connect(database_url) as q:
+        ids = [q.enqueue("hold", {}, queue="t") for _ in range(4)]
+    w = spawn(workers, database_url, tmp_path, "w1", "--drain-timeout", "1s", queues="t")
+    wait_until(lambda: w.status()["in_flight"] == 4, what="4 jobs in flight")
+    sent = time.monotonic()
+    w.signal(signal.SIGTERM)
+    assert w.wait(30) == 0, w.output()
+    took = time.monotonic() - sent
+    assert took >= 1.0  # it waited out the drain deadline first
+    assert "handed 4 unfinished job(s) back" in w.output()
+    with queue.Queue.connect(database_url) as q:
+        for job_id in ids:
+            job = q.get_job(job_id)
+            # Back in the queue, and the interrupted run did not use up an attempt.
+            assert (job.state, job.attempt, job.last_error) == ("pending", 0, None)
+
+
+def test_a_second_signal_stops_the_worker_at_once(
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    with queue.Queue.connect(database_url) as q:
+        q.enqueue("hold", {}, queue="t")
+    w = spawn(workers, database_url, tmp_path, "w1", "--drain-timeout", "1h", queues="t")
+    wait_until(lambda: w.status()["in_flight"] == 1, what="a job in flight")
+    w.signal(signal.SIGTERM)
+    wait_until(lambda: w.status()["state"] == "draining", what="draining")
+    w.signal(signal.SIGTERM)
+    assert w.wait(10) != 0
+    assert "stopping at once" in w.output()
+
+
+def test_a_removed_worker_stops_and_exits_saying_it_was_removed(
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    w = spawn(workers, database_url, tmp_path, "w1")
+    with queue.Queue.connect(database_url) as q:
+        q.remove_worker(int(w.status()["worker_id"]))
+    assert w.wait(30) == 3
+    assert "was removed from the corral workers registry" in w.output()
+    # A restart with the same (removed) credential refuses to run.
+    again = WorkerProcess(database_url, tmp_path / "w1", name="w1", token=None)
+    workers.append(again)
+    assert again.wait(30) == 3
+    assert "was removed" in again.output()
+
+
+def test_an_idle_worker_is_woken_by_notify_long_before_its_polling_interval(
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    # Polling once an hour: a job that completes at all was woken by NOTIFY.
+    spawn(workers, database_url, tmp_path, "w1", "--poll-interval", "1h")
+    time.sleep(0.5)  # the worker has found the queue empty and sleeps
+    with queue.Queue.connect(database_url) as q:
+        job_id = q.enqueue("noop")
+        wait_until(lambda: q.get_job(job_id).state == "completed", 30, "the job to complete")
+
+
+def test_a_job_that_becomes_due_without_a_notification_is_found_by_polling(
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    # A delayed job sends no NOTIFY when it falls due: only polling finds it.
+    spawn(workers, database_url, tmp_path, "w1", "--poll-interval", "200ms")
+    with queue.Queue.connect(database_url) as q:
+        run_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+        job_id = q.enqueue("noop", run_at=run_at)
+        wait_until(lambda: q.get_job(job_id).state == "completed", 30, "the delayed job")
+
+
+def test_the_credential_is_persisted_and_reused_after_a_restart(
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    first = spawn(workers, database_url, tmp_path, "w1")  # one-use token
+    worker_id = first.status()["worker_id"]
+    saved = json.loads((tmp_path / "w1" / "credential.json").read_text())
+    assert str(saved["worker_id"]) == str(worker_id)
+    assert oct((tmp_path / "w1" / "credential.json").stat().st_mode & 0o777) == "0o600"
+    first.signal(signal.SIGTERM)
+    assert first.wait(30) == 0
+    second = spawn(workers, database_url, tmp_path, "w1", token=None)
+    assert second.status()["worker_id"] == worker_id
+    with queue.Queue.connect(database_url) as q:
+        assert len(q.list_workers()) == 1
+
+
+def test_a_worker_without_token_or_credential_says_how_to_get_one(
+    database_url: str, tmp_path: Path
+) -> None:
+    w = WorkerProcess(database_url, tmp_path / "w1", name="w1", token=None)
+    assert w.wait(30) == 1
+    assert "CORRAL_ENROLLMENT_TOKEN" in w.output() and "corral tokens create" in w.output()
+
+
+def test_a_wrong_password_is_reported_without_showing_it(tmp_path: Path, database_url: str) -> None:
+    bad = make_conninfo(database_url, password="wrong-pw-4711")
+    w = WorkerProcess(bad, tmp_path / "w1", name="w1", token="x")
+    assert w.wait(30) == 1
+    out = w.output()
+    assert "password authentication" in out and "wrong-pw-4711" not in out
+
+
+def test_a_crashed_worker_loses_no_job_and_only_its_own_jobs_run_twice(
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE handled (job_id bigint, attempt int, worker text)")
+    total = 5000
+    with queue.Queue.connect(database_url) as q:
+        q.enqueue_many([queue.JobSpec("record", {"sleep_s": 0.02}) for _ in range(total)])
+    token = mint_token(database_url, uses=3)
+    fast_lease = ("--concurrency", "20", "--lease", "3s", "--heartbeat-interval", "500ms")
+    trio = [
+        spawn(workers, database_url, tmp_path, f"w{i}", *fast_lease, queues="record", token=token)
+        for i in range(3)
+    ]
+
+    def handled() -> int:
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute("SELECT count(*) FROM handled").fetchone()
+        return int(row[0]) if row else 0
+
+    wait_until(lambda: handled() >= total // 4, 120, "a quarter of the jobs to run")
+    victim = trio[1]
+    victim.signal(signal.SIGKILL)
+    victim.wait(10)
+    wait_until(lambda: finished(database_url).get("completed") == total, 300, "every job")
+    assert unfinished(database_url) == 0
+    with psycopg.connect(database_url) as conn:
+        runs = conn.execute(
+            "SELECT job_id, array_agg(worker ORDER BY attempt), count(*) FROM handled GROUP BY 1"
+        ).fetchall()
+    assert len(runs) == total  # none lost
+    twice = [(job_id, who) for job_id, who, n in runs if n > 1]
+    # Only jobs the killed worker held ran again; every repeat began there.
+    assert all(who[0] == victim.name for _, who in twice), twice[:5]
+    assert all(n <= 2 for _, _, n in runs)

@@ -1,0 +1,75 @@
+"""Handlers the worker integration tests load into real `corral worker`
+processes with `--handlers tests.integration.worker_handlers`.
+
+`record` writes (job id, attempt, worker name) into `handled` — the crash
+test's ledger of what ran where; the others fail in each way a job can fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+import psycopg
+from pydantic import BaseModel
+
+import corral
+
+_conn: psycopg.AsyncConnection[Any] | None = None
+_lock = asyncio.Lock()
+
+
+async def _db() -> psycopg.AsyncConnection[Any]:
+    global _conn
+    async with _lock:
+        if _conn is None:
+            _conn = await psycopg.AsyncConnection.connect(
+                os.environ["CORRAL_DATABASE_URL"], autocommit=True
+            )
+    return _conn
+
+
+@corral.handler("record")
+async def record(job: corral.Job[Any]) -> None:
+    """Record this delivery, then take `sleep_s` (default 10 ms) to finish."""
+    conn = await _db()
+    async with _lock:
+        await conn.execute(
+            "INSERT INTO handled (job_id, attempt, worker) VALUES (%s, %s, %s)",
+            (job.id, job.attempt, os.environ.get("CORRAL_NAME", "?")),
+        )
+    await asyncio.sleep(float((job.payload or {}).get("sleep_s", 0.01)))
+
+
+@corral.handler("explode")
+async def explode(job: corral.Job[Any]) -> None:
+    raise RuntimeError(f"kaboom in job {job.id}")
+
+
+@corral.handler("sleepy", timeout=0.3)
+async def sleepy(job: corral.Job[Any]) -> None:
+    await asyncio.sleep(30)
+
+
+class Resize(BaseModel):
+    width: int
+    height: int
+
+
+@corral.handler("resize", payload=Resize)
+def resize(job: corral.Job[Resize]) -> int:
+    """A sync handler (runs in a thread) with a typed payload."""
+    return job.payload.width * job.payload.height
+
+
+@corral.handler("hold")
+async def hold(job: corral.Job[Any]) -> None:
+    """Runs until cancelled (drain and SIGTERM tests)."""
+    await asyncio.sleep(float((job.payload or {}).get("sleep_s", 3600)))
+
+
+@corral.handler("blocking")
+def blocking(job: corral.Job[Any]) -> None:
+    time.sleep(float((job.payload or {}).get("sleep_s", 0.5)))
