@@ -1,7 +1,7 @@
 """The local cluster's own promises: `up` prints a working KUBECONFIG, `down` and a
-killed supervisor leave no process behind, and a component that fails to start is
-named together with the tail of its log. Each test starts its own cluster in a
-temp directory, apart from the session's `cluster`."""
+killed supervisor leave no process behind, a component that fails to start is
+named together with the tail of its log, and the identities it issues are the ones
+Kubernetes sees. The process tests start their own clusters in temp directories."""
 
 from __future__ import annotations
 
@@ -11,11 +11,27 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
-from corral.platform.localcluster import ClusterError, LocalCluster, default_bin_dir
+from corral.platform.localcluster import Cluster, ClusterError, LocalCluster, default_bin_dir
+
+
+@pytest.fixture(scope="module")
+def local_cluster(
+    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalCluster]:
+    """The session cluster when it is local; otherwise (kind) a LocalCluster of our own,
+    because these tests need the cluster's CA."""
+    if isinstance(cluster, LocalCluster):
+        yield cluster
+        return
+    with LocalCluster(tmp_path_factory.mktemp("own-cluster")) as own:
+        yield own
 
 
 def _localcluster(*args: str) -> subprocess.CompletedProcess[str]:
@@ -115,3 +131,44 @@ def test_a_component_that_fails_to_start_is_named_with_the_tail_of_its_log(
     ]  # fmt: skip
     assert left == []
     assert not (tmp_path / "state" / "pids.json").exists()
+
+
+def test_a_node_identity_issued_by_the_cluster_ca_may_register_only_its_own_node(
+    local_cluster: LocalCluster,
+) -> None:
+    name = f"e2e-identity-{uuid.uuid4().hex[:6]}"
+    node_kubeconfig = local_cluster.client_kubeconfig(
+        f"node-{name}", f"system:node:{name}", ["system:nodes"]
+    )
+    whoami = json.loads(
+        local_cluster.kubectl("auth", "whoami", "-o", "json", kubeconfig=node_kubeconfig).stdout
+    )
+    assert whoami["status"]["userInfo"]["username"] == f"system:node:{name}"
+    assert "system:nodes" in whoami["status"]["userInfo"]["groups"]
+
+    def node(node_name: str) -> str:
+        # Unschedulable, so the scheduler never binds another test's pod to it.
+        return yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": node_name},
+                "spec": {"unschedulable": True},
+            }
+        )
+
+    try:
+        local_cluster.kubectl("create", "-f", "-", input=node(name), kubeconfig=node_kubeconfig)
+        # The Node authorizer and NodeRestriction admission keep a node to itself.
+        other = local_cluster.kubectl(
+            "create",
+            "-f",
+            "-",
+            input=node(f"{name}-other"),
+            kubeconfig=node_kubeconfig,
+            check=False,
+        )
+        assert other.returncode != 0 and "Forbidden" in other.stderr, other.stderr
+    finally:
+        local_cluster.kubectl("delete", "node", name, "--ignore-not-found", check=False)
+        local_cluster.kubectl("delete", "node", f"{name}-other", "--ignore-not-found", check=False)
