@@ -1,0 +1,146 @@
+"""The Helm chart against the built helm and a real API server: it lints,
+rejects a mistyped value, renders objects the API server accepts (the
+operator pod passing the restricted Pod Security Standard), and its RBAC
+grants what the operator needs and no more."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from corral.platform.localcluster import Cluster, default_bin_dir
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "corral"
+
+
+def _helm(*args: str) -> subprocess.CompletedProcess[str]:
+    helm = default_bin_dir() / "helm"
+    assert helm.exists(), f"{helm} is missing: run `make cluster-bins`"
+    return subprocess.run(
+        [str(helm), *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def _render(release: str, namespace: str, *sets: str) -> list[dict[str, Any]]:
+    args = ["template", release, str(CHART), "--namespace", namespace]
+    for value in sets:
+        args += ["--set", value]
+    result = _helm(*args)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def test_the_chart_lints_cleanly() -> None:
+    result = _helm("lint", "--strict", str(CHART))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+
+
+def test_a_mistyped_value_is_rejected_by_name() -> None:
+    result = _helm("template", "t", str(CHART), "--set", "replicaCont=2")
+    assert result.returncode != 0
+    assert "additional properties 'replicaCont' not allowed" in result.stderr
+
+
+def test_watching_namespaces_binds_the_pool_rules_only_in_them() -> None:
+    docs = _render("t", "corral", "watch.namespaces={jobs,batch}")
+    bindings = [(d["kind"], d["metadata"].get("namespace")) for d in docs if "Binding" in d["kind"]]
+    assert ("RoleBinding", "jobs") in bindings
+    assert ("RoleBinding", "batch") in bindings
+    pools = [d for d in docs if d["metadata"]["name"] == "t-corral-pools"]
+    assert {d["kind"] for d in pools} == {"ClusterRole", "RoleBinding"}
+
+
+def test_the_operator_gets_the_default_region_and_worker_image_settings() -> None:
+    docs = _render("t", "corral", "defaultRegion.name=eu-west", "workerImage.tag=1.2.3")
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    env = {
+        e["name"]: e.get("value")
+        for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["CORRAL_DEFAULT_REGION"] == "eu-west"
+    assert env["CORRAL_WORKER_IMAGE"] == "ghcr.io/corral-dev/corral-worker:1.2.3"
+
+
+@pytest.fixture
+def release(cluster: Cluster, namespace: str) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    name = f"c{uuid.uuid4().hex[:8]}"
+    cluster.kubectl(
+        "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"
+    )
+    docs = _render(name, namespace, "database.url=postgresql://corral:pw@db:5432/corral")
+    try:
+        yield name, docs
+    finally:
+        for doc in docs:
+            if doc["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+                cluster.kubectl("delete", doc["kind"], doc["metadata"]["name"], check=False)
+
+
+def test_the_rendered_chart_is_accepted_and_the_operator_pod_is_restricted(
+    cluster: Cluster, namespace: str, release: tuple[str, list[dict[str, Any]]]
+) -> None:
+    name, docs = release
+    stream = "\n---\n".join(json.dumps(doc) for doc in docs)
+    cluster.kubectl("apply", "-f", "-", input=stream)
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"{name}-probe", "namespace": namespace},
+        "spec": deployment["spec"]["template"]["spec"],
+    }
+    result = cluster.kubectl(
+        "create", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("verb", "resource", "allowed"),
+    [
+        ("watch", "workerpools.corral.dev", True),
+        ("patch", "workerpools.corral.dev/status", True),
+        ("create", "deployments.apps", True),
+        ("patch", "deployments.apps", True),
+        ("create", "secrets", True),
+        ("get", "secrets", True),
+        ("delete", "pods", True),
+        ("create", "events", True),
+        ("delete", "deployments.apps", False),
+        ("list", "secrets", False),
+        ("watch", "secrets", False),
+        ("delete", "secrets", False),
+        ("create", "configmaps", False),
+        ("create", "pods", False),
+    ],
+)
+def test_the_operator_may_do_what_reconciling_needs_and_nothing_more(
+    cluster: Cluster,
+    namespace: str,
+    release: tuple[str, list[dict[str, Any]]],
+    verb: str,
+    resource: str,
+    allowed: bool,
+) -> None:
+    name, docs = release
+    rbac = [
+        d
+        for d in docs
+        if d["kind"]
+        in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+    ]
+    cluster.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in rbac))
+    service_account = f"system:serviceaccount:{namespace}:{name}-corral"
+    result = cluster.kubectl(
+        "auth", "can-i", verb, resource, "-n", "some-namespace", f"--as={service_account}",
+        check=False,
+    )  # fmt: skip
+    assert result.stdout.strip() == ("yes" if allowed else "no"), (verb, resource, result.stderr)
