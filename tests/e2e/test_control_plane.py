@@ -150,15 +150,14 @@ def test_a_deployment_gets_a_replicaset_and_pods_that_stay_pending_without_a_mat
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(deployment))
 
     def replicasets() -> list[dict[str, Any]]:
-        items = cluster.kubectl_json("get", "replicasets", "-n", namespace)["items"]
-        return list(items)  # type: ignore[call-overload]
+        return list(cluster.kubectl_json("get", "replicasets", "-n", namespace)["items"])
 
     rs = _eventually(replicasets, "the ReplicaSet of deployment/web")[0]
     owner = rs["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"]) == ("Deployment", "web")
 
     def unschedulable_pods() -> list[dict[str, Any]]:
-        pods: list[dict[str, Any]] = cluster.kubectl_json("get", "pods", "-n", namespace)["items"]  # type: ignore[assignment]
+        pods: list[dict[str, Any]] = cluster.kubectl_json("get", "pods", "-n", namespace)["items"]
         done = [
             p
             for p in pods

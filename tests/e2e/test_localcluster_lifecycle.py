@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -172,3 +173,26 @@ def test_a_node_identity_issued_by_the_cluster_ca_may_register_only_its_own_node
     finally:
         local_cluster.kubectl("delete", "node", name, "--ignore-not-found", check=False)
         local_cluster.kubectl("delete", "node", f"{name}-other", "--ignore-not-found", check=False)
+
+
+def test_a_port_taken_between_picking_and_binding_is_retried_with_new_ports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from corral.platform.localcluster import _cluster
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        picks = iter([taken])
+        real_free_port = _cluster.free_port
+        # The first port handed out (etcd's client port) is already in use.
+        monkeypatch.setattr(
+            _cluster,
+            "free_port",
+            lambda host="127.0.0.1": next(picks, None) or real_free_port(host),
+        )
+        messages: list[str] = []
+        with LocalCluster(tmp_path / "state", log=messages.append) as retried:
+            assert retried.kubectl("get", "--raw", "/readyz").stdout.strip() == "ok"
+    assert any("etcd lost its port" in m for m in messages), messages

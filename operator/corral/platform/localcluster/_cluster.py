@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from corral.platform.localcluster import _pki, _process
 from corral.platform.localcluster._kubeconfig import (
@@ -40,6 +41,12 @@ Log = Callable[[str], None]
 
 class ClusterError(RuntimeError):
     """The local cluster cannot start or is unhealthy; the message says why and what to do."""
+
+
+class _PortTaken(ClusterError):
+    def __init__(self, component: str, message: str) -> None:
+        super().__init__(message)
+        self.component = component
 
 
 def _stderr_log(message: str) -> None:
@@ -121,9 +128,11 @@ class Cluster:
             )
         return proc
 
-    def kubectl_json(self, *args: str, **kwargs: object) -> dict[str, object]:
-        """`kubectl ... -o json`, parsed."""
-        proc = self.kubectl(*args, "-o", "json", **kwargs)  # type: ignore[arg-type]
+    def kubectl_json(
+        self, *args: str, timeout_s: float = 60.0, kubeconfig: Path | None = None
+    ) -> dict[str, Any]:
+        """`kubectl ... -o json`, parsed; raises ClusterError when kubectl fails."""
+        proc = self.kubectl(*args, "-o", "json", timeout_s=timeout_s, kubeconfig=kubeconfig)
         data = json.loads(proc.stdout)
         if not isinstance(data, dict):
             raise ClusterError(f"kubectl {' '.join(args)} -o json did not return an object")
@@ -241,16 +250,25 @@ class LocalCluster(Cluster):
                 "(or point CORRAL_K8S_BIN_DIR at a directory holding them)"
             )
         started = time.monotonic()
-        try:
-            self._prepare_state()
-            self._start_etcd()
-            self._start_apiserver()
-            self._wait_apiserver_ready(started)
-            self._start_controllers()
-            self._wait_controllers(started)
-        except BaseException:
-            self.stop()
-            raise
+        for attempt in range(1, 4):
+            try:
+                self._prepare_state()
+                self._start_etcd()
+                self._start_apiserver()
+                self._wait_apiserver_ready(started)
+                self._start_controllers()
+                self._wait_controllers(started)
+                break
+            except _PortTaken as exc:
+                # Free ports are picked, then bound by the child a moment later; a
+                # cluster starting next to us can win the race. New ports, try again.
+                self.stop()
+                if attempt == 3:
+                    raise ClusterError(str(exc)) from exc
+                self._log(f"{exc.component} lost its port to another process; retrying")
+            except BaseException:
+                self.stop()
+                raise
         self._log(f"cluster ready in {time.monotonic() - started:.1f}s: {self.server_url}")
 
     def stop(self) -> None:
@@ -496,10 +514,14 @@ class LocalCluster(Cluster):
         for name, proc in self._procs.items():
             code = proc.poll()
             if code is not None:
-                raise ClusterError(
+                tail = _process.tail(self.log_file(name))
+                message = (
                     f"{name} exited with code {code} during start-up; last lines of "
-                    f"{self.log_file(name)}:\n{_process.tail(self.log_file(name))}"
+                    f"{self.log_file(name)}:\n{tail}"
                 )
+                if "address already in use" in tail:
+                    raise _PortTaken(name, message)
+                raise ClusterError(message)
 
     def _wait(self, what: str, started: float, probe: Callable[[], str | None]) -> None:
         """Poll `probe` (None = ready, else a reason) with a progress line every 10 s."""
