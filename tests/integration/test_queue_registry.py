@@ -1,0 +1,122 @@
+"""Enrollment tokens and the workers registry."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from corral.queue import (
+    CredentialError,
+    EnrollmentError,
+    JobState,
+    Queue,
+    WorkerRemoved,
+    WorkerState,
+)
+from tests.integration._queue import enroll, run_sql
+
+
+def test_enrollment_tokens_and_credentials_are_stored_only_as_sha256_hashes(
+    database_url: str,
+) -> None:
+    with Queue.connect(database_url) as queue:
+        token = queue.create_token("eu", pool="batch", ttl_s=900, uses=1)
+        worker = queue.enroll(token.secret, name="pod-1", queues=["q"], concurrency=8)
+    assert token.secret.startswith("crl_et_") and len(token.secret) >= 7 + 43  # 256 bits
+    dump = repr(run_sql(database_url, "SELECT * FROM corral_enrollment_tokens"))
+    dump += repr(run_sql(database_url, "SELECT * FROM corral_workers"))
+    assert token.secret not in dump and worker.credential not in dump
+    assert hashlib.sha256(token.secret.encode()).hexdigest() in dump
+    assert hashlib.sha256(worker.credential.encode()).hexdigest() in dump
+    assert (worker.region, worker.pool) == ("eu", "batch")
+
+
+def test_a_token_enrolls_only_as_many_workers_as_its_uses(database_url: str) -> None:
+    with Queue.connect(database_url) as queue:
+        token = queue.create_token("eu", uses=2)
+        for name in ("a", "b"):
+            queue.enroll(token.secret, name=name, queues=["q"], concurrency=1)
+        with pytest.raises(EnrollmentError, match="no uses left"):
+            queue.enroll(token.secret, name="c", queues=["q"], concurrency=1)
+        assert queue.list_tokens() == []
+        [spent] = queue.list_tokens(include_unusable=True)
+    assert spent.uses_remaining == 0
+
+
+def test_an_expired_or_revoked_token_cannot_enroll(database_url: str) -> None:
+    with Queue.connect(database_url) as queue:
+        expired = queue.create_token("eu", ttl_s=60)
+        run_sql(
+            database_url,
+            "UPDATE corral_enrollment_tokens SET expires_at = now() - interval '1 s' WHERE id = %s",
+            [expired.info.id],
+        )
+        revoked = queue.create_token("eu", ttl_s=60)
+        queue.revoke_token(revoked.info.display_prefix)
+        with pytest.raises(EnrollmentError, match="expired"):
+            queue.enroll(expired.secret, name="a", queues=["q"], concurrency=1)
+        with pytest.raises(EnrollmentError, match="revoked"):
+            queue.enroll(revoked.secret, name="b", queues=["q"], concurrency=1)
+        with pytest.raises(EnrollmentError, match="not known"):
+            queue.enroll("crl_et_made-up", name="c", queues=["q"], concurrency=1)
+
+
+def test_a_restarted_worker_reauthenticates_with_its_credential_and_a_wrong_one_is_refused(
+    database_url: str,
+) -> None:
+    with Queue.connect(database_url) as queue:
+        worker = enroll(queue)
+        state = queue.authenticate(
+            worker.worker_id, worker.credential, version="0.2.0", concurrency=16
+        )
+        assert state == WorkerState.ACTIVE
+        assert queue.get_worker(worker.worker_id).concurrency == 16
+        with pytest.raises(CredentialError):
+            queue.authenticate(worker.worker_id, worker.credential + "x")
+        with pytest.raises(CredentialError):
+            queue.heartbeat(worker.worker_id, "crl_wc_wrong", in_flight=0)
+        with pytest.raises(CredentialError):
+            queue.claim(worker.worker_id, "crl_wc_wrong", ["q"])
+
+
+def test_a_drained_worker_stops_claiming_and_reports_drained_with_nothing_in_flight(
+    database_url: str,
+) -> None:
+    with Queue.connect(database_url) as queue:
+        queue.enqueue("noop", queue="q")
+        queue.enqueue("noop", queue="q")
+        worker = enroll(queue)
+        [held] = queue.claim(worker.worker_id, worker.credential, ["q"], batch=1)
+        assert queue.request_drain(worker.worker_id).state == WorkerState.DRAINING
+        assert (
+            queue.heartbeat(worker.worker_id, worker.credential, in_flight=1)
+            == WorkerState.DRAINING
+        )
+        assert queue.claim(worker.worker_id, worker.credential, ["q"]) == []
+        queue.complete_many([held])
+        assert queue.mark_drained(worker.worker_id, worker.credential) == WorkerState.DRAINED
+        listed = {w.id: w for w in queue.list_workers()}
+    assert listed[worker.worker_id].state == WorkerState.DRAINED
+    assert listed[worker.worker_id].in_flight == 0
+    assert listed[worker.worker_id].drained_at is not None
+
+
+def test_a_removed_worker_is_refused_and_its_running_jobs_are_retried(database_url: str) -> None:
+    with Queue.connect(database_url) as queue:
+        job_id = queue.enqueue("noop", queue="q")
+        worker = enroll(queue)
+        [held] = queue.claim(worker.worker_id, worker.credential, ["q"])
+        assert queue.remove_worker(worker.worker_id).state == WorkerState.REMOVED
+        assert (
+            queue.heartbeat(worker.worker_id, worker.credential, in_flight=1) == WorkerState.REMOVED
+        )
+        with pytest.raises(WorkerRemoved):
+            queue.claim(worker.worker_id, worker.credential, ["q"])
+        with pytest.raises(WorkerRemoved):
+            queue.authenticate(worker.worker_id, worker.credential)
+        assert queue.reap() == 1
+        assert queue.complete_many([held]) == [job_id]
+        assert queue.get_job(job_id).state == JobState.SCHEDULED
+        assert worker.worker_id not in {w.id for w in queue.list_workers()}
+        assert worker.worker_id in {w.id for w in queue.list_workers(include_removed=True)}
