@@ -1,0 +1,129 @@
+"""Node-agent fixtures of the e2e tier (imported by tests/e2e/conftest.py).
+
+- `node_agent` (session): one `python -m corral.platform.nodeagent` for the
+  session's cluster, with two Ready nodes, `e2e-eu` (region eu, zone eu-a) and
+  `e2e-us` (region us, zone us-a). Crash back-off is shortened to 1 s (cap 4 s) so
+  restart tests stay fast. The handle has `.chaos` (a `ChaosClient`: kill_pod,
+  stop_node, start_node, pod, state), `.nodes`, `.state_dir` and `.log_file`.
+  A test that stops a node must start it again before it ends.
+- `wait_for(predicate, timeout_s, what)`: poll until the predicate returns
+  something truthy and return it; fails with `what` and the last value.
+- `pod_json(cluster, namespace, name)`: the pod as a dict, or None when gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from corral.platform.localcluster import Cluster
+from corral.platform.nodeagent import ChaosClient
+
+T = TypeVar("T")
+
+NODES = {"e2e-eu": {"region": "eu", "zone": "eu-a"}, "e2e-us": {"region": "us", "zone": "us-a"}}
+
+
+def wait_for(predicate: Callable[[], T], timeout_s: float, what: str, every_s: float = 0.25) -> T:
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while True:
+        last = predicate()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s}s waiting for {what}; last value: {last!r}")
+        time.sleep(every_s)
+
+
+def pod_json(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
+    proc = cluster.kubectl("-n", namespace, "get", "pod", name, "-o", "json", check=False)
+    if proc.returncode != 0:
+        if "NotFound" in proc.stderr or "not found" in proc.stderr:
+            return None
+        raise AssertionError(f"kubectl get pod {namespace}/{name}: {proc.stderr}")
+    pod: dict[str, Any] = json.loads(proc.stdout)
+    return pod
+
+
+@dataclass
+class NodeAgentHandle:
+    chaos: ChaosClient
+    nodes: list[str]
+    state_dir: Path
+    log_file: Path
+    process: subprocess.Popen[bytes]
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _nodes_ready(cluster: Cluster) -> bool:
+    nodes = cluster.kubectl_json("get", "nodes")
+    ready = set()
+    for node in nodes.get("items", []):  # type: ignore[union-attr]
+        conditions = {c["type"]: c["status"] for c in node["status"].get("conditions", [])}
+        if conditions.get("Ready") == "True" and not node["spec"].get("taints"):
+            ready.add(node["metadata"]["name"])
+    return set(NODES) <= ready
+
+
+@pytest.fixture(scope="session")
+def node_agent(
+    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NodeAgentHandle]:
+    state_dir = tmp_path_factory.mktemp("nodeagent")
+    ready_file = state_dir / "ready.json"
+    log_file = state_dir / "agent.log"
+    argv = [
+        sys.executable,
+        "-m",
+        "corral.platform.nodeagent",
+        "--kubeconfig",
+        str(cluster.kubeconfig),
+        "--state-dir",
+        str(state_dir),
+        "--ready-file",
+        str(ready_file),
+        "--crash-backoff-base",
+        "1",
+        "--crash-backoff-max",
+        "4",
+    ]
+    for name, labels in NODES.items():
+        argv += ["--node", name + ":" + ",".join(f"{k}={v}" for k, v in labels.items())]
+    with open(log_file, "ab") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+    handle = NodeAgentHandle(
+        chaos=ChaosClient(state_dir / "control.sock"),
+        nodes=list(NODES),
+        state_dir=state_dir,
+        log_file=log_file,
+        process=process,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not ready_file.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the node agent did not start:\n{handle.log_tail()}", pytrace=False)
+            time.sleep(0.1)
+        # Ready, and the node lifecycle controller has lifted the not-ready taint
+        wait_for(lambda: _nodes_ready(cluster), 90, "the agent's nodes to be Ready without taints")
+        yield handle
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
