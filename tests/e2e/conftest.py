@@ -91,3 +91,9 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     finally:
         # Namespace deletion finalises in the background; tests do not wait for it.
         cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+# ---- node agent (issue 3) ------------------------------------------------------------------
+# `node_agent` (session): two Ready nodes whose pods run as host processes, with a
+# chaos handle; see tests/e2e/_nodes.py.
+from tests.e2e._nodes import node_agent  # noqa: E402, F401
