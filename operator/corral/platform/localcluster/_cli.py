@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,7 +44,14 @@ def _supervisor_pid(state_dir: Path) -> int | None:
         pid = int((state_dir / _PID_FILE).read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if _process.pid_alive(pid) else None
+    if not _process.pid_alive(pid):
+        return None
+    # A stale pid file may name a recycled pid: only ever signal our own supervisor.
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return pid if b"corral.platform.localcluster" in cmdline else None
 
 
 def _ready_info(state_dir: Path) -> dict[str, str] | None:
@@ -71,7 +79,10 @@ def run(state_dir: Path | None, fresh: bool) -> None:
 
     signal.signal(signal.SIGTERM, _exit_on_signal)
     signal.signal(signal.SIGHUP, _exit_on_signal)
-    cluster = LocalCluster(state, fresh=fresh)
+    if fresh and _supervisor_pid(state) is None:
+        # Wiped here, before the pid file is written into the directory.
+        shutil.rmtree(state, ignore_errors=True)
+    cluster = LocalCluster(state)
     state.mkdir(parents=True, exist_ok=True)
     (state / _READY_FILE).unlink(missing_ok=True)
     (state / _PID_FILE).write_text(f"{os.getpid()}\n")
@@ -113,11 +124,11 @@ def up(state_dir: Path | None, fresh: bool, timeout_s: float) -> None:
         click.echo(f"already running at {info['server']}", err=True)
         click.echo(f"export KUBECONFIG={info['kubeconfig']}")
         return
+    if fresh:
+        shutil.rmtree(state, ignore_errors=True)
     state.mkdir(parents=True, exist_ok=True)
     log_path = state / _LOG_FILE
     argv = [sys.executable, "-m", "corral.platform.localcluster", "run", "--state-dir", str(state)]
-    if fresh:
-        argv.append("--fresh")
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             argv,
