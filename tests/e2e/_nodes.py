@@ -3,7 +3,7 @@
 - `node_agent` (session): one `python -m corral.platform.nodeagent` for the
   session's cluster, with two Ready nodes, `e2e-eu` (region eu, zone eu-a) and
   `e2e-us` (region us, zone us-a). Crash back-off is shortened to 1 s (cap 4 s) so
-  restart tests stay fast. The handle has `.chaos` (a `ChaosClient`: kill_pod,
+  restart tests stay fast, and Leases renew every 2 s. The handle has `.chaos` (a `ChaosClient`: kill_pod,
   stop_node, start_node, pod, state), `.nodes`, `.state_dir` and `.log_file`.
   A test that stops a node must start it again before it ends.
 - `wait_for(predicate, timeout_s, what)`: poll until the predicate returns
@@ -99,6 +99,8 @@ def node_agent(
         "1",
         "--crash-backoff-max",
         "4",
+        "--lease-renew",
+        "2",
     ]
     for name, labels in NODES.items():
         argv += ["--node", name + ":" + ",".join(f"{k}={v}" for k, v in labels.items())]
