@@ -138,9 +138,19 @@ def _enqueue_params(specs: Sequence[JobSpec]) -> tuple[Any, ...]:
 
 def _claimed(row: tuple[Any, ...]) -> ClaimedJob:
     return ClaimedJob(
-        row[0], row[1], row[2], row[3], row[4], row[5] or None, row[6], row[7], row[8],
-        row[9], row[10], row[11],
-    )  # fmt: skip
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5] or None,
+        row[6],
+        row[7],
+        row[8],
+        row[9],
+        row[10],
+        row[11],
+    )
 
 
 def _job(row: tuple[Any, ...]) -> Job:
@@ -179,8 +189,9 @@ def _fail_params(failures: Sequence[Failure]) -> tuple[Any, ...]:
     )
 
 
-def _stats(hot: list[tuple[Any, ...]], finished: list[tuple[Any, ...]],
-           dispatch: list[DispatchState]) -> list[QueueStats]:  # fmt: skip
+def _stats(
+    hot: list[tuple[Any, ...]], finished: list[tuple[Any, ...]], dispatch: list[DispatchState]
+) -> list[QueueStats]:
     paused = {d.queue for d in dispatch if d.paused}
     counts: dict[str, dict[JobState, int]] = {}
     oldest: dict[str, float | None] = {}
@@ -253,14 +264,24 @@ class Queue:
 
     # -- enqueue --------------------------------------------------------------
 
-    def enqueue(self, kind: str, payload: Any = None, *, queue: str | None = None,
-                priority: int = 0, region: str | None = None, run_at: dt.datetime | None = None,
-                expires_at: dt.datetime | None = None, max_attempts: int | None = None,
-                dedupe_key: str | None = None) -> int:  # fmt: skip
+    def enqueue(
+        self,
+        kind: str,
+        payload: Any = None,
+        *,
+        queue: str | None = None,
+        priority: int = 0,
+        region: str | None = None,
+        run_at: dt.datetime | None = None,
+        expires_at: dt.datetime | None = None,
+        max_attempts: int | None = None,
+        dedupe_key: str | None = None,
+    ) -> int:
         """Enqueue one job and return its id (or, for a dedupe_key already held by
         an unfinished job, that job's id)."""
-        spec = JobSpec(kind, payload, queue, priority, region, run_at, expires_at,
-                       max_attempts, dedupe_key)  # fmt: skip
+        spec = JobSpec(
+            kind, payload, queue, priority, region, run_at, expires_at, max_attempts, dedupe_key
+        )
         return self.enqueue_many([spec])[0]
 
     def enqueue_many(self, specs: Iterable[JobSpec]) -> list[int]:
@@ -273,8 +294,15 @@ class Queue:
 
     # -- the worker's hot path ------------------------------------------------
 
-    def claim(self, worker_id: int, credential: str, queues: Sequence[str], *,
-              batch: int = 100, lease_s: float = DEFAULT_LEASE_S) -> list[ClaimedJob]:  # fmt: skip
+    def claim(
+        self,
+        worker_id: int,
+        credential: str,
+        queues: Sequence[str],
+        *,
+        batch: int = 100,
+        lease_s: float = DEFAULT_LEASE_S,
+    ) -> list[ClaimedJob]:
         """Claim up to `batch` ready jobs from `queues` (see corral_claim_v1)."""
         with _translated():
             cur = self.conn.cursor(binary=True)
@@ -308,8 +336,9 @@ class Queue:
             return []
         return list(self._one("release_v1", (ids, tokens), prepare=True))
 
-    def heartbeat(self, worker_id: int, credential: str, *, in_flight: int,
-                  lease_s: float = DEFAULT_LEASE_S) -> WorkerState:  # fmt: skip
+    def heartbeat(
+        self, worker_id: int, credential: str, *, in_flight: int, lease_s: float = DEFAULT_LEASE_S
+    ) -> WorkerState:
         """Record liveness, extend every lease the worker holds, return the state
         the fleet wants it in (draining means stop claiming). Raises
         CredentialError when the credential is not known."""
@@ -347,8 +376,9 @@ class Queue:
             raise JobNotFound(f"job {job_id} does not exist (or retention already deleted it)")
         return _job(rows[0])
 
-    def list_jobs(self, *, queue: str | None = None, state: JobState | str | None = None,
-                  limit: int = 50) -> list[Job]:  # fmt: skip
+    def list_jobs(
+        self, *, queue: str | None = None, state: JobState | str | None = None, limit: int = 50
+    ) -> list[Job]:
         state = None if state is None else JobState(state)
         rows = self._all(
             "list_jobs", {"queue": queue, "state": state and str(state), "limit": limit}
@@ -399,18 +429,32 @@ class Queue:
     def dispatch_status(self, queue: str | None = None) -> list[DispatchState]:
         return [DispatchState(*r) for r in self._all("dispatch_status", {"queue": queue})]
 
-    def set_queue_defaults(self, queue: str, *, max_attempts: int | None = None,
-                           retry_base_s: float | None = None, retry_max_s: float | None = None) -> None:  # fmt: skip
+    def set_queue_defaults(
+        self,
+        queue: str,
+        *,
+        max_attempts: int | None = None,
+        retry_base_s: float | None = None,
+        retry_max_s: float | None = None,
+    ) -> None:
         """Per-queue default attempt budget and retry back-off (base and cap, seconds)."""
-        self._all_noresult("set_queue_defaults", {"queue": queue, "max_attempts": max_attempts,
-                                                  "retry_base_s": retry_base_s, "retry_max_s": retry_max_s})  # fmt: skip
+        self._all_noresult(
+            "set_queue_defaults",
+            {
+                "queue": queue,
+                "max_attempts": max_attempts,
+                "retry_base_s": retry_base_s,
+                "retry_max_s": retry_max_s,
+            },
+        )
 
     def stats(self) -> list[QueueStats]:
         """Per queue: job counts by state (finished ones until retention), oldest wait."""
         return _stats(self._all("stats_hot"), self._all("stats_finished"), self.dispatch_status())
 
-    def depth(self, queues: Sequence[str], region: str | None = None, *,
-              cap: int = DEFAULT_DEPTH_CAP) -> Depth:  # fmt: skip
+    def depth(
+        self, queues: Sequence[str], region: str | None = None, *, cap: int = DEFAULT_DEPTH_CAP
+    ) -> Depth:
         """Ready and running jobs that workers of `region` on `queues` could see,
         each count stopping at `cap` (cheap; the autoscaler calls it every second)."""
         rows = self._all(
@@ -421,8 +465,9 @@ class Queue:
 
     # -- enrollment tokens -------------------------------------------------------
 
-    def create_token(self, region: str, *, pool: str | None = None, ttl_s: float = 900,
-                     uses: int = 1) -> NewToken:  # fmt: skip
+    def create_token(
+        self, region: str, *, pool: str | None = None, ttl_s: float = 900, uses: int = 1
+    ) -> NewToken:
         """Mint an enrollment token; only its SHA-256 hash is stored."""
         secret, params = _token_params(region, pool, ttl_s, uses)
         return NewToken(secret, _token(self._all("insert_token", params)[0]))
@@ -442,20 +487,36 @@ class Queue:
 
     # -- workers registry --------------------------------------------------------
 
-    def enroll(self, token: str, *, name: str, queues: Sequence[str], concurrency: int,
-               version: str | None = None) -> Enrollment:  # fmt: skip
+    def enroll(
+        self,
+        token: str,
+        *,
+        name: str,
+        queues: Sequence[str],
+        concurrency: int,
+        version: str | None = None,
+    ) -> Enrollment:
         """Trade an enrollment token for a worker id and a long-lived credential
         (returned once; the database keeps its hash)."""
         credential = new_secret(CREDENTIAL_PREFIX)
         with self.conn.transaction():
-            rows = self._all("enroll_v1", (token.strip(), name, list(queues), concurrency, version,
-                                           hash_secret(credential)))  # fmt: skip
+            rows = self._all(
+                "enroll_v1",
+                (token.strip(), name, list(queues), concurrency, version, hash_secret(credential)),
+            )
         worker_id, region, pool = rows[0]
         return Enrollment(int(worker_id), credential, region, pool)
 
-    def authenticate(self, worker_id: int, credential: str, *, name: str | None = None,
-                     queues: Sequence[str] | None = None, concurrency: int | None = None,
-                     version: str | None = None) -> WorkerState:  # fmt: skip
+    def authenticate(
+        self,
+        worker_id: int,
+        credential: str,
+        *,
+        name: str | None = None,
+        queues: Sequence[str] | None = None,
+        concurrency: int | None = None,
+        version: str | None = None,
+    ) -> WorkerState:
         """Re-authenticate a restarted worker with its stored credential, refresh
         what it says about itself, return its state. Raises CredentialError, or
         WorkerRemoved for a removed worker."""
@@ -463,8 +524,16 @@ class Queue:
             state = WorkerState(self._one("authenticate_v1", (worker_id, credential)))
             if state is WorkerState.REMOVED:
                 raise WorkerRemoved(f"worker {worker_id} was removed from the fleet")
-            self._all_noresult("update_worker", {"id": worker_id, "name": name, "version": version,
-                "queues": None if queues is None else list(queues), "concurrency": concurrency})  # fmt: skip
+            self._all_noresult(
+                "update_worker",
+                {
+                    "id": worker_id,
+                    "name": name,
+                    "version": version,
+                    "queues": None if queues is None else list(queues),
+                    "concurrency": concurrency,
+                },
+            )
         return state
 
     def request_drain(self, worker_id: int) -> Worker:
@@ -542,12 +611,22 @@ class AsyncQueue:
             cur = await self.conn.execute(_sql.query(name), params, prepare=prepare)
             return await cur.fetchall()
 
-    async def enqueue(self, kind: str, payload: Any = None, *, queue: str | None = None,
-                      priority: int = 0, region: str | None = None,
-                      run_at: dt.datetime | None = None, expires_at: dt.datetime | None = None,
-                      max_attempts: int | None = None, dedupe_key: str | None = None) -> int:  # fmt: skip
-        spec = JobSpec(kind, payload, queue, priority, region, run_at, expires_at,
-                       max_attempts, dedupe_key)  # fmt: skip
+    async def enqueue(
+        self,
+        kind: str,
+        payload: Any = None,
+        *,
+        queue: str | None = None,
+        priority: int = 0,
+        region: str | None = None,
+        run_at: dt.datetime | None = None,
+        expires_at: dt.datetime | None = None,
+        max_attempts: int | None = None,
+        dedupe_key: str | None = None,
+    ) -> int:
+        spec = JobSpec(
+            kind, payload, queue, priority, region, run_at, expires_at, max_attempts, dedupe_key
+        )
         return (await self.enqueue_many([spec]))[0]
 
     async def enqueue_many(self, specs: Iterable[JobSpec]) -> list[int]:
@@ -556,8 +635,15 @@ class AsyncQueue:
             return []
         return [int(r[0]) for r in await self._all("enqueue_v1", _enqueue_params(specs))]
 
-    async def claim(self, worker_id: int, credential: str, queues: Sequence[str], *,
-                    batch: int = 100, lease_s: float = DEFAULT_LEASE_S) -> list[ClaimedJob]:  # fmt: skip
+    async def claim(
+        self,
+        worker_id: int,
+        credential: str,
+        queues: Sequence[str],
+        *,
+        batch: int = 100,
+        lease_s: float = DEFAULT_LEASE_S,
+    ) -> list[ClaimedJob]:
         with _translated():
             cur = self.conn.cursor(binary=True)
             await cur.execute(
@@ -585,8 +671,9 @@ class AsyncQueue:
             return []
         return list(await self._one("release_v1", (ids, tokens), prepare=True))
 
-    async def heartbeat(self, worker_id: int, credential: str, *, in_flight: int,
-                        lease_s: float = DEFAULT_LEASE_S) -> WorkerState:  # fmt: skip
+    async def heartbeat(
+        self, worker_id: int, credential: str, *, in_flight: int, lease_s: float = DEFAULT_LEASE_S
+    ) -> WorkerState:
         return WorkerState(
             await self._one(
                 "heartbeat_v1", (worker_id, credential, in_flight, lease_s), prepare=True
@@ -606,26 +693,49 @@ class AsyncQueue:
             if cur.rowcount < batch:
                 return total
 
-    async def enroll(self, token: str, *, name: str, queues: Sequence[str], concurrency: int,
-                     version: str | None = None) -> Enrollment:  # fmt: skip
+    async def enroll(
+        self,
+        token: str,
+        *,
+        name: str,
+        queues: Sequence[str],
+        concurrency: int,
+        version: str | None = None,
+    ) -> Enrollment:
         credential = new_secret(CREDENTIAL_PREFIX)
         async with self.conn.transaction():
-            rows = await self._all("enroll_v1", (token.strip(), name, list(queues), concurrency,
-                                                 version, hash_secret(credential)))  # fmt: skip
+            rows = await self._all(
+                "enroll_v1",
+                (token.strip(), name, list(queues), concurrency, version, hash_secret(credential)),
+            )
         worker_id, region, pool = rows[0]
         return Enrollment(int(worker_id), credential, region, pool)
 
-    async def authenticate(self, worker_id: int, credential: str, *, name: str | None = None,
-                           queues: Sequence[str] | None = None, concurrency: int | None = None,
-                           version: str | None = None) -> WorkerState:  # fmt: skip
+    async def authenticate(
+        self,
+        worker_id: int,
+        credential: str,
+        *,
+        name: str | None = None,
+        queues: Sequence[str] | None = None,
+        concurrency: int | None = None,
+        version: str | None = None,
+    ) -> WorkerState:
         async with self.conn.transaction():
             state = WorkerState(await self._one("authenticate_v1", (worker_id, credential)))
             if state is WorkerState.REMOVED:
                 raise WorkerRemoved(f"worker {worker_id} was removed from the fleet")
             with _translated():
-                await self.conn.execute(_sql.query("update_worker"), {"id": worker_id, "name": name,
-                    "version": version, "queues": None if queues is None else list(queues),
-                    "concurrency": concurrency})  # fmt: skip
+                await self.conn.execute(
+                    _sql.query("update_worker"),
+                    {
+                        "id": worker_id,
+                        "name": name,
+                        "version": version,
+                        "queues": None if queues is None else list(queues),
+                        "concurrency": concurrency,
+                    },
+                )
         return state
 
     async def mark_drained(self, worker_id: int, credential: str) -> WorkerState:

@@ -1,0 +1,177 @@
+"""The admin CLI against a real database: output, formats and exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from click.testing import CliRunner, Result
+from psycopg.conninfo import make_conninfo
+
+from corral.cli import cli
+from corral.queue import Queue
+from tests._postgres import PgHandle
+from tests.integration._queue import enroll
+
+
+def corral(url: str, *args: str, stdin: str | None = None) -> Result:
+    return CliRunner().invoke(cli, list(args), input=stdin, env={"CORRAL_DATABASE_URL": url})
+
+
+def test_db_migrate_then_status_shows_every_migration_applied(empty_database_url: str) -> None:
+    first = corral(empty_database_url, "db", "migrate")
+    again = corral(empty_database_url, "db", "migrate")
+    status = corral(empty_database_url, "db", "status", "--check")
+    assert first.exit_code == 0 and "applied 0001_initial" in first.output
+    assert again.exit_code == 0 and "applied" not in again.output.split("\n")[0]
+    assert status.exit_code == 0, status.output
+    assert status.output.splitlines()[0].split() == ["VERSION", "NAME", "STATE", "APPLIED"]
+    assert status.output.splitlines()[1].split()[:3] == ["0001", "initial", "applied"]
+
+
+def test_db_status_check_fails_on_a_database_without_the_schema(empty_database_url: str) -> None:
+    result = corral(empty_database_url, "db", "status", "--check")
+    assert result.exit_code == 1
+    assert "pending" in result.output and "corral db migrate" in result.output
+
+
+def test_jobs_enqueue_prints_the_id_and_jobs_get_shows_every_field(database_url: str) -> None:
+    enqueued = corral(
+        database_url, "jobs", "enqueue", "http", '{"url": "https://example.com"}',
+        "--queue", "probes", "--priority", "5", "--region", "eu", "--max-attempts", "3",
+        "--dedupe-key", "probe-1", "--expires-in", "1h",
+    )  # fmt: skip
+    assert enqueued.exit_code == 0, enqueued.output
+    job_id = int(enqueued.output.strip())
+    shown = json.loads(corral(database_url, "jobs", "get", str(job_id), "-o", "json").output)
+    assert shown["payload"] == {"url": "https://example.com"}
+    assert (shown["queue"], shown["priority"], shown["region"]) == ("probes", 5, "eu")
+    assert (shown["max_attempts"], shown["dedupe_key"], shown["state"]) == (3, "probe-1", "pending")
+    assert shown["expires_at"] is not None
+
+
+def test_jobs_enqueue_reads_the_payload_from_stdin_and_delays_it(database_url: str) -> None:
+    result = corral(
+        database_url, "jobs", "enqueue", "noop", "-", "--delay", "30s", stdin='{"n": 7}'
+    )
+    assert result.exit_code == 0, result.output
+    with Queue.connect(database_url) as queue:
+        job = queue.get_job(int(result.output))
+    assert (job.payload, job.state) == ({"n": 7}, "scheduled")
+
+
+def test_jobs_enqueue_rejects_bad_json_and_conflicting_times_with_exit_2(database_url: str) -> None:
+    bad_json = corral(database_url, "jobs", "enqueue", "noop", "{oops")
+    both = corral(
+        database_url, "jobs", "enqueue", "noop", "--delay", "5s", "--run-at", "2030-01-01T00:00:00Z"
+    )
+    bad_delay = corral(database_url, "jobs", "enqueue", "noop", "--delay", "soon")
+    assert bad_json.exit_code == 2 and "PAYLOAD is not valid JSON" in bad_json.output
+    assert both.exit_code == 2 and "give one" in both.output
+    assert bad_delay.exit_code == 2 and "'soon' is not a duration" in bad_delay.output
+
+
+def test_jobs_list_filters_by_queue_and_state_in_every_output_format(database_url: str) -> None:
+    for queue_name in ("a", "a", "b"):
+        assert corral(database_url, "jobs", "enqueue", "noop", "--queue", queue_name).exit_code == 0
+    table = corral(database_url, "jobs", "list", "--queue", "a")
+    as_json = json.loads(
+        corral(database_url, "jobs", "list", "--state", "pending", "-o", "json").output
+    )
+    as_yaml = yaml.safe_load(
+        corral(database_url, "jobs", "list", "--queue", "b", "-o", "yaml").output
+    )
+    lines = table.output.splitlines()
+    assert lines[0].split()[:4] == ["ID", "KIND", "QUEUE", "STATE"]
+    assert len(lines) == 3 and all(" a " in line for line in lines[1:])
+    assert len(as_json) == 3 and {j["state"] for j in as_json} == {"pending"}
+    assert [j["queue"] for j in as_yaml] == ["b"]
+
+
+def test_jobs_cancel_and_requeue_report_what_happened_and_refuse_wrong_states(
+    database_url: str,
+) -> None:
+    job_id = corral(database_url, "jobs", "enqueue", "noop").output.strip()
+    cancelled = corral(database_url, "jobs", "cancel", job_id)
+    twice = corral(database_url, "jobs", "cancel", job_id)
+    requeued = corral(database_url, "jobs", "requeue", job_id)
+    missing = corral(database_url, "jobs", "get", "424242")
+    assert cancelled.exit_code == 0 and f"job {job_id} cancelled" in cancelled.output
+    assert twice.exit_code == 1 and "only scheduled or pending" in twice.output
+    assert requeued.exit_code == 0 and "requeued" in requeued.output
+    assert missing.exit_code == 3 and "job 424242 does not exist" in missing.output
+
+
+def test_stats_prints_one_row_per_queue_with_counts_by_state(database_url: str) -> None:
+    corral(database_url, "jobs", "enqueue", "noop", "--queue", "a")
+    corral(database_url, "jobs", "enqueue", "noop", "--queue", "b")
+    result = corral(database_url, "stats")
+    rows = [line.split() for line in result.output.splitlines()]
+    assert rows[0][:4] == ["QUEUE", "PAUSED", "SCHEDULED", "PENDING"]
+    assert [r[0] for r in rows[1:]] == ["a", "b"]
+    assert rows[1][3] == "1"
+
+
+def test_dispatch_pause_status_and_resume_round_trip(database_url: str) -> None:
+    paused = corral(database_url, "dispatch", "pause", "--queue", "emails", "-m", "smtp outage")
+    status = corral(database_url, "dispatch", "status")
+    resumed = corral(database_url, "dispatch", "resume", "--queue", "emails")
+    after = corral(database_url, "dispatch", "status")
+    assert paused.exit_code == 0 and "queue emails paused" in paused.output
+    assert "emails" in status.output and "smtp outage" in status.output
+    assert resumed.exit_code == 0
+    assert "no queue is paused" in after.output
+
+
+def test_tokens_create_prints_only_the_secret_on_stdout_then_list_and_revoke(
+    database_url: str,
+) -> None:
+    created = CliRunner().invoke(
+        cli, ["tokens", "create", "--region", "eu", "--pool", "web", "--ttl", "15m", "--uses", "2"],
+        env={"CORRAL_DATABASE_URL": database_url},
+    )  # fmt: skip
+    assert created.exit_code == 0, created.output
+    secret = created.stdout.strip()
+    assert secret.startswith("crl_et_") and "\n" not in secret
+    listed = corral(database_url, "tokens", "list")
+    assert secret not in listed.output and secret[:13] in listed.output
+    assert "eu" in listed.output and "web" in listed.output
+    revoked = corral(database_url, "tokens", "revoke", secret[:13])
+    assert revoked.exit_code == 0 and "revoked" in revoked.output
+    assert "No resources found" in corral(database_url, "tokens", "list").output
+    assert corral(database_url, "tokens", "revoke", "crl_et_nope").exit_code == 3
+
+
+def test_workers_list_drain_and_remove_change_the_registry(database_url: str) -> None:
+    with Queue.connect(database_url) as queue:
+        worker = enroll(queue, name="pod-a", queues=["q1", "q2"])
+    wid = str(worker.worker_id)
+    listed = corral(database_url, "workers", "list")
+    drained = corral(database_url, "workers", "drain", wid)
+    removed = corral(database_url, "workers", "remove", wid)
+    gone = corral(database_url, "workers", "list")
+    everyone = corral(database_url, "workers", "list", "--all", "-o", "json")
+    assert "pod-a" in listed.output and "q1,q2" in listed.output and "active" in listed.output
+    assert drained.exit_code == 0 and "draining" in drained.output
+    assert removed.exit_code == 0 and "removed" in removed.output
+    assert "pod-a" not in gone.output
+    assert json.loads(everyone.output)[0]["state"] == "removed"
+    assert corral(database_url, "workers", "drain", "9999").exit_code == 3
+
+
+@pytest.mark.parametrize("command", [["jobs", "list"], ["db", "migrate"], ["stats"]])
+def test_a_wrong_password_is_named_and_never_printed(
+    pg_server: PgHandle, command: list[str]
+) -> None:
+    url = make_conninfo(pg_server.dsn("postgres"), password="hunter2-wrong")
+    result = corral(url, *command)
+    assert result.exit_code == 1
+    assert "password" in result.output and "check the password" in result.output
+    assert "hunter2-wrong" not in result.output
+
+
+def test_a_command_without_a_database_url_says_how_to_give_one() -> None:
+    result = CliRunner().invoke(cli, ["jobs", "list"], env={"CORRAL_DATABASE_URL": ""})
+    assert result.exit_code == 1
+    assert "--database-url" in result.output and "CORRAL_DATABASE_URL" in result.output

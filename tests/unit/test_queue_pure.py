@@ -1,0 +1,139 @@
+"""Pure parts of corral.queue: durations, DSN checks and messages, the SQL loader."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from corral.durations import DurationError, format_age, parse_duration
+from corral.queue import _sql
+from corral.queue.dsn import DsnError, check_dsn, connect_error, mask_dsn
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30s", 30), ("15m", 900), ("1h30m", 5400), ("7d", 604800), ("250ms", 0.25), ("90", 90),
+     ("1.5h", 5400), (" 2W ", 1209600)],
+)  # fmt: skip
+def test_durations_parse_units_compounds_and_bare_seconds(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "soon", "5 minutes", "1h-5m", "m5", "-3s", "inf", "10y"])
+def test_a_bad_duration_is_quoted_with_examples_of_good_ones(text: str) -> None:
+    with pytest.raises(DurationError, match=r"--ttl .*write e\.g\. 30s"):
+        parse_duration(text, what="--ttl")
+
+
+def test_a_zero_duration_is_refused_where_it_makes_no_sense() -> None:
+    with pytest.raises(DurationError, match="longer than zero"):
+        parse_duration("0s", what="--ttl", allow_zero=False)
+
+
+def test_ages_print_like_kubectl() -> None:
+    assert [format_age(s) for s in (5, 150, 7300, 200000, None)] == [
+        "5s",
+        "2m",
+        "2h",
+        "2d",
+        "<unknown>",
+    ]
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    ["postgresql://corral:s3cret@db:5432/corral", "host=db user=corral password=s3cret dbname=corral",
+     "postgres://corral:s3cret@db/corral?sslmode=require"],
+)  # fmt: skip
+def test_passwords_are_masked_in_urls_and_conninfo_strings(dsn: str) -> None:
+    masked = mask_dsn(dsn)
+    assert "s3cret" not in masked and "********" in masked
+
+
+@pytest.mark.parametrize(
+    ("dsn", "names"),
+    [
+        (None, "--database-url"),
+        ("", "CORRAL_DATABASE_URL"),
+        ("mysql://u:s3cret@db/x", "scheme 'mysql'"),
+        ("postgresql://u:s3cret@db:99999/x", "port '99999'"),
+        ("postgresql://u:s3cret@db:abc/x", "port"),
+        ("host=db port=0 password=s3cret", "port '0'"),
+        ("host=db user=u password=s3cret dbname=''", "names no database"),
+        ("host=db password=s3cret nonsense", "cannot be parsed"),
+    ],
+)
+def test_a_malformed_dsn_names_the_wrong_part_without_the_password(
+    dsn: str | None, names: str
+) -> None:
+    with pytest.raises(DsnError) as caught:
+        check_dsn(dsn)
+    assert names in str(caught.value)
+    assert "s3cret" not in str(caught.value)
+
+
+def test_a_good_dsn_passes_unchanged() -> None:
+    assert check_dsn(" postgresql://u@db:5432/x ") == "postgresql://u@db:5432/x"
+
+
+@pytest.mark.parametrize(
+    ("server_says", "names"),
+    [
+        ('FATAL:  password authentication failed for user "corral"', "check the password"),
+        ('FATAL:  role "corral" does not exist', "user 'corral' does not exist"),
+        ('FATAL:  database "jobs" does not exist', "database 'jobs' does not exist"),
+        ("could not translate host name \"db\" to address: Name or service not known", "host 'db'"),
+        ("connection to server at \"10.0.0.1\", port 5433 failed: Connection refused", "nothing is listening on db:5433"),
+        ("connection timeout expired", "timed out"),
+        ('no pg_hba.conf entry for host "10.1.1.1", user "corral"', "pg_hba.conf"),
+    ],
+)  # fmt: skip
+def test_a_refused_connection_names_the_part_to_fix_without_the_password(
+    server_says: str, names: str
+) -> None:
+    dsn = "postgresql://corral:s3cret@db:5433/jobs"
+    message = str(connect_error(dsn, RuntimeError(server_says + " (password=s3cret)")))
+    assert names in message
+    assert "s3cret" not in message
+    assert message.startswith("cannot connect to corral@db:5433/jobs")
+
+
+def test_named_queries_are_split_at_name_lines_and_keep_their_comments() -> None:
+    text = "-- file header\n\n-- name: one\n-- why\nSELECT 1;\n\n-- name: two_v1\nSELECT 2\n"
+    queries = _sql.parse_named_queries(text)
+    assert queries == {"one": "-- why\nSELECT 1", "two_v1": "SELECT 2"}
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("-- name: a\nSELECT 1\n-- name: a\nSELECT 2", "defined twice"),
+        ("SELECT 1\n-- name: a\nSELECT 2", "before the first"),
+        ("-- name: a\n-- only a comment\n", "has no statement"),
+    ],
+)
+def test_a_malformed_queries_file_is_rejected_with_the_reason(text: str, error: str) -> None:
+    with pytest.raises(_sql.SqlFileError, match=error):
+        _sql.parse_named_queries(text)
+
+
+def test_migration_files_are_ordered_by_version_and_malformed_names_rejected() -> None:
+    ordered = _sql.parse_migration_names(["0002_b.sql", "0001_a.sql", "README"])
+    assert [(v, n) for v, n, _ in ordered] == [(1, "a"), (2, "b")]
+    with pytest.raises(_sql.SqlFileError, match="share version 0001"):
+        _sql.parse_migration_names(["0001_a.sql", "0001_b.sql"])
+    with pytest.raises(_sql.SqlFileError, match="NNNN_lower_snake_name"):
+        _sql.parse_migration_names(["1_a.sql"])
+
+
+def test_every_query_the_client_names_exists_in_queries_sql() -> None:
+    client = Path(_sql.__file__).with_name("client.py").read_text()
+    used = set(re.findall(r'(?:query|_one|_all|_all_noresult)\(\s*"([a-z0-9_]+)"', client))
+    assert used and used <= set(_sql._queries()), used - set(_sql._queries())
+
+
+def test_shipped_migrations_start_at_one_without_gaps() -> None:
+    versions = [m.version for m in _sql.migrations()]
+    assert versions == list(range(1, len(versions) + 1))
