@@ -195,12 +195,13 @@ CREATE FUNCTION corral_enqueue_v1(
 ) RETURNS SETOF bigint
 LANGUAGE plpgsql
 AS $$
+DECLARE
+    v_ids bigint[];
 BEGIN
-    RETURN QUERY
     WITH input AS MATERIALIZED (
-        -- Ids are drawn up front so each input row maps to its own job
+        -- Ids are drawn up front so each input row knows its job's id
         -- without relying on the order INSERT assigns identities in.
-        SELECT t.ord, nextval(pg_get_serial_sequence('corral_jobs', 'id')) AS new_id,
+        SELECT t.ord, nextval('corral_jobs_id_seq'::regclass) AS new_id,
                t.kind, coalesce(t.queue, t.kind) AS queue, t.payload, t.priority,
                t.region, t.run_at, t.expires_at, t.max_attempts, t.dedupe_key
           FROM unnest(p_kinds, p_queues, p_payloads, p_priorities, p_regions, p_run_ats,
@@ -218,15 +219,21 @@ BEGIN
           FROM input i LEFT JOIN corral_queues q ON q.name = i.queue
          ORDER BY i.ord
         ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
-        RETURNING j.id, j.dedupe_key
     )
-    SELECT coalesce(mine.id, twin.id, existing.id)
-      FROM input i
-      LEFT JOIN ins mine ON mine.id = i.new_id
-      LEFT JOIN ins twin ON i.dedupe_key IS NOT NULL AND twin.dedupe_key = i.dedupe_key
-      LEFT JOIN corral_jobs existing
-             ON i.dedupe_key IS NOT NULL AND existing.dedupe_key = i.dedupe_key
-     ORDER BY i.ord;
+    SELECT array_agg(i.new_id ORDER BY i.ord) INTO v_ids FROM input i;
+
+    IF NOT EXISTS (SELECT 1 FROM unnest(p_dedupe_keys) AS k(key) WHERE k.key IS NOT NULL) THEN
+        RETURN QUERY SELECT unnest(v_ids);
+    ELSE
+        -- A job whose key was already held was not inserted: return the id of
+        -- the unfinished job holding the key (an older one, or an earlier
+        -- row of this batch). This statement sees the rows just inserted.
+        RETURN QUERY
+        SELECT CASE WHEN u.key IS NULL THEN u.id
+                    ELSE (SELECT e.id FROM corral_jobs e WHERE e.dedupe_key = u.key) END
+          FROM unnest(v_ids, p_dedupe_keys) WITH ORDINALITY AS u(id, key, ord)
+         ORDER BY u.ord;
+    END IF;
 
     PERFORM pg_notify('corral_jobs', s.queue)
        FROM (SELECT DISTINCT coalesce(t.queue, t.kind) AS queue
