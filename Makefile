@@ -71,3 +71,12 @@ crds: venv ## Write crds/*.yaml and the chart's copy from operator/corral/api
 verify-crds: venv ## Fail when the checked-in CRDs differ from the models (run `make crds`)
 	$(PY) -m corral.api.crdgen --check $(addprefix --out ,$(CRD_DIRS))
 # --- end operator API ---
+
+# ---- dev environment and node agent (issue 3) ------------------------------------------------
+.PHONY: dev
+dev: venv cluster-bins ## Control plane + node agent (3 nodes, 2 regions) + Postgres (+ CRDs, operator, example when present); Ctrl-C stops all
+	$(PY) -m corral.platform.dev up
+
+.PHONY: dev-down
+dev-down: venv ## Stop what `make dev` started (from another terminal)
+	$(PY) -m corral.platform.dev down
