@@ -80,3 +80,25 @@ def test_released_jobs_go_back_to_pending_without_spending_an_attempt(database_u
         job = queue.get_job(job_id)
         assert (job.state, job.attempt) == (JobState.PENDING, 0)
         assert queue.complete_many([held]) == [job_id]  # the released lease is dead
+
+
+def test_acks_skip_the_flush_wait_but_enqueues_never_do_unless_durable_acks_is_on(
+    database_url: str,
+) -> None:
+    def commit_mode(conn: psycopg.Connection[tuple[object, ...]], call: str) -> object:
+        with conn.transaction():
+            queue = Queue(conn)
+            if call == "enqueue":
+                queue.enqueue("noop", queue="q")
+            else:
+                queue.claim(worker.worker_id, worker.credential, ["q"])
+            row = conn.execute("SHOW synchronous_commit").fetchone()
+        return row[0] if row else None
+
+    with Queue.connect(database_url) as setup:
+        worker = enroll(setup)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert commit_mode(conn, "enqueue") == "on"
+        assert commit_mode(conn, "claim") == "off"
+        conn.execute("SET corral.durable_acks = on")
+        assert commit_mode(conn, "claim") == "on"

@@ -182,6 +182,23 @@ BEGIN
 END
 $$;
 
+-- Acknowledgements (claims, completions, failures, releases, heartbeats)
+-- commit without waiting for the WAL flush unless the session or database
+-- sets corral.durable_acks = on. Why this is safe: losing an acknowledgement
+-- in a PostgreSQL crash only makes a job run again (a lost claim puts it back
+-- to pending, a lost completion leaves it running until the reaper retries
+-- it), which at-least-once delivery allows; enqueues always wait for the
+-- flush, so no job is ever lost. It saves one fsync wait per batch.
+CREATE FUNCTION corral_relax_ack_v1() RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF coalesce(current_setting('corral.durable_acks', true), '') NOT IN ('on', 'true', '1') THEN
+        PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
+END
+$$;
+
 -- Enqueue any number of jobs in one statement (all arrays the same length;
 -- NULL elements take the defaults). Returns one id per input row, in input
 -- order. A job whose dedupe_key matches an unfinished job is not inserted:
@@ -308,6 +325,7 @@ BEGIN
     IF EXISTS (SELECT 1 FROM corral_queues q WHERE q.name = '*' AND q.paused) THEN
         RETURN;
     END IF;
+    PERFORM corral_relax_ack_v1();
 
     PERFORM corral_promote_due_v1();
 
@@ -378,6 +396,7 @@ AS $$
 DECLARE
     v_rejected bigint[];
 BEGIN
+    PERFORM corral_relax_ack_v1();
     WITH done AS (
         DELETE FROM corral_jobs j USING unnest(p_ids, p_tokens) AS d(id, token)
          WHERE j.id = ANY(p_ids) AND j.id = d.id AND j.lease_token = d.token
@@ -412,6 +431,7 @@ AS $$
 DECLARE
     v_rejected bigint[];
 BEGIN
+    PERFORM corral_relax_ack_v1();
     WITH f AS (
         SELECT * FROM unnest(p_ids, p_tokens, p_errors, p_reasons, p_retry)
                       AS f(id, token, error, reason, retry)
@@ -463,6 +483,7 @@ DECLARE
     v_done bigint[];
     v_queues text[];
 BEGIN
+    PERFORM corral_relax_ack_v1();
     WITH released AS (
         UPDATE corral_jobs j
            SET state = 'pending', attempt = j.attempt - 1, lease_token = NULL,
@@ -490,6 +511,7 @@ AS $$
 DECLARE
     v_state text;
 BEGIN
+    PERFORM corral_relax_ack_v1();
     UPDATE corral_workers w
        SET last_heartbeat = now(), in_flight = greatest(p_in_flight, 0)
      WHERE w.id = p_worker_id AND w.credential_hash = corral_hash_secret_v1(p_credential)
