@@ -12,7 +12,7 @@ from psycopg.conninfo import make_conninfo
 from corral.cli import cli
 from corral.queue import Queue
 from tests._postgres import PgHandle
-from tests.integration._queue import enroll
+from tests.integration._queue import enroll, run_sql
 
 
 def corral(url: str, *args: str, stdin: str | None = None) -> Result:
@@ -175,3 +175,18 @@ def test_a_command_without_a_database_url_says_how_to_give_one() -> None:
     result = CliRunner().invoke(cli, ["jobs", "list"], env={"CORRAL_DATABASE_URL": ""})
     assert result.exit_code == 1
     assert "--database-url" in result.output and "CORRAL_DATABASE_URL" in result.output
+
+
+def test_jobs_purge_deletes_only_finished_jobs_past_the_retention(database_url: str) -> None:
+    kept = corral(database_url, "jobs", "enqueue", "noop").output.strip()
+    old = corral(database_url, "jobs", "enqueue", "noop").output.strip()
+    corral(database_url, "jobs", "cancel", old)
+    run_sql(
+        database_url,
+        "UPDATE corral_jobs_finished SET finished_at = now() - interval '8 days' WHERE id = %s",
+        [int(old)],
+    )
+    result = corral(database_url, "jobs", "purge", "--older-than", "7d")
+    assert result.exit_code == 0 and "deleted 1 finished job(s)" in result.output
+    assert corral(database_url, "jobs", "get", old).exit_code == 3
+    assert corral(database_url, "jobs", "get", kept).exit_code == 0

@@ -174,7 +174,7 @@ def db_status(database_url: str | None, output: str, check: bool) -> None:
 
 @click.group(context_settings=_CONTEXT)
 def jobs() -> None:
-    """Enqueue, list, inspect, cancel and requeue jobs."""
+    """Enqueue, list, inspect, cancel, requeue and purge jobs."""
 
 
 def _read_payload(payload: str | None) -> Any:
@@ -346,6 +346,31 @@ def jobs_requeue(job_id: int, database_url: str | None) -> None:
     with _queue(database_url) as queue:
         job = queue.requeue(job_id)
     click.echo(f"job {job_id} requeued ({job.max_attempts} attempts)")
+
+
+@jobs.command("purge")
+@click.option(
+    "--older-than",
+    "older_than",
+    required=True,
+    callback=_duration("--older-than"),
+    metavar="DURATION",
+    help="Delete finished jobs that finished longer ago than this (7d).",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="Rows deleted per statement.",
+)
+@_database_option
+@_handled
+def jobs_purge(older_than: float, batch: int, database_url: str | None) -> None:
+    """Retention: delete finished jobs older than --older-than, in batches."""
+    with _queue(database_url) as queue:
+        deleted = queue.purge_finished(older_than, batch=batch)
+    click.echo(f"deleted {deleted} finished job(s)")
 
 
 # -- stats -----------------------------------------------------------------------
