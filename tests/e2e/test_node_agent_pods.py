@@ -227,3 +227,32 @@ def test_an_unknown_image_leaves_the_pod_pending_with_an_err_image_pull_reason(
     assert "not-mapped:9" in waiting["message"] and "images.yaml" in waiting["message"]
     found = pod_json(cluster, namespace, "nowhere")
     assert found is not None and found["status"]["phase"] == "Pending"
+
+
+def test_kubectl_logs_shows_the_current_and_the_previous_run_of_a_container(
+    cluster: Cluster, namespace: str, node_agent: NodeAgentHandle
+) -> None:
+    # each run prints its own marker, then crashes: run 0, run 1, ...
+    script = 'echo "run at $(date +%s%N)"; echo second line; sleep 0.3; exit 1'
+    _apply(cluster, namespace, _bare_pod("chatty", script))
+    wait_for(
+        lambda: (
+            _container(pod_json(cluster, namespace, "chatty"), "main").get("restartCount", 0) >= 1
+        ),
+        60,
+        "a restart of the chatty container",
+    )
+    current = wait_for(
+        lambda: (
+            (p := cluster.kubectl("-n", namespace, "logs", "chatty", check=False)).returncode == 0
+            and "second line" in p.stdout
+            and p.stdout
+        ),
+        30,
+        "kubectl logs to show the current run",
+    )
+    previous = cluster.kubectl("-n", namespace, "logs", "chatty", "--previous").stdout
+    assert current.splitlines()[1] == "second line"
+    assert previous.startswith("run at ") and previous != current  # two distinct runs
+    tail = cluster.kubectl("-n", namespace, "logs", "chatty", "--tail=1").stdout
+    assert tail.strip() == "second line"

@@ -19,6 +19,7 @@ from typing import Any
 
 from corral.platform.nodeagent._images import ImageMap
 from corral.platform.nodeagent._kube import ApiError, KubeClient
+from corral.platform.nodeagent._logserver import serve_logs
 from corral.platform.nodeagent._network import BridgeNetwork, HostNetwork, netns_possible
 from corral.platform.nodeagent._nodespec import NodeSpec, node_object, node_status
 from corral.platform.nodeagent._pod import Backoff, PodContext, PodWorker
@@ -66,6 +67,7 @@ class NodeAgent:
         self._node_conditions: dict[str, list[Json]] = {}
         self._last_status_at: dict[str, float] = {}
         self._resync = threading.Event()
+        self._log_server: Any = None
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.pod_context = PodContext(
             kube=self.kube,
@@ -83,6 +85,11 @@ class NodeAgent:
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
         self.network.up()
+        served = serve_logs(
+            self.network.host_ip, self._log_file, self.config.state_dir / "tls", self.kube.ca_file
+        )
+        if served is not None:
+            self._log_server, self.config.kubelet_port = served
         for spec in self.nodes.values():
             self._register(spec)
         for target, name in ((self._heartbeat_loop, "heartbeat"), (self._watch_loop, "pod-watch")):
@@ -107,7 +114,27 @@ class NodeAgent:
             w.join(timeout=10)
         for t in self._threads:
             t.join(timeout=2)
+        if self._log_server is not None:
+            self._log_server.stopping.set()
+            self._log_server.shutdown()
         self.network.down()
+
+    def _log_file(self, namespace: str, pod: str, container: str, previous: bool) -> Path | None:
+        """The newest incarnation's log (or the one before it) of a container."""
+        dirs = sorted(
+            (self.config.state_dir / "pods").glob(f"{namespace}_{pod}_*"),
+            key=lambda p: p.stat().st_mtime,
+        )
+        if not dirs:
+            return None
+        runs = sorted(
+            (int(p.stem), p)
+            for p in (dirs[-1] / "logs" / container).glob("*.log")
+            if p.stem.isdigit()
+        )
+        if len(runs) < (2 if previous else 1):
+            return None
+        return runs[-2 if previous else -1][1]
 
     # -- chaos ------------------------------------------------------------------------
     def kill_pod(self, namespace: str, name: str, container: str | None = None) -> list[str]:
