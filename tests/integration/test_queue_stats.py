@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from corral.queue import JobSpec, JobState, Queue
 from tests.integration._queue import enroll, run_sql
 
@@ -38,3 +40,14 @@ def test_depth_counts_work_a_region_can_see_and_stops_at_the_cap(database_url: s
     assert (eu.pending, eu.running, eu.capped) == (6, 2, False)
     assert (anywhere.pending, anywhere.running) == (9, 2)
     assert (capped.pending, capped.capped) == (10, True)
+
+
+def test_depth_counts_due_delayed_jobs_so_an_idle_fleet_still_scales_up(database_url: str) -> None:
+    # With no worker claiming, nothing promotes due scheduled jobs to pending:
+    # the autoscaler must count them anyway or it would never start a worker.
+    with Queue.connect(database_url) as queue:
+        soon = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+        queue.enqueue_many([JobSpec("noop", queue="q", run_at=soon) for _ in range(3)])
+        assert queue.depth(["q"]).pending == 0
+        run_sql(database_url, "UPDATE corral_jobs SET run_at = now() - interval '1 s'")
+        assert queue.depth(["q"]).pending == 3

@@ -197,8 +197,8 @@ def _stats(
     oldest: dict[str, float | None] = {}
     for queue, state, count, age in hot:
         counts.setdefault(queue, {})[JobState(state)] = int(count)
-        if age is not None:
-            oldest[queue] = max(float(age), 0.0)
+        if age is not None:  # one row per state: keep the longest wait
+            oldest[queue] = max(float(age), 0.0, oldest.get(queue) or 0.0)
     for queue, state, count in finished:
         counts.setdefault(queue, {})[JobState(state)] = int(count)
     return [
@@ -461,7 +461,7 @@ class Queue:
             "depth", {"queues": list(queues), "region": region or "", "cap": cap}, prepare=True
         )
         pending, running = rows[0]
-        return Depth(int(pending), int(running), capped=pending >= cap or running >= cap)
+        return Depth(min(int(pending), cap), int(running), capped=pending >= cap or running >= cap)
 
     # -- enrollment tokens -------------------------------------------------------
 

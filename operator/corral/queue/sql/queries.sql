@@ -178,21 +178,29 @@ ON CONFLICT (name) DO UPDATE
 
 -- name: stats_hot
 SELECT queue, state, count(*),
-       extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'pending'))
+       extract(epoch FROM now() - min(run_at) FILTER (
+           WHERE state = 'pending' OR (state = 'scheduled' AND run_at <= now())))
   FROM corral_jobs GROUP BY queue, state
 
 -- name: stats_finished
 SELECT queue, state, count(*) FROM corral_jobs_finished GROUP BY queue, state
 
 -- name: depth
--- Both counts read only partial indexes and stop at the cap: cheap enough
--- for an autoscaler that asks every second, whatever the backlog.
+-- Every count reads a partial index and stops at the cap: cheap enough for
+-- an autoscaler that asks every second, whatever the backlog. Due scheduled
+-- jobs count as ready: claims promote them, but with no worker running
+-- nobody would, and the autoscaler must still see them to scale up from zero.
 SELECT
     (SELECT count(*) FROM (
         SELECT 1 FROM corral_jobs
          WHERE state = 'pending' AND queue = ANY(%(queues)s::text[])
            AND region IN ('', %(region)s)
-         LIMIT %(cap)s) p),
+         LIMIT %(cap)s) p)
+  + (SELECT count(*) FROM (
+        SELECT 1 FROM corral_jobs
+         WHERE state = 'scheduled' AND run_at <= now() AND queue = ANY(%(queues)s::text[])
+           AND region IN ('', %(region)s)
+         LIMIT %(cap)s) d),
     (SELECT count(*) FROM (
         SELECT 1 FROM corral_jobs
          WHERE state = 'running' AND queue = ANY(%(queues)s::text[])
