@@ -130,7 +130,7 @@ def test_migration_files_are_ordered_by_version_and_malformed_names_rejected() -
 
 def test_every_query_the_client_names_exists_in_queries_sql() -> None:
     client = Path(_sql.__file__).with_name("client.py").read_text()
-    used = set(re.findall(r'(?:query|_one|_all|_all_noresult)\(\s*"([a-z0-9_]+)"', client))
+    used = set(re.findall(r'(?:query|_one|_all|_exec)\(\s*"([a-z0-9_]+)"', client))
     assert used and used <= set(_sql._queries()), used - set(_sql._queries())
 
 

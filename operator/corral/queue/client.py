@@ -172,7 +172,7 @@ def _token(row: tuple[Any, ...]) -> TokenInfo:
 
 def _lease_params(jobs: Iterable[Leased]) -> tuple[list[int], list[Any]]:
     ids: list[int] = []
-    tokens: list[Any] = []
+    tokens: list[int] = []
     for job in jobs:
         ids.append(job.id)
         tokens.append(job.lease_token)
@@ -226,11 +226,6 @@ def _token_params(
     return secret, (hash_secret(secret), prefix, region, pool, ttl_s, uses)
 
 
-def _check_lengths(specs: Sequence[JobSpec]) -> None:
-    if not specs:
-        return
-
-
 class Queue:
     """Synchronous access (CLI, operator, tests, user code that enqueues)."""
 
@@ -261,6 +256,11 @@ class Queue:
     ) -> list[tuple[Any, ...]]:
         with _translated():
             return self.conn.execute(_sql.query(name), params, prepare=prepare).fetchall()
+
+    def _exec(self, name: str, params: Any = None) -> int:
+        """Run a statement for its effect; return the row count."""
+        with _translated():
+            return self.conn.execute(_sql.query(name), params).rowcount
 
     # -- enqueue --------------------------------------------------------------
 
@@ -418,13 +418,9 @@ class Queue:
                 "set_paused", {"queue": queue or ALL_QUEUES, "paused": False, "reason": None}
             )[0]
             if queue is None:
-                self._all_noresult("resume_all")
+                self._exec("resume_all")
             self._all("wake_queue", (queue or ALL_QUEUES,))
         return DispatchState(*row)
-
-    def _all_noresult(self, name: str, params: Any = None) -> int:
-        with _translated():
-            return self.conn.execute(_sql.query(name), params).rowcount
 
     def dispatch_status(self, queue: str | None = None) -> list[DispatchState]:
         return [DispatchState(*r) for r in self._all("dispatch_status", {"queue": queue})]
@@ -438,7 +434,7 @@ class Queue:
         retry_max_s: float | None = None,
     ) -> None:
         """Per-queue default attempt budget and retry back-off (base and cap, seconds)."""
-        self._all_noresult(
+        self._exec(
             "set_queue_defaults",
             {
                 "queue": queue,
@@ -524,7 +520,7 @@ class Queue:
             state = WorkerState(self._one("authenticate_v1", (worker_id, credential)))
             if state is WorkerState.REMOVED:
                 raise WorkerRemoved(f"worker {worker_id} was removed from the fleet")
-            self._all_noresult(
+            self._exec(
                 "update_worker",
                 {
                     "id": worker_id,
@@ -538,7 +534,7 @@ class Queue:
 
     def request_drain(self, worker_id: int) -> Worker:
         """Ask a worker to stop claiming and finish what it holds (idempotent)."""
-        self._all_noresult("request_drain", (worker_id,))
+        self._exec("request_drain", (worker_id,))
         return self.get_worker(worker_id)
 
     def mark_drained(self, worker_id: int, credential: str) -> WorkerState:
