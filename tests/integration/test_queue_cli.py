@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 from click.testing import CliRunner, Result
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from corral.cli import cli
 from corral.queue import Queue
@@ -190,3 +190,22 @@ def test_jobs_purge_deletes_only_finished_jobs_past_the_retention(database_url: 
     assert result.exit_code == 0 and "deleted 1 finished job(s)" in result.output
     assert corral(database_url, "jobs", "get", old).exit_code == 3
     assert corral(database_url, "jobs", "get", kept).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"dbname": "no_such_db"}, "database 'no_such_db' does not exist"),
+        ({"user": "nobody"}, "nobody"),
+        ({"port": "1"}, "nothing is listening on 127.0.0.1:1"),
+    ],
+)
+def test_a_wrong_database_user_or_port_is_named_in_the_error(
+    pg_server: PgHandle, change: dict[str, str], named: str
+) -> None:
+    url = make_conninfo(pg_server.dsn("postgres"), **change)
+    result = corral(url, "stats")
+    assert result.exit_code == 1
+    assert named in result.output
+    password = str(conninfo_to_dict(url).get("password") or "")
+    assert not password or password not in result.output
