@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from corral.queue import JobNotFound, JobSpec, Queue
+from corral.queue import Failure, JobNotFound, JobSpec, Queue
 from tests.integration._queue import enroll, run_sql
 
 
@@ -26,3 +26,19 @@ def test_retention_deletes_finished_jobs_older_than_the_limit_in_batches(databas
             queue.get_job(old[0])
         assert queue.get_job(jobs[-1].id).state == "completed"
     assert run_sql(database_url, "SELECT count(*) FROM corral_jobs") == [(0,)]
+
+
+def test_a_queue_can_drop_completed_jobs_at_once_but_still_keeps_dead_ones(
+    database_url: str,
+) -> None:
+    with Queue.connect(database_url) as queue:
+        queue.set_queue_defaults("q", keep_completed=False, max_attempts=1)
+        done, failed = queue.enqueue("noop", queue="q"), queue.enqueue("noop", queue="q")
+        worker = enroll(queue)
+        first, second = queue.claim(worker.worker_id, worker.credential, ["q"], batch=2)
+        assert queue.complete_many([first]) == []
+        queue.fail_many([Failure(second, "boom")])
+        with pytest.raises(JobNotFound):
+            queue.get_job(done)
+        assert queue.get_job(failed).state == "dead"
+        assert queue.complete_many([first]) == [done]  # still fenced

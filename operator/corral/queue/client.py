@@ -432,8 +432,11 @@ class Queue:
         max_attempts: int | None = None,
         retry_base_s: float | None = None,
         retry_max_s: float | None = None,
+        keep_completed: bool | None = None,
     ) -> None:
-        """Per-queue default attempt budget and retry back-off (base and cap, seconds)."""
+        """Per-queue settings (None leaves one unchanged): default attempt budget,
+        retry back-off base and cap (seconds), and whether completed jobs are
+        kept for inspection until retention (dead ones always are)."""
         self._exec(
             "set_queue_defaults",
             {
@@ -441,6 +444,7 @@ class Queue:
                 "max_attempts": max_attempts,
                 "retry_base_s": retry_base_s,
                 "retry_max_s": retry_max_s,
+                "keep_completed": keep_completed,
             },
         )
 

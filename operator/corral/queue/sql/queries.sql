@@ -168,12 +168,14 @@ SELECT name, paused, paused_reason, paused_at FROM corral_queues
  ORDER BY name = '*' DESC, name
 
 -- name: set_queue_defaults
-INSERT INTO corral_queues AS q (name, max_attempts, retry_base_s, retry_max_s)
-VALUES (%(queue)s, %(max_attempts)s, coalesce(%(retry_base_s)s, 1), coalesce(%(retry_max_s)s, 3600))
+INSERT INTO corral_queues AS q (name, max_attempts, retry_base_s, retry_max_s, keep_completed)
+VALUES (%(queue)s, %(max_attempts)s, coalesce(%(retry_base_s)s, 1), coalesce(%(retry_max_s)s, 3600),
+        coalesce(%(keep_completed)s, true))
 ON CONFLICT (name) DO UPDATE
    SET max_attempts = coalesce(excluded.max_attempts, q.max_attempts),
        retry_base_s = coalesce(%(retry_base_s)s, q.retry_base_s),
        retry_max_s = coalesce(%(retry_max_s)s, q.retry_max_s),
+       keep_completed = coalesce(%(keep_completed)s, q.keep_completed),
        updated_at = now()
 
 -- name: stats_hot

@@ -24,6 +24,9 @@ CREATE TABLE corral_queues (
     max_attempts integer,
     retry_base_s double precision NOT NULL DEFAULT 1,
     retry_max_s double precision NOT NULL DEFAULT 3600,
+    -- false: completed jobs are deleted at once instead of kept for
+    -- inspection (dead, cancelled and expired ones are always kept).
+    keep_completed boolean NOT NULL DEFAULT true,
     updated_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT queue_name_not_empty CHECK (name <> ''),
     CONSTRAINT queue_max_attempts_positive CHECK (max_attempts IS NULL OR max_attempts >= 1),
@@ -409,11 +412,12 @@ BEGIN
                d.run_at, d.expires_at, d.attempt, d.max_attempts, d.dedupe_key, d.worker_id,
                d.last_error, d.last_error_reason, d.enqueued_at, d.started_at
           FROM done d
-        RETURNING id
+         WHERE NOT EXISTS (SELECT 1 FROM corral_queues q
+                            WHERE q.name = d.queue AND NOT q.keep_completed)
     )
     SELECT coalesce(array_agg(x.id), '{}') INTO v_rejected
       FROM unnest(p_ids) AS x(id)
-     WHERE x.id NOT IN (SELECT m.id FROM moved m);
+     WHERE x.id NOT IN (SELECT d.id FROM done d);
     RETURN v_rejected;
 END
 $$;
