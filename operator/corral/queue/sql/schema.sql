@@ -82,8 +82,11 @@ CREATE INDEX corral_jobs_claim_idx ON corral_jobs (queue, region, priority DESC,
     WHERE state = 'pending';
 -- Promotion of due delayed jobs and retries.
 CREATE INDEX corral_jobs_scheduled_idx ON corral_jobs (run_at) WHERE state = 'scheduled';
--- The reaper's and the heartbeat's view of running jobs.
-CREATE INDEX corral_jobs_lease_idx ON corral_jobs (lease_expires_at) WHERE state = 'running';
+-- Running jobs by holder: a heartbeat extends its worker's leases by reading
+-- only that worker's entries (O(held), not O(fleet in flight)); the reaper,
+-- one process every few seconds, reads the whole (small) index.
+CREATE INDEX corral_jobs_lease_idx ON corral_jobs (worker_id, lease_expires_at)
+    WHERE state = 'running';
 -- Dedupe: a key is unique among unfinished jobs (every row here is unfinished).
 CREATE UNIQUE INDEX corral_jobs_dedupe_key ON corral_jobs (dedupe_key)
     WHERE dedupe_key IS NOT NULL;
