@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
 import pytest
 
 from corral.queue import (
+    AsyncQueue,
     CredentialError,
     EnrollmentError,
     JobState,
@@ -120,3 +122,18 @@ def test_a_removed_worker_is_refused_and_its_running_jobs_are_retried(database_u
         assert queue.get_job(job_id).state == JobState.SCHEDULED
         assert worker.worker_id not in {w.id for w in queue.list_workers()}
         assert worker.worker_id in {w.id for w in queue.list_workers(include_removed=True)}
+
+
+def test_the_asyncio_client_serves_the_operators_calls(database_url: str) -> None:
+    async def scenario() -> None:
+        async with await AsyncQueue.connect(database_url) as aq:
+            token = await aq.create_token("eu", pool="web", ttl_s=60, uses=1)
+            worker = await aq.enroll(token.secret, name="pod-1", queues=["q"], concurrency=2)
+            await aq.enqueue("noop", queue="q", region="eu")
+            assert (await aq.depth(["q"], "eu")).pending == 1
+            assert [w.pool for w in await aq.list_workers()] == ["web"]
+            assert (await aq.request_drain(worker.worker_id)).state == WorkerState.DRAINING
+            assert (await aq.remove_worker(worker.worker_id)).state == WorkerState.REMOVED
+            assert await aq.list_workers() == []
+
+    asyncio.run(scenario())

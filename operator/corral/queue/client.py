@@ -557,26 +557,18 @@ class Queue:
         return self.get_worker(worker_id)
 
     def get_worker(self, worker_id: int) -> Worker:
-        with _translated():
-            row = self.conn.execute(
-                sql.SQL("{} WHERE id = %s").format(sql.SQL(_sql.query("worker_columns"))),
-                (worker_id,),
-            ).fetchone()
-        if row is None:
+        rows = self._all("get_worker", (worker_id,))
+        if not rows:
             raise WorkerNotFound(f"worker {worker_id} does not exist (see: corral workers list)")
-        return _worker(row)
+        return _worker(rows[0])
 
     def list_workers(self, *, include_removed: bool = False) -> list[Worker]:
-        query = sql.SQL("{} WHERE %s OR state <> 'removed' ORDER BY id").format(
-            sql.SQL(_sql.query("worker_columns"))
-        )
-        with _translated():
-            rows = self.conn.execute(query, (include_removed,)).fetchall()
-        return [_worker(r) for r in rows]
+        return [_worker(r) for r in self._all("list_workers", (include_removed,))]
 
 
 class AsyncQueue:
-    """asyncio access for the worker runtime: the same calls as Queue's hot path.
+    """asyncio access for the worker runtime (Queue's hot path) and the operator
+    (depth, tokens, drain, remove).
 
     Use one AsyncQueue for claims/completions and a separate one for
     `listen`/`wait_for_jobs` (a connection waiting for notifications is busy).
@@ -743,6 +735,46 @@ class AsyncQueue:
         if state is None:
             raise JobStateError(f"worker {worker_id} is not draining")
         return WorkerState(state)
+
+    # -- for the operator (kopf runs on asyncio) -------------------------------
+
+    async def depth(
+        self, queues: Sequence[str], region: str | None = None, *, cap: int = DEFAULT_DEPTH_CAP
+    ) -> Depth:
+        """See Queue.depth."""
+        rows = await self._all(
+            "depth", {"queues": list(queues), "region": region or "", "cap": cap}, prepare=True
+        )
+        pending, running = rows[0]
+        return Depth(min(int(pending), cap), int(running), capped=pending >= cap or running >= cap)
+
+    async def create_token(
+        self, region: str, *, pool: str | None = None, ttl_s: float = 900, uses: int = 1
+    ) -> NewToken:
+        """See Queue.create_token."""
+        secret, params = _token_params(region, pool, ttl_s, uses)
+        return NewToken(secret, _token((await self._all("insert_token", params))[0]))
+
+    async def get_worker(self, worker_id: int) -> Worker:
+        rows = await self._all("get_worker", (worker_id,))
+        if not rows:
+            raise WorkerNotFound(f"worker {worker_id} does not exist (see: corral workers list)")
+        return _worker(rows[0])
+
+    async def list_workers(self, *, include_removed: bool = False) -> list[Worker]:
+        return [_worker(r) for r in await self._all("list_workers", (include_removed,))]
+
+    async def request_drain(self, worker_id: int) -> Worker:
+        """See Queue.request_drain."""
+        with _translated():
+            await self.conn.execute(_sql.query("request_drain"), (worker_id,))
+        return await self.get_worker(worker_id)
+
+    async def remove_worker(self, worker_id: int) -> Worker:
+        """See Queue.remove_worker."""
+        await self.get_worker(worker_id)
+        await self._all("remove_worker", {"id": worker_id})
+        return await self.get_worker(worker_id)
 
     async def listen(self) -> None:
         """LISTEN on the wake-up channel (payload: the queue name, or * for all)."""

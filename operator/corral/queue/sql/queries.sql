@@ -68,10 +68,18 @@ WITH w AS (
 )
 SELECT (SELECT count(*) FROM w), (SELECT count(*) FROM j)
 
--- name: worker_columns
+-- name: get_worker
 SELECT id, name, region, pool, queues, concurrency, state, in_flight, last_heartbeat,
        version, enrolled_at, drain_requested_at, drained_at, removed_at
   FROM corral_workers
+ WHERE id = %s
+
+-- name: list_workers
+SELECT id, name, region, pool, queues, concurrency, state, in_flight, last_heartbeat,
+       version, enrolled_at, drain_requested_at, drained_at, removed_at
+  FROM corral_workers
+ WHERE %s OR state <> 'removed'
+ ORDER BY id
 
 -- name: get_job
 SELECT id, kind, queue, payload, priority, region, state, run_at, expires_at, attempt,
