@@ -91,3 +91,9 @@ def test_a_job_without_a_queue_goes_to_the_queue_named_after_its_kind(database_u
         job = queue.get_job(queue.enqueue("resize-image"))
     assert job.queue == "resize-image"
     assert job.max_attempts == 20
+
+
+def test_a_payload_that_is_not_json_is_refused_before_anything_is_sent(database_url: str) -> None:
+    with Queue.connect(database_url) as queue, pytest.raises(InvalidJob, match="not JSON"):
+        queue.enqueue_many([JobSpec("noop"), JobSpec("noop", {"when": object()})])
+    assert run_sql(database_url, "SELECT count(*) FROM corral_jobs") == [(0,)]

@@ -120,13 +120,23 @@ def _validate(spec: JobSpec) -> None:
             raise InvalidJob(f"{name} must be timezone-aware (got {value.isoformat()})")
 
 
+def _payload_json(spec: JobSpec) -> str:
+    try:
+        return json.dumps(spec.payload if spec.payload is not None else {})
+    except (TypeError, ValueError) as exc:
+        raise InvalidJob(
+            f"payload of a {spec.kind!r} job is not JSON ({exc}): pass dicts, lists, "
+            "strings, numbers, booleans and None only"
+        ) from None
+
+
 def _enqueue_params(specs: Sequence[JobSpec]) -> tuple[Any, ...]:
     for spec in specs:
         _validate(spec)
     return (
         [s.kind for s in specs],
         [s.queue for s in specs],
-        [json.dumps(s.payload if s.payload is not None else {}) for s in specs],
+        [_payload_json(s) for s in specs],
         [s.priority for s in specs],
         [s.region or None for s in specs],
         [s.run_at for s in specs],
