@@ -204,17 +204,17 @@ BEGIN
 END
 $$;
 
--- Enqueue any number of jobs in one statement (all arrays the same length;
--- NULL elements take the defaults). Returns one id per input row, in input
--- order. A job whose dedupe_key matches an unfinished job is not inserted:
--- the existing job's id is returned in its place. NOTIFY is sent once per
--- distinct queue that may have received a ready job (PostgreSQL folds
--- duplicate notifications within a transaction, so bursts coalesce too).
-CREATE FUNCTION corral_enqueue_v1(
+-- Insert the given rows (all arrays the same length; NULL elements take the
+-- defaults), only those at positions p_only when it is not NULL. Returns the
+-- id drawn for each inserted position, in input order. A row whose
+-- dedupe_key is held by an unfinished job is skipped (ON CONFLICT DO
+-- NOTHING; within one call the earlier row wins). Internal to
+-- corral_enqueue_v1.
+CREATE FUNCTION corral_insert_jobs_v1(
     p_kinds text[], p_queues text[], p_payloads jsonb[], p_priorities integer[],
     p_regions text[], p_run_ats timestamptz[], p_expires_ats timestamptz[],
-    p_max_attempts integer[], p_dedupe_keys text[]
-) RETURNS SETOF bigint
+    p_max_attempts integer[], p_dedupe_keys text[], p_only bigint[]
+) RETURNS bigint[]
 LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -230,6 +230,7 @@ BEGIN
                       p_expires_ats, p_max_attempts, p_dedupe_keys)
                WITH ORDINALITY AS t(kind, queue, payload, priority, region, run_at,
                                     expires_at, max_attempts, dedupe_key, ord)
+         WHERE p_only IS NULL OR t.ord = ANY(p_only)
     ), ins AS (
         INSERT INTO corral_jobs AS j (id, kind, queue, payload, priority, region, state, run_at,
                                       expires_at, max_attempts, dedupe_key)
@@ -243,24 +244,65 @@ BEGIN
         ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
     )
     SELECT array_agg(i.new_id ORDER BY i.ord) INTO v_ids FROM input i;
+    RETURN v_ids;
+END
+$$;
 
-    IF NOT EXISTS (SELECT 1 FROM unnest(p_dedupe_keys) AS k(key) WHERE k.key IS NOT NULL) THEN
-        RETURN QUERY SELECT unnest(v_ids);
-    ELSE
-        -- A job whose key was already held was not inserted: return the id of
-        -- the unfinished job holding the key (an older one, or an earlier
-        -- row of this batch). This statement sees the rows just inserted.
-        RETURN QUERY
-        SELECT CASE WHEN u.key IS NULL THEN u.id
-                    ELSE (SELECT e.id FROM corral_jobs e WHERE e.dedupe_key = u.key) END
-          FROM unnest(v_ids, p_dedupe_keys) WITH ORDINALITY AS u(id, key, ord)
-         ORDER BY u.ord;
-    END IF;
+-- Enqueue any number of jobs in one statement. Returns one id per input row,
+-- in input order. A job whose dedupe_key matches an unfinished job is not
+-- inserted: the existing job's id is returned in its place. NOTIFY is sent
+-- once per distinct queue that may have received a ready job (PostgreSQL
+-- folds duplicate notifications within a transaction, so bursts coalesce).
+CREATE FUNCTION corral_enqueue_v1(
+    p_kinds text[], p_queues text[], p_payloads jsonb[], p_priorities integer[],
+    p_regions text[], p_run_ats timestamptz[], p_expires_ats timestamptz[],
+    p_max_attempts integer[], p_dedupe_keys text[]
+) RETURNS SETOF bigint
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_ids bigint[];
+    v_check bigint[];
+    v_missing bigint[];
+    v_ord bigint;
+    v_id bigint;
+BEGIN
+    v_ids := corral_insert_jobs_v1(p_kinds, p_queues, p_payloads, p_priorities, p_regions,
+                                   p_run_ats, p_expires_ats, p_max_attempts, p_dedupe_keys,
+                                   NULL);
+    -- Rows with a dedupe key: answer with the id of the unfinished job that
+    -- holds the key now (the row just inserted, an older job, or an earlier
+    -- row of this batch). If the holder finished between the insert and
+    -- this lookup, the key is free again: insert those rows once more.
+    SELECT array_agg(k.ord) INTO v_check
+      FROM unnest(p_dedupe_keys) WITH ORDINALITY AS k(key, ord) WHERE k.key IS NOT NULL;
+    FOR v_round IN 1..3 LOOP
+        EXIT WHEN v_check IS NULL;
+        v_missing := NULL;
+        FOREACH v_ord IN ARRAY v_check LOOP
+            SELECT e.id INTO v_id FROM corral_jobs e WHERE e.dedupe_key = p_dedupe_keys[v_ord];
+            IF FOUND THEN
+                v_ids[v_ord] := v_id;
+            ELSE
+                v_missing := v_missing || v_ord;
+            END IF;
+        END LOOP;
+        EXIT WHEN v_missing IS NULL;
+        IF v_round = 3 THEN
+            RAISE EXCEPTION 'dedupe keys kept changing hands while enqueueing; retry the enqueue'
+                USING ERRCODE = '40001';
+        END IF;
+        PERFORM corral_insert_jobs_v1(p_kinds, p_queues, p_payloads, p_priorities, p_regions,
+                                      p_run_ats, p_expires_ats, p_max_attempts, p_dedupe_keys,
+                                      v_missing);
+        v_check := v_missing;
+    END LOOP;
 
     PERFORM pg_notify('corral_jobs', s.queue)
        FROM (SELECT DISTINCT coalesce(t.queue, t.kind) AS queue
                FROM unnest(p_kinds, p_queues, p_run_ats) AS t(kind, queue, run_at)
               WHERE t.run_at IS NULL OR t.run_at <= now()) s;
+    RETURN QUERY SELECT unnest(v_ids);
 END
 $$;
 
