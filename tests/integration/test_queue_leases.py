@@ -102,3 +102,22 @@ def test_acks_skip_the_flush_wait_but_enqueues_never_do_unless_durable_acks_is_o
         assert commit_mode(conn, "claim") == "off"
         conn.execute("SET corral.durable_acks = on")
         assert commit_mode(conn, "claim") == "on"
+
+
+def test_a_heartbeat_never_waits_for_a_job_being_acknowledged_elsewhere(database_url: str) -> None:
+    # Waiting could deadlock against a completion on the worker's other
+    # connection; a job being acknowledged needs no longer lease anyway.
+    with Queue.connect(database_url) as queue:
+        queue.enqueue_many([JobSpec("noop", queue="q") for _ in range(2)])
+        worker = enroll(queue)
+        busy, free = queue.claim(worker.worker_id, worker.credential, ["q"], batch=2, lease_s=5)
+        with psycopg.connect(database_url) as other:
+            other.execute("SELECT 1 FROM corral_jobs WHERE id = %s FOR UPDATE", [busy.id])
+            queue.conn.execute("SET lock_timeout = '2s'")
+            state = queue.heartbeat(worker.worker_id, worker.credential, in_flight=2, lease_s=600)
+            other.rollback()
+        rows = run_sql(
+            database_url, "SELECT id, lease_expires_at - now() > interval '500 s' FROM corral_jobs"
+        )
+    assert state == "active"
+    assert {row[0]: row[1] for row in rows} == {busy.id: False, free.id: True}

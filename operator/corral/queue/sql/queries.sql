@@ -63,7 +63,9 @@ WITH w AS (
     RETURNING id
 ), j AS (
     UPDATE corral_jobs SET lease_expires_at = now()
-     WHERE state = 'running' AND worker_id = %(id)s
+     WHERE id = ANY(ARRAY(SELECT h.id FROM corral_jobs h
+                           WHERE h.state = 'running' AND h.worker_id = %(id)s
+                             FOR UPDATE SKIP LOCKED))
     RETURNING id
 )
 SELECT (SELECT count(*) FROM w), (SELECT count(*) FROM j)

@@ -569,8 +569,13 @@ BEGIN
             USING ERRCODE = 'CR401';
     END IF;
     IF v_state <> 'removed' THEN
+        -- SKIP LOCKED: a row locked now is being completed, failed or released
+        -- on the worker's other connection and needs no extension; waiting
+        -- for it could deadlock against that statement's lock order.
         UPDATE corral_jobs j SET lease_expires_at = now() + make_interval(secs => p_lease_s)
-         WHERE j.state = 'running' AND j.worker_id = p_worker_id;
+         WHERE j.id = ANY(ARRAY(SELECT h.id FROM corral_jobs h
+                                 WHERE h.state = 'running' AND h.worker_id = p_worker_id
+                                   FOR UPDATE SKIP LOCKED));
     END IF;
     RETURN v_state;
 END
