@@ -114,3 +114,10 @@ def test_no_token_is_held_by_a_secret_with_garbage_in_it() -> None:
     assert held_token(secret) is None
     assert held_token(None) is None
     assert current_token_id(None) is None
+
+
+def test_a_pool_that_moved_region_gets_a_token_for_its_new_region() -> None:
+    assert not rotation(_secret(), ttl_s=DAY, now=NOW, region="eu-west").rotate
+    decision = rotation(_secret(), ttl_s=DAY, now=NOW, region="us-east")
+    assert decision.rotate
+    assert "us-east" in decision.reason

@@ -98,12 +98,15 @@ def _parse_time(value: object) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def rotation(secret: dict[str, Any] | None, *, ttl_s: int, now: datetime) -> Rotation:
+def rotation(
+    secret: dict[str, Any] | None, *, ttl_s: int, now: datetime, region: str | None = None
+) -> Rotation:
     """Decide from the Secret as it is whether the pool needs a new token.
 
     A missing or hand-edited Secret gets a new token (the convergence path
-    when someone deletes it); so does one whose token outlives a shortened
-    TTL; otherwise rotate once less than a third of the TTL is left.
+    when someone deletes it); so does one minted for another region (a token
+    is bound to its region) or whose token outlives a shortened TTL;
+    otherwise rotate once less than a third of the TTL is left.
     """
     if secret is None:
         return Rotation(True, "the enrollment Secret does not exist")
@@ -113,6 +116,9 @@ def rotation(secret: dict[str, Any] | None, *, ttl_s: int, now: datetime) -> Rot
     expires_at = _parse_time(annotations.get(TOKEN_EXPIRES_ANNOTATION))
     if expires_at is None or not annotations.get(TOKEN_ID_ANNOTATION):
         return Rotation(True, "the enrollment Secret does not say which token it holds")
+    labels = (secret.get("metadata") or {}).get("labels") or {}
+    if region is not None and labels.get(naming.REGION_LABEL) != region:
+        return Rotation(True, f"the pool moved to region {region!r}")
     if expires_at - now > timedelta(seconds=ttl_s):
         return Rotation(True, "enrollment.tokenTTLSeconds was shortened below the token's lifetime")
     rotate_at = expires_at - timedelta(seconds=ttl_s * ROTATE_WHEN_LEFT)

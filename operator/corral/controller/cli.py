@@ -1,0 +1,236 @@
+"""`corral operator`: run the Kubernetes operator.
+
+Registered in `corral.cli._COMMANDS`. Order of things: validate settings,
+serve /metrics and /healthz, wait for the leader Lease (standby replicas
+stay healthy and idle), then run kopf with the handlers of
+`corral.controller.handlers` until SIGTERM or lost leadership.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from types import FrameType
+from typing import Any
+
+import click
+
+from corral.controller.config import DEFAULT_WORKER_IMAGE, OperatorConfig, OperatorConfigError
+
+
+def _env(name: str) -> dict[str, Any]:
+    return {"envvar": name, "show_envvar": True}
+
+
+@click.command(
+    "operator", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
+@click.option("--database-url", **_env("CORRAL_DATABASE_URL"), help="PostgreSQL URL of the queue.")
+@click.option(
+    "--worker-image",
+    default=DEFAULT_WORKER_IMAGE,
+    show_default=True,
+    **_env("CORRAL_WORKER_IMAGE"),
+    help="Image of pools that name none.",
+)
+@click.option(
+    "--default-region",
+    default="default",
+    show_default=True,
+    **_env("CORRAL_DEFAULT_REGION"),
+    help="Region of pools that name none.",
+)
+@click.option(
+    "--create-default-region/--no-create-default-region",
+    default=True,
+    show_default=True,
+    **_env("CORRAL_DEFAULT_REGION_CREATE"),
+    help="Create the default Region when it is missing.",
+)
+@click.option(
+    "--default-region-display-name",
+    default="Default",
+    show_default=True,
+    **_env("CORRAL_DEFAULT_REGION_DISPLAY_NAME"),
+)
+@click.option(
+    "--namespace",
+    "namespaces",
+    default="",
+    **_env("CORRAL_WATCH_NAMESPACES"),
+    help="Comma-separated namespaces to watch for WorkerPools; empty: all.",
+)
+@click.option(
+    "--operator-namespace",
+    default="default",
+    show_default=True,
+    **_env("CORRAL_OPERATOR_NAMESPACE"),
+    help="Namespace of the leader Lease.",
+)
+@click.option(
+    "--identity",
+    default=None,
+    **_env("CORRAL_OPERATOR_POD"),
+    help="Holder name in the leader Lease [default: hostname].",
+)
+@click.option(
+    "--leader-lease",
+    default="corral-operator-leader",
+    show_default=True,
+    **_env("CORRAL_LEADER_LEASE"),
+    help="Lease name; empty disables leader election.",
+)
+@click.option(
+    "--http-port",
+    type=int,
+    default=8080,
+    show_default=True,
+    **_env("CORRAL_HTTP_PORT"),
+    help="Port of /metrics and /healthz; -1 = off.",
+)
+@click.option(
+    "--resync",
+    "resync_s",
+    type=float,
+    default=10.0,
+    show_default=True,
+    **_env("CORRAL_RESYNC_SECONDS"),
+    help="Seconds between full re-reads of each object.",
+)
+@click.option(
+    "--kubeconfig",
+    default=None,
+    **_env("KUBECONFIG"),
+    help="Kubeconfig outside a cluster [default: in-cluster, else ~/.kube/config].",
+)
+@click.option(
+    "--log-level",
+    default="INFO",
+    **_env("CORRAL_LOG_LEVEL"),
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
+def operator(
+    database_url: str | None,
+    worker_image: str,
+    default_region: str,
+    create_default_region: bool,
+    default_region_display_name: str,
+    namespaces: str,
+    operator_namespace: str,
+    identity: str | None,
+    leader_lease: str,
+    http_port: int,
+    resync_s: float,
+    kubeconfig: str | None,
+    log_level: str,
+) -> None:
+    """Run the operator: reconcile WorkerPools into Deployments and enrollment
+    Secrets, and keep WorkerPool and Region status current."""
+    try:
+        config = OperatorConfig(
+            database_url=database_url or "",
+            worker_image=worker_image,
+            default_region=default_region,
+            create_default_region=create_default_region,
+            default_region_display_name=default_region_display_name,
+            namespace=operator_namespace,
+            identity=identity or socket.gethostname(),
+            watch_namespaces=tuple(n.strip() for n in namespaces.split(",") if n.strip()),
+            lease_name=leader_lease or None,
+            http_port=http_port,
+            resync_s=resync_s,
+        )
+    except OperatorConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    sys.exit(run(config, kubeconfig))
+
+
+def run(config: OperatorConfig, kubeconfig: str | None = None) -> int:
+    """The operator's life; returns the process exit code."""
+    import kopf
+
+    from corral.controller import metrics
+    from corral.controller.handlers import build_registry
+    from corral.controller.leader import LeaderElection
+    from corral.controller.queue_access import QueueAccess
+    from corral.controller.reconcile import Reconciler
+    from corral.kube import Kube
+
+    log = logging.getLogger("corral.operator")
+    if kubeconfig:
+        os.environ["KUBECONFIG"] = kubeconfig  # kopf's login reads it from there
+    stop = threading.Event()
+    kopf_done = threading.Event()
+    kube = Kube.from_environment(kubeconfig)
+    election = (
+        LeaderElection(kube, config.namespace, config.lease_name, config.identity)
+        if config.lease_name
+        else None
+    )
+
+    def healthy() -> bool:
+        return not (election is not None and election.lost.is_set()) and not kopf_done.is_set()
+
+    if config.http_port >= 0:
+        server = metrics.serve("0.0.0.0", config.http_port, healthy)
+        log.info("serving /metrics and /healthz on port %d", server.server_address[1])
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    if election is not None:
+        if not election.acquire(stop):
+            return 0  # asked to stop while standing by
+        election.keep_renewing(stop)
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)  # kopf installs its own from here on
+    metrics.LEADER.set(1)
+
+    queue = QueueAccess(config.database_url)
+    reconciler = Reconciler(kube, queue, config)
+    registry = build_registry(reconciler, config.resync_s)
+
+    def _resync_regions() -> None:
+        while not stop.wait(config.resync_s):
+            try:
+                reconciler.resync_regions()
+            except Exception as exc:  # the next round retries; the loop must not die
+                log.warning("refreshing Region status failed: %s", exc)
+
+    threading.Thread(target=_resync_regions, name="region-resync", daemon=True).start()
+    log.info(
+        "watching WorkerPools in %s",
+        ", ".join(config.watch_namespaces) if config.watch_namespaces else "every namespace",
+    )
+    try:
+        asyncio.run(
+            kopf.operator(
+                registry=registry,
+                standalone=True,  # one active replica is the Lease's job, not kopf peering
+                clusterwide=config.clusterwide,
+                namespaces=list(config.watch_namespaces),
+                # No stop_flag: kopf would wait on a threading.Event in the
+                # default executor and never let asyncio.run return. Lost
+                # leadership stops kopf the way Kubernetes does, with SIGTERM.
+            )
+        )
+    finally:
+        stop.set()
+        kopf_done.set()
+        metrics.LEADER.set(0)
+        queue.close()
+    if election is not None and election.lost.is_set():
+        log.error("exiting: leadership lost")
+        return 1
+    return 0

@@ -1,0 +1,60 @@
+"""The operator's settings: `corral operator` flags with `CORRAL_*` environment
+fallbacks (the Helm chart sets the environment; see charts/corral/templates/deployment.yaml).
+
+Built once by `corral.controller.cli` and handed to the reconciler.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from dataclasses import dataclass, field
+
+from corral import __version__
+
+DEFAULT_WORKER_IMAGE = f"ghcr.io/corral-dev/corral-worker:{__version__}"
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+class OperatorConfigError(ValueError):
+    """A setting is wrong; the message names the flag, its variable and the fix."""
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """Everything the reconciler needs to know about its installation."""
+
+    database_url: str = field(repr=False)
+    worker_image: str = DEFAULT_WORKER_IMAGE
+    default_region: str = "default"
+    create_default_region: bool = True
+    default_region_display_name: str = "Default"
+    namespace: str = "default"  # where the operator runs (its Lease lives here)
+    identity: str = field(default_factory=socket.gethostname)  # leader-election holder
+    watch_namespaces: tuple[str, ...] = ()  # empty: every namespace
+    lease_name: str | None = "corral-operator-leader"  # None: no leader election
+    http_port: int = 8080  # /metrics and /healthz; 0 = any free port, -1 = off
+    resync_s: float = 10.0  # how often every pool and region is re-read (seconds)
+
+    def __post_init__(self) -> None:
+        if not self.database_url:
+            raise OperatorConfigError(
+                "--database-url / CORRAL_DATABASE_URL is not set; give the PostgreSQL URL "
+                "of the queue (postgresql://user:password@host:5432/dbname)"
+            )
+        if not _DNS_LABEL.match(self.default_region):
+            raise OperatorConfigError(
+                f"--default-region / CORRAL_DEFAULT_REGION {self.default_region!r} is not a "
+                "DNS label; use lower-case letters, digits and '-'"
+            )
+        for namespace in self.watch_namespaces:
+            if not _DNS_LABEL.match(namespace):
+                raise OperatorConfigError(
+                    f"--namespace / CORRAL_WATCH_NAMESPACES: {namespace!r} is not a namespace name"
+                )
+        if self.resync_s <= 0:
+            raise OperatorConfigError("--resync must be a positive number of seconds")
+
+    @property
+    def clusterwide(self) -> bool:
+        return not self.watch_namespaces

@@ -1,0 +1,259 @@
+"""The only module that talks to the Kubernetes API (besides kopf's own watch).
+
+Called by the operator's handlers (`corral.controller.handlers`) and its
+leader election (`corral.controller.leader`). Objects go in and come out as
+plain dicts in the API's own JSON shape, so the deciding functions never see a
+client type. Writes of owned objects use server-side apply with one field
+manager, which makes every reconcile idempotent: applying the same desired
+object twice changes nothing, and fields someone edited by hand are taken back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from corral.api import GROUP, VERSION
+
+FIELD_MANAGER = "corral-operator"
+_APPLY = "application/apply-patch+yaml"
+_MERGE = "application/merge-patch+json"
+_CORRAL = f"/apis/{GROUP}/{VERSION}"
+
+
+class KubeError(RuntimeError):
+    """A Kubernetes API call failed; the message names the object and the cause."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
+    """A controller owner reference to `owner`: deleting it deletes the child."""
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+@dataclass
+class Kube:
+    """Typed-enough access to the few resources corral reads and writes."""
+
+    api: client.ApiClient
+
+    @classmethod
+    def from_environment(cls, kubeconfig: str | None = None) -> Kube:
+        """In a pod: its ServiceAccount; elsewhere: $KUBECONFIG or ~/.kube/config."""
+        configuration = client.Configuration()
+        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        else:
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig, client_configuration=configuration
+            )
+        return cls(client.ApiClient(configuration))
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        body: dict[str, Any] | None = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+        missing_ok: bool = False,
+        conflict_ok: bool = False,
+    ) -> dict[str, Any] | None:
+        """One API call. Returns the response object; None for a 404 when
+        `missing_ok` or a 409 when `conflict_ok`; raises KubeError otherwise."""
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        _, url, headers, serialized, _ = self.api.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=query or [],
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self.api.call_api(
+                method, url, header_params=headers, body=serialized, _request_timeout=30
+            )
+            data: str | bytes = response.read() or b""  # type: ignore[no-untyped-call]
+            status = response.status
+        except ApiException as exc:
+            status, data = exc.status, (exc.body or b"")
+        if 200 <= status < 300:
+            result: dict[str, Any] = json.loads(data) if data else {}
+            return result
+        if (status == 404 and missing_ok) or (status == 409 and conflict_ok):
+            return None
+        try:
+            message = json.loads(data).get("message") or data
+        except ValueError:
+            message = data
+        if isinstance(message, bytes):
+            message = message.decode("utf-8", "replace")
+        raise KubeError(f"{what}: HTTP {status}: {message}", status)
+
+    # -- reading ------------------------------------------------------------------
+
+    def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._request(
+            "GET",
+            f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
+            f"reading Deployment {namespace}/{name}",
+            missing_ok=True,
+        )
+
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._request(
+            "GET",
+            f"/api/v1/namespaces/{namespace}/secrets/{name}",
+            f"reading Secret {namespace}/{name}",
+            missing_ok=True,
+        )
+
+    def get_region(self, name: str) -> dict[str, Any] | None:
+        return self._request(
+            "GET", f"{_CORRAL}/regions/{name}", f"reading Region {name}", missing_ok=True
+        )
+
+    def get_workerpool(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._request(
+            "GET",
+            f"{_CORRAL}/namespaces/{namespace}/workerpools/{name}",
+            f"reading WorkerPool {namespace}/{name}",
+            missing_ok=True,
+        )
+
+    def list_workerpools(self, namespaces: list[str] | None = None) -> list[dict[str, Any]]:
+        """Every WorkerPool (in `namespaces` when given)."""
+        paths = (
+            [f"{_CORRAL}/namespaces/{namespace}/workerpools" for namespace in namespaces]
+            if namespaces
+            else [f"{_CORRAL}/workerpools"]
+        )
+        items: list[dict[str, Any]] = []
+        for path in paths:
+            listing = self._request("GET", path, "listing WorkerPools") or {}
+            for item in listing.get("items", []):
+                # List items carry no kind/apiVersion; the models want them.
+                items.append({"apiVersion": f"{GROUP}/{VERSION}", "kind": "WorkerPool", **item})
+        return items
+
+    def list_regions(self) -> list[dict[str, Any]]:
+        listing = self._request("GET", f"{_CORRAL}/regions", "listing Regions") or {}
+        return [
+            {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Region", **item}
+            for item in listing.get("items", [])
+        ]
+
+    # -- writing ------------------------------------------------------------------
+
+    def apply(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply of a Deployment, Secret or Region (created if missing)."""
+        kind = body["kind"]
+        name = body["metadata"]["name"]
+        namespace = body["metadata"].get("namespace")
+        paths = {
+            "Deployment": f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
+            "Secret": f"/api/v1/namespaces/{namespace}/secrets/{name}",
+            "Region": f"{_CORRAL}/regions/{name}",
+        }
+        what = f"applying {kind} {namespace + '/' if namespace else ''}{name}"
+        if kind not in paths:
+            raise KubeError(f"{what}: corral does not manage {kind} objects")
+        result = self._request(
+            "PATCH",
+            paths[kind],
+            what,
+            body=body,
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            content_type=_APPLY,
+        )
+        assert result is not None
+        return result
+
+    def create_region(self, body: dict[str, Any]) -> bool:
+        """Create a Region unless one of that name exists; True when created."""
+        created = self._request(
+            "POST",
+            f"{_CORRAL}/regions",
+            f"creating Region {body['metadata']['name']}",
+            body=body,
+            query=[("fieldManager", FIELD_MANAGER)],
+            conflict_ok=True,
+        )
+        return created is not None
+
+    def patch_workerpool_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        # A pool deleted meanwhile has no status left to report: 404 is fine.
+        self._request(
+            "PATCH",
+            f"{_CORRAL}/namespaces/{namespace}/workerpools/{name}/status",
+            f"writing the status of WorkerPool {namespace}/{name}",
+            body={"status": status},
+            query=[("fieldManager", FIELD_MANAGER)],
+            content_type=_MERGE,
+            missing_ok=True,
+        )
+
+    def patch_region_status(self, name: str, status: dict[str, Any]) -> None:
+        self._request(
+            "PATCH",
+            f"{_CORRAL}/regions/{name}/status",
+            f"writing the status of Region {name}",
+            body={"status": status},
+            query=[("fieldManager", FIELD_MANAGER)],
+            content_type=_MERGE,
+            missing_ok=True,
+        )
+
+    # -- leases (leader election) ---------------------------------------------------
+
+    def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._request(
+            "GET",
+            f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}",
+            f"reading Lease {namespace}/{name}",
+            missing_ok=True,
+        )
+
+    def create_lease(self, namespace: str, body: dict[str, Any]) -> bool:
+        """Create the Lease; False when someone else created it first."""
+        created = self._request(
+            "POST",
+            f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases",
+            f"creating Lease {namespace}/{body['metadata']['name']}",
+            body=body,
+            conflict_ok=True,
+        )
+        return created is not None
+
+    def replace_lease(self, namespace: str, body: dict[str, Any]) -> bool:
+        """Replace the Lease at its resourceVersion; False on a conflict (someone
+        else wrote it since we read it)."""
+        name = body["metadata"]["name"]
+        replaced = self._request(
+            "PUT",
+            f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}",
+            f"renewing Lease {namespace}/{name}",
+            body=body,
+            conflict_ok=True,
+        )
+        return replaced is not None

@@ -1,0 +1,75 @@
+"""Helpers of corral's own e2e tests: install the CRDs, run `corral operator`
+as a real process against the test cluster and database, and wait for things."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from corral.platform.localcluster import Cluster
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def install_crds(cluster: Cluster) -> None:
+    cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    for name in ("workerpools.corral.dev", "regions.corral.dev"):
+        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}")
+    eventually(
+        lambda: cluster.kubectl("get", "workerpools", "-A", check=False).returncode == 0,
+        "the WorkerPool API to be served",
+        timeout_s=30,
+    )
+
+
+def eventually(check: Callable[[], Any], what: str, timeout_s: float = 60.0) -> Any:
+    """Poll `check` until it returns something truthy; fail naming `what` and the last value."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except Exception as exc:  # an object not there yet reads as a failure to retry
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}; last: {last!r}")
+
+
+class OperatorProcess:
+    """`corral operator` in a subprocess, logging to a file the test can show."""
+
+    def __init__(self, cluster: Cluster, database_url: str, log_path: Path, *args: str) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
+        env.pop("KUBERNETES_SERVICE_HOST", None)
+        command = [str(Path(sys.executable).parent / "corral"), "operator"]
+        command += ["--database-url", database_url, "--http-port", "-1", "--resync", "2", *args]
+        self.proc = subprocess.Popen(
+            command,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode

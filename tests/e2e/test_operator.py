@@ -1,0 +1,299 @@
+"""`corral operator` as a real process against the local control plane and a
+real Postgres: pools become Deployments and enrollment Secrets, status tells
+the truth, and the operator converges after restarts, hand edits, missing
+Regions and deletions. (Running worker pods need the node agent; these tests
+check everything the operator itself does.)"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from corral.platform.localcluster import Cluster
+from corral.queue import Queue, hash_secret
+from tests.e2e._corral import OperatorProcess, eventually, install_crds
+
+
+@pytest.fixture(scope="module")
+def crds(cluster: Cluster) -> None:
+    install_crds(cluster)
+
+
+@pytest.fixture
+def default_region(cluster: Cluster) -> Iterator[str]:
+    name = f"dr-{uuid.uuid4().hex[:8]}"
+    yield name
+    cluster.kubectl("delete", "region", name, "--ignore-not-found", check=False)
+
+
+@pytest.fixture
+def operator(
+    crds: None,
+    cluster: Cluster,
+    namespace: str,
+    database_url: str,
+    default_region: str,
+    tmp_path: Path,
+) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(
+        cluster, database_url, tmp_path / "operator.log",
+        "--namespace", namespace, "--default-region", default_region, "--leader-lease", "",
+    )  # fmt: skip
+    yield process
+    # Pools carry the operator's finalizer: delete them while it still runs,
+    # or the namespace would wait for an operator that is gone.
+    cluster.kubectl("delete", "workerpools", "--all", "-n", namespace, "--timeout=60s", check=False)
+    process.stop()
+
+
+def _apply(cluster: Cluster, namespace: str, body: dict[str, Any]) -> None:
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(body))
+
+
+def _pool(name: str = "email", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "corral.dev/v1alpha1",
+        "kind": "WorkerPool",
+        "metadata": {"name": name},
+        "spec": {"queues": ["email"], "replicas": {"min": 2, "max": 4}, **spec},
+    }
+
+
+def _get(cluster: Cluster, *args: str) -> dict[str, Any] | None:
+    result = cluster.kubectl("get", *args, "-o", "json", check=False)
+    if result.returncode != 0:
+        return None
+    body: dict[str, Any] = json.loads(result.stdout)
+    return body
+
+
+def _status(cluster: Cluster, namespace: str, name: str = "email") -> dict[str, Any]:
+    pool = _get(cluster, "workerpool", name, "-n", namespace) or {}
+    status: dict[str, Any] = pool.get("status") or {}
+    return status
+
+
+def test_the_operator_creates_the_default_region(
+    cluster: Cluster, operator: OperatorProcess, default_region: str
+) -> None:
+    region = eventually(
+        lambda: _get(cluster, "region", default_region), "the default Region", timeout_s=60
+    )
+    assert region["spec"]["displayName"] == "Default", operator.log()
+
+
+def test_a_pool_gets_an_owned_deployment_an_enrollment_secret_and_a_true_status(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, database_url: str,
+    default_region: str,
+) -> None:  # fmt: skip
+    _apply(cluster, namespace, _pool())
+    deployment = eventually(
+        lambda: _get(cluster, "deployment", "email", "-n", namespace), "the Deployment"
+    )
+    pool = _get(cluster, "workerpool", "email", "-n", namespace)
+    assert pool is not None
+    (owner,) = deployment["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["uid"], owner["controller"]) == (
+        "WorkerPool",
+        pool["metadata"]["uid"],
+        True,
+    )
+    assert deployment["spec"]["replicas"] == 2
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["CORRAL_REGION"]["value"] == default_region
+    secret = eventually(
+        lambda: _get(cluster, "secret", "email-enrollment", "-n", namespace), "the Secret"
+    )
+    token = base64.b64decode(secret["data"]["token"]).decode()
+    with Queue.connect(database_url) as queue:
+        (stored,) = [t for t in queue.list_tokens() if t.pool == f"{namespace}/email"]
+    assert stored.region == default_region
+    assert str(stored.id) == secret["metadata"]["annotations"]["corral.dev/token-id"]
+    assert token.startswith(stored.display_prefix)
+    assert hash_secret(token) != token  # only the hash is stored; the Secret holds the plaintext
+    status = eventually(
+        lambda: (s := _status(cluster, namespace)).get("ready") == "0/2" and s, "the status"
+    )
+    assert status["phase"] == "Pending"
+    assert status["region"] == default_region
+    assert status["desiredReplicas"] == 2
+    assert status["queueDepth"] == 0
+    assert status["observedGeneration"] == pool["metadata"]["generation"]
+    table = cluster.kubectl("get", "wp", "-n", namespace).stdout
+    assert default_region in table and "0/2" in table and "Pending" in table
+
+
+def test_a_hand_deleted_deployment_comes_back(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    _apply(cluster, namespace, _pool())
+    first = eventually(
+        lambda: _get(cluster, "deployment", "email", "-n", namespace), "the Deployment"
+    )
+    cluster.kubectl("delete", "deployment", "email", "-n", namespace, "--wait=false")
+    again = eventually(
+        lambda: (
+            (d := _get(cluster, "deployment", "email", "-n", namespace))
+            and d["metadata"]["uid"] != first["metadata"]["uid"]
+            and d
+        ),
+        "the Deployment to be re-created",
+        timeout_s=30,
+    )
+    assert again["spec"]["replicas"] == 2, operator.log()
+
+
+def test_a_hand_edit_of_the_deployment_is_taken_back(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    _apply(cluster, namespace, _pool(autoscaling={"enabled": False}))
+    eventually(lambda: _get(cluster, "deployment", "email", "-n", namespace), "the Deployment")
+    cluster.kubectl("scale", "deployment", "email", "-n", namespace, "--replicas=7")
+    cluster.kubectl("set", "env", "deployment/email", "-n", namespace, "CORRAL_CONCURRENCY=99")
+
+    def replicas_and_concurrency() -> tuple[int, str | None]:
+        deployment = _get(cluster, "deployment", "email", "-n", namespace) or {}
+        spec = deployment.get("spec", {})
+        env = {e["name"]: e.get("value") for e in spec["template"]["spec"]["containers"][0]["env"]}
+        return spec.get("replicas"), env.get("CORRAL_CONCURRENCY")
+
+    eventually(
+        lambda: replicas_and_concurrency() == (2, "10"),
+        "replicas.min (2) and the pool's concurrency to be restored",
+        timeout_s=30,
+    )
+
+
+def test_a_spec_change_rolls_the_deployment(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    _apply(cluster, namespace, _pool())
+    eventually(lambda: _get(cluster, "deployment", "email", "-n", namespace), "the Deployment")
+    _apply(cluster, namespace, _pool(concurrency=3))
+
+    def concurrency() -> str | None:
+        deployment = _get(cluster, "deployment", "email", "-n", namespace) or {}
+        containers = (
+            deployment.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [{}])
+        )
+        env = {e["name"]: e.get("value") for e in containers[0].get("env", [])}
+        return env.get("CORRAL_CONCURRENCY")
+
+    eventually(lambda: concurrency() == "3", "CORRAL_CONCURRENCY=3 in the pod template")
+
+
+def test_a_pool_in_a_missing_region_is_degraded_until_the_region_appears(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    region = f"rg-{uuid.uuid4().hex[:8]}"
+    try:
+        _apply(cluster, namespace, _pool(region=region))
+        status = eventually(
+            lambda: (s := _status(cluster, namespace)).get("phase") == "Degraded" and s,
+            "the pool to be Degraded",
+        )
+        degraded = {c["type"]: c for c in status["conditions"]}["Degraded"]
+        assert degraded["reason"] == "RegionNotFound"
+        assert region in degraded["message"]
+        assert _get(cluster, "deployment", "email", "-n", namespace) is None
+        events = cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+        assert "RegionNotFound" in events
+        cluster.kubectl(
+            "apply", "-f", "-",
+            input=yaml.safe_dump({"apiVersion": "corral.dev/v1alpha1", "kind": "Region",
+                                  "metadata": {"name": region}}),
+        )  # fmt: skip
+        eventually(
+            lambda: _status(cluster, namespace).get("phase") == "Pending",
+            "the pool to heal once its Region exists",
+        )
+        assert _get(cluster, "deployment", "email", "-n", namespace) is not None
+    finally:
+        cluster.kubectl("delete", "region", region, "--ignore-not-found", check=False)
+
+
+def test_restarting_the_operator_converges_without_duplicates_or_a_new_token(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, database_url: str,
+    default_region: str, tmp_path: Path,
+) -> None:  # fmt: skip
+    _apply(cluster, namespace, _pool())
+    first = eventually(
+        lambda: _get(cluster, "secret", "email-enrollment", "-n", namespace), "the Secret"
+    )
+    deployment = eventually(
+        lambda: _get(cluster, "deployment", "email", "-n", namespace), "the Deployment"
+    )
+    assert operator.stop() == 0, operator.log()
+    second = OperatorProcess(
+        cluster, database_url, tmp_path / "second.log",
+        "--namespace", namespace, "--default-region", default_region, "--leader-lease", "",
+    )  # fmt: skip
+    try:
+        eventually(lambda: "Resuming is processed" in second.log(), "the second operator to resume")
+        cluster.kubectl(
+            "annotate", "workerpool", "email", "-n", namespace, f"poke={uuid.uuid4().hex}"
+        )
+        eventually(lambda: second.log().count("pool_resync' succeeded") >= 2, "two resyncs")
+        secret = _get(cluster, "secret", "email-enrollment", "-n", namespace)
+        assert secret is not None
+        assert secret["data"] == first["data"], second.log()
+        again = _get(cluster, "deployment", "email", "-n", namespace)
+        assert again is not None and again["metadata"]["uid"] == deployment["metadata"]["uid"]
+        assert len(cluster.kubectl_json("get", "deployments", "-n", namespace)["items"]) == 1
+        with Queue.connect(database_url) as queue:
+            tokens = [t for t in queue.list_tokens() if t.pool == f"{namespace}/email"]
+        assert len(tokens) == 1
+    finally:
+        cluster.kubectl(
+            "delete", "workerpools", "--all", "-n", namespace, "--timeout=60s", check=False
+        )
+        second.stop()
+
+
+def test_a_deleted_enrollment_secret_is_recreated_with_a_fresh_token(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    _apply(cluster, namespace, _pool())
+    first = eventually(
+        lambda: _get(cluster, "secret", "email-enrollment", "-n", namespace), "the Secret"
+    )
+    cluster.kubectl("delete", "secret", "email-enrollment", "-n", namespace)
+    again = eventually(
+        lambda: (
+            (s := _get(cluster, "secret", "email-enrollment", "-n", namespace))
+            and s["metadata"]["uid"] != first["metadata"]["uid"]
+            and s
+        ),
+        "the Secret to be re-created",
+        timeout_s=30,
+    )
+    assert again["data"]["token"] != first["data"]["token"]
+
+
+def test_deleting_a_pool_revokes_its_token_and_removes_what_it_owns(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, database_url: str
+) -> None:
+    _apply(cluster, namespace, _pool())
+    eventually(lambda: _get(cluster, "secret", "email-enrollment", "-n", namespace), "the Secret")
+    eventually(lambda: _get(cluster, "deployment", "email", "-n", namespace), "the Deployment")
+    cluster.kubectl("delete", "workerpool", "email", "-n", namespace, "--timeout=60s")
+    with Queue.connect(database_url) as queue:
+        tokens = [
+            t for t in queue.list_tokens(include_unusable=True) if t.pool == f"{namespace}/email"
+        ]
+    assert tokens and all(t.revoked_at is not None for t in tokens), operator.log()
+    eventually(
+        lambda: (
+            _get(cluster, "deployment", "email", "-n", namespace) is None
+            and _get(cluster, "secret", "email-enrollment", "-n", namespace) is None
+        ),
+        "the garbage collector to remove the Deployment and Secret",
+    )
