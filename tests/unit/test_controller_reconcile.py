@@ -1,0 +1,238 @@
+"""One reconcile, with in-memory stand-ins for the API server and the queue:
+what the Reconciler writes, and what it leaves alone, in each situation."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+
+from corral.controller.config import OperatorConfig
+from corral.controller.queue_access import DatabaseUnavailable, QueueAccess
+from corral.controller.reconcile import Reconciler
+from corral.kube import Kube
+from corral.queue import Depth, TokenNotFound, WorkerState
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+DSN = "postgresql://corral:pw@db:5432/corral"
+
+
+@dataclass
+class FakeKube:
+    objects: dict[tuple[str, str | None, str], dict[str, Any]] = field(default_factory=dict)
+    statuses: dict[tuple[str, str | None, str], dict[str, Any]] = field(default_factory=dict)
+    applied: list[str] = field(default_factory=list)
+
+    def _get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        return self.objects.get((kind, namespace, name))
+
+    def get_region(self, name: str) -> dict[str, Any] | None:
+        return self._get("Region", None, name)
+
+    def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get("Deployment", namespace, name)
+
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get("Secret", namespace, name)
+
+    def apply(self, body: dict[str, Any]) -> dict[str, Any]:
+        meta = body["metadata"]
+        self.objects[(body["kind"], meta.get("namespace"), meta["name"])] = body
+        self.applied.append(body["kind"])
+        return body
+
+    def create_region(self, body: dict[str, Any]) -> bool:
+        key = ("Region", None, body["metadata"]["name"])
+        if key in self.objects:
+            return False
+        self.objects[key] = body
+        return True
+
+    def patch_workerpool_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.statuses[("WorkerPool", namespace, name)] = status
+
+    def patch_region_status(self, name: str, status: dict[str, Any]) -> None:
+        self.statuses[("Region", None, name)] = status
+
+    def list_workerpools(self, namespaces: list[str] | None = None) -> list[dict[str, Any]]:
+        return [body for (kind, _, _), body in self.objects.items() if kind == "WorkerPool"]
+
+
+@dataclass
+class FakeQueue:
+    up: bool = True
+    tokens: dict[int, dict[str, Any]] = field(default_factory=dict)
+    workers: list[Any] = field(default_factory=list)
+    pending: int = 0
+
+    def run(self, fn: Any) -> Any:
+        if not self.up:
+            raise DatabaseUnavailable("database unreachable: connection refused")
+        return fn(self)
+
+    def create_token(self, region: str, *, pool: str, ttl_s: float, uses: int) -> Any:
+        token_id = len(self.tokens) + 1
+        self.tokens[token_id] = {"region": region, "pool": pool, "revoked": False}
+        return SimpleNamespace(secret=f"crl_et_secret{token_id}", info=SimpleNamespace(id=token_id))
+
+    def revoke_token(self, token_id: int) -> int:
+        if token_id not in self.tokens:
+            raise TokenNotFound("no such token")
+        self.tokens[token_id]["revoked"] = True
+        return token_id
+
+    def depth(self, queues: list[str], region: str | None = None) -> Depth:
+        return Depth(self.pending, 0, capped=False)
+
+    def list_workers(self) -> list[Any]:
+        return list(self.workers)
+
+    def remove_worker(self, worker_id: int) -> Any:
+        for worker in self.workers:
+            if worker.id == worker_id:
+                worker.state = WorkerState.REMOVED
+        return None
+
+
+def _pool(**spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "corral.dev/v1alpha1",
+        "kind": "WorkerPool",
+        "metadata": {"name": "email", "namespace": "jobs", "uid": "u-1", "generation": 1},
+        "spec": {"queues": ["email"], "replicas": {"min": 2, "max": 4}, **spec},
+    }
+
+
+def _setup(region: bool = True) -> tuple[Reconciler, FakeKube, FakeQueue]:
+    kube, queue = FakeKube(), FakeQueue()
+    if region:
+        kube.objects[("Region", None, "default")] = {
+            "apiVersion": "corral.dev/v1alpha1",
+            "kind": "Region",
+            "metadata": {"name": "default"},
+            "spec": {},
+        }
+    reconciler = Reconciler(
+        cast(Kube, kube), cast(QueueAccess, queue), OperatorConfig(database_url=DSN)
+    )
+    return reconciler, kube, queue
+
+
+def test_a_new_pool_gets_a_token_an_owned_secret_and_an_owned_deployment() -> None:
+    reconciler, kube, queue = _setup()
+    outcome = reconciler.reconcile_pool(_pool(), now=NOW)
+    assert queue.tokens == {1: {"region": "default", "pool": "jobs/email", "revoked": False}}
+    secret = kube.objects[("Secret", "jobs", "email-enrollment")]
+    assert base64.b64decode(secret["data"]["token"]).decode() == "crl_et_secret1"
+    assert base64.b64decode(secret["data"]["database-url"]).decode() == DSN
+    deployment = kube.objects[("Deployment", "jobs", "email")]
+    for owned in (secret, deployment):
+        (owner,) = owned["metadata"]["ownerReferences"]
+        assert (owner["kind"], owner["uid"], owner["controller"]) == ("WorkerPool", "u-1", True)
+    assert deployment["spec"]["replicas"] == 2
+    assert outcome.status is not None and outcome.status["phase"] == "Pending"
+    assert [e.reason for e in outcome.events] == ["Created"]
+
+
+def test_reconciling_twice_mints_no_second_token_and_writes_the_same_objects() -> None:
+    reconciler, kube, queue = _setup()
+    pool = _pool()
+    reconciler.reconcile_pool(pool, now=NOW)
+    first = dict(kube.objects)
+    pool["status"] = kube.statuses[("WorkerPool", "jobs", "email")]
+    outcome = reconciler.reconcile_pool(pool, now=NOW + timedelta(minutes=1))
+    assert len(queue.tokens) == 1
+    assert kube.objects == first
+    assert outcome.events == []
+
+
+def test_a_pool_with_its_own_database_secret_gets_no_copy_of_the_operators_url() -> None:
+    reconciler, kube, _ = _setup()
+    reconciler.reconcile_pool(_pool(database={"secretRef": {"name": "jobs-db"}}), now=NOW)
+    assert "database-url" not in kube.objects[("Secret", "jobs", "email-enrollment")]["data"]
+
+
+def test_a_missing_region_creates_no_deployment_and_degrades_once_with_an_event() -> None:
+    reconciler, kube, _ = _setup(region=False)
+    pool = _pool()
+    outcome = reconciler.reconcile_pool(pool, now=NOW)
+    assert ("Deployment", "jobs", "email") not in kube.objects
+    assert outcome.status is not None and outcome.status["phase"] == "Degraded"
+    assert [e.reason for e in outcome.events] == ["RegionNotFound"]
+    pool["status"] = outcome.status
+    again = reconciler.reconcile_pool(pool, now=NOW + timedelta(seconds=10))
+    assert again.events == []  # no event storm on every resync
+
+
+def test_an_unreachable_database_still_applies_the_deployment_and_says_why() -> None:
+    reconciler, kube, queue = _setup()
+    queue.up = False
+    outcome = reconciler.reconcile_pool(_pool(), now=NOW)
+    assert ("Deployment", "jobs", "email") in kube.objects
+    assert outcome.status is not None and outcome.status["phase"] == "Degraded"
+    degraded = {c["type"]: c for c in outcome.status["conditions"]}["Degraded"]
+    assert degraded["reason"] == "DatabaseUnreachable"
+    assert "pw" not in degraded["message"]
+
+
+def test_a_token_near_its_end_is_rotated_without_touching_the_deployment() -> None:
+    reconciler, kube, queue = _setup()
+    pool = _pool(enrollment={"tokenTTLSeconds": 3600})
+    reconciler.reconcile_pool(pool, now=NOW)
+    template = kube.objects[("Deployment", "jobs", "email")]["spec"]["template"]
+    outcome = reconciler.reconcile_pool(pool, now=NOW + timedelta(minutes=45))
+    assert len(queue.tokens) == 2
+    secret = kube.objects[("Secret", "jobs", "email-enrollment")]
+    assert secret["metadata"]["annotations"]["corral.dev/token-id"] == "2"
+    assert kube.objects[("Deployment", "jobs", "email")]["spec"]["template"] == template
+    assert "TokenRotated" in [e.reason for e in outcome.events]
+
+
+def test_deleting_a_pool_revokes_its_token_and_removes_its_workers() -> None:
+    reconciler, _, queue = _setup()
+    reconciler.reconcile_pool(_pool(), now=NOW)
+    mine = SimpleNamespace(id=7, pool="jobs/email", state=WorkerState.ACTIVE)
+    other = SimpleNamespace(id=8, pool="jobs/sms", state=WorkerState.ACTIVE)
+    queue.workers = [mine, other]
+    events = reconciler.finalize_pool(_pool())
+    assert queue.tokens[1]["revoked"] is True
+    assert (mine.state, other.state) == (WorkerState.REMOVED, WorkerState.ACTIVE)
+    assert "1 worker(s) left the registry" in events[0].message
+
+
+def test_the_default_region_is_created_once() -> None:
+    reconciler, kube, _ = _setup(region=False)
+    assert reconciler.ensure_default_region() is True
+    assert reconciler.ensure_default_region() is False
+    assert kube.objects[("Region", None, "default")]["spec"]["displayName"] == "Default"
+
+
+def test_a_region_counts_its_pools_and_live_workers() -> None:
+    reconciler, kube, queue = _setup()
+    kube.objects[("WorkerPool", "jobs", "email")] = _pool()
+    kube.objects[("WorkerPool", "jobs", "far")] = {**_pool(region="elsewhere"), "metadata": {
+        "name": "far", "namespace": "jobs"}}  # fmt: skip
+    queue.workers = [
+        SimpleNamespace(region="default", state=WorkerState.ACTIVE, in_flight=1,
+                        last_heartbeat=datetime.now(UTC), pool="jobs/email"),
+        SimpleNamespace(region="default", state=WorkerState.ACTIVE, in_flight=0,
+                        last_heartbeat=datetime.now(UTC) - timedelta(minutes=5), pool="jobs/email"),
+    ]  # fmt: skip
+    queue.pending = 9
+    outcome = reconciler.reconcile_region(kube.objects[("Region", None, "default")])
+    assert outcome.status is not None
+    assert (outcome.status["pools"], outcome.status["workers"]) == (1, 1)
+    assert outcome.status["queueDepth"] == 9
+    assert outcome.status["phase"] == "Ready"
+
+
+@pytest.mark.parametrize("paused", [True, False])
+def test_a_paused_pool_is_scaled_to_zero(paused: bool) -> None:
+    reconciler, kube, _ = _setup()
+    reconciler.reconcile_pool(_pool(paused=paused), now=NOW)
+    expected = 0 if paused else 2
+    assert kube.objects[("Deployment", "jobs", "email")]["spec"]["replicas"] == expected
