@@ -306,6 +306,12 @@ BEGIN
 END
 $$;
 
+-- Hot-path functions below run with plan_cache_mode = force_generic_plan:
+-- their statements reach rows through primary-key arrays and partial
+-- indexes, so the generic plan is the right one, and re-planning every call
+-- (what plpgsql's custom-plan heuristic ends up doing here) costs more than
+-- a small claim or completion itself.
+
 -- Move due scheduled jobs (delays, retry back-offs) to pending. Called at the
 -- start of every claim; reads only the small `scheduled` partial index.
 CREATE FUNCTION corral_promote_due_v1(p_limit integer DEFAULT 1000) RETURNS integer
@@ -343,6 +349,7 @@ CREATE FUNCTION corral_claim_v1(
     enqueued_at timestamptz, run_at timestamptz
 )
 LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -356,8 +363,11 @@ DECLARE
     v_got integer;
     v_lane record;
 BEGIN
+    -- The hash inline (same as corral_hash_secret_v1): a SQL function call per
+    -- claim costs more than the hashing.
     SELECT w.state, w.region INTO v_state, v_region FROM corral_workers w
-     WHERE w.id = p_worker_id AND w.credential_hash = corral_hash_secret_v1(p_credential);
+     WHERE w.id = p_worker_id
+       AND w.credential_hash = encode(sha256(convert_to(p_credential, 'UTF8')), 'hex');
     IF NOT FOUND THEN
         RAISE EXCEPTION 'worker % is not enrolled or its credential is wrong', p_worker_id
             USING ERRCODE = 'CR401';
@@ -439,6 +449,7 @@ $$;
 -- holds many dead entries under heavy churn.
 CREATE FUNCTION corral_complete_v1(p_ids bigint[], p_tokens bigint[]) RETURNS bigint[]
 LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     v_rejected bigint[];
@@ -475,6 +486,7 @@ CREATE FUNCTION corral_fail_v1(
     p_ids bigint[], p_tokens bigint[], p_errors text[], p_reasons text[], p_retry boolean[]
 ) RETURNS bigint[]
 LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     v_rejected bigint[];
@@ -526,6 +538,7 @@ $$;
 -- not counted. Returns the ids that were rejected (lease lost).
 CREATE FUNCTION corral_release_v1(p_ids bigint[], p_tokens bigint[]) RETURNS bigint[]
 LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     v_done bigint[];
@@ -555,6 +568,7 @@ CREATE FUNCTION corral_heartbeat_v1(
     p_worker_id bigint, p_credential text, p_in_flight integer, p_lease_s double precision
 ) RETURNS text
 LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     v_state text;
@@ -562,7 +576,8 @@ BEGIN
     PERFORM corral_relax_ack_v1();
     UPDATE corral_workers w
        SET last_heartbeat = now(), in_flight = greatest(p_in_flight, 0)
-     WHERE w.id = p_worker_id AND w.credential_hash = corral_hash_secret_v1(p_credential)
+     WHERE w.id = p_worker_id
+       AND w.credential_hash = encode(sha256(convert_to(p_credential, 'UTF8')), 'hex')
     RETURNING w.state INTO v_state;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'worker % is not enrolled or its credential is wrong', p_worker_id
