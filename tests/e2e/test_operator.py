@@ -129,6 +129,14 @@ def test_a_pool_gets_an_owned_deployment_an_enrollment_secret_and_a_true_status(
     assert status["observedGeneration"] == pool["metadata"]["generation"]
     table = cluster.kubectl("get", "wp", "-n", namespace).stdout
     assert default_region in table and "0/2" in table and "Pending" in table
+    eventually(
+        lambda: (
+            "Deployment email with 2 worker(s)"
+            in cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+        ),
+        "the Created event on the pool",
+        timeout_s=30,
+    )
 
 
 def test_a_hand_deleted_deployment_comes_back(
