@@ -80,3 +80,9 @@ dev: venv cluster-bins ## Control plane + node agent (3 nodes, 2 regions) + Post
 .PHONY: dev-down
 dev-down: venv ## Stop what `make dev` started (from another terminal)
 	$(PY) -m corral.platform.dev down
+
+# --- worker runtime and queue benchmark (issue 4, worker) ---
+.PHONY: bench-queue
+bench-queue: venv ## Queue benchmark vs PgQueuer and procrastinate (throwaway Postgres; BENCH_ARGS=--quick for a short run)
+	$(PY) -m bench.queue $(BENCH_ARGS)
+# --- end worker runtime ---

@@ -1,0 +1,111 @@
+"""The peer queues' side of `make bench-queue`: runs inside the peers' own
+virtualenv (~/.cache/corral/bench-venv), never imports corral.
+
+    python -m bench._peers pgqueuer-enqueue DSN N
+    python -m bench._peers procrastinate-enqueue DSN N
+    pgq run bench._peers:pgqueuer_factory --batch-size 100     (PGDSN set)
+    procrastinate --app bench._peers.procrastinate_app worker  (PROCRASTINATE_DSN set)
+
+Each defines a no-op job, as corral's `noop` kind, so the three queues do
+the same (no) work per job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+# -- pgqueuer -----------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def pgqueuer_factory() -> AsyncIterator[Any]:
+    import asyncpg
+    from pgqueuer import PgQueuer
+    from pgqueuer.db import AsyncpgDriver
+    from pgqueuer.models import Job
+
+    connection = await asyncpg.connect(os.environ["PGDSN"])
+    pgq = PgQueuer(AsyncpgDriver(connection))
+
+    @pgq.entrypoint("noop")
+    async def noop(job: Job) -> None:
+        return None
+
+    try:
+        yield pgq
+    finally:
+        await connection.close()
+
+
+async def _pgqueuer_enqueue(dsn: str, n: int) -> float:
+    import asyncpg
+    from pgqueuer.db import AsyncpgDriver
+    from pgqueuer.queries import Queries
+
+    connection = await asyncpg.connect(dsn)
+    queries = Queries(AsyncpgDriver(connection))
+    started = time.perf_counter()
+    chunk = 10_000
+    for i in range(0, n, chunk):
+        size = min(chunk, n - i)
+        await queries.enqueue(["noop"] * size, [None] * size, [0] * size)
+    took = time.perf_counter() - started
+    await connection.close()
+    return took
+
+
+# -- procrastinate ------------------------------------------------------------
+
+
+def _procrastinate() -> Any:
+    import procrastinate
+
+    app = procrastinate.App(
+        connector=procrastinate.PsycopgConnector(conninfo=os.environ.get("PROCRASTINATE_DSN", ""))
+    )
+
+    @app.task(name="noop")
+    def noop() -> None:
+        return None
+
+    return app
+
+
+procrastinate_app = (
+    _procrastinate()
+    if "procrastinate" in " ".join(sys.argv) or os.environ.get("PROCRASTINATE_DSN")
+    else None
+)
+
+
+async def _procrastinate_enqueue(dsn: str, n: int) -> float:
+    os.environ["PROCRASTINATE_DSN"] = dsn
+    app = _procrastinate()
+    async with app.open_async():
+        task = app.tasks["noop"]
+        started = time.perf_counter()
+        chunk = 5_000
+        for i in range(0, n, chunk):
+            await task.batch_defer_async(*({} for _ in range(min(chunk, n - i))))
+        return time.perf_counter() - started
+
+
+def main(argv: list[str]) -> None:
+    what, dsn, n = argv[0], argv[1], int(argv[2])
+    if what == "pgqueuer-enqueue":
+        took = asyncio.run(_pgqueuer_enqueue(dsn, n))
+    elif what == "procrastinate-enqueue":
+        took = asyncio.run(_procrastinate_enqueue(dsn, n))
+    else:
+        raise SystemExit(f"unknown command {what!r}")
+    print(f"{took:.6f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,558 @@
+"""`make bench-queue`: corral's queue against PgQueuer and procrastinate, on
+one throwaway PostgreSQL server (fsync and synchronous_commit on,
+shared_buffers 1 GB), no-op jobs, in one run.
+
+Figures, each printed as it is measured:
+- bulk enqueue rate (corral `enqueue_many`, one statement per 10,000 jobs);
+- end-to-end drain rate: N jobs bulk-enqueued, `ANALYZE`, `CHECKPOINT`, then
+  worker processes started and timed until no unfinished job is left
+  (startup included), median of 3 — for corral, PgQueuer (batch 100, 2
+  processes) and procrastinate (concurrency 10, 2 processes), each at the best
+  setting in /work/shared/PEERS.md, each in its own fresh database;
+- enqueue-to-start latency p50/p95/p99 under a steady 1,000 jobs/s (from the
+  server's own clock: `started_at - enqueued_at`);
+- completions/s with a ~1,000-job and a 1,000,000-job backlog (workers
+  already running, measured over a window);
+- a raw-SQL ceiling: 2 sessions `DELETE ... WHERE id IN (SELECT ... FOR UPDATE
+  SKIP LOCKED LIMIT 100)` on the same table, no Python work per job.
+
+The peers run from their own virtualenv (~/.cache/corral/bench-venv, made
+on first use with pinned versions). The last line is the summary:
+`bench-queue: corral=<N> pgqueuer=<N> procrastinate=<N> jobs/s ratio_vs_best_peer=<R> sql_ceiling=<N> p50_ms=<X>`
+
+Usage: python bench/queue.py [--quick] [--jobs N] [--runs N] [--procs N]
+       [--concurrency N] [--batch N]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if __name__ == "__main__" and not __package__:
+    # Run as a file, this folder would come first on sys.path and this module
+    # would shadow the standard library's `queue`: put the repo root there.
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import argparse
+import contextlib
+import secrets
+import signal
+import statistics
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from corral import queue
+from corral.platform.postgres import PostgresServer
+
+ROOT = Path(__file__).resolve().parent.parent
+CORRAL = str(Path(sys.executable).with_name("corral"))
+PEER_VENV = Path(os.environ.get("CORRAL_CACHE", Path.home() / ".cache" / "corral")) / "bench-venv"
+PEER_PACKAGES = [
+    "pgqueuer==1.6.0",
+    "typer<0.29",  # pgqueuer 1.6.0's `pgq run` breaks with typer 0.29 (PEERS.md)
+    "asyncpg==0.32.0",
+    "procrastinate==3.10.0",
+    "psycopg[binary]==3.3.9",
+]
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+# -- the server and its databases ----------------------------------------------
+
+
+class Bench:
+    def __init__(self, server: PostgresServer) -> None:
+        self.server = server
+
+    def fresh_db(self, prefix: str) -> str:
+        name = f"{prefix}_{secrets.token_hex(4)}"
+        with psycopg.connect(self.server.dsn("postgres"), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return self.server.dsn(name)
+
+    def drop_db(self, dsn: str) -> None:
+        name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+        with psycopg.connect(self.server.dsn("postgres"), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(str(name)))
+            )
+
+
+def run_sql(dsn: str, *statements: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+def scalar(conn: psycopg.Connection[Any], statement: str) -> Any:
+    row = conn.execute(statement).fetchone()
+    return None if row is None else row[0]
+
+
+def wait_empty(
+    dsn: str,
+    probe: str,
+    procs: list[subprocess.Popen[bytes]] | None = None,
+    timeout_s: float = 1800,
+) -> float:
+    """Seconds until `probe` (a boolean query) is true, polled every 20 ms.
+    Fails early, with their output, when every process in `procs` has exited."""
+    started = time.perf_counter()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while not scalar(conn, probe):
+            if time.perf_counter() - started > timeout_s:
+                raise RuntimeError(f"not drained after {timeout_s}s: {probe}")
+            if procs and all(p.poll() is not None for p in procs):
+                logs = "\n".join(_tail(p) for p in procs)
+                raise RuntimeError(f"every worker process exited before the queue drained:\n{logs}")
+            time.sleep(0.02)
+    return time.perf_counter() - started
+
+
+def _tail(proc: subprocess.Popen[bytes]) -> str:
+    path = getattr(proc, "log_path", None)
+    if path is None:
+        return ""
+    lines = Path(path).read_text(errors="replace").splitlines()
+    return "\n".join(lines[-15:])
+
+
+@contextlib.contextmanager
+def processes(
+    commands: list[tuple[list[str], dict[str, str]]],
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    import tempfile
+
+    procs = []
+    for cmd, env in commands:
+        fd, log_path = tempfile.mkstemp(prefix="bench-proc-", suffix=".log")
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdout=fd,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        os.close(fd)
+        proc.log_path = log_path  # type: ignore[attr-defined]
+        procs.append(proc)
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+            with contextlib.suppress(OSError):
+                os.unlink(p.log_path)  # type: ignore[attr-defined]
+
+
+# -- corral ---------------------------------------------------------------------
+
+
+class Corral:
+    def __init__(self, bench: Bench, procs: int, concurrency: int, batch: int) -> None:
+        self.bench = bench
+        self.procs = procs
+        self.concurrency = concurrency
+        self.batch = batch
+
+    def prepare(self) -> str:
+        dsn = self.bench.fresh_db("corral")
+        queue.migrate(dsn)
+        return dsn
+
+    @staticmethod
+    def enqueue(dsn: str, n: int, chunk: int = 10_000) -> float:
+        with queue.Queue.connect(dsn) as q:
+            started = time.perf_counter()
+            for i in range(0, n, chunk):
+                q.enqueue_many([queue.JobSpec("noop")] * min(chunk, n - i))
+            return time.perf_counter() - started
+
+    def workers(
+        self, dsn: str, tmp: Path, extra: tuple[str, ...] = ()
+    ) -> list[tuple[list[str], dict[str, str]]]:
+        with queue.Queue.connect(dsn) as q:
+            token = q.create_token("default", ttl_s=3600, uses=self.procs).secret
+        commands = []
+        for i in range(self.procs):
+            env = dict(
+                os.environ,
+                CORRAL_DATABASE_URL=dsn,
+                CORRAL_ENROLLMENT_TOKEN=token,
+                CORRAL_STATE_DIR=str(tmp / f"w{i}"),
+                CORRAL_NAME=f"bench-{i}",
+                CORRAL_HTTP_PORT="-1",
+                CORRAL_LOG_LEVEL="WARNING",
+            )
+            cmd = [
+                CORRAL, "worker", "-q", "noop",
+                "--concurrency", str(self.concurrency),
+                "--batch-size", str(self.batch),
+                *extra,
+            ]  # fmt: skip
+            commands.append((cmd, env))
+        return commands
+
+    def drain(self, n: int, tmp: Path) -> tuple[float, float]:
+        """(enqueue jobs/s, drain jobs/s) for n jobs in a fresh database."""
+        dsn = self.prepare()
+        try:
+            enqueue_s = self.enqueue(dsn, n)
+            run_sql(dsn, "ANALYZE", "CHECKPOINT")
+            commands = self.workers(dsn, tmp)
+            started = time.perf_counter()
+            with processes(commands) as procs:
+                wait_empty(dsn, "SELECT NOT EXISTS (SELECT 1 FROM corral_jobs)", procs)
+                took = time.perf_counter() - started
+            with psycopg.connect(dsn) as conn:
+                done = scalar(
+                    conn, "SELECT count(*) FROM corral_jobs_finished WHERE state = 'completed'"
+                )
+            if done != n:
+                raise RuntimeError(f"corral completed {done} of {n} jobs")
+            return n / enqueue_s, n / took
+        finally:
+            self.bench.drop_db(dsn)
+
+    def latency(self, rate: int, seconds: float, tmp: Path) -> list[float]:
+        """Enqueue-to-start latencies (ms) under a steady `rate` jobs/s."""
+        dsn = self.prepare()
+        try:
+            run_sql(dsn, "ANALYZE")
+            with processes(self.workers(dsn, tmp)):
+                time.sleep(2.0)  # workers up and idle
+                tick_s = 0.005
+                per_tick = max(1, round(rate * tick_s))
+                total = int(rate * seconds)
+                sent = 0
+                with queue.Queue.connect(dsn) as q:
+                    started = time.perf_counter()
+                    while sent < total:
+                        due = started + (sent / per_tick) * tick_s
+                        pause = due - time.perf_counter()
+                        if pause > 0:
+                            time.sleep(pause)
+                        q.enqueue_many([queue.JobSpec("noop")] * per_tick)
+                        sent += per_tick
+                    achieved = sent / (time.perf_counter() - started)
+                wait_empty(dsn, "SELECT NOT EXISTS (SELECT 1 FROM corral_jobs)")
+            say(f"  steady producer achieved {achieved:,.0f} jobs/s over {seconds:g}s")
+            with psycopg.connect(dsn) as conn:
+                rows = conn.execute(
+                    "SELECT extract(epoch FROM started_at - enqueued_at) * 1000"
+                    " FROM corral_jobs_finished"
+                ).fetchall()
+            return [float(r[0]) for r in rows]
+        finally:
+            self.bench.drop_db(dsn)
+
+    def backlog_rate(self, backlog: int, window_s: float, tmp: Path) -> float:
+        """Completions/s with `backlog` jobs waiting (kept topped up when small)."""
+        dsn = self.prepare()
+        try:
+            self.enqueue(dsn, backlog, chunk=20_000)
+            run_sql(dsn, "ANALYZE", "CHECKPOINT")
+            stop = threading.Event()
+            refill: threading.Thread | None = None
+            if backlog < 100_000:
+                refill = threading.Thread(target=self._keep_topped_up, args=(dsn, backlog, stop))
+                refill.start()
+            try:
+                with (
+                    processes(self.workers(dsn, tmp)),
+                    psycopg.connect(dsn, autocommit=True) as conn,
+                ):
+                    count = "SELECT count(*) FROM corral_jobs_finished"
+                    # Warm up: until the workers complete their first jobs, then 1 s more.
+                    while not scalar(conn, count):
+                        time.sleep(0.05)
+                    time.sleep(1.0)
+                    first, t0 = scalar(conn, count), time.perf_counter()
+                    time.sleep(window_s)
+                    last, t1 = scalar(conn, count), time.perf_counter()
+                    pending = scalar(
+                        conn, "SELECT count(*) FROM corral_jobs WHERE state = 'pending'"
+                    )
+            finally:
+                stop.set()
+                if refill is not None:
+                    refill.join()
+            say(f"  backlog {backlog:,}: {pending:,} still pending at the end of the window")
+            return float(last - first) / (t1 - t0)
+        finally:
+            self.bench.drop_db(dsn)
+
+    @staticmethod
+    def _keep_topped_up(dsn: str, backlog: int, stop: threading.Event) -> None:
+        with queue.Queue.connect(dsn) as q:
+            while not stop.is_set():
+                depth = q.depth(["noop"], cap=backlog * 2).pending
+                if depth < backlog:
+                    q.enqueue_many([queue.JobSpec("noop")] * (backlog - depth))
+                else:
+                    time.sleep(0.002)
+
+
+def sql_ceiling(bench: Bench, n: int, sessions: int = 2, batch: int = 100) -> float:
+    """Rows/s of claim-and-delete in plain SQL on corral's table: no Python per job."""
+    dsn = bench.fresh_db("ceiling")
+    try:
+        queue.migrate(dsn)
+        Corral.enqueue(dsn, n)
+        run_sql(dsn, "ANALYZE", "CHECKPOINT")
+        statement = (
+            "DELETE FROM corral_jobs WHERE id IN ("
+            " SELECT id FROM corral_jobs"
+            " WHERE state = 'pending' AND queue = 'noop' AND region = ''"
+            " ORDER BY priority DESC, id LIMIT %s FOR UPDATE SKIP LOCKED)"
+        )
+        conns = [psycopg.connect(dsn, autocommit=True) for _ in range(sessions)]
+
+        def drain(conn: psycopg.Connection[Any]) -> None:
+            while conn.execute(statement, (batch,), prepare=True).rowcount:
+                pass
+
+        threads = [threading.Thread(target=drain, args=(c,)) for c in conns]
+        started = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        took = time.perf_counter() - started
+        for c in conns:
+            c.close()
+        return n / took
+    finally:
+        bench.drop_db(dsn)
+
+
+# -- peers ------------------------------------------------------------------------
+
+
+def peer_venv() -> Path:
+    python = PEER_VENV / "bin" / "python"
+    stamp = PEER_VENV / ".corral-bench-stamp"
+    wanted = "\n".join(PEER_PACKAGES)
+    if not python.exists() or not stamp.exists() or stamp.read_text() != wanted:
+        say(f"  installing the peers into {PEER_VENV} (once)")
+        subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *PEER_PACKAGES], check=True)
+        stamp.write_text(wanted)
+    return PEER_VENV / "bin"
+
+
+def run_quietly(cmd: list[str], env: dict[str, str]) -> None:
+    """Run a set-up step; show its output only when it fails."""
+    out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:3])} failed:\n{out.stdout}{out.stderr}")
+
+
+def peer_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIRTUAL_ENV")}
+    env.update(PYTHONPATH=str(ROOT), **extra)
+    return env
+
+
+def pgqueuer_drain(bench: Bench, bindir: Path, n: int, procs: int = 2, batch: int = 100) -> float:
+    dsn = bench.fresh_db("pgqueuer")
+    try:
+        env = peer_env(PGDSN=dsn)
+        run_quietly([str(bindir / "pgq"), "--pg-dsn", dsn, "install"], env)
+        run_quietly(
+            [str(bindir / "python"), "-m", "bench._peers", "pgqueuer-enqueue", dsn, str(n)], env
+        )
+        run_sql(dsn, "ANALYZE", "CHECKPOINT")
+        cmd = [
+            str(bindir / "pgq"), "run", "bench._peers:pgqueuer_factory",
+            "--batch-size", str(batch), "--log-level", "WARNING",
+        ]  # fmt: skip
+        started = time.perf_counter()
+        with processes([(cmd, env)] * procs) as running:
+            wait_empty(dsn, "SELECT NOT EXISTS (SELECT 1 FROM pgqueuer)", running)
+            took = time.perf_counter() - started
+        return n / took
+    finally:
+        bench.drop_db(dsn)
+
+
+def procrastinate_drain(
+    bench: Bench, bindir: Path, n: int, procs: int = 2, concurrency: int = 10
+) -> float:
+    dsn = bench.fresh_db("procrastinate")
+    try:
+        env = peer_env(PROCRASTINATE_DSN=dsn)
+        app = ["--app", "bench._peers.procrastinate_app"]
+        run_quietly([str(bindir / "procrastinate"), *app, "schema", "--apply"], env)
+        run_quietly(
+            [str(bindir / "python"), "-m", "bench._peers", "procrastinate-enqueue", dsn, str(n)],
+            env,
+        )
+        run_sql(dsn, "ANALYZE", "CHECKPOINT")
+        cmd = [
+            str(bindir / "procrastinate"), *app, "--log-level", "warning", "worker",
+            "--concurrency", str(concurrency),
+        ]  # fmt: skip
+        started = time.perf_counter()
+        with processes([(cmd, env)] * procs) as running:
+            wait_empty(
+                dsn,
+                "SELECT NOT EXISTS (SELECT 1 FROM procrastinate_jobs"
+                " WHERE status IN ('todo', 'doing'))",
+                running,
+            )
+            took = time.perf_counter() - started
+        return n / took
+    finally:
+        bench.drop_db(dsn)
+
+
+# -- the run ----------------------------------------------------------------------------
+
+
+def median_of(runs: int, what: str, fn: Callable[[], float]) -> float:
+    values = []
+    for i in range(runs):
+        value = fn()
+        values.append(value)
+        say(f"  {what} run {i + 1}/{runs}: {value:,.0f} jobs/s")
+    result = statistics.median(values)
+    if runs > 1:
+        say(f"  {what}: median {result:,.0f} (range {min(values):,.0f}-{max(values):,.0f})")
+    return result
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1 run each, smaller backlogs")
+    parser.add_argument("--jobs", type=int, default=50_000, help="jobs per drain run")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--procs", type=int, default=2, help="corral worker processes")
+    parser.add_argument("--concurrency", type=int, default=500)
+    parser.add_argument("--batch", type=int, default=250)
+    parser.add_argument("--skip-peers", action="store_true")
+    args = parser.parse_args(argv)
+    runs = 1 if args.quick else args.runs
+    big_backlog = 200_000 if args.quick else 1_000_000
+    latency_s = 5.0 if args.quick else 10.0
+    procrastinate_jobs = 2_000 if args.quick else 5_000
+
+    say(f"bench-queue: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; other busy processes:")
+    top = subprocess.run(
+        ["ps", "-eo", "pcpu,comm", "--sort=-pcpu", "--no-headers"], capture_output=True, text=True
+    ).stdout.splitlines()[:5]
+    for line in top:
+        say(f"    {line.strip()}")
+    say(
+        f"corral: {args.procs} worker processes x concurrency {args.concurrency}, "
+        f"claim batch {args.batch}; {args.jobs:,} no-op jobs per drain, median of {runs}"
+    )
+    server = PostgresServer(
+        settings={"shared_buffers": "1GB", "max_connections": "300"},
+    )
+    server.start()
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="corral-bench-"))
+    try:
+        bench = Bench(server)
+        with psycopg.connect(server.dsn("postgres")) as conn:
+            say(f"server: {scalar(conn, 'SELECT version()').split(',')[0]}, "
+                f"fsync={scalar(conn, 'SHOW fsync')}, "
+                f"synchronous_commit={scalar(conn, 'SHOW synchronous_commit')}, "
+                f"shared_buffers={scalar(conn, 'SHOW shared_buffers')}")  # fmt: skip
+        corral = Corral(bench, args.procs, args.concurrency, args.batch)
+
+        say(
+            "\n[corral] bulk enqueue + end-to-end drain (ANALYZE after enqueue, CHECKPOINT, startup included)"
+        )
+        enqueue_rates: list[float] = []
+
+        def one_drain() -> float:
+            enq, drained = corral.drain(args.jobs, tmp / secrets.token_hex(3))
+            enqueue_rates.append(enq)
+            return drained
+
+        corral_rate = median_of(runs, "corral drain", one_drain)
+        say(f"  bulk enqueue: median {statistics.median(enqueue_rates):,.0f} jobs/s")
+
+        say(
+            "\n[raw SQL ceiling] 2 sessions, DELETE ... IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 100)"
+        )
+        ceiling = median_of(runs, "sql ceiling", lambda: sql_ceiling(bench, args.jobs))
+
+        say("\n[corral] enqueue-to-start latency under a steady 1,000 jobs/s")
+        lat = corral.latency(1000, latency_s, tmp / "lat")
+        p50, p95, p99 = (percentile(lat, p) for p in (50, 95, 99))
+        say(f"  {len(lat):,} jobs: p50 {p50:.2f} ms, p95 {p95:.2f} ms, p99 {p99:.2f} ms")
+
+        window_s = 3.0 if args.quick else 5.0
+        say(f"\n[corral] completions/s by backlog depth (workers running; {window_s:g} s window)")
+        small = corral.backlog_rate(1_000, window_s, tmp / "b1")
+        say(f"  1,000-job backlog (topped up): {small:,.0f} jobs/s")
+        big = corral.backlog_rate(big_backlog, window_s, tmp / "b2")
+        say(
+            f"  {big_backlog:,}-job backlog: {big:,.0f} jobs/s ({100 * (big / small - 1):+.0f}% vs 1,000)"
+        )
+
+        pgq_rate = proc_rate = 0.0
+        if not args.skip_peers:
+            bindir = peer_venv()
+            say("\n[pgqueuer 1.6.0] batch 100, 2 processes, ANALYZE after enqueue")
+            pgq_rate = median_of(
+                runs, "pgqueuer drain", lambda: pgqueuer_drain(bench, bindir, args.jobs)
+            )
+            say(
+                f"\n[procrastinate 3.10.0] concurrency 10, 2 processes, {procrastinate_jobs:,} jobs"
+            )
+            proc_rate = median_of(
+                runs,
+                "procrastinate drain",
+                lambda: procrastinate_drain(bench, bindir, procrastinate_jobs),
+            )
+    finally:
+        server.stop()
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    best_peer = max(pgq_rate, proc_rate)
+    ratio = corral_rate / best_peer if best_peer else float("nan")
+    say(
+        f"\ntargets: ratio_vs_best_peer {ratio:.2f} (>= 1.5), p50 {p50:.2f} ms (<= 10), "
+        f"1M backlog {100 * big / small:.0f}% of 1k (>= 80%)"
+    )
+    say(
+        f"bench-queue: corral={corral_rate:.0f} pgqueuer={pgq_rate:.0f} "
+        f"procrastinate={proc_rate:.0f} jobs/s ratio_vs_best_peer={ratio:.2f} "
+        f"sql_ceiling={ceiling:.0f} p50_ms={p50:.2f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
