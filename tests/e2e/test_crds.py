@@ -153,6 +153,6 @@ def test_the_examples_apply_cleanly(cluster: Cluster, namespace: str) -> None:
         result = _apply(cluster, namespace, pool)
         assert result.returncode == 0, result.stderr
         shown = cluster.kubectl("get", "rg", region["metadata"]["name"], "-o", "json").stdout
-        assert json.loads(shown)["spec"]["location"]["latitude"] == 53.35
+        assert json.loads(shown)["spec"]["location"]["latitude"] == 50.11
     finally:
         cluster.kubectl("delete", "region", region["metadata"]["name"], check=False)
