@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -79,10 +81,10 @@ def _nodes_ready(cluster: Cluster) -> bool:
 
 
 @pytest.fixture(scope="session")
-def node_agent(
-    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[NodeAgentHandle]:
-    state_dir = tmp_path_factory.mktemp("nodeagent")
+def node_agent(cluster: Cluster) -> Iterator[NodeAgentHandle]:
+    # Not under pytest's basetemp: concurrent pytest sessions of the same user
+    # prune each other's old basetemps, and this one must live all session.
+    state_dir = Path(tempfile.mkdtemp(prefix="corral-e2e-nodeagent-"))
     ready_file = state_dir / "ready.json"
     log_file = state_dir / "agent.log"
     argv = [
@@ -129,3 +131,5 @@ def node_agent(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        if process.returncode == 0 and not os.environ.get("CORRAL_E2E_KEEP_NODEAGENT"):
+            shutil.rmtree(state_dir, ignore_errors=True)  # kept for post-mortems otherwise

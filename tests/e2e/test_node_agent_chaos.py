@@ -43,7 +43,25 @@ def test_stopping_a_node_kills_its_pods_processes_and_stops_its_lease_until_it_s
             ],
         },
     }
-    cluster.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(pod))
+    # a second pod on the node is terminating, stuck in a long preStop hook: a
+    # dying node must not wait for it
+    slow = json.loads(json.dumps(pod))
+    slow["metadata"]["name"] = "slowpoke"
+    slow["spec"]["terminationGracePeriodSeconds"] = 120
+    slow["spec"]["containers"][0]["lifecycle"] = {
+        "preStop": {"exec": {"command": ["sleep", "100"]}}
+    }
+    for manifest in (pod, slow):
+        cluster.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(manifest))
+    wait_for(
+        lambda: (
+            (pod_json(cluster, namespace, "slowpoke") or {}).get("status", {}).get("phase")
+            == "Running"
+        ),
+        30,
+        "slowpoke running",
+    )
+    cluster.kubectl("-n", namespace, "delete", "pod", "slowpoke", "--wait=false")
     wait_for(
         lambda: (
             (pod_json(cluster, namespace, "pinned") or {}).get("status", {}).get("phase")
@@ -58,7 +76,9 @@ def test_stopping_a_node_kills_its_pods_processes_and_stops_its_lease_until_it_s
     pid = seen["containers"][0]["pid"]
     assert _alive(pid)
 
-    assert node_agent.chaos.stop_node(node) >= 1
+    started = time.monotonic()
+    assert node_agent.chaos.stop_node(node) >= 2
+    assert time.monotonic() - started < 10  # the preStop hook was cut short
     try:
         wait_for(lambda: not _alive(pid), 10, "the pod's process to die with its node")
         stopped_renew, other_renew = _renew_time(cluster, node), _renew_time(cluster, other)

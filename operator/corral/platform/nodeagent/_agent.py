@@ -61,6 +61,7 @@ class NodeAgent:
         self.nodes = {n.name: n for n in config.nodes}
         self.stopped_nodes: set[str] = set()
         self.workers: dict[str, PodWorker] = {}
+        self._finished: set[str] = set()
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -112,6 +113,9 @@ class NodeAgent:
             w.removed()  # terminate quickly, leave the API objects alone
         for w in workers:
             w.join(timeout=10)
+            if w.is_alive():  # stuck (a hook?): nothing may outlive the agent
+                w.hard_stop()
+                w.join(timeout=5)
         for t in self._threads:
             t.join(timeout=2)
         if self._log_server is not None:
@@ -155,7 +159,7 @@ class NodeAgent:
         for w in workers:
             w.hard_stop()
         for w in workers:
-            w.join(timeout=5)
+            w.join(timeout=30)
         return len(workers)
 
     def start_node(self, node: str) -> None:
@@ -263,9 +267,15 @@ class NodeAgent:
                     log.warning("node %s: heartbeat failed: %s", spec.name, exc)
 
     # -- pods ----------------------------------------------------------------------------------
-    def _worker_exited(self, uid: str) -> None:
+    def _worker_exited(self, uid: str, finished: bool) -> None:
         with self._lock:
-            self.workers.pop(uid, None)
+            worker = self.workers.get(uid)
+            if worker is not None and worker.ident == threading.get_ident():
+                del self.workers[uid]  # only itself: a successor may already be registered
+            if finished:
+                # late watch events of a pod we already terminated must not
+                # start it again (a node stop is not finished: start_node resumes)
+                self._finished.add(uid)
 
     def _handle(self, pod: Json) -> None:
         node = (pod.get("spec") or {}).get("nodeName")
@@ -273,6 +283,8 @@ class NodeAgent:
             return
         uid = pod["metadata"]["uid"]
         with self._lock:
+            if uid in self._finished:
+                return
             worker = self.workers.get(uid)
             if worker is not None:
                 worker.update(pod)

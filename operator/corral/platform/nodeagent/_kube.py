@@ -124,7 +124,12 @@ class KubeClient:
         if body is not None:
             headers["Content-Type"] = content_type
             data = json.dumps(body).encode()
-        resp = self._pool.request(method, url, body=data, headers=headers, timeout=self._timeout)
+        try:
+            resp = self._pool.request(
+                method, url, body=data, headers=headers, timeout=self._timeout
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            raise ApiError(0, method, path, f"API server unreachable: {exc}") from exc
         text = resp.data.decode("utf-8", "replace")
         if resp.status >= 300:
             raise ApiError(resp.status, method, path, text)

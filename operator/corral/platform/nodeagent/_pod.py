@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -98,7 +100,7 @@ class PodContext:
     private_mounts: bool
     backoff: Backoff
     node_allocatable: Callable[[str], dict[str, str]]
-    on_exit: Callable[[str], None]
+    on_exit: Callable[[str, bool], None]  # (pod uid, finished: terminated for good)
 
 
 class PodWorker(threading.Thread):
@@ -115,6 +117,8 @@ class PodWorker(threading.Thread):
         self._wake = threading.Event()
         self._removed = False
         self._hard_stop = False
+        self._killed = threading.Event()  # set with _hard_stop, to cut waits short
+        self._removed_at: float | None = None
         self.sandbox: Sandbox | None = None
         self.dir = ctx.state_dir / "pods" / f"{self.namespace}_{self.pod_name}_{self.uid}"
         self.volumes: dict[str, Path] = {}
@@ -137,6 +141,7 @@ class PodWorker(threading.Thread):
                 rec.restart_count = int(before.get("restartCount", 0)) + 1
             self.records[c["name"]] = rec
         self.procs: dict[str, ContainerProcess] = {}
+        self._execs: set[subprocess.Popen[bytes]] = set()  # exec probes and hooks running
         self.launch: dict[str, LaunchSpec] = {}
         self.probes: dict[str, list[ProbeWorker]] = {}
         self.restart_at: dict[str, float] = {}
@@ -156,15 +161,25 @@ class PodWorker(threading.Thread):
         self._wake.set()
 
     def removed(self) -> None:
+        """The pod object is gone (or the agent stops): stop fast, skip preStop."""
         self._removed = True
+        self._removed_at = time.monotonic()
+        self._kill_execs()
         self._wake.set()
+
+    def _kill_execs(self) -> None:
+        for helper in list(self._execs):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(helper.pid, signal.SIGKILL)
 
     def hard_stop(self) -> None:
         """The node died: everything dies now, and nothing is reported."""
         self._hard_stop = True
+        self._killed.set()
         with self._lock:
             for proc in self.procs.values():
                 proc.kill_all()
+        self._kill_execs()
         self._wake.set()
 
     def chaos_kill(self, container: str | None = None) -> list[str]:
@@ -255,7 +270,7 @@ class PodWorker(threading.Thread):
         finally:
             self._stop_probes(None)
             self._teardown_sandbox()
-            self.ctx.on_exit(self.uid)
+            self.ctx.on_exit(self.uid, not self._hard_stop)
 
     def _loop(self) -> None:
         while True:
@@ -615,6 +630,7 @@ class PodWorker(threading.Thread):
             spec,
             self.dir / "run",
             timeout_s,
+            self._execs,
         )
         return code == 0, out.strip()
 
@@ -672,7 +688,7 @@ class PodWorker(threading.Thread):
             host = self.sandbox.pod_ip if self.sandbox else "127.0.0.1"
             ok, out = run_http(hook["httpGet"], host, self._spec(name), timeout_s)
         elif "sleep" in hook:
-            time.sleep(min(timeout_s, float(hook["sleep"].get("seconds", 0))))
+            self._killed.wait(min(timeout_s, float(hook["sleep"].get("seconds", 0))))
             ok, out = True, ""
         else:
             ok, out = False, "unsupported preStop handler"
@@ -696,7 +712,11 @@ class PodWorker(threading.Thread):
         if proc.poll() is None:
             proc.signal_main(signal.SIGTERM)
         while proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+            if self._removed_at is not None:
+                # the object went away meanwhile (or the agent stops): 2 s, no more
+                deadline = min(deadline, self._removed_at + 2.0)
+            if self._killed.wait(0.05):
+                break
         if proc.poll() is None:
             proc.kill_all()
             proc.popen.wait()
@@ -740,7 +760,15 @@ class PodWorker(threading.Thread):
             return
         with contextlib.suppress(ApiError):
             self._publish(final=True)
-        self.ctx.kube.delete_pod_now(self.namespace, self.pod_name, self.uid)
+        for attempt in range(10):
+            try:
+                self.ctx.kube.delete_pod_now(self.namespace, self.pod_name, self.uid)
+                break
+            except ApiError as exc:
+                log.warning(
+                    "pod %s/%s: delete failed (%s), retrying", self.namespace, self.pod_name, exc
+                )
+                time.sleep(min(5.0, 0.5 * 2**attempt))
         shutil.rmtree(self.dir / "volumes", ignore_errors=True)
 
     # -- status ---------------------------------------------------------------------------
@@ -767,7 +795,9 @@ class PodWorker(threading.Thread):
                 "phase": phase,
                 "conditions": conditions,
                 "hostIP": self._host_ip(),
-                "hostIPs": [{"ip": self._host_ip()}],
+                # "$patch: replace": a new sandbox has a new IP, and a merged
+                # list of two IPv4 addresses is invalid
+                "hostIPs": [{"ip": self._host_ip()}, {"$patch": "replace"}],
                 "startTime": self._start_time,
                 "containerStatuses": [r.to_status() for r in regular],
             }
@@ -775,14 +805,17 @@ class PodWorker(threading.Thread):
                 status["initContainerStatuses"] = [r.to_status() for r in init]
             if pod_ip:
                 status["podIP"] = pod_ip
-                status["podIPs"] = [{"ip": pod_ip}]
+                status["podIPs"] = [{"ip": pod_ip}, {"$patch": "replace"}]
         if status == self._last_status:
             return
         try:
             self.ctx.kube.patch_pod_status(self.namespace, self.pod_name, status)
         except ApiError as exc:
-            if exc.status in (404, 409):
-                return
-            raise
+            if exc.status not in (404, 409):
+                # keep the pod running; the next change (or tick) tries again
+                log.warning(
+                    "pod %s/%s: status update refused: %s", self.namespace, self.pod_name, exc
+                )
+            return
         self._last_status = status
         self._last_conditions = conditions

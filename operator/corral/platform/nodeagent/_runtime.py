@@ -128,11 +128,13 @@ def exec_in(
     spec: LaunchSpec,
     spec_dir: Path,
     timeout_s: float,
+    running: set[subprocess.Popen[bytes]] | None = None,
 ) -> tuple[int, str]:
     """Run a command inside a running container (exec probes, preStop exec hooks).
 
     Enters the main process's mount, network and UTS namespaces when it is alive,
     else only the pod's network namespace; returns (exit code, output tail).
+    While it runs the process is in `running`, so a dying node can kill it.
     """
     prefix: list[str] = []
     if target_pid is not None and os.geteuid() == 0 and shutil.which("nsenter"):
@@ -148,6 +150,8 @@ def exec_in(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    if running is not None:
+        running.add(popen)
     try:
         out, _ = popen.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -159,4 +163,7 @@ def exec_in(
             os.unlink(path)
         tail = out[-500:].decode("utf-8", "replace")
         return -1, f"command timed out after {timeout_s}s: {tail}"
+    finally:
+        if running is not None:
+            running.discard(popen)
     return popen.returncode, out[-2000:].decode("utf-8", "replace")

@@ -1,0 +1,111 @@
+"""Init containers, exec probes and liveness restarts on the node agent."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from corral.platform.localcluster import Cluster
+from tests.e2e._nodes import NodeAgentHandle, pod_json, wait_for
+
+
+def _status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    return dict((pod_json(cluster, namespace, name) or {}).get("status") or {})
+
+
+def test_init_containers_run_in_order_to_completion_before_the_main_container(
+    cluster: Cluster, namespace: str, node_agent: NodeAgentHandle
+) -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "staged"},
+        "spec": {
+            "restartPolicy": "Never",
+            "volumes": [{"name": "work", "emptyDir": {}}],
+            "initContainers": [
+                {
+                    "name": f"init-{i}",
+                    "image": "corral-test/shell:1",
+                    "command": ["sh", "-c", f"echo step{i} >> /work/steps"],
+                    "volumeMounts": [{"name": "work", "mountPath": "/work"}],
+                }
+                for i in (1, 2)
+            ],
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "corral-test/shell:1",
+                    "command": ["sh", "-c", "echo main >> /work/steps; cat /work/steps"],
+                    "volumeMounts": [{"name": "work", "mountPath": "/work"}],
+                }
+            ],
+        },
+    }
+    cluster.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(pod))
+    status = wait_for(
+        lambda: (s := _status(cluster, namespace, "staged")).get("phase") == "Succeeded" and s,
+        60,
+        "the staged pod to succeed",
+    )
+    assert [c["state"]["terminated"]["exitCode"] for c in status["initContainerStatuses"]] == [0, 0]
+    conditions = {c["type"]: c["status"] for c in status["conditions"]}
+    assert conditions["Initialized"] == "True" and conditions["PodScheduled"] == "True"
+    logs = cluster.kubectl("-n", namespace, "logs", "staged", "-c", "main").stdout.split()
+    assert logs == ["step1", "step2", "main"]
+
+
+def test_an_exec_readiness_probe_gates_ready_and_a_failing_liveness_probe_restarts_the_container(
+    cluster: Cluster, namespace: str, node_agent: NodeAgentHandle
+) -> None:
+    # ready once /tmp/<pod>-ready exists (created after 1 s); liveness fails once
+    # the container has lived 3 s, so it is restarted by the probe, not by an exit
+    script = "sleep 1; touch /tmp/$HOSTNAME-ready; sleep 3; touch /tmp/$HOSTNAME-sick; while true; do sleep 0.2; done"
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"probed-{namespace[-6:]}"},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "corral-test/shell:1",
+                    "command": [
+                        "sh",
+                        "-c",
+                        "rm -f /tmp/$HOSTNAME-ready /tmp/$HOSTNAME-sick; " + script,
+                    ],
+                    "readinessProbe": {
+                        "exec": {"command": ["sh", "-c", "test -f /tmp/$HOSTNAME-ready"]},
+                        "periodSeconds": 1,
+                    },
+                    "livenessProbe": {
+                        "exec": {"command": ["sh", "-c", "test ! -f /tmp/$HOSTNAME-sick"]},
+                        "periodSeconds": 1,
+                        "failureThreshold": 2,
+                    },
+                }
+            ],
+        },
+    }
+    name = pod["metadata"]["name"]  # type: ignore[index]
+    cluster.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(pod))
+    wait_for(lambda: _status(cluster, namespace, name).get("phase") == "Running", 30, "running")
+    assert not _status(cluster, namespace, name)["containerStatuses"][0]["ready"]
+    wait_for(
+        lambda: _status(cluster, namespace, name)["containerStatuses"][0]["ready"],
+        30,
+        "ready via the exec probe",
+    )
+    restarted = wait_for(
+        lambda: (
+            (c := _status(cluster, namespace, name)["containerStatuses"][0])["restartCount"] >= 1
+            and c
+        ),
+        30,
+        "a liveness restart",
+    )
+    last = restarted["lastState"]["terminated"]
+    assert "liveness probe" in last["message"]
+    assert last["exitCode"] in (137, 143)  # killed, not exited on its own
