@@ -132,7 +132,10 @@ def db() -> None:
 @_database_option
 @_handled
 def db_migrate(database_url: str | None) -> None:
-    """Apply the migrations this database has not seen yet (safe to run concurrently)."""
+    """Apply the migrations this database lacks.
+
+    Safe to run from several processes at once: they take turns.
+    """
     if not database_url:
         raise DsnError(f"no database URL: pass --database-url or set {ENV_VAR}")
     applied = migrations.migrate(database_url)
@@ -149,7 +152,7 @@ def db_migrate(database_url: str | None) -> None:
 @click.option("--check", is_flag=True, help="Exit 1 when a migration is pending or changed.")
 @_handled
 def db_status(database_url: str | None, output: str, check: bool) -> None:
-    """Which migrations the database has, and when they were applied."""
+    """Show which migrations the database has."""
     if not database_url:
         raise DsnError(f"no database URL: pass --database-url or set {ENV_VAR}")
     rows = migrations.status(database_url)
@@ -247,7 +250,10 @@ def jobs_enqueue(
     expires_in: float | None,
     database_url: str | None,
 ) -> None:
-    """Enqueue a job of KIND with a JSON PAYLOAD ('-' reads stdin); prints its id."""
+    """Enqueue a job and print its id.
+
+    KIND names the handler that runs it; PAYLOAD is JSON ('-' reads stdin).
+    """
     if delay is not None and run_at is not None:
         raise click.UsageError("--delay and --run-at both say when to run: give one")
     data = _read_payload(payload)
@@ -308,7 +314,10 @@ def _job_row(job: Job) -> list[Any]:
 def jobs_list(
     queue_name: str | None, state: str | None, limit: int, output: str, database_url: str | None
 ) -> None:
-    """List the newest jobs, finished ones included until retention removes them."""
+    """List the newest jobs.
+
+    Finished jobs are included until retention deletes them.
+    """
     with _queue(database_url) as queue:
         found = queue.list_jobs(queue=queue_name, state=state, limit=limit)
     emit(output, found, _JOB_HEADERS, [_job_row(j) for j in found])
@@ -320,7 +329,10 @@ def jobs_list(
 @_database_option
 @_handled
 def jobs_get(job_id: int, output: str, database_url: str | None) -> None:
-    """Show one job (use -o yaml for every field, payload and last error)."""
+    """Show one job.
+
+    Use -o yaml or -o json for every field, the payload and the last error.
+    """
     with _queue(database_url) as queue:
         job = queue.get_job(job_id)
     emit(output, job, _JOB_HEADERS, [_job_row(job)])
@@ -331,7 +343,7 @@ def jobs_get(job_id: int, output: str, database_url: str | None) -> None:
 @_database_option
 @_handled
 def jobs_cancel(job_id: int, database_url: str | None) -> None:
-    """Cancel a job that has not started (scheduled or pending)."""
+    """Cancel a job that has not started yet."""
     with _queue(database_url) as queue:
         queue.cancel(job_id)
     click.echo(f"job {job_id} cancelled")
@@ -342,7 +354,10 @@ def jobs_cancel(job_id: int, database_url: str | None) -> None:
 @_database_option
 @_handled
 def jobs_requeue(job_id: int, database_url: str | None) -> None:
-    """Put a dead, cancelled or expired job back with a fresh attempt budget."""
+    """Requeue a dead, cancelled or expired job.
+
+    The job goes back to pending with a fresh attempt budget.
+    """
     with _queue(database_url) as queue:
         job = queue.requeue(job_id)
     click.echo(f"job {job_id} requeued ({job.max_attempts} attempts)")
@@ -367,7 +382,10 @@ def jobs_requeue(job_id: int, database_url: str | None) -> None:
 @_database_option
 @_handled
 def jobs_purge(older_than: float, batch: int, database_url: str | None) -> None:
-    """Retention: delete finished jobs older than --older-than, in batches."""
+    """Delete old finished jobs (retention).
+
+    Deletes jobs that finished longer ago than --older-than, in batches.
+    """
     with _queue(database_url) as queue:
         deleted = queue.purge_finished(older_than, batch=batch)
     click.echo(f"deleted {deleted} finished job(s)")
@@ -430,7 +448,10 @@ _queue_target = click.option(
 @_database_option
 @_handled
 def dispatch_pause(queue_name: str | None, reason: str | None, database_url: str | None) -> None:
-    """Stop workers claiming from a queue until resume; survives restarts."""
+    """Stop claims from a queue (or all).
+
+    Durable until resume; enqueues keep landing, running jobs finish.
+    """
     with _queue(database_url) as queue:
         queue.pause(queue_name, reason)
     click.echo(f"{'queue ' + queue_name if queue_name else 'all queues'} paused")
@@ -441,7 +462,10 @@ def dispatch_pause(queue_name: str | None, reason: str | None, database_url: str
 @_database_option
 @_handled
 def dispatch_resume(queue_name: str | None, database_url: str | None) -> None:
-    """Let workers claim again (without --queue: clears every pause)."""
+    """Let workers claim again.
+
+    Without --queue, every pause is cleared.
+    """
     with _queue(database_url) as queue:
         queue.resume(queue_name)
     click.echo(f"{'queue ' + queue_name if queue_name else 'all queues'} resumed")
@@ -453,7 +477,7 @@ def dispatch_resume(queue_name: str | None, database_url: str | None) -> None:
 @_database_option
 @_handled
 def dispatch_status(queue_name: str | None, output: str, database_url: str | None) -> None:
-    """Which queues are paused, since when and why."""
+    """Show which queues are paused, since when and why."""
     with _queue(database_url) as queue:
         found = [s for s in queue.dispatch_status(queue_name) if s.paused]
     if output == "table" and not found:
@@ -509,7 +533,10 @@ def tokens() -> None:
 def tokens_create(
     region: str, pool: str | None, ttl: float, uses: int, output: str, database_url: str | None
 ) -> None:
-    """Mint a token; the secret is printed once and stored only as a hash."""
+    """Mint an enrollment token.
+
+    The secret is printed once (stdout) and stored only as a hash.
+    """
     with _queue(database_url) as queue:
         new = queue.create_token(region, pool=pool, ttl_s=ttl, uses=uses)
     if output == "token":
@@ -532,7 +559,10 @@ def tokens_create(
 @_database_option
 @_handled
 def tokens_list(include_all: bool, output: str, database_url: str | None) -> None:
-    """Tokens that can still enroll a worker (secrets are never shown)."""
+    """List tokens that can still enroll a worker.
+
+    Secrets are never shown; --all adds expired, spent and revoked ones.
+    """
     with _queue(database_url) as queue:
         found = queue.list_tokens(include_unusable=include_all)
     now = dt.datetime.now(dt.UTC)
@@ -562,7 +592,7 @@ def tokens_list(include_all: bool, output: str, database_url: str | None) -> Non
 @_database_option
 @_handled
 def tokens_revoke(token: str, database_url: str | None) -> None:
-    """Revoke a token by its ID or PREFIX (from `tokens list`)."""
+    """Revoke a token by ID or PREFIX (see tokens list)."""
     with _queue(database_url) as queue:
         token_id = queue.revoke_token(token)
     click.echo(f"token {token_id} revoked")
@@ -582,7 +612,7 @@ def workers() -> None:
 @_database_option
 @_handled
 def workers_list(include_all: bool, output: str, database_url: str | None) -> None:
-    """Enrolled workers, their state, load and last heartbeat."""
+    """List enrolled workers, their state, load and heartbeat."""
     with _queue(database_url) as queue:
         found = queue.list_workers(include_removed=include_all)
     emit(
@@ -611,7 +641,7 @@ def workers_list(include_all: bool, output: str, database_url: str | None) -> No
 @_database_option
 @_handled
 def workers_drain(worker_id: int, database_url: str | None) -> None:
-    """Ask a worker to stop claiming and finish what it holds."""
+    """Ask a worker to finish what it holds and stop claiming."""
     with _queue(database_url) as queue:
         worker = queue.request_drain(worker_id)
     click.echo(f"worker {worker_id} ({worker.name}) is {worker.state}")
@@ -622,7 +652,10 @@ def workers_drain(worker_id: int, database_url: str | None) -> None:
 @_database_option
 @_handled
 def workers_remove(worker_id: int, database_url: str | None) -> None:
-    """Remove a worker: its credential stops working and its running jobs are retried."""
+    """Remove a worker from the fleet.
+
+    Its credential stops working and its running jobs are retried.
+    """
     with _queue(database_url) as queue:
         worker = queue.remove_worker(worker_id)
     click.echo(f"worker {worker_id} ({worker.name}) removed")
