@@ -1,0 +1,33 @@
+"""The admin commands explain themselves without touching a database."""
+
+from __future__ import annotations
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from corral.cli import cli
+from corral.queue import cli as admin
+
+_GROUPS = {"db": admin.db, "jobs": admin.jobs, "dispatch": admin.dispatch,
+           "tokens": admin.tokens, "workers": admin.workers}  # fmt: skip
+
+
+def _leaves() -> list[list[str]]:
+    paths = [["stats"]]
+    for name, group in _GROUPS.items():
+        assert isinstance(group, click.Group)
+        paths.extend([name, sub] for sub in group.commands)
+    return paths
+
+
+@pytest.mark.parametrize("path", _leaves(), ids=" ".join)
+def test_every_admin_command_has_help_and_takes_a_database_url(path: list[str]) -> None:
+    result = CliRunner().invoke(cli, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "--database-url" in result.output and "CORRAL_DATABASE_URL" in result.output
+
+
+def test_listings_offer_table_json_and_yaml() -> None:
+    for path in (["jobs", "list"], ["stats"], ["tokens", "list"], ["workers", "list"]):
+        assert "table|json|yaml" in CliRunner().invoke(cli, [*path, "--help"]).output
