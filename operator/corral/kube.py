@@ -189,6 +189,19 @@ class Kube:
         assert result is not None
         return result
 
+    def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
+        """Set only spec.replicas (a merge patch: an apply of this one field
+        would drop every other field the operator applied)."""
+        self._request(
+            "PATCH",
+            f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
+            f"scaling Deployment {namespace}/{name}",
+            body={"spec": {"replicas": replicas}},
+            query=[("fieldManager", FIELD_MANAGER)],
+            content_type=_MERGE,
+            missing_ok=True,
+        )
+
     def create_region(self, body: dict[str, Any]) -> bool:
         """Create a Region unless one of that name exists; True when created."""
         created = self._request(

@@ -13,7 +13,7 @@ import pytest
 
 from corral.controller.config import OperatorConfig
 from corral.controller.queue_access import DatabaseUnavailable, QueueAccess
-from corral.controller.reconcile import Reconciler
+from corral.controller.reconcile import Reconciler, StillDraining
 from corral.kube import Kube
 from corral.queue import Depth, TokenNotFound, WorkerState
 
@@ -44,6 +44,9 @@ class FakeKube:
         self.objects[(body["kind"], meta.get("namespace"), meta["name"])] = body
         self.applied.append(body["kind"])
         return body
+
+    def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
+        self.objects[("Deployment", namespace, name)]["spec"]["replicas"] = replicas
 
     def create_region(self, body: dict[str, Any]) -> bool:
         key = ("Region", None, body["metadata"]["name"])
@@ -192,9 +195,34 @@ def test_a_token_near_its_end_is_rotated_without_touching_the_deployment() -> No
     assert "TokenRotated" in [e.reason for e in outcome.events]
 
 
-def test_deleting_a_pool_revokes_its_token_and_removes_its_workers() -> None:
-    reconciler, _, queue = _setup()
+def test_deleting_a_pool_first_scales_it_to_zero_and_waits_for_its_workers_to_drain() -> None:
+    reconciler, kube, queue = _setup()
     reconciler.reconcile_pool(_pool(), now=NOW)
+    deployment = kube.objects[("Deployment", "jobs", "email")]
+    deployment["status"] = {"replicas": 2}
+    with pytest.raises(StillDraining, match="scaling 2 worker"):
+        reconciler.finalize_pool(_pool(), waited_s=0)
+    assert deployment["spec"]["replicas"] == 0
+    with pytest.raises(StillDraining, match="waiting for 2 worker"):
+        reconciler.finalize_pool(_pool(), waited_s=10)
+    assert queue.tokens[1]["revoked"] is False  # nothing retired while pods drain
+    deployment["status"] = {"replicas": 0}
+    reconciler.finalize_pool(_pool(), waited_s=20)
+    assert queue.tokens[1]["revoked"] is True
+
+
+def test_a_deleted_pool_stops_waiting_for_stuck_pods_after_the_drain_timeout() -> None:
+    reconciler, kube, queue = _setup()
+    reconciler.reconcile_pool(_pool(), now=NOW)
+    kube.objects[("Deployment", "jobs", "email")]["status"] = {"replicas": 2}
+    reconciler.finalize_pool(_pool(), waited_s=300 + 15)
+    assert queue.tokens[1]["revoked"] is True
+
+
+def test_deleting_a_pool_revokes_its_token_and_removes_its_workers() -> None:
+    reconciler, kube, queue = _setup()
+    reconciler.reconcile_pool(_pool(), now=NOW)
+    del kube.objects[("Deployment", "jobs", "email")]  # garbage-collected already
     mine = SimpleNamespace(id=7, pool="jobs/email", state=WorkerState.ACTIVE)
     other = SimpleNamespace(id=8, pool="jobs/sms", state=WorkerState.ACTIVE)
     queue.workers = [mine, other]

@@ -10,23 +10,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 import kopf
 
 from corral.api import GROUP, VERSION
 from corral.controller import metrics, naming
+from corral.controller.deployment import DRAIN_MARGIN_S
 from corral.controller.queue_access import DatabaseUnavailable
-from corral.controller.reconcile import Event, Reconciler
+from corral.controller.reconcile import Event, Reconciler, StillDraining
 from corral.kube import KubeError
 
 log = logging.getLogger(__name__)
 
 FINALIZER = "corral.dev/finalizer"
-# How often kopf retries a pool deletion while the database is unreachable
-# before it lets the pool go anyway (the token then expires on its own).
-DELETE_RETRIES = 12
-DELETE_BACKOFF_S = 5.0
+# How long a pool deletion keeps retrying an unreachable database after its
+# workers drained, before it lets the pool go (the token expires on its own).
+GIVE_UP_AFTER_S = 60.0
+RETRY_DELAY_S = 5.0
 
 
 def _plain(value: Any) -> Any:
@@ -101,17 +103,23 @@ def build_registry(reconciler: Reconciler, resync_s: float) -> kopf.OperatorRegi
             return
         _pool(body)
 
-    @kopf.on.delete(*pools, registry=registry, retries=DELETE_RETRIES, backoff=DELETE_BACKOFF_S)
-    def pool_deleted(body: kopf.Body, retry: int, **_: Any) -> None:
+    @kopf.on.delete(*pools, registry=registry)
+    def pool_deleted(body: kopf.Body, runtime: timedelta, **_: Any) -> None:
         plain = _plain(body)
+        waited_s = runtime.total_seconds()
         try:
-            events = reconciler.finalize_pool(plain)
+            events = reconciler.finalize_pool(plain, waited_s=waited_s)
+        except StillDraining as exc:
+            raise kopf.TemporaryError(str(exc), delay=2) from exc
         except (DatabaseUnavailable, KubeError) as exc:
-            if retry + 1 >= DELETE_RETRIES:
+            # Retry (not with kopf's retry count: draining may take many
+            # rounds), then let the pool go; its token expires on its own.
+            drain_s = float(plain["spec"].get("drain", {}).get("timeoutSeconds", 300))
+            if waited_s >= drain_s + DRAIN_MARGIN_S + GIVE_UP_AFTER_S:
                 kopf.event(body, type="Warning", reason="TokenNotRevoked",
                            message=f"{exc}; the token expires on its own")  # fmt: skip
                 return
-            raise kopf.TemporaryError(str(exc), delay=DELETE_BACKOFF_S) from exc
+            raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY_S) from exc
         metrics.forget_pool(plain["metadata"].get("namespace", ""), plain["metadata"]["name"])
         _post(body, events)
 

@@ -22,7 +22,7 @@ from typing import Any
 from corral.api import Region, WorkerPool
 from corral.controller import naming
 from corral.controller.config import OperatorConfig
-from corral.controller.deployment import desired_deployment, fixed_replicas
+from corral.controller.deployment import desired_deployment, fixed_replicas, grace_period_s
 from corral.controller.enrollment import (
     current_token_id,
     desired_secret,
@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 HEARTBEAT_FRESH_S = 30.0
 # A pool token must enroll every pod started during its lifetime.
 POOL_TOKEN_USES = 1_000_000
+
+
+class StillDraining(Exception):
+    """A deleted pool's workers are still draining; try again shortly."""
 
 
 @dataclass(frozen=True)
@@ -226,12 +230,27 @@ class Reconciler:
             depth=depth.pending, running=sum(w.in_flight for w in workers), workers=len(workers)
         )
 
-    def finalize_pool(self, body: dict[str, Any]) -> list[Event]:
-        """The pool is being deleted: revoke its token and take its workers out
-        of the registry. Its Deployment and Secret go with it (owner references)."""
+    def finalize_pool(self, body: dict[str, Any], waited_s: float = 0.0) -> list[Event]:
+        """The pool is being deleted: drain its workers, then revoke its token
+        and take its workers out of the registry. Its Deployment and Secret go
+        with it (owner references).
+
+        Draining first means deleting a pool interrupts no job: the Deployment
+        is scaled to zero, each pod's preStop hook drains its worker, and until
+        the pods are gone this raises `StillDraining` (the handler retries).
+        After drain.timeoutSeconds plus the margin it stops waiting.
+        """
         pool = WorkerPool.from_kube(body)
         namespace = pool.metadata.namespace or "default"
         key = pool_key(pool)
+        deployment = self.kube.get_deployment(namespace, naming.deployment_name(pool))
+        if deployment is not None and waited_s < grace_period_s(pool):
+            pods = int((deployment.get("status") or {}).get("replicas") or 0)
+            if (deployment.get("spec") or {}).get("replicas") != 0:
+                self.kube.scale_deployment(namespace, naming.deployment_name(pool), 0)
+                raise StillDraining(f"scaling {pods} worker(s) to zero before the pool goes")
+            if pods > 0:
+                raise StillDraining(f"waiting for {pods} worker(s) to drain")
         secret = self.kube.get_secret(namespace, naming.secret_name(pool))
         token_id = current_token_id(secret)
 
