@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from click.testing import CliRunner
 
@@ -30,3 +32,50 @@ def test_corral_operator_reports_a_bad_setting_as_a_usage_error() -> None:
     result = CliRunner().invoke(cli, ["operator"], env={"CORRAL_DATABASE_URL": ""})
     assert result.exit_code == 2
     assert "CORRAL_DATABASE_URL is not set" in result.output
+
+
+def test_the_environment_the_helm_chart_sets_configures_the_operator(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import corral.controller.cli as operator_cli
+
+    seen: list[OperatorConfig] = []
+
+    def fake_run(config: OperatorConfig, kubeconfig: str | None = None) -> int:
+        seen.append(config)
+        return 0
+
+    monkeypatch.setattr(operator_cli, "run", fake_run)
+    env = {  # the names charts/corral/templates/deployment.yaml sets
+        "CORRAL_DATABASE_URL": "postgresql://corral@db/corral",
+        "CORRAL_OPERATOR_NAMESPACE": "corral-system",
+        "CORRAL_OPERATOR_POD": "corral-7d9f-abcde",
+        "CORRAL_WATCH_NAMESPACES": "jobs,batch",
+        "CORRAL_WORKER_IMAGE": "acme/worker:2",
+        "CORRAL_DEFAULT_REGION": "eu",
+        "CORRAL_DEFAULT_REGION_CREATE": "false",
+        "CORRAL_DEFAULT_REGION_DISPLAY_NAME": "Europe",
+        "CORRAL_LEADER_LEASE": "corral-leader",
+        "CORRAL_HTTP_PORT": "9090",
+        "CORRAL_LOG_LEVEL": "WARNING",
+    }
+    result = CliRunner().invoke(cli, ["operator"], env=env)
+    assert result.exit_code == 0, result.output
+    (config,) = seen
+    assert config.namespace == "corral-system"
+    assert config.identity == "corral-7d9f-abcde"
+    assert config.watch_namespaces == ("jobs", "batch")
+    assert config.worker_image == "acme/worker:2"
+    assert (config.default_region, config.create_default_region) == ("eu", False)
+    assert config.default_region_display_name == "Europe"
+    assert (config.lease_name, config.http_port) == ("corral-leader", 9090)
+
+
+def test_every_variable_the_chart_sets_is_one_the_operator_reads() -> None:
+    from pathlib import Path
+
+    template = Path(__file__).resolve().parents[2] / "charts/corral/templates/deployment.yaml"
+    chart_env = set(re.findall(r"- name: (CORRAL_[A-Z_]+)", template.read_text()))
+    help_text = CliRunner().invoke(cli, ["operator", "--help"], terminal_width=400).output
+    read = set(re.findall(r"CORRAL_[A-Z_]+", help_text))
+    assert chart_env and chart_env <= read, chart_env - read
