@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import signal
 import subprocess
 import time
@@ -18,7 +19,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from corral import queue
-from tests.integration._workers import CORRAL, WorkerProcess, mint_token, wait_until
+from tests.integration._workers import CORRAL, ROOT, WorkerProcess, mint_token, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -110,17 +111,23 @@ def test_failures_of_every_kind_are_dead_lettered_with_their_error_and_the_worke
     assert w.proc.poll() is None
 
 
-def test_a_drain_request_reaches_drained_with_nothing_in_flight_and_readyz_fails(
+def test_draining_through_the_cli_reaches_drained_with_nothing_in_flight_and_readyz_fails(
     database_url: str, tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
     with queue.Queue.connect(database_url) as q:
-        q.enqueue_many([queue.JobSpec("hold", {"sleep_s": 1.0}, queue="t") for _ in range(3)])
+        q.enqueue_many([queue.JobSpec("hold", {"sleep_s": 4.0}, queue="t") for _ in range(3)])
     w = spawn(workers, database_url, tmp_path, "w1", queues="t")
     wait_until(lambda: w.status()["in_flight"] == 3, what="3 jobs in flight")
     worker_id = w.status()["worker_id"]
-    # The call `corral workers drain ID` and the operator make.
-    with queue.Queue.connect(database_url) as q:
-        q.request_drain(int(worker_id))
+    drain = subprocess.run(
+        [CORRAL, "workers", "drain", str(worker_id)],
+        cwd=ROOT,
+        env=dict(os.environ, CORRAL_DATABASE_URL=database_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert drain.returncode == 0, drain.stderr
     wait_until(lambda: w.status()["state"] == "draining", 10, "the worker to see the drain")
     assert w.http("/readyz")[0] == 503
     with queue.Queue.connect(database_url) as q:

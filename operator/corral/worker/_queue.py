@@ -12,6 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
+from json import loads as _json_loads
+from typing import Any
+
+from psycopg.types.json import set_json_loads
 
 from corral import __version__
 from corral.queue import (
@@ -152,6 +156,21 @@ class QueueSession:
         await self._listener.listen()
 
 
+def _loads(data: str | bytes) -> Any:
+    """JSON payload decoder for claimed rows: `{}` (most jobs) without the
+    decoder's encoding detection and regex passes, always a new object so
+    that no two jobs share a payload; anything else through `json.loads`."""
+    text = data if isinstance(data, str) else bytes(data).decode()
+    if text == "{}":
+        return {}
+    if text == "null":
+        return None
+    return _json_loads(text)
+
+
 async def open_session(settings: WorkerSettings) -> QueueSession:
     queues = [await AsyncQueue.connect(settings.database_url) for _ in range(4)]
+    # The claim connection decodes every payload: give it the cheap decoder
+    # (a per-connection psycopg adapter setting, no SQL involved).
+    set_json_loads(_loads, queues[0].conn)
     return QueueSession(settings, queues)

@@ -297,6 +297,14 @@ class Worker:
     async def _shutdown(self) -> None:
         for task in self._tasks:
             task.cancel()
+        done = sum(n for (_, outcome), n in self.metrics.jobs.items() if outcome == "completed")
+        cpu_s = time.process_time()
+        log.info(
+            "exiting: %d job(s) completed, %.2fs of CPU (%.1f µs per job including startup)",
+            done,
+            cpu_s,
+            1e6 * cpu_s / max(done, 1),
+        )
         for task in self._tasks:
             with contextlib.suppress(BaseException):
                 await task
