@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from corral import queue
 from tests.integration._workers import CORRAL, ROOT, WorkerProcess, mint_token, wait_until
@@ -301,3 +301,41 @@ def test_a_crashed_worker_loses_no_job_and_only_its_own_jobs_run_twice(
     # Only jobs the killed worker held ran again; every repeat began there.
     assert all(who[0] == victim.name for _, who in twice), twice[:5]
     assert all(n <= 2 for _, _, n in runs)
+
+
+def test_the_builtin_http_tcp_and_dns_checks_pass_and_a_wrong_status_is_dead_lettered(
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    import http.server
+    import threading
+
+    class Ok(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/health"
+    pg_port = int(conninfo_to_dict(database_url)["port"] or 5432)
+    try:
+        with queue.Queue.connect(database_url) as q:
+            ok = [
+                q.enqueue("http", {"url": url}, queue="checks", max_attempts=1),
+                q.enqueue("tcp", {"host": "127.0.0.1", "port": pg_port}, queue="checks"),
+                q.enqueue("dns", {"name": "localhost"}, queue="checks", max_attempts=1),
+            ]
+            wrong = q.enqueue(
+                "http", {"url": url, "expected_status": 201}, queue="checks", max_attempts=1
+            )
+            spawn(workers, database_url, tmp_path, "w1", queues="checks")
+            wait_until(lambda: sum(finished(database_url).values()) == 4, what="4 checks")
+            assert [q.get_job(i).state for i in ok] == ["completed"] * 3
+            failed = q.get_job(wrong)
+            assert failed.state == "dead"
+            assert "status 200, expected [201]" in (failed.last_error or "")
+    finally:
+        server.shutdown()

@@ -433,6 +433,9 @@ class Worker:
     def _complete(self, running: _Running, result: Any) -> None:
         claimed = running.job
         self._done.append(claimed)
+        if result is not None:
+            # The queue keeps no job results yet; checks' figures go to the log.
+            log.info("job %s (%s) result: %s", claimed.id, claimed.kind, result)
         queue = claimed.queue
         m = self.metrics
         m.count(queue, "completed")
