@@ -264,3 +264,19 @@ def test_a_paused_pool_is_scaled_to_zero(paused: bool) -> None:
     reconciler.reconcile_pool(_pool(paused=paused), now=NOW)
     expected = 0 if paused else 2
     assert kube.objects[("Deployment", "jobs", "email")]["spec"]["replicas"] == expected
+
+
+def test_events_come_from_what_the_apply_changed_even_with_a_stale_status() -> None:
+    reconciler, _, _ = _setup()
+    first = reconciler.reconcile_pool(_pool(), now=NOW)
+    stale = reconciler.reconcile_pool(_pool(), now=NOW)  # status not yet seen
+    changed = reconciler.reconcile_pool(_pool(concurrency=3), now=NOW)
+    scaled = reconciler.reconcile_pool(
+        _pool(concurrency=3, autoscaling={"enabled": False}, replicas={"min": 3, "max": 4}),
+        now=NOW,
+    )
+    assert [e.reason for e in first.events] == ["Created"]
+    assert stale.events == []
+    assert [e.reason for e in changed.events] == ["SpecRolledOut"]
+    assert [e.reason for e in scaled.events] == ["Scaled"]
+    assert scaled.events[0].message == "workers 2 -> 3"

@@ -83,6 +83,33 @@ def _live(worker: Any, now: datetime) -> bool:
     )
 
 
+def _template(deployment: dict[str, Any]) -> Any:
+    return (deployment.get("spec") or {}).get("template")
+
+
+def _replicas(deployment: dict[str, Any]) -> Any:
+    return (deployment.get("spec") or {}).get("replicas")
+
+
+def _deployment_events(
+    name: str, before: dict[str, Any] | None, after: dict[str, Any]
+) -> list[Event]:
+    """Events for what an apply changed, judged from the Deployment itself
+    (not the pool's status, which concurrent reconciles may not see yet)."""
+    if before is None:
+        return [Event("Normal", "Created", f"Deployment {name} with {_replicas(after)} worker(s)")]
+    events = []
+    if _template(before) != _template(after):
+        events.append(
+            Event("Normal", "SpecRolledOut", "the pod template changed; rolling out to the workers")
+        )
+    if _replicas(before) != _replicas(after):
+        events.append(
+            Event("Normal", "Scaled", f"workers {_replicas(before)} -> {_replicas(after)}")
+        )
+    return events
+
+
 class Reconciler:
     def __init__(self, kube: Kube, queue: QueueAccess, config: OperatorConfig) -> None:
         self.kube = kube
@@ -152,19 +179,9 @@ class Reconciler:
                 worker_image=self.config.worker_image,
             )
             desired["metadata"]["ownerReferences"] = [owner_reference(body)]
+            before = deployment
             deployment = self.kube.apply(desired)
-            if previous is None or previous.observed_generation is None:
-                outcome.events.append(
-                    Event(
-                        "Normal", "Created", f"Deployment {name} with {desired_replicas} worker(s)"
-                    )
-                )
-            elif previous.observed_generation != pool.metadata.generation:
-                outcome.events.append(
-                    Event(
-                        "Normal", "SpecRolledOut", "the spec change is rolling out to the workers"
-                    )
-                )
+            outcome.events += _deployment_events(name, before, deployment)
 
         status = workerpool_status(
             pool,
