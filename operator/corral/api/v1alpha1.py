@@ -460,7 +460,11 @@ class RegionStatus(KubeModel):
     workers: int | None = Field(
         default=None, ge=0, description="Workers in this region with a recent heartbeat."
     )
-    queue_depth: int | None = Field(default=None, ge=0, description="Jobs waiting for this region.")
+    queue_depth: int | None = Field(
+        default=None,
+        ge=0,
+        description="Jobs waiting for this region (or for any region) in the queues its pools serve.",
+    )
     observed_generation: int | None = Field(
         default=None, ge=0, description="metadata.generation this status was computed from."
     )
