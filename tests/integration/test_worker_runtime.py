@@ -339,3 +339,18 @@ def test_the_builtin_http_tcp_and_dns_checks_pass_and_a_wrong_status_is_dead_let
             assert "status 200, expected [201]" in (failed.last_error or "")
     finally:
         server.shutdown()
+
+
+def test_a_worker_that_loses_its_database_connection_exits_saying_so(
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    w = spawn(workers, database_url, tmp_path, "w1", "--poll-interval", "200ms")
+    dbname = conninfo_to_dict(database_url)["dbname"]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            (dbname,),
+        )
+    assert w.wait(30) == 1
+    assert "lost the database connection" in w.output()

@@ -38,8 +38,11 @@ import time
 import traceback
 import types
 from collections.abc import Generator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
+
+import psycopg
 
 from corral.worker import enrollment
 from corral.worker._queue import ClaimedJob, QueueSession, RemovedError, open_session
@@ -199,6 +202,12 @@ class Worker:
                         f"{settings.http_host}:{settings.http_port}: {exc.strerror or exc}"
                     )
             self._install_signals()
+            # Sync handlers run in threads; one per slot so none waits for a thread.
+            asyncio.get_running_loop().set_default_executor(
+                ThreadPoolExecutor(
+                    max_workers=min(settings.concurrency, 256), thread_name_prefix="corral-job"
+                )
+            )
             self.state = "active"
             log.info(
                 "worker %s (%s) started: queues=%s region=%s concurrency=%d batch=%d http=%s",
@@ -239,6 +248,15 @@ class Worker:
         if exc is not None:
             if isinstance(exc, RemovedError):
                 self._removed(str(exc))
+                return
+            if isinstance(exc, psycopg.OperationalError):
+                # The connection is gone. Exit so the pod restarts with fresh
+                # connections; the jobs we held come back when their leases lapse.
+                self._fatal(
+                    f"lost the database connection ({task.get_name()}): "
+                    f"{scrub(str(exc).strip(), self.settings.database_url)}; exiting, held jobs "
+                    f"return to the queue within --lease ({self.settings.lease_s:g}s)"
+                )
                 return
             text = "".join(traceback.format_exception(exc))
             self._fatal(
