@@ -1,0 +1,57 @@
+"""The operator's shared queue connection (corral.controller.queue_access) on a
+real Postgres: answers pass through, outages become DatabaseUnavailable with
+the password masked, and the next call reconnects."""
+
+from __future__ import annotations
+
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from corral.controller.queue_access import DatabaseUnavailable, QueueAccess
+from corral.queue import Queue, TokenNotFound
+
+
+def test_calls_run_on_the_real_queue(database_url: str) -> None:
+    access = QueueAccess(database_url)
+    try:
+        minted = access.run(lambda q: q.create_token("eu", pool="jobs/email", ttl_s=600, uses=5))
+        tokens = access.run(lambda q: q.list_tokens())
+        assert [t.id for t in tokens] == [minted.info.id]
+        assert tokens[0].pool == "jobs/email"
+    finally:
+        access.close()
+
+
+def test_an_answer_from_the_queue_is_not_mistaken_for_an_outage(database_url: str) -> None:
+    access = QueueAccess(database_url)
+    try:
+        with pytest.raises(TokenNotFound):
+            access.run(lambda q: q.revoke_token(424242))
+    finally:
+        access.close()
+
+
+def test_an_unreachable_database_is_reported_without_its_password(database_url: str) -> None:
+    dsn = make_conninfo(database_url, password="s3cret-pw", port="1", connect_timeout="2")
+    assert conninfo_to_dict(dsn)["password"] == "s3cret-pw"
+    access = QueueAccess(dsn)
+    with pytest.raises(DatabaseUnavailable) as caught:
+        access.run(lambda q: q.list_tokens())
+    assert "database unreachable" in str(caught.value)
+    assert "s3cret-pw" not in str(caught.value)
+
+
+def test_a_broken_connection_is_replaced_on_the_next_call(database_url: str) -> None:
+    access = QueueAccess(database_url)
+    try:
+        access.run(lambda q: q.list_tokens())
+        with Queue.connect(database_url) as admin:
+            admin.conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        with pytest.raises(DatabaseUnavailable):
+            access.run(lambda q: q.list_tokens())
+        assert access.run(lambda q: q.list_tokens()) == []
+    finally:
+        access.close()
