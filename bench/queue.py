@@ -463,7 +463,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--skip-peers", action="store_true")
     args = parser.parse_args(argv)
     runs = 1 if args.quick else args.runs
-    big_backlog = 200_000 if args.quick else 1_000_000
+    big_backlog = 300_000 if args.quick else 1_000_000
     latency_s = 5.0 if args.quick else 10.0
     procrastinate_jobs = 2_000 if args.quick else 5_000
 
@@ -516,7 +516,7 @@ def main(argv: list[str]) -> int:
         p50, p95, p99 = (percentile(lat, p) for p in (50, 95, 99))
         say(f"  {len(lat):,} jobs: p50 {p50:.2f} ms, p95 {p95:.2f} ms, p99 {p99:.2f} ms")
 
-        window_s = 3.0 if args.quick else 5.0
+        window_s = 2.0 if args.quick else 5.0
         say("\n[corral] completions/s by backlog depth (workers running)")
         small = corral.burst_rate(1_000, 10 if args.quick else 30, tmp / "b1")
         say(

@@ -275,7 +275,7 @@ def test_a_crashed_worker_loses_no_job_and_only_its_own_jobs_run_twice(
     with queue.Queue.connect(database_url) as q:
         q.enqueue_many([queue.JobSpec("record", {"sleep_s": 0.02}) for _ in range(total)])
     token = mint_token(database_url, uses=3)
-    fast_lease = ("--concurrency", "20", "--lease", "3s", "--heartbeat-interval", "500ms")
+    fast_lease = ("--concurrency", "20", "--lease", "5s", "--heartbeat-interval", "500ms")
     trio = [
         spawn(workers, database_url, tmp_path, f"w{i}", *fast_lease, queues="record", token=token)
         for i in range(3)
