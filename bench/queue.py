@@ -447,6 +447,31 @@ def median_of(runs: int, what: str, fn: Callable[[], float]) -> float:
     return result
 
 
+def busiest(top: int = 5, interval_s: float = 1.0) -> list[str]:
+    """The processes using the most CPU over the next `interval_s` (from /proc)."""
+
+    def sample() -> dict[int, tuple[str, int]]:
+        out = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    stat = (entry / "stat").read_text()
+                    name = stat[stat.index("(") + 1 : stat.rindex(")")]
+                    fields = stat[stat.rindex(")") + 2 :].split()
+                    out[int(entry.name)] = (name, int(fields[11]) + int(fields[12]))
+        return out
+
+    before = sample()
+    time.sleep(interval_s)
+    after = sample()
+    ticks = os.sysconf("SC_CLK_TCK") * interval_s
+    used = sorted(
+        ((after[p][1] - before[p][1], after[p][0]) for p in after if p in before),
+        reverse=True,
+    )
+    return [f"{100 * t / ticks:5.0f}% {name}" for t, name in used[:top] if t > 0]
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -467,12 +492,13 @@ def main(argv: list[str]) -> int:
     latency_s = 5.0 if args.quick else 10.0
     procrastinate_jobs = 2_000 if args.quick else 5_000
 
-    say(f"bench-queue: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; other busy processes:")
-    top = subprocess.run(
-        ["ps", "-eo", "pcpu,comm", "--sort=-pcpu", "--no-headers"], capture_output=True, text=True
-    ).stdout.splitlines()[:5]
-    for line in top:
-        say(f"    {line.strip()}")
+    say(
+        f"bench-queue: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; busiest processes now:"
+    )
+    for line in busiest():
+        say(f"    {line}")
+    building = subprocess.run(["pgrep", "-f", "go build"], capture_output=True, text=True).stdout
+    say(f"    Kubernetes build running: {'yes' if building.strip() else 'no'}")
     say(
         f"corral: {args.procs} worker processes x concurrency {args.concurrency}, "
         f"claim batch {args.batch}; {args.jobs:,} no-op jobs per drain, median of {runs}"
