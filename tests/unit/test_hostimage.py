@@ -1,0 +1,54 @@
+"""Host images: a source change gives a new image, and only paths every user
+can reach count as runnable by a pod's non-root user."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from corral.platform import hostimage
+
+
+def _tree(tmp_path: Path) -> Path:
+    (tmp_path / "operator" / "corral").mkdir(parents=True)
+    (tmp_path / "pyproject.toml").write_text("[project]\nname='corral'\n")
+    (tmp_path / "operator" / "corral" / "a.py").write_text("x = 1\n")
+    return tmp_path
+
+
+def test_changing_a_source_file_changes_the_image_digest(tmp_path: Path) -> None:
+    tree = _tree(tmp_path)
+    before = hostimage._digest(tree, "/usr/bin/python3")
+    (tree / "operator" / "corral" / "a.py").write_text("x = 2\n")
+    assert hostimage._digest(tree, "/usr/bin/python3") != before
+
+
+def test_bytecode_caches_do_not_change_the_image_digest(tmp_path: Path) -> None:
+    tree = _tree(tmp_path)
+    before = hostimage._digest(tree, "/usr/bin/python3")
+    cache = tree / "operator" / "corral" / "__pycache__"
+    cache.mkdir()
+    (cache / "a.cpython-311.pyc").write_bytes(b"\0")
+    assert hostimage._digest(tree, "/usr/bin/python3") == before
+
+
+def test_a_program_behind_a_private_directory_is_not_runnable_by_others(tmp_path: Path) -> None:
+    private = tmp_path / "private"
+    private.mkdir()
+    program = private / "python"
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o755)
+    os.chmod(tmp_path, 0o755)
+    private.chmod(0o700)
+    reachable = hostimage._world_executable(program)
+    private.chmod(0o755)
+    assert not reachable
+    # every ancestor of tmp_path must also be open for the positive case
+    expected = all(os.stat(p).st_mode & 0o001 for p in [*program.resolve().parents])
+    assert hostimage._world_executable(program) == bool(expected)
+
+
+def test_the_checkout_corral_runs_from_is_found() -> None:
+    tree = hostimage.source_tree()
+    assert tree is not None
+    assert (tree / "operator" / "corral" / "platform" / "hostimage.py").exists()
