@@ -354,3 +354,24 @@ def test_a_worker_that_loses_its_database_connection_exits_saying_so(
         )
     assert w.wait(30) == 1
     assert "lost the database connection" in w.output()
+
+
+def test_a_broken_listen_connection_is_reopened_and_wakes_the_worker_again(
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    spawn(workers, database_url, tmp_path, "w1", "--poll-interval", "1h")
+    dbname = conninfo_to_dict(database_url)["dbname"]
+    listeners = (
+        "SELECT pid FROM pg_stat_activity WHERE datname = %s AND query LIKE 'LISTEN%%'"
+        " AND pid <> pg_backend_pid()"
+    )
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        old = wait_until(lambda: conn.execute(listeners, (dbname,)).fetchall(), what="LISTEN")
+        conn.execute("SELECT pg_terminate_backend(%s)", (old[0][0],))
+        wait_until(
+            lambda: [r for r in conn.execute(listeners, (dbname,)).fetchall() if r != old[0]],
+            what="a new LISTEN connection",
+        )
+    with queue.Queue.connect(database_url) as q:
+        job_id = q.enqueue("noop")
+        wait_until(lambda: q.get_job(job_id).state == "completed", 30, "the job to complete")

@@ -155,6 +155,13 @@ class QueueSession:
     async def listen(self) -> None:
         await self._listener.listen()
 
+    async def reconnect_listener(self) -> None:
+        """A fresh LISTEN connection after the old one broke."""
+        with contextlib.suppress(Exception):
+            await self._listener.close()
+        self._listener = await AsyncQueue.connect(self.settings.database_url)
+        await self._listener.listen()
+
 
 def _loads(data: str | bytes) -> Any:
     """JSON payload decoder for claimed rows: `{}` (most jobs) without the

@@ -587,8 +587,13 @@ class Worker:
                     self._wake.set()
             except Exception as exc:
                 # The dispatcher still polls every poll_interval_s meanwhile.
-                log.warning("LISTEN connection lost (polling meanwhile): %s", exc)
+                log.warning(
+                    "LISTEN connection lost, reconnecting (polling meanwhile): %s",
+                    scrub(str(exc).strip(), self.settings.database_url),
+                )
                 await asyncio.sleep(1.0)
+                with contextlib.suppress(Exception):
+                    await session.reconnect_listener()
 
     # ------------------------------------------------------------------ reaper
     async def _reaper_loop(self) -> None:
