@@ -259,3 +259,20 @@ def test_node_lists_accept_a_count_and_reject_duplicates_and_bad_names() -> None
         parse_nodes(["a", "a"])
     with pytest.raises(ValueError, match="not a valid node name"):
         parse_node("Bad_Name")
+
+
+def test_log_tails_count_lines_from_the_end() -> None:
+    from corral.platform.nodeagent._logserver import tail_lines
+
+    data = b"one\ntwo\nthree\n"
+    assert tail_lines(data, 2) == b"two\nthree\n"
+    assert tail_lines(data, -1) == data
+    assert tail_lines(data, 0) == b""
+
+
+def test_exit_codes_of_signalled_processes_are_128_plus_the_signal() -> None:
+    from corral.platform.nodeagent._runtime import exit_code_of
+
+    assert exit_code_of(-9) == (137, 9)
+    assert exit_code_of(-15) == (143, 15)
+    assert exit_code_of(3) == (3, None)
