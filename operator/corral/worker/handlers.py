@@ -234,7 +234,9 @@ def handler(
         async def send_email(job: corral.Job[Email]) -> None: ...
 
     Sync and async functions both work; a sync handler runs in a thread so it
-    cannot block the worker. `payload` (a pydantic model) validates the job's
+    cannot block the worker (but it cannot be interrupted either: past its
+    timeout, or at shutdown, the job is failed or handed back while the thread
+    runs on — prefer async handlers for work that must stop on time). `payload` (a pydantic model) validates the job's
     payload first: a mismatch fails the job with the field that is wrong.
     `timeout` (seconds) overrides the worker's `--job-timeout`.
 
