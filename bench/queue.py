@@ -122,6 +122,24 @@ def wait_empty(
     return time.perf_counter() - started
 
 
+def worker_cpu_s(logs: list[str]) -> float:
+    """Sum of the CPU seconds corral workers report in their exit line."""
+    total = 0.0
+    for text in logs:
+        for line in text.splitlines():
+            if "exiting:" in line and "s of CPU" in line:
+                total += float(line.split(" completed, ")[1].split("s of CPU")[0])
+    return total
+
+
+def wait_until_true(predicate: Callable[[], bool], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError("timed out")
+        time.sleep(0.05)
+
+
 def _tail(proc: subprocess.Popen[bytes]) -> str:
     path = getattr(proc, "log_path", None)
     if path is None:
@@ -133,7 +151,10 @@ def _tail(proc: subprocess.Popen[bytes]) -> str:
 @contextlib.contextmanager
 def processes(
     commands: list[tuple[list[str], dict[str, str]]],
+    logs: list[str] | None = None,
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Run `commands` for the block, then SIGTERM them; their output is
+    appended to `logs` when given."""
     import tempfile
 
     procs = []
@@ -163,6 +184,8 @@ def processes(
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
             with contextlib.suppress(OSError):
+                if logs is not None:
+                    logs.append(Path(p.log_path).read_text(errors="replace"))  # type: ignore[attr-defined]
                 os.unlink(p.log_path)  # type: ignore[attr-defined]
 
 
@@ -175,6 +198,19 @@ class Corral:
         self.procs = procs
         self.concurrency = concurrency
         self.batch = batch
+        self.cpu_s: list[float] = []  # worker CPU seconds of each drain run
+
+    def startup_cpu_s(self, tmp: Path) -> float:
+        """CPU seconds one worker spends to start, enroll and stop with no job."""
+        dsn = self.prepare()
+        try:
+            logs: list[str] = []
+            with processes(self.workers(dsn, tmp)[:1], logs), queue.Queue.connect(dsn) as q:
+                wait_until_true(lambda: bool(q.list_workers()))
+                time.sleep(0.5)
+            return worker_cpu_s(logs)
+        finally:
+            self.bench.drop_db(dsn)
 
     def prepare(self) -> str:
         dsn = self.bench.fresh_db("corral")
@@ -203,7 +239,7 @@ class Corral:
                 CORRAL_STATE_DIR=str(tmp / f"w{i}"),
                 CORRAL_NAME=f"bench-{i}",
                 CORRAL_HTTP_PORT="-1",
-                CORRAL_LOG_LEVEL="WARNING",
+                CORRAL_LOG_LEVEL="INFO",
             )
             cmd = [
                 CORRAL, "worker", "-q", "noop",
@@ -221,8 +257,9 @@ class Corral:
             enqueue_s = self.enqueue(dsn, n)
             run_sql(dsn, "ANALYZE", "CHECKPOINT")
             commands = self.workers(dsn, tmp)
+            logs: list[str] = []
             started = time.perf_counter()
-            with processes(commands) as procs:
+            with processes(commands, logs) as procs:
                 wait_empty(dsn, "SELECT NOT EXISTS (SELECT 1 FROM corral_jobs)", procs)
                 took = time.perf_counter() - started
             with psycopg.connect(dsn) as conn:
@@ -231,6 +268,7 @@ class Corral:
                 )
             if done != n:
                 raise RuntimeError(f"corral completed {done} of {n} jobs")
+            self.cpu_s.append(worker_cpu_s(logs))
             return n / enqueue_s, n / took
         finally:
             self.bench.drop_db(dsn)
@@ -531,6 +569,12 @@ def main(argv: list[str]) -> int:
 
         corral_rate = median_of(runs, "corral drain", one_drain)
         say(f"  bulk enqueue: median {statistics.median(enqueue_rates):,.0f} jobs/s")
+        startup = corral.startup_cpu_s(tmp / "idle")
+        per_job_us = 1e6 * (statistics.median(corral.cpu_s) - args.procs * startup) / args.jobs
+        say(
+            f"  worker CPU per job: {per_job_us:.1f} µs (startup of an idle worker: "
+            f"{startup:.2f} s of CPU, subtracted)"
+        )
 
         say(
             "\n[raw SQL ceiling] 2 sessions, DELETE ... IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 100)"
