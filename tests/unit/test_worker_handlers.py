@@ -91,3 +91,31 @@ def test_an_http_check_payload_without_a_scheme_is_a_payload_error() -> None:
     assert h is not None
     with pytest.raises(PayloadError, match="url"):
         h.prepare(make_job({"url": "example.org"}))
+
+
+def test_entry_points_register_callables_by_name_and_import_modules(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from importlib.metadata import EntryPoint
+
+    import corral.worker.handlers as handlers_module
+
+    points = [
+        EntryPoint("json-dump", "json:dumps", "corral.handlers"),
+        EntryPoint("a-module", "textwrap", "corral.handlers"),
+    ]
+    monkeypatch.setattr(handlers_module, "entry_points", lambda group: points)
+    reg = HandlerRegistry()
+    assert reg.load_entry_points() == ["json-dump", "a-module"]
+    assert reg.names() == ["json-dump"]
+
+
+def test_a_broken_entry_point_is_named_in_the_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib.metadata import EntryPoint
+
+    import corral.worker.handlers as handlers_module
+
+    broken = [EntryPoint("bad", "no_such_module_xyz:run", "corral.handlers")]
+    monkeypatch.setattr(handlers_module, "entry_points", lambda group: broken)
+    with pytest.raises(ValueError, match=r"entry point bad = no_such_module_xyz:run"):
+        HandlerRegistry().load_entry_points()
