@@ -223,3 +223,7 @@ def _http_json(method: str, url: str) -> dict[str, Any]:
     with urllib.request.urlopen(request, timeout=5) as response:
         data: dict[str, Any] = json.loads(response.read())
         return data
+
+
+# `corral worker drain` reads better by hand; `prestop` says what the pod uses it for.
+worker.add_command(prestop, name="drain")
