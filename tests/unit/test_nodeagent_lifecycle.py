@@ -276,3 +276,32 @@ def test_exit_codes_of_signalled_processes_are_128_plus_the_signal() -> None:
     assert exit_code_of(-9) == (137, 9)
     assert exit_code_of(-15) == (143, 15)
     assert exit_code_of(3) == (3, None)
+
+
+def test_a_probe_worker_acts_only_when_the_failure_threshold_is_reached() -> None:
+    import threading
+
+    from corral.platform.nodeagent._probes import ProbeWorker
+
+    outcomes = iter([False, True, False, False, False, True])
+    seen: list[tuple[bool | None, bool]] = []
+    done = threading.Event()
+
+    def attempt(timeout_s: float) -> tuple[bool, str]:
+        ok = next(outcomes, None)
+        if ok is None:
+            done.set()
+            return True, ""
+        return ok, "" if ok else "boom"
+
+    schedule = ProbeSchedule.from_spec({"periodSeconds": 0.001, "failureThreshold": 3}, 0.0, True)
+    worker = ProbeWorker(
+        "livenessProbe", schedule, attempt, lambda k, r, m, changed: seen.append((r, changed))
+    )
+    worker.start()
+    assert done.wait(5)
+    worker.stop()
+    worker.join(5)
+    # every failure is reported, but the result flips only at the third in a row
+    assert seen[:4] == [(True, False), (True, False), (True, False), (False, True)]
+    assert seen[4] == (True, True)

@@ -650,24 +650,30 @@ class PodWorker(threading.Thread):
             workers.append(worker)
             worker.start()
 
-    def _prober(self, name: str) -> Callable[[str, bool, str], None]:
-        def on_change(kind: str, result: bool, message: str) -> None:
+    def _prober(self, name: str) -> Callable[[str, bool | None, str, bool], None]:
+        def on_change(kind: str, result: bool | None, message: str, changed: bool) -> None:
             with self._lock:
                 rec = self.records[name]
                 if rec.state != "running":
                     return
-                if not result and message:
+                if message:
                     self._event(
                         "Unhealthy", f"{kind[:-5].capitalize()} probe failed: {message}", "Warning"
                     )
+                if not changed:
+                    return
                 if kind == "readinessProbe":
-                    rec.ready = result
+                    rec.ready = bool(result)
                 elif kind == "startupProbe" and result:
+                    # started: the startup probe is done, liveness/readiness take over
+                    for worker in [w for w in self.probes.get(name, []) if w.kind == kind]:
+                        worker.stop()
+                        self.probes[name].remove(worker)
                     rec.started = True
                     if "readinessProbe" not in self._spec(name):
                         rec.ready = True
                     self._start_probes(self._spec(name), startup_done=True)
-                elif not result and kind in ("livenessProbe", "startupProbe"):
+                elif result is False and kind in ("livenessProbe", "startupProbe"):
                     self._to_kill[name] = (
                         f"Container {name} failed {kind[:-5]} probe, will be restarted"
                     )

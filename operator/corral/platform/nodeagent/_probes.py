@@ -124,22 +124,25 @@ class ProbeWorker(threading.Thread):
         kind: str,
         schedule: ProbeSchedule,
         attempt: Callable[[float], tuple[bool, str]],
-        on_change: Callable[[str, bool, str], None],
+        # (kind, result, message, changed): failures are reported even when the
+        # threshold is not reached yet (for Unhealthy events), `changed` says
+        # whether the result itself flipped
+        on_change: Callable[[str, bool | None, str, bool], None],
     ) -> None:
         super().__init__(daemon=True, name=f"probe-{kind}")
         self.kind = kind
         self.schedule = schedule
         self._attempt = attempt
         self._on_change = on_change
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             wait = self.schedule.next_at - time.monotonic()
-            if wait > 0 and self._stop.wait(min(wait, 1.0)):
+            if wait > 0 and self._halt.wait(min(wait, 1.0)):
                 return
             if not self.schedule.due(time.monotonic()):
                 continue
@@ -147,7 +150,8 @@ class ProbeWorker(threading.Thread):
                 ok, message = self._attempt(self.schedule.timeout_s)
             except Exception as exc:  # a broken probe spec is a failed probe
                 ok, message = False, str(exc)
-            if self._stop.is_set():
+            if self._halt.is_set():
                 return
-            if self.schedule.record(ok, time.monotonic()) or not ok:
-                self._on_change(self.kind, bool(self.schedule.result), message)
+            changed = self.schedule.record(ok, time.monotonic())
+            if changed or not ok:
+                self._on_change(self.kind, self.schedule.result, message, changed)
