@@ -375,3 +375,16 @@ def test_a_broken_listen_connection_is_reopened_and_wakes_the_worker_again(
     with queue.Queue.connect(database_url) as q:
         job_id = q.enqueue("noop")
         wait_until(lambda: q.get_job(job_id).state == "completed", 30, "the job to complete")
+
+
+def test_sigterm_does_not_wait_for_a_sync_handler_stuck_in_its_thread(
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    with queue.Queue.connect(database_url) as q:
+        job_id = q.enqueue("blocking", {"sleep_s": 60}, queue="t")
+    w = spawn(workers, database_url, tmp_path, "w1", "--drain-timeout", "500ms", queues="t")
+    wait_until(lambda: w.status()["in_flight"] == 1, what="the job in flight")
+    w.signal(signal.SIGTERM)
+    assert w.wait(20) == 0, w.output()
+    with queue.Queue.connect(database_url) as q:
+        assert (q.get_job(job_id).state, q.get_job(job_id).attempt) == ("pending", 0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 import urllib.error
@@ -130,7 +131,6 @@ def worker(ctx: click.Context, /, log_level: str, **raw: Any) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
-    import os
 
     settings_raw = {
         "database_url": raw["database_url"],
@@ -168,7 +168,12 @@ def worker(ctx: click.Context, /, log_level: str, **raw: Any) -> None:
     except (ValueError, TypeError) as exc:
         raise click.UsageError(str(exc)) from None
     code = asyncio.run(Worker(settings, registry).run())
-    sys.exit(code)
+    # Exit without joining threads: a sync handler still running in one was
+    # handed back to the queue and must not hold the process past its deadline.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @worker.command("prestop")

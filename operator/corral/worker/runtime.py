@@ -115,6 +115,7 @@ class Worker:
         self._beat_now = asyncio.Event()
         self._io_tasks: set[asyncio.Task[Any]] = set()
         self._terminate_after_drain = False
+        self._threads: ThreadPoolExecutor | None = None
 
     # ----------------------------------------------------------------- probes
     def _gauges(self) -> dict[str, float]:
@@ -203,10 +204,8 @@ class Worker:
                     )
             self._install_signals()
             # Sync handlers run in threads; one per slot so none waits for a thread.
-            asyncio.get_running_loop().set_default_executor(
-                ThreadPoolExecutor(
-                    max_workers=min(settings.concurrency, 256), thread_name_prefix="corral-job"
-                )
+            self._threads = ThreadPoolExecutor(
+                max_workers=min(settings.concurrency, 256), thread_name_prefix="corral-job"
             )
             self.state = "active"
             log.info(
@@ -326,6 +325,10 @@ class Worker:
         for task in self._tasks:
             with contextlib.suppress(BaseException):
                 await task
+        if self._threads is not None:
+            # A sync handler cannot be interrupted; its job was handed back
+            # already, so do not wait for the thread (the CLI exits hard).
+            self._threads.shutdown(wait=False, cancel_futures=True)
         if self._endpoint is not None:
             await self._endpoint.stop()
         if self._session is not None:
@@ -417,7 +420,9 @@ class Worker:
                 if handler.is_async:
                     result = await handler.fn(job)
                 else:
-                    result = await asyncio.get_running_loop().run_in_executor(None, handler.fn, job)
+                    result = await asyncio.get_running_loop().run_in_executor(
+                        self._threads, handler.fn, job
+                    )
             except asyncio.CancelledError:
                 if running.released:
                     return  # handed back by shutdown; not an attempt
