@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -168,12 +169,14 @@ def worker(ctx: click.Context, /, log_level: str, **raw: Any) -> None:
     except (ValueError, TypeError) as exc:
         raise click.UsageError(str(exc)) from None
     code = asyncio.run(Worker(settings, registry).run())
-    # Exit without joining threads: a sync handler still running in one was
-    # handed back to the queue and must not hold the process past its deadline.
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    if any(t.name.startswith("corral-job") and t.is_alive() for t in threading.enumerate()):
+        # A sync handler still runs in a thread; its job was handed back to the
+        # queue, so exit without joining it (it must not hold us past the deadline).
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 @worker.command("prestop")
