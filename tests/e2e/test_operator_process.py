@@ -248,3 +248,29 @@ def test_a_pool_is_degraded_while_its_database_is_unreachable_and_heals_when_it_
     finally:
         operators.stop_all()
         server.stop()
+
+
+def test_an_operator_watching_one_namespace_leaves_pools_elsewhere_alone(
+    cluster: Cluster, namespace: str, operators: Running, database_url: str
+) -> None:
+    elsewhere = f"elsewhere-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "namespace", elsewhere)
+    try:
+        operators.start(database_url, "--leader-lease", "")
+        _apply(cluster, elsewhere, _pool("outside", ["outside"], 1))
+        _apply(cluster, namespace, _pool("inside", ["inside"], 1))
+        eventually(
+            lambda: _deployment(cluster, namespace, "inside"), "the watched pool's Deployment"
+        )
+        eventually(
+            lambda: ((_get(cluster, "workerpool", "inside", "-n", namespace) or {}).get("status")
+                     or {}).get("phase"),
+            "the watched pool's status",
+        )  # fmt: skip
+        outside = _get(cluster, "workerpool", "outside", "-n", elsewhere) or {}
+        assert "status" not in outside
+        assert not outside["metadata"].get("finalizers")
+        assert _deployment(cluster, elsewhere, "outside") is None
+        assert _get(cluster, "secret", "outside-enrollment", "-n", elsewhere) is None
+    finally:
+        cluster.kubectl("delete", "namespace", elsewhere, "--wait=false", check=False)
