@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from corral.platform import hostimage
 from corral.platform.nodeagent._images import ImageMap
 from corral.platform.nodeagent._kube import ApiError, KubeClient
 from corral.platform.nodeagent._logserver import serve_logs
@@ -48,10 +50,27 @@ class AgentConfig:
     kubelet_port: int = 10250
 
 
+def _use_host_image() -> None:
+    """Point `{python}` in the image map at a host image pods can execute.
+
+    As root the agent drops each container to its runAsUser, and that user
+    usually cannot enter the developer's virtualenv (pyenv under /root), so
+    corral is snapshotted into a world-readable host image first.
+    """
+    if os.geteuid() != 0 or os.environ.get("CORRAL_IMAGE_PYTHON"):
+        return
+    if hostimage.source_tree() is None:
+        return
+    image = hostimage.ensure_image(say=log.info)
+    os.environ["CORRAL_IMAGE_PYTHON"] = str(image / "bin" / "python")
+    log.info("pods run corral from host image %s", image)
+
+
 class NodeAgent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.kube = KubeClient(config.kubeconfig)
+        _use_host_image()
         self.images = ImageMap.load(config.images_file)
         use_bridge = config.network == "bridge" or (config.network == "auto" and netns_possible())
         self.network: BridgeNetwork | HostNetwork = (

@@ -8,6 +8,7 @@ container and reports ErrImagePull when nothing matches.
 from __future__ import annotations
 
 import fnmatch
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,10 +41,18 @@ def normalise(image: str) -> str:
     return name
 
 
+def image_python() -> str:
+    """The Python that `{python}` and `{bin}` stand for.
+
+    `CORRAL_IMAGE_PYTHON` (set by the agent to a host image's interpreter, see
+    `corral.platform.hostimage`) or, failing that, the agent's own.
+    """
+    return os.environ.get("CORRAL_IMAGE_PYTHON") or sys.executable
+
+
 def _fill(value: str) -> str:
-    return value.replace("{python}", sys.executable).replace(
-        "{bin}", str(Path(sys.executable).parent)
-    )
+    python = image_python()
+    return value.replace("{python}", python).replace("{bin}", str(Path(python).parent))
 
 
 def _parse(data: Any, where: str) -> list[ImageCommand]:

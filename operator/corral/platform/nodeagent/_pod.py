@@ -17,7 +17,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import traceback
@@ -28,7 +27,7 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from corral.platform.nodeagent._env import ConfigError, Sources, command_line, container_env
-from corral.platform.nodeagent._images import ImageMap, normalise
+from corral.platform.nodeagent._images import ImageMap, image_python, normalise
 from corral.platform.nodeagent._kube import ApiError, KubeClient
 from corral.platform.nodeagent._network import Sandbox
 from corral.platform.nodeagent._probes import ProbeSchedule, ProbeWorker, run_http, run_tcp
@@ -436,7 +435,7 @@ class PodWorker(threading.Thread):
             host_ip=self._host_ip(),
             node_allocatable=self.ctx.node_allocatable(self.node),
         )
-        venv_bin = str(Path(sys.executable).parent)
+        venv_bin = str(Path(image_python()).parent)
         base = {"PATH": f"{venv_bin}:{HOST_PATH}", "HOSTNAME": self.pod_name, "HOME": "/root"}
         base.update(image.env)
         base.update(self._service_env())
