@@ -513,8 +513,8 @@ class Worker:
                 continue
             try:
                 lost = await session.complete_many(done)
-            except RemovedError:
-                raise
+            except (RemovedError, psycopg.OperationalError):
+                raise  # removed, or the connection is gone: the worker exits
             except Exception as exc:
                 log.error("could not record %d completion(s), retrying: %s", len(done), exc)
                 self._done[:0] = done
