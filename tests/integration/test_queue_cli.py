@@ -209,3 +209,18 @@ def test_a_wrong_database_user_or_port_is_named_in_the_error(
     assert named in result.output
     password = str(conninfo_to_dict(url).get("password") or "")
     assert not password or password not in result.output
+
+
+def test_jobs_get_shows_what_the_handler_returned(database_url: str) -> None:
+    with Queue.connect(database_url) as queue:
+        job_id = queue.enqueue("http", {"url": "https://example.com"}, queue="q")
+        worker = enroll(queue)
+        [held] = queue.claim(worker.worker_id, worker.credential, ["q"])
+        queue.complete_many([held], {job_id: {"status": 200, "cert_expires_in_days": 41.5}})
+    table = corral(database_url, "jobs", "get", str(job_id))
+    assert table.exit_code == 0, table.output
+    header, row = table.output.splitlines()
+    assert header.split()[-1] == "RESULT"
+    assert row.endswith('{"cert_expires_in_days":41.5,"status":200}')
+    shown = json.loads(corral(database_url, "jobs", "get", str(job_id), "-o", "json").output)
+    assert shown["result"] == {"status": 200, "cert_expires_in_days": 41.5}

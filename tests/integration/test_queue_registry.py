@@ -137,3 +137,59 @@ def test_the_asyncio_client_serves_the_operators_calls(database_url: str) -> Non
             assert await aq.list_workers() == []
 
     asyncio.run(scenario())
+
+
+def test_a_worker_drains_itself_with_its_credential_and_a_restart_makes_it_active_again(
+    database_url: str,
+) -> None:
+    with Queue.connect(database_url) as queue:
+        queue.enqueue("noop", queue="q")
+        worker = enroll(queue)
+        with pytest.raises(CredentialError):
+            queue.drain_self(worker.worker_id, worker.credential + "x")
+        assert queue.drain_self(worker.worker_id, worker.credential) == WorkerState.DRAINING
+        row = queue.get_worker(worker.worker_id)
+        assert (row.state, row.drain_requested_by) == (WorkerState.DRAINING, "self")
+        assert row.drain_requested_at is not None
+        assert queue.claim(worker.worker_id, worker.credential, ["q"]) == []
+        assert queue.mark_drained(worker.worker_id, worker.credential) == WorkerState.DRAINED
+        # Draining again changes nothing.
+        assert queue.drain_self(worker.worker_id, worker.credential) == WorkerState.DRAINED
+        # The process that drained is gone; its restarted container works again.
+        assert queue.authenticate(worker.worker_id, worker.credential) == WorkerState.ACTIVE
+        row = queue.get_worker(worker.worker_id)
+        assert (row.state, row.drain_requested_by, row.drained_at) == (
+            WorkerState.ACTIVE,
+            None,
+            None,
+        )
+        assert len(queue.claim(worker.worker_id, worker.credential, ["q"])) == 1
+
+
+def test_an_admin_drain_outlasts_a_restart_even_when_the_worker_began_draining_itself(
+    database_url: str,
+) -> None:
+    with Queue.connect(database_url) as queue:
+        worker = enroll(queue)
+        queue.drain_self(worker.worker_id, worker.credential)
+        assert queue.request_drain(worker.worker_id).drain_requested_by == "admin"
+        assert queue.authenticate(worker.worker_id, worker.credential) == WorkerState.DRAINING
+        other = enroll(queue, name="w2")
+        queue.request_drain(other.worker_id)
+        assert queue.authenticate(other.worker_id, other.credential) == WorkerState.DRAINING
+
+
+def test_a_removed_worker_cannot_drain_itself_back_into_the_fleet(database_url: str) -> None:
+    async def scenario() -> None:
+        async with await AsyncQueue.connect(database_url) as aq:
+            token = await aq.create_token("eu", ttl_s=60, uses=1)
+            worker = await aq.enroll(token.secret, name="pod-1", queues=["q"], concurrency=2)
+            assert await aq.drain_self(worker.worker_id, worker.credential) == (
+                WorkerState.DRAINING
+            )
+            await aq.remove_worker(worker.worker_id)
+            with pytest.raises(WorkerRemoved):
+                await aq.drain_self(worker.worker_id, worker.credential)
+            assert (await aq.get_worker(worker.worker_id)).state == WorkerState.REMOVED
+
+    asyncio.run(scenario())

@@ -22,9 +22,11 @@ Guarantees (each has an integration test named after it):
 * delivery is AT-LEAST-ONCE: handlers should use `(job.id, job.attempt)` as
   their idempotency key.
 
-Worker hot path, in order: `claim` -> run -> `complete_many` / `fail_many`
-(batched), `heartbeat` every few seconds, `release_many` on shutdown,
-`reap` + `purge_finished` now and then, `listen` + `wait_for_jobs` to wake up.
+Worker hot path, in order: `claim` -> run -> `complete_many` (with the
+handlers' results) / `fail_many` (batched), `heartbeat` every few seconds,
+`drain_self` + `mark_drained` when it drains, `release_many` on shutdown,
+`reap` + `purge_finished_batch` now and then, `listen` + `wait_for_jobs` to
+wake up.
 """
 
 from __future__ import annotations

@@ -289,6 +289,14 @@ _JOB_HEADERS = [
 ]
 
 
+def _result_text(result: Any) -> str | None:
+    """A result on one table line: compact JSON, cut at 60 characters."""
+    if result is None:
+        return None
+    text = json.dumps(result, separators=(",", ":"), sort_keys=True)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
 def _job_row(job: Job) -> list[Any]:
     error = (job.last_error or "").splitlines()[0][:60] if job.last_error else None
     return [
@@ -329,13 +337,14 @@ def jobs_list(
 @_database_option
 @_handled
 def jobs_get(job_id: int, output: str, database_url: str | None) -> None:
-    """Show one job.
+    """Show one job and, once it completed, what its handler returned.
 
-    Use -o yaml or -o json for every field, the payload and the last error.
+    Use -o yaml or -o json for every field: the payload, the whole result
+    and the last error.
     """
     with _queue(database_url) as queue:
         job = queue.get_job(job_id)
-    emit(output, job, _JOB_HEADERS, [_job_row(job)])
+    emit(output, job, [*_JOB_HEADERS, "RESULT"], [[*_job_row(job), _result_text(job.result)]])
 
 
 @jobs.command("cancel")
@@ -385,6 +394,9 @@ def jobs_purge(older_than: float, batch: int, database_url: str | None) -> None:
     """Delete old finished jobs (retention).
 
     Deletes jobs that finished longer ago than --older-than, in batches.
+    Running workers do this on their own (`corral worker --retention`,
+    default 7d); this command is for a fleet that runs with --retention 0,
+    or to make room now.
     """
     with _queue(database_url) as queue:
         deleted = queue.purge_finished(older_than, batch=batch)

@@ -19,7 +19,7 @@ import datetime as dt
 import hashlib
 import json
 import secrets
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Self
 
@@ -189,6 +189,31 @@ def _lease_params(jobs: Iterable[Leased]) -> tuple[list[int], list[Any]]:
     return ids, tokens
 
 
+def _complete_params(
+    jobs: Iterable[Leased], results: Mapping[int, Any] | None
+) -> tuple[str, tuple[Any, ...]]:
+    """The statement and parameters of one completion batch: `complete_v1`
+    when no job has a result (the common, cheapest path), else `complete_v2`
+    with one JSON text (or NULL) per job."""
+    ids, tokens = _lease_params(jobs)
+    if not results:
+        return "complete_v1", (ids, tokens)
+    texts: list[str | None] = []
+    for job_id in ids:
+        value = results.get(job_id)
+        if value is None:
+            texts.append(None)
+            continue
+        try:
+            texts.append(json.dumps(value, allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise InvalidJob(
+                f"result of job {job_id} is not JSON ({exc}): return dicts, lists, strings, "
+                "finite numbers, booleans or None"
+            ) from None
+    return "complete_v2", (ids, tokens, texts)
+
+
 def _fail_params(failures: Sequence[Failure]) -> tuple[Any, ...]:
     return (
         [f.job.id for f in failures],
@@ -323,13 +348,17 @@ class Queue:
             )
             return [_claimed(r) for r in cur.fetchall()]
 
-    def complete_many(self, jobs: Iterable[Leased]) -> list[int]:
+    def complete_many(
+        self, jobs: Iterable[Leased], results: Mapping[int, Any] | None = None
+    ) -> list[int]:
         """Mark jobs completed in one statement; returns the ids REJECTED because
-        their lease was lost (reaped, released or claimed again)."""
-        ids, tokens = _lease_params(jobs)
-        if not ids:
+        their lease was lost (reaped, released or claimed again). `results`
+        maps a job id to what its handler returned (JSON-able), kept with the
+        finished job; jobs without an entry (or None) keep no result."""
+        name, params = _complete_params(jobs, results)
+        if not params[0]:
             return []
-        return list(self._one("complete_v1", (ids, tokens), prepare=True))
+        return list(self._one(name, params, prepare=True))
 
     def fail_many(self, failures: Iterable[Failure]) -> list[int]:
         """Record failed attempts in one statement (retry with back-off, or dead);
@@ -364,6 +393,13 @@ class Queue:
     def promote_due(self, limit: int = 1000) -> int:
         """Move due scheduled jobs to pending (claims do this themselves)."""
         return int(self._one("promote_due_v1", (limit,)))
+
+    def purge_finished_batch(self, older_than_s: float, *, batch: int = 1000) -> int | None:
+        """One batch of retention, one process at a time fleet-wide: delete up to
+        `batch` jobs that finished more than `older_than_s` seconds ago and
+        return how many; None when another process is purging right now."""
+        value = self._one("purge_finished_v1", (older_than_s, batch))
+        return None if value is None else int(value)
 
     def purge_finished(self, older_than_s: float, *, batch: int = 10_000) -> int:
         """Retention: delete finished jobs older than `older_than_s` seconds, in
@@ -529,20 +565,23 @@ class Queue:
     ) -> WorkerState:
         """Re-authenticate a restarted worker with its stored credential, refresh
         what it says about itself, return its state. Raises CredentialError, or
-        WorkerRemoved for a removed worker."""
+        WorkerRemoved for a removed worker. A drain the worker asked for
+        itself ends here (the row is active again); an admin's drain stays."""
         with self.conn.transaction():
             state = WorkerState(self._one("authenticate_v1", (worker_id, credential)))
             if state is WorkerState.REMOVED:
                 raise WorkerRemoved(f"worker {worker_id} was removed from the fleet")
-            self._exec(
-                "update_worker",
-                {
-                    "id": worker_id,
-                    "name": name,
-                    "version": version,
-                    "queues": None if queues is None else list(queues),
-                    "concurrency": concurrency,
-                },
+            state = WorkerState(
+                self._one(
+                    "update_worker",
+                    {
+                        "id": worker_id,
+                        "name": name,
+                        "version": version,
+                        "queues": None if queues is None else list(queues),
+                        "concurrency": concurrency,
+                    },
+                )
             )
         return state
 
@@ -550,6 +589,12 @@ class Queue:
         """Ask a worker to stop claiming and finish what it holds (idempotent)."""
         self._exec("request_drain", (worker_id,))
         return self.get_worker(worker_id)
+
+    def drain_self(self, worker_id: int, credential: str) -> WorkerState:
+        """The worker drains itself (SIGTERM, POST /drain, preStop): its row goes
+        from active to draining; returns the row's state. Raises CredentialError
+        or WorkerRemoved."""
+        return WorkerState(self._one("drain_self_v1", (worker_id, credential)))
 
     def mark_drained(self, worker_id: int, credential: str) -> WorkerState:
         """The worker reports it holds nothing after a drain."""
@@ -655,11 +700,14 @@ class AsyncQueue:
             )
             return [_claimed(r) for r in await cur.fetchall()]
 
-    async def complete_many(self, jobs: Iterable[Leased]) -> list[int]:
-        ids, tokens = _lease_params(jobs)
-        if not ids:
+    async def complete_many(
+        self, jobs: Iterable[Leased], results: Mapping[int, Any] | None = None
+    ) -> list[int]:
+        """See Queue.complete_many."""
+        name, params = _complete_params(jobs, results)
+        if not params[0]:
             return []
-        return list(await self._one("complete_v1", (ids, tokens), prepare=True))
+        return list(await self._one(name, params, prepare=True))
 
     async def fail_many(self, failures: Iterable[Failure]) -> list[int]:
         failures = list(failures)
@@ -684,6 +732,11 @@ class AsyncQueue:
 
     async def reap(self, limit: int = 1000) -> int | None:
         value = await self._one("reap_v1", (limit,))
+        return None if value is None else int(value)
+
+    async def purge_finished_batch(self, older_than_s: float, *, batch: int = 1000) -> int | None:
+        """See Queue.purge_finished_batch."""
+        value = await self._one("purge_finished_v1", (older_than_s, batch))
         return None if value is None else int(value)
 
     async def purge_finished(self, older_than_s: float, *, batch: int = 10_000) -> int:
@@ -727,9 +780,9 @@ class AsyncQueue:
             state = WorkerState(await self._one("authenticate_v1", (worker_id, credential)))
             if state is WorkerState.REMOVED:
                 raise WorkerRemoved(f"worker {worker_id} was removed from the fleet")
-            with _translated():
-                await self.conn.execute(
-                    _sql.query("update_worker"),
+            state = WorkerState(
+                await self._one(
+                    "update_worker",
                     {
                         "id": worker_id,
                         "name": name,
@@ -738,7 +791,12 @@ class AsyncQueue:
                         "concurrency": concurrency,
                     },
                 )
+            )
         return state
+
+    async def drain_self(self, worker_id: int, credential: str) -> WorkerState:
+        """See Queue.drain_self."""
+        return WorkerState(await self._one("drain_self_v1", (worker_id, credential)))
 
     async def mark_drained(self, worker_id: int, credential: str) -> WorkerState:
         state = await self._one("mark_drained", (worker_id, credential))

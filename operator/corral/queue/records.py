@@ -130,6 +130,8 @@ class Job:
     enqueued_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
+    # What the handler returned, for completed jobs (None: nothing).
+    result: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,3 +221,6 @@ class Worker:
     drain_requested_at: dt.datetime | None
     drained_at: dt.datetime | None
     removed_at: dt.datetime | None
+    # "admin" (corral workers drain, the operator) or "self" (the worker on
+    # SIGTERM, POST /drain or its preStop hook); None when not drained.
+    drain_requested_by: str | None = None

@@ -13,6 +13,10 @@ SELECT * FROM corral_claim_v1(%s::int8, %s::text, %s::text[], %s::int4, %s::floa
 -- name: complete_v1
 SELECT corral_complete_v1(%s::int8[], %s::int8[])
 
+-- name: complete_v2
+-- Completions of which at least one carries a result (JSON text, NULL: none).
+SELECT corral_complete_v2(%s::int8[], %s::int8[], %s::text[]::jsonb[])
+
 -- name: fail_v1
 SELECT corral_fail_v1(%s::int8[], %s::int8[], %s::text[], %s::text[], %s::bool[])
 
@@ -21,6 +25,13 @@ SELECT corral_release_v1(%s::int8[], %s::int8[])
 
 -- name: heartbeat_v1
 SELECT corral_heartbeat_v1(%s::int8, %s::text, %s::int4, %s::float8)
+
+-- name: drain_self_v1
+SELECT corral_drain_self_v1(%s::int8, %s::text)
+
+-- name: purge_finished_v1
+-- NULL when another process is purging.
+SELECT corral_purge_finished_v1(%s::float8, %s::int4)
 
 -- name: reap_v1
 -- NULL when another process holds the reaper lock.
@@ -36,12 +47,22 @@ SELECT * FROM corral_enroll_v1(%s::text, %s::text, %s::text[], %s::int4, %s::tex
 SELECT corral_authenticate_v1(%s::int8, %s::text)
 
 -- name: update_worker
--- Re-authentication refreshes what a restarted worker says about itself.
+-- Re-authentication refreshes what a restarted worker says about itself. A
+-- drain the worker asked for itself ended with the process that asked: the
+-- restarted worker is active again. A drain an admin asked for stays.
 UPDATE corral_workers
    SET name = coalesce(%(name)s, name), queues = coalesce(%(queues)s::text[], queues),
        concurrency = coalesce(%(concurrency)s, concurrency),
-       version = coalesce(%(version)s, version), last_heartbeat = now()
+       version = coalesce(%(version)s, version), last_heartbeat = now(),
+       state = CASE WHEN drain_requested_by = 'self' AND state IN ('draining', 'drained')
+                    THEN 'active' ELSE state END,
+       drain_requested_at = CASE WHEN drain_requested_by = 'self' THEN NULL
+                                 ELSE drain_requested_at END,
+       drained_at = CASE WHEN drain_requested_by = 'self' THEN NULL ELSE drained_at END,
+       drain_requested_by = CASE WHEN drain_requested_by = 'self' THEN NULL
+                                 ELSE drain_requested_by END
  WHERE id = %(id)s
+RETURNING state
 
 -- name: mark_drained
 UPDATE corral_workers
@@ -50,9 +71,13 @@ UPDATE corral_workers
 RETURNING state
 
 -- name: request_drain
+-- An admin drain also takes over a drain the worker began itself, so that it
+-- outlasts a restart.
 UPDATE corral_workers
-   SET state = 'draining', drain_requested_at = now()
- WHERE id = %s AND state = 'active'
+   SET state = CASE WHEN state = 'active' THEN 'draining' ELSE state END,
+       drain_requested_at = CASE WHEN state = 'active' THEN now() ELSE drain_requested_at END,
+       drain_requested_by = 'admin'
+ WHERE id = %s AND state <> 'removed'
 
 -- name: remove_worker
 -- A removed worker's running jobs get their leases expired so the reaper
@@ -72,13 +97,13 @@ SELECT (SELECT count(*) FROM w), (SELECT count(*) FROM j)
 
 -- name: get_worker
 SELECT id, name, region, pool, queues, concurrency, state, in_flight, last_heartbeat,
-       version, enrolled_at, drain_requested_at, drained_at, removed_at
+       version, enrolled_at, drain_requested_at, drained_at, removed_at, drain_requested_by
   FROM corral_workers
  WHERE id = %s
 
 -- name: list_workers
 SELECT id, name, region, pool, queues, concurrency, state, in_flight, last_heartbeat,
-       version, enrolled_at, drain_requested_at, drained_at, removed_at
+       version, enrolled_at, drain_requested_at, drained_at, removed_at, drain_requested_by
   FROM corral_workers
  WHERE %s OR state <> 'removed'
  ORDER BY id
@@ -86,19 +111,20 @@ SELECT id, name, region, pool, queues, concurrency, state, in_flight, last_heart
 -- name: get_job
 SELECT id, kind, queue, payload, priority, region, state, run_at, expires_at, attempt,
        max_attempts, dedupe_key, worker_id, lease_expires_at, last_error, last_error_reason,
-       enqueued_at, started_at, NULL::timestamptz AS finished_at
+       enqueued_at, started_at, NULL::timestamptz AS finished_at, NULL::jsonb AS result
   FROM corral_jobs WHERE id = %(id)s
 UNION ALL
 SELECT id, kind, queue, payload, priority, region, state, run_at, expires_at, attempt,
        max_attempts, dedupe_key, worker_id, NULL::timestamptz, last_error, last_error_reason,
-       enqueued_at, started_at, finished_at
+       enqueued_at, started_at, finished_at, result
   FROM corral_jobs_finished WHERE id = %(id)s
 
 -- name: list_jobs
 SELECT * FROM (
     SELECT id, kind, queue, payload, priority, region, state, run_at, expires_at, attempt,
            max_attempts, dedupe_key, worker_id, lease_expires_at, last_error,
-           last_error_reason, enqueued_at, started_at, NULL::timestamptz AS finished_at
+           last_error_reason, enqueued_at, started_at, NULL::timestamptz AS finished_at,
+           NULL::jsonb AS result
       FROM corral_jobs
      WHERE (%(queue)s::text IS NULL OR queue = %(queue)s)
        AND (%(state)s::text IS NULL OR state = %(state)s)
@@ -108,7 +134,7 @@ UNION ALL
 SELECT * FROM (
     SELECT id, kind, queue, payload, priority, region, state, run_at, expires_at, attempt,
            max_attempts, dedupe_key, worker_id, NULL::timestamptz, last_error, last_error_reason,
-           enqueued_at, started_at, finished_at
+           enqueued_at, started_at, finished_at, result
       FROM corral_jobs_finished
      WHERE (%(queue)s::text IS NULL OR queue = %(queue)s)
        AND (%(state)s::text IS NULL OR state = %(state)s)
