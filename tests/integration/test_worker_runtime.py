@@ -109,6 +109,9 @@ def test_failures_of_every_kind_are_dead_lettered_with_their_error_and_the_worke
         good = q.enqueue("resize", {"width": 3, "height": 4}, queue="t")
     wait_until(lambda: queue.Queue.connect(database_url).get_job(good).state == "completed")
     assert w.proc.poll() is None
+    # What the (sync) handler returned is the job's result.
+    with queue.Queue.connect(database_url) as q:
+        assert q.get_job(good).result == 12
 
 
 def test_draining_through_the_cli_reaches_drained_with_nothing_in_flight_and_readyz_fails(
@@ -334,6 +337,11 @@ def test_the_builtin_http_tcp_and_dns_checks_pass_and_a_wrong_status_is_dead_let
             spawn(workers, database_url, tmp_path, "w1", queues="checks")
             wait_until(lambda: sum(finished(database_url).values()) == 4, what="4 checks")
             assert [q.get_job(i).state for i in ok] == ["completed"] * 3
+            http, tcp, dns = (q.get_job(i).result for i in ok)
+            assert http["status"] == 200 and http["latency_ms"] >= 0
+            assert http["cert_expires_in_days"] is None  # plain http: no certificate
+            assert tcp["latency_ms"] >= 0
+            assert "127.0.0.1" in dns["addresses"] or "::1" in dns["addresses"]
             failed = q.get_job(wrong)
             assert failed.state == "dead"
             assert "status 200, expected [201]" in (failed.last_error or "")
@@ -388,3 +396,82 @@ def test_sigterm_does_not_wait_for_a_sync_handler_stuck_in_its_thread(
     assert w.wait(20) == 0, w.output()
     with queue.Queue.connect(database_url) as q:
         assert (q.get_job(job_id).state, q.get_job(job_id).attempt) == ("pending", 0)
+
+
+def registry_row(dsn: str, worker_id: object) -> queue.Worker:
+    with queue.Queue.connect(dsn) as q:
+        return q.get_worker(int(str(worker_id)))
+
+
+def test_sigterm_shows_draining_then_drained_in_the_registry_and_a_restart_is_active_again(
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    with queue.Queue.connect(database_url) as q:
+        q.enqueue("hold", {"sleep_s": 2.0}, queue="t")
+    w = spawn(workers, database_url, tmp_path, "w1", "--drain-timeout", "30s", queues="t")
+    wait_until(lambda: w.status()["in_flight"] == 1, what="a job in flight")
+    worker_id = w.status()["worker_id"]
+    w.signal(signal.SIGTERM)
+    # Within a heartbeat, while the job still runs, the operator can see it.
+    row = wait_until(
+        lambda: (r := registry_row(database_url, worker_id)).state == "draining" and r,
+        5,
+        "the registry row to say draining",
+    )
+    assert row.drain_requested_by == "self" and row.in_flight == 1
+    assert w.wait(30) == 0, w.output()
+    row = registry_row(database_url, worker_id)
+    assert (row.state, row.in_flight) == ("drained", 0)
+    assert row.drained_at is not None
+    assert finished(database_url).get("completed") == 1
+    # The same container restarted (same state directory): active and working.
+    again = spawn(workers, database_url, tmp_path, "w1", token=None, queues="t")
+    assert again.status()["worker_id"] == worker_id
+    assert registry_row(database_url, worker_id).state == "active"
+    with queue.Queue.connect(database_url) as q:
+        job_id = q.enqueue("hold", {"sleep_s": 0}, queue="t")
+        wait_until(lambda: q.get_job(job_id).state == "completed", 30, "a job after restart")
+
+
+def test_post_drain_shows_draining_then_drained_with_nothing_in_flight_in_the_registry(
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    with queue.Queue.connect(database_url) as q:
+        q.enqueue("hold", {"sleep_s": 2.0}, queue="t")
+    w = spawn(workers, database_url, tmp_path, "w1", queues="t")
+    wait_until(lambda: w.status()["in_flight"] == 1, what="a job in flight")
+    worker_id = w.status()["worker_id"]
+    assert w.http("/drain", "POST")[0] == 202
+    wait_until(
+        lambda: registry_row(database_url, worker_id).state == "draining",
+        5,
+        "the registry row to say draining",
+    )
+    row = wait_until(
+        lambda: (r := registry_row(database_url, worker_id)).state == "drained" and r,
+        30,
+        "the registry row to say drained",
+    )
+    assert row.in_flight == 0 and row.drain_requested_by == "self"
+    assert w.proc.poll() is None and w.http("/readyz")[0] == 503
+
+
+def test_a_running_worker_deletes_finished_jobs_past_its_retention_and_keeps_the_rest(
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    with queue.Queue.connect(database_url) as q:
+        q.enqueue_many([queue.JobSpec("noop", queue="old") for _ in range(30)])
+        enrolled = q.enroll(mint_token(database_url), name="seed", queues=["old"], concurrency=1)
+        jobs = q.claim(enrolled.worker_id, enrolled.credential, ["old"], batch=30)
+        q.complete_many(jobs)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE corral_jobs_finished SET finished_at = now() - interval '3 days'"
+            " WHERE id = ANY(%s)",
+            ([j.id for j in jobs[:20]],),
+        )
+    spawn(workers, database_url, tmp_path, "w1", "--retention", "2d")
+    wait_until(lambda: finished(database_url).get("completed") == 10, 30, "old jobs purged")
+    with queue.Queue.connect(database_url) as q:
+        kept = {j.id for j in q.list_jobs(state="completed", limit=100)}
+    assert kept == {j.id for j in jobs[20:]}

@@ -3,17 +3,14 @@ variable) with its fix, and a database password is never shown."""
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
 
-from corral.worker.config import (
-    ConfigError,
-    WorkerSettings,
-    parse_duration,
-    parse_queues,
-    redact_dsn,
-)
+from corral.queue.dsn import scrub_password
+from corral.worker import config
+from corral.worker.config import ConfigError, WorkerSettings, parse_queues
 
 DSN = "postgresql://corral:s3cret-pw@db.example:5432/corral"
 
@@ -61,8 +58,21 @@ def test_settings_never_show_the_password_in_their_repr_or_safe_url() -> None:
     assert "***" in s.safe_database_url
 
 
-def test_redacting_a_url_masks_its_password() -> None:
-    assert "s3cret-pw" not in redact_dsn(DSN)
+def test_an_error_text_that_echoes_the_password_is_scrubbed_of_it() -> None:
+    text = 'connection failed: password "s3cret-pw" rejected for postgresql://corral:s3cret-pw@db'
+    assert "s3cret-pw" not in scrub_password(text, DSN)
+
+
+def test_worker_settings_leave_dsn_parsing_to_the_queue_package() -> None:
+    # psycopg (and so DSN parsing) stays inside corral.queue.
+    tree = ast.parse(Path(config.__file__).read_text())
+    imported = [
+        node.module if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    ]
+    assert not [name for name in imported if name and name.startswith("psycopg")]
 
 
 def test_no_queue_at_all_asks_for_at_least_one() -> None:
@@ -87,15 +97,36 @@ def test_a_concurrency_of_zero_is_refused_with_the_flag_named() -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("250ms", 0.25), ("30s", 30.0), ("5m", 300.0), ("1h", 3600.0), ("12", 12.0), ("1.5s", 1.5)],
+    [
+        ("250ms", 0.25),
+        ("30s", 30.0),
+        ("5m", 300.0),
+        ("1h", 3600.0),
+        ("12", 12.0),
+        ("1.5s", 1.5),
+        ("1h30m", 5400.0),
+        ("2d", 172800.0),
+    ],
 )
-def test_durations_read_units(text: str, seconds: float) -> None:
-    assert parse_duration(text) == seconds
+def test_duration_flags_read_the_same_units_as_the_admin_cli(text: str, seconds: float) -> None:
+    assert settings(drain_timeout_s=text).drain_timeout_s == seconds
 
 
-def test_a_duration_without_a_known_unit_explains_the_format() -> None:
-    with pytest.raises(ConfigError, match=r"write e\.g\. 250ms, 30s"):
-        parse_duration("5 minutes")
+def test_a_duration_without_a_known_unit_names_the_flag_and_explains_the_format() -> None:
+    with pytest.raises(
+        ConfigError,
+        match=r"--drain-timeout / CORRAL_DRAIN_TIMEOUT: value '5 minutes' is not a duration: "
+        r"write e\.g\. 30s",
+    ):
+        settings(drain_timeout_s="5 minutes")
+
+
+def test_retention_defaults_to_a_week_reads_days_and_a_bad_one_is_named() -> None:
+    assert settings().retention_s == 7 * 86400
+    assert settings(retention_s="14d").retention_s == 14 * 86400
+    assert settings(retention_s="0").retention_s == 0
+    with pytest.raises(ConfigError, match="--retention / CORRAL_RETENTION"):
+        settings(retention_s="forever")
 
 
 def test_a_bad_drain_timeout_is_named() -> None:

@@ -4,7 +4,9 @@
 psycopg.conninfo and says which part is wrong; `connect_error` turns a failed
 connection into a message naming the host, port, user, database or password
 that was refused. Passwords never appear in any message: `mask_dsn` replaces
-them before a DSN is shown.
+them before a DSN is shown, and `scrub_password` removes a DSN's password
+from any text (libpq errors may echo it). The worker (`corral.worker.config`)
+uses these too: psycopg stays inside `corral.queue`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ _MASK = "********"
 # A password inside a URL (scheme://user:PASSWORD@host) or a conninfo pair.
 _URL_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)([^@\s]*)(@)")
 _KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
 class DsnError(ValueError):
@@ -66,7 +69,23 @@ def check_dsn(dsn: str | None) -> str:
                 )
     if params.get("dbname") == "":
         raise DsnError(f"database URL {mask_dsn(dsn)!r} names no database: append /DATABASE")
+    sslmode = params.get("sslmode")
+    if sslmode is not None and sslmode not in SSLMODES:
+        raise DsnError(f"sslmode {sslmode!r} is not one of {', '.join(sorted(SSLMODES))}")
     return dsn
+
+
+def scrub_password(text: str, dsn: str) -> str:
+    """`text` without the password of `dsn`, wherever it appears, and with any
+    password-looking part of a DSN masked (`mask_dsn`)."""
+    text = mask_dsn(text)
+    try:
+        password = conninfo_to_dict(dsn).get("password")
+    except psycopg.Error:
+        password = None
+    if password:
+        text = text.replace(str(password), "***")
+    return text
 
 
 def describe_dsn(dsn: str) -> str:

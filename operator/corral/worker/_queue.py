@@ -48,6 +48,9 @@ class QueueSession:
         self._worker_id = 0
         self._credential = ""
         self._queues = list(settings.queues)
+        # True once the registry row shows this worker's drain (draining or
+        # drained), whoever asked for it.
+        self._drain_recorded = False
 
     async def close(self) -> None:
         for q in (self._claimer, self._completer, self._control, self._listener):
@@ -110,9 +113,13 @@ class QueueSession:
         except (WorkerRemoved, CredentialError) as exc:
             raise RemovedError(str(exc)) from None
 
-    async def complete_many(self, jobs: list[ClaimedJob]) -> list[int]:
-        """Returns the ids whose lease was lost (their completion was refused)."""
-        return await self._completer.complete_many(jobs)
+    async def complete_many(
+        self, jobs: list[ClaimedJob], results: dict[int, Any] | None = None
+    ) -> list[int]:
+        """Complete `jobs` in one statement, keeping `results` (job id -> JSON
+        data) with them. Returns the ids whose lease was lost (their
+        completion was refused)."""
+        return await self._completer.complete_many(jobs, results or None)
 
     async def fail(self, job: ClaimedJob, reason: str, error: str) -> None:
         async with self._control_lock:
@@ -123,9 +130,16 @@ class QueueSession:
             await self._control.release_many(jobs)
 
     async def heartbeat(self, in_flight: int, state: str) -> str:
-        """'drain' when the registry wants this worker drained, else 'ok'."""
+        """'drain' when the registry wants this worker drained, else 'ok'.
+
+        `state` is the worker's own: a drain it began itself (SIGTERM, POST
+        /drain) is written to the registry first, so the row says `draining`
+        and then `drained` whoever asked."""
         try:
             async with self._control_lock:
+                if state in ("draining", "drained") and not self._drain_recorded:
+                    await self._control.drain_self(self._worker_id, self._credential)
+                    self._drain_recorded = True
                 if state == "drained":
                     with contextlib.suppress(JobStateError):
                         await self._control.mark_drained(self._worker_id, self._credential)
@@ -139,6 +153,8 @@ class QueueSession:
             raise RemovedError(str(exc)) from None
         if registry_state is WorkerState.REMOVED:
             raise RemovedError("the registry marks it removed")
+        if registry_state in (WorkerState.DRAINING, WorkerState.DRAINED):
+            self._drain_recorded = True
         if registry_state in (WorkerState.DRAINING, WorkerState.DRAINED) and state == "active":
             return "drain"
         return "ok"
@@ -146,6 +162,11 @@ class QueueSession:
     async def reap(self) -> int:
         async with self._control_lock:
             return await self._control.reap() or 0
+
+    async def purge_finished_batch(self, older_than_s: float, batch: int) -> int | None:
+        """One retention batch; None when another worker is purging."""
+        async with self._control_lock:
+            return await self._control.purge_finished_batch(older_than_s, batch=batch)
 
     async def wait_for_jobs(self, timeout_s: float) -> bool:
         """True when a NOTIFY named one of our queues (or all) within `timeout_s`."""

@@ -117,6 +117,12 @@ def _env(name: str) -> dict[str, Any]:
     help="How long a claimed job stays ours without a heartbeat [default: 30s].",
 )
 @click.option(
+    "--retention",
+    **_env("CORRAL_RETENTION"),
+    help="Delete finished jobs older than this (one worker of the fleet at a time, in small "
+    "batches); 0 = never, leave it to `corral jobs purge` [default: 7d].",
+)
+@click.option(
     "--log-level",
     default="INFO",
     **_env("CORRAL_LOG_LEVEL"),
@@ -152,6 +158,7 @@ def worker(ctx: click.Context, /, log_level: str, **raw: Any) -> None:
         "poll_interval_s": raw["poll_interval"],
         "flush_interval_s": raw["flush_interval"],
         "lease_s": raw["lease"],
+        "retention_s": raw["retention"],
     }
     try:
         settings = WorkerSettings.from_raw(**settings_raw)
@@ -201,7 +208,8 @@ def prestop(port: int, host: str, timeout_s: float) -> None:
     """Drain the local worker and wait until it is drained (a preStop hook).
 
     POSTs /drain to the worker on this host and polls /status until it says
-    `drained` with 0 jobs in flight; the kubelet then sends SIGTERM.
+    `drained` with 0 jobs in flight; the kubelet then sends SIGTERM. The
+    worker's registry row follows: `draining`, then `drained`.
     """
     base = f"http://{host}:{port}"
     try:

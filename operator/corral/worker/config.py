@@ -4,7 +4,9 @@ their `CORRAL_*` environment fallbacks.
 `corral.worker.cli` collects the raw values (click reads the environment) and
 calls `WorkerSettings.from_raw`; the runtime only ever sees a validated
 `WorkerSettings`. Every error names the flag, its environment variable and the
-fix, and a database password never appears in one (`redact_dsn`).
+fix, and a database password never appears in one. Durations are read by
+`corral.durations` and DSNs checked by `corral.queue.dsn`: the same code the
+admin CLI uses.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from psycopg.conninfo import conninfo_to_dict
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -25,12 +26,11 @@ from pydantic import (
     model_validator,
 )
 
+from corral.durations import parse_duration
 from corral.queue.dsn import DsnError, check_dsn, mask_dsn
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,63}$")
-_SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
+DEFAULT_RETENTION_S = 7 * 86400.0  # finished jobs are kept a week
 
 # flag name -> environment variable, used to name both in error messages.
 ENV_VARS: dict[str, str] = {
@@ -52,27 +52,12 @@ ENV_VARS: dict[str, str] = {
     "poll_interval_s": "CORRAL_POLL_INTERVAL",
     "flush_interval_s": "CORRAL_FLUSH_INTERVAL",
     "lease_s": "CORRAL_LEASE",
+    "retention_s": "CORRAL_RETENTION",
 }
 
 
 class ConfigError(ValueError):
     """A setting is wrong; the message names it and says how to fix it."""
-
-
-def parse_duration(value: str | float | int, what: str = "duration") -> float:
-    """'250ms', '30s', '5m', '1h' or a bare number of seconds -> seconds."""
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(value)
-        if not match:
-            raise ConfigError(
-                f"{what}: {value!r} is not a duration; write e.g. 250ms, 30s, 5m or 1h"
-            )
-        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    if seconds < 0:
-        raise ConfigError(f"{what}: must not be negative (got {value!r})")
-    return seconds
 
 
 def parse_queues(value: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -86,37 +71,14 @@ def parse_queues(value: str | list[str] | tuple[str, ...]) -> list[str]:
     return names
 
 
-def redact_dsn(dsn: str) -> str:
-    """The DSN with its password masked, safe to print or log."""
-    return mask_dsn(dsn)
-
-
-def scrub(text: str, dsn: str) -> str:
-    """Remove the DSN's password from an error text (libpq errors may echo it)."""
-    text = mask_dsn(text)
-    try:
-        password = conninfo_to_dict(dsn).get("password")
-    except Exception:
-        password = None
-    if password:
-        text = text.replace(str(password), "***")
-    return text
-
-
 def validate_dsn(dsn: str) -> str:
     """Check a PostgreSQL URL/conninfo offline; the error names the bad part
     (`corral.queue.check_dsn`) and the flag it came from."""
     where = f"--database-url / {ENV_VARS['database_url']}"
     try:
-        dsn = check_dsn(dsn)
+        return check_dsn(dsn)
     except DsnError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    sslmode = conninfo_to_dict(dsn).get("sslmode")
-    if sslmode is not None and sslmode not in _SSLMODES:
-        raise ConfigError(
-            f"{where}: sslmode {sslmode!r} is not one of {', '.join(sorted(_SSLMODES))}"
-        )
-    return dsn
 
 
 def default_state_dir() -> Path:
@@ -147,6 +109,9 @@ class WorkerSettings(BaseModel):
     poll_interval_s: float = Field(default=1.0, gt=0, le=86_400)
     flush_interval_s: float = Field(default=0.002, ge=0, le=1)
     lease_s: float = Field(default=30.0, ge=1, le=86_400)
+    # Finished jobs older than this are deleted by the fleet (one worker at a
+    # time); 0 leaves retention to `corral jobs purge`.
+    retention_s: float = Field(default=DEFAULT_RETENTION_S, ge=0)
 
     @field_validator("database_url")
     @classmethod
@@ -180,12 +145,14 @@ class WorkerSettings(BaseModel):
         "poll_interval_s",
         "flush_interval_s",
         "lease_s",
+        "retention_s",
         mode="before",
     )
     @classmethod
     def _durations(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return parse_duration(value)
+            # DurationError is a ValueError: from_raw names the flag.
+            return parse_duration(value, what="value")
         return value
 
     @field_validator("region", mode="before")
@@ -209,7 +176,7 @@ class WorkerSettings(BaseModel):
 
     @property
     def safe_database_url(self) -> str:
-        return redact_dsn(self.database_url)
+        return mask_dsn(self.database_url)
 
     @classmethod
     def from_raw(cls, **raw: Any) -> WorkerSettings:

@@ -17,7 +17,17 @@ One asyncio loop per process, with these tasks:
   state, and learns of drain and removal;
 - the reaper sends lapsed leases of dead workers back through the retry path
   (one reaper at a time across the fleet: the queue takes an advisory lock);
+- retention deletes finished jobs older than `--retention` in small batches
+  (one worker at a time across the fleet, under its own advisory lock);
 - the watchdog cancels jobs that overrun their timeout.
+
+A handler's return value is the job's result: kept (as JSON) with the
+finished job and shown by `corral jobs get`.
+
+A drain, whoever starts it, shows in the registry: SIGTERM, POST /drain and
+`corral worker prestop` move this worker's row to `draining` (by `self`), and
+once nothing is held to `drained` with 0 in flight, which is where the row
+stays when the process exits after SIGTERM.
 
 Failures of any kind (exception, timeout, bad payload, unknown kind) are
 recorded through the retry path and never stop the worker.
@@ -30,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -43,10 +54,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from pydantic_core import to_jsonable_python
 
+from corral.queue.dsn import scrub_password
 from corral.worker import enrollment
 from corral.worker._queue import ClaimedJob, QueueSession, RemovedError, open_session
-from corral.worker.config import WorkerSettings, scrub
+from corral.worker.config import WorkerSettings
 from corral.worker.endpoint import Endpoint
 from corral.worker.executors import builtin_registry
 from corral.worker.handlers import Handler, HandlerRegistry, Job, PayloadError
@@ -62,6 +75,9 @@ EXIT_FATAL = 1
 
 _WATCHDOG_PERIOD_S = 0.1
 _REAPER_PERIOD_S = 5.0
+_RETENTION_FIRST_S = 5.0  # first retention pass this long after start
+_RETENTION_PERIOD_S = 60.0  # then one pass a minute (per worker; one runs at a time)
+_RETENTION_BATCH = 1000  # rows per DELETE: short statements, short locks
 
 
 def build_registry(settings: WorkerSettings) -> HandlerRegistry:
@@ -100,6 +116,7 @@ class Worker:
         self.metrics = WorkerMetrics(self._gauges)
         self._running: dict[Any, _Running] = {}
         self._done: list[ClaimedJob] = []  # finished, completion not yet written
+        self._results: dict[int, Any] = {}  # job id -> result, for jobs in _done
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._flush_now = asyncio.Event()
@@ -173,6 +190,9 @@ class Worker:
         self.state = "draining"
         self._wake.set()
         self._slot_freed.set()
+        # Report it now, not at the next heartbeat: the registry (and the
+        # operator choosing pods to scale down) should see `draining` at once.
+        self._beat_now.set()
 
     # -------------------------------------------------------------------- run
     async def run(self) -> int:
@@ -180,7 +200,7 @@ class Worker:
         try:
             self._session = await open_session(settings)
         except Exception as exc:
-            text = scrub(str(exc), settings.database_url)
+            text = scrub_password(str(exc), settings.database_url)
             if not text.startswith("cannot connect"):
                 text = f"cannot connect to {settings.safe_database_url}: {text}"
             return self._fatal(text)
@@ -229,6 +249,8 @@ class Worker:
             spawn(self._flush_loop(), "flusher")
             spawn(self._watchdog_loop(), "watchdog")
             spawn(self._reaper_loop(), "reaper")
+            if settings.retention_s > 0:
+                spawn(self._retention_loop(), "retention")
             spawn(self._dispatch_loop(), "dispatcher")
             await self._stop.wait()
             return self.exit_code
@@ -253,13 +275,13 @@ class Worker:
                 # connections; the jobs we held come back when their leases lapse.
                 self._fatal(
                     f"lost the database connection ({task.get_name()}): "
-                    f"{scrub(str(exc).strip(), self.settings.database_url)}; exiting, held jobs "
+                    f"{scrub_password(str(exc).strip(), self.settings.database_url)}; exiting, held jobs "
                     f"return to the queue within --lease ({self.settings.lease_s:g}s)"
                 )
                 return
             text = "".join(traceback.format_exception(exc))
             self._fatal(
-                f"internal task {task.get_name()} failed: {scrub(text, self.settings.database_url)}"
+                f"internal task {task.get_name()} failed: {scrub_password(text, self.settings.database_url)}"
             )
 
     def _fatal(self, message: str) -> int:
@@ -457,8 +479,7 @@ class Worker:
         claimed = running.job
         self._done.append(claimed)
         if result is not None:
-            # The queue keeps no job results yet; checks' figures go to the log.
-            log.info("job %s (%s) result: %s", claimed.id, claimed.kind, result)
+            self._results[claimed.id] = _result_value(claimed, result)
         queue = claimed.queue
         m = self.metrics
         m.count(queue, "completed")
@@ -511,13 +532,17 @@ class Worker:
             done, self._done = self._done, []
             if not done:
                 continue
+            results: dict[int, Any] = {}
+            if self._results:
+                results, self._results = self._results, {}
             try:
-                lost = await session.complete_many(done)
+                lost = await session.complete_many(done, results)
             except (RemovedError, psycopg.OperationalError):
                 raise  # removed, or the connection is gone: the worker exits
             except Exception as exc:
                 log.error("could not record %d completion(s), retrying: %s", len(done), exc)
                 self._done[:0] = done
+                self._results.update(results)
                 await asyncio.sleep(0.5)
                 self._flush_now.set()
                 continue
@@ -565,7 +590,8 @@ class Worker:
                 raise
             except Exception as exc:
                 log.warning(
-                    "heartbeat failed (will retry): %s", scrub(str(exc), self.settings.database_url)
+                    "heartbeat failed (will retry): %s",
+                    scrub_password(str(exc), self.settings.database_url),
                 )
             else:
                 self._last_heartbeat = time.monotonic()
@@ -594,7 +620,7 @@ class Worker:
                 # The dispatcher still polls every poll_interval_s meanwhile.
                 log.warning(
                     "LISTEN connection lost, reconnecting (polling meanwhile): %s",
-                    scrub(str(exc).strip(), self.settings.database_url),
+                    scrub_password(str(exc).strip(), self.settings.database_url),
                 )
                 await asyncio.sleep(1.0)
                 with contextlib.suppress(Exception):
@@ -614,6 +640,39 @@ class Worker:
             if reaped:
                 log.info("reaper: %d job(s) with lapsed leases sent back for retry", reaped)
                 self._wake.set()
+
+    # --------------------------------------------------------------- retention
+    async def _retention_loop(self) -> None:
+        """Delete finished jobs past `--retention`, a batch at a time. Every
+        worker runs this loop; the queue's advisory lock lets one purge at a
+        time fleet-wide (the others find it held and skip their turn)."""
+        session = self._session
+        assert session is not None
+        retention_s = self.settings.retention_s
+        await asyncio.sleep(_RETENTION_FIRST_S)
+        while True:
+            total = 0
+            try:
+                while True:
+                    deleted = await session.purge_finished_batch(retention_s, _RETENTION_BATCH)
+                    if deleted is None:
+                        break  # another worker is purging
+                    total += deleted
+                    if deleted < _RETENTION_BATCH:
+                        break
+                    # Between batches the heartbeat and failures get the
+                    # control connection.
+                    await asyncio.sleep(0.01)
+            except (RemovedError, psycopg.OperationalError):
+                raise
+            except Exception as exc:
+                log.warning(
+                    "retention pass failed: %s",
+                    scrub_password(str(exc), self.settings.database_url),
+                )
+            if total:
+                log.info("retention: deleted %d finished job(s) older than %gs", total, retention_s)
+            await asyncio.sleep(_RETENTION_PERIOD_S)
 
     # ------------------------------------------------------------------- drain
     async def _finish_drain(self) -> None:
@@ -679,6 +738,24 @@ class Worker:
 
 class _Unknown(Exception):
     pass
+
+
+def _result_value(claimed: ClaimedJob, result: Any) -> Any:
+    """A handler's return value as JSON data (pydantic models, dataclasses,
+    datetimes, UUIDs... converted). A value JSON cannot hold is kept as its
+    repr instead, so that one odd result never blocks a completion batch."""
+    try:
+        value = to_jsonable_python(result)
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        log.warning(
+            "job %s (%s) returned a value JSON cannot hold (%s); keeping its repr",
+            claimed.id,
+            claimed.kind,
+            exc,
+        )
+        return {"unserializable_result": repr(result)[:1000]}
+    return value
 
 
 def _describe(exc: BaseException) -> str:
