@@ -1,0 +1,37 @@
+"""What a handler returns becomes the job's result: JSON data, whatever the
+handler handed back, and never something that would break a completion batch."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+
+from pydantic import BaseModel
+
+from corral.queue import ClaimedJob
+from corral.worker.runtime import _result_value
+
+NOW = dt.datetime(2030, 1, 31, 9, 0, tzinfo=dt.UTC)
+JOB = ClaimedJob(7, "check", "q", {}, 0, None, 1, 3, 11, NOW, NOW, NOW)
+
+
+class Probe(BaseModel):
+    status: int
+    seen_at: dt.datetime
+
+
+def test_models_datetimes_and_uuids_become_plain_json_data() -> None:
+    ident = uuid.UUID(int=5)
+    value = _result_value(JOB, {"probe": Probe(status=200, seen_at=NOW), "id": ident})
+    assert value == {
+        "probe": {"status": 200, "seen_at": "2030-01-31T09:00:00Z"},
+        "id": str(ident),
+    }
+    assert json.loads(json.dumps(value)) == value
+
+
+def test_a_value_json_cannot_hold_is_kept_as_its_repr_instead_of_failing_the_batch() -> None:
+    assert _result_value(JOB, float("nan")) == {"unserializable_result": "nan"}
+    odd = _result_value(JOB, object())
+    assert odd["unserializable_result"].startswith("<object object at")
