@@ -42,6 +42,7 @@ from corral.queue.client import (
 )
 from corral.queue.dsn import DsnError, check_dsn, mask_dsn
 from corral.queue.errors import (
+    ConnectionLost,
     CredentialError,
     EnrollmentError,
     InvalidJob,
@@ -80,6 +81,7 @@ __all__ = [
     "NOTIFY_CHANNEL",
     "AsyncQueue",
     "ClaimedJob",
+    "ConnectionLost",
     "CredentialError",
     "Depth",
     "DispatchState",

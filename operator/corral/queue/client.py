@@ -19,12 +19,13 @@ import datetime as dt
 import hashlib
 import json
 import secrets
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Self
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import set_json_loads
 
 from corral.queue import _sql
 from corral.queue._connect import aconnect, connect
@@ -638,6 +639,11 @@ class AsyncQueue:
 
     async def close(self) -> None:
         await self.conn.close()
+
+    def decode_json_with(self, loads: Callable[[str | bytes], Any]) -> None:
+        """Decode json/jsonb values read on this connection with `loads` (the
+        worker gives its claim connection a cheaper decoder for payloads)."""
+        set_json_loads(loads, self.conn)
 
     async def __aenter__(self) -> Self:
         return self

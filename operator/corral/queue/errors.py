@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from psycopg import OperationalError
+
 from corral.queue.dsn import DsnError
 from corral.queue.migrations import MigrationError
 
@@ -42,7 +44,13 @@ class WorkerRemoved(QueueError):
     """The worker was removed from the fleet (SQLSTATE CR410): it must stop and exit."""
 
 
+# The connection itself failed or broke (server gone, network down, backend
+# terminated): psycopg's class, named here so that code outside corral.queue
+# can tell a dead connection from a refused operation without importing psycopg.
+ConnectionLost = OperationalError
+
 __all__ = [
+    "ConnectionLost",
     "CredentialError",
     "DsnError",
     "EnrollmentError",

@@ -15,8 +15,6 @@ from collections.abc import Sequence
 from json import loads as _json_loads
 from typing import Any
 
-from psycopg.types.json import set_json_loads
-
 from corral import __version__
 from corral.queue import (
     AsyncQueue,
@@ -199,6 +197,6 @@ def _loads(data: str | bytes) -> Any:
 async def open_session(settings: WorkerSettings) -> QueueSession:
     queues = [await AsyncQueue.connect(settings.database_url) for _ in range(4)]
     # The claim connection decodes every payload: give it the cheap decoder
-    # (a per-connection psycopg adapter setting, no SQL involved).
-    set_json_loads(_loads, queues[0].conn)
+    # (a per-connection adapter setting, no SQL involved).
+    queues[0].decode_json_with(_loads)
     return QueueSession(settings, queues)

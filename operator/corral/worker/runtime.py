@@ -53,9 +53,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 from pydantic_core import to_jsonable_python
 
+from corral.queue import ConnectionLost
 from corral.queue.dsn import scrub_password
 from corral.worker import enrollment
 from corral.worker._queue import ClaimedJob, QueueSession, RemovedError, open_session
@@ -270,7 +270,7 @@ class Worker:
             if isinstance(exc, RemovedError):
                 self._removed(str(exc))
                 return
-            if isinstance(exc, psycopg.OperationalError):
+            if isinstance(exc, ConnectionLost):
                 # The connection is gone. Exit so the pod restarts with fresh
                 # connections; the jobs we held come back when their leases lapse.
                 self._fatal(
@@ -537,7 +537,7 @@ class Worker:
                 results, self._results = self._results, {}
             try:
                 lost = await session.complete_many(done, results)
-            except (RemovedError, psycopg.OperationalError):
+            except (RemovedError, ConnectionLost):
                 raise  # removed, or the connection is gone: the worker exits
             except Exception as exc:
                 log.error("could not record %d completion(s), retrying: %s", len(done), exc)
@@ -663,7 +663,7 @@ class Worker:
                     # Between batches the heartbeat and failures get the
                     # control connection.
                     await asyncio.sleep(0.01)
-            except (RemovedError, psycopg.OperationalError):
+            except (RemovedError, ConnectionLost):
                 raise
             except Exception as exc:
                 log.warning(
