@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 
 from corral.queue import ClaimedJob, Failure, JobSpec, JobState, Queue
-from tests.integration._queue import enroll, run_sql
+from tests.integration._enrolled import enroll, run_sql
 
 
 def _now() -> dt.datetime:

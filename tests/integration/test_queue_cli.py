@@ -12,7 +12,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from corral.cli import cli
 from corral.queue import Queue
 from tests._postgres import PgHandle
-from tests.integration._queue import enroll, run_sql
+from tests.integration._enrolled import enroll, run_sql
 
 
 def corral(url: str, *args: str, stdin: str | None = None) -> Result:

@@ -10,7 +10,7 @@ import time
 import psycopg
 
 from corral.queue import Enrollment, JobSpec, Queue
-from tests.integration._queue import enroll, run_sql
+from tests.integration._enrolled import enroll, run_sql
 
 TOTAL = 5000
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from corral.queue import JobState, Queue
-from tests.integration._queue import enroll
+from tests.integration._enrolled import enroll
 
 
 def test_a_paused_queue_accepts_enqueues_but_nothing_is_claimed_until_resume(

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from corral.queue import InvalidJob, JobSpec, JobState, Queue
-from tests.integration._queue import enroll, run_sql
+from tests.integration._enrolled import enroll, run_sql
 
 
 def test_an_enqueued_job_is_committed_when_enqueue_returns(database_url: str) -> None:

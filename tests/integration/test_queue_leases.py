@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 
 from corral.queue import FailureReason, JobSpec, JobState, Queue
-from tests.integration._queue import enroll, run_sql
+from tests.integration._enrolled import enroll, run_sql
 
 _EXPIRE_LEASES = (
     "UPDATE corral_jobs SET lease_expires_at = now() - interval '1 s' WHERE state = 'running'"

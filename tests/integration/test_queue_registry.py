@@ -16,7 +16,7 @@ from corral.queue import (
     WorkerRemoved,
     WorkerState,
 )
-from tests.integration._queue import enroll, run_sql
+from tests.integration._enrolled import enroll, run_sql
 
 
 def test_enrollment_tokens_and_credentials_are_stored_only_as_sha256_hashes(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from corral.queue import InvalidJob, JobSpec, JobState, Queue
-from tests.integration._queue import enroll, run_sql
+from tests.integration._enrolled import enroll, run_sql
 
 
 def test_completing_with_results_keeps_each_jobs_result_and_jobs_without_one_keep_none(

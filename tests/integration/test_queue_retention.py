@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from corral.queue import Failure, JobNotFound, JobSpec, Queue
-from tests.integration._queue import enroll, run_sql
+from tests.integration._enrolled import enroll, run_sql
 
 
 def test_retention_deletes_finished_jobs_older_than_the_limit_in_batches(database_url: str) -> None:

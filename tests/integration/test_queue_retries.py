@@ -15,7 +15,7 @@ from corral.queue import (
     JobStateError,
     Queue,
 )
-from tests.integration._queue import enroll, run_sql
+from tests.integration._enrolled import enroll, run_sql
 
 
 def _claim_one(queue: Queue, worker: Enrollment) -> ClaimedJob:

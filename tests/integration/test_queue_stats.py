@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from corral.queue import JobSpec, JobState, Queue
-from tests.integration._queue import enroll, run_sql
+from tests.integration._enrolled import enroll, run_sql
 
 
 def test_stats_count_jobs_per_queue_and_state_with_the_oldest_wait(database_url: str) -> None:
