@@ -14,11 +14,22 @@ export K8S_VERSION CORRAL_CACHE
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(VENV)/.stamp: pyproject.toml
+# constraints.txt pins every package the venv holds, so a fresh machine gets the
+# versions CI passed with (the generated CRDs are compared byte for byte).
+# Refresh with `make lock` after changing pyproject.toml's dependencies.
+$(VENV)/.stamp: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev]'
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
+
+.PHONY: lock
+lock: ## Re-pin constraints.txt to the newest versions pyproject.toml allows
+	rm -rf $(VENV)/.stamp .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install -q -e '.[dev]'
+	.lock-venv/bin/pip freeze --exclude-editable | grep -v '^corral' > constraints.txt
+	rm -rf .lock-venv
 
 .PHONY: venv
 venv: $(VENV)/.stamp ## Create the virtualenv with corral and its dev tools
@@ -29,11 +40,15 @@ cluster-bins: ## Build etcd, kube-apiserver, controller-manager, scheduler, kube
 
 .PHONY: cluster-up
 cluster-up: venv cluster-bins ## Start the local control plane in the background; prints `export KUBECONFIG=...`
-	$(PY) -m corral.platform.localcluster up
+	@$(PY) -m corral.platform.localcluster up
 
 .PHONY: cluster-down
 cluster-down: venv ## Stop the local control plane started by cluster-up
 	$(PY) -m corral.platform.localcluster down
+
+.PHONY: cluster-status
+cluster-status: venv ## Say whether the local control plane is up, and where
+	$(PY) -m corral.platform.localcluster status
 
 .PHONY: lint
 lint: venv ## ruff check + format check

@@ -82,7 +82,7 @@ def _base_python() -> str:
 
 def _digest(tree: Path, base_python: str) -> str:
     h = hashlib.sha256(base_python.encode())
-    files = [tree / "pyproject.toml"]
+    files = [p for p in (tree / "pyproject.toml", tree / "constraints.txt") if p.exists()]
     files += sorted(
         p
         for p in (tree / "operator" / "corral").rglob("*")
@@ -123,6 +123,7 @@ def ensure_image(
     building = root / f".{target.name}.{os.getpid()}"
     shutil.rmtree(building, ignore_errors=True)
     started = time.monotonic()
+    constraints = tree / "constraints.txt"  # the versions CI passed with
     say(f"building host image {target.name} from {tree} with {base} (first time: about a minute)")
     try:
         _run([base, "-m", "venv", str(building)], "creating the image's virtualenv")
@@ -134,6 +135,7 @@ def ensure_image(
                 "install",
                 "--quiet",
                 "--disable-pip-version-check",
+                *(["-c", str(constraints)] if constraints.exists() else []),
                 str(tree),
             ],
             "installing corral into the image",
