@@ -97,3 +97,11 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
 # `node_agent` (session): two Ready nodes whose pods run as host processes, with a
 # chaos handle; see tests/e2e/_nodes.py.
 from tests.e2e._nodes import node_agent  # noqa: E402, F401
+
+# ---- operator with running workers (issue 5, reconcile) -------------------------------------
+# `pod_postgres` (session): a PostgreSQL server that worker pods can reach, listening on
+# 127.0.0.1 and on the pod bridge 10.244.0.1 (pg_hba allows 10.244.0.0/16); it needs the
+# node agent, which brings the bridge up. `pod_database_url` (per test): a fresh database
+# with corral's schema on it, as a DSN whose host is 10.244.0.1 — valid on the host and
+# inside pods, so the operator can copy it into the pools' enrollment Secrets.
+from tests.e2e._pod_postgres import pod_database_url, pod_postgres  # noqa: E402, F401
