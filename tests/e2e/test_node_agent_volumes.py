@@ -100,7 +100,9 @@ def test_a_pod_calls_the_api_server_with_its_service_account_token_as_a_non_root
         "id -u; sa=/var/run/secrets/kubernetes.io/serviceaccount; cat $sa/namespace; echo;"
         " curl -s -o /dev/null -w '%{http_code}\\n' --cacert $sa/ca.crt"
         ' -H "Authorization: Bearer $(cat $sa/token)"'
-        " https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/api"
+        " https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/api;"
+        # the project's own python (and so `corral`) must start as a non-root user
+        " python -c 'import corral; print(\"python ok\")'"
     )
     pod = {
         "apiVersion": "v1",
@@ -116,4 +118,4 @@ def test_a_pod_calls_the_api_server_with_its_service_account_token_as_a_non_root
     }
     phase, lines = _run_to_completion(cluster, namespace, node_agent, pod)
     assert phase == "Succeeded", lines
-    assert lines == ["65534", namespace, "200"], lines
+    assert lines == ["65534", namespace, "200", "python ok"], lines

@@ -37,6 +37,7 @@ from corral.platform.nodeagent._runtime import (
     Namespaces,
     exec_in,
     exit_code_of,
+    interpreter_shadow,
 )
 from corral.platform.nodeagent._status import (
     ContainerRecord,
@@ -479,6 +480,7 @@ class PodWorker(threading.Thread):
             uid=None if uid is None else int(uid),
             gid=None if gid is None else int(gid),
             groups=groups if uid is not None or gid is not None else [],
+            shadow=interpreter_shadow() if uid is not None and int(uid) != 0 else [],
         )
 
     def _spec(self, name: str) -> Json:

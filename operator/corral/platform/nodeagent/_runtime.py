@@ -9,10 +9,12 @@ SIGKILL to the whole group (as a runtime tears down the container's cgroup).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -33,6 +35,8 @@ class LaunchSpec:
     uid: int | None = None
     gid: int | None = None
     groups: list[int] = field(default_factory=list)
+    # (directory a non-root user cannot cross, child to expose): see interpreter_shadow
+    shadow: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Namespaces:
@@ -49,6 +53,25 @@ class Namespaces:
         if self.private_mounts:
             out += ["unshare", "--mount", "--uts", "--propagation", "private", "--"]
         return out
+
+
+@functools.cache
+def interpreter_shadow() -> list[tuple[str, str]]:
+    """Where the Python installation hides behind a directory others cannot cross.
+
+    pyenv installs under /root (mode 0700): a container running as non-root
+    could not even start the venv's python. The launcher then mounts an empty
+    tmpfs over that directory with only the installation bound into it, which
+    also keeps the rest of root's home out of the container.
+    """
+    prefix = Path(sys.base_prefix).resolve()
+    for ancestor in reversed(prefix.parents):
+        if ancestor == Path("/"):
+            continue
+        if not ancestor.stat().st_mode & stat.S_IXOTH:
+            child = ancestor / prefix.relative_to(ancestor).parts[0]
+            return [(str(ancestor), str(child))]
+    return []
 
 
 def mount_namespaces_possible() -> bool:
@@ -81,7 +104,13 @@ class ContainerProcess:
             # Without a mount namespace volumes cannot be bound to their
             # mountPath, the hostname cannot be set and the root stays writable.
             spec = LaunchSpec(
-                **{**spec.__dict__, "mounts": [], "read_only_root": False, "hostname": None}
+                **{
+                    **spec.__dict__,
+                    "mounts": [],
+                    "read_only_root": False,
+                    "hostname": None,
+                    "shadow": [],
+                }
             )
         path = _write_spec(spec, spec_dir)
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -141,7 +170,9 @@ def exec_in(
         prefix = ["nsenter", f"--target={target_pid}", "--mount", "--net", "--uts", "--"]
     elif netns_path:
         prefix = ["nsenter", f"--net={netns_path}", "--"]
-    quiet = LaunchSpec(**{**spec.__dict__, "mounts": [], "read_only_root": False, "hostname": None})
+    quiet = LaunchSpec(
+        **{**spec.__dict__, "mounts": [], "read_only_root": False, "hostname": None, "shadow": []}
+    )
     path = _write_spec(quiet, spec_dir)
     popen = subprocess.Popen(
         [*prefix, sys.executable, "-I", "-S", str(LAUNCHER), path],
