@@ -25,7 +25,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "tokens": ("corral.queue.cli", "tokens", "Mint, list and revoke worker enrollment tokens"),
     "workers": ("corral.queue.cli", "workers", "The worker registry: list, drain, remove"),
     "worker": ("corral.worker.cli", "worker", "Run a queue worker (or drain one: worker prestop)"),
-    "operator": ("corral.controller.cli", "operator", "Run the Kubernetes operator (WorkerPools, Regions)"),
+    "operator": (
+        "corral.controller.cli",
+        "operator",
+        "Run the Kubernetes operator (WorkerPools, Regions)",
+    ),
 }
 
 
