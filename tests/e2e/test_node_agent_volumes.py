@@ -102,7 +102,7 @@ def test_a_pod_calls_the_api_server_with_its_service_account_token_as_a_non_root
         ' -H "Authorization: Bearer $(cat $sa/token)"'
         " https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/api;"
         # the project's own python (and so `corral`) must start as a non-root user
-        " python -c 'import corral; print(\"python ok\")'"
+        " python -c 'import corral, getpass; print(\"python ok\", getpass.getuser())'"
     )
     pod = {
         "apiVersion": "v1",
@@ -110,7 +110,7 @@ def test_a_pod_calls_the_api_server_with_its_service_account_token_as_a_non_root
         "metadata": {"name": "caller"},
         "spec": {
             "restartPolicy": "Never",
-            "securityContext": {"runAsUser": 65534, "runAsGroup": 65534},
+            "securityContext": {"runAsUser": 65532, "runAsGroup": 65532},
             "containers": [
                 {"name": "main", "image": "corral-test/shell:1", "command": ["sh", "-c", script]}
             ],
@@ -118,4 +118,5 @@ def test_a_pod_calls_the_api_server_with_its_service_account_token_as_a_non_root
     }
     phase, lines = _run_to_completion(cluster, namespace, node_agent, pod)
     assert phase == "Succeeded", lines
-    assert lines == ["65534", namespace, "200", "python ok"], lines
+    # 65532 is unknown to the host: the agent gives it a passwd entry as an image would
+    assert lines == ["65532", namespace, "200", "python ok nonroot"], lines

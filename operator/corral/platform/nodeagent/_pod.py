@@ -12,8 +12,10 @@ period) before removing the pod object with grace 0.
 from __future__ import annotations
 
 import contextlib
+import grp
 import logging
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -470,6 +472,7 @@ class PodWorker(threading.Thread):
         if self.sandbox.netns:
             for f in ("hosts", "resolv.conf"):
                 mounts.append((str(self.dir / "etc" / f), f"/etc/{f}", False))
+        mounts += self._identity_files(uid, gid)
         return LaunchSpec(
             argv=argv,
             env=env,
@@ -482,6 +485,35 @@ class PodWorker(threading.Thread):
             groups=groups if uid is not None or gid is not None else [],
             shadow=interpreter_shadow() if uid is not None and int(uid) != 0 else [],
         )
+
+    def _identity_files(self, uid: Any, gid: Any) -> list[tuple[str, str, bool]]:
+        """/etc/passwd and /etc/group that know the runAsUser/runAsGroup.
+
+        An image names its users; the host does not know uid 65532, and
+        getpass.getuser() (kopf calls it) fails for a uid without an entry.
+        """
+        out: list[tuple[str, str, bool]] = []
+        etc = self.dir / "etc"
+        etc.mkdir(exist_ok=True)
+        for ident, table, path in ((uid, pwd, "passwd"), (gid, grp, "group")):
+            if ident is None:
+                continue
+            try:
+                (pwd.getpwuid if table is pwd else grp.getgrgid)(int(ident))
+                continue  # the host knows it
+            except KeyError:
+                pass
+            name = "nonroot" if int(ident) == 65532 else f"u{int(ident)}"
+            if path == "passwd":
+                gid_of = int(gid) if gid is not None else int(ident)
+                line = f"{name}:x:{int(ident)}:{gid_of}:{name}:/:/usr/sbin/nologin\n"
+            else:
+                line = f"{name}:x:{int(ident)}:\n"
+            target = etc / f"{path}-{int(ident)}"
+            target.write_text(Path(f"/etc/{path}").read_text() + line)
+            target.chmod(0o644)
+            out.append((str(target), f"/etc/{path}", True))
+        return out
 
     def _spec(self, name: str) -> Json:
         return next(c for c in self.init_specs + self.specs if c["name"] == name)
