@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from corral.platform.localcluster import Cluster, default_bin_dir
+from tests.e2e._corral import install_crds
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "corral"
 
@@ -71,6 +72,8 @@ def test_the_operator_gets_the_default_region_and_worker_image_settings() -> Non
 
 @pytest.fixture
 def release(cluster: Cluster, namespace: str) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    # The RBAC checks ask about workerpools: the API server must know the type.
+    install_crds(cluster)
     name = f"c{uuid.uuid4().hex[:8]}"
     cluster.kubectl(
         "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,21 +13,14 @@ import pytest
 import yaml
 
 from corral.platform.localcluster import Cluster
+from tests.e2e._corral import install_crds
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def crds(cluster: Cluster) -> None:
-    cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-    for name in ("workerpools.corral.dev", "regions.corral.dev"):
-        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}")
-    # Discovery catches up a moment after Established; `kubectl apply` needs it.
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if cluster.kubectl("get", "workerpools", "-A", check=False).returncode == 0:
-            return
-        time.sleep(0.5)
+    install_crds(cluster)
 
 
 def _pool(name: str = "email", **spec: Any) -> dict[str, Any]:
