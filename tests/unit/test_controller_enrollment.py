@@ -13,6 +13,7 @@ from corral.controller.enrollment import (
     desired_secret,
     held_token,
     rotation,
+    secret_is_current,
     token_expiry,
 )
 from tests.unit._pools import make_pool
@@ -121,3 +122,20 @@ def test_a_pool_that_moved_region_gets_a_token_for_its_new_region() -> None:
     decision = rotation(_secret(), ttl_s=DAY, now=NOW, region="us-east")
     assert decision.rotate
     assert "us-east" in decision.reason
+
+
+def test_a_secret_that_already_holds_the_desired_token_is_not_written_again() -> None:
+    existing = _secret()
+    existing["metadata"]["uid"] = "abc"
+    existing["metadata"]["labels"]["added-by-someone"] = "yes"
+    assert secret_is_current(existing, _secret())
+
+
+def test_a_missing_or_changed_secret_is_written() -> None:
+    assert not secret_is_current(None, _secret())
+    other_token = _secret()
+    other_token["data"]["token"] = base64.b64encode(b"crl_other").decode()
+    assert not secret_is_current(other_token, _secret())
+    desired = _secret()
+    desired["metadata"]["ownerReferences"] = [{"uid": "pool-uid"}]
+    assert not secret_is_current(_secret(), desired)

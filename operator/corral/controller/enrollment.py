@@ -75,6 +75,29 @@ def desired_secret(
     }
 
 
+def secret_is_current(existing: dict[str, Any] | None, desired: dict[str, Any]) -> bool:
+    """True when `existing` already holds everything `desired` sets.
+
+    The reconcile then leaves the Secret alone instead of re-applying it: an
+    apply that races a `kubectl delete secret` would bring the deleted token
+    back, where the next reconcile should mint a fresh one.
+    """
+    if existing is None:
+        return False
+    have, want = existing.get("metadata") or {}, desired.get("metadata") or {}
+    for key in ("labels", "annotations"):
+        present = have.get(key) or {}
+        if any(present.get(k) != v for k, v in (want.get(key) or {}).items()):
+            return False
+    owners = {o.get("uid") for o in have.get("ownerReferences") or []}
+    if any(o.get("uid") not in owners for o in want.get("ownerReferences") or []):
+        return False
+    return bool(
+        existing.get("type", "Opaque") == desired.get("type", "Opaque")
+        and (existing.get("data") or {}) == (desired.get("data") or {})
+    )
+
+
 def token_expiry(now: datetime, ttl_s: int) -> datetime:
     return now + timedelta(seconds=ttl_s)
 

@@ -28,6 +28,7 @@ from corral.controller.enrollment import (
     desired_secret,
     held_token,
     rotation,
+    secret_is_current,
     token_expiry,
 )
 from corral.controller.queue_access import DatabaseUnavailable, QueueAccess
@@ -235,6 +236,8 @@ class Reconciler:
             database_url=None if pool.spec.database else self.config.database_url,
         )
         desired["metadata"]["ownerReferences"] = [owner_reference(body)]
+        if held is not None and secret_is_current(secret, desired):
+            return
         self.kube.apply(desired)
 
     def _pool_figures(

@@ -27,8 +27,10 @@ from pathlib import Path
 __all__ = ["HostImageError", "default_root", "ensure_image", "source_tree"]
 
 # Images are kept under a directory every user can traverse when we are root;
-# otherwise (a developer without root) pods run as the developer anyway.
-_ROOT_SYSTEM = Path("/var/lib/corral/images")
+# otherwise (a developer without root) pods run as the developer anyway. Not
+# under /var/lib/corral: worker pods mount their state emptyDir there, which
+# would hide the image from them. CORRAL_HOST_IMAGE_ROOT overrides it.
+_ROOT_SYSTEM = Path("/opt/corral/images")
 _KEEP = 3  # images kept after a build; older ones are removed
 
 
@@ -37,6 +39,8 @@ class HostImageError(RuntimeError):
 
 
 def default_root() -> Path:
+    if os.environ.get("CORRAL_HOST_IMAGE_ROOT"):
+        return Path(os.environ["CORRAL_HOST_IMAGE_ROOT"])
     if os.geteuid() == 0:
         return _ROOT_SYSTEM
     cache = Path(os.environ.get("CORRAL_CACHE", Path.home() / ".cache" / "corral"))

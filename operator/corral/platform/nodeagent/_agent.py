@@ -32,7 +32,6 @@ Json = dict[str, Any]
 log = logging.getLogger("corral.nodeagent")
 
 LEASE_NAMESPACE = "kube-node-lease"
-HOST_IMAGE_ROOT = Path(os.environ.get("CORRAL_HOST_IMAGE_ROOT", "/opt/corral/images"))
 
 
 @dataclass
@@ -62,9 +61,7 @@ def _use_host_image() -> None:
         return
     if hostimage.source_tree() is None:
         return
-    # Not the default /var/lib/corral/images: worker pods mount their state
-    # directory on /var/lib/corral, which would hide the image from them.
-    image = hostimage.ensure_image(root=HOST_IMAGE_ROOT, say=log.info)
+    image = hostimage.ensure_image(say=log.info)
     os.environ["CORRAL_IMAGE_PYTHON"] = str(image / "bin" / "python")
     log.info("pods run corral from host image %s", image)
 
