@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import time
+
 import psycopg
 
 from tests._postgres import PgHandle
@@ -31,3 +37,32 @@ def test_a_table_made_by_one_test_is_not_seen_by_the_next(empty_database_url: st
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
         ).fetchall()
     assert ("leftover",) not in names
+
+
+def test_a_server_whose_owner_is_killed_stops_with_it() -> None:
+    script = (
+        "import time\n"
+        "from corral.platform.postgres import PostgresServer\n"
+        "pg = PostgresServer().start()\n"
+        "print(pg._proc.pid, pg.data_dir, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert owner.stdout is not None
+    pid_text, data_dir = owner.stdout.readline().split()
+    server_pid = int(pid_text)
+    owner.kill()  # SIGKILL: no cleanup code runs in the owner
+    owner.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _alive(server_pid):
+        time.sleep(0.1)
+    shutil.rmtree(data_dir, ignore_errors=True)
+    assert not _alive(server_pid), "postgres outlived the process that started it"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

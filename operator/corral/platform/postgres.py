@@ -12,6 +12,7 @@ PostgreSQL refuses to run as root; when we are root the server runs as the
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import pwd
 import secrets
@@ -253,17 +254,26 @@ class PostgresServer:
             raise PostgresError(f"{what} failed (exit {out.returncode}):\n{out.stdout}{out.stderr}")
 
 
-def _demote(owner: pwd.struct_passwd | None) -> Callable[[], None] | None:
-    if owner is None:
-        return None
-    uid, gid = owner.pw_uid, owner.pw_gid
+_PR_SET_PDEATHSIG = 1
 
-    def _switch() -> None:
-        os.setgid(gid)
-        os.setgroups([])
-        os.setuid(uid)
 
-    return _switch
+def _demote(owner: pwd.struct_passwd | None) -> Callable[[], None]:
+    """Child set-up between fork and exec: become `owner`, die with our parent.
+
+    The parent-death signal (SIGQUIT: PostgreSQL's immediate shutdown) keeps a
+    test run killed by SIGKILL or an unhandled SIGTERM from leaving a server
+    behind. It is set after the user switch, which would clear it.
+    """
+
+    def _setup() -> None:
+        if owner is not None:
+            os.setgid(owner.pw_gid)
+            os.setgroups([])
+            os.setuid(owner.pw_uid)
+        with contextlib.suppress(OSError, AttributeError):  # not Linux
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGQUIT, 0, 0, 0)
+
+    return _setup
 
 
 @contextlib.contextmanager
