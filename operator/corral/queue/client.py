@@ -40,11 +40,15 @@ from corral.queue.errors import (
     WorkerRemoved,
 )
 from corral.queue.records import (
+    Backlog,
     ClaimedJob,
     Depth,
     DispatchState,
     Enrollment,
     Failure,
+    Flow,
+    Interruption,
+    InterruptionReason,
     Job,
     JobSpec,
     JobState,
@@ -620,6 +624,71 @@ class Queue:
 
     def list_workers(self, *, include_removed: bool = False) -> list[Worker]:
         return [_worker(r) for r in self._all("list_workers", (include_removed,))]
+
+    # -- for the operator's autoscaler -------------------------------------------
+
+    def backlog(
+        self, queues: Sequence[str], region: str | None = None, *, cap: int = DEFAULT_DEPTH_CAP
+    ) -> Backlog:
+        """Jobs ready for workers of `region` on `queues`: in all of them and in
+        those not paused; each count stops at `cap` (cheap at any backlog)."""
+        rows = self._all(
+            "backlog", {"queues": list(queues), "region": region or "", "cap": cap}, prepare=True
+        )
+        waiting, dispatchable = (int(v) for v in rows[0])
+        return Backlog(waiting, dispatchable, capped=waiting >= cap)
+
+    def flow(
+        self, queues: Sequence[str], region: str | None = None, *, window_s: float = 60.0
+    ) -> Flow:
+        """Arrivals, completions and mean run time on `queues` over the last `window_s`."""
+        rows = self._all(
+            "flow", {"queues": list(queues), "region": region or "", "window": window_s}
+        )
+        arrivals, completed, mean = rows[0]
+        return Flow(window_s, int(arrivals), int(completed), None if mean is None else float(mean))
+
+    def pool_workers(self, pool: str) -> list[Worker]:
+        """The registry rows of one pool's workers (removed ones left out)."""
+        return [_worker(r) for r in self._all("pool_workers", (pool,), prepare=True)]
+
+    def scaler_drain(self, worker_ids: Sequence[int]) -> list[int]:
+        """The operator asks active workers to drain before it removes them;
+        returns the ids that moved to draining."""
+        if not worker_ids:
+            return []
+        return [int(r[0]) for r in self._all("scaler_drain", (list(worker_ids),))]
+
+    def scaler_undrain(self, worker_ids: Sequence[int]) -> list[int]:
+        """Cancel drains the operator asked for (demand needs the workers again);
+        returns the ids that are active again."""
+        if not worker_ids:
+            return []
+        return [int(r[0]) for r in self._all("scaler_undrain", (list(worker_ids),))]
+
+    def interruptions(self, job_id: int | None = None) -> list[Interruption]:
+        """Running jobs taken from their worker unfinished (of one job, or all)."""
+        return [
+            Interruption(int(j), w, int(a), InterruptionReason(r), at)
+            for j, w, a, r, at in self._all("interruptions", {"job": job_id})
+        ]
+
+    def listen(self) -> None:
+        """LISTEN for wake-ups (the operator's autoscaler; needs its own connection)."""
+        with _translated():
+            self.conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
+
+    def wait_for_jobs(self, timeout_s: float) -> set[str]:
+        """Wait up to `timeout_s` for wake-ups; the queues named (empty on timeout).
+        Notifications already waiting are drained in one call."""
+        queues: set[str] = set()
+        with _translated():
+            for note in self.conn.notifies(timeout=timeout_s, stop_after=1):
+                queues.add(note.payload)
+            # Whatever else arrived meanwhile, without waiting again.
+            for note in self.conn.notifies(timeout=0):
+                queues.add(note.payload)
+        return queues
 
 
 class AsyncQueue:

@@ -157,6 +157,48 @@ class Depth:
 
 
 @dataclass(frozen=True, slots=True)
+class Backlog:
+    """Jobs ready for the workers of one region on a set of queues: in all of
+    them (`waiting`) and in those not paused (`dispatchable`, what an
+    autoscaler scales on). Counts stop at the cap (then `capped` is True)."""
+
+    waiting: int
+    dispatchable: int
+    capped: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """Jobs through a set of queues over the last `window_s` seconds: how many
+    became ready, how many completed and their mean run time (None: none)."""
+
+    window_s: float
+    arrivals: int
+    completed: int
+    mean_duration_s: float | None
+
+    @property
+    def arrivals_per_s(self) -> float:
+        return self.arrivals / self.window_s if self.window_s > 0 else 0.0
+
+
+class InterruptionReason(enum.StrEnum):
+    HANDED_BACK = "handed_back"  # released unfinished at shutdown; the attempt is not counted
+    LEASE_EXPIRED = "lease_expired"  # the worker stopped heartbeating; the job is retried
+
+
+@dataclass(frozen=True, slots=True)
+class Interruption:
+    """A running job taken from its worker without finishing."""
+
+    job_id: int
+    worker_id: int | None
+    attempt: int
+    reason: InterruptionReason
+    at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
 class DispatchState:
     """Pause state of one queue (or `*`, every queue)."""
 

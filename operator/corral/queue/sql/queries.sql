@@ -270,3 +270,88 @@ SELECT id, display_prefix, region, pool, expires_at, uses_remaining, created_at,
 UPDATE corral_enrollment_tokens SET revoked_at = coalesce(revoked_at, now())
  WHERE id = %s OR display_prefix = %s
 RETURNING id
+
+-- name: backlog
+-- What the autoscaler reads for one pool at every evaluation: jobs ready in
+-- all of its queues (the DEPTH column) and in those not paused (its demand).
+-- Each count reads a partial index and stops at the cap. Due scheduled jobs
+-- count as ready: claims promote them, but a pool at zero has no worker to.
+WITH live AS (
+    SELECT coalesce(array_agg(q.name), '{}') AS queues
+      FROM unnest(%(queues)s::text[]) AS q(name)
+     WHERE NOT EXISTS (SELECT 1 FROM corral_queues p WHERE p.paused AND p.name IN (q.name, '*'))
+)
+SELECT
+    (SELECT count(*) FROM (
+        SELECT 1 FROM corral_jobs
+         WHERE state = 'pending' AND queue = ANY(%(queues)s::text[])
+           AND region IN ('', %(region)s)
+         LIMIT %(cap)s) p)
+  + (SELECT count(*) FROM (
+        SELECT 1 FROM corral_jobs
+         WHERE state = 'scheduled' AND run_at <= now() AND queue = ANY(%(queues)s::text[])
+           AND region IN ('', %(region)s)
+         LIMIT %(cap)s) d),
+    (SELECT count(*) FROM (
+        SELECT 1 FROM corral_jobs
+         WHERE state = 'pending' AND queue = ANY((SELECT l.queues FROM live l)::text[])
+           AND region IN ('', %(region)s)
+         LIMIT %(cap)s) p)
+  + (SELECT count(*) FROM (
+        SELECT 1 FROM corral_jobs
+         WHERE state = 'scheduled' AND run_at <= now() AND queue = ANY((SELECT l.queues FROM live l)::text[])
+           AND region IN ('', %(region)s)
+         LIMIT %(cap)s) d)
+
+-- name: flow
+-- Target-wait autoscaling: over the last window, how many jobs became ready
+-- in a pool's queues (enqueued, not for later) and how long completed ones
+-- ran. Finished rows are found through the BRIN index on finished_at.
+SELECT
+    (SELECT count(*) FROM corral_jobs
+      WHERE enqueued_at > now() - make_interval(secs => %(window)s::float8)
+        AND run_at <= enqueued_at + interval '1 second'
+        AND queue = ANY(%(queues)s::text[]) AND region IN ('', %(region)s))
+  + (SELECT count(*) FROM corral_jobs_finished
+      WHERE finished_at > now() - make_interval(secs => %(window)s::float8)
+        AND enqueued_at > now() - make_interval(secs => %(window)s::float8)
+        AND run_at <= enqueued_at + interval '1 second'
+        AND queue = ANY(%(queues)s::text[]) AND region IN ('', %(region)s)),
+    (SELECT count(*) FROM corral_jobs_finished
+      WHERE finished_at > now() - make_interval(secs => %(window)s::float8)
+        AND state = 'completed' AND started_at IS NOT NULL
+        AND queue = ANY(%(queues)s::text[]) AND region IN ('', %(region)s)),
+    (SELECT avg(extract(epoch FROM finished_at - started_at)) FROM corral_jobs_finished
+      WHERE finished_at > now() - make_interval(secs => %(window)s::float8)
+        AND state = 'completed' AND started_at IS NOT NULL
+        AND queue = ANY(%(queues)s::text[]) AND region IN ('', %(region)s))
+
+-- name: pool_workers
+SELECT id, name, region, pool, queues, concurrency, state, in_flight, last_heartbeat,
+       version, enrolled_at, drain_requested_at, drained_at, removed_at, drain_requested_by
+  FROM corral_workers
+ WHERE pool = %s AND state <> 'removed'
+ ORDER BY id
+
+-- name: scaler_drain
+-- The operator drains workers it is about to remove (only active ones: a
+-- drain someone else asked for stays theirs).
+UPDATE corral_workers
+   SET state = 'draining', drain_requested_at = now(), drain_requested_by = 'scaler'
+ WHERE id = ANY(%s::int8[]) AND state = 'active'
+RETURNING id
+
+-- name: scaler_undrain
+-- New demand needs workers the operator was draining: back to active. Only
+-- the scaler's own drains; the worker resumes claiming at its next heartbeat.
+UPDATE corral_workers
+   SET state = 'active', drain_requested_at = NULL, drained_at = NULL,
+       drain_requested_by = NULL
+ WHERE id = ANY(%s::int8[]) AND drain_requested_by = 'scaler'
+   AND state IN ('draining', 'drained')
+RETURNING id
+
+-- name: interruptions
+SELECT job_id, worker_id, attempt, reason, at FROM corral_job_interruptions
+ WHERE %(job)s::int8 IS NULL OR job_id = %(job)s
+ ORDER BY id

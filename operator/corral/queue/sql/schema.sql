@@ -155,18 +155,40 @@ CREATE TABLE corral_workers (
     drain_requested_at timestamptz,
     drained_at timestamptz,
     removed_at timestamptz,
-    -- 'admin' (corral workers drain, the operator): outlasts a restart.
+    -- 'admin' (corral workers drain): outlasts a restart.
     -- 'self' (SIGTERM, POST /drain, preStop): a restarted worker is active again.
+    -- 'scaler' (the operator, before a scale-down): it may cancel the drain
+    -- (back to active) when new demand needs the worker.
     drain_requested_by text,
     CONSTRAINT worker_state_known CHECK (state IN ('active', 'draining', 'drained', 'removed')),
     CONSTRAINT worker_concurrency_positive CHECK (concurrency >= 1),
     CONSTRAINT worker_in_flight_not_negative CHECK (in_flight >= 0),
     CONSTRAINT worker_credential_is_sha256_hex CHECK (credential_hash ~ '^[0-9a-f]{64}$'),
     CONSTRAINT worker_drain_requested_by_known
-        CHECK (drain_requested_by IS NULL OR drain_requested_by IN ('admin', 'self'))
+        CHECK (drain_requested_by IS NULL OR drain_requested_by IN ('admin', 'self', 'scaler'))
 );
 COMMENT ON TABLE corral_workers IS
     'Worker registry: one row per enrolled worker process; credentials stored hashed.';
+-- The operator reads one pool's workers at every evaluation.
+CREATE INDEX corral_workers_pool_idx ON corral_workers (pool) WHERE state <> 'removed';
+
+-- One row each time a running job was taken from its worker unfinished:
+-- handed back at shutdown (corral_release_v1) or retried after its lease
+-- lapsed (corral_reap_v1). Retention deletes old rows with the finished jobs.
+CREATE TABLE corral_job_interruptions (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job_id bigint NOT NULL,
+    worker_id bigint,
+    attempt integer NOT NULL,
+    reason text NOT NULL,
+    at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT interruption_reason_known CHECK (reason IN ('handed_back', 'lease_expired'))
+);
+COMMENT ON TABLE corral_job_interruptions IS
+    'Running jobs taken from their worker unfinished (handed back, or lease lapsed).';
+CREATE INDEX corral_job_interruptions_job_idx ON corral_job_interruptions (job_id);
+CREATE INDEX corral_job_interruptions_at_brin ON corral_job_interruptions USING brin (at);
+
 
 -- ---------------------------------------------------------------------------
 -- Versioned functions. A new behaviour gets a new name (_v2) so old and new
@@ -553,13 +575,21 @@ DECLARE
     v_queues text[];
 BEGIN
     PERFORM corral_relax_ack_v1();
-    WITH released AS (
+    WITH held AS (
+        SELECT o.id, o.worker_id, o.attempt FROM corral_jobs o
+          JOIN unnest(p_ids, p_tokens) AS d(id, token) ON o.id = d.id AND o.lease_token = d.token
+         WHERE o.id = ANY(p_ids)
+           FOR UPDATE OF o
+    ), released AS (
         UPDATE corral_jobs j
            SET state = 'pending', attempt = j.attempt - 1, lease_token = NULL,
                lease_expires_at = NULL, worker_id = NULL
-          FROM unnest(p_ids, p_tokens) AS d(id, token)
-         WHERE j.id = ANY(p_ids) AND j.id = d.id AND j.lease_token = d.token
-        RETURNING j.id, j.queue
+          FROM held h
+         WHERE j.id = h.id
+        RETURNING j.id, j.queue, h.worker_id, h.attempt
+    ), noted AS (
+        INSERT INTO corral_job_interruptions (job_id, worker_id, attempt, reason)
+        SELECT r.id, r.worker_id, r.attempt, 'handed_back' FROM released r
     )
     SELECT coalesce(array_agg(r.id), '{}'), coalesce(array_agg(DISTINCT r.queue), '{}')
       INTO v_done, v_queues
@@ -617,12 +647,17 @@ BEGIN
     IF NOT pg_try_advisory_xact_lock(hashtext('corral_reaper')) THEN
         RETURN NULL;
     END IF;
-    SELECT array_agg(l.id), array_agg(l.lease_token) INTO v_ids, v_tokens
-      FROM (SELECT r.id, r.lease_token FROM corral_jobs r
-             WHERE r.state = 'running' AND r.lease_expires_at < now()
-             ORDER BY r.lease_expires_at
-             LIMIT p_limit
-               FOR UPDATE SKIP LOCKED) l;
+    WITH lapsed AS (
+        SELECT r.id, r.lease_token, r.worker_id, r.attempt FROM corral_jobs r
+         WHERE r.state = 'running' AND r.lease_expires_at < now()
+         ORDER BY r.lease_expires_at
+         LIMIT p_limit
+           FOR UPDATE SKIP LOCKED
+    ), noted AS (
+        INSERT INTO corral_job_interruptions (job_id, worker_id, attempt, reason)
+        SELECT l.id, l.worker_id, l.attempt, 'lease_expired' FROM lapsed l
+    )
+    SELECT array_agg(l.id), array_agg(l.lease_token) INTO v_ids, v_tokens FROM lapsed l;
     IF v_ids IS NULL THEN
         RETURN 0;
     END IF;
@@ -718,8 +753,9 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
     v_state text;
+    v_by text;
 BEGIN
-    SELECT w.state INTO v_state FROM corral_workers w
+    SELECT w.state, w.drain_requested_by INTO v_state, v_by FROM corral_workers w
      WHERE w.id = p_worker_id AND w.credential_hash = corral_hash_secret_v1(p_credential)
        FOR UPDATE;
     IF NOT FOUND THEN
@@ -735,6 +771,9 @@ BEGIN
            SET state = 'draining', drain_requested_at = now(), drain_requested_by = 'self'
          WHERE w.id = p_worker_id;
         v_state := 'draining';
+    ELSIF v_by = 'scaler' THEN
+        -- The pod is going: the scaler may no longer cancel this drain.
+        UPDATE corral_workers w SET drain_requested_by = 'self' WHERE w.id = p_worker_id;
     END IF;
     RETURN v_state;
 END
@@ -761,6 +800,10 @@ BEGIN
                              WHERE o.finished_at < now() - make_interval(secs => p_older_than_s)
                              LIMIT p_limit));
     GET DIAGNOSTICS v_deleted = ROW_COUNT;
+    DELETE FROM corral_job_interruptions i
+     WHERE i.id = ANY(ARRAY(SELECT o.id FROM corral_job_interruptions o
+                             WHERE o.at < now() - make_interval(secs => p_older_than_s)
+                             LIMIT p_limit));
     RETURN v_deleted;
 END
 $$;
