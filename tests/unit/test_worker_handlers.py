@@ -82,8 +82,17 @@ def test_a_module_function_path_registers_that_function() -> None:
     assert "dumps" in reg
 
 
-def test_the_builtin_kinds_are_noop_http_tcp_and_dns() -> None:
-    assert builtin_registry().names() == ["dns", "http", "noop", "tcp"]
+def test_the_builtin_kinds_are_noop_sleep_http_tcp_and_dns() -> None:
+    assert builtin_registry().names() == ["dns", "http", "noop", "sleep", "tcp"]
+
+
+def test_a_sleep_job_says_how_long_it_slept_and_refuses_a_negative_time() -> None:
+    h = builtin_registry().get("sleep")
+    assert h is not None
+    result = asyncio.run(h.fn(h.prepare(make_job({"seconds": 0.01}))))
+    assert result["slept_s"] >= 0.01
+    with pytest.raises(PayloadError, match="seconds"):
+        h.prepare(make_job({"seconds": -1}))
 
 
 def test_an_http_check_payload_without_a_scheme_is_a_payload_error() -> None:

@@ -1,4 +1,4 @@
-"""Built-in job kinds every worker knows: `noop`, `http`, `tcp` and `dns`.
+"""Built-in job kinds every worker knows: `noop`, `sleep`, `http`, `tcp` and `dns`.
 
 `corral.worker.runtime` starts each worker's registry from `builtin_registry()`
 and adds user handlers on top. The checks return a small JSON-able dict (the
@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 
 from corral.worker.handlers import HandlerError, HandlerRegistry, Job
 
-__all__ = ["DnsCheck", "HttpCheck", "TcpCheck", "builtin_registry"]
+__all__ = ["DnsCheck", "HttpCheck", "Sleep", "TcpCheck", "builtin_registry"]
 
 
 class HttpCheck(BaseModel):
@@ -55,9 +55,23 @@ class DnsCheck(BaseModel):
     timeout: float = Field(default=5.0, gt=0)
 
 
+class Sleep(BaseModel):
+    """Payload of a `sleep` job: hold a slot for a while (a stand-in for real
+    work in demos, drain tests and the scaling benchmark)."""
+
+    seconds: float = Field(default=1.0, ge=0, le=86_400, description="how long to sleep")
+
+
 async def noop(job: Job[Any]) -> None:
     """Does nothing; used for benchmarks and smoke tests."""
     return None
+
+
+async def sleep(job: Job[Sleep]) -> dict[str, Any]:
+    """Sleeps `seconds` and says how long it slept (and on which attempt)."""
+    started = time.monotonic()
+    await asyncio.sleep(job.payload.seconds)
+    return {"slept_s": round(time.monotonic() - started, 3), "attempt": job.attempt}
 
 
 async def http_check(job: Job[HttpCheck]) -> dict[str, Any]:
@@ -180,6 +194,9 @@ def builtin_registry() -> HandlerRegistry:
     """A fresh registry holding the built-in kinds."""
     reg = HandlerRegistry()
     reg.register("noop", noop)
+    # No timeout of its own: a sleep longer than the worker's job timeout
+    # fails like any overrunning job would.
+    reg.register("sleep", sleep, payload=Sleep)
     reg.register("http", http_check, payload=HttpCheck)
     reg.register("tcp", tcp_check, payload=TcpCheck)
     reg.register("dns", dns_check, payload=DnsCheck)
