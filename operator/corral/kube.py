@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client, config
@@ -166,13 +167,17 @@ class Kube:
     # -- writing ------------------------------------------------------------------
 
     def apply(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply of a Deployment, Secret or Region (created if missing)."""
+        """Server-side apply of a Deployment, Secret, PodDisruptionBudget or Region
+        (created if missing)."""
         kind = body["kind"]
         name = body["metadata"]["name"]
         namespace = body["metadata"].get("namespace")
         paths = {
             "Deployment": f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
             "Secret": f"/api/v1/namespaces/{namespace}/secrets/{name}",
+            "PodDisruptionBudget": (
+                f"/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets/{name}"
+            ),
             "Region": f"{_CORRAL}/regions/{name}",
         }
         what = f"applying {kind} {namespace + '/' if namespace else ''}{name}"
@@ -200,6 +205,69 @@ class Kube:
             query=[("fieldManager", FIELD_MANAGER)],
             content_type=_MERGE,
             missing_ok=True,
+        )
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """The pods matching a label selector in one namespace."""
+        listing = self._request(
+            "GET",
+            f"/api/v1/namespaces/{namespace}/pods",
+            f"listing pods {selector} in {namespace}",
+            query=[("labelSelector", selector)],
+        )
+        return list((listing or {}).get("items", []))
+
+    def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
+        """Set (or, with None, remove) annotations of a pod; a pod gone meanwhile is fine."""
+        self._request(
+            "PATCH",
+            f"/api/v1/namespaces/{namespace}/pods/{name}",
+            f"annotating pod {namespace}/{name}",
+            body={"metadata": {"annotations": annotations}},
+            query=[("fieldManager", FIELD_MANAGER)],
+            content_type=_MERGE,
+            missing_ok=True,
+        )
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        """Delete a pod (its preStop hook and grace period apply); gone already is fine."""
+        self._request(
+            "DELETE",
+            f"/api/v1/namespaces/{namespace}/pods/{name}",
+            f"deleting pod {namespace}/{name}",
+            missing_ok=True,
+        )
+
+    def post_event(
+        self, obj: dict[str, Any], type: str, reason: str, message: str, component: str
+    ) -> None:
+        """Record an Event about `obj` (what `kubectl describe` shows), for code
+        that runs outside kopf's handlers (kopf posts its handlers' own)."""
+        meta = obj["metadata"]
+        namespace = meta.get("namespace") or "default"
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion"),
+                "kind": obj.get("kind"),
+                "name": meta["name"],
+                "namespace": meta.get("namespace"),
+                "uid": meta.get("uid"),
+            },
+            "type": type,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": component},
+            "reportingComponent": component,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        self._request(
+            "POST", f"/api/v1/namespaces/{namespace}/events", f"posting Event {reason}", body=body
         )
 
     def create_region(self, body: dict[str, Any]) -> bool:

@@ -116,6 +116,10 @@ def test_the_rendered_chart_is_accepted_and_the_operator_pod_is_restricted(
         ("create", "secrets", True),
         ("get", "secrets", True),
         ("delete", "pods", True),
+        ("list", "pods", True),
+        ("patch", "pods", True),
+        ("create", "poddisruptionbudgets.policy", True),
+        ("patch", "poddisruptionbudgets.policy", True),
         ("create", "events", True),
         ("delete", "deployments.apps", False),
         ("list", "secrets", False),
@@ -123,6 +127,8 @@ def test_the_rendered_chart_is_accepted_and_the_operator_pod_is_restricted(
         ("delete", "secrets", False),
         ("create", "configmaps", False),
         ("create", "pods", False),
+        ("watch", "pods", False),
+        ("delete", "poddisruptionbudgets.policy", False),
     ],
 )
 def test_the_operator_may_do_what_reconciling_needs_and_nothing_more(

@@ -10,7 +10,7 @@ from corral.controller.deployment import (
     HANDBACK_S,
     STATE_DIR,
     desired_deployment,
-    fixed_replicas,
+    desired_disruption_budget,
 )
 from tests.unit._pools import make_pool, make_region
 
@@ -214,18 +214,10 @@ def test_a_spec_change_changes_the_pod_template_so_the_deployment_rolls() -> Non
     assert before != after
 
 
-def test_a_paused_pool_wants_zero_replicas() -> None:
-    assert fixed_replicas(make_pool(paused=True, replicas={"min": 3, "max": 5}), 4) == 0
-
-
-def test_without_autoscaling_the_pool_runs_exactly_min_replicas() -> None:
-    pool = make_pool(autoscaling={"enabled": False}, replicas={"min": 3, "max": 5})
-    assert fixed_replicas(pool, 5) == 3
-
-
-def test_with_autoscaling_the_current_count_is_kept_within_min_and_max() -> None:
-    pool = make_pool(replicas={"min": 2, "max": 5})
-    assert fixed_replicas(pool, None) == 2
-    assert fixed_replicas(pool, 4) == 4
-    assert fixed_replicas(pool, 9) == 5
-    assert fixed_replicas(pool, 0) == 2
+def test_each_pool_gets_a_disruption_budget_of_one_worker_at_a_time() -> None:
+    budget = desired_disruption_budget(make_pool(), region="eu-west")
+    assert (budget["kind"], budget["metadata"]["name"]) == ("PodDisruptionBudget", "email")
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert budget["spec"]["selector"]["matchLabels"] == naming.selector_labels(make_pool())
+    # A drained worker is not ready: a budget must never block evicting it.
+    assert budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"

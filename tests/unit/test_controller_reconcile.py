@@ -4,6 +4,7 @@ what the Reconciler writes, and what it leaves alone, in each situation."""
 from __future__ import annotations
 
 import base64
+import copy
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -15,7 +16,7 @@ from corral.controller.config import OperatorConfig
 from corral.controller.queue_access import DatabaseUnavailable, QueueAccess
 from corral.controller.reconcile import Reconciler, StillDraining
 from corral.kube import Kube
-from corral.queue import Depth, TokenNotFound, WorkerState
+from corral.queue import Backlog, Depth, Flow, TokenNotFound, WorkerState
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 DSN = "postgresql://corral:pw@db:5432/corral"
@@ -26,6 +27,8 @@ class FakeKube:
     objects: dict[tuple[str, str | None, str], dict[str, Any]] = field(default_factory=dict)
     statuses: dict[tuple[str, str | None, str], dict[str, Any]] = field(default_factory=dict)
     applied: list[str] = field(default_factory=list)
+    deleted_pods: list[str] = field(default_factory=list)
+    events: list[tuple[str, str]] = field(default_factory=list)
 
     def _get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         return self.objects.get((kind, namespace, name))
@@ -56,7 +59,41 @@ class FakeKube:
         return True
 
     def patch_workerpool_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        self.statuses[("WorkerPool", namespace, name)] = status
+        # A JSON merge patch, as the API server applies it: null removes a key.
+        pool = self.objects.get(("WorkerPool", namespace, name)) or {}
+        merged = {**(pool.get("status") or {}), **status}
+        merged = {key: value for key, value in merged.items() if value is not None}
+        self.statuses[("WorkerPool", namespace, name)] = merged
+        if pool:
+            pool["status"] = merged
+
+    def get_workerpool(self, namespace: str, name: str) -> dict[str, Any] | None:
+        pool = self.objects.get(("WorkerPool", namespace, name))
+        return copy.deepcopy(pool) if pool is not None else None
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return [
+            body
+            for (kind, ns, _), body in self.objects.items()
+            if kind == "Pod" and ns == namespace
+        ]
+
+    def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
+        pod = self.objects[("Pod", namespace, name)]
+        current = pod["metadata"].setdefault("annotations", {})
+        for key, value in annotations.items():
+            if value is None:
+                current.pop(key, None)
+            else:
+                current[key] = value
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        self.deleted_pods.append(name)
+
+    def post_event(
+        self, obj: dict[str, Any], type: str, reason: str, message: str, component: str
+    ) -> None:
+        self.events.append((reason, message))
 
     def patch_region_status(self, name: str, status: dict[str, Any]) -> None:
         self.statuses[("Region", None, name)] = status
@@ -90,6 +127,31 @@ class FakeQueue:
 
     def depth(self, queues: list[str], region: str | None = None) -> Depth:
         return Depth(self.pending, 0, capped=False)
+
+    def backlog(self, queues: list[str], region: str | None = None, *, cap: int = 0) -> Backlog:
+        return Backlog(self.pending, self.pending, capped=False)
+
+    def flow(self, queues: list[str], region: str | None = None, *, window_s: float = 60) -> Flow:
+        return Flow(window_s, 0, 0, None)
+
+    def pool_workers(self, pool: str) -> list[Any]:
+        return [w for w in self.workers if w.pool == pool and w.state != WorkerState.REMOVED]
+
+    def scaler_drain(self, ids: list[int]) -> list[int]:
+        moved = []
+        for worker in self.workers:
+            if worker.id in ids and worker.state == WorkerState.ACTIVE:
+                worker.state, worker.drain_requested_by = WorkerState.DRAINING, "scaler"
+                moved.append(worker.id)
+        return moved
+
+    def scaler_undrain(self, ids: list[int]) -> list[int]:
+        moved = []
+        for worker in self.workers:
+            if worker.id in ids and worker.drain_requested_by == "scaler":
+                worker.state, worker.drain_requested_by = WorkerState.ACTIVE, None
+                moved.append(worker.id)
+        return moved
 
     def list_workers(self) -> list[Any]:
         return list(self.workers)
@@ -125,9 +187,20 @@ def _setup(region: bool = True) -> tuple[Reconciler, FakeKube, FakeQueue]:
     return reconciler, kube, queue
 
 
+def _reconcile(reconciler: Reconciler, body: dict[str, Any], now: datetime) -> Any:
+    """What kopf does: the pool exists in the API server, and a handler reconciles it."""
+    kube = cast(FakeKube, reconciler.kube)
+    meta = body["metadata"]
+    stored = kube.objects.get(("WorkerPool", meta["namespace"], meta["name"]))
+    if stored is not None and "status" not in body and "status" in stored:
+        body = {**body, "status": stored["status"]}
+    kube.objects[("WorkerPool", meta["namespace"], meta["name"])] = copy.deepcopy(body)
+    return reconciler.reconcile_pool(body, now=now)
+
+
 def test_a_new_pool_gets_a_token_an_owned_secret_and_an_owned_deployment() -> None:
     reconciler, kube, queue = _setup()
-    outcome = reconciler.reconcile_pool(_pool(), now=NOW)
+    outcome = _reconcile(reconciler, _pool(), now=NOW)
     assert queue.tokens == {1: {"region": "default", "pool": "jobs/email", "revoked": False}}
     secret = kube.objects[("Secret", "jobs", "email-enrollment")]
     assert base64.b64decode(secret["data"]["token"]).decode() == "crl_et_secret1"
@@ -144,10 +217,10 @@ def test_a_new_pool_gets_a_token_an_owned_secret_and_an_owned_deployment() -> No
 def test_reconciling_twice_mints_no_second_token_and_writes_the_same_objects() -> None:
     reconciler, kube, queue = _setup()
     pool = _pool()
-    reconciler.reconcile_pool(pool, now=NOW)
+    _reconcile(reconciler, pool, now=NOW)
     first = dict(kube.objects)
     pool["status"] = kube.statuses[("WorkerPool", "jobs", "email")]
-    outcome = reconciler.reconcile_pool(pool, now=NOW + timedelta(minutes=1))
+    outcome = _reconcile(reconciler, pool, now=NOW + timedelta(minutes=1))
     assert len(queue.tokens) == 1
     assert kube.objects == first
     assert outcome.events == []
@@ -155,26 +228,26 @@ def test_reconciling_twice_mints_no_second_token_and_writes_the_same_objects() -
 
 def test_a_pool_with_its_own_database_secret_gets_no_copy_of_the_operators_url() -> None:
     reconciler, kube, _ = _setup()
-    reconciler.reconcile_pool(_pool(database={"secretRef": {"name": "jobs-db"}}), now=NOW)
+    _reconcile(reconciler, _pool(database={"secretRef": {"name": "jobs-db"}}), now=NOW)
     assert "database-url" not in kube.objects[("Secret", "jobs", "email-enrollment")]["data"]
 
 
 def test_a_missing_region_creates_no_deployment_and_degrades_once_with_an_event() -> None:
     reconciler, kube, _ = _setup(region=False)
     pool = _pool()
-    outcome = reconciler.reconcile_pool(pool, now=NOW)
+    outcome = _reconcile(reconciler, pool, now=NOW)
     assert ("Deployment", "jobs", "email") not in kube.objects
     assert outcome.status is not None and outcome.status["phase"] == "Degraded"
     assert [e.reason for e in outcome.events] == ["RegionNotFound"]
     pool["status"] = outcome.status
-    again = reconciler.reconcile_pool(pool, now=NOW + timedelta(seconds=10))
+    again = _reconcile(reconciler, pool, now=NOW + timedelta(seconds=10))
     assert again.events == []  # no event storm on every resync
 
 
 def test_an_unreachable_database_still_applies_the_deployment_and_says_why() -> None:
     reconciler, kube, queue = _setup()
     queue.up = False
-    outcome = reconciler.reconcile_pool(_pool(), now=NOW)
+    outcome = _reconcile(reconciler, _pool(), now=NOW)
     assert ("Deployment", "jobs", "email") in kube.objects
     assert outcome.status is not None and outcome.status["phase"] == "Degraded"
     degraded = {c["type"]: c for c in outcome.status["conditions"]}["Degraded"]
@@ -185,9 +258,9 @@ def test_an_unreachable_database_still_applies_the_deployment_and_says_why() -> 
 def test_a_token_near_its_end_is_rotated_without_touching_the_deployment() -> None:
     reconciler, kube, queue = _setup()
     pool = _pool(enrollment={"tokenTTLSeconds": 3600})
-    reconciler.reconcile_pool(pool, now=NOW)
+    _reconcile(reconciler, pool, now=NOW)
     template = kube.objects[("Deployment", "jobs", "email")]["spec"]["template"]
-    outcome = reconciler.reconcile_pool(pool, now=NOW + timedelta(minutes=45))
+    outcome = _reconcile(reconciler, pool, now=NOW + timedelta(minutes=45))
     assert len(queue.tokens) == 2
     secret = kube.objects[("Secret", "jobs", "email-enrollment")]
     assert secret["metadata"]["annotations"]["corral.dev/token-id"] == "2"
@@ -197,7 +270,7 @@ def test_a_token_near_its_end_is_rotated_without_touching_the_deployment() -> No
 
 def test_deleting_a_pool_first_scales_it_to_zero_and_waits_for_its_workers_to_drain() -> None:
     reconciler, kube, queue = _setup()
-    reconciler.reconcile_pool(_pool(), now=NOW)
+    _reconcile(reconciler, _pool(), now=NOW)
     deployment = kube.objects[("Deployment", "jobs", "email")]
     deployment["status"] = {"replicas": 2}
     with pytest.raises(StillDraining, match="scaling 2 worker"):
@@ -213,7 +286,7 @@ def test_deleting_a_pool_first_scales_it_to_zero_and_waits_for_its_workers_to_dr
 
 def test_a_deleted_pool_stops_waiting_for_stuck_pods_after_the_drain_timeout() -> None:
     reconciler, kube, queue = _setup()
-    reconciler.reconcile_pool(_pool(), now=NOW)
+    _reconcile(reconciler, _pool(), now=NOW)
     kube.objects[("Deployment", "jobs", "email")]["status"] = {"replicas": 2}
     reconciler.finalize_pool(_pool(), waited_s=300 + 15)
     assert queue.tokens[1]["revoked"] is True
@@ -221,7 +294,7 @@ def test_a_deleted_pool_stops_waiting_for_stuck_pods_after_the_drain_timeout() -
 
 def test_deleting_a_pool_revokes_its_token_and_removes_its_workers() -> None:
     reconciler, kube, queue = _setup()
-    reconciler.reconcile_pool(_pool(), now=NOW)
+    _reconcile(reconciler, _pool(), now=NOW)
     del kube.objects[("Deployment", "jobs", "email")]  # garbage-collected already
     mine = SimpleNamespace(id=7, pool="jobs/email", state=WorkerState.ACTIVE)
     other = SimpleNamespace(id=8, pool="jobs/sms", state=WorkerState.ACTIVE)
@@ -261,17 +334,18 @@ def test_a_region_counts_its_pools_and_live_workers() -> None:
 @pytest.mark.parametrize("paused", [True, False])
 def test_a_paused_pool_is_scaled_to_zero(paused: bool) -> None:
     reconciler, kube, _ = _setup()
-    reconciler.reconcile_pool(_pool(paused=paused), now=NOW)
+    _reconcile(reconciler, _pool(paused=paused), now=NOW)
     expected = 0 if paused else 2
     assert kube.objects[("Deployment", "jobs", "email")]["spec"]["replicas"] == expected
 
 
 def test_events_come_from_what_the_apply_changed_even_with_a_stale_status() -> None:
     reconciler, _, _ = _setup()
-    first = reconciler.reconcile_pool(_pool(), now=NOW)
-    stale = reconciler.reconcile_pool(_pool(), now=NOW)  # status not yet seen
-    changed = reconciler.reconcile_pool(_pool(concurrency=3), now=NOW)
-    scaled = reconciler.reconcile_pool(
+    first = _reconcile(reconciler, _pool(), now=NOW)
+    stale = _reconcile(reconciler, _pool(), now=NOW)  # status not yet seen
+    changed = _reconcile(reconciler, _pool(concurrency=3), now=NOW)
+    scaled = _reconcile(
+        reconciler,
         _pool(concurrency=3, autoscaling={"enabled": False}, replicas={"min": 3, "max": 4}),
         now=NOW,
     )
@@ -279,4 +353,170 @@ def test_events_come_from_what_the_apply_changed_even_with_a_stale_status() -> N
     assert stale.events == []
     assert [e.reason for e in changed.events] == ["SpecRolledOut"]
     assert [e.reason for e in scaled.events] == ["Scaled"]
-    assert scaled.events[0].message == "workers 2 -> 3"
+    assert scaled.events[0].message == "scaled 2 -> 3: autoscaling is off: replicas.min"
+
+
+# ---------------------------------------------------------------- autoscaling
+
+
+def _live_worker(worker_id: int, name: str, in_flight: int = 0) -> Any:
+    return SimpleNamespace(
+        id=worker_id, name=name, pool="jobs/email", region="default", state=WorkerState.ACTIVE,
+        in_flight=in_flight, last_heartbeat=NOW, drain_requested_by=None,
+    )  # fmt: skip
+
+
+def _pods(kube: FakeKube, *names: str) -> None:
+    for name in names:
+        kube.objects[("Pod", "jobs", name)] = {
+            "metadata": {"name": name, "namespace": "jobs", "creationTimestamp": "2026-11-30T11:00:00Z"},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+        }  # fmt: skip
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _autoscaled(**spec: Any) -> tuple[Reconciler, FakeKube, FakeQueue, Clock]:
+    reconciler, kube, queue = _setup()
+    clock = Clock()
+    reconciler._clock = clock
+    body = _pool(**{"replicas": {"min": 0, "max": 10}, **spec})
+    _reconcile(reconciler, body, now=NOW)
+    return reconciler, kube, queue, clock
+
+
+def _replicas(kube: FakeKube) -> int:
+    return int(kube.objects[("Deployment", "jobs", "email")]["spec"]["replicas"])
+
+
+def test_a_burst_scales_a_pool_at_zero_up_at_once_with_an_event_saying_why() -> None:
+    reconciler, kube, queue, _ = _autoscaled(autoscaling={"jobsPerWorker": 10})
+    assert _replicas(kube) == 0
+    queue.pending = 95
+    outcome = reconciler.autoscale("jobs", "email", now=NOW)
+    assert outcome is not None and _replicas(kube) == 10
+    assert kube.events == [("Scaled", "scaled 0 -> 10: 95 waiting + 0 running, 10 per worker")]
+    status = kube.statuses[("WorkerPool", "jobs", "email")]
+    assert (status["desiredReplicas"], status["queueDepth"]) == (10, 95)
+    limited = {c["type"]: c for c in status["conditions"]}["ScalingLimited"]
+    assert (limited["status"], limited["reason"]) == ("False", "DesiredWithinRange")
+
+
+def test_demand_beyond_max_shows_a_scaling_limited_condition() -> None:
+    reconciler, kube, queue, _ = _autoscaled(autoscaling={"jobsPerWorker": 10})
+    queue.pending = 500
+    reconciler.autoscale("jobs", "email", now=NOW)
+    status = kube.statuses[("WorkerPool", "jobs", "email")]
+    limited = {c["type"]: c for c in status["conditions"]}["ScalingLimited"]
+    assert (_replicas(kube), limited["status"], limited["reason"]) == (10, "True", "AtMaxReplicas")
+    assert "demand asks for 50 worker(s)" in limited["message"]
+
+
+def test_scaling_down_waits_for_the_delay_then_drains_idle_workers_before_lowering_replicas() -> (
+    None
+):
+    reconciler, kube, queue, clock = _autoscaled(
+        autoscaling={"jobsPerWorker": 1, "scaleDownDelaySeconds": 60}
+    )
+    queue.pending = 3
+    reconciler.autoscale("jobs", "email", now=NOW)
+    assert _replicas(kube) == 3
+    _pods(kube, "p1", "p2", "p3")
+    queue.pending = 0
+    queue.workers = [
+        _live_worker(1, "p1", in_flight=1),
+        _live_worker(2, "p2"),
+        _live_worker(3, "p3"),
+    ]
+    clock.now += 30
+    reconciler.autoscale("jobs", "email", now=NOW)
+    assert _replicas(kube) == 3  # within the delay: nothing happens
+    assert all(w.state == WorkerState.ACTIVE for w in queue.workers)
+
+    clock.now += 31
+    reconciler.autoscale("jobs", "email", now=NOW)
+    # The busy worker stays; the two idle ones drain; replicas wait for them.
+    assert _replicas(kube) == 3
+    assert [w.state for w in queue.workers] == [
+        WorkerState.ACTIVE, WorkerState.DRAINING, WorkerState.DRAINING,
+    ]  # fmt: skip
+    status = kube.statuses[("WorkerPool", "jobs", "email")]
+    assert status["scaleDown"]["pods"] == ["p2", "p3"]
+    assert (status["desiredReplicas"], status["phase"]) == (1, "Draining")
+
+    for worker in queue.workers[1:]:
+        worker.state = WorkerState.DRAINED
+    reconciler.autoscale("jobs", "email", now=NOW + timedelta(seconds=2))
+    assert _replicas(kube) == 1
+    cost = "controller.kubernetes.io/pod-deletion-cost"
+    marked = {n for n in ("p1", "p2", "p3")
+              if cost in kube.objects[("Pod", "jobs", n)]["metadata"].get("annotations", {})}  # fmt: skip
+    assert marked == {"p2", "p3"}
+    assert "scaleDown" not in kube.statuses[("WorkerPool", "jobs", "email")]
+    assert [r for r, _ in kube.events][-2:] == ["Draining", "Scaled"]
+
+
+def test_an_unreadable_queue_holds_replicas_and_degrades_the_pool_with_an_event() -> None:
+    reconciler, kube, queue, _ = _autoscaled()
+    queue.pending = 40
+    reconciler.autoscale("jobs", "email", now=NOW)
+    scaled = _replicas(kube)
+    queue.up = False
+    reconciler.autoscale("jobs", "email", now=NOW)
+    assert _replicas(kube) == scaled
+    status = kube.statuses[("WorkerPool", "jobs", "email")]
+    assert (status["phase"], status["desiredReplicas"]) == ("Degraded", scaled)
+    assert kube.events[-1][0] == "DatabaseUnreachable"
+    queue.up = True
+    reconciler.autoscale("jobs", "email", now=NOW)
+    degraded = {c["type"]: c for c in kube.statuses[("WorkerPool", "jobs", "email")]["conditions"]}
+    assert degraded["Degraded"]["status"] == "False"
+
+
+def test_a_new_leader_finishes_the_drain_recorded_in_status_instead_of_starting_another() -> None:
+    reconciler, kube, queue, clock = _autoscaled(
+        autoscaling={"jobsPerWorker": 1, "scaleDownDelaySeconds": 0}
+    )
+    queue.pending = 3
+    reconciler.autoscale("jobs", "email", now=NOW)
+    _pods(kube, "p1", "p2", "p3")
+    queue.pending = 0
+    queue.workers = [_live_worker(1, "p1", 1), _live_worker(2, "p2"), _live_worker(3, "p3")]
+    reconciler.autoscale("jobs", "email", now=NOW)
+    drained = {w.id for w in queue.workers if w.state == WorkerState.DRAINING}
+    assert drained == {2, 3}
+
+    # The operator dies; another one starts with nothing in memory.
+    successor = Reconciler(reconciler.kube, reconciler.queue, reconciler.config, clock=clock)
+    successor.autoscale("jobs", "email", now=NOW + timedelta(seconds=1))
+    assert _replicas(kube) == 3  # still waiting for the same two
+    assert {w.id for w in queue.workers if w.state == WorkerState.DRAINING} == {2, 3}
+    for worker in queue.workers[1:]:
+        worker.state = WorkerState.DRAINED
+    successor.autoscale("jobs", "email", now=NOW + timedelta(seconds=2))
+    assert _replicas(kube) == 1
+    assert queue.workers[0].state == WorkerState.ACTIVE
+
+
+def test_work_arriving_during_a_drain_sends_the_draining_workers_back() -> None:
+    reconciler, kube, queue, _ = _autoscaled(
+        autoscaling={"jobsPerWorker": 1, "scaleDownDelaySeconds": 0}
+    )
+    queue.pending = 2
+    reconciler.autoscale("jobs", "email", now=NOW)
+    _pods(kube, "p1", "p2")
+    queue.pending = 0
+    queue.workers = [_live_worker(1, "p1"), _live_worker(2, "p2")]
+    reconciler.autoscale("jobs", "email", now=NOW)
+    assert {w.state for w in queue.workers} == {WorkerState.DRAINING}
+    queue.pending = 2
+    reconciler.autoscale("jobs", "email", now=NOW)
+    assert {w.state for w in queue.workers} == {WorkerState.ACTIVE}
+    assert _replicas(kube) == 2
+    assert kube.events[-1][0] == "DrainCancelled"

@@ -15,7 +15,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
 
 from corral.api._kube import (
     DNS_LABEL_PATTERN,
@@ -152,35 +159,41 @@ class Replicas(KubeModel):
 
 
 class Autoscaling(KubeModel):
-    """Scale worker pods on the depth of the pool's queues in its region."""
+    """Scale worker pods on the demand in the pool's queues in its region: up as soon as jobs arrive, down only after scaleDownDelaySeconds of lower demand, draining the workers it removes first."""
 
     enabled: bool = Field(
         default=True,
-        description="Scale between replicas.min and replicas.max on queue depth; false runs exactly replicas.min workers.",
+        description="Scale between replicas.min and replicas.max on queue demand; false runs exactly replicas.min workers.",
     )
     jobs_per_worker: int = Field(
         default=20,
         ge=1,
         le=1_000_000,
-        description="Target backlog per worker: desired workers = ceil(waiting jobs / jobsPerWorker).",
+        description="Jobs (waiting plus running) per worker: desired workers = ceil((waiting + running) / jobsPerWorker), within [replicas.min, replicas.max].",
     )
     activation_depth: int = Field(
         default=1,
         ge=0,
         le=1_000_000,
-        description="Waiting jobs needed to scale a pool up from zero workers.",
+        description="Waiting jobs needed to start the first worker of a pool at zero (replicas.min 0); 0 and 1 both mean any waiting job.",
     )
     scale_down_delay_seconds: int = Field(
         default=300,
         ge=0,
         le=86400,
-        description="How long the backlog must stay low before workers are removed (seconds).",
+        description="How long demand must stay lower before workers are removed, and how long a pool must be idle before it scales to zero (seconds).",
     )
     poll_seconds: int = Field(
         default=10,
         ge=1,
         le=3600,
-        description="How often the operator reads the queue depth (seconds).",
+        description="How often the operator re-reads the queue when no notification arrives (seconds); new jobs are noticed at once.",
+    )
+    target_wait_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=86400,
+        description="Target-wait mode: size the pool so that a newly enqueued job starts within this many seconds, from the measured arrival rate and mean job duration (replaces jobsPerWorker once jobs have completed).",
     )
 
 
@@ -355,6 +368,22 @@ class WorkerPoolPhase(StrEnum):
     DEGRADED = "Degraded"
 
 
+class ScaleDown(KubeModel):
+    """Pods whose workers drain before the Deployment's replicas go down.
+
+    Kept in status so that an operator taking over after a restart finishes
+    (or cancels) the same drain instead of starting another.
+    """
+
+    target_replicas: int = Field(ge=0, le=1000, description="Replicas once the drain is done.")
+    pods: list[Annotated[str, StringConstraints(max_length=253)]] = Field(
+        max_length=1000,
+        description="Names of the pods being drained; they are removed first.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    started_at: datetime = Field(description="When the drain began.")
+
+
 class WorkerPoolStatus(KubeModel):
     """Observed state of a WorkerPool, written by the operator."""
 
@@ -389,6 +418,10 @@ class WorkerPoolStatus(KubeModel):
     last_scale_time: datetime | None = Field(
         default=None, description="When desiredReplicas last changed."
     )
+    scale_down: ScaleDown | None = Field(
+        default=None,
+        description="A drain-first scale-down in progress: the pods being drained before the Deployment's replicas are lowered.",
+    )
     selector: str | None = Field(
         default=None,
         max_length=1024,
@@ -400,7 +433,7 @@ class WorkerPoolStatus(KubeModel):
     conditions: list[Condition] | None = Field(
         default=None,
         max_length=16,
-        description="Ready, Progressing and Degraded, with reasons and messages.",
+        description="Ready, Progressing, Degraded and ScalingLimited, with reasons and messages.",
         json_schema_extra={
             "x-kubernetes-list-type": "map",
             "x-kubernetes-list-map-keys": ["type"],

@@ -159,7 +159,9 @@ def run(config: OperatorConfig, kubeconfig: str | None = None) -> int:
     """The operator's life; returns the process exit code."""
     import kopf
 
+    from corral.api import WorkerPool
     from corral.controller import metrics
+    from corral.controller.autoscaler import Autoscaler
     from corral.controller.handlers import build_registry
     from corral.controller.leader import LeaderElection
     from corral.controller.queue_access import QueueAccess
@@ -200,6 +202,21 @@ def run(config: OperatorConfig, kubeconfig: str | None = None) -> int:
     queue = QueueAccess(config.database_url)
     reconciler = Reconciler(kube, queue, config)
     registry = build_registry(reconciler, config.resync_s)
+
+    def _evaluate(namespace: str, name: str) -> None:
+        outcome = reconciler.autoscale(namespace, name)
+        if outcome is not None and outcome.status is not None:
+            metrics.record_pool(namespace, name, outcome.status)
+
+    autoscaler = Autoscaler(_evaluate, config.database_url)
+
+    def _seen(pool: WorkerPool) -> None:
+        autoscaler.track(pool)
+        autoscaler.evaluated(f"{pool.metadata.namespace}/{pool.metadata.name}")
+
+    reconciler.on_pool = _seen
+    reconciler.on_pool_gone = autoscaler.forget
+    autoscaler.start(stop)
 
     def _resync_regions() -> None:
         while not stop.wait(config.resync_s):

@@ -33,19 +33,6 @@ TOKEN_KEY = "token"  # key of the enrollment token in the enrollment Secret
 DEFAULT_RESOURCES: dict[str, Any] = {"requests": {"cpu": "50m", "memory": "96Mi"}}
 
 
-def fixed_replicas(pool: WorkerPool, current: int | None) -> int:
-    """Replicas when no autoscaler has spoken: 0 when paused, min when not
-    autoscaled, else the current count kept within [min, max]."""
-    spec = pool.spec
-    if spec.paused:
-        return 0
-    if not spec.autoscaling.enabled:
-        return spec.replicas.min
-    if current is None:
-        return spec.replicas.min
-    return max(spec.replicas.min, min(spec.replicas.max, current))
-
-
 def grace_period_s(pool: WorkerPool) -> int:
     return pool.spec.drain.timeout_seconds + DRAIN_MARGIN_S
 
@@ -170,6 +157,28 @@ def _container(pool: WorkerPool, region: str, image: str) -> dict[str, Any]:
             {"name": "state", "mountPath": STATE_DIR},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
+    }
+
+
+def desired_disruption_budget(pool: WorkerPool, *, region: str) -> dict[str, Any]:
+    """The pool's PodDisruptionBudget: voluntary evictions (a node drain, a
+    cluster upgrade) take one worker at a time, and each goes through its
+    preStop drain. Unhealthy pods (a drained worker is not ready) may always
+    be evicted, so a budget never blocks removing a worker that holds nothing.
+    """
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {
+            "name": naming.deployment_name(pool),
+            "namespace": pool.metadata.namespace,
+            "labels": naming.owned_labels(pool, region),
+        },
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": naming.selector_labels(pool)},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
     }
 
 

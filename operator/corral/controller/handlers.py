@@ -18,8 +18,9 @@ import kopf
 from corral.api import GROUP, VERSION
 from corral.controller import metrics, naming
 from corral.controller.deployment import DRAIN_MARGIN_S
+from corral.controller.events import Event
 from corral.controller.queue_access import DatabaseUnavailable
-from corral.controller.reconcile import Event, Reconciler, StillDraining
+from corral.controller.reconcile import Reconciler, StillDraining
 from corral.kube import KubeError
 
 log = logging.getLogger(__name__)

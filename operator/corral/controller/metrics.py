@@ -31,6 +31,19 @@ POOL_REPLICAS = Gauge(
     ["namespace", "pool", "which"],
 )
 LEADER = Gauge("corral_operator_leader", "1 while this replica is the active operator.")
+SCALE_EVALUATIONS = Counter(
+    "corral_operator_scale_evaluations_total",
+    "Autoscaler evaluations of a pool (notifications are coalesced into these).",
+)
+SCALE_NOTIFICATIONS = Counter(
+    "corral_operator_queue_notifications_total",
+    "Wake-ups received from the queue's NOTIFY channel (each may name several queues).",
+)
+SCALE_CHANGES = Counter(
+    "corral_operator_scale_changes_total",
+    "Changes of a pool's Deployment replicas made by the autoscaler, by direction.",
+    ["direction"],
+)
 
 
 def record_pool(namespace: str, name: str, status: dict[str, Any]) -> None:

@@ -14,15 +14,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from corral.api import Region, WorkerPool
-from corral.controller import naming
+from corral.api import API_VERSION, Region, WorkerPool
+from corral.controller import metrics, naming
 from corral.controller.config import OperatorConfig
-from corral.controller.deployment import desired_deployment, fixed_replicas, grace_period_s
+from corral.controller.deployment import (
+    desired_deployment,
+    desired_disruption_budget,
+    grace_period_s,
+)
 from corral.controller.enrollment import (
     current_token_id,
     desired_secret,
@@ -31,15 +37,36 @@ from corral.controller.enrollment import (
     secret_is_current,
     token_expiry,
 )
+from corral.controller.events import Event
 from corral.controller.queue_access import DatabaseUnavailable, QueueAccess
+from corral.controller.scaling import (
+    Demand,
+    FlowRate,
+    PodView,
+    ScalePlan,
+    Stabilizer,
+    WorkerView,
+    plan_scale,
+    recommend,
+)
 from corral.controller.status import (
     DeploymentFigures,
     QueueFigures,
+    ScalingFigures,
+    degraded_events,
     region_status,
     workerpool_status,
 )
-from corral.kube import Kube, owner_reference
-from corral.queue import Queue, TokenNotFound, WorkerState
+from corral.kube import Kube, KubeError, owner_reference
+from corral.queue import (
+    DEFAULT_DEPTH_CAP,
+    Backlog,
+    Flow,
+    Queue,
+    TokenNotFound,
+    Worker,
+    WorkerState,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,19 +74,19 @@ log = logging.getLogger(__name__)
 HEARTBEAT_FRESH_S = 30.0
 # A pool token must enroll every pod started during its lifetime.
 POOL_TOKEN_USES = 1_000_000
+# Target-wait mode: arrivals and durations are measured over this window
+# (seconds) and read again at most this often (seconds).
+FLOW_WINDOW_S = 60.0
+FLOW_REFRESH_S = 5.0
+# The pods chosen for a scale-down get the lowest cost there is (an int32), so
+# the ReplicaSet removes them before any pod a user gave a cost of its own.
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+COMPONENT = "corral-operator"  # the source of the Events the autoscaler posts
+LOWEST_DELETION_COST = str(-(2**31))
 
 
 class StillDraining(Exception):
     """A deleted pool's workers are still draining; try again shortly."""
-
-
-@dataclass(frozen=True)
-class Event:
-    """Something a user cares about, posted as a Kubernetes Event on the object."""
-
-    type: str  # Normal or Warning
-    reason: str
-    message: str
 
 
 @dataclass
@@ -104,22 +131,98 @@ def _deployment_events(
         events.append(
             Event("Normal", "SpecRolledOut", "the pod template changed; rolling out to the workers")
         )
-    if _replicas(before) != _replicas(after):
-        events.append(
-            Event("Normal", "Scaled", f"workers {_replicas(before)} -> {_replicas(after)}")
-        )
+    # Replicas change only through the autoscaler, which posts its own Events.
     return events
 
 
+@dataclass(frozen=True)
+class PoolSnapshot:
+    """What the queue said about one pool in one round of reads."""
+
+    backlog: Backlog
+    workers: list[Worker]  # the pool's registry rows (removed ones left out)
+    flow: Flow | None  # target-wait mode only
+
+    def figures(self, now: datetime) -> QueueFigures:
+        live = [w for w in self.workers if _live(w, now)]
+        return QueueFigures(
+            depth=self.backlog.waiting,
+            running=sum(w.in_flight for w in live),
+            workers=len(live),
+        )
+
+    def demand(self, now: datetime, concurrency: int) -> Demand:
+        live = [w for w in self.workers if _live(w, now)]
+        rate = None
+        flow = self.flow
+        if flow is not None and flow.mean_duration_s is not None and flow.completed > 0:
+            rate = FlowRate(flow.arrivals_per_s, flow.mean_duration_s)
+        return Demand(
+            waiting=self.backlog.dispatchable,
+            running=sum(w.in_flight for w in live),
+            busy_workers=sum(1 for w in live if w.in_flight > 0),
+            rate=rate,
+        )
+
+
+def _pod_view(pod: dict[str, Any]) -> PodView:
+    meta = pod.get("metadata") or {}
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return PodView(
+        name=str(meta.get("name")),
+        ready=any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions),
+        terminating=meta.get("deletionTimestamp") is not None,
+        created=str(meta.get("creationTimestamp") or ""),
+    )
+
+
+def _worker_view(worker: Worker, now: datetime) -> WorkerView:
+    return WorkerView(
+        id=worker.id,
+        name=worker.name,
+        state=str(worker.state),
+        in_flight=worker.in_flight,
+        drain_by=worker.drain_requested_by,
+        live=_live(worker, now),
+    )
+
+
+def _needs_pods(
+    plan_input_current: int, desired: int, pool: WorkerPool, workers: list[Worker]
+) -> bool:
+    """Whether deciding needs the pool's pods: a scale-down, a drain in
+    progress, or a worker someone drained (the API call is skipped otherwise)."""
+    return (
+        desired < plan_input_current
+        or (pool.status is not None and pool.status.scale_down is not None)
+        or any(w.state in (WorkerState.DRAINING, WorkerState.DRAINED) for w in workers)
+    )
+
+
 class Reconciler:
-    def __init__(self, kube: Kube, queue: QueueAccess, config: OperatorConfig) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        queue: QueueAccess,
+        config: OperatorConfig,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.kube = kube
         self.queue = queue
         self.config = config
+        self._clock = clock
         # One reconcile per object at a time: a timer and a watch event for the
-        # same pool must not both mint a token.
+        # same pool must not both mint a token, and the autoscaler must not
+        # change a Deployment's replicas between a reconcile's read and write.
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._locks_guard = threading.Lock()
+        # Per pool: recommendations of the last scaleDownDelaySeconds, and the
+        # last flow reading (target-wait mode) with when it was taken.
+        self._stabilizers: dict[str, Stabilizer] = {}
+        self._flows: dict[str, tuple[float, Flow]] = {}
+        # Called with every pool the reconciler sees (the autoscaler tracks them).
+        self.on_pool: Callable[[WorkerPool], None] | None = None
+        self.on_pool_gone: Callable[[str], None] | None = None
 
     def _lock(self, key: str) -> threading.Lock:
         with self._locks_guard:
@@ -133,7 +236,7 @@ class Reconciler:
             return False
         return self.kube.create_region(
             {
-                "apiVersion": "corral.dev/v1alpha1",
+                "apiVersion": API_VERSION,
                 "kind": "Region",
                 "metadata": {"name": self.config.default_region},
                 "spec": {"displayName": self.config.default_region_display_name},
@@ -148,7 +251,79 @@ class Reconciler:
     def reconcile_pool(self, body: dict[str, Any], now: datetime | None = None) -> Outcome:
         pool = WorkerPool.from_kube(body)
         with self._lock(f"pool/{pool_key(pool)}"):
-            return self._reconcile_pool(pool, body, now or datetime.now(UTC))
+            # kopf may hand us a body older than the status the autoscaler
+            # wrote a moment ago (a drain in progress lives there): read it anew.
+            namespace = pool.metadata.namespace or "default"
+            fresh = self.kube.get_workerpool(namespace, pool.metadata.name)
+            if fresh is None:
+                return Outcome()
+            return self._reconcile_pool(
+                WorkerPool.from_kube(fresh), fresh, now or datetime.now(UTC)
+            )
+
+    def autoscale(self, namespace: str, name: str, now: datetime | None = None) -> Outcome | None:
+        """One evaluation of a pool's scale (the autoscaler calls this when its
+        queues get jobs and every pollSeconds): read the demand, decide, act,
+        report. The Deployment's template and the Secret are the reconcile's
+        business. Returns None when the pool or its Deployment is not there."""
+        body = self.kube.get_workerpool(namespace, name)
+        if body is None:
+            if self.on_pool_gone is not None:
+                self.on_pool_gone(f"{namespace}/{name}")
+            return None
+        pool = WorkerPool.from_kube(body)
+        if pool.metadata.deletion_timestamp is not None:
+            return None
+        with self._lock(f"pool/{pool_key(pool)}"):
+            deployment = self.kube.get_deployment(namespace, naming.deployment_name(pool))
+            if deployment is None:
+                return None  # the next reconcile creates it
+            region_name = self.region_of(pool)
+            region_exists = self.kube.get_region(region_name) is not None
+            outcome = Outcome()
+            now = now or datetime.now(UTC)
+            snapshot, database_error = self._snapshot(pool, region_name)
+            self._scale_and_report(
+                pool, body, deployment, snapshot, database_error,
+                region_name=region_name, region_exists=region_exists, now=now, outcome=outcome,
+            )  # fmt: skip
+        # Outside kopf's handlers, so the events go out through corral.kube.
+        for event in outcome.events:
+            try:
+                self.kube.post_event(body, event.type, event.reason, event.message, COMPONENT)
+            except KubeError as exc:
+                log.warning("could not post %s on %s/%s: %s", event.reason, namespace, name, exc)
+        return outcome
+
+    def _snapshot(self, pool: WorkerPool, region: str) -> tuple[PoolSnapshot | None, str | None]:
+        """The pool's backlog, workers and (target-wait mode) flow; or the error."""
+        key = pool_key(pool)
+        spec = pool.spec
+        cap = DEFAULT_DEPTH_CAP
+        if not spec.autoscaling.target_wait_seconds:
+            # Past (max + 1) x jobsPerWorker the answer is max anyway.
+            cap = min(cap, (spec.replicas.max + 1) * spec.autoscaling.jobs_per_worker)
+        cap = max(cap, 1000)  # DEPTH stays informative for small pools
+        wants_flow = spec.autoscaling.enabled and spec.autoscaling.target_wait_seconds is not None
+        cached = self._flows.get(key)
+        fresh_flow = cached is not None and self._clock() - cached[0] < FLOW_REFRESH_S
+
+        def read(queue: Queue) -> PoolSnapshot:
+            backlog = queue.backlog(spec.queues, region, cap=cap)
+            workers = queue.pool_workers(key)
+            flow = None
+            if wants_flow:
+                if fresh_flow and cached is not None:
+                    flow = cached[1]
+                else:
+                    flow = queue.flow(spec.queues, region, window_s=FLOW_WINDOW_S)
+                    self._flows[key] = (self._clock(), flow)
+            return PoolSnapshot(backlog, workers, flow)
+
+        try:
+            return self.queue.run(read), None
+        except DatabaseUnavailable as exc:
+            return None, str(exc)
 
     def _reconcile_pool(self, pool: WorkerPool, body: dict[str, Any], now: datetime) -> Outcome:
         outcome = Outcome()
@@ -160,50 +335,175 @@ class Reconciler:
         region_body = self.kube.get_region(region_name)
         region = Region.from_kube(region_body) if region_body else None
         deployment = self.kube.get_deployment(namespace, naming.deployment_name(pool))
-        current = (deployment or {}).get("spec", {}).get("replicas")
-        desired_replicas = fixed_replicas(pool, current)
 
         database_error: str | None = None
-        figures: QueueFigures | None = None
         try:
             self._reconcile_secret(pool, body, region_name, now, outcome)
-            figures = self.queue.run(lambda q: self._pool_figures(q, pool, region_name, now))
         except DatabaseUnavailable as exc:
             database_error = str(exc)
+        snapshot, snapshot_error = (None, database_error)
+        if database_error is None:
+            snapshot, snapshot_error = self._snapshot(pool, region_name)
 
-        previous = pool.status
         if region is not None:
+            # The replicas in force stay as they are: changing them is the
+            # autoscaler's job (below), which drains before it removes. A
+            # new Deployment starts with what the demand asks for now.
+            current = (deployment or {}).get("spec", {}).get("replicas")
+            if current is None:
+                current = self._initial_replicas(pool, snapshot, now)
             desired = desired_deployment(
-                pool,
-                region=region,
-                replicas=desired_replicas,
-                worker_image=self.config.worker_image,
+                pool, region=region, replicas=int(current), worker_image=self.config.worker_image
             )
             desired["metadata"]["ownerReferences"] = [owner_reference(body)]
             before = deployment
             deployment = self.kube.apply(desired)
             outcome.events += _deployment_events(name, before, deployment)
+            budget = desired_disruption_budget(pool, region=region_name)
+            budget["metadata"]["ownerReferences"] = [owner_reference(body)]
+            self.kube.apply(budget)
 
+        self._scale_and_report(
+            pool, body, deployment, snapshot, snapshot_error,
+            region_name=region_name, region_exists=region is not None, now=now, outcome=outcome,
+        )  # fmt: skip
+        if self.on_pool is not None:
+            self.on_pool(pool)  # the autoscaler's next poll of it can wait
+        return outcome
+
+    def _initial_replicas(
+        self, pool: WorkerPool, snapshot: PoolSnapshot | None, now: datetime
+    ) -> int:
+        if snapshot is None:
+            return 0 if pool.spec.paused else pool.spec.replicas.min
+        demand = snapshot.demand(now, pool.spec.concurrency)
+        return recommend(pool.spec, demand, current=0).replicas
+
+    def _scale_and_report(
+        self,
+        pool: WorkerPool,
+        body: dict[str, Any],
+        deployment: dict[str, Any] | None,
+        snapshot: PoolSnapshot | None,
+        database_error: str | None,
+        *,
+        region_name: str,
+        region_exists: bool,
+        now: datetime,
+        outcome: Outcome,
+    ) -> None:
+        """Decide the pool's replicas, carry the decision out, write status."""
+        namespace = pool.metadata.namespace or "default"
+        previous = pool.status
+        current = int(((deployment or {}).get("spec") or {}).get("replicas") or 0)
+        scaling: ScalingFigures | None = None
+        # No figures (database down), no Deployment (missing Region): hold.
+        desired = (
+            previous.desired_replicas
+            if previous and previous.desired_replicas is not None
+            else current
+        )
+        if snapshot is not None and deployment is not None:
+            try:
+                desired, scaling = self._scale(pool, deployment, snapshot, current, now, outcome)
+            except DatabaseUnavailable as exc:
+                database_error = str(exc)
         status = workerpool_status(
             pool,
             region=region_name,
-            region_exists=region is not None,
+            region_exists=region_exists,
             deployment=DeploymentFigures.from_kube(deployment) if deployment else None,
-            desired_replicas=desired_replicas,
-            queue=figures,
+            desired_replicas=desired,
+            queue=snapshot.figures(now) if snapshot is not None else None,
             now=now,
             database_error=database_error,
+            scaling=scaling,
         )
-        was = (
-            {c.type: (c.status, c.reason) for c in (previous.conditions or [])} if previous else {}
-        )
-        for condition in status.conditions or []:
-            newly_degraded = was.get("Degraded") != ("True", condition.reason)
-            if condition.type == "Degraded" and condition.status == "True" and newly_degraded:
-                outcome.events.append(Event("Warning", condition.reason, condition.message))
+        outcome.events += degraded_events(previous, status)
         outcome.status = status.to_kube()
-        self.kube.patch_workerpool_status(namespace, name, outcome.status)
-        return outcome
+        written = body.get("status") or {}
+        if written != outcome.status:
+            # A merge patch keeps keys it does not name: a field that is gone
+            # now (a finished drain's scaleDown) must be sent as null.
+            patch = {
+                **{key: None for key in written if key not in outcome.status},
+                **outcome.status,
+            }
+            self.kube.patch_workerpool_status(namespace, pool.metadata.name, patch)
+
+    def _scale(
+        self,
+        pool: WorkerPool,
+        deployment: dict[str, Any],
+        snapshot: PoolSnapshot,
+        current: int,
+        now: datetime,
+        outcome: Outcome,
+    ) -> tuple[int, ScalingFigures]:
+        """One scaling decision for a pool with a Deployment, carried out."""
+        key = pool_key(pool)
+        spec = pool.spec
+        in_progress = pool.status.scale_down if pool.status else None
+        rec = recommend(spec, snapshot.demand(now, spec.concurrency), current=current)
+        clock = self._clock()
+        if spec.paused or not spec.autoscaling.enabled:
+            # Set by hand: followed at once (still draining before removing).
+            self._stabilizers[key] = Stabilizer.seeded(clock, rec.replicas)
+            desired = rec.replicas
+        else:
+            stabilizer = self._stabilizers.get(key)
+            if stabilizer is None:
+                # A new leader: what was in force (or being drained to) is
+                # the floor for one full window.
+                seed = in_progress.target_replicas if in_progress is not None else current
+                stabilizer = self._stabilizers[key] = Stabilizer.seeded(clock, seed)
+            held = stabilizer.add(clock, rec.replicas, spec.autoscaling.scale_down_delay_seconds)
+            desired = max(spec.replicas.min, min(spec.replicas.max, held))
+        pods: list[PodView] = []
+        if _needs_pods(current, desired, pool, snapshot.workers):
+            pods = [
+                _pod_view(p)
+                for p in self.kube.list_pods(
+                    pool.metadata.namespace or "default", naming.selector_string(pool)
+                )
+            ]
+        plan = plan_scale(
+            desired=desired,
+            reason=rec.reason,
+            current=current,
+            pods=pods,
+            workers=[_worker_view(w, now) for w in snapshot.workers],
+            in_progress=in_progress,
+            drain_timeout_s=spec.drain.timeout_seconds,
+            now=now,
+        )
+        self._carry_out(pool, plan, snapshot.workers, current)
+        outcome.events += [Event(n.type, n.reason, n.message) for n in plan.events]
+        return desired, ScalingFigures(
+            scale_down=plan.scale_down, wanted=rec.wanted, reason=rec.reason
+        )
+
+    def _carry_out(
+        self, pool: WorkerPool, plan: ScalePlan, workers: list[Worker], current: int
+    ) -> None:
+        """Do what `plan_scale` decided, in its order: workers needed again go
+        back to work first; pods are marked before the replicas go down."""
+        namespace = pool.metadata.namespace or "default"
+        if plan.undrain:
+            self.queue.run(lambda q: q.scaler_undrain(plan.undrain))
+            names = {w.id: w.name for w in workers}
+            for worker_id in plan.undrain:
+                if worker_id in names:
+                    self.kube.annotate_pod(namespace, names[worker_id], {DELETION_COST: None})
+        if plan.drain:
+            self.queue.run(lambda q: q.scaler_drain(plan.drain))
+        for pod in plan.lowest_cost:
+            self.kube.annotate_pod(namespace, pod, {DELETION_COST: LOWEST_DELETION_COST})
+        if plan.replicas is not None:
+            self.kube.scale_deployment(namespace, naming.deployment_name(pool), plan.replicas)
+            metrics.SCALE_CHANGES.labels("up" if plan.replicas > current else "down").inc()
+        for pod in plan.replace:
+            self.kube.delete_pod(namespace, pod)
 
     def _reconcile_secret(
         self, pool: WorkerPool, body: dict[str, Any], region: str, now: datetime, outcome: Outcome
@@ -239,16 +539,6 @@ class Reconciler:
         if held is not None and secret_is_current(secret, desired):
             return
         self.kube.apply(desired)
-
-    def _pool_figures(
-        self, queue: Queue, pool: WorkerPool, region: str, now: datetime
-    ) -> QueueFigures:
-        depth = queue.depth(pool.spec.queues, region)
-        key = pool_key(pool)
-        workers = [w for w in queue.list_workers() if w.pool == key and _live(w, now)]
-        return QueueFigures(
-            depth=depth.pending, running=sum(w.in_flight for w in workers), workers=len(workers)
-        )
 
     def finalize_pool(self, body: dict[str, Any], waited_s: float = 0.0) -> list[Event]:
         """The pool is being deleted: drain its workers, then revoke its token
@@ -286,6 +576,8 @@ class Reconciler:
                     removed += 1
             return removed
 
+        if self.on_pool_gone is not None:
+            self.on_pool_gone(key)
         with self._lock(f"pool/{key}"):
             removed = self.queue.run(_retire)
         return [Event("Normal", "Retired", f"token revoked, {removed} worker(s) left the registry")]

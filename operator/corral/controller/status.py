@@ -27,7 +27,9 @@ from corral.api import (
     WorkerPoolPhase,
     WorkerPoolStatus,
 )
+from corral.api.v1alpha1 import ScaleDown
 from corral.controller import naming
+from corral.controller.events import Event
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,16 @@ def _problems(
     return problems
 
 
+@dataclass(frozen=True)
+class ScalingFigures:
+    """What the autoscaler decided, for status: the drain under way and
+    whether demand asks for more than replicas.max allows."""
+
+    scale_down: ScaleDown | None = None
+    wanted: int | None = None  # replicas demand asks for before the bounds; None: unknown
+    reason: str = ""
+
+
 def workerpool_status(
     pool: WorkerPool,
     *,
@@ -139,12 +151,14 @@ def workerpool_status(
     queue: QueueFigures | None,
     now: datetime,
     database_error: str | None = None,
+    scaling: ScalingFigures | None = None,
 ) -> WorkerPoolStatus:
     """The pool's new `.status`.
 
     `deployment` is None when the pool has no Deployment yet; `queue` is None
     when the database could not be read (the last known figures are kept and
-    `database_error` says why, without any password).
+    `database_error` says why, without any password). `scaling` is None when
+    no scaling decision was made (the previous drain and limit are kept).
     """
     previous = pool.status or WorkerPoolStatus()
     generation = pool.metadata.generation
@@ -161,11 +175,16 @@ def workerpool_status(
         or figures.updated_replicas < figures.replicas
     )
 
+    scale_down = scaling.scale_down if scaling is not None else previous.scale_down
     if problems:
         phase = WorkerPoolPhase.DEGRADED
     elif pool.spec.paused:
         phase = WorkerPoolPhase.PAUSED
-    elif pool.metadata.deletion_timestamp is not None or figures.replicas > desired_replicas:
+    elif (
+        pool.metadata.deletion_timestamp is not None
+        or figures.replicas > desired_replicas
+        or scale_down is not None
+    ):
         phase = WorkerPoolPhase.DRAINING
     elif desired_replicas > 0 and ready == 0 and not was_ready:
         phase = WorkerPoolPhase.PENDING
@@ -188,7 +207,14 @@ def workerpool_status(
             message="", now=now, generation=generation,
         )  # fmt: skip
 
-    if phase is WorkerPoolPhase.DRAINING:
+    if phase is WorkerPoolPhase.DRAINING and scale_down is not None:
+        progressing = (
+            True,
+            "ScalingDown",
+            f"draining {len(scale_down.pods)} worker(s) before scaling "
+            f"{figures.spec_replicas} -> {desired_replicas}",
+        )
+    elif phase is WorkerPoolPhase.DRAINING:
         progressing = (True, "ScalingDown", f"draining to {desired_replicas} worker(s)")
     elif phase is WorkerPoolPhase.PAUSED:
         progressing = (
@@ -220,7 +246,23 @@ def workerpool_status(
         message=ready_condition[2], now=now, generation=generation,
     )  # fmt: skip
 
-    order = {"Ready": 0, "Progressing": 1, "Degraded": 2}
+    if scaling is not None and scaling.wanted is not None:
+        limit = pool.spec.replicas.max
+        if pool.spec.autoscaling.enabled and not pool.spec.paused and scaling.wanted > limit:
+            limited = (
+                True,
+                "AtMaxReplicas",
+                f"demand asks for {scaling.wanted} worker(s) ({scaling.reason}); "
+                f"replicas.max is {limit}",
+            )
+        else:
+            limited = (False, "DesiredWithinRange", f"{desired_replicas} worker(s) wanted")
+        conditions = set_condition(
+            conditions, type="ScalingLimited", status=limited[0], reason=limited[1],
+            message=limited[2], now=now, generation=generation,
+        )  # fmt: skip
+
+    order = {"Ready": 0, "Progressing": 1, "Degraded": 2, "ScalingLimited": 3}
     conditions.sort(key=lambda c: order.get(c.type, len(order)))
     scaled = previous.desired_replicas != desired_replicas
     return WorkerPoolStatus(
@@ -234,10 +276,24 @@ def workerpool_status(
         running_jobs=queue.running if queue else previous.running_jobs,
         workers=queue.workers if queue else previous.workers,
         last_scale_time=now if scaled else previous.last_scale_time,
+        scale_down=scale_down,
         selector=naming.selector_string(pool),
         observed_generation=generation,
         conditions=conditions,
     )
+
+
+def degraded_events(previous: WorkerPoolStatus | None, status: WorkerPoolStatus) -> list[Event]:
+    """A Warning when the pool becomes Degraded, or Degraded for a new reason
+    (not at every reconcile while it stays so)."""
+    was = {c.type: (c.status, c.reason) for c in (previous.conditions or [])} if previous else {}
+    return [
+        Event("Warning", c.reason, c.message)
+        for c in status.conditions or []
+        if c.type == "Degraded"
+        and c.status == ConditionStatus.TRUE
+        and was.get("Degraded") != (ConditionStatus.TRUE, c.reason)
+    ]
 
 
 def can_run_workers(pool: WorkerPool) -> bool:

@@ -1,0 +1,125 @@
+"""When the autoscaler evaluates which pool (corral.controller.autoscaler):
+at once on a notification for a queue the pool serves, every pollSeconds
+otherwise, and never more often than its minimum interval however many
+notifications arrive."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from corral.controller.autoscaler import Autoscaler
+from tests.unit._pools import make_pool
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _autoscaler() -> tuple[Autoscaler, Clock, list[tuple[str, str]]]:
+    clock = Clock()
+    calls: list[tuple[str, str]] = []
+    scaler = Autoscaler(
+        lambda ns, name: calls.append((ns, name)), "postgresql://x@db/x", min_interval_s=0.2,
+        clock=clock,
+    )  # fmt: skip
+    return scaler, clock, calls
+
+
+def _track(scaler: Autoscaler, name: str, queues: list[str], poll: int = 10) -> Any:
+    pool = make_pool(name=name, queues=queues, autoscaling={"pollSeconds": poll})
+    scaler.track(pool)
+    return pool
+
+
+def test_a_new_pool_is_due_at_once_then_every_poll_seconds() -> None:
+    scaler, clock, _ = _autoscaler()
+    _track(scaler, "a", ["mail"], poll=10)
+    assert scaler.due() == ([("jobs", "a")], 10.0)
+    clock.now += 4
+    assert scaler.due() == ([], 6.0)
+    clock.now += 6
+    assert scaler.due()[0] == [("jobs", "a")]
+
+
+def test_a_notification_makes_the_pools_serving_that_queue_due_and_no_others() -> None:
+    scaler, clock, _ = _autoscaler()
+    _track(scaler, "a", ["mail"])
+    _track(scaler, "b", ["sms"])
+    scaler.due()
+    clock.now += 1
+    assert scaler.notified({"mail"}) == 1
+    assert scaler.due()[0] == [("jobs", "a")]
+
+
+def test_a_notification_for_all_queues_wakes_every_pool() -> None:
+    scaler, clock, _ = _autoscaler()
+    _track(scaler, "a", ["mail"])
+    _track(scaler, "b", ["sms"])
+    scaler.due()
+    clock.now += 1
+    scaler.notified({"*"})
+    assert sorted(scaler.due()[0]) == [("jobs", "a"), ("jobs", "b")]
+
+
+def test_a_burst_of_notifications_costs_one_evaluation_per_minimum_interval() -> None:
+    scaler, clock, _ = _autoscaler()
+    _track(scaler, "a", ["mail"])
+    evaluations = len(scaler.due()[0])
+    # 10,000 single enqueues over two seconds, evaluated as they fall due.
+    for i in range(10_000):
+        clock.now += 0.0002
+        scaler.notified({"mail"})
+        if i % 50 == 0:
+            evaluations += len(scaler.due()[0])
+    evaluations += len(scaler.due()[0])
+    assert 2 <= evaluations <= 2 / 0.2 + 2
+
+
+def test_a_notification_right_after_an_evaluation_waits_for_the_minimum_interval() -> None:
+    scaler, clock, _ = _autoscaler()
+    _track(scaler, "a", ["mail"])
+    scaler.due()
+    clock.now += 0.05
+    scaler.notified({"mail"})
+    ready, wait_s = scaler.due()
+    assert ready == [] and wait_s == pytest.approx(0.15)
+    clock.now += 0.15
+    assert scaler.due()[0] == [("jobs", "a")]
+
+
+def test_a_reconcile_that_just_evaluated_a_pool_pushes_its_poll_back() -> None:
+    scaler, clock, _ = _autoscaler()
+    _track(scaler, "a", ["mail"], poll=10)
+    scaler.due()
+    clock.now += 8
+    scaler.evaluated("jobs/a")
+    clock.now += 3
+    assert scaler.due()[0] == []  # polled by the reconcile at t=8; next at t=18
+    clock.now += 7
+    assert scaler.due()[0] == [("jobs", "a")]
+
+
+def test_a_forgotten_pool_is_never_evaluated_again() -> None:
+    scaler, clock, _ = _autoscaler()
+    _track(scaler, "a", ["mail"])
+    scaler.forget("jobs/a")
+    scaler.notified({"mail"})
+    clock.now += 100
+    assert scaler.due()[0] == []
+
+
+def test_a_changed_spec_is_due_at_once_but_an_unchanged_one_keeps_its_schedule() -> None:
+    scaler, clock, _ = _autoscaler()
+    _track(scaler, "a", ["mail"])
+    scaler.due()
+    clock.now += 1
+    _track(scaler, "a", ["mail"])
+    assert scaler.due()[0] == []
+    _track(scaler, "a", ["mail", "sms"])
+    assert scaler.due()[0] == [("jobs", "a")]
