@@ -101,3 +101,7 @@ dev-down: venv ## Stop what `make dev` started (from another terminal)
 bench-queue: venv ## Queue benchmark vs PgQueuer and procrastinate (throwaway Postgres; BENCH_ARGS=--quick for a short run)
 	$(PY) -m bench.queue $(BENCH_ARGS)
 # --- end worker runtime ---
+
+.PHONY: bench-scale
+bench-scale: venv cluster-bins ## Autoscaler benchmark on the local control plane: reaction, first job, drains, 200 pools (BENCH_ARGS=--quick)
+	$(PY) -m bench.scale $(BENCH_ARGS)
