@@ -1,7 +1,7 @@
 """corral.queue: the PostgreSQL job queue. The ONLY package that talks to PostgreSQL.
 
 Who calls it: the admin CLI (`corral db|jobs|stats|dispatch|tokens|workers`,
-in `corral.queue.cli`), the worker runtime (`corral.worker`, through
+in `corral.admin.cli`), the worker runtime (`corral.worker`, through
 `AsyncQueue`), the operator (depth, drain, tokens) and user code that enqueues.
 
 Guarantees (each has an integration test named after it):

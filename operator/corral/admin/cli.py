@@ -19,9 +19,9 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 
+from corral.admin._output import FORMATS, ago, emit, plain
 from corral.durations import DurationError, format_age, parse_duration
-from corral.queue import _sql, migrations
-from corral.queue._output import FORMATS, ago, emit, plain
+from corral.queue import migrations
 from corral.queue.client import Queue
 from corral.queue.dsn import ENV_VAR, DsnError, mask_dsn
 from corral.queue.errors import (
@@ -139,7 +139,7 @@ def db_migrate(database_url: str | None) -> None:
     if not database_url:
         raise DsnError(f"no database URL: pass --database-url or set {ENV_VAR}")
     applied = migrations.migrate(database_url)
-    names = {m.version: m.name for m in _sql.migrations()}
+    names = {m.version: m.name for m in migrations.migrations()}
     for version in applied:
         click.echo(f"applied {version:04d}_{names[version]}")
     latest = max(names) if names else 0

@@ -1,6 +1,6 @@
 """Printing records the way kubectl does: aligned tables, or JSON / YAML.
 
-Used only by `corral.queue.cli`.
+Used only by the admin commands (`corral.admin.cli`).
 """
 
 from __future__ import annotations
