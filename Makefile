@@ -51,9 +51,10 @@ cluster-status: venv ## Say whether the local control plane is up, and where
 	$(PY) -m corral.platform.localcluster status
 
 .PHONY: lint
-lint: venv ## ruff check + format check
+lint: venv ## ruff check + format check + import contracts (pyproject.toml [tool.importlinter])
 	$(VENV)/bin/ruff check operator tests
 	$(VENV)/bin/ruff format --check operator tests
+	$(VENV)/bin/lint-imports --no-cache
 
 .PHONY: typecheck
 typecheck: venv ## mypy --strict on the corral package

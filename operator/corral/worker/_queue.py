@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from json import loads as _json_loads
 from typing import Any
 
-from corral import __version__
+from corral._version import __version__
 from corral.queue import (
     AsyncQueue,
     ClaimedJob,
