@@ -3,3 +3,20 @@
 The fixtures `pg_server`, `database_url` and `empty_database_url` come from
 `tests/_postgres.py` (loaded by the top-level conftest).
 """
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from corral.queue import Queue
+from tests.integration._clients import BlockingAsyncQueue
+
+
+@pytest.fixture(params=["Queue", "AsyncQueue"])
+def connect(request: pytest.FixtureRequest) -> Callable[[str], Any]:
+    """`Queue.connect`, or the same calls through AsyncQueue: the conformance
+    suite (claims, leases, registry, tokens) runs once per client."""
+    return Queue.connect if request.param == "Queue" else BlockingAsyncQueue

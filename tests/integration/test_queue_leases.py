@@ -5,6 +5,7 @@ from __future__ import annotations
 import psycopg
 
 from corral.queue import FailureReason, JobSpec, JobState, Queue
+from tests.integration._clients import Connect
 from tests.integration._enrolled import enroll, run_sql
 
 _EXPIRE_LEASES = (
@@ -12,8 +13,10 @@ _EXPIRE_LEASES = (
 )
 
 
-def test_a_worker_that_lost_its_lease_cannot_complete_the_job(database_url: str) -> None:
-    with Queue.connect(database_url) as queue:
+def test_a_worker_that_lost_its_lease_cannot_complete_the_job(
+    database_url: str, connect: Connect
+) -> None:
+    with connect(database_url) as queue:
         job_id = queue.enqueue("noop", queue="q")
         slow = enroll(queue, name="slow")
         fast = enroll(queue, name="fast")
@@ -29,8 +32,10 @@ def test_a_worker_that_lost_its_lease_cannot_complete_the_job(database_url: str)
         assert queue.get_job(job_id).state == JobState.COMPLETED
 
 
-def test_the_reaper_sends_a_lapsed_lease_back_through_the_retry_path(database_url: str) -> None:
-    with Queue.connect(database_url) as queue:
+def test_the_reaper_sends_a_lapsed_lease_back_through_the_retry_path(
+    database_url: str, connect: Connect
+) -> None:
+    with connect(database_url) as queue:
         job_id = queue.enqueue("noop", queue="q", max_attempts=3)
         worker = enroll(queue)
         queue.claim(worker.worker_id, worker.credential, ["q"])
@@ -44,16 +49,20 @@ def test_the_reaper_sends_a_lapsed_lease_back_through_the_retry_path(database_ur
     assert job.last_error is not None and "lease expired" in job.last_error
 
 
-def test_only_one_reaper_runs_at_a_time_across_the_fleet(database_url: str) -> None:
-    with psycopg.connect(database_url) as other, Queue.connect(database_url) as queue:
+def test_only_one_reaper_runs_at_a_time_across_the_fleet(
+    database_url: str, connect: Connect
+) -> None:
+    with psycopg.connect(database_url) as other, connect(database_url) as queue:
         other.execute("SELECT pg_advisory_xact_lock(hashtext('corral_reaper'))")
         assert queue.reap() is None  # another reaper is busy: return at once
         other.rollback()
         assert queue.reap() == 0
 
 
-def test_a_heartbeat_extends_every_lease_the_worker_holds(database_url: str) -> None:
-    with Queue.connect(database_url) as queue:
+def test_a_heartbeat_extends_every_lease_the_worker_holds(
+    database_url: str, connect: Connect
+) -> None:
+    with connect(database_url) as queue:
         queue.enqueue_many([JobSpec("noop", queue="q") for _ in range(5)])
         worker = enroll(queue)
         other = enroll(queue, name="other")
@@ -71,8 +80,10 @@ def test_a_heartbeat_extends_every_lease_the_worker_holds(database_url: str) -> 
     assert not any(leases[j.id] for j in theirs)
 
 
-def test_released_jobs_go_back_to_pending_without_spending_an_attempt(database_url: str) -> None:
-    with Queue.connect(database_url) as queue:
+def test_released_jobs_go_back_to_pending_without_spending_an_attempt(
+    database_url: str, connect: Connect
+) -> None:
+    with connect(database_url) as queue:
         job_id = queue.enqueue("noop", queue="q")
         worker = enroll(queue)
         [held] = queue.claim(worker.worker_id, worker.credential, ["q"])

@@ -12,17 +12,17 @@ from corral.queue import (
     CredentialError,
     EnrollmentError,
     JobState,
-    Queue,
     WorkerRemoved,
     WorkerState,
 )
+from tests.integration._clients import Connect
 from tests.integration._enrolled import enroll, run_sql
 
 
 def test_enrollment_tokens_and_credentials_are_stored_only_as_sha256_hashes(
-    database_url: str,
+    database_url: str, connect: Connect
 ) -> None:
-    with Queue.connect(database_url) as queue:
+    with connect(database_url) as queue:
         token = queue.create_token("eu", pool="batch", ttl_s=900, uses=1)
         worker = queue.enroll(token.secret, name="pod-1", queues=["q"], concurrency=8)
     assert token.secret.startswith("crl_et_") and len(token.secret) >= 7 + 43  # 256 bits
@@ -34,8 +34,10 @@ def test_enrollment_tokens_and_credentials_are_stored_only_as_sha256_hashes(
     assert (worker.region, worker.pool) == ("eu", "batch")
 
 
-def test_a_token_enrolls_only_as_many_workers_as_its_uses(database_url: str) -> None:
-    with Queue.connect(database_url) as queue:
+def test_a_token_enrolls_only_as_many_workers_as_its_uses(
+    database_url: str, connect: Connect
+) -> None:
+    with connect(database_url) as queue:
         token = queue.create_token("eu", uses=2)
         for name in ("a", "b"):
             queue.enroll(token.secret, name=name, queues=["q"], concurrency=1)
@@ -46,8 +48,8 @@ def test_a_token_enrolls_only_as_many_workers_as_its_uses(database_url: str) -> 
     assert spent.uses_remaining == 0
 
 
-def test_an_expired_or_revoked_token_cannot_enroll(database_url: str) -> None:
-    with Queue.connect(database_url) as queue:
+def test_an_expired_or_revoked_token_cannot_enroll(database_url: str, connect: Connect) -> None:
+    with connect(database_url) as queue:
         expired = queue.create_token("eu", ttl_s=60)
         run_sql(
             database_url,
@@ -65,9 +67,9 @@ def test_an_expired_or_revoked_token_cannot_enroll(database_url: str) -> None:
 
 
 def test_a_restarted_worker_reauthenticates_with_its_credential_and_a_wrong_one_is_refused(
-    database_url: str,
+    database_url: str, connect: Connect
 ) -> None:
-    with Queue.connect(database_url) as queue:
+    with connect(database_url) as queue:
         worker = enroll(queue)
         state = queue.authenticate(
             worker.worker_id, worker.credential, version="0.2.0", concurrency=16
@@ -83,9 +85,9 @@ def test_a_restarted_worker_reauthenticates_with_its_credential_and_a_wrong_one_
 
 
 def test_a_drained_worker_stops_claiming_and_reports_drained_with_nothing_in_flight(
-    database_url: str,
+    database_url: str, connect: Connect
 ) -> None:
-    with Queue.connect(database_url) as queue:
+    with connect(database_url) as queue:
         queue.enqueue("noop", queue="q")
         queue.enqueue("noop", queue="q")
         worker = enroll(queue)
@@ -104,8 +106,10 @@ def test_a_drained_worker_stops_claiming_and_reports_drained_with_nothing_in_fli
     assert listed[worker.worker_id].drained_at is not None
 
 
-def test_a_removed_worker_is_refused_and_its_running_jobs_are_retried(database_url: str) -> None:
-    with Queue.connect(database_url) as queue:
+def test_a_removed_worker_is_refused_and_its_running_jobs_are_retried(
+    database_url: str, connect: Connect
+) -> None:
+    with connect(database_url) as queue:
         job_id = queue.enqueue("noop", queue="q")
         worker = enroll(queue)
         [held] = queue.claim(worker.worker_id, worker.credential, ["q"])
@@ -140,9 +144,9 @@ def test_the_asyncio_client_serves_the_operators_calls(database_url: str) -> Non
 
 
 def test_a_worker_drains_itself_with_its_credential_and_a_restart_makes_it_active_again(
-    database_url: str,
+    database_url: str, connect: Connect
 ) -> None:
-    with Queue.connect(database_url) as queue:
+    with connect(database_url) as queue:
         queue.enqueue("noop", queue="q")
         worker = enroll(queue)
         with pytest.raises(CredentialError):
@@ -167,9 +171,9 @@ def test_a_worker_drains_itself_with_its_credential_and_a_restart_makes_it_activ
 
 
 def test_an_admin_drain_outlasts_a_restart_even_when_the_worker_began_draining_itself(
-    database_url: str,
+    database_url: str, connect: Connect
 ) -> None:
-    with Queue.connect(database_url) as queue:
+    with connect(database_url) as queue:
         worker = enroll(queue)
         queue.drain_self(worker.worker_id, worker.credential)
         assert queue.request_drain(worker.worker_id).drain_requested_by == "admin"

@@ -36,10 +36,10 @@ from corral.queue.client import (
     DEFAULT_DEPTH_CAP,
     DEFAULT_LEASE_S,
     NOTIFY_CHANNEL,
-    AsyncQueue,
     Queue,
     hash_secret,
 )
+from corral.queue.client_async import AsyncQueue
 from corral.queue.dsn import DsnError, check_dsn, mask_dsn
 from corral.queue.errors import (
     ConnectionLost,
