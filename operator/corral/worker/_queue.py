@@ -28,6 +28,7 @@ from corral.queue import (
 )
 from corral.queue import EnrollmentError as TokenRefused
 from corral.worker.config import WorkerSettings
+from corral.worker.drain import Directive, Lifecycle
 from corral.worker.enrollment import EnrollmentError, Identity
 
 __all__ = ["ClaimedJob", "QueueSession", "RemovedError", "open_session"]
@@ -46,9 +47,6 @@ class QueueSession:
         self._worker_id = 0
         self._credential = ""
         self._queues = list(settings.queues)
-        # True once the registry row shows this worker's drain (draining or
-        # drained), whoever asked for it.
-        self._drain_recorded = False
 
     async def close(self) -> None:
         for q in (self._claimer, self._completer, self._control, self._listener):
@@ -119,26 +117,28 @@ class QueueSession:
         completion was refused)."""
         return await self._completer.complete_many(jobs, results or None)
 
-    async def fail(self, job: ClaimedJob, reason: str, error: str) -> None:
+    async def fail(self, job: ClaimedJob, reason: FailureReason, error: str) -> None:
         async with self._control_lock:
-            await self._control.fail_many([Failure(job, error, FailureReason(reason))])
+            await self._control.fail_many([Failure(job, error, reason)])
 
     async def release(self, jobs: list[ClaimedJob]) -> None:
         async with self._control_lock:
             await self._control.release_many(jobs)
 
-    async def heartbeat(self, in_flight: int, state: str) -> str:
-        """'drain' when the registry wants this worker drained, else 'ok'.
-
-        `state` is the worker's own: a drain it began itself (SIGTERM, POST
-        /drain) is written to the registry first, so the row says `draining`
-        and then `drained` whoever asked."""
+    async def heartbeat(self, in_flight: int, lifecycle: Lifecycle) -> Directive:
+        """Beat for a worker in `lifecycle`'s state; return what the registry
+        asks of it. What to write first and what the answer means is the drain
+        state machine's (corral.worker.drain): a drain the worker began itself
+        (SIGTERM, POST /drain) is written to the registry first, so the row
+        says `draining` and then `drained` whoever asked."""
+        reported = lifecycle.reported()
+        calls = lifecycle.registry_calls(reported)
         try:
             async with self._control_lock:
-                if state in ("draining", "drained") and not self._drain_recorded:
+                if calls.drain_self:
                     await self._control.drain_self(self._worker_id, self._credential)
-                    self._drain_recorded = True
-                if state == "drained":
+                    lifecycle.drain_written()
+                if calls.mark_drained:
                     with contextlib.suppress(JobStateError):
                         await self._control.mark_drained(self._worker_id, self._credential)
                 registry_state = await self._control.heartbeat(
@@ -151,11 +151,7 @@ class QueueSession:
             raise RemovedError(str(exc)) from None
         if registry_state is WorkerState.REMOVED:
             raise RemovedError("the registry marks it removed")
-        if registry_state in (WorkerState.DRAINING, WorkerState.DRAINED):
-            self._drain_recorded = True
-        if registry_state in (WorkerState.DRAINING, WorkerState.DRAINED) and state == "active":
-            return "drain"
-        return "ok"
+        return lifecycle.heard(registry_state, reported)
 
     async def reap(self) -> int:
         async with self._control_lock:
