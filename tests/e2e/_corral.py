@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from corral.platform.localcluster import Cluster
+from corral_local.localcluster import Cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 

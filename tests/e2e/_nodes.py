@@ -1,6 +1,6 @@
 """Node-agent fixtures of the e2e tier (imported by tests/e2e/conftest.py).
 
-- `node_agent` (session): one `python -m corral.platform.nodeagent` for the
+- `node_agent` (session): one `python -m corral_local.nodeagent` for the
   session's cluster, with two Ready nodes, `e2e-eu` (region eu, zone eu-a) and
   `e2e-us` (region us, zone us-a). Crash back-off is shortened to 1 s (cap 4 s) so
   restart tests stay fast, and Leases renew every 2 s. The handle has `.chaos` (a `ChaosClient`: kill_pod,
@@ -28,8 +28,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from corral.platform.localcluster import Cluster
-from corral.platform.nodeagent import ChaosClient
+from corral_local.localcluster import Cluster
+from corral_local.nodeagent import ChaosClient
 
 T = TypeVar("T")
 
@@ -90,7 +90,7 @@ def node_agent(cluster: Cluster) -> Iterator[NodeAgentHandle]:
     argv = [
         sys.executable,
         "-m",
-        "corral.platform.nodeagent",
+        "corral_local.nodeagent",
         "--kubeconfig",
         str(cluster.kubeconfig),
         "--state-dir",

@@ -2,7 +2,7 @@
 
 Fixture API (kept small; other e2e helpers build on it):
 
-- `cluster` (session): a `corral.platform.localcluster.Cluster`. Always has
+- `cluster` (session): a `corral_local.localcluster.Cluster`. Always has
   `.kubeconfig` (admin), `.server_url`, `.kubectl(*args, input=None, check=True)`,
   `.kubectl_json(*args)`, `.env()` (os.environ + KUBECONFIG) and `.is_local`.
   When `.is_local` it is a `LocalCluster` and also has `.port`, `.pod_server_url`
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from corral.platform.localcluster import (
+from corral_local.localcluster import (
     Cluster,
     ClusterError,
     ExistingCluster,

@@ -6,7 +6,7 @@ import json
 import os
 import time
 
-from corral.platform.localcluster import Cluster
+from corral_local.localcluster import Cluster
 from tests.e2e._nodes import NodeAgentHandle, pod_json, wait_for
 
 

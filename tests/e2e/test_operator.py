@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from corral.platform.localcluster import Cluster
 from corral.queue import Queue, hash_secret
+from corral_local.localcluster import Cluster
 from tests.e2e._corral import OperatorProcess, eventually, install_crds
 
 

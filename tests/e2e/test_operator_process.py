@@ -24,9 +24,9 @@ import pytest
 import yaml
 
 from corral import queue as corral_queue
-from corral.platform.localcluster import Cluster
-from corral.platform.postgres import PostgresServer, free_port
 from corral.queue import JobSpec, Queue
+from corral_local.localcluster import Cluster
+from corral_local.postgres import PostgresServer, free_port
 from tests.e2e._corral import OperatorProcess, eventually, install_crds
 
 

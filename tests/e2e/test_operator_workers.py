@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 import yaml
 
-from corral.platform.localcluster import Cluster
 from corral.queue import Job, JobSpec, JobState, Queue, Worker, WorkerState
+from corral_local.localcluster import Cluster
 from tests.e2e._corral import OperatorProcess, eventually, install_crds
 from tests.e2e._nodes import NodeAgentHandle
 

@@ -42,7 +42,7 @@ def test_a_table_made_by_one_test_is_not_seen_by_the_next(empty_database_url: st
 def test_a_server_whose_owner_is_killed_stops_with_it() -> None:
     script = (
         "import time\n"
-        "from corral.platform.postgres import PostgresServer\n"
+        "from corral_local.postgres import PostgresServer\n"
         "pg = PostgresServer().start()\n"
         "print(pg._proc.pid, pg.data_dir, flush=True)\n"
         "time.sleep(120)\n"

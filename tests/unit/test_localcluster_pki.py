@@ -1,5 +1,5 @@
 """Certificates, kubeconfigs and start-up checks of the local control plane
-(corral.platform.localcluster), without starting anything."""
+(corral_local.localcluster), without starting anything."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from corral.platform.localcluster import ClusterError, LocalCluster, _pki
-from corral.platform.localcluster._kubeconfig import kubeconfig_server, render_kubeconfig
+from corral_local.localcluster import ClusterError, LocalCluster, _pki
+from corral_local.localcluster._kubeconfig import kubeconfig_server, render_kubeconfig
 
 
 def test_apiserver_sans_cover_loopback_the_pod_bridge_and_the_kubernetes_service() -> None:

@@ -32,6 +32,11 @@ __all__ = ["HostImageError", "default_root", "ensure_image", "source_tree"]
 # would hide the image from them. CORRAL_HOST_IMAGE_ROOT overrides it.
 _ROOT_SYSTEM = Path("/opt/corral/images")
 _KEEP = 3  # images kept after a build; older ones are removed
+# This package's folder in the checkout. The image holds it beside the product
+# for the test images of nodeagent/images.yaml (`corral-test/httpserver` runs
+# `corral_local.nodeagent.testserver`); what worker and operator pods run is
+# the product alone (`corral`), as in worker-image/Dockerfile.
+_PLATFORM = "localplatform"
 
 
 class HostImageError(RuntimeError):
@@ -48,9 +53,10 @@ def default_root() -> Path:
 
 
 def source_tree() -> Path | None:
-    """The checkout corral is installed from (editable install), or None."""
+    """The checkout corral and this package are installed from (editable
+    installs), or None."""
     here = Path(__file__).resolve()
-    root = here.parents[3]  # operator/corral/platform/hostimage.py -> repo
+    root = here.parents[2]  # localplatform/corral_local/hostimage.py -> repo
     if (root / "pyproject.toml").exists() and (root / "operator" / "corral").is_dir():
         return root
     return None
@@ -87,11 +93,11 @@ def _base_python() -> str:
 def _digest(tree: Path, base_python: str) -> str:
     h = hashlib.sha256(base_python.encode())
     files = [p for p in (tree / "pyproject.toml", tree / "constraints.txt") if p.exists()]
-    files += sorted(
-        p
-        for p in (tree / "operator" / "corral").rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts
-    )
+    files += [p for p in (tree / _PLATFORM / "pyproject.toml",) if p.exists()]
+    for package in (tree / "operator" / "corral", tree / _PLATFORM / "corral_local"):
+        files += sorted(
+            p for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+        )
     for path in files:
         h.update(str(path.relative_to(tree)).encode())
         h.update(path.read_bytes())
@@ -141,6 +147,11 @@ def ensure_image(
                 "--disable-pip-version-check",
                 *(["-c", str(constraints)] if constraints.exists() else []),
                 str(tree),
+                *(
+                    [str(tree / _PLATFORM)]
+                    if (tree / _PLATFORM / "pyproject.toml").exists()
+                    else []
+                ),
             ],
             "installing corral into the image",
         )

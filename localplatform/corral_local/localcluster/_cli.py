@@ -1,6 +1,6 @@
 """Command line for the local control plane: `up`, `down`, `status`, `run`.
 
-Called by `python -m corral.platform.localcluster` (make cluster-up / cluster-down).
+Called by `python -m corral_local.localcluster` (make cluster-up / cluster-down).
 `run` keeps a cluster in the foreground until Ctrl-C or SIGTERM. `up` starts
 `run` as a detached supervisor process, waits until the cluster is ready and
 prints the `export KUBECONFIG=...` line; `down` signals the supervisor (pid file
@@ -21,8 +21,8 @@ from types import FrameType
 
 import click
 
-from corral.platform.localcluster import _process
-from corral.platform.localcluster._cluster import ClusterError, LocalCluster, default_state_dir
+from corral_local.localcluster import _process
+from corral_local.localcluster._cluster import ClusterError, LocalCluster, default_state_dir
 
 _PID_FILE = "supervisor.pid"
 _READY_FILE = "ready.json"
@@ -51,7 +51,7 @@ def _supervisor_pid(state_dir: Path) -> int | None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return None
-    return pid if b"corral.platform.localcluster" in cmdline else None
+    return pid if b"corral_local.localcluster" in cmdline else None
 
 
 def _ready_info(state_dir: Path) -> dict[str, str] | None:
@@ -128,7 +128,7 @@ def up(state_dir: Path | None, fresh: bool, timeout_s: float) -> None:
         shutil.rmtree(state, ignore_errors=True)
     state.mkdir(parents=True, exist_ok=True)
     log_path = state / _LOG_FILE
-    argv = [sys.executable, "-m", "corral.platform.localcluster", "run", "--state-dir", str(state)]
+    argv = [sys.executable, "-m", "corral_local.localcluster", "run", "--state-dir", str(state)]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             argv,

@@ -45,7 +45,7 @@ def image_python() -> str:
     """The Python that `{python}` and `{bin}` stand for.
 
     `CORRAL_IMAGE_PYTHON` (set by the agent to a host image's interpreter, see
-    `corral.platform.hostimage`) or, failing that, the agent's own.
+    `corral_local.hostimage`) or, failing that, the agent's own.
     """
     return os.environ.get("CORRAL_IMAGE_PYTHON") or sys.executable
 

@@ -1,13 +1,13 @@
 """`make dev`: the whole system on one machine, no Docker.
 
-`python -m corral.platform.dev up` (make dev) starts, in this order and in the
-foreground: the local control plane (`corral.platform.localcluster`), the node
-agent with three nodes in two regions (`corral.platform.nodeagent`, which also
+`python -m corral_local.dev up` (make dev) starts, in this order and in the
+foreground: the local control plane (`corral_local.localcluster`), the node
+agent with three nodes in two regions (`corral_local.nodeagent`, which also
 brings up the pod bridge 10.244.0.1), PostgreSQL listening on 127.0.0.1 and the
-bridge (`corral.platform.postgres`), then — only for the pieces that exist in the
+bridge (`corral_local.postgres`), then — only for the pieces that exist in the
 checkout — the queue schema, corral's CRDs, the operator (Helm chart) and the
 example WorkerPool. It prints what to run next and waits; Ctrl-C, SIGTERM or
-`python -m corral.platform.dev down` (make dev-down) stops everything in reverse
+`python -m corral_local.dev down` (make dev-down) stops everything in reverse
 order. Everything lives under `.state/dev/` (or $CORRAL_DEV_DIR).
 """
 
@@ -51,7 +51,7 @@ def _own_pid(state: Path) -> int | None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return None
-    return pid if b"corral.platform.dev" in cmdline else None
+    return pid if b"corral_local.dev" in cmdline else None
 
 
 def _corral_has(command: str) -> bool:
@@ -91,8 +91,8 @@ def _stop_process(proc: subprocess.Popen[bytes], grace_s: float) -> None:
 
 
 def up() -> int:
-    from corral.platform.localcluster import ClusterError, LocalCluster
-    from corral.platform.postgres import PostgresServer
+    from corral_local.localcluster import ClusterError, LocalCluster
+    from corral_local.postgres import PostgresServer
 
     state = _state_dir()
     if (pid := _own_pid(state)) is not None:
@@ -124,7 +124,7 @@ def up() -> int:
         shutil.rmtree(agent_dir, ignore_errors=True)
         agent_dir.mkdir(parents=True)
         ready = agent_dir / "ready.json"
-        argv = [sys.executable, "-m", "corral.platform.nodeagent", "--kubeconfig", kubeconfig]
+        argv = [sys.executable, "-m", "corral_local.nodeagent", "--kubeconfig", kubeconfig]
         argv += ["--state-dir", str(agent_dir), "--ready-file", str(ready)]
         for node in NODES:
             argv += ["--node", node]
@@ -202,7 +202,7 @@ def _install_corral(
     installed.append("CRDs")
     helm = Path(os.environ.get("CORRAL_K8S_BIN_DIR", "")) / "helm"
     if not helm.exists():
-        from corral.platform.localcluster import default_bin_dir
+        from corral_local.localcluster import default_bin_dir
 
         helm = default_bin_dir() / "helm"
     chart = REPO / "charts" / "corral"
@@ -251,7 +251,7 @@ def _print_next(state: Path, installed: list[str]) -> None:
         lines.append("  corral jobs enqueue noop --queue default     # a demo job")
         lines.append("  corral stats")
     lines += [
-        "  python -m corral.platform.nodeagent chaos "
+        "  python -m corral_local.nodeagent chaos "
         f"--socket {state / 'nodeagent' / 'control.sock'} state   # pods, pids, log files",
         f"  logs: {state / 'nodeagent.log'}, {state / 'cluster' / 'logs'}/",
         "",
@@ -278,7 +278,7 @@ def down() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m corral.platform.dev", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m corral_local.dev", description=__doc__)
     parser.add_argument("action", choices=["up", "down"])
     args = parser.parse_args(argv)
     return up() if args.action == "up" else down()

@@ -18,15 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from corral.platform import hostimage
-from corral.platform.nodeagent._images import ImageMap
-from corral.platform.nodeagent._kube import ApiError, KubeClient
-from corral.platform.nodeagent._logserver import serve_logs
-from corral.platform.nodeagent._network import BridgeNetwork, HostNetwork, netns_possible
-from corral.platform.nodeagent._nodespec import NodeSpec, node_object, node_status
-from corral.platform.nodeagent._pod import Backoff, PodContext, PodWorker
-from corral.platform.nodeagent._runtime import mount_namespaces_possible
-from corral.platform.nodeagent._status import micro_time, now_iso
+from corral_local import hostimage
+from corral_local.nodeagent._images import ImageMap
+from corral_local.nodeagent._kube import ApiError, KubeClient
+from corral_local.nodeagent._logserver import serve_logs
+from corral_local.nodeagent._network import BridgeNetwork, HostNetwork, netns_possible
+from corral_local.nodeagent._nodespec import NodeSpec, node_object, node_status
+from corral_local.nodeagent._pod import Backoff, PodContext, PodWorker
+from corral_local.nodeagent._runtime import mount_namespaces_possible
+from corral_local.nodeagent._status import micro_time, now_iso
 
 Json = dict[str, Any]
 log = logging.getLogger("corral.nodeagent")

@@ -1,10 +1,10 @@
 """The local Kubernetes control plane (etcd, kube-apiserver, controller-manager, scheduler).
 
 Used by the e2e tier (tests/e2e/conftest.py), the node agent and `make cluster-up`
-(`python -m corral.platform.localcluster up|down|status|run`). See `_cluster.py`.
+(`python -m corral_local.localcluster up|down|status|run`). See `_cluster.py`.
 """
 
-from corral.platform.localcluster._cluster import (
+from corral_local.localcluster._cluster import (
     K8S_VERSION,
     Cluster,
     ClusterError,

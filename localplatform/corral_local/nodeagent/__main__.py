@@ -1,8 +1,8 @@
-"""`python -m corral.platform.nodeagent`: run the node agent, or drive a running one.
+"""`python -m corral_local.nodeagent`: run the node agent, or drive a running one.
 
-    python -m corral.platform.nodeagent --kubeconfig K --node eu-1:region=eu,zone=eu-a \\
+    python -m corral_local.nodeagent --kubeconfig K --node eu-1:region=eu,zone=eu-a \\
         --node us-1:region=us,zone=us-a --state-dir /tmp/agent
-    python -m corral.platform.nodeagent chaos --socket /tmp/agent/control.sock kill-pod ns/name
+    python -m corral_local.nodeagent chaos --socket /tmp/agent/control.sock kill-pod ns/name
 
 Used by `make dev` and by the e2e session fixture (tests/e2e/_nodes.py).
 SIGTERM or Ctrl-C stops every container and removes the pod network it made.
@@ -22,13 +22,13 @@ from types import FrameType
 
 
 def _run(argv: list[str]) -> int:
-    from corral.platform.nodeagent._agent import AgentConfig, NodeAgent
-    from corral.platform.nodeagent._control import serve
-    from corral.platform.nodeagent._nodespec import parse_nodes
-    from corral.platform.nodeagent._pod import Backoff
+    from corral_local.nodeagent._agent import AgentConfig, NodeAgent
+    from corral_local.nodeagent._control import serve
+    from corral_local.nodeagent._nodespec import parse_nodes
+    from corral_local.nodeagent._pod import Backoff
 
     parser = argparse.ArgumentParser(
-        prog="python -m corral.platform.nodeagent",
+        prog="python -m corral_local.nodeagent",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -153,9 +153,9 @@ def _run(argv: list[str]) -> int:
 
 
 def _chaos(argv: list[str]) -> int:
-    from corral.platform.nodeagent.chaos import ChaosClient, ChaosError
+    from corral_local.nodeagent.chaos import ChaosClient, ChaosError
 
-    parser = argparse.ArgumentParser(prog="python -m corral.platform.nodeagent chaos")
+    parser = argparse.ArgumentParser(prog="python -m corral_local.nodeagent chaos")
     parser.add_argument(
         "--socket",
         type=Path,

@@ -2,7 +2,7 @@
 kube-controller-manager and kube-scheduler as child processes.
 
 Called by the e2e fixtures (tests/e2e/conftest.py), by the node agent's tests and
-by `python -m corral.platform.localcluster` (`make cluster-up`). The binaries come
+by `python -m corral_local.localcluster` (`make cluster-up`). The binaries come
 from `make cluster-bins` (tools/k8s/build.sh). Everything the cluster writes (PKI,
 kubeconfigs, etcd data, one log per component) lives in one state directory.
 """
@@ -25,8 +25,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from corral.platform.localcluster import _pki, _process
-from corral.platform.localcluster._kubeconfig import (
+from corral_local.localcluster import _pki, _process
+from corral_local.localcluster._kubeconfig import (
     kubeconfig_server,
     render_kubeconfig,
     write_private,

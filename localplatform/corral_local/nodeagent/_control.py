@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from corral.platform.nodeagent._agent import NodeAgent
+from corral_local.nodeagent._agent import NodeAgent
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):

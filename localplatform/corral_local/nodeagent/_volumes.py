@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from corral.platform.nodeagent._env import (
+from corral_local.nodeagent._env import (
     ConfigError,
     field_value,
     resource_value,

@@ -19,7 +19,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from corral.platform.nodeagent._ipam import FileIpam
+from corral_local.nodeagent._ipam import FileIpam
 
 RUN_DIR = Path(os.environ.get("CORRAL_RUN_DIR", "/run/corral"))
 

@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from corral.platform.nodeagent._env import ConfigError, Sources, command_line, container_env
-from corral.platform.nodeagent._images import ImageMap, image_python, normalise
-from corral.platform.nodeagent._kube import ApiError, KubeClient
-from corral.platform.nodeagent._network import Sandbox
-from corral.platform.nodeagent._probes import ProbeSchedule, ProbeWorker, run_http, run_tcp
-from corral.platform.nodeagent._runtime import (
+from corral_local.nodeagent._env import ConfigError, Sources, command_line, container_env
+from corral_local.nodeagent._images import ImageMap, image_python, normalise
+from corral_local.nodeagent._kube import ApiError, KubeClient
+from corral_local.nodeagent._network import Sandbox
+from corral_local.nodeagent._probes import ProbeSchedule, ProbeWorker, run_http, run_tcp
+from corral_local.nodeagent._runtime import (
     ContainerProcess,
     LaunchSpec,
     Namespaces,
@@ -41,13 +41,13 @@ from corral.platform.nodeagent._runtime import (
     exit_code_of,
     interpreter_shadow,
 )
-from corral.platform.nodeagent._status import (
+from corral_local.nodeagent._status import (
     ContainerRecord,
     now_iso,
     pod_conditions,
     pod_phase,
 )
-from corral.platform.nodeagent._volumes import VolumeContext, materialise
+from corral_local.nodeagent._volumes import VolumeContext, materialise
 
 Json = dict[str, Any]
 log = logging.getLogger("corral.nodeagent")

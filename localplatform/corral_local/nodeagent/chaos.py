@@ -1,12 +1,12 @@
 """Client of a running node agent's control socket: the chaos handle for tests.
 
-    from corral.platform.nodeagent.chaos import ChaosClient
+    from corral_local.nodeagent.chaos import ChaosClient
     chaos = ChaosClient(state_dir / "control.sock")
     chaos.kill_pod("ns", "web-0")      # kill -9 every process of the pod
     chaos.stop_node("node-2")          # its processes die, its Lease stops
     chaos.start_node("node-2")
 
-Also a CLI: `python -m corral.platform.nodeagent chaos --socket S kill-pod ns/name`.
+Also a CLI: `python -m corral_local.nodeagent chaos --socket S kill-pod ns/name`.
 """
 
 from __future__ import annotations
