@@ -2,14 +2,16 @@
 (its whole hot path) and the operator (kopf runs on asyncio: depth, tokens,
 drain, remove).
 
-Each method runs the same operation of `corral.queue._operations` as Queue's
-method of the same name; only the executor (`_run`) awaits.
+Each method is the same operation of `corral.queue._operations` as Queue's
+method of the same name (same signature and docstring); only the executor
+(`_run`) awaits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Self, TypeVar, Unpack
+import functools
+from collections.abc import Callable, Coroutine
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -18,30 +20,32 @@ from psycopg.types.json import set_json_loads
 from corral.queue import _operations as op
 from corral.queue import _sql
 from corral.queue._connect import aconnect
-from corral.queue._params import DEFAULT_DEPTH_CAP, DEFAULT_LEASE_S, NOTIFY_CHANNEL
+from corral.queue._params import NOTIFY_CHANNEL
 from corral.queue.errors import translated
-from corral.queue.records import (
-    ClaimedJob,
-    Depth,
-    EnqueueOptions,
-    Enrollment,
-    Failure,
-    JobSpec,
-    Leased,
-    NewToken,
-    Worker,
-    WorkerState,
-)
 
 __all__ = ["AsyncQueue"]
 
+P = ParamSpec("P")
 T = TypeVar("T")
+
+
+def _method(
+    operation: Callable[P, op.Operation[T]],
+) -> Callable[Concatenate[AsyncQueue, P], Coroutine[Any, Any, T]]:
+    """`operation` as an AsyncQueue coroutine method: same name, signature and docstring."""
+    transaction = operation in op.TRANSACTIONAL
+
+    async def method(self: AsyncQueue, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._run(operation(*args, **kwargs), transaction=transaction)
+
+    functools.update_wrapper(method, operation)
+    method.__qualname__ = f"AsyncQueue.{operation.__name__}"
+    return method
 
 
 class AsyncQueue:
     """asyncio access for the worker runtime (Queue's hot path) and the operator
-    (depth, tokens, drain, remove). Each method does what Queue's of the same
-    name does (the same operation runs underneath).
+    (depth, tokens, drain, remove).
 
     Use one AsyncQueue for claims/completions and a separate one for
     `listen`/`wait_for_jobs` (a connection waiting for notifications is busy).
@@ -99,105 +103,28 @@ class AsyncQueue:
         async with self.conn.transaction():
             return await self._drive(operation)
 
-    async def enqueue(
-        self, kind: str, payload: Any = None, **options: Unpack[EnqueueOptions]
-    ) -> int:
-        """See Queue.enqueue (the same keyword options)."""
-        return (await self.enqueue_many([JobSpec(kind, payload, **options)]))[0]
-
-    async def enqueue_many(self, specs: Iterable[JobSpec]) -> list[int]:
-        return await self._run(op.enqueue_many(list(specs)))
-
-    async def claim(
-        self,
-        worker_id: int,
-        credential: str,
-        queues: Sequence[str],
-        *,
-        batch: int = 100,
-        lease_s: float = DEFAULT_LEASE_S,
-    ) -> list[ClaimedJob]:
-        return await self._run(op.claim(worker_id, credential, queues, batch, lease_s))
-
-    async def complete_many(
-        self, jobs: Iterable[Leased], results: Mapping[int, Any] | None = None
-    ) -> list[int]:
-        return await self._run(op.complete_many(jobs, results))
-
-    async def fail_many(self, failures: Iterable[Failure]) -> list[int]:
-        return await self._run(op.fail_many(failures))
-
-    async def release_many(self, jobs: Iterable[Leased]) -> list[int]:
-        return await self._run(op.release_many(jobs))
-
-    async def heartbeat(
-        self, worker_id: int, credential: str, *, in_flight: int, lease_s: float = DEFAULT_LEASE_S
-    ) -> WorkerState:
-        return await self._run(op.heartbeat(worker_id, credential, in_flight, lease_s))
-
-    async def reap(self, limit: int = 1000) -> int | None:
-        return await self._run(op.reap(limit))
-
-    async def purge_finished_batch(self, older_than_s: float, *, batch: int = 1000) -> int | None:
-        return await self._run(op.purge_finished_batch(older_than_s, batch))
-
-    async def purge_finished(self, older_than_s: float, *, batch: int = 10_000) -> int:
-        return await self._run(op.purge_finished(older_than_s, batch))
-
-    async def enroll(
-        self,
-        token: str,
-        *,
-        name: str,
-        queues: Sequence[str],
-        concurrency: int,
-        version: str | None = None,
-    ) -> Enrollment:
-        operation = op.enroll(token, name, queues, concurrency, version)
-        return await self._run(operation, transaction=True)
-
-    async def authenticate(
-        self,
-        worker_id: int,
-        credential: str,
-        *,
-        name: str | None = None,
-        queues: Sequence[str] | None = None,
-        concurrency: int | None = None,
-        version: str | None = None,
-    ) -> WorkerState:
-        about = op.about(name, queues, concurrency, version)
-        return await self._run(op.authenticate(worker_id, credential, about), transaction=True)
-
-    async def drain_self(self, worker_id: int, credential: str) -> WorkerState:
-        return await self._run(op.drain_self(worker_id, credential))
-
-    async def mark_drained(self, worker_id: int, credential: str) -> WorkerState:
-        return await self._run(op.mark_drained(worker_id, credential))
-
-    # -- for the operator (kopf runs on asyncio) -------------------------------
-
-    async def depth(
-        self, queues: Sequence[str], region: str | None = None, *, cap: int = DEFAULT_DEPTH_CAP
-    ) -> Depth:
-        return await self._run(op.depth(queues, region, cap))
-
-    async def create_token(
-        self, region: str, *, pool: str | None = None, ttl_s: float = 900, uses: int = 1
-    ) -> NewToken:
-        return await self._run(op.create_token(region, pool, ttl_s, uses))
-
-    async def get_worker(self, worker_id: int) -> Worker:
-        return await self._run(op.get_worker(worker_id))
-
-    async def list_workers(self, *, include_removed: bool = False) -> list[Worker]:
-        return await self._run(op.list_workers(include_removed))
-
-    async def request_drain(self, worker_id: int) -> Worker:
-        return await self._run(op.request_drain(worker_id))
-
-    async def remove_worker(self, worker_id: int) -> Worker:
-        return await self._run(op.remove_worker(worker_id))
+    # The worker's calls.
+    enqueue = _method(op.enqueue)
+    enqueue_many = _method(op.enqueue_many)
+    claim = _method(op.claim)
+    complete_many = _method(op.complete_many)
+    fail_many = _method(op.fail_many)
+    release_many = _method(op.release_many)
+    heartbeat = _method(op.heartbeat)
+    reap = _method(op.reap)
+    purge_finished_batch = _method(op.purge_finished_batch)
+    purge_finished = _method(op.purge_finished)
+    enroll = _method(op.enroll)
+    authenticate = _method(op.authenticate)
+    drain_self = _method(op.drain_self)
+    mark_drained = _method(op.mark_drained)
+    # The operator's (kopf runs on asyncio).
+    depth = _method(op.depth)
+    create_token = _method(op.create_token)
+    get_worker = _method(op.get_worker)
+    list_workers = _method(op.list_workers)
+    request_drain = _method(op.request_drain)
+    remove_worker = _method(op.remove_worker)
 
     async def listen(self) -> None:
         """LISTEN on the wake-up channel (payload: the queue name, or * for all)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypedDict
+from typing import Any, Protocol
 
 
 class JobState(enum.StrEnum):
@@ -75,18 +75,6 @@ class JobSpec:
     expires_at: dt.datetime | None = None
     max_attempts: int | None = None
     dedupe_key: str | None = None
-
-
-class EnqueueOptions(TypedDict, total=False):
-    """The keyword options of `enqueue` (the fields of JobSpec after `payload`)."""
-
-    queue: str | None
-    priority: int
-    region: str | None
-    run_at: dt.datetime | None
-    expires_at: dt.datetime | None
-    max_attempts: int | None
-    dedupe_key: str | None
 
 
 @dataclass(frozen=True, slots=True)
