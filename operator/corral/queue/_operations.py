@@ -53,6 +53,16 @@ class Statement:
 Operation = Generator[Statement, Any, T]
 
 
+def result(stmt: Statement, rows: list[tuple[Any, ...]] | None, rowcount: int) -> Any:
+    """What an executor sends back for `stmt`, from its rows (None for a
+    ROWCOUNT statement, which may return none) and its row count."""
+    if stmt.fetch is Fetch.ALL:
+        return rows
+    if stmt.fetch is Fetch.ONE:
+        return rows[0][0] if rows else None
+    return rowcount
+
+
 def _one(name: str, params: Any = None, *, prepare: bool | None = None) -> Statement:
     return Statement(name, params, Fetch.ONE, prepare)
 

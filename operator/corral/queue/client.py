@@ -87,17 +87,11 @@ class Queue:
 
     def _execute(self, stmt: op.Statement) -> Any:
         with translated():
-            if stmt.binary:
-                cur = self.conn.cursor(binary=True)
-                cur.execute(_sql.query(stmt.name), stmt.params, prepare=stmt.prepare)
-            else:
-                cur = self.conn.execute(_sql.query(stmt.name), stmt.params, prepare=stmt.prepare)
-            if stmt.fetch is op.Fetch.ALL:
-                return cur.fetchall()
-            if stmt.fetch is op.Fetch.ONE:
-                row = cur.fetchone()
-                return None if row is None else row[0]
-            return cur.rowcount
+            cur = self.conn.execute(
+                _sql.query(stmt.name), stmt.params, prepare=stmt.prepare, binary=stmt.binary
+            )
+            rows = None if stmt.fetch is op.Fetch.ROWCOUNT else cur.fetchall()
+            return op.result(stmt, rows, cur.rowcount)
 
     def _drive(self, operation: op.Operation[T]) -> T:
         try:

@@ -74,19 +74,11 @@ class AsyncQueue:
 
     async def _execute(self, stmt: op.Statement) -> Any:
         with translated():
-            if stmt.binary:
-                cur = self.conn.cursor(binary=True)
-                await cur.execute(_sql.query(stmt.name), stmt.params, prepare=stmt.prepare)
-            else:
-                cur = await self.conn.execute(
-                    _sql.query(stmt.name), stmt.params, prepare=stmt.prepare
-                )
-            if stmt.fetch is op.Fetch.ALL:
-                return await cur.fetchall()
-            if stmt.fetch is op.Fetch.ONE:
-                row = await cur.fetchone()
-                return None if row is None else row[0]
-            return cur.rowcount
+            cur = await self.conn.execute(
+                _sql.query(stmt.name), stmt.params, prepare=stmt.prepare, binary=stmt.binary
+            )
+            rows = None if stmt.fetch is op.Fetch.ROWCOUNT else await cur.fetchall()
+            return op.result(stmt, rows, cur.rowcount)
 
     async def _drive(self, operation: op.Operation[T]) -> T:
         try:

@@ -38,6 +38,21 @@ class RemovedError(RuntimeError):
     """The registry no longer accepts this worker (removed, or unknown credential)."""
 
 
+class _Refused:
+    """The registry refused this worker (removed, or its credential unknown):
+    turn the queue's error into RemovedError, which makes the worker exit."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, WorkerRemoved | CredentialError):
+            raise RemovedError(str(exc)) from None
+
+
+_refused = _Refused()
+
+
 class QueueSession:
     def __init__(self, settings: WorkerSettings, queues: Sequence[AsyncQueue]) -> None:
         self.settings = settings
@@ -82,7 +97,7 @@ class QueueSession:
 
     async def authenticate(self, identity: Identity) -> str:
         self._use(identity)
-        try:
+        with _refused:
             async with self._control_lock:
                 state = await self._control.authenticate(
                     self._worker_id,
@@ -92,13 +107,11 @@ class QueueSession:
                     concurrency=self.settings.concurrency,
                     version=__version__,
                 )
-        except (WorkerRemoved, CredentialError) as exc:
-            raise RemovedError(str(exc)) from None
         return str(state)
 
     # ------------------------------------------------------------------ jobs
     async def claim(self, limit: int) -> list[ClaimedJob]:
-        try:
+        with _refused:
             return await self._claimer.claim(
                 self._worker_id,
                 self._credential,
@@ -106,8 +119,6 @@ class QueueSession:
                 batch=limit,
                 lease_s=self.settings.lease_s,
             )
-        except (WorkerRemoved, CredentialError) as exc:
-            raise RemovedError(str(exc)) from None
 
     async def complete_many(
         self, jobs: list[ClaimedJob], results: dict[int, Any] | None = None
@@ -133,7 +144,7 @@ class QueueSession:
         says `draining` and then `drained` whoever asked."""
         reported = lifecycle.reported()
         calls = lifecycle.registry_calls(reported)
-        try:
+        with _refused:
             async with self._control_lock:
                 if calls.drain_self:
                     await self._control.drain_self(self._worker_id, self._credential)
@@ -147,8 +158,6 @@ class QueueSession:
                     in_flight=in_flight,
                     lease_s=self.settings.lease_s,
                 )
-        except (WorkerRemoved, CredentialError) as exc:
-            raise RemovedError(str(exc)) from None
         if registry_state is WorkerState.REMOVED:
             raise RemovedError("the registry marks it removed")
         return lifecycle.heard(registry_state, reported)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from corral.queue import ClaimedJob, ConnectionLost
@@ -83,23 +84,16 @@ class _Completer(Protocol):
     ) -> list[int]: ...
 
 
+@dataclass(slots=True)
 class Flusher:
     """Writes the buffer: after `interval_s` of gathering (0: at once), or at
     once when a batch is full. `written(jobs)` frees the jobs' slots."""
 
-    def __init__(
-        self,
-        buffer: CompletionBuffer,
-        session: _Completer,
-        metrics: WorkerMetrics,
-        written: Callable[[list[ClaimedJob]], None],
-        interval_s: float,
-    ) -> None:
-        self.buffer = buffer
-        self.session = session
-        self.metrics = metrics
-        self.written = written
-        self.interval_s = interval_s
+    buffer: CompletionBuffer
+    session: _Completer
+    metrics: WorkerMetrics
+    written: Callable[[list[ClaimedJob]], None]
+    interval_s: float
 
     async def run(self) -> None:
         buffer = self.buffer

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from corral.queue.dsn import scrub_password
 from corral.worker._queue import QueueSession, RemovedError
@@ -24,29 +25,20 @@ log = logging.getLogger("corral.worker")
 __all__ = ["Heartbeat"]
 
 
+@dataclass(slots=True)
 class Heartbeat:
     """Beats every `interval_s`, or at once when `beat_now` is set (a drain
     began: the registry, and the operator choosing pods to scale down,
     should see it without waiting)."""
 
-    def __init__(
-        self,
-        session: QueueSession,
-        lifecycle: Lifecycle,
-        in_flight: Callable[[], int],
-        on_drain: Callable[[str], None],
-        *,
-        interval_s: float,
-        database_url: str,
-    ) -> None:
-        self.session = session
-        self.lifecycle = lifecycle
-        self.in_flight = in_flight
-        self.on_drain = on_drain  # the registry asks this worker to drain
-        self.interval_s = interval_s
-        self.database_url = database_url  # only to keep its password out of logs
-        self.beat_now = asyncio.Event()
-        self.last_ok = 0.0  # monotonic time of the last successful beat
+    session: QueueSession
+    lifecycle: Lifecycle
+    in_flight: Callable[[], int]
+    on_drain: Callable[[str], None]  # the registry asks this worker to drain
+    interval_s: float
+    database_url: str  # only to keep its password out of logs
+    beat_now: asyncio.Event = field(default_factory=asyncio.Event)
+    last_ok: float = 0.0  # monotonic time of the last successful beat
 
     async def run(self) -> None:
         while True:

@@ -23,7 +23,7 @@ import traceback
 import types
 from collections.abc import Coroutine, Generator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pydantic_core import to_jsonable_python
@@ -74,27 +74,20 @@ class _Unknown(Exception):
     pass
 
 
+@dataclass(eq=False)
 class Jobs:
     """The jobs this worker holds, by id, from claim until their outcome is
     written; `slot_freed` is set whenever one leaves."""
 
-    def __init__(
-        self,
-        registry: HandlerRegistry,
-        metrics: WorkerMetrics,
-        buffer: CompletionBuffer,
-        session: _Failures,
-        job_timeout_s: float,
-    ) -> None:
-        self.registry = registry
-        self.metrics = metrics
-        self.buffer = buffer
-        self.session = session
-        self.job_timeout_s = job_timeout_s
-        self.running: dict[int, Running] = {}
-        self.slot_freed = asyncio.Event()
-        self.threads: ThreadPoolExecutor | None = None  # sync handlers run here
-        self._io_tasks: set[asyncio.Future[Any]] = set()
+    registry: HandlerRegistry
+    metrics: WorkerMetrics
+    buffer: CompletionBuffer
+    session: _Failures
+    job_timeout_s: float
+    running: dict[int, Running] = field(default_factory=dict)
+    slot_freed: asyncio.Event = field(default_factory=asyncio.Event)
+    threads: ThreadPoolExecutor | None = None  # sync handlers run here
+    _io_tasks: set[asyncio.Future[Any]] = field(default_factory=set)
 
     def __len__(self) -> int:
         return len(self.running)

@@ -184,8 +184,8 @@ class Worker:
             self.lifecycle,
             lambda: self.in_flight,
             self.request_drain,
-            interval_s=settings.heartbeat_interval_s,
-            database_url=settings.database_url,
+            settings.heartbeat_interval_s,
+            settings.database_url,
         )
         try:
             try:
