@@ -57,23 +57,13 @@ def expand(text: str, env: Mapping[str, str]) -> str:
 
 
 # -- quantities -------------------------------------------------------------------
+# Kubernetes quantity suffixes: n u m "" k M G T P E (powers of 1000) and
+# Ki Mi Gi Ti Pi Ei (powers of 1024).
 _SUFFIX = {
+    **{suffix: Decimal(1000) ** power for power, suffix in enumerate("num", start=-3)},
     "": Decimal(1),
-    "n": Decimal("1e-9"),
-    "u": Decimal("1e-6"),
-    "m": Decimal("1e-3"),
-    "k": Decimal(10**3),
-    "M": Decimal(10**6),
-    "G": Decimal(10**9),
-    "T": Decimal(10**12),
-    "P": Decimal(10**15),
-    "E": Decimal(10**18),
-    "Ki": Decimal(2**10),
-    "Mi": Decimal(2**20),
-    "Gi": Decimal(2**30),
-    "Ti": Decimal(2**40),
-    "Pi": Decimal(2**50),
-    "Ei": Decimal(2**60),
+    **{suffix: Decimal(1000) ** power for power, suffix in enumerate("kMGTPE", start=1)},
+    **{f"{suffix}i": Decimal(1024) ** power for power, suffix in enumerate("KMGTPE", start=1)},
 }
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)([a-zA-Z]*)$")
 

@@ -115,38 +115,19 @@ def _source(
     ctx: VolumeContext,
     fs_group: int | None,
 ) -> None:
-    if kind == "secret":
-        name = spec.get("secretName") or spec.get("name") or ""
-        obj = ctx.secret(name)
+    if kind in ("secret", "configMap"):
+        # The same projection for both; only where the object and its bytes come from differ.
+        secret = kind == "secret"
+        name = (spec.get("secretName") if secret else None) or spec.get("name") or ""
+        obj = ctx.secret(name) if secret else ctx.config_map(name)
+        what = "secret" if secret else "configmap"
         if obj is None:
             if spec.get("optional"):
                 return
-            raise ConfigError(f'secret "{name}" not found')
-        _keyed(
-            _secret_bytes(obj),
-            spec.get("items"),
-            default_mode,
-            out,
-            f"secret {name}",
-            bool(spec.get("optional")),
-            fs_group,
-        )
-    elif kind == "configMap":
-        name = spec.get("name") or ""
-        obj = ctx.config_map(name)
-        if obj is None:
-            if spec.get("optional"):
-                return
-            raise ConfigError(f'configmap "{name}" not found')
-        _keyed(
-            _config_map_bytes(obj),
-            spec.get("items"),
-            default_mode,
-            out,
-            f"configmap {name}",
-            bool(spec.get("optional")),
-            fs_group,
-        )
+            raise ConfigError(f'{what} "{name}" not found')
+        data = _secret_bytes(obj) if secret else _config_map_bytes(obj)
+        optional = bool(spec.get("optional"))
+        _keyed(data, spec.get("items"), default_mode, out, f"{what} {name}", optional, fs_group)
     elif kind == "downwardAPI":
         _downward(spec.get("items") or [], default_mode, out, ctx, fs_group)
     elif kind == "serviceAccountToken":

@@ -95,21 +95,23 @@ class AsyncQueue:
         async with self.conn.transaction():
             return await self._drive(operation)
 
-    # The worker's calls.
-    enqueue = _method(op.enqueue)
-    enqueue_many = _method(op.enqueue_many)
+    # The worker's calls, by connection: claims; completions; control
+    # (identity, heartbeat and drain, failures and hand-back, upkeep).
     claim = _method(op.claim)
     complete_many = _method(op.complete_many)
+    enroll = _method(op.enroll)
+    authenticate = _method(op.authenticate)
+    heartbeat = _method(op.heartbeat)
+    drain_self = _method(op.drain_self)
+    mark_drained = _method(op.mark_drained)
     fail_many = _method(op.fail_many)
     release_many = _method(op.release_many)
-    heartbeat = _method(op.heartbeat)
     reap = _method(op.reap)
     purge_finished_batch = _method(op.purge_finished_batch)
     purge_finished = _method(op.purge_finished)
-    enroll = _method(op.enroll)
-    authenticate = _method(op.authenticate)
-    drain_self = _method(op.drain_self)
-    mark_drained = _method(op.mark_drained)
+    # Enqueueing from asyncio code.
+    enqueue = _method(op.enqueue)
+    enqueue_many = _method(op.enqueue_many)
     # The operator's (kopf runs on asyncio).
     depth = _method(op.depth)
     create_token = _method(op.create_token)
