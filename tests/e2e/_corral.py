@@ -61,6 +61,23 @@ def get_json(cluster: Cluster, *args: str) -> dict[str, Any] | None:
     return body
 
 
+def recreated(
+    cluster: Cluster, namespace: str, kind: str, first: dict[str, Any], what: str
+) -> dict[str, Any]:
+    """Wait (30 s) for the object `first` was to come back as a new one (another uid)."""
+    name, uid = first["metadata"]["name"], first["metadata"]["uid"]
+    found: dict[str, Any] = eventually(
+        lambda: (
+            (d := get_json(cluster, kind, name, "-n", namespace))
+            and d["metadata"]["uid"] != uid
+            and d
+        ),
+        what,
+        timeout_s=30,
+    )
+    return found
+
+
 def eventually(check: Callable[[], Any], what: str, timeout_s: float = 60.0) -> Any:
     """Poll `check` until it returns something truthy; fail naming `what` and the last value."""
     deadline = time.monotonic() + timeout_s

@@ -17,7 +17,7 @@ import yaml
 
 from corral.queue import Queue, hash_secret
 from corral_local.localcluster import Cluster
-from tests.e2e._corral import OperatorProcess, apply, eventually, pool_manifest
+from tests.e2e._corral import OperatorProcess, apply, eventually, pool_manifest, recreated
 from tests.e2e._corral import get_json as _get
 
 
@@ -128,15 +128,7 @@ def test_a_hand_deleted_deployment_comes_back(
         lambda: _get(cluster, "deployment", "email", "-n", namespace), "the Deployment"
     )
     cluster.kubectl("delete", "deployment", "email", "-n", namespace, "--wait=false")
-    again = eventually(
-        lambda: (
-            (d := _get(cluster, "deployment", "email", "-n", namespace))
-            and d["metadata"]["uid"] != first["metadata"]["uid"]
-            and d
-        ),
-        "the Deployment to be re-created",
-        timeout_s=30,
-    )
+    again = recreated(cluster, namespace, "deployment", first, "the Deployment to be re-created")
     assert again["spec"]["replicas"] == 2, operator.log()
 
 

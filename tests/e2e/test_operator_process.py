@@ -25,7 +25,7 @@ from corral import queue as corral_queue
 from corral.queue import JobSpec, Queue
 from corral_local.localcluster import Cluster
 from corral_local.postgres import PostgresServer, free_port
-from tests.e2e._corral import OperatorProcess, apply, eventually, pool_manifest
+from tests.e2e._corral import OperatorProcess, apply, eventually, pool_manifest, recreated
 from tests.e2e._corral import get_json as _get
 
 
@@ -135,14 +135,8 @@ def test_two_replicas_elect_one_leader_and_the_standby_takes_over_when_the_leade
 
     # The new leader reconciles: a hand-deleted Deployment comes back.
     cluster.kubectl("delete", "deployment", "ha", "-n", namespace, "--wait=false")
-    again = eventually(
-        lambda: (
-            (d := _deployment(cluster, namespace, "ha"))
-            and d["metadata"]["uid"] != before["metadata"]["uid"]
-            and d
-        ),
-        "the new leader to re-create the Deployment",
-        timeout_s=30,
+    again = recreated(
+        cluster, namespace, "deployment", before, "the new leader to re-create the Deployment"
     )
     assert again["spec"]["replicas"] == 1, second.log()
 

@@ -21,6 +21,7 @@ from types import FrameType
 
 import click
 
+from corral_local import _pids
 from corral_local.localcluster import _process
 from corral_local.localcluster._cluster import ClusterError, LocalCluster, default_state_dir
 
@@ -44,7 +45,7 @@ def _supervisor_pid(state_dir: Path) -> int | None:
         pid = int((state_dir / _PID_FILE).read_text().strip())
     except (OSError, ValueError):
         return None
-    if not _process.pid_alive(pid):
+    if not _pids.running(pid):
         return None
     # A stale pid file may name a recycled pid: only ever signal our own supervisor.
     try:
@@ -173,9 +174,9 @@ def down(state_dir: Path | None) -> None:
         return
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 60
-    while _process.pid_alive(pid) and time.monotonic() < deadline:
+    while _pids.running(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if _process.pid_alive(pid):
+    if _pids.running(pid):
         # The components die with it (parent-death signal), so this leaves no orphans.
         os.kill(pid, signal.SIGKILL)
         click.echo(f"supervisor {pid} did not stop in 60s; killed it", err=True)

@@ -32,6 +32,17 @@ _VALIDITY = datetime.timedelta(days=365)
 _BACKDATE = datetime.timedelta(minutes=5)
 
 
+# Key usages no certificate of the local cluster needs.
+_UNUSED_USAGES = ("content_commitment", "key_encipherment", "data_encipherment",
+                  "key_agreement", "encipher_only", "decipher_only")  # fmt: skip
+
+
+def _key_usage(*, ca: bool) -> x509.KeyUsage:
+    """Signatures only; a CA also signs certificates and revocation lists."""
+    unused = dict.fromkeys(_UNUSED_USAGES, False)
+    return x509.KeyUsage(digital_signature=True, key_cert_sign=ca, crl_sign=ca, **unused)
+
+
 def service_ip(service_cidr: str = SERVICE_CIDR) -> str:
     """The ClusterIP of the `kubernetes` Service: the first host of the range."""
     return str(next(ipaddress.ip_network(service_cidr).hosts()))
@@ -119,17 +130,7 @@ def create_ca(pair: KeyPair, common_name: str) -> None:
         .not_valid_after(now + 10 * _VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            _key_usage(ca=True),
             critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
@@ -175,17 +176,7 @@ def issue_cert(
         .not_valid_after(now + _VALIDITY)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            _key_usage(ca=False),
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)

@@ -9,7 +9,6 @@ killed with SIGKILL, or a crashed pytest, leaves no orphans behind.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import signal
@@ -71,21 +70,6 @@ def stop(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
             proc.wait(timeout=10)
     # Anything the child forked into its group goes too.
     signal_group(proc.pid, signal.SIGKILL)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie has exited; only its parent has not collected it yet.
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    return True
 
 
 def exe_of(pid: int) -> str:

@@ -14,6 +14,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from corral_local._pids import exists as pid_exists
+
 
 def next_free(
     network: ipaddress.IPv4Network, reserved: Iterable[ipaddress.IPv4Address], start_after: int = 0
@@ -35,16 +37,6 @@ def next_free(
     return None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class FileIpam:
     """Address leases as files under `directory` (shared by every agent on the host)."""
 
@@ -62,7 +54,7 @@ class FileIpam:
                 address = ipaddress.IPv4Address(entry.name)
             except (ValueError, IndexError, OSError):
                 continue
-            if _pid_alive(pid):
+            if pid_exists(pid):
                 held.add(address)
             else:
                 entry.unlink(missing_ok=True)

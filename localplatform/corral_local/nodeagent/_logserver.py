@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
+from corral_local.nodeagent._http import send
+
 log = logging.getLogger("corral.nodeagent")
 
 # (namespace, pod, container, previous) -> log file, or None
@@ -90,12 +92,7 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("logserver: " + format, *args)
 
     def _plain(self, status: int, text: str) -> None:
-        body = text.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send(self, status, "text/plain; charset=utf-8", text.encode())
 
     def do_GET(self) -> None:
         url = urlparse(self.path)
