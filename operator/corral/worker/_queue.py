@@ -1,6 +1,7 @@
 """The worker's session with the queue: its connections and its identity.
 
-`corral.worker.runtime` calls these methods; they call `corral.queue`'s
+The runtime's parts call these methods (`claims`, `jobs`, `completions`,
+`heartbeat`, `upkeep`; `enrollment` at start); they call `corral.queue`'s
 `AsyncQueue` (the only code that talks to PostgreSQL). A worker holds four
 connections so that no kind of traffic waits behind another: claims,
 completions, control (enrollment, heartbeat, failures, release, reaper) and
