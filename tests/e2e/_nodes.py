@@ -133,3 +133,15 @@ def node_agent(cluster: Cluster) -> Iterator[NodeAgentHandle]:
             process.wait()
         if process.returncode == 0 and not os.environ.get("CORRAL_E2E_KEEP_NODEAGENT"):
             shutil.rmtree(state_dir, ignore_errors=True)  # kept for post-mortems otherwise
+
+
+def shell_container(script: str, **fields: Any) -> dict[str, Any]:
+    """A container named `main` that runs `script` with sh (image
+    corral-test/shell, a host shell under the node agent); `fields` add
+    probes, mounts and the like."""
+    return {
+        "name": "main",
+        "image": "corral-test/shell:1",
+        "command": ["sh", "-c", script],
+        **fields,
+    }

@@ -2,8 +2,9 @@
 
 river tests each of its drivers with one suite (riverdrivertest); corral does
 the same for `Queue` and `AsyncQueue`: the claim, lease, registry and token
-tests take the `connect` fixture (tests/integration/conftest.py) instead of
-`Queue.connect`, and run once per client. `BlockingAsyncQueue` runs each
+tests take the `queue` fixture (a connected client) or the `connect` fixture
+(tests/integration/conftest.py) instead of `Queue.connect`, and run once per
+client. `BlockingAsyncQueue` runs each
 AsyncQueue call to completion on its own event loop, so a test body written
 against Queue runs unchanged on the asyncio client.
 """
@@ -50,3 +51,5 @@ class BlockingAsyncQueue:
 
 # The `connect` fixture's type: Queue.connect or BlockingAsyncQueue.
 Connect = Callable[[str], Any]
+# The `queue` fixture's type: a Queue, or a BlockingAsyncQueue standing in for one.
+Client = Queue | BlockingAsyncQueue
