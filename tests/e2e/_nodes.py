@@ -86,7 +86,8 @@ def node_agent(cluster: Cluster) -> Iterator[NodeAgentHandle]:
     # Not under pytest's basetemp: concurrent pytest sessions of the same user
     # prune each other's old basetemps, and this one must live all session.
     state_dir = Path(tempfile.mkdtemp(prefix="corral-e2e-nodeagent-"))
-    if os.geteuid() == 0 and not os.environ.get("CORRAL_IMAGE_PYTHON"):
+    agent_builds_image = os.geteuid() == 0 and not os.environ.get("CORRAL_IMAGE_PYTHON")
+    if agent_builds_image and hostimage.source_tree() is not None:
         # The agent builds the pods' host image at start-up when it has none
         # for these sources (a minute or more: two packages installed into a
         # fresh virtualenv). Build it here, outside the start-up deadline below,
