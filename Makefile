@@ -17,22 +17,25 @@ help: ## List the targets
 # constraints.txt pins every package the venv holds, so a fresh machine gets the
 # versions CI passed with (the generated CRDs are compared byte for byte).
 # Refresh with `make lock` after changing pyproject.toml's dependencies.
-$(VENV)/.stamp: pyproject.toml constraints.txt
+# The local platform (localplatform/, import package corral_local) is its own
+# distribution: installed here, editable, for the tests, `make dev`, the
+# cluster targets and the benchmarks; never part of `pip install corral`.
+$(VENV)/.stamp: pyproject.toml constraints.txt localplatform/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev]'
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev]' -e ./localplatform
 	touch $@
 
 .PHONY: lock
 lock: ## Re-pin constraints.txt to the newest versions pyproject.toml allows
 	rm -rf $(VENV)/.stamp .lock-venv
 	$(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/pip install -q -e '.[dev]'
+	.lock-venv/bin/pip install -q -e '.[dev]' -e ./localplatform
 	.lock-venv/bin/pip freeze --exclude-editable | grep -v '^corral' > constraints.txt
 	rm -rf .lock-venv
 
 .PHONY: venv
-venv: $(VENV)/.stamp ## Create the virtualenv with corral and its dev tools
+venv: $(VENV)/.stamp ## Create the virtualenv with corral, the local platform and the dev tools
 
 .PHONY: cluster-bins
 cluster-bins: ## Build etcd, kube-apiserver, controller-manager, scheduler, kubectl, helm (cached)
@@ -40,23 +43,24 @@ cluster-bins: ## Build etcd, kube-apiserver, controller-manager, scheduler, kube
 
 .PHONY: cluster-up
 cluster-up: venv cluster-bins ## Start the local control plane in the background; prints `export KUBECONFIG=...`
-	@$(PY) -m corral.platform.localcluster up
+	@$(PY) -m corral_local.localcluster up
 
 .PHONY: cluster-down
 cluster-down: venv ## Stop the local control plane started by cluster-up
-	$(PY) -m corral.platform.localcluster down
+	$(PY) -m corral_local.localcluster down
 
 .PHONY: cluster-status
 cluster-status: venv ## Say whether the local control plane is up, and where
-	$(PY) -m corral.platform.localcluster status
+	$(PY) -m corral_local.localcluster status
 
 .PHONY: lint
-lint: venv ## ruff check + format check
-	$(VENV)/bin/ruff check operator tests
-	$(VENV)/bin/ruff format --check operator tests
+lint: venv ## ruff check + format check + import contracts (pyproject.toml [tool.importlinter])
+	$(VENV)/bin/ruff check operator localplatform tests
+	$(VENV)/bin/ruff format --check operator localplatform tests
+	$(VENV)/bin/lint-imports --no-cache
 
 .PHONY: typecheck
-typecheck: venv ## mypy --strict on the corral package
+typecheck: venv ## mypy --strict on corral and the local platform (corral_local)
 	$(VENV)/bin/mypy
 
 .PHONY: test-unit
@@ -90,11 +94,11 @@ verify-crds: venv ## Fail when the checked-in CRDs differ from the models (run `
 # ---- dev environment and node agent (issue 3) ------------------------------------------------
 .PHONY: dev
 dev: venv cluster-bins ## Control plane + node agent (3 nodes, 2 regions) + Postgres (+ CRDs, operator, example when present); Ctrl-C stops all
-	$(PY) -m corral.platform.dev up
+	$(PY) -m corral_local.dev up
 
 .PHONY: dev-down
 dev-down: venv ## Stop what `make dev` started (from another terminal)
-	$(PY) -m corral.platform.dev down
+	$(PY) -m corral_local.dev down
 
 # --- worker runtime and queue benchmark (issue 4, worker) ---
 .PHONY: bench-queue

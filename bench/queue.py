@@ -52,7 +52,7 @@ import psycopg
 from psycopg import sql
 
 from corral import queue
-from corral.platform.postgres import PostgresServer
+from corral_local.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
 CORRAL = str(Path(sys.executable).with_name("corral"))

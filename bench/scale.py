@@ -52,9 +52,9 @@ import yaml
 from psycopg import sql
 
 from corral import queue as corral_queue
-from corral.platform.localcluster import LocalCluster
-from corral.platform.postgres import PostgresServer, free_port
 from corral.queue import JobSpec, Queue
+from corral_local.localcluster import LocalCluster
+from corral_local.postgres import PostgresServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CORRAL = str(Path(sys.executable).with_name("corral"))
@@ -116,7 +116,7 @@ class Platform:
         state.mkdir()
         ready = state / "ready.json"
         say("starting the node agent (2 nodes)")
-        argv = [sys.executable, "-m", "corral.platform.nodeagent",
+        argv = [sys.executable, "-m", "corral_local.nodeagent",
                 "--kubeconfig", str(self.cluster.kubeconfig), "--state-dir", str(state),
                 "--ready-file", str(ready), "--lease-renew", "2",
                 "--node", "bench-a:region=eu,zone=eu-a", "--node", "bench-b:region=eu,zone=eu-b"]  # fmt: skip

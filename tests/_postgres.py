@@ -19,7 +19,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from corral.platform.postgres import PostgresServer
+from corral_local.postgres import PostgresServer
 
 TEMPLATE_DB = "corral_template"
 

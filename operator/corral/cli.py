@@ -14,16 +14,16 @@ from typing import Any
 
 import click
 
-from corral import __version__
+from corral._version import __version__
 
 # name -> (module, attribute, one-line help shown by `corral --help`)
 _COMMANDS: dict[str, tuple[str, str, str]] = {
-    "db": ("corral.queue.cli", "db", "Create and inspect the queue's schema (migrate, status)"),
-    "jobs": ("corral.queue.cli", "jobs", "Enqueue, list, get, cancel and requeue jobs"),
-    "stats": ("corral.queue.cli", "stats", "Jobs per queue and state, oldest waiting job"),
-    "dispatch": ("corral.queue.cli", "dispatch", "Pause or resume claims per queue (or all)"),
-    "tokens": ("corral.queue.cli", "tokens", "Mint, list and revoke worker enrollment tokens"),
-    "workers": ("corral.queue.cli", "workers", "The worker registry: list, drain, remove"),
+    "db": ("corral.admin.cli", "db", "Create and inspect the queue's schema (migrate, status)"),
+    "jobs": ("corral.admin.cli", "jobs", "Enqueue, list, get, cancel and requeue jobs"),
+    "stats": ("corral.admin.cli", "stats", "Jobs per queue and state, oldest waiting job"),
+    "dispatch": ("corral.admin.cli", "dispatch", "Pause or resume claims per queue (or all)"),
+    "tokens": ("corral.admin.cli", "tokens", "Mint, list and revoke worker enrollment tokens"),
+    "workers": ("corral.admin.cli", "workers", "The worker registry: list, drain, remove"),
     "worker": ("corral.worker.cli", "worker", "Run a queue worker (or drain one: worker prestop)"),
     "operator": (
         "corral.controller.cli",

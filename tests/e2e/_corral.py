@@ -1,8 +1,11 @@
-"""Helpers of corral's own e2e tests: install the CRDs, run `corral operator`
-as a real process against the test cluster and database, and wait for things."""
+"""Helpers of corral's own e2e tests: install the CRDs, build and apply
+WorkerPool manifests, read objects back, run `corral operator` as a real
+process against the test cluster and database, and wait for things. The
+`crds` and `region` fixtures built on them are in tests/e2e/conftest.py."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,7 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from corral.platform.localcluster import Cluster
+import yaml
+
+from corral.api import API_VERSION
+from corral_local.localcluster import Cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,6 +32,50 @@ def install_crds(cluster: Cluster) -> None:
         "the WorkerPool API to be served",
         timeout_s=30,
     )
+
+
+def apply(cluster: Cluster, body: dict[str, Any], namespace: str | None = None) -> None:
+    where = ["-n", namespace] if namespace else []
+    cluster.kubectl("apply", *where, "-f", "-", input=yaml.safe_dump(body))
+
+
+def pool_manifest(
+    name: str, queues: list[str], min_replicas: int, max_replicas: int, **spec: Any
+) -> dict[str, Any]:
+    """A WorkerPool named `name` on `queues`; `spec` adds or overrides fields."""
+    replicas = {"min": min_replicas, "max": max_replicas}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "WorkerPool",
+        "metadata": {"name": name},
+        "spec": {"queues": queues, "replicas": replicas, **spec},
+    }
+
+
+def get_json(cluster: Cluster, *args: str) -> dict[str, Any] | None:
+    """`kubectl get ARGS -o json`, or None when it is not there."""
+    result = cluster.kubectl("get", *args, "-o", "json", check=False)
+    if result.returncode != 0:
+        return None
+    body: dict[str, Any] = json.loads(result.stdout)
+    return body
+
+
+def recreated(
+    cluster: Cluster, namespace: str, kind: str, first: dict[str, Any], what: str
+) -> dict[str, Any]:
+    """Wait (30 s) for the object `first` was to come back as a new one (another uid)."""
+    name, uid = first["metadata"]["name"], first["metadata"]["uid"]
+    found: dict[str, Any] = eventually(
+        lambda: (
+            (d := get_json(cluster, kind, name, "-n", namespace))
+            and d["metadata"]["uid"] != uid
+            and d
+        ),
+        what,
+        timeout_s=30,
+    )
+    return found
 
 
 def eventually(check: Callable[[], Any], what: str, timeout_s: float = 60.0) -> Any:

@@ -1,6 +1,6 @@
 """Node-agent fixtures of the e2e tier (imported by tests/e2e/conftest.py).
 
-- `node_agent` (session): one `python -m corral.platform.nodeagent` for the
+- `node_agent` (session): one `python -m corral_local.nodeagent` for the
   session's cluster, with two Ready nodes, `e2e-eu` (region eu, zone eu-a) and
   `e2e-us` (region us, zone us-a). Crash back-off is shortened to 1 s (cap 4 s) so
   restart tests stay fast, and Leases renew every 2 s. The handle has `.chaos` (a `ChaosClient`: kill_pod,
@@ -28,8 +28,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from corral.platform.localcluster import Cluster
-from corral.platform.nodeagent import ChaosClient
+from corral_local import hostimage
+from corral_local.localcluster import Cluster
+from corral_local.nodeagent import ChaosClient
 
 T = TypeVar("T")
 
@@ -85,12 +86,19 @@ def node_agent(cluster: Cluster) -> Iterator[NodeAgentHandle]:
     # Not under pytest's basetemp: concurrent pytest sessions of the same user
     # prune each other's old basetemps, and this one must live all session.
     state_dir = Path(tempfile.mkdtemp(prefix="corral-e2e-nodeagent-"))
+    agent_builds_image = os.geteuid() == 0 and not os.environ.get("CORRAL_IMAGE_PYTHON")
+    if agent_builds_image and hostimage.source_tree() is not None:
+        # The agent builds the pods' host image at start-up when it has none
+        # for these sources (a minute or more: two packages installed into a
+        # fresh virtualenv). Build it here, outside the start-up deadline below,
+        # so that only the agent's own start is timed.
+        hostimage.ensure_image(say=lambda message: print(message, flush=True))
     ready_file = state_dir / "ready.json"
     log_file = state_dir / "agent.log"
     argv = [
         sys.executable,
         "-m",
-        "corral.platform.nodeagent",
+        "corral_local.nodeagent",
         "--kubeconfig",
         str(cluster.kubeconfig),
         "--state-dir",
@@ -133,3 +141,15 @@ def node_agent(cluster: Cluster) -> Iterator[NodeAgentHandle]:
             process.wait()
         if process.returncode == 0 and not os.environ.get("CORRAL_E2E_KEEP_NODEAGENT"):
             shutil.rmtree(state_dir, ignore_errors=True)  # kept for post-mortems otherwise
+
+
+def shell_container(script: str, **fields: Any) -> dict[str, Any]:
+    """A container named `main` that runs `script` with sh (image
+    corral-test/shell, a host shell under the node agent); `fields` add
+    probes, mounts and the like."""
+    return {
+        "name": "main",
+        "image": "corral-test/shell:1",
+        "command": ["sh", "-c", script],
+        **fields,
+    }

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from corral.platform.postgres import PostgresServer
+from corral_local.postgres import PostgresServer
 from tests.e2e._nodes import NodeAgentHandle
 
 POD_GATEWAY = "10.244.0.1"  # the host's address on the pod bridge (corral0)

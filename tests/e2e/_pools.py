@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from corral.platform.localcluster import Cluster
 from corral.queue import Job, JobState, Queue, Worker
+from corral_local.localcluster import Cluster
 
 API = "corral.dev/v1alpha1"
 

@@ -2,7 +2,7 @@
 
 Fixture API (kept small; other e2e helpers build on it):
 
-- `cluster` (session): a `corral.platform.localcluster.Cluster`. Always has
+- `cluster` (session): a `corral_local.localcluster.Cluster`. Always has
   `.kubeconfig` (admin), `.server_url`, `.kubectl(*args, input=None, check=True)`,
   `.kubectl_json(*args)`, `.env()` (os.environ + KUBECONFIG) and `.is_local`.
   When `.is_local` it is a `LocalCluster` and also has `.port`, `.pod_server_url`
@@ -31,12 +31,13 @@ from pathlib import Path
 
 import pytest
 
-from corral.platform.localcluster import (
+from corral_local.localcluster import (
     Cluster,
     ClusterError,
     ExistingCluster,
     LocalCluster,
 )
+from tests.e2e._corral import install_crds
 
 
 def _existing_kubeconfig() -> Path | None:
@@ -91,6 +92,22 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     finally:
         # Namespace deletion finalises in the background; tests do not wait for it.
         cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+# ---- corral's own objects ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def crds(cluster: Cluster) -> None:
+    """corral's CRDs, installed (and served) once per test module."""
+    install_crds(cluster)
+
+
+@pytest.fixture
+def region(cluster: Cluster) -> Iterator[str]:
+    """A fresh Region name for the test (the operator under test creates it as
+    its default Region); deleted afterwards."""
+    name = f"r-{uuid.uuid4().hex[:8]}"
+    yield name
+    cluster.kubectl("delete", "region", name, "--ignore-not-found", "--wait=false", check=False)
 
 
 # ---- node agent (issue 3) ------------------------------------------------------------------

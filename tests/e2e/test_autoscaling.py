@@ -26,9 +26,9 @@ import pytest
 from psycopg import sql
 
 from corral import queue as corral_queue
-from corral.platform.localcluster import Cluster
-from corral.platform.postgres import PostgresServer
 from corral.queue import JobSpec, JobState, Queue
+from corral_local.localcluster import Cluster
+from corral_local.postgres import PostgresServer
 from tests.e2e import _pools as p
 from tests.e2e._corral import OperatorProcess, install_crds
 from tests.e2e._nodes import NodeAgentHandle

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from corral.platform.localcluster import Cluster, default_bin_dir
+from corral_local.localcluster import Cluster, default_bin_dir
 from tests.e2e._corral import install_crds
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "corral"

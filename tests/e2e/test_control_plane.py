@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from corral.platform.localcluster import K8S_VERSION, Cluster, default_bin_dir
+from corral_local.localcluster import K8S_VERSION, Cluster, default_bin_dir
 
 
 def _eventually(check: Callable[[], Any], what: str, timeout_s: float = 90.0) -> Any:

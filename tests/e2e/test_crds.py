@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from corral.platform.localcluster import Cluster
+from corral_local.localcluster import Cluster
 from tests.e2e._corral import install_crds
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from corral.api import Region, WorkerPool
 from corral.controller.deployment import desired_deployment
 from corral.controller.enrollment import desired_secret
-from corral.platform.localcluster import Cluster
+from corral_local.localcluster import Cluster
 
 
 def _pool(namespace: str) -> WorkerPool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 
 from corral.kube import Kube
-from corral.platform.localcluster import Cluster
+from corral_local.localcluster import Cluster
 from tests.e2e._corral import install_crds
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from corral.platform.localcluster import Cluster, ClusterError, LocalCluster, default_bin_dir
+from corral_local.localcluster import Cluster, ClusterError, LocalCluster, default_bin_dir
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def local_cluster(
 
 def _localcluster(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "corral.platform.localcluster", *args],
+        [sys.executable, "-m", "corral_local.localcluster", *args],
         capture_output=True,
         text=True,
         timeout=400,
@@ -178,7 +178,7 @@ def test_a_node_identity_issued_by_the_cluster_ca_may_register_only_its_own_node
 def test_a_port_taken_between_picking_and_binding_is_retried_with_new_ports(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from corral.platform.localcluster import _cluster
+    from corral_local.localcluster import _cluster
 
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))

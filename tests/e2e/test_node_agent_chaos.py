@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 
-from corral.platform.localcluster import Cluster
+from corral_local.localcluster import Cluster
+from tests._processes import alive
 from tests.e2e._nodes import NodeAgentHandle, pod_json, wait_for
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def _renew_time(cluster: Cluster, node: str) -> str:
@@ -74,13 +66,13 @@ def test_stopping_a_node_kills_its_pods_processes_and_stops_its_lease_until_it_s
     seen = node_agent.chaos.pod(namespace, "pinned")
     assert seen is not None
     pid = seen["containers"][0]["pid"]
-    assert _alive(pid)
+    assert alive(pid)
 
     started = time.monotonic()
     assert node_agent.chaos.stop_node(node) >= 2
     assert time.monotonic() - started < 10  # the preStop hook was cut short
     try:
-        wait_for(lambda: not _alive(pid), 10, "the pod's process to die with its node")
+        wait_for(lambda: not alive(pid), 10, "the pod's process to die with its node")
         stopped_renew, other_renew = _renew_time(cluster, node), _renew_time(cluster, other)
         time.sleep(5)  # more than two renew periods of the fixture's agent
         assert _renew_time(cluster, node) == stopped_renew
@@ -97,4 +89,4 @@ def test_stopping_a_node_kills_its_pods_processes_and_stops_its_lease_until_it_s
         20,
         "the pod's container to run again",
     )
-    assert restarted["containers"][0]["pid"] != pid and _alive(restarted["containers"][0]["pid"])
+    assert restarted["containers"][0]["pid"] != pid and alive(restarted["containers"][0]["pid"])

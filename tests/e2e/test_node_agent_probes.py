@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from corral.platform.localcluster import Cluster
-from tests.e2e._nodes import NodeAgentHandle, pod_json, wait_for
+from corral_local.localcluster import Cluster
+from tests.e2e._nodes import NodeAgentHandle, pod_json, shell_container, wait_for
 
 
 def _status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
@@ -68,24 +68,18 @@ def test_an_exec_readiness_probe_gates_ready_and_a_failing_liveness_probe_restar
         "spec": {
             "terminationGracePeriodSeconds": 1,
             "containers": [
-                {
-                    "name": "main",
-                    "image": "corral-test/shell:1",
-                    "command": [
-                        "sh",
-                        "-c",
-                        "rm -f /tmp/$HOSTNAME-ready /tmp/$HOSTNAME-sick; " + script,
-                    ],
-                    "readinessProbe": {
+                shell_container(
+                    "rm -f /tmp/$HOSTNAME-ready /tmp/$HOSTNAME-sick; " + script,
+                    readinessProbe={
                         "exec": {"command": ["sh", "-c", "test -f /tmp/$HOSTNAME-ready"]},
                         "periodSeconds": 1,
                     },
-                    "livenessProbe": {
+                    livenessProbe={
                         "exec": {"command": ["sh", "-c", "test ! -f /tmp/$HOSTNAME-sick"]},
                         "periodSeconds": 1,
                         "failureThreshold": 2,
                     },
-                }
+                )
             ],
         },
     }

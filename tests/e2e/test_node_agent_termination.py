@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from corral.platform.localcluster import Cluster
+from corral_local.localcluster import Cluster
 from tests.e2e._nodes import NodeAgentHandle, pod_json, wait_for
 
 # The container appends "<event> <epoch seconds>" lines to /events/log (a

@@ -6,8 +6,8 @@ import base64
 import json
 from typing import Any
 
-from corral.platform.localcluster import Cluster
-from tests.e2e._nodes import NodeAgentHandle, pod_json, wait_for
+from corral_local.localcluster import Cluster
+from tests.e2e._nodes import NodeAgentHandle, pod_json, shell_container, wait_for
 
 
 def _run_to_completion(
@@ -66,23 +66,17 @@ def test_a_pod_sees_its_secret_and_config_map_volumes_at_their_mount_paths(
                 {"name": "scratch", "emptyDir": {}},
             ],
             "containers": [
-                {
-                    "name": "main",
-                    "image": "corral-test/shell:1",
-                    "command": [
-                        "sh",
-                        "-c",
-                        "echo tls=$(cat /etc/tls/key.pem) cfg=$(cat /etc/cfg/mode) info=$(cat /etc/info/name);"
-                        " echo hi > /scratch/f && echo scratch=$(cat /scratch/f) host=$(hostname);"
-                        " echo x > /etc/tls/new 2>/dev/null && echo WROTE || echo DENIED",
-                    ],
-                    "volumeMounts": [
+                shell_container(
+                    "echo tls=$(cat /etc/tls/key.pem) cfg=$(cat /etc/cfg/mode) info=$(cat /etc/info/name);"
+                    " echo hi > /scratch/f && echo scratch=$(cat /scratch/f) host=$(hostname);"
+                    " echo x > /etc/tls/new 2>/dev/null && echo WROTE || echo DENIED",
+                    volumeMounts=[
                         {"name": "tls", "mountPath": "/etc/tls", "readOnly": True},
                         {"name": "cfg", "mountPath": "/etc/cfg"},
                         {"name": "info", "mountPath": "/etc/info"},
                         {"name": "scratch", "mountPath": "/scratch"},
                     ],
-                }
+                )
             ],
         },
     }

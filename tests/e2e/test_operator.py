@@ -7,7 +7,6 @@ check everything the operator itself does.)"""
 from __future__ import annotations
 
 import base64
-import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,21 +15,16 @@ from typing import Any
 import pytest
 import yaml
 
-from corral.platform.localcluster import Cluster
 from corral.queue import Queue, hash_secret
-from tests.e2e._corral import OperatorProcess, eventually, install_crds
-
-
-@pytest.fixture(scope="module")
-def crds(cluster: Cluster) -> None:
-    install_crds(cluster)
+from corral_local.localcluster import Cluster
+from tests.e2e._corral import OperatorProcess, apply, eventually, pool_manifest, recreated
+from tests.e2e._corral import get_json as _get
 
 
 @pytest.fixture
-def default_region(cluster: Cluster) -> Iterator[str]:
-    name = f"dr-{uuid.uuid4().hex[:8]}"
-    yield name
-    cluster.kubectl("delete", "region", name, "--ignore-not-found", check=False)
+def default_region(region: str) -> str:
+    """The operator's --default-region: a fresh name the operator creates (conftest)."""
+    return region
 
 
 @pytest.fixture
@@ -54,24 +48,11 @@ def operator(
 
 
 def _apply(cluster: Cluster, namespace: str, body: dict[str, Any]) -> None:
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(body))
+    apply(cluster, body, namespace)
 
 
 def _pool(name: str = "email", **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "corral.dev/v1alpha1",
-        "kind": "WorkerPool",
-        "metadata": {"name": name},
-        "spec": {"queues": ["email"], "replicas": {"min": 2, "max": 4}, **spec},
-    }
-
-
-def _get(cluster: Cluster, *args: str) -> dict[str, Any] | None:
-    result = cluster.kubectl("get", *args, "-o", "json", check=False)
-    if result.returncode != 0:
-        return None
-    body: dict[str, Any] = json.loads(result.stdout)
-    return body
+    return pool_manifest(name, ["email"], 2, 4, **spec)
 
 
 def _status(cluster: Cluster, namespace: str, name: str = "email") -> dict[str, Any]:
@@ -147,15 +128,7 @@ def test_a_hand_deleted_deployment_comes_back(
         lambda: _get(cluster, "deployment", "email", "-n", namespace), "the Deployment"
     )
     cluster.kubectl("delete", "deployment", "email", "-n", namespace, "--wait=false")
-    again = eventually(
-        lambda: (
-            (d := _get(cluster, "deployment", "email", "-n", namespace))
-            and d["metadata"]["uid"] != first["metadata"]["uid"]
-            and d
-        ),
-        "the Deployment to be re-created",
-        timeout_s=30,
-    )
+    again = recreated(cluster, namespace, "deployment", first, "the Deployment to be re-created")
     assert again["spec"]["replicas"] == 2, operator.log()
 
 

@@ -10,7 +10,6 @@ operator's own.
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import urllib.error
@@ -21,25 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from corral import queue as corral_queue
-from corral.platform.localcluster import Cluster
-from corral.platform.postgres import PostgresServer, free_port
 from corral.queue import JobSpec, Queue
-from tests.e2e._corral import OperatorProcess, eventually, install_crds
-
-
-@pytest.fixture(scope="module")
-def crds(cluster: Cluster) -> None:
-    install_crds(cluster)
-
-
-@pytest.fixture
-def region(cluster: Cluster) -> Iterator[str]:
-    name = f"proc-{uuid.uuid4().hex[:8]}"
-    yield name
-    cluster.kubectl("delete", "region", name, "--ignore-not-found", "--wait=false", check=False)
+from corral_local.localcluster import Cluster
+from corral_local.postgres import PostgresServer, free_port
+from tests.e2e._corral import OperatorProcess, apply, eventually, pool_manifest, recreated
+from tests.e2e._corral import get_json as _get
 
 
 class Running:
@@ -87,24 +74,11 @@ def operators(
 
 
 def _apply(cluster: Cluster, namespace: str, body: dict[str, Any]) -> None:
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(body))
+    apply(cluster, body, namespace)
 
 
 def _pool(name: str, queues: list[str], replicas: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "corral.dev/v1alpha1",
-        "kind": "WorkerPool",
-        "metadata": {"name": name},
-        "spec": {"queues": queues, "replicas": {"min": replicas, "max": replicas}},
-    }
-
-
-def _get(cluster: Cluster, *args: str) -> dict[str, Any] | None:
-    result = cluster.kubectl("get", *args, "-o", "json", check=False)
-    if result.returncode != 0:
-        return None
-    body: dict[str, Any] = json.loads(result.stdout)
-    return body
+    return pool_manifest(name, queues, replicas, replicas)
 
 
 def _http(port: int, path: str) -> tuple[int, str]:
@@ -161,14 +135,8 @@ def test_two_replicas_elect_one_leader_and_the_standby_takes_over_when_the_leade
 
     # The new leader reconciles: a hand-deleted Deployment comes back.
     cluster.kubectl("delete", "deployment", "ha", "-n", namespace, "--wait=false")
-    again = eventually(
-        lambda: (
-            (d := _deployment(cluster, namespace, "ha"))
-            and d["metadata"]["uid"] != before["metadata"]["uid"]
-            and d
-        ),
-        "the new leader to re-create the Deployment",
-        timeout_s=30,
+    again = recreated(
+        cluster, namespace, "deployment", before, "the new leader to re-create the Deployment"
     )
     assert again["spec"]["replicas"] == 1, second.log()
 

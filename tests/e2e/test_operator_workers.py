@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from corral.platform.localcluster import Cluster
 from corral.queue import Job, JobSpec, JobState, Queue, Worker, WorkerState
-from tests.e2e._corral import OperatorProcess, eventually, install_crds
+from corral_local.localcluster import Cluster
+from tests.e2e._corral import OperatorProcess, eventually, pool_manifest
+from tests.e2e._corral import apply as _apply
+from tests.e2e._corral import get_json as _get
 from tests.e2e._nodes import NodeAgentHandle
 
 API = "corral.dev/v1alpha1"
@@ -33,19 +34,6 @@ TOKEN_EXPIRES_ANNOTATION = "corral.dev/token-expires-at"
 TOKEN_ID_ANNOTATION = "corral.dev/token-id"
 # Worker pods start Python, enroll and pass a readiness probe every 5 s.
 POD_READY_S = 120
-
-
-@pytest.fixture(scope="module")
-def crds(cluster: Cluster) -> None:
-    install_crds(cluster)
-
-
-@pytest.fixture
-def region(cluster: Cluster) -> Iterator[str]:
-    """The operator's default Region for this test (created by the operator)."""
-    name = f"home-{uuid.uuid4().hex[:8]}"
-    yield name
-    cluster.kubectl("delete", "region", name, "--ignore-not-found", "--wait=false", check=False)
 
 
 @pytest.fixture
@@ -74,18 +62,8 @@ def _start_operator(
     )  # fmt: skip
 
 
-def _apply(cluster: Cluster, body: dict[str, Any], namespace: str | None = None) -> None:
-    where = ["-n", namespace] if namespace else []
-    cluster.kubectl("apply", *where, "-f", "-", input=yaml.safe_dump(body))
-
-
 def _pool(name: str, queues: list[str], replicas: int, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": API,
-        "kind": "WorkerPool",
-        "metadata": {"name": name},
-        "spec": {"queues": queues, "replicas": {"min": replicas, "max": replicas}, **spec},
-    }
+    return pool_manifest(name, queues, replicas, replicas, **spec)
 
 
 def _region(name: str, node_region: str) -> dict[str, Any]:
@@ -98,14 +76,6 @@ def _region(name: str, node_region: str) -> dict[str, Any]:
             "scheduling": {"nodeSelector": {"topology.kubernetes.io/region": node_region}},
         },
     }
-
-
-def _get(cluster: Cluster, *args: str) -> dict[str, Any] | None:
-    result = cluster.kubectl("get", *args, "-o", "json", check=False)
-    if result.returncode != 0:
-        return None
-    body: dict[str, Any] = json.loads(result.stdout)
-    return body
 
 
 def _pool_status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:

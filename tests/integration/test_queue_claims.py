@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 
 from corral.queue import ClaimedJob, Failure, JobSpec, JobState, Queue
+from tests.integration._clients import Client, Connect
 from tests.integration._enrolled import enroll, run_sql
 
 
@@ -18,43 +19,42 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def test_claims_return_higher_priority_first_then_first_in_first_out(database_url: str) -> None:
-    with Queue.connect(database_url) as queue:
-        low = queue.enqueue_many([JobSpec("noop", queue="q", priority=0) for _ in range(3)])
-        high = queue.enqueue_many([JobSpec("noop", queue="q", priority=10) for _ in range(3)])
-        worker = enroll(queue)
-        first = queue.claim(worker.worker_id, worker.credential, ["q"], batch=4)
-        rest = queue.claim(worker.worker_id, worker.credential, ["q"], batch=4)
+def test_claims_return_higher_priority_first_then_first_in_first_out(queue: Client) -> None:
+    low = queue.enqueue_many([JobSpec("noop", queue="q", priority=0) for _ in range(3)])
+    high = queue.enqueue_many([JobSpec("noop", queue="q", priority=10) for _ in range(3)])
+    worker = enroll(queue)
+    first = queue.claim(worker.worker_id, worker.credential, ["q"], batch=4)
+    rest = queue.claim(worker.worker_id, worker.credential, ["q"], batch=4)
     assert [j.id for j in first] == high + low[:1]
     assert [j.id for j in rest] == low[1:]
 
 
-def test_a_delayed_job_is_not_claimed_before_its_run_at(database_url: str) -> None:
-    with Queue.connect(database_url) as queue:
-        later = queue.enqueue("noop", queue="q", run_at=_now() + dt.timedelta(hours=1))
-        soon = queue.enqueue("noop", queue="q", run_at=_now() + dt.timedelta(seconds=1))
-        worker = enroll(queue)
-        assert queue.get_job(soon).state == JobState.SCHEDULED
-        assert queue.claim(worker.worker_id, worker.credential, ["q"]) == []
-        run_sql(
-            database_url,
-            "UPDATE corral_jobs SET run_at = now() - interval '1 s' WHERE id = %s",
-            [soon],
-        )
-        claimed = queue.claim(worker.worker_id, worker.credential, ["q"])
+def test_a_delayed_job_is_not_claimed_before_its_run_at(database_url: str, queue: Client) -> None:
+    later = queue.enqueue("noop", queue="q", run_at=_now() + dt.timedelta(hours=1))
+    soon = queue.enqueue("noop", queue="q", run_at=_now() + dt.timedelta(seconds=1))
+    worker = enroll(queue)
+    assert queue.get_job(soon).state == JobState.SCHEDULED
+    assert queue.claim(worker.worker_id, worker.credential, ["q"]) == []
+    run_sql(
+        database_url,
+        "UPDATE corral_jobs SET run_at = now() - interval '1 s' WHERE id = %s",
+        [soon],
+    )
+    claimed = queue.claim(worker.worker_id, worker.credential, ["q"])
     assert [j.id for j in claimed] == [soon]
     assert later not in [j.id for j in claimed]
 
 
-def test_a_job_with_a_region_is_claimed_only_by_workers_of_that_region(database_url: str) -> None:
-    with Queue.connect(database_url) as queue:
-        anywhere = queue.enqueue("noop", queue="q")
-        in_eu = queue.enqueue("noop", queue="q", region="eu")
-        in_us = queue.enqueue("noop", queue="q", region="us")
-        eu = enroll(queue, region="eu", name="eu-1")
-        ap = enroll(queue, region="ap", name="ap-1")
-        ap_got = queue.claim(ap.worker_id, ap.credential, ["q"], batch=10)
-        eu_got = queue.claim(eu.worker_id, eu.credential, ["q"], batch=10)
+def test_a_job_with_a_region_is_claimed_only_by_workers_of_that_region(
+    database_url: str, queue: Client
+) -> None:
+    anywhere = queue.enqueue("noop", queue="q")
+    in_eu = queue.enqueue("noop", queue="q", region="eu")
+    in_us = queue.enqueue("noop", queue="q", region="us")
+    eu = enroll(queue, region="eu", name="eu-1")
+    ap = enroll(queue, region="ap", name="ap-1")
+    ap_got = queue.claim(ap.worker_id, ap.credential, ["q"], batch=10)
+    eu_got = queue.claim(eu.worker_id, eu.credential, ["q"], batch=10)
     assert [j.id for j in ap_got] == [anywhere]
     assert [j.id for j in eu_got] == [in_eu]
     assert queue_state(database_url, in_us) == JobState.PENDING
@@ -65,31 +65,34 @@ def queue_state(url: str, job_id: int) -> JobState:
         return queue.get_job(job_id).state
 
 
-def test_a_job_found_past_its_expiry_is_marked_expired_and_not_returned(database_url: str) -> None:
-    with Queue.connect(database_url) as queue:
-        stale = queue.enqueue("noop", queue="q", expires_at=_now() + dt.timedelta(milliseconds=1))
-        fresh = queue.enqueue("noop", queue="q", expires_at=_now() + dt.timedelta(hours=1))
-        run_sql(
-            database_url,
-            "UPDATE corral_jobs SET expires_at = now() - interval '1 s' WHERE id = %s",
-            [stale],
-        )
-        worker = enroll(queue)
-        claimed = queue.claim(worker.worker_id, worker.credential, ["q"], batch=10)
-        assert [j.id for j in claimed] == [fresh]
-        assert queue.get_job(stale).state == JobState.EXPIRED
+def test_a_job_found_past_its_expiry_is_marked_expired_and_not_returned(
+    database_url: str, queue: Client
+) -> None:
+    stale = queue.enqueue("noop", queue="q", expires_at=_now() + dt.timedelta(milliseconds=1))
+    fresh = queue.enqueue("noop", queue="q", expires_at=_now() + dt.timedelta(hours=1))
+    run_sql(
+        database_url,
+        "UPDATE corral_jobs SET expires_at = now() - interval '1 s' WHERE id = %s",
+        [stale],
+    )
+    worker = enroll(queue)
+    claimed = queue.claim(worker.worker_id, worker.credential, ["q"], batch=10)
+    assert [j.id for j in claimed] == [fresh]
+    assert queue.get_job(stale).state == JobState.EXPIRED
 
 
-def test_two_concurrent_claimers_never_get_the_same_job(database_url: str) -> None:
+def test_two_concurrent_claimers_never_get_the_same_job(
+    database_url: str, connect: Connect
+) -> None:
     total = 3000
-    with Queue.connect(database_url) as queue:
+    with connect(database_url) as queue:
         queue.enqueue_many([JobSpec("noop", queue="q") for _ in range(total)])
         workers = [enroll(queue, name=f"w{i}") for i in range(2)]
     seen: list[list[int]] = [[], []]
 
     def drain(index: int) -> None:
         me = workers[index]
-        with Queue.connect(database_url) as mine:
+        with connect(database_url) as mine:  # one per thread (its own event loop)
             while jobs := mine.claim(me.worker_id, me.credential, ["q"], batch=37):
                 seen[index].extend(j.id for j in jobs)
                 assert mine.complete_many(jobs) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import psycopg
 
 from corral.queue import FailureReason, JobSpec, JobState, Queue
+from tests.integration._clients import Client, Connect
 from tests.integration._enrolled import enroll, run_sql
 
 _EXPIRE_LEASES = (
@@ -12,74 +13,75 @@ _EXPIRE_LEASES = (
 )
 
 
-def test_a_worker_that_lost_its_lease_cannot_complete_the_job(database_url: str) -> None:
-    with Queue.connect(database_url) as queue:
-        job_id = queue.enqueue("noop", queue="q")
-        slow = enroll(queue, name="slow")
-        fast = enroll(queue, name="fast")
-        [held] = queue.claim(slow.worker_id, slow.credential, ["q"])
-        run_sql(database_url, _EXPIRE_LEASES)
-        assert queue.reap() == 1
-        run_sql(database_url, "UPDATE corral_jobs SET run_at = now() WHERE id = %s", [job_id])
-        [again] = queue.claim(fast.worker_id, fast.credential, ["q"])
-        assert again.attempt == held.attempt + 1
-        assert queue.complete_many([held]) == [job_id]  # fenced out
-        assert queue.get_job(job_id).state == JobState.RUNNING
-        assert queue.complete_many([again]) == []
-        assert queue.get_job(job_id).state == JobState.COMPLETED
+def test_a_worker_that_lost_its_lease_cannot_complete_the_job(
+    database_url: str, queue: Client
+) -> None:
+    job_id = queue.enqueue("noop", queue="q")
+    slow = enroll(queue, name="slow")
+    fast = enroll(queue, name="fast")
+    [held] = queue.claim(slow.worker_id, slow.credential, ["q"])
+    run_sql(database_url, _EXPIRE_LEASES)
+    assert queue.reap() == 1
+    run_sql(database_url, "UPDATE corral_jobs SET run_at = now() WHERE id = %s", [job_id])
+    [again] = queue.claim(fast.worker_id, fast.credential, ["q"])
+    assert again.attempt == held.attempt + 1
+    assert queue.complete_many([held]) == [job_id]  # fenced out
+    assert queue.get_job(job_id).state == JobState.RUNNING
+    assert queue.complete_many([again]) == []
+    assert queue.get_job(job_id).state == JobState.COMPLETED
 
 
-def test_the_reaper_sends_a_lapsed_lease_back_through_the_retry_path(database_url: str) -> None:
-    with Queue.connect(database_url) as queue:
-        job_id = queue.enqueue("noop", queue="q", max_attempts=3)
-        worker = enroll(queue)
-        queue.claim(worker.worker_id, worker.credential, ["q"])
-        assert queue.reap() == 0  # lease still good
-        run_sql(database_url, _EXPIRE_LEASES)
-        assert queue.reap() == 1
-        job = queue.get_job(job_id)
+def test_the_reaper_sends_a_lapsed_lease_back_through_the_retry_path(
+    database_url: str, queue: Client
+) -> None:
+    job_id = queue.enqueue("noop", queue="q", max_attempts=3)
+    worker = enroll(queue)
+    queue.claim(worker.worker_id, worker.credential, ["q"])
+    assert queue.reap() == 0  # lease still good
+    run_sql(database_url, _EXPIRE_LEASES)
+    assert queue.reap() == 1
+    job = queue.get_job(job_id)
     assert job.state == JobState.SCHEDULED
     assert job.attempt == 1
     assert job.last_error_reason == FailureReason.LEASE_EXPIRED
     assert job.last_error is not None and "lease expired" in job.last_error
 
 
-def test_only_one_reaper_runs_at_a_time_across_the_fleet(database_url: str) -> None:
-    with psycopg.connect(database_url) as other, Queue.connect(database_url) as queue:
+def test_only_one_reaper_runs_at_a_time_across_the_fleet(
+    database_url: str, connect: Connect
+) -> None:
+    with psycopg.connect(database_url) as other, connect(database_url) as queue:
         other.execute("SELECT pg_advisory_xact_lock(hashtext('corral_reaper'))")
         assert queue.reap() is None  # another reaper is busy: return at once
         other.rollback()
         assert queue.reap() == 0
 
 
-def test_a_heartbeat_extends_every_lease_the_worker_holds(database_url: str) -> None:
-    with Queue.connect(database_url) as queue:
-        queue.enqueue_many([JobSpec("noop", queue="q") for _ in range(5)])
-        worker = enroll(queue)
-        other = enroll(queue, name="other")
-        mine = queue.claim(worker.worker_id, worker.credential, ["q"], batch=3, lease_s=5)
-        theirs = queue.claim(other.worker_id, other.credential, ["q"], batch=2, lease_s=5)
-        assert (
-            queue.heartbeat(worker.worker_id, worker.credential, in_flight=3, lease_s=600)
-            == "active"
-        )
-        rows = run_sql(
-            database_url, "SELECT id, lease_expires_at - now() > interval '500 s' FROM corral_jobs"
-        )
-        leases = {row[0]: row[1] for row in rows}
+def test_a_heartbeat_extends_every_lease_the_worker_holds(database_url: str, queue: Client) -> None:
+    queue.enqueue_many([JobSpec("noop", queue="q") for _ in range(5)])
+    worker = enroll(queue)
+    other = enroll(queue, name="other")
+    mine = queue.claim(worker.worker_id, worker.credential, ["q"], batch=3, lease_s=5)
+    theirs = queue.claim(other.worker_id, other.credential, ["q"], batch=2, lease_s=5)
+    assert (
+        queue.heartbeat(worker.worker_id, worker.credential, in_flight=3, lease_s=600) == "active"
+    )
+    rows = run_sql(
+        database_url, "SELECT id, lease_expires_at - now() > interval '500 s' FROM corral_jobs"
+    )
+    leases = {row[0]: row[1] for row in rows}
     assert all(leases[j.id] for j in mine)
     assert not any(leases[j.id] for j in theirs)
 
 
-def test_released_jobs_go_back_to_pending_without_spending_an_attempt(database_url: str) -> None:
-    with Queue.connect(database_url) as queue:
-        job_id = queue.enqueue("noop", queue="q")
-        worker = enroll(queue)
-        [held] = queue.claim(worker.worker_id, worker.credential, ["q"])
-        assert queue.release_many([held]) == []
-        job = queue.get_job(job_id)
-        assert (job.state, job.attempt) == (JobState.PENDING, 0)
-        assert queue.complete_many([held]) == [job_id]  # the released lease is dead
+def test_released_jobs_go_back_to_pending_without_spending_an_attempt(queue: Client) -> None:
+    job_id = queue.enqueue("noop", queue="q")
+    worker = enroll(queue)
+    [held] = queue.claim(worker.worker_id, worker.credential, ["q"])
+    assert queue.release_many([held]) == []
+    job = queue.get_job(job_id)
+    assert (job.state, job.attempt) == (JobState.PENDING, 0)
+    assert queue.complete_many([held]) == [job_id]  # the released lease is dead
 
 
 def test_acks_skip_the_flush_wait_but_enqueues_never_do_unless_durable_acks_is_on(

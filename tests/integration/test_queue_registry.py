@@ -12,19 +12,18 @@ from corral.queue import (
     CredentialError,
     EnrollmentError,
     JobState,
-    Queue,
     WorkerRemoved,
     WorkerState,
 )
+from tests.integration._clients import Client
 from tests.integration._enrolled import enroll, run_sql
 
 
 def test_enrollment_tokens_and_credentials_are_stored_only_as_sha256_hashes(
-    database_url: str,
+    database_url: str, queue: Client
 ) -> None:
-    with Queue.connect(database_url) as queue:
-        token = queue.create_token("eu", pool="batch", ttl_s=900, uses=1)
-        worker = queue.enroll(token.secret, name="pod-1", queues=["q"], concurrency=8)
+    token = queue.create_token("eu", pool="batch", ttl_s=900, uses=1)
+    worker = queue.enroll(token.secret, name="pod-1", queues=["q"], concurrency=8)
     assert token.secret.startswith("crl_et_") and len(token.secret) >= 7 + 43  # 256 bits
     dump = repr(run_sql(database_url, "SELECT * FROM corral_enrollment_tokens"))
     dump += repr(run_sql(database_url, "SELECT * FROM corral_workers"))
@@ -34,94 +33,82 @@ def test_enrollment_tokens_and_credentials_are_stored_only_as_sha256_hashes(
     assert (worker.region, worker.pool) == ("eu", "batch")
 
 
-def test_a_token_enrolls_only_as_many_workers_as_its_uses(database_url: str) -> None:
-    with Queue.connect(database_url) as queue:
-        token = queue.create_token("eu", uses=2)
-        for name in ("a", "b"):
-            queue.enroll(token.secret, name=name, queues=["q"], concurrency=1)
-        with pytest.raises(EnrollmentError, match="no uses left"):
-            queue.enroll(token.secret, name="c", queues=["q"], concurrency=1)
-        assert queue.list_tokens() == []
-        [spent] = queue.list_tokens(include_unusable=True)
+def test_a_token_enrolls_only_as_many_workers_as_its_uses(queue: Client) -> None:
+    token = queue.create_token("eu", uses=2)
+    for name in ("a", "b"):
+        queue.enroll(token.secret, name=name, queues=["q"], concurrency=1)
+    with pytest.raises(EnrollmentError, match="no uses left"):
+        queue.enroll(token.secret, name="c", queues=["q"], concurrency=1)
+    assert queue.list_tokens() == []
+    [spent] = queue.list_tokens(include_unusable=True)
     assert spent.uses_remaining == 0
 
 
-def test_an_expired_or_revoked_token_cannot_enroll(database_url: str) -> None:
-    with Queue.connect(database_url) as queue:
-        expired = queue.create_token("eu", ttl_s=60)
-        run_sql(
-            database_url,
-            "UPDATE corral_enrollment_tokens SET expires_at = now() - interval '1 s' WHERE id = %s",
-            [expired.info.id],
-        )
-        revoked = queue.create_token("eu", ttl_s=60)
-        queue.revoke_token(revoked.info.display_prefix)
-        with pytest.raises(EnrollmentError, match="expired"):
-            queue.enroll(expired.secret, name="a", queues=["q"], concurrency=1)
-        with pytest.raises(EnrollmentError, match="revoked"):
-            queue.enroll(revoked.secret, name="b", queues=["q"], concurrency=1)
-        with pytest.raises(EnrollmentError, match="not known"):
-            queue.enroll("crl_et_made-up", name="c", queues=["q"], concurrency=1)
+def test_an_expired_or_revoked_token_cannot_enroll(database_url: str, queue: Client) -> None:
+    expired = queue.create_token("eu", ttl_s=60)
+    run_sql(
+        database_url,
+        "UPDATE corral_enrollment_tokens SET expires_at = now() - interval '1 s' WHERE id = %s",
+        [expired.info.id],
+    )
+    revoked = queue.create_token("eu", ttl_s=60)
+    queue.revoke_token(revoked.info.display_prefix)
+    with pytest.raises(EnrollmentError, match="expired"):
+        queue.enroll(expired.secret, name="a", queues=["q"], concurrency=1)
+    with pytest.raises(EnrollmentError, match="revoked"):
+        queue.enroll(revoked.secret, name="b", queues=["q"], concurrency=1)
+    with pytest.raises(EnrollmentError, match="not known"):
+        queue.enroll("crl_et_made-up", name="c", queues=["q"], concurrency=1)
 
 
 def test_a_restarted_worker_reauthenticates_with_its_credential_and_a_wrong_one_is_refused(
-    database_url: str,
+    queue: Client,
 ) -> None:
-    with Queue.connect(database_url) as queue:
-        worker = enroll(queue)
-        state = queue.authenticate(
-            worker.worker_id, worker.credential, version="0.2.0", concurrency=16
-        )
-        assert state == WorkerState.ACTIVE
-        assert queue.get_worker(worker.worker_id).concurrency == 16
-        with pytest.raises(CredentialError):
-            queue.authenticate(worker.worker_id, worker.credential + "x")
-        with pytest.raises(CredentialError):
-            queue.heartbeat(worker.worker_id, "crl_wc_wrong", in_flight=0)
-        with pytest.raises(CredentialError):
-            queue.claim(worker.worker_id, "crl_wc_wrong", ["q"])
+    worker = enroll(queue)
+    state = queue.authenticate(worker.worker_id, worker.credential, version="0.2.0", concurrency=16)
+    assert state == WorkerState.ACTIVE
+    assert queue.get_worker(worker.worker_id).concurrency == 16
+    with pytest.raises(CredentialError):
+        queue.authenticate(worker.worker_id, worker.credential + "x")
+    with pytest.raises(CredentialError):
+        queue.heartbeat(worker.worker_id, "crl_wc_wrong", in_flight=0)
+    with pytest.raises(CredentialError):
+        queue.claim(worker.worker_id, "crl_wc_wrong", ["q"])
 
 
 def test_a_drained_worker_stops_claiming_and_reports_drained_with_nothing_in_flight(
-    database_url: str,
+    queue: Client,
 ) -> None:
-    with Queue.connect(database_url) as queue:
-        queue.enqueue("noop", queue="q")
-        queue.enqueue("noop", queue="q")
-        worker = enroll(queue)
-        [held] = queue.claim(worker.worker_id, worker.credential, ["q"], batch=1)
-        assert queue.request_drain(worker.worker_id).state == WorkerState.DRAINING
-        assert (
-            queue.heartbeat(worker.worker_id, worker.credential, in_flight=1)
-            == WorkerState.DRAINING
-        )
-        assert queue.claim(worker.worker_id, worker.credential, ["q"]) == []
-        queue.complete_many([held])
-        assert queue.mark_drained(worker.worker_id, worker.credential) == WorkerState.DRAINED
-        listed = {w.id: w for w in queue.list_workers()}
+    queue.enqueue("noop", queue="q")
+    queue.enqueue("noop", queue="q")
+    worker = enroll(queue)
+    [held] = queue.claim(worker.worker_id, worker.credential, ["q"], batch=1)
+    assert queue.request_drain(worker.worker_id).state == WorkerState.DRAINING
+    assert queue.heartbeat(worker.worker_id, worker.credential, in_flight=1) == WorkerState.DRAINING
+    assert queue.claim(worker.worker_id, worker.credential, ["q"]) == []
+    queue.complete_many([held])
+    assert queue.mark_drained(worker.worker_id, worker.credential) == WorkerState.DRAINED
+    listed = {w.id: w for w in queue.list_workers()}
     assert listed[worker.worker_id].state == WorkerState.DRAINED
     assert listed[worker.worker_id].in_flight == 0
     assert listed[worker.worker_id].drained_at is not None
 
 
-def test_a_removed_worker_is_refused_and_its_running_jobs_are_retried(database_url: str) -> None:
-    with Queue.connect(database_url) as queue:
-        job_id = queue.enqueue("noop", queue="q")
-        worker = enroll(queue)
-        [held] = queue.claim(worker.worker_id, worker.credential, ["q"])
-        assert queue.remove_worker(worker.worker_id).state == WorkerState.REMOVED
-        assert (
-            queue.heartbeat(worker.worker_id, worker.credential, in_flight=1) == WorkerState.REMOVED
-        )
-        with pytest.raises(WorkerRemoved):
-            queue.claim(worker.worker_id, worker.credential, ["q"])
-        with pytest.raises(WorkerRemoved):
-            queue.authenticate(worker.worker_id, worker.credential)
-        assert queue.reap() == 1
-        assert queue.complete_many([held]) == [job_id]
-        assert queue.get_job(job_id).state == JobState.SCHEDULED
-        assert worker.worker_id not in {w.id for w in queue.list_workers()}
-        assert worker.worker_id in {w.id for w in queue.list_workers(include_removed=True)}
+def test_a_removed_worker_is_refused_and_its_running_jobs_are_retried(queue: Client) -> None:
+    job_id = queue.enqueue("noop", queue="q")
+    worker = enroll(queue)
+    [held] = queue.claim(worker.worker_id, worker.credential, ["q"])
+    assert queue.remove_worker(worker.worker_id).state == WorkerState.REMOVED
+    assert queue.heartbeat(worker.worker_id, worker.credential, in_flight=1) == WorkerState.REMOVED
+    with pytest.raises(WorkerRemoved):
+        queue.claim(worker.worker_id, worker.credential, ["q"])
+    with pytest.raises(WorkerRemoved):
+        queue.authenticate(worker.worker_id, worker.credential)
+    assert queue.reap() == 1
+    assert queue.complete_many([held]) == [job_id]
+    assert queue.get_job(job_id).state == JobState.SCHEDULED
+    assert worker.worker_id not in {w.id for w in queue.list_workers()}
+    assert worker.worker_id in {w.id for w in queue.list_workers(include_removed=True)}
 
 
 def test_the_asyncio_client_serves_the_operators_calls(database_url: str) -> None:
@@ -140,43 +127,41 @@ def test_the_asyncio_client_serves_the_operators_calls(database_url: str) -> Non
 
 
 def test_a_worker_drains_itself_with_its_credential_and_a_restart_makes_it_active_again(
-    database_url: str,
+    queue: Client,
 ) -> None:
-    with Queue.connect(database_url) as queue:
-        queue.enqueue("noop", queue="q")
-        worker = enroll(queue)
-        with pytest.raises(CredentialError):
-            queue.drain_self(worker.worker_id, worker.credential + "x")
-        assert queue.drain_self(worker.worker_id, worker.credential) == WorkerState.DRAINING
-        row = queue.get_worker(worker.worker_id)
-        assert (row.state, row.drain_requested_by) == (WorkerState.DRAINING, "self")
-        assert row.drain_requested_at is not None
-        assert queue.claim(worker.worker_id, worker.credential, ["q"]) == []
-        assert queue.mark_drained(worker.worker_id, worker.credential) == WorkerState.DRAINED
-        # Draining again changes nothing.
-        assert queue.drain_self(worker.worker_id, worker.credential) == WorkerState.DRAINED
-        # The process that drained is gone; its restarted container works again.
-        assert queue.authenticate(worker.worker_id, worker.credential) == WorkerState.ACTIVE
-        row = queue.get_worker(worker.worker_id)
-        assert (row.state, row.drain_requested_by, row.drained_at) == (
-            WorkerState.ACTIVE,
-            None,
-            None,
-        )
-        assert len(queue.claim(worker.worker_id, worker.credential, ["q"])) == 1
+    queue.enqueue("noop", queue="q")
+    worker = enroll(queue)
+    with pytest.raises(CredentialError):
+        queue.drain_self(worker.worker_id, worker.credential + "x")
+    assert queue.drain_self(worker.worker_id, worker.credential) == WorkerState.DRAINING
+    row = queue.get_worker(worker.worker_id)
+    assert (row.state, row.drain_requested_by) == (WorkerState.DRAINING, "self")
+    assert row.drain_requested_at is not None
+    assert queue.claim(worker.worker_id, worker.credential, ["q"]) == []
+    assert queue.mark_drained(worker.worker_id, worker.credential) == WorkerState.DRAINED
+    # Draining again changes nothing.
+    assert queue.drain_self(worker.worker_id, worker.credential) == WorkerState.DRAINED
+    # The process that drained is gone; its restarted container works again.
+    assert queue.authenticate(worker.worker_id, worker.credential) == WorkerState.ACTIVE
+    row = queue.get_worker(worker.worker_id)
+    assert (row.state, row.drain_requested_by, row.drained_at) == (
+        WorkerState.ACTIVE,
+        None,
+        None,
+    )
+    assert len(queue.claim(worker.worker_id, worker.credential, ["q"])) == 1
 
 
 def test_an_admin_drain_outlasts_a_restart_even_when_the_worker_began_draining_itself(
-    database_url: str,
+    queue: Client,
 ) -> None:
-    with Queue.connect(database_url) as queue:
-        worker = enroll(queue)
-        queue.drain_self(worker.worker_id, worker.credential)
-        assert queue.request_drain(worker.worker_id).drain_requested_by == "admin"
-        assert queue.authenticate(worker.worker_id, worker.credential) == WorkerState.DRAINING
-        other = enroll(queue, name="w2")
-        queue.request_drain(other.worker_id)
-        assert queue.authenticate(other.worker_id, other.credential) == WorkerState.DRAINING
+    worker = enroll(queue)
+    queue.drain_self(worker.worker_id, worker.credential)
+    assert queue.request_drain(worker.worker_id).drain_requested_by == "admin"
+    assert queue.authenticate(worker.worker_id, worker.credential) == WorkerState.DRAINING
+    other = enroll(queue, name="w2")
+    queue.request_drain(other.worker_id)
+    assert queue.authenticate(other.worker_id, other.credential) == WorkerState.DRAINING
 
 
 def test_a_removed_worker_cannot_drain_itself_back_into_the_fleet(database_url: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -11,6 +10,7 @@ import time
 import psycopg
 
 from tests._postgres import PgHandle
+from tests._processes import alive
 
 
 def test_the_session_server_is_a_real_postgresql_with_fsync_on(pg_server: PgHandle) -> None:
@@ -42,7 +42,7 @@ def test_a_table_made_by_one_test_is_not_seen_by_the_next(empty_database_url: st
 def test_a_server_whose_owner_is_killed_stops_with_it() -> None:
     script = (
         "import time\n"
-        "from corral.platform.postgres import PostgresServer\n"
+        "from corral_local.postgres import PostgresServer\n"
         "pg = PostgresServer().start()\n"
         "print(pg._proc.pid, pg.data_dir, flush=True)\n"
         "time.sleep(120)\n"
@@ -54,15 +54,7 @@ def test_a_server_whose_owner_is_killed_stops_with_it() -> None:
     owner.kill()  # SIGKILL: no cleanup code runs in the owner
     owner.wait()
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and _alive(server_pid):
+    while time.monotonic() < deadline and alive(server_pid):
         time.sleep(0.1)
     shutil.rmtree(data_dir, ignore_errors=True)
-    assert not _alive(server_pid), "postgres outlived the process that started it"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    assert not alive(server_pid), "postgres outlived the process that started it"

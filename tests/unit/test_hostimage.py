@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from corral.platform import hostimage
+from corral_local import hostimage
 
 
 def _tree(tmp_path: Path) -> Path:
@@ -51,4 +51,5 @@ def test_a_program_behind_a_private_directory_is_not_runnable_by_others(tmp_path
 def test_the_checkout_corral_runs_from_is_found() -> None:
     tree = hostimage.source_tree()
     assert tree is not None
-    assert (tree / "operator" / "corral" / "platform" / "hostimage.py").exists()
+    assert (tree / "localplatform" / "corral_local" / "hostimage.py").exists()
+    assert (tree / "operator" / "corral").is_dir()

@@ -1,5 +1,5 @@
 """Certificates, kubeconfigs and start-up checks of the local control plane
-(corral.platform.localcluster), without starting anything."""
+(corral_local.localcluster), without starting anything."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from corral.platform.localcluster import ClusterError, LocalCluster, _pki
-from corral.platform.localcluster._kubeconfig import kubeconfig_server, render_kubeconfig
+from corral_local.localcluster import ClusterError, LocalCluster, _pki
+from corral_local.localcluster._kubeconfig import kubeconfig_server, render_kubeconfig
 
 
 def test_apiserver_sans_cover_loopback_the_pod_bridge_and_the_kubernetes_service() -> None:
@@ -93,28 +93,21 @@ def test_a_kubeconfig_embeds_its_credentials_and_names_one_current_context() -> 
     assert base64.b64decode(user["client-key-data"]) == b"KEY"
 
 
+def _kubeconfig(server: str) -> str:
+    """A kubeconfig for `server` with empty credentials."""
+    return render_kubeconfig(
+        server=server, ca_pem=b"", client_cert_pem=b"", client_key_pem=b"", user="u"
+    )
+
+
 def test_a_kubeconfig_refuses_a_plain_http_server() -> None:
     with pytest.raises(ValueError, match="https://"):
-        render_kubeconfig(
-            server="http://127.0.0.1:8080",
-            ca_pem=b"",
-            client_cert_pem=b"",
-            client_key_pem=b"",
-            user="u",
-        )
+        _kubeconfig("http://127.0.0.1:8080")
 
 
 def test_the_server_of_a_kubeconfig_is_read_from_its_current_context(tmp_path: Path) -> None:
     path = tmp_path / "config"
-    path.write_text(
-        render_kubeconfig(
-            server="https://10.0.0.5:443",
-            ca_pem=b"",
-            client_cert_pem=b"",
-            client_key_pem=b"",
-            user="u",
-        )
-    )
+    path.write_text(_kubeconfig("https://10.0.0.5:443"))
     assert kubeconfig_server(path) == "https://10.0.0.5:443"
     path.write_text("apiVersion: v1\nkind: Config\ncurrent-context: gone\ncontexts: []\n")
     with pytest.raises(ValueError, match="current-context 'gone'"):

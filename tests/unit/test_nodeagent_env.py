@@ -1,4 +1,4 @@
-"""Container environment rules of the node agent (corral.platform.nodeagent._env)."""
+"""Container environment rules of the node agent (corral_local.nodeagent._env)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from corral.platform.nodeagent._env import (
+from corral_local.nodeagent._env import (
     ConfigError,
     Sources,
     command_line,

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from corral.platform.nodeagent._images import ImageMap, normalise
-from corral.platform.nodeagent._ipam import FileIpam, next_free
-from corral.platform.nodeagent._nodespec import node_object, parse_node, parse_nodes
-from corral.platform.nodeagent._pod import Backoff, grace_period_s, should_restart
-from corral.platform.nodeagent._probes import ProbeSchedule, resolve_port
-from corral.platform.nodeagent._status import ContainerRecord, pod_conditions, pod_phase
+from corral_local.nodeagent._images import ImageMap, normalise
+from corral_local.nodeagent._ipam import FileIpam, next_free
+from corral_local.nodeagent._nodespec import node_object, parse_node, parse_nodes
+from corral_local.nodeagent._pod import Backoff, grace_period_s, should_restart
+from corral_local.nodeagent._probes import ProbeSchedule, resolve_port
+from corral_local.nodeagent._status import ContainerRecord, pod_conditions, pod_phase
 
 
 def _c(
@@ -262,7 +262,7 @@ def test_node_lists_accept_a_count_and_reject_duplicates_and_bad_names() -> None
 
 
 def test_log_tails_count_lines_from_the_end() -> None:
-    from corral.platform.nodeagent._logserver import tail_lines
+    from corral_local.nodeagent._logserver import tail_lines
 
     data = b"one\ntwo\nthree\n"
     assert tail_lines(data, 2) == b"two\nthree\n"
@@ -271,7 +271,7 @@ def test_log_tails_count_lines_from_the_end() -> None:
 
 
 def test_exit_codes_of_signalled_processes_are_128_plus_the_signal() -> None:
-    from corral.platform.nodeagent._runtime import exit_code_of
+    from corral_local.nodeagent._runtime import exit_code_of
 
     assert exit_code_of(-9) == (137, 9)
     assert exit_code_of(-15) == (143, 15)
@@ -281,7 +281,7 @@ def test_exit_codes_of_signalled_processes_are_128_plus_the_signal() -> None:
 def test_a_probe_worker_acts_only_when_the_failure_threshold_is_reached() -> None:
     import threading
 
-    from corral.platform.nodeagent._probes import ProbeWorker
+    from corral_local.nodeagent._probes import ProbeWorker
 
     outcomes = iter([False, True, False, False, False, True])
     seen: list[tuple[bool | None, bool]] = []

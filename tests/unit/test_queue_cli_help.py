@@ -6,8 +6,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from corral.admin import cli as admin
 from corral.cli import cli
-from corral.queue import cli as admin
 
 _GROUPS = {"db": admin.db, "jobs": admin.jobs, "dispatch": admin.dispatch,
            "tokens": admin.tokens, "workers": admin.workers}  # fmt: skip

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from corral.worker.runtime import _resume
+from corral.worker.jobs import resume as _resume
 
 
 def start(coro: Any) -> asyncio.Future[Any] | Any:

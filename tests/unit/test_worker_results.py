@@ -10,7 +10,7 @@ import uuid
 from pydantic import BaseModel
 
 from corral.queue import ClaimedJob
-from corral.worker.runtime import _result_value
+from corral.worker.jobs import result_value as _result_value
 
 NOW = dt.datetime(2030, 1, 31, 9, 0, tzinfo=dt.UTC)
 JOB = ClaimedJob(7, "check", "q", {}, 0, None, 1, 3, 11, NOW, NOW, NOW)

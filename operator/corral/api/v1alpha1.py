@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from corral import workerenv
 from corral.api._kube import (
     DNS_LABEL_PATTERN,
     DNS_SUBDOMAIN_PATTERN,
@@ -50,19 +51,8 @@ REGION_NAME_PATTERN = DNS_LABEL_PATTERN
 # Environment variables the operator sets on every worker from the pool's
 # spec; a template.env entry with one of these names would silently fight the
 # spec, so the CRD rejects it and names the field to set instead.
-RESERVED_ENV: tuple[str, ...] = (
-    "CORRAL_DATABASE_URL",
-    "CORRAL_QUEUES",
-    "CORRAL_REGION",
-    "CORRAL_CONCURRENCY",
-    "CORRAL_NAME",
-    "CORRAL_STATE_DIR",
-    "CORRAL_HTTP_HOST",
-    "CORRAL_HTTP_PORT",
-    "CORRAL_ENROLLMENT_TOKEN",
-    "CORRAL_ENROLLMENT_TOKEN_FILE",
-    "CORRAL_DRAIN_TIMEOUT",
-)
+# The list is the operator-to-worker contract's (corral.workerenv).
+RESERVED_ENV: tuple[str, ...] = workerenv.RESERVED
 _RESERVED_ENV_MESSAGE = (
     "spec.template.env must not set "
     + ", ".join(RESERVED_ENV)

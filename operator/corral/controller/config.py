@@ -10,7 +10,7 @@ import re
 import socket
 from dataclasses import dataclass, field
 
-from corral import __version__
+from corral._version import __version__
 
 DEFAULT_WORKER_IMAGE = f"ghcr.io/corral-dev/corral-worker:{__version__}"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from corral import workerenv
 from corral.api import Region, Toleration, WorkerPool
 from corral.controller import naming
 
@@ -26,10 +27,6 @@ STATE_DIR = "/var/lib/corral"  # the worker's credential lives here (emptyDir)
 WORKER_UID = 65532  # the conventional "nonroot" user of distroless images
 DRAIN_MARGIN_S = 15  # seconds past drain.timeoutSeconds before SIGKILL
 HANDBACK_S = 10  # seconds a SIGTERMed worker waits before handing jobs back
-DATABASE_URL_KEY = (
-    "database-url"  # key in the enrollment Secret when the pool uses the operator's DB
-)
-TOKEN_KEY = "token"  # key of the enrollment token in the enrollment Secret
 DEFAULT_RESOURCES: dict[str, Any] = {"requests": {"cpu": "50m", "memory": "96Mi"}}
 
 
@@ -45,24 +42,29 @@ def _database_env(pool: WorkerPool) -> dict[str, Any]:
         # The operator's own database: its URL is copied into the pool's
         # enrollment Secret, because a pod can only read Secrets of its own
         # namespace and the operator's lives elsewhere.
-        source = {"name": naming.secret_name(pool), "key": DATABASE_URL_KEY}
-    return {"name": "CORRAL_DATABASE_URL", "valueFrom": {"secretKeyRef": source}}
+        source = {"name": naming.secret_name(pool), "key": workerenv.SECRET_DATABASE_URL_KEY}
+    return {"name": workerenv.DATABASE_URL, "valueFrom": {"secretKeyRef": source}}
 
 
 def _env(pool: WorkerPool, region: str) -> list[dict[str, Any]]:
     spec = pool.spec
     env: list[dict[str, Any]] = [
-        {"name": "CORRAL_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": "CORRAL_QUEUES", "value": ",".join(spec.queues)},
-        {"name": "CORRAL_REGION", "value": region},
-        {"name": "CORRAL_CONCURRENCY", "value": str(spec.concurrency)},
-        {"name": "CORRAL_STATE_DIR", "value": STATE_DIR},
-        {"name": "CORRAL_HTTP_PORT", "value": str(HTTP_PORT)},
-        {"name": "CORRAL_DRAIN_TIMEOUT", "value": f"{HANDBACK_S}s"},
+        {"name": workerenv.NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": workerenv.QUEUES, "value": ",".join(spec.queues)},
+        {"name": workerenv.REGION, "value": region},
+        {"name": workerenv.CONCURRENCY, "value": str(spec.concurrency)},
+        {"name": workerenv.STATE_DIR, "value": STATE_DIR},
+        {"name": workerenv.HTTP_PORT, "value": str(HTTP_PORT)},
+        {"name": workerenv.DRAIN_TIMEOUT, "value": f"{HANDBACK_S}s"},
         _database_env(pool),
         {
-            "name": "CORRAL_ENROLLMENT_TOKEN",
-            "valueFrom": {"secretKeyRef": {"name": naming.secret_name(pool), "key": TOKEN_KEY}},
+            "name": workerenv.ENROLLMENT_TOKEN,
+            "valueFrom": {
+                "secretKeyRef": {
+                    "name": naming.secret_name(pool),
+                    "key": workerenv.SECRET_TOKEN_KEY,
+                }
+            },
         },
     ]
     if spec.template is not None and spec.template.env:

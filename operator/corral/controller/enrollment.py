@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from corral import workerenv
 from corral.api import WorkerPool
 from corral.controller import naming
-from corral.controller.deployment import DATABASE_URL_KEY, TOKEN_KEY
 
 TOKEN_ID_ANNOTATION = "corral.dev/token-id"
 TOKEN_CREATED_ANNOTATION = "corral.dev/token-created-at"
@@ -54,9 +54,9 @@ def desired_secret(
     pool names no `database.secretRef` (pods cannot read Secrets of other
     namespaces). The caller sets the owner reference.
     """
-    data = {TOKEN_KEY: _b64(token)}
+    data = {workerenv.SECRET_TOKEN_KEY: _b64(token)}
     if database_url is not None:
-        data[DATABASE_URL_KEY] = _b64(database_url)
+        data[workerenv.SECRET_DATABASE_URL_KEY] = _b64(database_url)
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -133,8 +133,8 @@ def rotation(
     """
     if secret is None:
         return Rotation(True, "the enrollment Secret does not exist")
-    if not (secret.get("data") or {}).get(TOKEN_KEY):
-        return Rotation(True, f"the enrollment Secret has no {TOKEN_KEY!r} key")
+    if not (secret.get("data") or {}).get(workerenv.SECRET_TOKEN_KEY):
+        return Rotation(True, f"the enrollment Secret has no {workerenv.SECRET_TOKEN_KEY!r} key")
     annotations = (secret.get("metadata") or {}).get("annotations") or {}
     expires_at = _parse_time(annotations.get(TOKEN_EXPIRES_ANNOTATION))
     if expires_at is None or not annotations.get(TOKEN_ID_ANNOTATION):
@@ -173,7 +173,7 @@ def held_token(secret: dict[str, Any] | None) -> HeldToken | None:
     """The Secret's token and its annotations, or None when any part is missing."""
     if secret is None:
         return None
-    encoded = (secret.get("data") or {}).get(TOKEN_KEY)
+    encoded = (secret.get("data") or {}).get(workerenv.SECRET_TOKEN_KEY)
     annotations = (secret.get("metadata") or {}).get("annotations") or {}
     created_at = _parse_time(annotations.get(TOKEN_CREATED_ANNOTATION))
     expires_at = _parse_time(annotations.get(TOKEN_EXPIRES_ANNOTATION))

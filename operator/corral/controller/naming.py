@@ -8,7 +8,7 @@ selector is immutable), so it holds only the two labels that never change.
 
 from __future__ import annotations
 
-from corral import __version__
+from corral._version import __version__
 from corral.api import WorkerPool
 
 POOL_LABEL = "corral.dev/pool"

@@ -1,7 +1,7 @@
 """corral.queue: the PostgreSQL job queue. The ONLY package that talks to PostgreSQL.
 
 Who calls it: the admin CLI (`corral db|jobs|stats|dispatch|tokens|workers`,
-in `corral.queue.cli`), the worker runtime (`corral.worker`, through
+in `corral.admin.cli`), the worker runtime (`corral.worker`, through
 `AsyncQueue`), the operator (depth, drain, tokens) and user code that enqueues.
 
 Guarantees (each has an integration test named after it):
@@ -36,10 +36,10 @@ from corral.queue.client import (
     DEFAULT_DEPTH_CAP,
     DEFAULT_LEASE_S,
     NOTIFY_CHANNEL,
-    AsyncQueue,
     Queue,
     hash_secret,
 )
+from corral.queue.client_async import AsyncQueue
 from corral.queue.dsn import DsnError, check_dsn, mask_dsn
 from corral.queue.errors import (
     ConnectionLost,

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
 from psycopg import OperationalError
 
 from corral.queue.dsn import DsnError
@@ -48,6 +52,30 @@ class WorkerRemoved(QueueError):
 # terminated): psycopg's class, named here so that code outside corral.queue
 # can tell a dead connection from a refused operation without importing psycopg.
 ConnectionLost = OperationalError
+
+
+@contextmanager
+def translated() -> Iterator[None]:
+    """Turn corral's custom SQLSTATEs into the matching Python errors."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        state = exc.sqlstate or ""
+        message = exc.diag.message_primary or str(exc)
+        hint = exc.diag.message_hint
+        text = f"{message} ({hint})" if hint else message
+        if state == "CR401":
+            raise CredentialError(text) from None
+        if state == "CR410":
+            raise WorkerRemoved(text) from None
+        if state == "CR403":
+            raise EnrollmentError(text) from None
+        if state == "23514":  # check_violation: name the constraint, it says what is wrong
+            raise InvalidJob(
+                f"rejected by constraint {exc.diag.constraint_name}: {message}"
+            ) from None
+        raise
+
 
 __all__ = [
     "ConnectionLost",

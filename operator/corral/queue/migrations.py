@@ -18,6 +18,10 @@ from psycopg import sql
 from corral.queue._connect import connect
 from corral.queue._sql import Migration, migrations
 
+# `migrations` (every migration shipped, in order) is re-exported for
+# `corral db migrate`, which names what it applied.
+__all__ = ["Migration", "MigrationError", "MigrationStatus", "migrate", "migrations", "status"]
+
 # Any constant works; it only has to be the same for every corral process.
 _MIGRATION_LOCK = 0x636F7272616C  # "corral"
 

@@ -1,7 +1,8 @@
 """The data corral.queue hands out and takes in: plain frozen dataclasses.
 
-Nothing here talks to PostgreSQL; `corral.queue.client` builds these from
-rows, and the CLI, the worker runtime and the operator read them.
+Nothing here talks to PostgreSQL; `corral.queue._params` builds these from
+rows for the operations both clients run, and the admin CLI, the worker
+runtime and the operator read them.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The worker's session with the queue: its connections and its identity.
 
-`corral.worker.runtime` calls these methods; they call `corral.queue`'s
+The runtime's parts call these methods (`claims`, `jobs`, `completions`,
+`heartbeat`, `upkeep`; `enrollment` at start); they call `corral.queue`'s
 `AsyncQueue` (the only code that talks to PostgreSQL). A worker holds four
 connections so that no kind of traffic waits behind another: claims,
 completions, control (enrollment, heartbeat, failures, release, reaper) and
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from json import loads as _json_loads
 from typing import Any
 
-from corral import __version__
+from corral._version import __version__
 from corral.queue import (
     AsyncQueue,
     ClaimedJob,
@@ -28,6 +29,7 @@ from corral.queue import (
 )
 from corral.queue import EnrollmentError as TokenRefused
 from corral.worker.config import WorkerSettings
+from corral.worker.drain import Directive, Lifecycle
 from corral.worker.enrollment import EnrollmentError, Identity
 
 __all__ = ["ClaimedJob", "QueueSession", "RemovedError", "open_session"]
@@ -35,6 +37,21 @@ __all__ = ["ClaimedJob", "QueueSession", "RemovedError", "open_session"]
 
 class RemovedError(RuntimeError):
     """The registry no longer accepts this worker (removed, or unknown credential)."""
+
+
+class _Refused:
+    """The registry refused this worker (removed, or its credential unknown):
+    turn the queue's error into RemovedError, which makes the worker exit."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, WorkerRemoved | CredentialError):
+            raise RemovedError(str(exc)) from None
+
+
+_refused = _Refused()
 
 
 class QueueSession:
@@ -46,9 +63,6 @@ class QueueSession:
         self._worker_id = 0
         self._credential = ""
         self._queues = list(settings.queues)
-        # True once the registry row shows this worker's drain (draining or
-        # drained), whoever asked for it.
-        self._drain_recorded = False
 
     async def close(self) -> None:
         for q in (self._claimer, self._completer, self._control, self._listener):
@@ -84,7 +98,7 @@ class QueueSession:
 
     async def authenticate(self, identity: Identity) -> str:
         self._use(identity)
-        try:
+        with _refused:
             async with self._control_lock:
                 state = await self._control.authenticate(
                     self._worker_id,
@@ -94,13 +108,11 @@ class QueueSession:
                     concurrency=self.settings.concurrency,
                     version=__version__,
                 )
-        except (WorkerRemoved, CredentialError) as exc:
-            raise RemovedError(str(exc)) from None
         return str(state)
 
     # ------------------------------------------------------------------ jobs
     async def claim(self, limit: int) -> list[ClaimedJob]:
-        try:
+        with _refused:
             return await self._claimer.claim(
                 self._worker_id,
                 self._credential,
@@ -108,8 +120,6 @@ class QueueSession:
                 batch=limit,
                 lease_s=self.settings.lease_s,
             )
-        except (WorkerRemoved, CredentialError) as exc:
-            raise RemovedError(str(exc)) from None
 
     async def complete_many(
         self, jobs: list[ClaimedJob], results: dict[int, Any] | None = None
@@ -119,26 +129,28 @@ class QueueSession:
         completion was refused)."""
         return await self._completer.complete_many(jobs, results or None)
 
-    async def fail(self, job: ClaimedJob, reason: str, error: str) -> None:
+    async def fail(self, job: ClaimedJob, reason: FailureReason, error: str) -> None:
         async with self._control_lock:
-            await self._control.fail_many([Failure(job, error, FailureReason(reason))])
+            await self._control.fail_many([Failure(job, error, reason)])
 
     async def release(self, jobs: list[ClaimedJob]) -> None:
         async with self._control_lock:
             await self._control.release_many(jobs)
 
-    async def heartbeat(self, in_flight: int, state: str) -> str:
-        """'drain' when the registry wants this worker drained, else 'ok'.
-
-        `state` is the worker's own: a drain it began itself (SIGTERM, POST
-        /drain) is written to the registry first, so the row says `draining`
-        and then `drained` whoever asked."""
-        try:
+    async def heartbeat(self, in_flight: int, lifecycle: Lifecycle) -> Directive:
+        """Beat for a worker in `lifecycle`'s state; return what the registry
+        asks of it. What to write first and what the answer means is the drain
+        state machine's (corral.worker.drain): a drain the worker began itself
+        (SIGTERM, POST /drain) is written to the registry first, so the row
+        says `draining` and then `drained` whoever asked."""
+        reported = lifecycle.reported()
+        calls = lifecycle.registry_calls(reported)
+        with _refused:
             async with self._control_lock:
-                if state in ("draining", "drained") and not self._drain_recorded:
+                if calls.drain_self:
                     await self._control.drain_self(self._worker_id, self._credential)
-                    self._drain_recorded = True
-                if state == "drained":
+                    lifecycle.drain_written()
+                if calls.mark_drained:
                     with contextlib.suppress(JobStateError):
                         await self._control.mark_drained(self._worker_id, self._credential)
                 registry_state = await self._control.heartbeat(
@@ -147,15 +159,9 @@ class QueueSession:
                     in_flight=in_flight,
                     lease_s=self.settings.lease_s,
                 )
-        except (WorkerRemoved, CredentialError) as exc:
-            raise RemovedError(str(exc)) from None
         if registry_state is WorkerState.REMOVED:
             raise RemovedError("the registry marks it removed")
-        if registry_state in (WorkerState.DRAINING, WorkerState.DRAINED):
-            self._drain_recorded = True
-        if registry_state in (WorkerState.DRAINING, WorkerState.DRAINED) and state == "active":
-            return "drain"
-        return "ok"
+        return lifecycle.heard(registry_state, reported)
 
     async def reap(self) -> int:
         async with self._control_lock:

@@ -24,6 +24,7 @@ from typing import Any
 
 import click
 
+from corral import workerenv
 from corral.worker.config import ConfigError, WorkerSettings
 
 
@@ -36,96 +37,96 @@ def _env(name: str) -> dict[str, Any]:
     invoke_without_command=True,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-@click.option("--database-url", **_env("CORRAL_DATABASE_URL"), help="PostgreSQL URL of the queue.")
+@click.option("--database-url", **_env(workerenv.DATABASE_URL), help="PostgreSQL URL of the queue.")
 @click.option(
     "--queues",
     "-q",
     multiple=True,
-    **_env("CORRAL_QUEUES"),
+    **_env(workerenv.QUEUES),
     help="Queues to claim from (comma-separated or repeated).",
 )
 @click.option(
     "--region",
-    **_env("CORRAL_REGION"),
+    **_env(workerenv.REGION),
     help="Region this worker runs in; must match its enrollment token's region.",
 )
 @click.option(
     "--concurrency",
     "-c",
     type=int,
-    **_env("CORRAL_CONCURRENCY"),
+    **_env(workerenv.CONCURRENCY),
     help="Jobs in flight at once [default: 10].",
 )
 @click.option(
     "--batch-size",
     type=int,
-    **_env("CORRAL_BATCH_SIZE"),
+    **_env(workerenv.BATCH_SIZE),
     help="Most jobs per claim [default: min(concurrency, 500)].",
 )
-@click.option("--name", **_env("CORRAL_NAME"), help="Worker name (pod name) [default: hostname].")
+@click.option("--name", **_env(workerenv.NAME), help="Worker name (pod name) [default: hostname].")
 @click.option(
     "--state-dir",
     type=click.Path(path_type=Path),
-    **_env("CORRAL_STATE_DIR"),
+    **_env(workerenv.STATE_DIR),
     help="Where the worker keeps its credential [default: ~/.local/state/corral].",
 )
 @click.option(
-    "--http-host", **_env("CORRAL_HTTP_HOST"), help="Endpoint address [default: 0.0.0.0]."
+    "--http-host", **_env(workerenv.HTTP_HOST), help="Endpoint address [default: 0.0.0.0]."
 )
 @click.option(
     "--http-port",
     type=int,
-    **_env("CORRAL_HTTP_PORT"),
+    **_env(workerenv.HTTP_PORT),
     help="Port of /metrics, /healthz, /readyz, POST /drain; 0 = any, -1 = off [default: 8080].",
 )
 @click.option(
     "--enrollment-token-file",
     type=click.Path(path_type=Path),
-    **_env("CORRAL_ENROLLMENT_TOKEN_FILE"),
+    **_env(workerenv.ENROLLMENT_TOKEN_FILE),
     help="File holding the enrollment token (else CORRAL_ENROLLMENT_TOKEN).",
 )
 @click.option(
     "--handlers",
     multiple=True,
-    **_env("CORRAL_HANDLERS"),
+    **_env(workerenv.HANDLERS),
     help="Modules defining @corral.handler functions (module or module:function).",
 )
 @click.option(
     "--job-timeout",
-    **_env("CORRAL_JOB_TIMEOUT"),
+    **_env(workerenv.JOB_TIMEOUT),
     help="Default per-job timeout, e.g. 30s or 5m [default: 5m].",
 )
 @click.option(
     "--drain-timeout",
-    **_env("CORRAL_DRAIN_TIMEOUT"),
+    **_env(workerenv.DRAIN_TIMEOUT),
     help="On SIGTERM, how long to let jobs finish before handing them back [default: 30s].",
 )
-@click.option("--heartbeat-interval", **_env("CORRAL_HEARTBEAT_INTERVAL"), help="[default: 1s]")
+@click.option("--heartbeat-interval", **_env(workerenv.HEARTBEAT_INTERVAL), help="[default: 1s]")
 @click.option(
     "--poll-interval",
-    **_env("CORRAL_POLL_INTERVAL"),
+    **_env(workerenv.POLL_INTERVAL),
     help="Polling fallback when no NOTIFY arrives [default: 1s].",
 )
 @click.option(
     "--flush-interval",
-    **_env("CORRAL_FLUSH_INTERVAL"),
+    **_env(workerenv.FLUSH_INTERVAL),
     help="How long completions gather before one write [default: 2ms].",
 )
 @click.option(
     "--lease",
-    **_env("CORRAL_LEASE"),
+    **_env(workerenv.LEASE),
     help="How long a claimed job stays ours without a heartbeat [default: 30s].",
 )
 @click.option(
     "--retention",
-    **_env("CORRAL_RETENTION"),
+    **_env(workerenv.RETENTION),
     help="Delete finished jobs older than this (one worker of the fleet at a time, in small "
     "batches); 0 = never, leave it to `corral jobs purge` [default: 7d].",
 )
 @click.option(
     "--log-level",
     default="INFO",
-    **_env("CORRAL_LOG_LEVEL"),
+    **_env(workerenv.LOG_LEVEL),
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
 )
 @click.pass_context
@@ -149,7 +150,7 @@ def worker(ctx: click.Context, /, log_level: str, **raw: Any) -> None:
         "state_dir": raw["state_dir"],
         "http_host": raw["http_host"],
         "http_port": raw["http_port"],
-        "enrollment_token": os.environ.get("CORRAL_ENROLLMENT_TOKEN") or None,
+        "enrollment_token": os.environ.get(workerenv.ENROLLMENT_TOKEN) or None,
         "enrollment_token_file": raw["enrollment_token_file"],
         "handlers": list(raw["handlers"]) or None,
         "job_timeout_s": raw["job_timeout"],
@@ -190,7 +191,7 @@ def worker(ctx: click.Context, /, log_level: str, **raw: Any) -> None:
 @click.option(
     "--port",
     type=int,
-    **_env("CORRAL_HTTP_PORT"),
+    **_env(workerenv.HTTP_PORT),
     default=8080,
     show_default=True,
     help="Port of the local worker's endpoint.",

@@ -26,34 +26,16 @@ from pydantic import (
     model_validator,
 )
 
+from corral import workerenv
 from corral.durations import parse_duration
 from corral.queue.dsn import DsnError, check_dsn, mask_dsn
 
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,63}$")
 DEFAULT_RETENTION_S = 7 * 86400.0  # finished jobs are kept a week
 
-# flag name -> environment variable, used to name both in error messages.
-ENV_VARS: dict[str, str] = {
-    "database_url": "CORRAL_DATABASE_URL",
-    "queues": "CORRAL_QUEUES",
-    "region": "CORRAL_REGION",
-    "concurrency": "CORRAL_CONCURRENCY",
-    "batch_size": "CORRAL_BATCH_SIZE",
-    "name": "CORRAL_NAME",
-    "state_dir": "CORRAL_STATE_DIR",
-    "http_host": "CORRAL_HTTP_HOST",
-    "http_port": "CORRAL_HTTP_PORT",
-    "enrollment_token": "CORRAL_ENROLLMENT_TOKEN",
-    "enrollment_token_file": "CORRAL_ENROLLMENT_TOKEN_FILE",
-    "handlers": "CORRAL_HANDLERS",
-    "job_timeout_s": "CORRAL_JOB_TIMEOUT",
-    "drain_timeout_s": "CORRAL_DRAIN_TIMEOUT",
-    "heartbeat_interval_s": "CORRAL_HEARTBEAT_INTERVAL",
-    "poll_interval_s": "CORRAL_POLL_INTERVAL",
-    "flush_interval_s": "CORRAL_FLUSH_INTERVAL",
-    "lease_s": "CORRAL_LEASE",
-    "retention_s": "CORRAL_RETENTION",
-}
+# flag name -> environment variable, used to name both in error messages; the
+# names are the operator-to-worker contract's (corral.workerenv).
+ENV_VARS: dict[str, str] = workerenv.BY_SETTING
 
 
 class ConfigError(ValueError):

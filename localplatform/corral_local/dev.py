@@ -1,0 +1,288 @@
+"""`make dev`: the whole system on one machine, no Docker.
+
+`python -m corral_local.dev up` (make dev) starts, in this order and in the
+foreground: the local control plane (`corral_local.localcluster`), the node
+agent with three nodes in two regions (`corral_local.nodeagent`, which also
+brings up the pod bridge 10.244.0.1), PostgreSQL listening on 127.0.0.1 and the
+bridge (`corral_local.postgres`), then — only for the pieces that exist in the
+checkout — the queue schema, corral's CRDs, the operator (Helm chart) and the
+example WorkerPool. It prints what to run next and waits; Ctrl-C, SIGTERM or
+`python -m corral_local.dev down` (make dev-down) stops everything in reverse
+order. Everything lives under `.state/dev/` (or $CORRAL_DEV_DIR).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+REPO = Path(__file__).resolve().parents[3]
+NODES = [
+    "dev-eu-1:region=eu,zone=eu-a",
+    "dev-eu-2:region=eu,zone=eu-b",
+    "dev-us-1:region=us,zone=us-a",
+]
+POD_GATEWAY = "10.244.0.1"
+
+
+def _state_dir() -> Path:
+    return Path(os.environ.get("CORRAL_DEV_DIR", REPO / ".state" / "dev")).resolve()
+
+
+def _say(message: str) -> None:
+    print(f"[dev {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _own_pid(state: Path) -> int | None:
+    """The pid of a running `dev up` for this state dir (never a recycled pid)."""
+    try:
+        pid = int((state / "dev.pid").read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if b"corral_local.dev" in cmdline else None
+
+
+def _corral_has(command: str) -> bool:
+    from corral import cli
+
+    return command in cli._COMMANDS
+
+
+class _Stack:
+    """What `up` started, stopped in reverse order."""
+
+    def __init__(self) -> None:
+        self._stops: list[tuple[str, Callable[[], None]]] = []
+
+    def push(self, what: str, stop: Callable[[], None]) -> None:
+        self._stops.append((what, stop))
+
+    def close(self) -> None:
+        while self._stops:
+            what, stop = self._stops.pop()
+            _say(f"stopping {what}")
+            try:
+                stop()
+            except Exception as exc:
+                _say(f"  {what}: {exc}")
+
+
+def _stop_process(proc: subprocess.Popen[bytes], grace_s: float) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def up() -> int:
+    from corral_local.localcluster import ClusterError, LocalCluster
+    from corral_local.postgres import PostgresServer
+
+    state = _state_dir()
+    if (pid := _own_pid(state)) is not None:
+        print(
+            f"make dev is already running (pid {pid}); stop it with `make dev-down`",
+            file=sys.stderr,
+        )
+        return 1
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "dev.pid").write_text(str(os.getpid()))
+    done = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        done.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    stack = _Stack()
+    stack.push("pid file", lambda: (state / "dev.pid").unlink(missing_ok=True))
+    try:
+        # 1. control plane
+        cluster = LocalCluster(state / "cluster", fresh=True)
+        cluster.start()
+        stack.push("control plane", cluster.stop)
+        kubeconfig = str(cluster.kubeconfig)
+
+        # 2. node agent (brings up the pod bridge that Postgres listens on)
+        agent_dir = state / "nodeagent"
+        shutil.rmtree(agent_dir, ignore_errors=True)
+        agent_dir.mkdir(parents=True)
+        ready = agent_dir / "ready.json"
+        argv = [sys.executable, "-m", "corral_local.nodeagent", "--kubeconfig", kubeconfig]
+        argv += ["--state-dir", str(agent_dir), "--ready-file", str(ready)]
+        for node in NODES:
+            argv += ["--node", node]
+        with open(state / "nodeagent.log", "ab") as log:
+            agent = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        stack.push("node agent", lambda: _stop_process(agent, 30))
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            if agent.poll() is not None or time.monotonic() > deadline or done.is_set():
+                raise RuntimeError(f"the node agent did not start; see {state / 'nodeagent.log'}")
+            time.sleep(0.2)
+        network = json.loads(ready.read_text())["network"]
+        _say(f"node agent up: {len(NODES)} nodes, pod network: {network}")
+
+        # 3. PostgreSQL, reachable from pods on the bridge address
+        bridge = network == "bridge"
+        pg = PostgresServer(
+            listen=("127.0.0.1", POD_GATEWAY) if bridge else ("127.0.0.1",),
+            hba_networks=("127.0.0.1/32", "10.244.0.0/16") if bridge else ("127.0.0.1/32",),
+            data_dir=state / "postgres",
+        )
+        shutil.rmtree(state / "postgres", ignore_errors=True)
+        pg.start()
+        stack.push("PostgreSQL", pg.stop)
+        # stopped before Postgres, so that worker pods drain with their database up
+        stack.push("node agent (pods get SIGTERM, then SIGKILL)", lambda: _stop_process(agent, 30))
+        host_dsn = pg.dsn("postgres")
+        pod_dsn = pg.dsn("postgres", host=POD_GATEWAY if bridge else "127.0.0.1")
+        _say(f"PostgreSQL up on port {pg.port}")
+        env = dict(os.environ, KUBECONFIG=kubeconfig, CORRAL_DATABASE_URL=host_dsn)
+        corral_bin = str(Path(sys.executable).parent / "corral")
+        if _corral_has("db"):
+            subprocess.run([corral_bin, "db", "migrate"], env=env, check=True)
+            _say("queue schema migrated")
+
+        # 4. corral itself, for the parts that exist
+        installed = _install_corral(cluster.kubectl, kubeconfig, pod_dsn, state)
+
+        path = f"{cluster.bin_dir}:{Path(sys.executable).parent}"
+        (state / "env").write_text(
+            f"export KUBECONFIG={kubeconfig}\nexport CORRAL_DATABASE_URL='{host_dsn}'\n"
+            f'export PATH="{path}:$PATH"\n'
+        )
+        _print_next(state, installed)
+        while not done.wait(1.0):
+            if agent.poll() is not None:
+                _say(f"the node agent exited ({agent.returncode}); see {state / 'nodeagent.log'}")
+                break
+        return 0
+    except (ClusterError, RuntimeError, subprocess.CalledProcessError, OSError) as exc:
+        _say(f"failed: {exc}")
+        return 1
+    finally:
+        stack.close()
+        _say("everything stopped")
+
+
+def _install_corral(
+    kubectl: Callable[..., subprocess.CompletedProcess[str]],
+    kubeconfig: str,
+    pod_dsn: str,
+    state: Path,
+) -> list[str]:
+    installed: list[str] = []
+    crds = sorted((REPO / "crds").glob("*.yaml"))
+    if not crds:
+        _say("no crds/*.yaml yet: the platform runs alone")
+        return installed
+    for crd in crds:
+        kubectl("apply", "-f", str(crd))
+    for crd in crds:
+        kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(crd))
+    installed.append("CRDs")
+    helm = Path(os.environ.get("CORRAL_K8S_BIN_DIR", "")) / "helm"
+    if not helm.exists():
+        from corral_local.localcluster import default_bin_dir
+
+        helm = default_bin_dir() / "helm"
+    chart = REPO / "charts" / "corral"
+    if _corral_has("operator") and helm.exists() and chart.exists():
+        subprocess.run(
+            [
+                str(helm),
+                "upgrade",
+                "--install",
+                "corral",
+                str(chart),
+                "--kubeconfig",
+                kubeconfig,
+                "--namespace",
+                "corral-system",
+                "--create-namespace",
+                "--set",
+                f"database.url={pod_dsn}",
+            ],
+            check=True,
+        )
+        installed.append("operator")
+    else:
+        _say("operator not installed: needs `corral operator`, charts/corral and helm")
+    for example in ("region.yaml", "workerpool.yaml"):
+        path = REPO / "examples" / example
+        if path.exists() and "operator" in installed:
+            kubectl("apply", "-f", str(path), check=False)
+            installed.append(f"examples/{example}")
+    return installed
+
+
+def _print_next(state: Path, installed: list[str]) -> None:
+    lines = [
+        "",
+        "corral dev environment is up" + (f" ({', '.join(installed)})" if installed else ""),
+        "",
+        "In another terminal:",
+        f"  source {state / 'env'}        # KUBECONFIG, CORRAL_DATABASE_URL, PATH (kubectl, corral)",
+        "  kubectl get nodes -L topology.kubernetes.io/region,topology.kubernetes.io/zone",
+        "  kubectl get pods -A -o wide -w",
+    ]
+    if "CRDs" in installed:
+        lines.append("  kubectl get workerpools -A -w")
+    if _corral_has("jobs"):
+        lines.append("  corral jobs enqueue noop --queue default     # a demo job")
+        lines.append("  corral stats")
+    lines += [
+        "  python -m corral_local.nodeagent chaos "
+        f"--socket {state / 'nodeagent' / 'control.sock'} state   # pods, pids, log files",
+        f"  logs: {state / 'nodeagent.log'}, {state / 'cluster' / 'logs'}/",
+        "",
+        "Stop: Ctrl-C here, or `make dev-down`.",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def down() -> int:
+    state = _state_dir()
+    pid = _own_pid(state)
+    if pid is None:
+        print("make dev is not running", flush=True)
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 120
+    while _own_pid(state) == pid and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if _own_pid(state) == pid:
+        print(f"make dev (pid {pid}) did not stop within 120 s", file=sys.stderr)
+        return 1
+    print("make dev stopped", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m corral_local.dev", description=__doc__)
+    parser.add_argument("action", choices=["up", "down"])
+    args = parser.parse_args(argv)
+    return up() if args.action == "up" else down()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Host "images": corral installed into a virtualenv any pod user can run.
+
+The node agent has no container runtime, so an image is a host command
+(`nodeagent/images.yaml`). A pod that runs as a non-root user (every worker
+pod: the restricted Pod Security Standard demands it) must be able to execute
+that command — but the developer's virtualenv usually sits behind a directory
+only root may enter (pyenv under /root, or a checkout in a home directory).
+
+So, like `docker build`, this module snapshots the source tree into a
+world-readable virtualenv made from the system's Python, keyed by a hash of the
+sources: a rebuilt tree gives a new image, an unchanged one is reused in well
+under a second. Called by the node agent at start-up when it runs as root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["HostImageError", "default_root", "ensure_image", "source_tree"]
+
+# Images are kept under a directory every user can traverse when we are root;
+# otherwise (a developer without root) pods run as the developer anyway. Not
+# under /var/lib/corral: worker pods mount their state emptyDir there, which
+# would hide the image from them. CORRAL_HOST_IMAGE_ROOT overrides it.
+_ROOT_SYSTEM = Path("/opt/corral/images")
+_KEEP = 3  # images kept after a build; older ones are removed
+# This package's folder in the checkout. The image holds it beside the product
+# for the test images of nodeagent/images.yaml (`corral-test/httpserver` runs
+# `corral_local.nodeagent.testserver`); what worker and operator pods run is
+# the product alone (`corral`), as in worker-image/Dockerfile.
+_PLATFORM = "localplatform"
+
+
+class HostImageError(RuntimeError):
+    """The image could not be built; the message says which step failed and why."""
+
+
+def default_root() -> Path:
+    if os.environ.get("CORRAL_HOST_IMAGE_ROOT"):
+        return Path(os.environ["CORRAL_HOST_IMAGE_ROOT"])
+    if os.geteuid() == 0:
+        return _ROOT_SYSTEM
+    cache = Path(os.environ.get("CORRAL_CACHE", Path.home() / ".cache" / "corral"))
+    return cache / "images"
+
+
+def source_tree() -> Path | None:
+    """The checkout corral and this package are installed from (editable
+    installs), or None."""
+    here = Path(__file__).resolve()
+    root = here.parents[2]  # localplatform/corral_local/hostimage.py -> repo
+    if (root / "pyproject.toml").exists() and (root / "operator" / "corral").is_dir():
+        return root
+    return None
+
+
+def _world_executable(path: Path) -> bool:
+    """True when every directory on the way and the file itself allow others in."""
+    try:
+        real = path.resolve(strict=True)
+    except OSError:
+        return False
+    for part in [*reversed(real.parents), real]:
+        mode = part.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            return False
+    return True
+
+
+def _base_python() -> str:
+    """A Python >= 3.11 that any user may execute: the system's, else our own."""
+    candidates = [os.environ.get("CORRAL_IMAGE_BASE_PYTHON", "")]
+    candidates += [f"/usr/bin/python3.{minor}" for minor in range(14, 10, -1)]
+    candidates += ["/usr/bin/python3", sys.executable]
+    for candidate in candidates:
+        if candidate and _world_executable(Path(candidate)):
+            return candidate
+    raise HostImageError(
+        "no Python >= 3.11 that a non-root pod user can execute was found "
+        "(tried /usr/bin/python3.X and this interpreter); install Debian's python3 "
+        "or set CORRAL_IMAGE_BASE_PYTHON"
+    )
+
+
+def _digest(tree: Path, base_python: str) -> str:
+    h = hashlib.sha256(base_python.encode())
+    files = [p for p in (tree / "pyproject.toml", tree / "constraints.txt") if p.exists()]
+    files += [p for p in (tree / _PLATFORM / "pyproject.toml",) if p.exists()]
+    for package in (tree / "operator" / "corral", tree / _PLATFORM / "corral_local"):
+        files += sorted(
+            p for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+        )
+    for path in files:
+        h.update(str(path.relative_to(tree)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _run(argv: list[str], what: str) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        raise HostImageError(f"{what} failed (exit {proc.returncode}):\n{tail}")
+
+
+def ensure_image(
+    tree: Path | None = None,
+    root: Path | None = None,
+    say: Callable[[str], None] = lambda _m: None,
+) -> Path:
+    """The virtualenv holding corral as built from `tree`; built when missing.
+
+    Returns the virtualenv's directory; its `bin/` holds `python` and `corral`.
+    """
+    tree = tree or source_tree()
+    if tree is None:
+        raise HostImageError("corral is not installed from a source checkout; nothing to build")
+    root = root or default_root()
+    base = _base_python()
+    target = root / f"corral-{_digest(tree, base)}"
+    if (target / ".complete").exists():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o755)
+    building = root / f".{target.name}.{os.getpid()}"
+    shutil.rmtree(building, ignore_errors=True)
+    started = time.monotonic()
+    constraints = tree / "constraints.txt"  # the versions CI passed with
+    say(f"building host image {target.name} from {tree} with {base} (first time: about a minute)")
+    try:
+        _run([base, "-m", "venv", str(building)], "creating the image's virtualenv")
+        _run(
+            [
+                str(building / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                *(["-c", str(constraints)] if constraints.exists() else []),
+                str(tree),
+                *(
+                    [str(tree / _PLATFORM)]
+                    if (tree / _PLATFORM / "pyproject.toml").exists()
+                    else []
+                ),
+            ],
+            "installing corral into the image",
+        )
+        # Rewrite the scripts' shebangs to the final path before moving in place.
+        for script in (building / "bin").iterdir():
+            if script.is_file() and not script.is_symlink():
+                data = script.read_bytes()
+                if data.startswith(b"#!") and str(building).encode() in data[:400]:
+                    script.write_bytes(data.replace(str(building).encode(), str(target).encode()))
+        _run(["chmod", "-R", "a+rX", str(building)], "making the image readable")
+        (building / ".complete").write_text(f"{tree}\n")
+        try:
+            building.rename(target)
+        except OSError:
+            if not (target / ".complete").exists():  # nobody else won the race
+                raise
+            shutil.rmtree(building, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    say(f"host image {target.name} ready in {time.monotonic() - started:.0f}s")
+    _prune(root, keep=target)
+    return target
+
+
+def _prune(root: Path, keep: Path) -> None:
+    images = sorted(
+        (p for p in root.glob("corral-*") if p.is_dir() and p != keep),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for old in images[_KEEP - 1 :]:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,673 @@
+"""The admin commands: `corral db|jobs|stats|dispatch|tokens|workers`.
+
+Registered in `corral/cli.py` (`_COMMANDS`). Every command takes
+`--database-url` (or CORRAL_DATABASE_URL) and talks to PostgreSQL only
+through `corral.queue.Queue`. Listings print kubectl-like tables, or JSON /
+YAML with `-o`. Exit codes: 0 success, 1 the operation failed (connection,
+state), 2 bad usage or input, 3 the named job / worker / token does not exist.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, ParamSpec, TypeVar
+
+import click
+
+from corral.admin._output import FORMATS, ago, emit, plain
+from corral.durations import DurationError, format_age, parse_duration
+from corral.queue import migrations
+from corral.queue.client import Queue
+from corral.queue.dsn import ENV_VAR, DsnError, mask_dsn
+from corral.queue.errors import (
+    InvalidJob,
+    JobNotFound,
+    MigrationError,
+    QueueError,
+    TokenNotFound,
+    WorkerNotFound,
+)
+from corral.queue.records import Job, JobState
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND = 1, 2, 3
+_CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+class _Failed(click.ClickException):
+    """The operation failed (exit 1); the message is masked of passwords."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(mask_dsn(message))
+
+
+class _BadInput(_Failed):
+    exit_code = EXIT_USAGE
+
+
+class _NotFound(_Failed):
+    exit_code = EXIT_NOT_FOUND
+
+
+def _handled(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn corral's errors into one clear line and an exit code, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except (JobNotFound, WorkerNotFound, TokenNotFound) as exc:
+            raise _NotFound(str(exc)) from None
+        except (InvalidJob, DurationError) as exc:
+            raise _BadInput(str(exc)) from None
+        except (DsnError, MigrationError, QueueError) as exc:
+            raise _Failed(str(exc)) from None
+        except Exception as exc:  # psycopg errors and the like: one line, masked
+            if isinstance(exc, click.ClickException | click.exceptions.Exit | click.Abort):
+                raise
+            raise _Failed(f"{type(exc).__name__}: {exc}") from None
+
+    return wrapper
+
+
+def _database_option(command: Callable[P, R]) -> Callable[P, R]:
+    return click.option(
+        "--database-url",
+        envvar=ENV_VAR,
+        metavar="URL",
+        help=f"PostgreSQL URL or conninfo (env {ENV_VAR}).",
+    )(command)
+
+
+def _output_option(command: Callable[P, R]) -> Callable[P, R]:
+    return click.option(
+        "-o",
+        "--output",
+        type=click.Choice(FORMATS),
+        default="table",
+        show_default=True,
+        help="Output format.",
+    )(command)
+
+
+@contextmanager
+def _queue(database_url: str | None) -> Iterator[Queue]:
+    if not database_url:
+        raise DsnError(
+            f"no database URL: pass --database-url or set {ENV_VAR} "
+            "(for example postgresql://corral@db.example:5432/corral)"
+        )
+    with Queue.connect(database_url) as queue:
+        yield queue
+
+
+def _duration(what: str) -> Callable[[click.Context, click.Parameter, str | None], float | None]:
+    def convert(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
+        if value is None:
+            return None
+        try:
+            return parse_duration(value, what=what)
+        except DurationError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return convert
+
+
+# -- db ----------------------------------------------------------------------
+
+
+@click.group(context_settings=_CONTEXT)
+def db() -> None:
+    """Create and inspect corral's schema."""
+
+
+@db.command("migrate")
+@_database_option
+@_handled
+def db_migrate(database_url: str | None) -> None:
+    """Apply the migrations this database lacks.
+
+    Safe to run from several processes at once: they take turns.
+    """
+    if not database_url:
+        raise DsnError(f"no database URL: pass --database-url or set {ENV_VAR}")
+    applied = migrations.migrate(database_url)
+    names = {m.version: m.name for m in migrations.migrations()}
+    for version in applied:
+        click.echo(f"applied {version:04d}_{names[version]}")
+    latest = max(names) if names else 0
+    click.echo(f"database schema is at version {latest:04d}")
+
+
+@db.command("status")
+@_database_option
+@_output_option
+@click.option("--check", is_flag=True, help="Exit 1 when a migration is pending or changed.")
+@_handled
+def db_status(database_url: str | None, output: str, check: bool) -> None:
+    """Show which migrations the database has."""
+    if not database_url:
+        raise DsnError(f"no database URL: pass --database-url or set {ENV_VAR}")
+    rows = migrations.status(database_url)
+
+    def state(s: migrations.MigrationStatus) -> str:
+        if not s.applied:
+            return "pending"
+        return "applied" if s.checksum_matches else "changed-after-apply"
+
+    emit(
+        output,
+        [{**plain(s), "state": state(s)} for s in rows],
+        ["VERSION", "NAME", "STATE", "APPLIED"],
+        [[f"{s.version:04d}", s.name, state(s), plain(s.applied_at)] for s in rows],
+    )
+    if check and any(state(s) != "applied" for s in rows):
+        raise _Failed("the database schema is not current: run `corral db migrate`")
+
+
+# -- jobs ----------------------------------------------------------------------
+
+
+@click.group(context_settings=_CONTEXT)
+def jobs() -> None:
+    """Enqueue, list, inspect, cancel, requeue and purge jobs."""
+
+
+def _read_payload(payload: str | None) -> Any:
+    if payload is None:
+        return {}
+    source = "PAYLOAD"
+    if payload == "-":
+        payload, source = sys.stdin.read(), "PAYLOAD from stdin"
+    try:
+        return json.loads(payload)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(
+            f"{source} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+            """quote it for the shell, e.g. '{"url": "https://example.com"}'""",
+            param_hint="PAYLOAD",
+        ) from None
+
+
+def _parse_time(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO 8601 time; write e.g. 2030-01-31T09:00:00Z"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+@jobs.command("enqueue")
+@click.argument("kind")
+@click.argument("payload", required=False)
+@click.option("--queue", "queue_name", metavar="Q", help="Queue to put it on (default: KIND).")
+@click.option(
+    "--priority", type=int, default=0, show_default=True, help="-1000..1000, higher first."
+)
+@click.option(
+    "--delay",
+    callback=_duration("--delay"),
+    metavar="DURATION",
+    help="Run after this long (30s, 5m).",
+)
+@click.option("--run-at", callback=_parse_time, metavar="TIME", help="Run at this ISO 8601 time.")
+@click.option("--region", metavar="R", help="Only workers of this region may run it.")
+@click.option(
+    "--max-attempts", type=click.IntRange(min=1), help="Attempt budget (default: the queue's)."
+)
+@click.option("--dedupe-key", metavar="K", help="Skip if an unfinished job has this key.")
+@click.option(
+    "--expires-in",
+    callback=_duration("--expires-in"),
+    metavar="DURATION",
+    help="Give up if not started within this long.",
+)
+@_database_option
+@_handled
+def jobs_enqueue(
+    kind: str,
+    payload: str | None,
+    queue_name: str | None,
+    priority: int,
+    delay: float | None,
+    run_at: dt.datetime | None,
+    region: str | None,
+    max_attempts: int | None,
+    dedupe_key: str | None,
+    expires_in: float | None,
+    database_url: str | None,
+) -> None:
+    """Enqueue a job and print its id.
+
+    KIND names the handler that runs it; PAYLOAD is JSON ('-' reads stdin).
+    """
+    if delay is not None and run_at is not None:
+        raise click.UsageError("--delay and --run-at both say when to run: give one")
+    data = _read_payload(payload)
+    now = dt.datetime.now(dt.UTC)
+    if delay:
+        run_at = now + dt.timedelta(seconds=delay)
+    expires_at = None if expires_in is None else now + dt.timedelta(seconds=expires_in)
+    with _queue(database_url) as queue:
+        job_id = queue.enqueue(
+            kind,
+            data,
+            queue=queue_name,
+            priority=priority,
+            region=region,
+            run_at=run_at,
+            expires_at=expires_at,
+            max_attempts=max_attempts,
+            dedupe_key=dedupe_key,
+        )
+    click.echo(job_id)
+
+
+_JOB_HEADERS = [
+    "ID",
+    "KIND",
+    "QUEUE",
+    "STATE",
+    "PRIORITY",
+    "ATTEMPTS",
+    "REGION",
+    "AGE",
+    "LAST-ERROR",
+]
+
+
+def _result_text(result: Any) -> str | None:
+    """A result on one table line: compact JSON, cut at 60 characters."""
+    if result is None:
+        return None
+    text = json.dumps(result, separators=(",", ":"), sort_keys=True)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+def _job_row(job: Job) -> list[Any]:
+    error = (job.last_error or "").splitlines()[0][:60] if job.last_error else None
+    return [
+        job.id,
+        job.kind,
+        job.queue,
+        job.state,
+        job.priority,
+        f"{job.attempt}/{job.max_attempts}",
+        job.region,
+        format_age(ago(job.enqueued_at)),
+        error,
+    ]
+
+
+@jobs.command("list")
+@click.option("--queue", "queue_name", metavar="Q", help="Only this queue.")
+@click.option("--state", type=click.Choice([s.value for s in JobState]), help="Only this state.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@_output_option
+@_database_option
+@_handled
+def jobs_list(
+    queue_name: str | None, state: str | None, limit: int, output: str, database_url: str | None
+) -> None:
+    """List the newest jobs.
+
+    Finished jobs are included until retention deletes them.
+    """
+    with _queue(database_url) as queue:
+        found = queue.list_jobs(queue=queue_name, state=state, limit=limit)
+    emit(output, found, _JOB_HEADERS, [_job_row(j) for j in found])
+
+
+@jobs.command("get")
+@click.argument("job_id", type=int, metavar="ID")
+@_output_option
+@_database_option
+@_handled
+def jobs_get(job_id: int, output: str, database_url: str | None) -> None:
+    """Show one job and, once it completed, what its handler returned.
+
+    Use -o yaml or -o json for every field: the payload, the whole result
+    and the last error.
+    """
+    with _queue(database_url) as queue:
+        job = queue.get_job(job_id)
+    emit(output, job, [*_JOB_HEADERS, "RESULT"], [[*_job_row(job), _result_text(job.result)]])
+
+
+@jobs.command("cancel")
+@click.argument("job_id", type=int, metavar="ID")
+@_database_option
+@_handled
+def jobs_cancel(job_id: int, database_url: str | None) -> None:
+    """Cancel a job that has not started yet."""
+    with _queue(database_url) as queue:
+        queue.cancel(job_id)
+    click.echo(f"job {job_id} cancelled")
+
+
+@jobs.command("requeue")
+@click.argument("job_id", type=int, metavar="ID")
+@_database_option
+@_handled
+def jobs_requeue(job_id: int, database_url: str | None) -> None:
+    """Requeue a dead, cancelled or expired job.
+
+    The job goes back to pending with a fresh attempt budget.
+    """
+    with _queue(database_url) as queue:
+        job = queue.requeue(job_id)
+    click.echo(f"job {job_id} requeued ({job.max_attempts} attempts)")
+
+
+@jobs.command("purge")
+@click.option(
+    "--older-than",
+    "older_than",
+    required=True,
+    callback=_duration("--older-than"),
+    metavar="DURATION",
+    help="Delete finished jobs that finished longer ago than this (7d).",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="Rows deleted per statement.",
+)
+@_database_option
+@_handled
+def jobs_purge(older_than: float, batch: int, database_url: str | None) -> None:
+    """Delete old finished jobs (retention).
+
+    Deletes jobs that finished longer ago than --older-than, in batches.
+    Running workers do this on their own (`corral worker --retention`,
+    default 7d); this command is for a fleet that runs with --retention 0,
+    or to make room now.
+    """
+    with _queue(database_url) as queue:
+        deleted = queue.purge_finished(older_than, batch=batch)
+    click.echo(f"deleted {deleted} finished job(s)")
+
+
+# -- stats -----------------------------------------------------------------------
+
+
+_STAT_STATES = [
+    JobState.SCHEDULED,
+    JobState.PENDING,
+    JobState.RUNNING,
+    JobState.COMPLETED,
+    JobState.DEAD,
+    JobState.CANCELLED,
+    JobState.EXPIRED,
+]
+
+
+@click.command(context_settings=_CONTEXT)
+@_output_option
+@_database_option
+@_handled
+def stats(output: str, database_url: str | None) -> None:
+    """Jobs per queue and state, and how long the oldest ready job has waited."""
+    with _queue(database_url) as queue:
+        found = queue.stats()
+    emit(
+        output,
+        found,
+        ["QUEUE", "PAUSED", *[s.value.upper() for s in _STAT_STATES], "OLDEST-WAIT"],
+        [
+            [
+                s.queue,
+                "yes" if s.paused else "no",
+                *[s.counts.get(st, 0) for st in _STAT_STATES],
+                format_age(s.oldest_pending_age_s) if s.oldest_pending_age_s is not None else "-",
+            ]
+            for s in found
+        ],
+    )
+
+
+# -- dispatch --------------------------------------------------------------------
+
+
+@click.group(context_settings=_CONTEXT)
+def dispatch() -> None:
+    """Pause or resume claims per queue (or all); enqueues keep landing."""
+
+
+_queue_target = click.option(
+    "--queue", "queue_name", metavar="Q", help="The queue (default: every queue)."
+)
+
+
+@dispatch.command("pause")
+@_queue_target
+@click.option("-m", "--message", "reason", metavar="REASON", help="Why (shown by status).")
+@_database_option
+@_handled
+def dispatch_pause(queue_name: str | None, reason: str | None, database_url: str | None) -> None:
+    """Stop claims from a queue (or all).
+
+    Durable until resume; enqueues keep landing, running jobs finish.
+    """
+    with _queue(database_url) as queue:
+        queue.pause(queue_name, reason)
+    click.echo(f"{'queue ' + queue_name if queue_name else 'all queues'} paused")
+
+
+@dispatch.command("resume")
+@_queue_target
+@_database_option
+@_handled
+def dispatch_resume(queue_name: str | None, database_url: str | None) -> None:
+    """Let workers claim again.
+
+    Without --queue, every pause is cleared.
+    """
+    with _queue(database_url) as queue:
+        queue.resume(queue_name)
+    click.echo(f"{'queue ' + queue_name if queue_name else 'all queues'} resumed")
+
+
+@dispatch.command("status")
+@_queue_target
+@_output_option
+@_database_option
+@_handled
+def dispatch_status(queue_name: str | None, output: str, database_url: str | None) -> None:
+    """Show which queues are paused, since when and why."""
+    with _queue(database_url) as queue:
+        found = [s for s in queue.dispatch_status(queue_name) if s.paused]
+    if output == "table" and not found:
+        click.echo("dispatch: running (no queue is paused)")
+        return
+    emit(
+        output,
+        found,
+        ["QUEUE", "PAUSED", "SINCE", "REASON"],
+        [
+            ["(all)" if s.queue == "*" else s.queue, "yes", format_age(ago(s.since)), s.reason]
+            for s in found
+        ],
+    )
+
+
+# -- tokens ----------------------------------------------------------------------
+
+
+@click.group(context_settings=_CONTEXT)
+def tokens() -> None:
+    """Mint, list and revoke worker enrollment tokens."""
+
+
+@tokens.command("create")
+@click.option("--region", required=True, metavar="R", help="Region the enrolled worker serves.")
+@click.option("--pool", metavar="P", help="WorkerPool the worker belongs to.")
+@click.option(
+    "--ttl",
+    default="15m",
+    show_default=True,
+    callback=_duration("--ttl"),
+    metavar="DURATION",
+    help="How long it can be used.",
+)
+@click.option(
+    "--uses",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="How many workers it can enroll.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["token", "json", "yaml"]),
+    default="token",
+    show_default=True,
+    help="token prints only the secret.",
+)
+@_database_option
+@_handled
+def tokens_create(
+    region: str, pool: str | None, ttl: float, uses: int, output: str, database_url: str | None
+) -> None:
+    """Mint an enrollment token.
+
+    The secret is printed once (stdout) and stored only as a hash.
+    """
+    with _queue(database_url) as queue:
+        new = queue.create_token(region, pool=pool, ttl_s=ttl, uses=uses)
+    if output == "token":
+        click.echo(new.secret)
+        click.echo(
+            f"token {new.info.display_prefix}… for region {region}"
+            f"{' pool ' + pool if pool else ''}: {uses} use(s), expires {plain(new.info.expires_at)}."
+            " Give it to the worker as CORRAL_ENROLLMENT_TOKEN; it is not shown again.",
+            err=True,
+        )
+    else:
+        emit(output, {"secret": new.secret, **plain(new.info)}, [], [])
+
+
+@tokens.command("list")
+@click.option(
+    "--all", "include_all", is_flag=True, help="Include expired, used-up and revoked tokens."
+)
+@_output_option
+@_database_option
+@_handled
+def tokens_list(include_all: bool, output: str, database_url: str | None) -> None:
+    """List tokens that can still enroll a worker.
+
+    Secrets are never shown; --all adds expired, spent and revoked ones.
+    """
+    with _queue(database_url) as queue:
+        found = queue.list_tokens(include_unusable=include_all)
+    now = dt.datetime.now(dt.UTC)
+    emit(
+        output,
+        found,
+        ["ID", "PREFIX", "REGION", "POOL", "USES-LEFT", "EXPIRES-IN", "STATE"],
+        [
+            [
+                t.id,
+                t.display_prefix,
+                t.region,
+                t.pool,
+                t.uses_remaining,
+                format_age((t.expires_at - now).total_seconds())
+                if t.expires_at > now
+                else "expired",
+                "usable" if t.usable else ("revoked" if t.revoked_at else "spent"),
+            ]
+            for t in found
+        ],
+    )
+
+
+@tokens.command("revoke")
+@click.argument("token")
+@_database_option
+@_handled
+def tokens_revoke(token: str, database_url: str | None) -> None:
+    """Revoke a token by ID or PREFIX (see tokens list)."""
+    with _queue(database_url) as queue:
+        token_id = queue.revoke_token(token)
+    click.echo(f"token {token_id} revoked")
+
+
+# -- workers ---------------------------------------------------------------------
+
+
+@click.group(context_settings=_CONTEXT)
+def workers() -> None:
+    """The worker registry: list, drain, remove."""
+
+
+@workers.command("list")
+@click.option("--all", "include_all", is_flag=True, help="Include removed workers.")
+@_output_option
+@_database_option
+@_handled
+def workers_list(include_all: bool, output: str, database_url: str | None) -> None:
+    """List enrolled workers, their state, load and heartbeat."""
+    with _queue(database_url) as queue:
+        found = queue.list_workers(include_removed=include_all)
+    emit(
+        output,
+        found,
+        ["ID", "NAME", "REGION", "POOL", "QUEUES", "STATE", "IN-FLIGHT", "HEARTBEAT", "VERSION"],
+        [
+            [
+                w.id,
+                w.name,
+                w.region,
+                w.pool,
+                ",".join(w.queues),
+                w.state,
+                f"{w.in_flight}/{w.concurrency}",
+                f"{format_age(ago(w.last_heartbeat))} ago" if w.last_heartbeat else None,
+                w.version,
+            ]
+            for w in found
+        ],
+    )
+
+
+@workers.command("drain")
+@click.argument("worker_id", type=int, metavar="ID")
+@_database_option
+@_handled
+def workers_drain(worker_id: int, database_url: str | None) -> None:
+    """Ask a worker to finish what it holds and stop claiming."""
+    with _queue(database_url) as queue:
+        worker = queue.request_drain(worker_id)
+    click.echo(f"worker {worker_id} ({worker.name}) is {worker.state}")
+
+
+@workers.command("remove")
+@click.argument("worker_id", type=int, metavar="ID")
+@_database_option
+@_handled
+def workers_remove(worker_id: int, database_url: str | None) -> None:
+    """Remove a worker from the fleet.
+
+    Its credential stops working and its running jobs are retried.
+    """
+    with _queue(database_url) as queue:
+        worker = queue.remove_worker(worker_id)
+    click.echo(f"worker {worker_id} ({worker.name}) removed")

@@ -1,0 +1,408 @@
+"""Every queue call, written once: sans-IO generators that yield the
+statements to run and return the records.
+
+`Queue` (`corral.queue.client`) and `AsyncQueue` (`corral.queue.client_async`)
+turn each of these into a method of the same name, signature and docstring:
+the sync client sends each yielded `Statement` through `conn.execute`, the
+async one through `await conn.execute`, and each sends the result back in.
+So the SQL (named blocks of `sql/queries.sql`), the parameters, the row
+handling and the follow-up lookups (cancel a job, then read it back) exist
+once for both. A call that must be one transaction is in `TRANSACTIONAL`, and
+the client opens it. Nothing here touches a connection.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from corral.queue import _params as p
+from corral.queue import records as r
+from corral.queue.errors import (
+    JobNotFound,
+    JobStateError,
+    TokenNotFound,
+    WorkerNotFound,
+    WorkerRemoved,
+)
+
+T = TypeVar("T")
+
+
+class Fetch(enum.Enum):
+    ONE = "one"  # first column of the first row (None: no row)
+    ALL = "all"  # every row
+    ROWCOUNT = "rowcount"  # rows affected
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One statement of queries.sql to run, and what to send back."""
+
+    name: str
+    params: Any = None
+    fetch: Fetch = Fetch.ALL
+    prepare: bool | None = None  # True on the hot path: prepared once per connection
+    binary: bool = False  # binary rows (claims: cheaper to decode)
+
+
+# An operation yields Statements, is sent each one's result, returns a record.
+Operation = Generator[Statement, Any, T]
+
+
+def result(stmt: Statement, rows: list[tuple[Any, ...]] | None, rowcount: int) -> Any:
+    """What an executor sends back for `stmt`, from its rows (None for a
+    ROWCOUNT statement, which may return none) and its row count."""
+    if stmt.fetch is Fetch.ALL:
+        return rows
+    if stmt.fetch is Fetch.ONE:
+        return rows[0][0] if rows else None
+    return rowcount
+
+
+def _one(name: str, params: Any = None, *, prepare: bool | None = None) -> Statement:
+    return Statement(name, params, Fetch.ONE, prepare)
+
+
+# -- enqueue -------------------------------------------------------------------
+
+
+def enqueue(
+    kind: str,
+    payload: Any = None,
+    *,
+    queue: str | None = None,
+    priority: int = 0,
+    region: str | None = None,
+    run_at: dt.datetime | None = None,
+    expires_at: dt.datetime | None = None,
+    max_attempts: int | None = None,
+    dedupe_key: str | None = None,
+) -> Operation[int]:
+    """Enqueue one job and return its id (or, for a dedupe_key already held by
+    an unfinished job, that job's id)."""
+    spec = r.JobSpec(
+        kind, payload, queue, priority, region, run_at, expires_at, max_attempts, dedupe_key
+    )
+    return (yield from enqueue_many([spec]))[0]
+
+
+def enqueue_many(specs: Iterable[r.JobSpec]) -> Operation[list[int]]:
+    """Enqueue many jobs in ONE round trip (one statement over arrays); ids in input order."""
+    specs = list(specs)
+    if not specs:
+        return []
+    rows = yield Statement("enqueue_v1", p.enqueue_params(specs))
+    return [int(row[0]) for row in rows]
+
+
+# -- the worker's hot path -------------------------------------------------------
+
+
+def claim(
+    worker_id: int,
+    credential: str,
+    queues: Sequence[str],
+    *,
+    batch: int = 100,
+    lease_s: float = p.DEFAULT_LEASE_S,
+) -> Operation[list[r.ClaimedJob]]:
+    """Claim up to `batch` ready jobs from `queues` (see corral_claim_v1)."""
+    rows = yield Statement(
+        "claim_v1",
+        (worker_id, credential, list(queues), batch, lease_s),
+        prepare=True,
+        binary=True,
+    )
+    return [p.claimed_from_row(row) for row in rows]
+
+
+def complete_many(
+    jobs: Iterable[r.Leased], results: Mapping[int, Any] | None = None
+) -> Operation[list[int]]:
+    """Mark jobs completed in one statement; returns the ids REJECTED because
+    their lease was lost (reaped, released or claimed again). `results`
+    maps a job id to what its handler returned (JSON-able), kept with the
+    finished job; jobs without an entry (or None) keep no result."""
+    name, params = p.complete_params(jobs, results)
+    if not params[0]:
+        return []
+    return list((yield _one(name, params, prepare=True)))
+
+
+def fail_many(failures: Iterable[r.Failure]) -> Operation[list[int]]:
+    """Record failed attempts in one statement (retry with back-off, or dead);
+    returns the ids rejected because their lease was lost."""
+    failures = list(failures)
+    if not failures:
+        return []
+    return list((yield _one("fail_v1", p.fail_params(failures), prepare=True)))
+
+
+def release_many(jobs: Iterable[r.Leased]) -> Operation[list[int]]:
+    """Hand held jobs back untouched (shutdown); the attempt is not counted."""
+    ids, tokens = p.lease_params(jobs)
+    if not ids:
+        return []
+    return list((yield _one("release_v1", (ids, tokens), prepare=True)))
+
+
+def heartbeat(
+    worker_id: int, credential: str, *, in_flight: int, lease_s: float = p.DEFAULT_LEASE_S
+) -> Operation[r.WorkerState]:
+    """Record liveness, extend every lease the worker holds, return the state
+    the fleet wants it in (draining means stop claiming). Raises
+    CredentialError when the credential is not known."""
+    params = (worker_id, credential, in_flight, lease_s)
+    return r.WorkerState((yield _one("heartbeat_v1", params, prepare=True)))
+
+
+def reap(limit: int = 1000) -> Operation[int | None]:
+    """Retry jobs whose lease lapsed; None if another reaper holds the lock."""
+    value = yield _one("reap_v1", (limit,))
+    return None if value is None else int(value)
+
+
+def promote_due(limit: int = 1000) -> Operation[int]:
+    """Move due scheduled jobs to pending (claims do this themselves)."""
+    return int((yield _one("promote_due_v1", (limit,))))
+
+
+def purge_finished_batch(older_than_s: float, *, batch: int = 1000) -> Operation[int | None]:
+    """One batch of retention, one process at a time fleet-wide: delete up to
+    `batch` jobs that finished more than `older_than_s` seconds ago and
+    return how many; None when another process is purging right now."""
+    value = yield _one("purge_finished_v1", (older_than_s, batch))
+    return None if value is None else int(value)
+
+
+def purge_finished(older_than_s: float, *, batch: int = 10_000) -> Operation[int]:
+    """Retention: delete finished jobs older than `older_than_s` seconds, in
+    batches of `batch` rows; returns how many were deleted."""
+    total = 0
+    while True:
+        deleted: int = yield Statement("purge_finished", (older_than_s, batch), Fetch.ROWCOUNT)
+        total += deleted
+        if deleted < batch:
+            return total
+
+
+# -- jobs, dispatch and stats (admin) ----------------------------------------------
+
+
+def get_job(job_id: int) -> Operation[r.Job]:
+    rows = yield Statement("get_job", {"id": job_id})
+    if not rows:
+        raise JobNotFound(f"job {job_id} does not exist (or retention already deleted it)")
+    return p.job_from_row(rows[0])
+
+
+def list_jobs(
+    *, queue: str | None = None, state: r.JobState | str | None = None, limit: int = 50
+) -> Operation[list[r.Job]]:
+    state = None if state is None else r.JobState(state)
+    params = {"queue": queue, "state": state and str(state), "limit": limit}
+    return [p.job_from_row(row) for row in (yield Statement("list_jobs", params))]
+
+
+def _transition(job_id: int, statement: str, allowed: str) -> Operation[r.Job]:
+    """Run `statement` on one job and read the job back; a job in another
+    state is left alone and named in the error (`allowed` says which may)."""
+    if (yield _one(statement, (job_id,))) is None:
+        job = yield from get_job(job_id)
+        raise JobStateError(f"job {job_id} is {job.state}: {allowed}")
+    return (yield from get_job(job_id))
+
+
+def cancel(job_id: int) -> Operation[r.Job]:
+    """Cancel a scheduled or pending job; raises JobStateError for any other."""
+    only = "only scheduled or pending jobs can be cancelled"
+    return (yield from _transition(job_id, "cancel_job", only))
+
+
+def requeue(job_id: int) -> Operation[r.Job]:
+    """Put a dead, cancelled or expired job back as pending with a fresh budget."""
+    only = "only dead, cancelled or expired jobs can be requeued"
+    return (yield from _transition(job_id, "requeue_job", only))
+
+
+def pause(queue: str | None = None, reason: str | None = None) -> Operation[r.DispatchState]:
+    """Stop claims from `queue` (None: every queue) until resume; durable.
+    Enqueues keep landing and running jobs finish."""
+    params = {"queue": queue or p.ALL_QUEUES, "paused": True, "reason": reason}
+    return r.DispatchState(*(yield Statement("set_paused", params))[0])
+
+
+def resume(queue: str | None = None) -> Operation[r.DispatchState]:
+    """Let claims from `queue` (None: every queue, clearing each pause) resume."""
+    params = {"queue": queue or p.ALL_QUEUES, "paused": False, "reason": None}
+    row = (yield Statement("set_paused", params))[0]
+    if queue is None:
+        yield Statement("resume_all", None, Fetch.ROWCOUNT)
+    yield Statement("wake_queue", (queue or p.ALL_QUEUES,))
+    return r.DispatchState(*row)
+
+
+def dispatch_status(queue: str | None = None) -> Operation[list[r.DispatchState]]:
+    return [r.DispatchState(*row) for row in (yield Statement("dispatch_status", {"queue": queue}))]
+
+
+def set_queue_defaults(
+    queue: str,
+    *,
+    max_attempts: int | None = None,
+    retry_base_s: float | None = None,
+    retry_max_s: float | None = None,
+    keep_completed: bool | None = None,
+) -> Operation[None]:
+    """Per-queue settings (None leaves one unchanged): default attempt budget,
+    retry back-off base and cap (seconds), and whether completed jobs are
+    kept for inspection until retention (dead ones always are)."""
+    settings = {
+        "queue": queue,
+        "max_attempts": max_attempts,
+        "retry_base_s": retry_base_s,
+        "retry_max_s": retry_max_s,
+        "keep_completed": keep_completed,
+    }
+    yield Statement("set_queue_defaults", settings, Fetch.ROWCOUNT)
+
+
+def stats() -> Operation[list[r.QueueStats]]:
+    """Per queue: job counts by state (finished ones until retention), oldest wait."""
+    hot = yield Statement("stats_hot")
+    finished = yield Statement("stats_finished")
+    dispatch = yield from dispatch_status()
+    return p.stats_from_rows(hot, finished, dispatch)
+
+
+def depth(
+    queues: Sequence[str], region: str | None = None, *, cap: int = p.DEFAULT_DEPTH_CAP
+) -> Operation[r.Depth]:
+    """Ready and running jobs that workers of `region` on `queues` could see,
+    each count stopping at `cap` (cheap; the autoscaler calls it every second)."""
+    params = {"queues": list(queues), "region": region or "", "cap": cap}
+    pending, running = (yield Statement("depth", params, prepare=True))[0]
+    return r.Depth(min(int(pending), cap), int(running), capped=pending >= cap or running >= cap)
+
+
+# -- enrollment tokens -----------------------------------------------------------
+
+
+def create_token(
+    region: str, *, pool: str | None = None, ttl_s: float = 900, uses: int = 1
+) -> Operation[r.NewToken]:
+    """Mint an enrollment token; only its SHA-256 hash is stored."""
+    secret, params = p.token_params(region, pool, ttl_s, uses)
+    return r.NewToken(secret, p.token_from_row((yield Statement("insert_token", params))[0]))
+
+
+def list_tokens(*, include_unusable: bool = False) -> Operation[list[r.TokenInfo]]:
+    rows = yield Statement("list_tokens", {"all": include_unusable})
+    return [p.token_from_row(row) for row in rows]
+
+
+def revoke_token(token: int | str) -> Operation[int]:
+    """Revoke a token by id or display prefix; returns its id."""
+    ident = int(token) if isinstance(token, int) or str(token).isdigit() else -1
+    row = yield _one("revoke_token", (ident, str(token)))
+    if row is None:
+        raise TokenNotFound(
+            f"no enrollment token with id or prefix {token!r} (see: corral tokens list)"
+        )
+    return int(row)
+
+
+# -- the workers registry ----------------------------------------------------------
+
+
+def enroll(
+    token: str,
+    *,
+    name: str,
+    queues: Sequence[str],
+    concurrency: int,
+    version: str | None = None,
+) -> Operation[r.Enrollment]:
+    """Trade an enrollment token for a worker id and a long-lived credential
+    (returned once; the database keeps its hash)."""
+    credential = p.new_secret(p.CREDENTIAL_PREFIX)
+    params = (token.strip(), name, list(queues), concurrency, version, p.hash_secret(credential))
+    worker_id, region, pool = (yield Statement("enroll_v1", params))[0]
+    return r.Enrollment(int(worker_id), credential, region, pool)
+
+
+def authenticate(
+    worker_id: int,
+    credential: str,
+    *,
+    name: str | None = None,
+    queues: Sequence[str] | None = None,
+    concurrency: int | None = None,
+    version: str | None = None,
+) -> Operation[r.WorkerState]:
+    """Re-authenticate a restarted worker with its stored credential, refresh
+    what it says about itself, return its state. Raises CredentialError, or
+    WorkerRemoved for a removed worker. A drain the worker asked for
+    itself ends here (the row is active again); an admin's drain stays."""
+    state = r.WorkerState((yield _one("authenticate_v1", (worker_id, credential))))
+    if state is r.WorkerState.REMOVED:
+        raise WorkerRemoved(f"worker {worker_id} was removed from the fleet")
+    about = {
+        "id": worker_id,
+        "name": name,
+        "version": version,
+        "queues": None if queues is None else list(queues),
+        "concurrency": concurrency,
+    }
+    return r.WorkerState((yield _one("update_worker", about)))
+
+
+def request_drain(worker_id: int) -> Operation[r.Worker]:
+    """Ask a worker to stop claiming and finish what it holds (idempotent)."""
+    yield Statement("request_drain", (worker_id,), Fetch.ROWCOUNT)
+    return (yield from get_worker(worker_id))
+
+
+def drain_self(worker_id: int, credential: str) -> Operation[r.WorkerState]:
+    """The worker drains itself (SIGTERM, POST /drain, preStop): its row goes
+    from active to draining; returns the row's state. Raises CredentialError
+    or WorkerRemoved."""
+    return r.WorkerState((yield _one("drain_self_v1", (worker_id, credential))))
+
+
+def mark_drained(worker_id: int, credential: str) -> Operation[r.WorkerState]:
+    """The worker reports it holds nothing after a drain."""
+    state = yield _one("mark_drained", (worker_id, credential))
+    if state is None:
+        current = yield from get_worker(worker_id)
+        raise JobStateError(f"worker {worker_id} is {current.state}, not draining")
+    return r.WorkerState(state)
+
+
+def remove_worker(worker_id: int) -> Operation[r.Worker]:
+    """Remove a worker: its credential stops working at its next call and its
+    running jobs go back through the retry path."""
+    yield from get_worker(worker_id)
+    yield Statement("remove_worker", {"id": worker_id})
+    return (yield from get_worker(worker_id))
+
+
+def get_worker(worker_id: int) -> Operation[r.Worker]:
+    rows = yield Statement("get_worker", (worker_id,))
+    if not rows:
+        raise WorkerNotFound(f"worker {worker_id} does not exist (see: corral workers list)")
+    return p.worker_from_row(rows[0])
+
+
+def list_workers(*, include_removed: bool = False) -> Operation[list[r.Worker]]:
+    return [p.worker_from_row(row) for row in (yield Statement("list_workers", (include_removed,)))]
+
+
+# Calls whose statements land together or not at all: the token's use and the
+# new worker row; the credential check and the refresh; a pause, its
+# clearing and the wake-up.
+TRANSACTIONAL = frozenset({enroll, authenticate, resume})

@@ -1,0 +1,207 @@
+"""Parameters in, records out: the pure half of every queue call.
+
+`corral.queue._operations` builds each statement's parameters and turns its
+rows into records (`corral.queue.records`) with these functions; the sync and
+async clients (`corral.queue.client`) only execute. Nothing here opens a
+connection, so the unit tier can call all of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from corral.queue.errors import InvalidJob
+from corral.queue.records import (
+    ClaimedJob,
+    DispatchState,
+    Failure,
+    Job,
+    JobSpec,
+    JobState,
+    Leased,
+    QueueStats,
+    TokenInfo,
+    Worker,
+    WorkerState,
+)
+
+NOTIFY_CHANNEL = "corral_jobs"
+ALL_QUEUES = "*"
+TOKEN_PREFIX = "crl_et_"
+CREDENTIAL_PREFIX = "crl_wc_"
+PRIORITY_MIN, PRIORITY_MAX = -1000, 1000
+DEFAULT_LEASE_S = 60.0  # seconds a claim holds a job without a heartbeat
+DEFAULT_DEPTH_CAP = 100_000
+
+
+def hash_secret(secret: str) -> str:
+    """SHA-256 hex of a token or credential: the only form the database keeps
+    (same as the SQL function corral_hash_secret_v1)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_secret(prefix: str) -> str:
+    """A random secret of 256 bits, prefixed so a leaked one is recognisable."""
+    return prefix + secrets.token_urlsafe(32)
+
+
+def validate(spec: JobSpec) -> None:
+    if not spec.kind:
+        raise InvalidJob("job kind is empty: name the handler that runs it")
+    if spec.queue is not None and (spec.queue == "" or spec.queue == ALL_QUEUES):
+        raise InvalidJob(f"queue name {spec.queue!r} is reserved or empty: pick another")
+    if not PRIORITY_MIN <= spec.priority <= PRIORITY_MAX:
+        raise InvalidJob(
+            f"priority {spec.priority} is out of range: use {PRIORITY_MIN}..{PRIORITY_MAX}"
+        )
+    if spec.max_attempts is not None and spec.max_attempts < 1:
+        raise InvalidJob(f"max_attempts {spec.max_attempts} must be at least 1")
+    for name in ("run_at", "expires_at"):
+        value = getattr(spec, name)
+        if value is not None and value.tzinfo is None:
+            raise InvalidJob(f"{name} must be timezone-aware (got {value.isoformat()})")
+
+
+def payload_json(spec: JobSpec) -> str:
+    try:
+        return json.dumps(spec.payload if spec.payload is not None else {})
+    except (TypeError, ValueError) as exc:
+        raise InvalidJob(
+            f"payload of a {spec.kind!r} job is not JSON ({exc}): pass dicts, lists, "
+            "strings, numbers, booleans and None only"
+        ) from None
+
+
+def enqueue_params(specs: Sequence[JobSpec]) -> tuple[Any, ...]:
+    for spec in specs:
+        validate(spec)
+    return (
+        [s.kind for s in specs],
+        [s.queue for s in specs],
+        [payload_json(s) for s in specs],
+        [s.priority for s in specs],
+        [s.region or None for s in specs],
+        [s.run_at for s in specs],
+        [s.expires_at for s in specs],
+        [s.max_attempts for s in specs],
+        [s.dedupe_key for s in specs],
+    )
+
+
+def claimed_from_row(row: tuple[Any, ...]) -> ClaimedJob:
+    return ClaimedJob(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5] or None,
+        row[6],
+        row[7],
+        row[8],
+        row[9],
+        row[10],
+        row[11],
+    )
+
+
+def job_from_row(row: tuple[Any, ...]) -> Job:
+    values = list(row)
+    values[5] = values[5] or None
+    values[6] = JobState(values[6])
+    return Job(*values)
+
+
+def worker_from_row(row: tuple[Any, ...]) -> Worker:
+    values = list(row)
+    values[6] = WorkerState(values[6])
+    return Worker(*values)
+
+
+def token_from_row(row: tuple[Any, ...]) -> TokenInfo:
+    return TokenInfo(*row)
+
+
+def lease_params(jobs: Iterable[Leased]) -> tuple[list[int], list[Any]]:
+    ids: list[int] = []
+    tokens: list[int] = []
+    for job in jobs:
+        ids.append(job.id)
+        tokens.append(job.lease_token)
+    return ids, tokens
+
+
+def complete_params(
+    jobs: Iterable[Leased], results: Mapping[int, Any] | None
+) -> tuple[str, tuple[Any, ...]]:
+    """The statement and parameters of one completion batch: `complete_v1`
+    when no job has a result (the common, cheapest path), else `complete_v2`
+    with one JSON text (or NULL) per job."""
+    ids, tokens = lease_params(jobs)
+    if not results:
+        return "complete_v1", (ids, tokens)
+    texts: list[str | None] = []
+    for job_id in ids:
+        value = results.get(job_id)
+        if value is None:
+            texts.append(None)
+            continue
+        try:
+            texts.append(json.dumps(value, allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise InvalidJob(
+                f"result of job {job_id} is not JSON ({exc}): return dicts, lists, strings, "
+                "finite numbers, booleans or None"
+            ) from None
+    return "complete_v2", (ids, tokens, texts)
+
+
+def fail_params(failures: Sequence[Failure]) -> tuple[Any, ...]:
+    return (
+        [f.job.id for f in failures],
+        [f.job.lease_token for f in failures],
+        [f.error for f in failures],
+        [str(f.reason) for f in failures],
+        [f.retry for f in failures],
+    )
+
+
+def stats_from_rows(
+    hot: list[tuple[Any, ...]], finished: list[tuple[Any, ...]], dispatch: list[DispatchState]
+) -> list[QueueStats]:
+    paused = {d.queue for d in dispatch if d.paused}
+    counts: dict[str, dict[JobState, int]] = {}
+    oldest: dict[str, float | None] = {}
+    for queue, state, count, age in hot:
+        counts.setdefault(queue, {})[JobState(state)] = int(count)
+        if age is not None:  # one row per state: keep the longest wait
+            oldest[queue] = max(float(age), 0.0, oldest.get(queue) or 0.0)
+    for queue, state, count in finished:
+        counts.setdefault(queue, {})[JobState(state)] = int(count)
+    return [
+        QueueStats(
+            queue=queue,
+            counts=counts[queue],
+            oldest_pending_age_s=oldest.get(queue),
+            paused=queue in paused or ALL_QUEUES in paused,
+        )
+        for queue in sorted(counts)
+    ]
+
+
+def token_params(
+    region: str, pool: str | None, ttl_s: float, uses: int
+) -> tuple[str, tuple[Any, ...]]:
+    if not region:
+        raise InvalidJob("an enrollment token needs a region (--region)")
+    if ttl_s <= 0:
+        raise InvalidJob(f"token ttl must be positive (got {ttl_s} s)")
+    if uses < 1:
+        raise InvalidJob(f"token uses must be at least 1 (got {uses})")
+    secret = new_secret(TOKEN_PREFIX)
+    prefix = secret[: len(TOKEN_PREFIX) + 6]
+    return secret, (hash_secret(secret), prefix, region, pool, ttl_s, uses)

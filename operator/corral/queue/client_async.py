@@ -1,0 +1,133 @@
+"""AsyncQueue: `corral.queue.client.Queue` on asyncio, for the worker runtime
+(its whole hot path) and the operator (kopf runs on asyncio: depth, tokens,
+drain, remove).
+
+Each method is the same operation of `corral.queue._operations` as Queue's
+method of the same name (same signature and docstring); only the executor
+(`_run`) awaits.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Coroutine
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import set_json_loads
+
+from corral.queue import _operations as op
+from corral.queue import _sql
+from corral.queue._connect import aconnect
+from corral.queue._params import NOTIFY_CHANNEL
+from corral.queue.errors import translated
+
+__all__ = ["AsyncQueue"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _method(
+    operation: Callable[P, op.Operation[T]],
+) -> Callable[Concatenate[AsyncQueue, P], Coroutine[Any, Any, T]]:
+    """`operation` as an AsyncQueue coroutine method: same name, signature and docstring."""
+    transaction = operation in op.TRANSACTIONAL
+
+    async def method(self: AsyncQueue, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._run(operation(*args, **kwargs), transaction=transaction)
+
+    functools.update_wrapper(method, operation)
+    method.__qualname__ = f"AsyncQueue.{operation.__name__}"
+    return method
+
+
+class AsyncQueue:
+    """asyncio access for the worker runtime (Queue's hot path) and the operator
+    (depth, tokens, drain, remove).
+
+    Use one AsyncQueue for claims/completions and a separate one for
+    `listen`/`wait_for_jobs` (a connection waiting for notifications is busy).
+    """
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self.conn = conn
+
+    @classmethod
+    async def connect(cls, dsn: str) -> Self:
+        return cls(await aconnect(dsn))
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+    def decode_json_with(self, loads: Callable[[str | bytes], Any]) -> None:
+        """Decode json/jsonb values read on this connection with `loads` (the
+        worker gives its claim connection a cheaper decoder for payloads)."""
+        set_json_loads(loads, self.conn)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _execute(self, stmt: op.Statement) -> Any:
+        with translated():
+            cur = await self.conn.execute(
+                _sql.query(stmt.name), stmt.params, prepare=stmt.prepare, binary=stmt.binary
+            )
+            rows = None if stmt.fetch is op.Fetch.ROWCOUNT else await cur.fetchall()
+            return op.result(stmt, rows, cur.rowcount)
+
+    async def _drive(self, operation: op.Operation[T]) -> T:
+        try:
+            stmt = next(operation)
+            while True:
+                stmt = operation.send(await self._execute(stmt))
+        except StopIteration as done:
+            result: T = done.value
+            return result
+
+    async def _run(self, operation: op.Operation[T], *, transaction: bool = False) -> T:
+        if not transaction:
+            return await self._drive(operation)
+        async with self.conn.transaction():
+            return await self._drive(operation)
+
+    # The worker's calls, by connection: claims; completions; control
+    # (identity, heartbeat and drain, failures and hand-back, upkeep).
+    claim = _method(op.claim)
+    complete_many = _method(op.complete_many)
+    enroll = _method(op.enroll)
+    authenticate = _method(op.authenticate)
+    heartbeat = _method(op.heartbeat)
+    drain_self = _method(op.drain_self)
+    mark_drained = _method(op.mark_drained)
+    fail_many = _method(op.fail_many)
+    release_many = _method(op.release_many)
+    reap = _method(op.reap)
+    purge_finished_batch = _method(op.purge_finished_batch)
+    purge_finished = _method(op.purge_finished)
+    # Enqueueing from asyncio code.
+    enqueue = _method(op.enqueue)
+    enqueue_many = _method(op.enqueue_many)
+    # The operator's (kopf runs on asyncio).
+    depth = _method(op.depth)
+    create_token = _method(op.create_token)
+    get_worker = _method(op.get_worker)
+    list_workers = _method(op.list_workers)
+    request_drain = _method(op.request_drain)
+    remove_worker = _method(op.remove_worker)
+
+    async def listen(self) -> None:
+        """LISTEN on the wake-up channel (payload: the queue name, or * for all)."""
+        await self.conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
+
+    async def wait_for_jobs(self, timeout_s: float) -> set[str]:
+        """Wait up to `timeout_s` seconds for wake-ups; return the queues named
+        (empty on timeout: poll anyway, a notification can be lost)."""
+        queues: set[str] = set()
+        async for note in self.conn.notifies(timeout=timeout_s, stop_after=1):
+            queues.add(note.payload)
+        return queues

@@ -1,0 +1,136 @@
+"""The completion buffer and its flusher: finished jobs are written to the
+queue in one statement every few milliseconds, not one round trip each.
+
+`corral.worker.jobs.Jobs` adds each job a handler finished (with its result);
+the flusher task (`Flusher.run`, started by `corral.worker.runtime`) writes
+what gathered through `QueueSession.complete_many` and tells the jobs table
+which slots are free again. The drain waits on `flushed` for the last batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from corral.queue import ClaimedJob, ConnectionLost
+from corral.worker._queue import RemovedError
+from corral.worker.metrics import WorkerMetrics
+
+log = logging.getLogger("corral.worker")
+
+__all__ = ["CompletionBuffer", "Flusher"]
+
+_RETRY_AFTER_S = 0.5  # after a failed write, before the completions are retried
+
+
+class CompletionBuffer:
+    """Jobs finished but not yet written, and their results (job id -> JSON
+    data; jobs that returned None have no entry)."""
+
+    __slots__ = ("batch", "done", "flush_now", "flushed", "results")
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch  # a full batch is written without waiting
+        self.done: list[ClaimedJob] = []
+        self.results: dict[int, Any] = {}
+        self.flush_now = asyncio.Event()
+        self.flushed = asyncio.Event()  # set after each written batch
+
+    def __len__(self) -> int:
+        return len(self.done)
+
+    def add(self, job: ClaimedJob, result: Any) -> None:
+        """A handler finished `job`; `result` is JSON data or None."""
+        done = self.done
+        done.append(job)
+        if result is not None:
+            self.results[job.id] = result
+        pending = len(done)
+        # The first job wakes the flusher (which then waits a few ms for more);
+        # a full batch is written at once.
+        if pending == 1 or pending >= self.batch:
+            self.flush_now.set()
+
+    def take(self) -> tuple[list[ClaimedJob], dict[int, Any]]:
+        """Everything gathered so far; the buffer starts over empty."""
+        done, self.done = self.done, []
+        results: dict[int, Any] = {}
+        if self.results:
+            results, self.results = self.results, {}
+        return done, results
+
+    def put_back(self, done: list[ClaimedJob], results: dict[int, Any]) -> None:
+        """A write failed: these go first in the next one."""
+        self.done[:0] = done
+        self.results.update(results)
+
+    async def written_out(self, timeout_s: float = 5.0) -> None:
+        """Until the flusher has written everything (the drain's last step);
+        each wait for a batch gives up after `timeout_s`."""
+        while self.done:
+            self.flush_now.set()
+            self.flushed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.flushed.wait(), timeout_s)
+
+
+class _Completer(Protocol):
+    async def complete_many(
+        self, jobs: list[ClaimedJob], results: dict[int, Any] | None = None
+    ) -> list[int]: ...
+
+
+@dataclass(slots=True)
+class Flusher:
+    """Writes the buffer: after `interval_s` of gathering (0: at once), or at
+    once when a batch is full. `written(jobs)` frees the jobs' slots."""
+
+    buffer: CompletionBuffer
+    session: _Completer
+    metrics: WorkerMetrics
+    written: Callable[[list[ClaimedJob]], None]
+    interval_s: float
+
+    async def run(self) -> None:
+        buffer = self.buffer
+        interval = self.interval_s
+        while True:
+            await buffer.flush_now.wait()
+            buffer.flush_now.clear()
+            if interval and len(buffer) < buffer.batch:
+                await asyncio.sleep(interval)  # gather a few more results
+            await self.flush_once()
+
+    async def flush_once(self) -> None:
+        buffer = self.buffer
+        done, results = buffer.take()
+        if not done:
+            return
+        try:
+            lost = await self.session.complete_many(done, results)
+        except (RemovedError, ConnectionLost):
+            raise  # removed, or the connection is gone: the worker exits
+        except Exception as exc:
+            log.error("could not record %d completion(s), retrying: %s", len(done), exc)
+            buffer.put_back(done, results)
+            await asyncio.sleep(_RETRY_AFTER_S)
+            buffer.flush_now.set()
+            return
+        self.metrics.flush_batch.observe(len(done))
+        if lost:
+            # Reaped or re-claimed while we ran it (a lease lapsed): the
+            # completion was refused; the job runs again elsewhere.
+            log.warning(
+                "%d completion(s) refused, their leases were lost: %s", len(lost), lost[:10]
+            )
+            for job in done:
+                if job.id in lost:
+                    self.metrics.count(job.queue, "lease_lost")
+        self.written(done)
+        if buffer.done:
+            buffer.flush_now.set()
+        buffer.flushed.set()

@@ -1,0 +1,299 @@
+"""Running claimed jobs: the in-flight table, the handler call, timeouts and
+the outcome of each job.
+
+The dispatcher (`corral.worker.claims`) calls `Jobs.start` for every job it
+claims; a finished job goes into the completion buffer
+(`corral.worker.completions`), a failed one through the retry path with its
+`FailureReason`. `corral.worker.runtime` wires this up and, when draining,
+hands back what still runs (`Jobs.hand_back`).
+
+The one conversion between the queue's record and the handler's view of a
+job is `handler_job`: a handler gets `corral.Job` (the public, stable type:
+id, kind, queue, payload, attempt...), never the lease token of the
+`ClaimedJob` the queue handed out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import traceback
+import types
+from collections.abc import Coroutine, Generator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic_core import to_jsonable_python
+
+from corral.queue import ClaimedJob, FailureReason
+from corral.worker._queue import RemovedError
+from corral.worker.completions import CompletionBuffer
+from corral.worker.handlers import Handler, HandlerRegistry, Job, PayloadError
+from corral.worker.metrics import WorkerMetrics
+
+log = logging.getLogger("corral.worker")
+
+__all__ = ["Jobs", "Running", "handler_job", "result_value"]
+
+_WATCHDOG_PERIOD_S = 0.1
+
+
+@dataclass(slots=True)
+class Running:
+    job: ClaimedJob
+    task: asyncio.Task[None] | None  # None while it never waited (see Jobs.start)
+    deadline: float  # monotonic seconds
+    started: float
+    timed_out: bool = False
+    released: bool = False  # handed back: its cancellation is not an attempt
+
+
+class _Failures(Protocol):
+    async def fail(self, job: ClaimedJob, reason: FailureReason, error: str) -> None: ...
+    async def release(self, jobs: list[ClaimedJob]) -> None: ...
+
+
+def handler_job(claimed: ClaimedJob) -> Job[Any]:
+    """The job as its handler sees it (see the module docstring)."""
+    return Job(
+        claimed.id,
+        claimed.kind,
+        claimed.queue,
+        claimed.payload,
+        claimed.attempt,
+        claimed.max_attempts,
+        claimed.region,
+        claimed.enqueued_at,
+    )
+
+
+class _Unknown(Exception):
+    pass
+
+
+@dataclass(eq=False)
+class Jobs:
+    """The jobs this worker holds, by id, from claim until their outcome is
+    written; `slot_freed` is set whenever one leaves."""
+
+    registry: HandlerRegistry
+    metrics: WorkerMetrics
+    buffer: CompletionBuffer
+    session: _Failures
+    job_timeout_s: float
+    running: dict[int, Running] = field(default_factory=dict)
+    slot_freed: asyncio.Event = field(default_factory=asyncio.Event)
+    threads: ThreadPoolExecutor | None = None  # sync handlers run here
+    _io_tasks: set[asyncio.Future[Any]] = field(default_factory=set)
+
+    def __len__(self) -> int:
+        return len(self.running)
+
+    # -- start and run ---------------------------------------------------------
+
+    def start(self, claimed: ClaimedJob, wall: float) -> None:
+        now = time.monotonic()
+        handler = self.registry.get(claimed.kind)
+        # Latency counts from when the job became runnable: enqueue, or run_at
+        # for a delayed job or a retry.
+        ready = claimed.run_at if claimed.run_at > claimed.enqueued_at else claimed.enqueued_at
+        self.metrics.observe_latency(claimed.queue, max(0.0, wall - ready.timestamp()))
+        timeout = self.job_timeout_s
+        if handler is not None and handler.timeout_s is not None:
+            timeout = handler.timeout_s
+        running = Running(claimed, None, now + timeout, now)
+        self.running[claimed.id] = running
+        coro = self._run(running, handler)
+        # Run the handler eagerly up to its first real suspension: a handler
+        # that never awaits (no-op, cached lookups) costs no Task at all.
+        try:
+            pending = coro.send(None)
+        except StopIteration:
+            return
+        running.task = asyncio.ensure_future(resume(coro, pending))
+
+    async def _run(self, running: Running, handler: Handler | None) -> None:
+        claimed = running.job
+        try:
+            try:
+                if handler is None:
+                    raise _Unknown(claimed.kind)
+                job = handler_job(claimed)
+                if handler.payload_model is not None:
+                    job = handler.prepare(job)
+                if handler.is_async:
+                    result = await handler.fn(job)
+                else:
+                    result = await asyncio.get_running_loop().run_in_executor(
+                        self.threads, handler.fn, job
+                    )
+            except asyncio.CancelledError:
+                if running.released:
+                    return  # handed back by shutdown; not an attempt
+                if running.timed_out:
+                    self._fail(
+                        running,
+                        FailureReason.TIMEOUT,
+                        f"timed out after {running.deadline - running.started:g}s",
+                    )
+                    return
+                raise
+            except _Unknown:
+                known = ", ".join(self.registry.names())
+                self._fail(
+                    running,
+                    FailureReason.UNKNOWN_KIND,
+                    f"no handler registered for kind {claimed.kind!r} (this worker knows: {known})",
+                )
+                return
+            except PayloadError as exc:
+                self._fail(running, FailureReason.PAYLOAD, str(exc))
+                return
+            except Exception as exc:
+                self._fail(running, FailureReason.EXCEPTION, _describe(exc))
+                return
+        except BaseException:
+            self.forget(running)
+            raise
+        self._complete(running, result)
+
+    # -- outcomes ----------------------------------------------------------------
+
+    def _complete(self, running: Running, result: Any) -> None:
+        claimed = running.job
+        self.buffer.add(claimed, None if result is None else result_value(claimed, result))
+        queue = claimed.queue
+        m = self.metrics
+        m.count(queue, "completed")
+        m.observe_duration(queue, time.monotonic() - running.started)
+
+    def _fail(self, running: Running, reason: FailureReason, error: str) -> None:
+        claimed = running.job
+        self.metrics.count(claimed.queue, reason.value)
+        self.metrics.observe_duration(claimed.queue, time.monotonic() - running.started)
+        log.warning(
+            "job %s (%s, attempt %d) failed: %s", claimed.id, claimed.kind, claimed.attempt, error
+        )
+        task = asyncio.ensure_future(self._record_failure(running, reason, error))
+        self._io_tasks.add(task)
+        task.add_done_callback(self._io_tasks.discard)
+
+    async def _record_failure(self, running: Running, reason: FailureReason, error: str) -> None:
+        try:
+            await self.session.fail(running.job, reason, error)
+        except RemovedError:
+            raise
+        except Exception as exc:
+            # The lease will lapse and the reaper will retry the job.
+            log.error("could not record failure of job %s: %s", running.job.id, exc)
+        finally:
+            self.forget(running)
+
+    def forget(self, running: Running) -> None:
+        if self.running.pop(running.job.id, None) is not None:
+            self.slot_freed.set()
+
+    def written(self, done: list[ClaimedJob]) -> None:
+        """The flusher wrote these completions: their slots are free."""
+        running = self.running
+        for job in done:
+            running.pop(job.id, None)
+        self.slot_freed.set()
+
+    # -- timeouts, removal and hand-back -------------------------------------------
+
+    async def watchdog(self) -> None:
+        """Cancel jobs that overran their timeout (their failure is `timeout`)."""
+        while True:
+            await asyncio.sleep(_WATCHDOG_PERIOD_S)
+            now = time.monotonic()
+            for r in list(self.running.values()):
+                if (
+                    r.deadline <= now
+                    and r.task is not None
+                    and not r.timed_out
+                    and not r.task.done()
+                ):
+                    r.timed_out = True
+                    r.task.cancel()
+
+    def abandon(self) -> None:
+        """The worker was removed: stop every job without writing anything
+        (the credential is dead; the leases lapse and the jobs run again)."""
+        for r in self.running.values():
+            if r.task is not None:
+                r.released = True
+                r.task.cancel()
+
+    async def hand_back(self) -> None:
+        """Cancel jobs still running and release them (not a failed attempt),
+        then let failures being recorded land."""
+        stuck = [r for r in self.running.values() if r.task is not None and not r.task.done()]
+        for r in stuck:
+            r.released = True
+            r.task.cancel()  # type: ignore[union-attr]
+        if stuck:
+            await asyncio.gather(*(r.task for r in stuck if r.task), return_exceptions=True)
+            try:
+                await self.session.release([r.job for r in stuck])
+                log.info("handed %d unfinished job(s) back to the queue", len(stuck))
+            except Exception as exc:
+                log.error(
+                    "could not hand back %d job(s); their leases will lapse: %s", len(stuck), exc
+                )
+            for r in stuck:
+                self.running.pop(r.job.id, None)
+        if self._io_tasks:
+            await asyncio.gather(*list(self._io_tasks), return_exceptions=True)
+
+
+def result_value(claimed: ClaimedJob, result: Any) -> Any:
+    """A handler's return value as JSON data (pydantic models, dataclasses,
+    datetimes, UUIDs... converted). A value JSON cannot hold is kept as its
+    repr instead, so that one odd result never blocks a completion batch."""
+    try:
+        value = to_jsonable_python(result)
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        log.warning(
+            "job %s (%s) returned a value JSON cannot hold (%s); keeping its repr",
+            claimed.id,
+            claimed.kind,
+            exc,
+        )
+        return {"unserializable_result": repr(result)[:1000]}
+    return value
+
+
+def _describe(exc: BaseException) -> str:
+    """`Type: message` plus the innermost frame, short enough to keep in a row."""
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {tb[-1].filename}:{tb[-1].lineno} in {tb[-1].name})" if tb else ""
+    return f"{type(exc).__name__}: {exc}{where}"[:2000]
+
+
+@types.coroutine
+def _continue(coro: Coroutine[Any, Any, Any], pending: Any) -> Generator[Any, Any, Any]:
+    """Drive a coroutine that already ran to its first suspension (which
+    yielded `pending`) to its end: `yield from`, resumed midway. See
+    `Jobs.start`."""
+    while True:
+        try:
+            sent = yield pending
+        except BaseException as exc:  # CancelledError from Task.cancel() included
+            try:
+                pending = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                pending = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value
+
+
+async def resume(coro: Coroutine[Any, Any, Any], pending: Any) -> Any:
+    return await _continue(coro, pending)

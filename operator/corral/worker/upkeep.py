@@ -1,0 +1,68 @@
+"""Fleet-wide upkeep every worker takes its turn at: the reaper (lapsed
+leases back through the retry path) and retention (finished jobs past
+`--retention` deleted).
+
+Started by `corral.worker.runtime` as the `reaper` and `retention` tasks.
+Each pass is one at a time across the fleet: the queue takes an advisory lock
+and a worker that finds it held skips its turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from corral.queue import ConnectionLost
+from corral.queue.dsn import scrub_password
+from corral.worker._queue import QueueSession, RemovedError
+
+log = logging.getLogger("corral.worker")
+
+__all__ = ["reap", "retain"]
+
+REAPER_PERIOD_S = 5.0
+RETENTION_FIRST_S = 5.0  # first retention pass this long after start
+RETENTION_PERIOD_S = 60.0  # then one pass a minute (per worker; one runs at a time)
+RETENTION_BATCH = 1000  # rows per DELETE: short statements, short locks
+_BETWEEN_BATCHES_S = 0.01
+
+
+async def reap(session: QueueSession, found: Callable[[], None]) -> None:
+    """Every few seconds, send jobs whose lease lapsed back for retry;
+    `found()` wakes the dispatcher when there were some."""
+    while True:
+        await asyncio.sleep(REAPER_PERIOD_S)
+        try:
+            reaped = await session.reap()
+        except Exception as exc:
+            log.warning("reaper pass failed: %s", exc)
+            continue
+        if reaped:
+            log.info("reaper: %d job(s) with lapsed leases sent back for retry", reaped)
+            found()
+
+
+async def retain(session: QueueSession, retention_s: float, database_url: str) -> None:
+    """Delete finished jobs older than `retention_s` seconds, a batch at a time."""
+    await asyncio.sleep(RETENTION_FIRST_S)
+    while True:
+        total = 0
+        try:
+            while True:
+                deleted = await session.purge_finished_batch(retention_s, RETENTION_BATCH)
+                if deleted is None:
+                    break  # another worker is purging
+                total += deleted
+                if deleted < RETENTION_BATCH:
+                    break
+                # Between batches the heartbeat and failures get the control
+                # connection.
+                await asyncio.sleep(_BETWEEN_BATCHES_S)
+        except (RemovedError, ConnectionLost):
+            raise
+        except Exception as exc:
+            log.warning("retention pass failed: %s", scrub_password(str(exc), database_url))
+        if total:
+            log.info("retention: deleted %d finished job(s) older than %gs", total, retention_s)
+        await asyncio.sleep(RETENTION_PERIOD_S)

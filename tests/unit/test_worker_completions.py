@@ -1,0 +1,101 @@
+"""The completion buffer and its flusher (corral.worker.completions): results
+gather, a full batch or the first job wakes the flusher, a failed write is
+retried first, refused completions count as lost leases."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+from corral.queue import ClaimedJob
+from corral.worker.completions import CompletionBuffer, Flusher
+from corral.worker.metrics import WorkerMetrics
+
+_NOW = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+
+
+def _job(job_id: int, queue: str = "q") -> ClaimedJob:
+    return ClaimedJob(job_id, "noop", queue, {}, 0, None, 1, 3, 7, _NOW, _NOW, _NOW)
+
+
+class FakeSession:
+    def __init__(self, *, fail_first: bool = False, lost: list[int] | None = None) -> None:
+        self.calls: list[tuple[list[int], dict[int, Any] | None]] = []
+        self.fail_first = fail_first
+        self.lost = lost or []
+
+    async def complete_many(
+        self, jobs: list[ClaimedJob], results: dict[int, Any] | None = None
+    ) -> list[int]:
+        self.calls.append(([j.id for j in jobs], results))
+        if self.fail_first and len(self.calls) == 1:
+            raise RuntimeError("statement timeout")
+        return self.lost
+
+
+def test_the_first_job_and_a_full_batch_wake_the_flusher_and_results_are_kept() -> None:
+    async def scenario() -> None:
+        buffer = CompletionBuffer(batch=3)
+        buffer.add(_job(1), {"ok": True})
+        assert buffer.flush_now.is_set()
+        buffer.flush_now.clear()
+        buffer.add(_job(2), None)
+        assert not buffer.flush_now.is_set()
+        buffer.add(_job(3), None)
+        assert buffer.flush_now.is_set() and len(buffer) == 3
+        done, results = buffer.take()
+        assert [j.id for j in done] == [1, 2, 3] and results == {1: {"ok": True}}
+        assert len(buffer) == 0 and buffer.results == {}
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_write_puts_the_batch_back_in_front_and_is_retried() -> None:
+    async def scenario() -> None:
+        buffer = CompletionBuffer(batch=10)
+        session = FakeSession(fail_first=True)
+        freed: list[list[int]] = []
+        flusher = Flusher(
+            buffer, session, WorkerMetrics(dict), lambda d: freed.append([j.id for j in d]), 0
+        )
+        buffer.add(_job(1), 41)
+        await flusher.flush_once()
+        assert freed == [] and [j.id for j in buffer.done] == [1] and buffer.flush_now.is_set()
+        buffer.add(_job(2), None)
+        await flusher.flush_once()
+        assert session.calls[-1] == ([1, 2], {1: 41})
+        assert freed == [[1, 2]] and buffer.flushed.is_set()
+
+    asyncio.run(scenario())
+
+
+def test_completions_refused_for_a_lost_lease_are_counted_and_their_slots_freed() -> None:
+    async def scenario() -> None:
+        buffer = CompletionBuffer(batch=10)
+        metrics = WorkerMetrics(dict)
+        freed: list[int] = []
+        flusher = Flusher(
+            buffer, FakeSession(lost=[2]), metrics, lambda d: freed.extend(j.id for j in d), 0
+        )
+        buffer.add(_job(1), None)
+        buffer.add(_job(2, queue="mail"), None)
+        await flusher.flush_once()
+        assert freed == [1, 2]
+        assert metrics.jobs == {("mail", "lease_lost"): 1}
+
+    asyncio.run(scenario())
+
+
+def test_written_out_returns_once_the_flusher_has_written_everything() -> None:
+    async def scenario() -> None:
+        buffer = CompletionBuffer(batch=10)
+        session = FakeSession()
+        flusher = Flusher(buffer, session, WorkerMetrics(dict), lambda d: None, 0.001)
+        task = asyncio.create_task(flusher.run())
+        buffer.add(_job(1), None)
+        await asyncio.wait_for(buffer.written_out(), 5)
+        task.cancel()
+        assert session.calls == [([1], {})]
+
+    asyncio.run(scenario())
