@@ -118,7 +118,8 @@ def test_draining_through_the_cli_reaches_drained_with_nothing_in_flight_and_rea
     database_url: str, tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
     with queue.Queue.connect(database_url) as q:
-        q.enqueue_many([queue.JobSpec("hold", {"sleep_s": 4.0}, queue="t") for _ in range(3)])
+        # Long enough that a loaded machine still sees the transient `draining`.
+        q.enqueue_many([queue.JobSpec("hold", {"sleep_s": 8.0}, queue="t") for _ in range(3)])
     w = spawn(workers, database_url, tmp_path, "w1", queues="t")
     wait_until(lambda: w.status()["in_flight"] == 3, what="3 jobs in flight")
     worker_id = w.status()["worker_id"]
@@ -475,3 +476,49 @@ def test_a_running_worker_deletes_finished_jobs_past_its_retention_and_keeps_the
     with queue.Queue.connect(database_url) as q:
         kept = {j.id for j in q.list_jobs(state="completed", limit=100)}
     assert kept == {j.id for j in jobs[20:]}
+
+
+def test_a_drain_the_scaler_cancels_sends_the_worker_back_to_work_whether_draining_or_drained(
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    with queue.Queue.connect(database_url) as q:
+        q.enqueue_many([queue.JobSpec("hold", {"sleep_s": 2.0}, queue="t") for _ in range(2)])
+    w = spawn(workers, database_url, tmp_path, "w1", queues="t")
+    wait_until(lambda: w.status()["in_flight"] == 2, what="2 jobs in flight")
+    worker_id = int(w.status()["worker_id"])
+    with queue.Queue.connect(database_url) as q:
+        # Cancelled while still draining (jobs held): they go on, claims resume.
+        assert q.scaler_drain([worker_id]) == [worker_id]
+        wait_until(lambda: w.status()["state"] == "draining", 10, "the worker to see the drain")
+        assert q.scaler_undrain([worker_id]) == [worker_id]
+        wait_until(lambda: w.status()["state"] == "active", 10, "the drain to be undone")
+        assert w.http("/readyz")[0] == 200
+        # Cancelled once drained: the worker claims again and runs new jobs.
+        q.scaler_drain([worker_id])
+        wait_until(lambda: w.status()["state"] == "drained", 30, "drained")
+        assert q.get_worker(worker_id).state == "drained"
+        assert q.scaler_undrain([worker_id]) == [worker_id]
+        wait_until(lambda: w.status()["state"] == "active", 10, "active again")
+        q.enqueue("hold", {"sleep_s": 0}, queue="t")
+    wait_until(lambda: finished(database_url).get("completed") == 3, 30, "the new job to run")
+    with queue.Queue.connect(database_url) as q:
+        assert q.get_worker(worker_id).state == "active"
+        assert q.interruptions() == []
+    assert "drain cancelled, active again" in w.output()
+
+
+def test_a_worker_terminating_keeps_draining_whatever_the_scaler_says(
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    w = spawn(workers, database_url, tmp_path, "w1", queues="t")
+    worker_id = int(w.status()["worker_id"])
+    with queue.Queue.connect(database_url) as q:
+        q.enqueue("hold", {"sleep_s": 3.0}, queue="t")
+        wait_until(lambda: w.status()["in_flight"] == 1, what="a job in flight")
+        q.scaler_drain([worker_id])
+        wait_until(lambda: w.status()["state"] == "draining", 10, "the worker to see the drain")
+        w.signal(signal.SIGTERM)  # its pod is going
+        wait_until(lambda: q.get_worker(worker_id).drain_requested_by == "self", 10, "self")
+        assert q.scaler_undrain([worker_id]) == []
+    assert w.wait(30) == 0
+    assert finished(database_url).get("completed") == 1

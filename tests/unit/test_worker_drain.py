@@ -72,7 +72,8 @@ def test_moves_the_machine_does_not_allow_are_refused() -> None:
     life.begin_drain("x")
     life.finish_drain()
     with pytest.raises(IllegalMove):
-        life.activate()  # DRAINED -> ACTIVE: no resume from a finished drain
+        life.activate()  # DRAINED -> ACTIVE is a resume, not a second start-up
+    assert life.resume() is False  # ...and only for a drain the registry asked for
 
 
 def test_a_drain_asked_for_during_startup_ends_when_startup_does() -> None:
@@ -116,3 +117,54 @@ def test_a_registry_drain_tells_an_active_worker_to_drain_and_is_not_written_bac
     life.begin_drain("corral workers drain")
     assert life.registry_calls(life.reported()).drain_self is False
     assert life.heard(WorkerState.DRAINING, State.DRAINING) is Directive.CONTINUE
+
+
+def test_a_drain_the_registry_asked_for_is_resumed_when_the_registry_cancels_it() -> None:
+    life = _active()
+    assert life.heard(WorkerState.DRAINING, State.ACTIVE) is Directive.DRAIN
+    life.begin_drain("corral workers drain", by_registry=True)
+    # The operator needs the worker after all: the row is active again.
+    assert life.heard(WorkerState.ACTIVE, State.DRAINING) is Directive.RESUME
+    assert life.resume() is True
+    assert life.state is State.ACTIVE and life.accepting
+    assert (life.reason, life.deadline, life.registry_knows) == ("", None, False)
+
+
+def test_a_drained_worker_resumes_too() -> None:
+    life = _active()
+    life.begin_drain("corral workers drain", by_registry=True)
+    life.finish_drain()
+    assert life.heard(WorkerState.ACTIVE, State.DRAINED) is Directive.RESUME
+    assert life.resume() is True and life.state is State.ACTIVE
+
+
+@pytest.mark.parametrize("own", ["SIGTERM", "preStop", "POST /drain"])
+def test_a_drain_the_worker_began_itself_is_never_undone_by_the_registry(own: str) -> None:
+    life = _active()
+    life.begin_drain(own)
+    assert life.heard(WorkerState.ACTIVE, State.DRAINING) is Directive.CONTINUE
+    assert life.resume() is False and life.state is State.DRAINING
+
+
+def test_a_signal_during_a_registry_drain_makes_the_drain_the_workers_own() -> None:
+    life = _active()
+    life.begin_drain("corral workers drain", by_registry=True)
+    life.begin_drain("SIGTERM", 10)
+    life.exit_when_drained = True
+    assert life.heard(WorkerState.ACTIVE, State.DRAINING) is Directive.CONTINUE
+    assert life.resume() is False
+
+
+def test_startup_happens_once() -> None:
+    life = _active()
+    with pytest.raises(IllegalMove):
+        life.activate()
+
+
+def test_a_signal_during_a_registry_drain_is_written_to_the_registry_as_the_workers_own() -> None:
+    life = _active()
+    life.heard(WorkerState.DRAINING, State.ACTIVE)
+    life.begin_drain("corral workers drain", by_registry=True)
+    assert life.registry_calls(life.reported()).drain_self is False
+    life.begin_drain("SIGTERM", 10)
+    assert life.registry_calls(life.reported()).drain_self is True

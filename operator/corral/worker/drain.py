@@ -8,15 +8,20 @@ begin drains through the Worker. Unit tests drive it directly
 (tests/unit/test_worker_drain.py).
 
     STARTING --activate--> ACTIVE --begin_drain--> DRAINING --finish--> DRAINED
-        |                                              |
-        +--begin_drain (before activate: see below) ---+      any --stop--> STOPPED
+        |                        ^                     |                    |
+        +--begin_drain (before activate: see below) ---+                    |
+                                 +------- resume (registry drain undone) ---+
+                                                              any --stop--> STOPPED
 
 A drain, whoever starts it (SIGTERM, POST /drain, preStop, `corral workers
 drain` seen on a heartbeat), shows in the registry: the worker's row goes to
 `draining` (by `self`), and once nothing is held to `drained` with 0 in flight.
 
-Adding a transition (e.g. resuming from a cancelled drain) means one entry in
-`_MOVES` and one method that takes it.
+A drain the registry asked for (the operator's scaler before a scale-down,
+`corral workers drain`) can be undone there: when the registry says `active`
+again, the worker resumes claiming, from draining or drained alike. A drain
+the worker began itself (a signal, preStop, POST /drain) is never undone by
+the registry: its pod is going.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ class Directive(enum.Enum):
 
     CONTINUE = "continue"
     DRAIN = "drain"  # an admin (or the operator) asked this worker to drain
+    RESUME = "resume"  # the drain the registry asked for was cancelled there
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +68,7 @@ _MOVES: dict[State, frozenset[State]] = {
     State.STARTING: frozenset({State.ACTIVE, State.DRAINING, State.STOPPED}),
     State.ACTIVE: frozenset({State.DRAINING, State.STOPPED}),
     State.DRAINING: frozenset({State.ACTIVE, State.DRAINED, State.STOPPED}),
-    State.DRAINED: frozenset({State.STOPPED}),
+    State.DRAINED: frozenset({State.ACTIVE, State.STOPPED}),
     State.STOPPED: frozenset({State.STOPPED}),
 }
 
@@ -78,7 +84,15 @@ class IllegalMove(RuntimeError):
 class Lifecycle:
     """Where one worker process is, why it drains and until when."""
 
-    __slots__ = ("deadline", "exit_when_drained", "reason", "registry_knows", "state")
+    __slots__ = (
+        "activated",
+        "by_registry",
+        "deadline",
+        "exit_when_drained",
+        "reason",
+        "registry_knows",
+        "state",
+    )
 
     def __init__(self) -> None:
         self.state = State.STARTING
@@ -90,6 +104,10 @@ class Lifecycle:
         # The registry row shows this worker's drain (draining or drained),
         # whoever asked for it.
         self.registry_knows = False
+        # The drain under way was asked for through the registry (so the
+        # registry may cancel it), not begun by the worker itself.
+        self.by_registry = False
+        self.activated = False  # startup is over (activate ran)
 
     def _move(self, to: State) -> None:
         if to not in _MOVES[self.state]:
@@ -99,22 +117,46 @@ class Lifecycle:
     # -- local transitions ---------------------------------------------------
 
     def activate(self) -> None:
-        """Startup is over: claim jobs."""
+        """Startup is over: claim jobs. Once only: coming back from a drain is
+        `resume`, which only a drain the registry asked for allows."""
+        if self.state not in (State.STARTING, State.DRAINING) or self.activated:
+            raise IllegalMove(f"worker state {self.state} cannot be activated again")
+        self.activated = True
         self._move(State.ACTIVE)
 
-    def begin_drain(self, reason: str, deadline_s: float | None = None) -> bool:
+    def begin_drain(
+        self, reason: str, deadline_s: float | None = None, *, by_registry: bool = False
+    ) -> bool:
         """Stop claiming and finish what is held. A deadline only ever gets
         earlier. True when this call began the drain (the caller wakes the
         loops and reports it at once); False when one was already under way
-        or the worker is stopping."""
+        or the worker is stopping. A drain of the worker's own during one the
+        registry asked for makes it the worker's own: no longer undone."""
         if deadline_s is not None:
             deadline = time.monotonic() + deadline_s
             if self.deadline is None or deadline < self.deadline:
                 self.deadline = deadline
+        if not by_registry:
+            if self.by_registry and self.state in (State.DRAINING, State.DRAINED):
+                # Now the worker's own (its pod is going): tell the registry,
+                # so that the drain can no longer be cancelled there.
+                self.registry_knows = False
+            self.by_registry = False
         if self.state in (State.DRAINING, State.DRAINED, State.STOPPED):
             return False
         self.reason = reason
+        self.by_registry = by_registry
         self._move(State.DRAINING)
+        return True
+
+    def resume(self) -> bool:
+        """The registry cancelled the drain it had asked for: claim again.
+        False (and nothing changes) unless such a drain is under way."""
+        if not self.by_registry or self.state not in (State.DRAINING, State.DRAINED):
+            return False
+        self._move(State.ACTIVE)
+        self.reason, self.deadline = "", None
+        self.by_registry = self.registry_knows = False
         return True
 
     def finish_drain(self) -> bool:
@@ -170,4 +212,11 @@ class Lifecycle:
             self.registry_knows = True
             if reported is State.ACTIVE:
                 return Directive.DRAIN
+        elif (
+            registry is WorkerState.ACTIVE
+            and self.by_registry
+            and not self.exit_when_drained
+            and self.state in (State.DRAINING, State.DRAINED)
+        ):
+            return Directive.RESUME
         return Directive.CONTINUE

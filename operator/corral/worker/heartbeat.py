@@ -35,6 +35,7 @@ class Heartbeat:
     lifecycle: Lifecycle
     in_flight: Callable[[], int]
     on_drain: Callable[[str], None]  # the registry asks this worker to drain
+    on_resume: Callable[[], None]  # the registry cancelled the drain it asked for
     interval_s: float
     database_url: str  # only to keep its password out of logs
     beat_now: asyncio.Event = field(default_factory=asyncio.Event)
@@ -54,6 +55,8 @@ class Heartbeat:
                 self.last_ok = time.monotonic()
                 if directive is Directive.DRAIN:
                     self.on_drain("corral workers drain")
+                elif directive is Directive.RESUME:
+                    self.on_resume()
             await self._sleep_or_wake(self.interval_s)
 
     async def report_drained(self) -> None:

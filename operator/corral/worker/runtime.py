@@ -149,9 +149,11 @@ class Worker:
     def render_metrics(self) -> bytes:
         return self.metrics.render()
 
-    def request_drain(self, reason: str, deadline_s: float | None = None) -> None:
+    def request_drain(
+        self, reason: str, deadline_s: float | None = None, *, by_registry: bool = False
+    ) -> None:
         """Stop claiming, finish what is held, then report `drained`."""
-        if not self.lifecycle.begin_drain(reason, deadline_s):
+        if not self.lifecycle.begin_drain(reason, deadline_s, by_registry=by_registry):
             return
         log.info("draining (%s); %d job(s) in flight", reason, self.in_flight)
         self._wake.set()
@@ -162,9 +164,26 @@ class Worker:
         if self._heartbeat is not None:
             self._heartbeat.beat_now.set()
 
+    def _drain_from_registry(self, reason: str) -> None:
+        self.request_drain(reason, by_registry=True)
+
+    def resume(self) -> None:
+        """The registry cancelled the drain it had asked for: claim again."""
+        if not self.lifecycle.resume():
+            return
+        log.info("drain cancelled in the registry: claiming again")
+        print(f"corral worker {self.worker_id}: drain cancelled, active again", flush=True)
+        self._wake.set()
+        if self._jobs is not None:
+            self._jobs.slot_freed.set()
+        if self._heartbeat is not None:
+            self._heartbeat.beat_now.set()
+
     def _drain_on_signal(self, reason: str, deadline_s: float) -> None:
         self.request_drain(reason, deadline_s)
         self.lifecycle.exit_when_drained = True
+        if self._heartbeat is not None:
+            self._heartbeat.beat_now.set()  # a drain under way becomes our own at once
 
     # -------------------------------------------------------------------- run
     async def run(self) -> int:
@@ -183,7 +202,8 @@ class Worker:
             session,
             self.lifecycle,
             lambda: self.in_flight,
-            self.request_drain,
+            self._drain_from_registry,
+            self.resume,
             settings.heartbeat_interval_s,
             settings.database_url,
         )
@@ -327,26 +347,33 @@ class Worker:
 
     # ------------------------------------------------------------------- drain
     async def _dispatch_then_drain(self) -> None:
+        """Claim until a drain, finish the drain; claim again if the registry
+        cancels it (the operator needs the worker after all)."""
         assert self._session is not None and self._jobs is not None
         settings = self.settings
-        await claims.dispatch(
-            self._session,
-            self._jobs,
-            self.lifecycle,
-            self.metrics,
-            self._wake,
-            concurrency=settings.concurrency,
-            batch=settings.claim_batch,
-            poll_s=settings.poll_interval_s,
-        )
-        await self._finish_drain()
+        while True:
+            await claims.dispatch(
+                self._session,
+                self._jobs,
+                self.lifecycle,
+                self.metrics,
+                self._wake,
+                concurrency=settings.concurrency,
+                batch=settings.claim_batch,
+                poll_s=settings.poll_interval_s,
+            )
+            if not await self._finish_drain():
+                return
 
-    async def _finish_drain(self) -> None:
+    async def _finish_drain(self) -> bool:
         """Wait for held jobs (until the drain deadline), hand back the rest,
-        report `drained`; exit when the drain came from a signal."""
+        report `drained`; exit when the drain came from a signal. True when
+        the drain was cancelled on the way (claim again)."""
         jobs, lifecycle, buffer = self._jobs, self.lifecycle, self._buffer
         assert jobs is not None and self._heartbeat is not None
         while jobs.running or buffer.done:
+            if lifecycle.accepting:
+                return True  # cancelled while jobs still ran: they simply go on
             remaining = lifecycle.time_left()
             if remaining == 0.0:
                 break
@@ -355,16 +382,21 @@ class Worker:
                 await asyncio.wait_for(
                     jobs.slot_freed.wait(), remaining if remaining is not None else _DRAIN_POLL_S
                 )
+        if lifecycle.accepting:
+            return True
         await jobs.hand_back()
         # Let the last completions land.
         await buffer.written_out()
         if not lifecycle.finish_drain():
-            return
+            return False
         await self._heartbeat.report_drained()
         log.info("drained: 0 jobs in flight")
         print(f"corral worker {self.worker_id}: drained, 0 jobs in flight", flush=True)
         # A drain from a signal exits now; any other stays up, not ready,
-        # until the pod's SIGTERM.
+        # until the pod's SIGTERM, or until the registry cancels it.
         while not lifecycle.exit_when_drained:
+            if lifecycle.accepting:
+                return True
             await asyncio.sleep(_DRAINED_POLL_S)
         self._stop.set()
+        return False
