@@ -53,3 +53,14 @@ def test_the_checkout_corral_runs_from_is_found() -> None:
     assert tree is not None
     assert (tree / "localplatform" / "corral_local" / "hostimage.py").exists()
     assert (tree / "operator" / "corral").is_dir()
+
+
+def test_a_source_change_keeps_the_dependency_layer_and_a_pin_change_replaces_it(
+    tmp_path: Path,
+) -> None:
+    tree = _tree(tmp_path)
+    deps = hostimage._deps_digest(tree, "/usr/bin/python3")
+    (tree / "operator" / "corral" / "x.py").write_text("changed = True\n")
+    assert hostimage._deps_digest(tree, "/usr/bin/python3") == deps
+    (tree / "constraints.txt").write_text("kopf==9.9\n")
+    assert hostimage._deps_digest(tree, "/usr/bin/python3") != deps
