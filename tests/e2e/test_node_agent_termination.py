@@ -77,8 +77,11 @@ def test_deleting_a_pod_runs_pre_stop_then_sigterm_and_sigkill_only_after_the_gr
     assert first["PRESTOP_BEGIN"] >= deleted_at - 0.5
     assert first["TERM"] >= first["PRESTOP_END"]
     assert ticks, "the container should have ticked after SIGTERM"
-    # SIGKILL only once the grace period (counted from the deletion) ran out
-    assert ticks[-1] - first["PRESTOP_BEGIN"] >= grace_s - 0.6, (ticks[-1], first)
+    # SIGKILL only once the grace period (counted from the deletion) ran out.
+    # The last tick trails the kill by up to one tick, and by more when the
+    # machine is loaded (each tick forks `date`): 1.2 s of slack still tells a
+    # kill at the deadline (4 s) from one at SIGTERM (1 s) or preStop's end.
+    assert ticks[-1] - first["PRESTOP_BEGIN"] >= grace_s - 1.2, (ticks[-1], first)
     assert ticks[-1] - first["PRESTOP_BEGIN"] <= grace_s + 1.5, (ticks[-1], first)
     # and the pod object was removed only after the kill
     assert gone_at >= ticks[-1]

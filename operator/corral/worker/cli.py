@@ -19,6 +19,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -213,11 +214,10 @@ def prestop(port: int, host: str, timeout_s: float) -> None:
     worker's registry row follows: `draining`, then `drained`.
     """
     base = f"http://{host}:{port}"
-    try:
-        status = _http_json("POST", f"{base}/drain")
-    except OSError as exc:
-        raise click.ClickException(f"cannot reach the worker at {base}: {exc}") from None
     deadline = time.monotonic() + timeout_s
+    status = _ask_until(lambda: _http_json("POST", f"{base}/drain"), base, deadline)
+    if status is None:
+        raise click.ClickException(f"cannot reach the worker at {base}")
     while status.get("state") not in ("drained", "stopped"):
         if time.monotonic() > deadline:
             raise click.ClickException(
@@ -225,14 +225,37 @@ def prestop(port: int, host: str, timeout_s: float) -> None:
                 f"after {timeout_s:g}s"
             )
         time.sleep(0.2)
-        try:
-            status = _http_json("GET", f"{base}/status")
-        except OSError:
+        polled = _ask_until(lambda: _http_json("GET", f"{base}/status"), base, deadline)
+        if polled is None:
             break  # the worker went away: nothing left to drain
+        status = polled
     click.echo(
         f"worker {status.get('worker_id')}: {status.get('state')}, "
         f"{status.get('in_flight', 0)} in flight"
     )
+
+
+def _ask_until(
+    ask: Callable[[], dict[str, Any]], base: str, deadline: float
+) -> dict[str, Any] | None:
+    """`ask()`, again while the worker is slow to answer (a loaded node); None
+    once nothing listens on the port any more (the worker exited).
+
+    A preStop that gave up on one slow answer would let SIGTERM hand back
+    jobs the worker was about to finish, so only a refused connection (or the
+    deadline) ends the wait.
+    """
+    while True:
+        try:
+            return ask()
+        except (OSError, ValueError) as exc:  # refused, a timeout, a reset, a cut-off answer
+            cause = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            if isinstance(cause, ConnectionRefusedError):
+                return None
+            if time.monotonic() > deadline:
+                raise click.ClickException(f"the worker at {base} did not answer: {exc}") from None
+            click.echo(f"the worker at {base} is slow to answer ({exc}); asking again", err=True)
+            time.sleep(0.5)
 
 
 def _http_json(method: str, url: str) -> dict[str, Any]:
