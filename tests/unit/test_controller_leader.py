@@ -1,11 +1,24 @@
-"""The leader-election decision (corral.controller.leader.claim)."""
+"""Leader election: the decision (`claim`) and the renewing replica's rules
+(any error is a failed renewal; step down before a standby may take over)."""
 
 from __future__ import annotations
 
+import json
+import signal
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from corral.controller.leader import claim
+import pytest
+
+from corral.controller import leader as leader_module
+from corral.controller.leader import (
+    LEASE_DURATION_S,
+    RENEW_DEADLINE_S,
+    RETRY_EVERY_S,
+    LeaderElection,
+    claim,
+)
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -24,18 +37,30 @@ def _lease(holder: str | None, renewed: datetime, transitions: int = 3) -> dict[
 
 
 def test_the_first_replica_creates_the_lease_and_leads() -> None:
-    lease = claim(None, name="corral-operator-leader", identity="a", now=NOW)
+    lease = claim(None, name="corral-operator-leader", identity="a", now=NOW, observed_for_s=0)
     assert lease is not None
     assert lease["spec"]["holderIdentity"] == "a"
     assert lease["spec"]["leaseTransitions"] == 0
 
 
 def test_another_holders_current_lease_is_respected() -> None:
-    assert claim(_lease("b", NOW - timedelta(seconds=5)), name="x", identity="a", now=NOW) is None
+    lease = _lease("b", NOW - timedelta(seconds=5))
+    assert claim(lease, name="x", identity="a", now=NOW, observed_for_s=5) is None
+
+
+def test_expiry_is_judged_by_how_long_this_replica_saw_the_record_unchanged() -> None:
+    # The holder's renewTime says an hour ago (its clock is off, or ours is):
+    # only the time this replica has watched the record unchanged counts.
+    stale_clock = _lease("b", NOW - timedelta(hours=1))
+    assert claim(stale_clock, name="x", identity="a", now=NOW, observed_for_s=3) is None
+    future_clock = _lease("b", NOW + timedelta(hours=1))
+    assert claim(future_clock, name="x", identity="a", now=NOW, observed_for_s=16) is not None
 
 
 def test_an_expired_lease_is_taken_over_and_counts_a_transition() -> None:
-    lease = claim(_lease("b", NOW - timedelta(seconds=16)), name="x", identity="a", now=NOW)
+    lease = claim(
+        _lease("b", NOW - timedelta(seconds=16)), name="x", identity="a", now=NOW, observed_for_s=16
+    )
     assert lease is not None
     assert lease["spec"]["holderIdentity"] == "a"
     assert lease["spec"]["leaseTransitions"] == 4
@@ -44,7 +69,9 @@ def test_an_expired_lease_is_taken_over_and_counts_a_transition() -> None:
 
 
 def test_the_holder_renews_without_a_transition() -> None:
-    lease = claim(_lease("a", NOW - timedelta(seconds=5)), name="x", identity="a", now=NOW)
+    lease = claim(
+        _lease("a", NOW - timedelta(seconds=5)), name="x", identity="a", now=NOW, observed_for_s=5
+    )
     assert lease is not None
     assert lease["spec"]["leaseTransitions"] == 3
     assert lease["spec"]["renewTime"].startswith("2026-11-22T12:00:00")
@@ -52,5 +79,108 @@ def test_the_holder_renews_without_a_transition() -> None:
 
 
 def test_a_released_lease_is_free_to_take() -> None:
-    lease = claim(_lease(None, NOW), name="x", identity="a", now=NOW)
+    lease = claim(_lease(None, NOW), name="x", identity="a", now=NOW, observed_for_s=0)
     assert lease is not None and lease["spec"]["holderIdentity"] == "a"
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _Leases:
+    """An API server's Lease endpoint, in memory: conditional writes on a
+    resourceVersion, and an outage switch that makes every call raise."""
+
+    def __init__(self) -> None:
+        self.lease: dict[str, Any] | None = None
+        self.version = 0
+        self.down: Exception | None = None
+
+    def _check(self) -> None:
+        if self.down is not None:
+            raise self.down
+
+    def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self._check()
+        return None if self.lease is None else json.loads(json.dumps(self.lease))
+
+    def _store(self, body: dict[str, Any]) -> bool:
+        self.version += 1
+        self.lease = {
+            **body,
+            "metadata": {**body["metadata"], "resourceVersion": str(self.version)},
+        }
+        return True
+
+    def create_lease(self, namespace: str, body: dict[str, Any]) -> bool:
+        self._check()
+        return self.lease is None and self._store(body)
+
+    def replace_lease(self, namespace: str, body: dict[str, Any]) -> bool:
+        self._check()
+        assert self.lease is not None
+        if body["metadata"].get("resourceVersion") != self.lease["metadata"]["resourceVersion"]:
+            return False
+        return self._store(body)
+
+
+def _election(leases: _Leases, clock: _Clock, identity: str) -> LeaderElection:
+    return LeaderElection(leases, "ns", "lead", identity, clock=clock)  # type: ignore[arg-type]
+
+
+def test_any_error_while_renewing_is_a_failed_renewal_until_the_deadline() -> None:
+    leases, clock = _Leases(), _Clock()
+    leader = _election(leases, clock, "a")
+    assert leader.renew_once()
+    leases.down = ConnectionResetError("the API server went away")  # not a KubeError
+    clock.now += RENEW_DEADLINE_S - 1
+    assert leader.renew_once()  # still within the deadline: keeps leading
+    assert not leader.overdue()
+    clock.now += 1
+    assert not leader.renew_once()  # the deadline: step down
+    assert leader.overdue()
+
+
+def test_the_leader_steps_down_before_a_standby_may_take_over() -> None:
+    leases, clock = _Leases(), _Clock()
+    leader, standby = _election(leases, clock, "a"), _election(leases, clock, "b")
+    assert leader.renew_once()
+    assert standby.renew_once() is False  # sees a current holder, starts its clock
+    leases.down = TimeoutError("read timed out")  # the leader cannot reach the API server
+    clock.now += RENEW_DEADLINE_S
+    assert leader.overdue()  # the leader has stopped acting by now ...
+    leases.down = None
+    clock.now += LEASE_DURATION_S - RENEW_DEADLINE_S
+    assert standby.renew_once() is False  # ... while the standby still waits
+    clock.now += 1
+    assert standby.renew_once() is True  # and takes over only after the lease ran out
+    assert leases.lease is not None and leases.lease["spec"]["holderIdentity"] == "b"
+
+
+def test_a_holder_that_keeps_renewing_is_never_taken_over_whatever_its_clock_says() -> None:
+    leases, clock = _Leases(), _Clock()
+    leader, standby = _election(leases, clock, "a"), _election(leases, clock, "b")
+    for _ in range(20):
+        assert leader.renew_once()
+        assert standby.renew_once() is False
+        assert leases.lease is not None
+        leases.lease["spec"]["renewTime"] = "2001-01-01T00:00:00.000000Z"  # a clock far behind
+        clock.now += RETRY_EVERY_S * 4  # renewed less often than the duration, but renewed
+    assert leases.lease is not None and leases.lease["spec"]["holderIdentity"] == "a"
+
+
+def test_stepping_down_fails_health_stops_the_operator_and_signals_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent: list[int] = []
+    monkeypatch.setattr(leader_module.os, "kill", lambda pid, sig: sent.append(sig))
+    leader = _election(_Leases(), _Clock(), "a")
+    stop = threading.Event()
+    leader.step_down(stop)
+    leader.step_down(stop)
+    assert leader.lost.is_set() and stop.is_set()
+    assert sent == [signal.SIGTERM]
