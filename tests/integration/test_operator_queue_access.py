@@ -4,6 +4,10 @@ the password masked, and the next call reconnects."""
 
 from __future__ import annotations
 
+import threading
+import time
+
+import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -54,4 +58,45 @@ def test_a_broken_connection_is_replaced_on_the_next_call(database_url: str) -> 
             access.run(lambda q: q.list_tokens())
         assert access.run(lambda q: q.list_tokens()) == []
     finally:
+        access.close()
+
+
+def test_a_hung_call_holds_up_neither_other_calls_nor_health_and_is_reported(
+    database_url: str,
+) -> None:
+    """One pool's query stuck on a lock (as behind a hung server) must not
+    block the reconciles of other pools; /healthz sees how long it hangs."""
+    access = QueueAccess(database_url)
+    locker = psycopg.connect(database_url)
+    try:
+        access.run(lambda q: q.list_tokens())  # a first connection, now idle
+        locker.execute("LOCK TABLE corral_enrollment_tokens IN ACCESS EXCLUSIVE MODE")
+        stuck_started = threading.Event()
+        outcome: list[BaseException | object] = []
+
+        def stuck_call() -> None:
+            def blocked(q: Queue) -> object:
+                stuck_started.set()
+                return q.list_tokens()  # waits on the lock
+
+            try:
+                outcome.append(access.run(blocked))
+            except BaseException as exc:
+                outcome.append(exc)
+
+        stuck = threading.Thread(target=stuck_call)
+        stuck.start()
+        assert stuck_started.wait(10)
+        time.sleep(0.5)
+        # Meanwhile other calls go on, on other connections, at once.
+        began = time.monotonic()
+        assert access.run(lambda q: q.stats()) is not None
+        assert time.monotonic() - began < 5
+        assert access.stalled_for() >= 0.5  # the stuck call, as /healthz sees it
+        locker.rollback()  # the lock goes: the stuck call finishes
+        stuck.join(10)
+        assert outcome == [[]]
+        assert access.stalled_for() == 0.0
+    finally:
+        locker.close()
         access.close()

@@ -7,6 +7,7 @@ import subprocess
 import threading
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from corral import queue
 from corral.queue import _sql
@@ -75,3 +76,24 @@ def test_every_constraint_in_the_schema_is_named(database_url: str) -> None:
             " WHERE t.relname LIKE 'corral_%%' AND c.contype = 'c'"
         )]  # fmt: skip
     assert names and not [n for n in names if re.search(r"_check\d*$", n)]
+
+
+def test_every_connection_has_statement_limits_unless_its_dsn_sets_its_own(
+    database_url: str,
+) -> None:
+    with queue.Queue.connect(database_url) as q:
+        conn = q.conn  # what the server says the session runs with
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("30s",)
+        assert conn.execute("SHOW idle_in_transaction_session_timeout").fetchone() == ("1min",)
+        assert conn.info.get_parameters().get("tcp_user_timeout") == "30000"
+    own = make_conninfo(database_url, options="-c statement_timeout=250ms")
+    with queue.Queue.connect(own) as q:
+        conn = q.conn
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("250ms",)
+        # and the limit holds: a statement past it is cancelled, not waited for
+        try:
+            conn.execute("SELECT pg_sleep(5)")
+        except psycopg.errors.QueryCanceled:
+            pass
+        else:
+            raise AssertionError("pg_sleep(5) should have been cancelled after 250 ms")

@@ -22,6 +22,10 @@ import click
 
 from corral.controller.config import DEFAULT_WORKER_IMAGE, OperatorConfig, OperatorConfigError
 
+# /healthz fails once a database call has been in flight this long: past the
+# statement limit (30 s) and the TCP timeouts (30 s), something is stuck.
+DATABASE_STALL_S = 90.0
+
 
 def _env(name: str) -> dict[str, Any]:
     return {"envvar": name, "show_envvar": True}
@@ -180,8 +184,14 @@ def run(config: OperatorConfig, kubeconfig: str | None = None) -> int:
         else None
     )
 
+    access: list[QueueAccess] = []  # set once leading
+
     def healthy() -> bool:
-        return not (election is not None and election.lost.is_set()) and not kopf_done.is_set()
+        if election is not None and election.lost.is_set():
+            return False  # stepped down: restart as a standby
+        if any(a.stalled_for() > DATABASE_STALL_S for a in access):
+            return False  # a database call stuck past every timeout
+        return not kopf_done.is_set()
 
     if config.http_port >= 0:
         server = metrics.serve("0.0.0.0", config.http_port, healthy)
@@ -200,6 +210,7 @@ def run(config: OperatorConfig, kubeconfig: str | None = None) -> int:
     metrics.LEADER.set(1)
 
     queue = QueueAccess(config.database_url)
+    access.append(queue)
     reconciler = Reconciler(kube, queue, config)
     registry = build_registry(reconciler, config.resync_s)
 

@@ -77,6 +77,9 @@ def migrate(dsn: str) -> list[int]:
     """Bring the database at `dsn` up to the current schema; return the versions applied."""
     shipped = migrations()
     with connect(dsn, autocommit=False) as conn, conn.transaction():
+        # A migration may build an index on a big table: no statement limit here.
+        conn.execute("SET LOCAL statement_timeout = 0")
+        conn.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
         conn.execute(_CREATE_TABLE)
         applied = _applied(conn)
