@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import copy
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -520,3 +522,26 @@ def test_work_arriving_during_a_drain_sends_the_draining_workers_back() -> None:
     assert {w.state for w in queue.workers} == {WorkerState.ACTIVE}
     assert _replicas(kube) == 2
     assert kube.events[-1][0] == "DrainCancelled"
+
+
+def test_an_evaluation_reads_the_pool_only_once_the_one_before_it_is_done() -> None:
+    # A drain begun (or cancelled) by the evaluation holding the pool's lock
+    # lives in the status it writes last; an evaluation that read the pool
+    # before taking the lock would act on the status from before it.
+    reconciler, kube, _queue, _ = _autoscaled(autoscaling={"jobsPerWorker": 10})
+    reads: list[float] = []
+    original = kube.get_workerpool
+
+    def get_workerpool(namespace: str, name: str) -> dict[str, Any] | None:
+        reads.append(time.monotonic())
+        return original(namespace, name)
+
+    kube.get_workerpool = get_workerpool  # type: ignore[method-assign]
+    lock = reconciler._lock("pool/jobs/email")
+    with lock:  # another evaluation of this pool in progress
+        waiting = threading.Thread(target=reconciler.autoscale, args=("jobs", "email"))
+        waiting.start()
+        time.sleep(0.3)
+        held_until = time.monotonic()
+    waiting.join(5)
+    assert reads and min(reads) >= held_until

@@ -266,15 +266,17 @@ class Reconciler:
         queues get jobs and every pollSeconds): read the demand, decide, act,
         report. The Deployment's template and the Secret are the reconcile's
         business. Returns None when the pool or its Deployment is not there."""
-        body = self.kube.get_workerpool(namespace, name)
-        if body is None:
-            if self.on_pool_gone is not None:
-                self.on_pool_gone(f"{namespace}/{name}")
-            return None
-        pool = WorkerPool.from_kube(body)
-        if pool.metadata.deletion_timestamp is not None:
-            return None
-        with self._lock(f"pool/{pool_key(pool)}"):
+        with self._lock(f"pool/{namespace}/{name}"):
+            # Read under the lock: an evaluation that held it may have just
+            # written status (a drain begun or cancelled) that this one must see.
+            body = self.kube.get_workerpool(namespace, name)
+            if body is None:
+                if self.on_pool_gone is not None:
+                    self.on_pool_gone(f"{namespace}/{name}")
+                return None
+            pool = WorkerPool.from_kube(body)
+            if pool.metadata.deletion_timestamp is not None:
+                return None
             deployment = self.kube.get_deployment(namespace, naming.deployment_name(pool))
             if deployment is None:
                 return None  # the next reconcile creates it
