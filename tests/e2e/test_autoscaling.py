@@ -209,14 +209,17 @@ def test_new_work_arriving_while_workers_drain_cancels_their_drain(
     )
     # Jobs finish one by one, so the drain may have begun with fewer than three.
     assert 1 <= len(drain["pods"]) <= 3, drain
+    fleet = {w.id for w in p.workers(pod_database_url, f"{namespace}/back")}
     second = _sleep_jobs(pod_database_url, "back", [1, 1, 1])
     p.wait_until(lambda: p.all_finished(pod_database_url, second), "the second jobs", 120)
-    reasons = [r for r, _ in p.events(cluster, namespace, "back")]
-    assert "DrainCancelled" in reasons, (reasons, operators.logs())
-    # The same workers ran the new jobs: the drain was undone, no pod replaced.
-    first_workers = {j.worker_id for j in p.jobs(pod_database_url, first)}
+    events = p.events(cluster, namespace, "back")
+    told = "\n".join(f"{r}: {m}" for r, m in events)
+    assert "DrainCancelled" in [r for r, _ in events], (
+        f"{drain}\n{told}\n{operators.logs()[-3000:]}"
+    )
+    # Workers already there ran the new jobs: the drain was undone, no pod replaced.
     second_workers = {j.worker_id for j in p.jobs(pod_database_url, second)}
-    assert second_workers <= first_workers, (first_workers, second_workers)
+    assert second_workers <= fleet, (fleet, second_workers)
     _assert_nothing_interrupted(pod_database_url, first + second, operators.logs())
 
 
