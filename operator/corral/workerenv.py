@@ -33,6 +33,7 @@ POLL_INTERVAL = "CORRAL_POLL_INTERVAL"
 FLUSH_INTERVAL = "CORRAL_FLUSH_INTERVAL"
 LEASE = "CORRAL_LEASE"
 RETENTION = "CORRAL_RETENTION"
+STUCK_SHARE = "CORRAL_STUCK_SHARE"
 LOG_LEVEL = "CORRAL_LOG_LEVEL"  # read by the CLI only, not a WorkerSettings field
 
 # WorkerSettings field -> its variable; error messages name both.
@@ -56,6 +57,7 @@ BY_SETTING: dict[str, str] = {
     "flush_interval_s": FLUSH_INTERVAL,
     "lease_s": LEASE,
     "retention_s": RETENTION,
+    "stuck_share": STUCK_SHARE,
 }
 
 # What the operator sets on every worker container from the pool's spec and

@@ -19,6 +19,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from corral import queue
+from corral.worker.metrics import parse_text as parse_metrics
 from tests.integration._workers import CORRAL, ROOT, WorkerProcess, mint_token, wait_until
 
 pytestmark = pytest.mark.slow
@@ -522,3 +523,76 @@ def test_a_worker_terminating_keeps_draining_whatever_the_scaler_says(
         assert q.scaler_undrain([worker_id]) == []
     assert w.wait(30) == 0
     assert finished(database_url).get("completed") == 1
+
+
+def test_sync_handlers_stuck_past_their_timeout_restart_the_worker_once_too_many_slots_are_lost(
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    # Two slots, half may be lost: the one stuck thread is one too many.
+    w = spawn(workers, database_url, tmp_path, "w1", "--concurrency", "2", "--stuck-share", "0.5",
+              queues="t")  # fmt: skip
+    with queue.Queue.connect(database_url) as q:
+        held = q.enqueue("hold", {"sleep_s": 3600}, queue="t")
+        stuck = q.enqueue("wedged", {}, queue="t")
+    assert w.wait(30) == 4, w.output()
+    assert "slots are held by sync handlers stuck past their timeout" in w.output()
+    with queue.Queue.connect(database_url) as q:
+        # the stuck job failed (timeout) and will be retried; the other was handed back
+        assert q.get_job(stuck).state == "scheduled", w.output()
+        assert "timed out" in (q.get_job(stuck).last_error or "")
+        assert (q.get_job(held).state, q.get_job(held).attempt) == ("pending", 0)
+
+
+def test_a_stuck_sync_handler_keeps_its_slot_until_it_returns(
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    with queue.Queue.connect(database_url) as q:
+        q.enqueue("blocking", {"sleep_s": 4}, queue="t", max_attempts=1)
+    w = spawn(workers, database_url, tmp_path, "w1", "--concurrency", "2", "--job-timeout", "500ms",
+              "--stuck-share", "1", queues="t")  # fmt: skip
+
+    def stuck() -> float:
+        return float(parse_metrics(w.http("/metrics")[1]).get("corral_worker_stuck_handlers", -1))
+
+    wait_until(lambda: stuck() == 1.0, 15, "the timed-out handler to be counted stuck")
+    # One slot left: two long async jobs run one at a time, not side by side.
+    with queue.Queue.connect(database_url) as q:
+        q.enqueue_many([queue.JobSpec("hold", {"sleep_s": 1}, queue="t") for _ in range(2)])
+    wait_until(lambda: w.status()["in_flight"] >= 1, 10, "a hold job to start")
+    assert w.status()["in_flight"] == 1
+    wait_until(lambda: stuck() == 0.0, 15, "the stuck handler to return and free its slot")
+    assert "its slot stays taken until it returns (1 stuck)" in w.output()
+
+
+def test_an_async_handler_blocking_the_event_loop_is_named_in_the_log(
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    with queue.Queue.connect(database_url) as q:
+        job = q.enqueue("block_loop", {"sleep_s": 2.5}, queue="t")
+    w = spawn(workers, database_url, tmp_path, "w1", queues="t")
+    wait_until(lambda: q_state(database_url, job) == "completed", 30, "the job to finish")
+    wait_until(lambda: "event loop blocked" in w.output(), 10, "the stall to be logged")
+    assert "by handler 'block_loop'" in w.output()
+    metrics = parse_metrics(w.http("/metrics")[1])
+    assert metrics["corral_worker_event_loop_stalls_total"] == 1.0
+
+
+def q_state(dsn: str, job_id: int) -> str:
+    with queue.Queue.connect(dsn) as q:
+        return str(q.get_job(job_id).state)
+
+
+def test_a_bad_payload_and_an_unknown_kind_go_straight_to_dead_whatever_attempts_are_left(
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    with queue.Queue.connect(database_url) as q:  # the default: 20 attempts
+        bad = q.enqueue("resize", {"width": "wide"}, queue="t")
+        unknown = q.enqueue("no-such-kind", {}, queue="t")
+        flaky = q.enqueue("explode", {}, queue="t")
+    spawn(workers, database_url, tmp_path, "w1", queues="t")
+    wait_until(lambda: finished(database_url).get("dead") == 2, what="2 dead jobs")
+    with queue.Queue.connect(database_url) as q:
+        assert (q.get_job(bad).state, q.get_job(bad).attempt) == ("dead", 1)
+        assert (q.get_job(unknown).state, q.get_job(unknown).attempt) == ("dead", 1)
+        # an exception is worth another attempt: it waits for its retry
+        wait_until(lambda: q.get_job(flaky).state == "scheduled", what="the retry of explode")

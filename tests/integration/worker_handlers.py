@@ -73,3 +73,15 @@ async def hold(job: corral.Job[Any]) -> None:
 @corral.handler("blocking")
 def blocking(job: corral.Job[Any]) -> None:
     time.sleep(float((job.payload or {}).get("sleep_s", 0.5)))
+
+
+@corral.handler("block_loop")
+async def block_loop(job: corral.Job[Any]) -> None:
+    """An async handler that blocks its event loop (what not to do)."""
+    time.sleep(float((job.payload or {}).get("sleep_s", 2)))
+
+
+@corral.handler("wedged", timeout=1)
+def wedged(job: corral.Job[Any]) -> None:
+    """A sync handler that outlives its 1 s timeout by far (its thread cannot be stopped)."""
+    time.sleep(float((job.payload or {}).get("sleep_s", 3600)))

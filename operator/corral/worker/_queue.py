@@ -129,9 +129,13 @@ class QueueSession:
         completion was refused)."""
         return await self._completer.complete_many(jobs, results or None)
 
-    async def fail(self, job: ClaimedJob, reason: FailureReason, error: str) -> None:
+    async def fail(
+        self, job: ClaimedJob, reason: FailureReason, error: str, *, retry: bool = True
+    ) -> None:
+        """Record a failed attempt: retried with back-off, or dead when
+        `retry` is False (or the attempts are used up)."""
         async with self._control_lock:
-            await self._control.fail_many([Failure(job, error, reason)])
+            await self._control.fail_many([Failure(job, error, reason, retry=retry)])
 
     async def release(self, jobs: list[ClaimedJob]) -> None:
         async with self._control_lock:

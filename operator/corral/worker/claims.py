@@ -42,10 +42,11 @@ async def dispatch(
     """Claim and start jobs while the worker accepts them. Sleeps until
     NOTIFY (`wake`), a freed slot, or the polling fallback (`poll_s`)."""
     running = jobs.running
+    stuck = jobs.stuck  # threads of sync handlers past their timeout hold slots too
     slot_freed = jobs.slot_freed
     start_job = jobs.start
     while lifecycle.accepting:
-        free = concurrency - len(running)
+        free = concurrency - len(running) - len(stuck)
         if free <= 0:
             slot_freed.clear()
             await slot_freed.wait()

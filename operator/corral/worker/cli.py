@@ -125,6 +125,13 @@ def _env(name: str) -> dict[str, Any]:
     "batches); 0 = never, leave it to `corral jobs purge` [default: 7d].",
 )
 @click.option(
+    "--stuck-share",
+    type=float,
+    **_env(workerenv.STUCK_SHARE),
+    help="Restart (exit 4) once this share of the slots is held by sync handlers stuck past "
+    "their timeout [default: 0.5].",
+)
+@click.option(
     "--log-level",
     default="INFO",
     **_env(workerenv.LOG_LEVEL),
@@ -136,7 +143,8 @@ def worker(ctx: click.Context, /, log_level: str, **raw: Any) -> None:
 
     Delivery is at-least-once: handlers get job.id and job.attempt as their
     idempotency key. Exit codes: 0 after a SIGTERM drain, 1 on a fatal
-    error, 3 when the worker was removed from the registry.
+    error, 3 when the worker was removed from the registry, 4 when sync
+    handlers stuck past their timeout hold --stuck-share of its slots.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -161,6 +169,7 @@ def worker(ctx: click.Context, /, log_level: str, **raw: Any) -> None:
         "flush_interval_s": raw["flush_interval"],
         "lease_s": raw["lease"],
         "retention_s": raw["retention"],
+        "stuck_share": raw["stuck_share"],
     }
     try:
         settings = WorkerSettings.from_raw(**settings_raw)

@@ -94,6 +94,10 @@ class WorkerSettings(BaseModel):
     # Finished jobs older than this are deleted by the fleet (one worker at a
     # time); 0 leaves retention to `corral jobs purge`.
     retention_s: float = Field(default=DEFAULT_RETENTION_S, ge=0)
+    # A sync handler past its timeout keeps its thread (Python cannot stop
+    # it): its slot is lost. Once this share of the slots is lost, the worker
+    # hands back its other jobs and exits for Kubernetes to restart it.
+    stuck_share: float = Field(default=0.5, gt=0, le=1)
 
     @field_validator("database_url")
     @classmethod

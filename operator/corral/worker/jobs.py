@@ -16,13 +16,14 @@ id, kind, queue, payload, attempt...), never the lease token of the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 import traceback
 import types
-from collections.abc import Coroutine, Generator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Coroutine, Generator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -40,6 +41,19 @@ __all__ = ["Jobs", "Running", "handler_job", "result_value"]
 
 _WATCHDOG_PERIOD_S = 0.1
 
+# Failures another attempt cannot fix: the job goes straight to dead with its
+# error (the payload will not decode better, the kind will not appear).
+NOT_RETRYABLE = frozenset({FailureReason.PAYLOAD, FailureReason.UNKNOWN_KIND})
+
+
+@dataclass(slots=True, frozen=True)
+class Stuck:
+    """A sync handler that outlived its job's timeout: Python cannot stop a
+    thread, so it keeps the thread, and the job's slot, until it returns."""
+
+    kind: str
+    since: float  # monotonic seconds
+
 
 @dataclass(slots=True)
 class Running:
@@ -52,7 +66,9 @@ class Running:
 
 
 class _Failures(Protocol):
-    async def fail(self, job: ClaimedJob, reason: FailureReason, error: str) -> None: ...
+    async def fail(
+        self, job: ClaimedJob, reason: FailureReason, error: str, *, retry: bool
+    ) -> None: ...
     async def release(self, jobs: list[ClaimedJob]) -> None: ...
 
 
@@ -87,10 +103,17 @@ class Jobs:
     running: dict[int, Running] = field(default_factory=dict)
     slot_freed: asyncio.Event = field(default_factory=asyncio.Event)
     threads: ThreadPoolExecutor | None = None  # sync handlers run here
+    stuck: dict[int, Stuck] = field(default_factory=dict)  # job id -> its lost slot
+    on_stuck: Callable[[int], None] | None = None  # told how many are stuck now
     _io_tasks: set[asyncio.Future[Any]] = field(default_factory=set)
 
     def __len__(self) -> int:
         return len(self.running)
+
+    @property
+    def busy(self) -> int:
+        """Slots taken: jobs held, and threads of stuck sync handlers."""
+        return len(self.running) + len(self.stuck)
 
     # -- start and run ---------------------------------------------------------
 
@@ -127,9 +150,7 @@ class Jobs:
                 if handler.is_async:
                     result = await handler.fn(job)
                 else:
-                    result = await asyncio.get_running_loop().run_in_executor(
-                        self.threads, handler.fn, job
-                    )
+                    result = await self._in_thread(running, handler, job)
             except asyncio.CancelledError:
                 if running.released:
                     return  # handed back by shutdown; not an attempt
@@ -160,6 +181,49 @@ class Jobs:
             raise
         self._complete(running, result)
 
+    async def _in_thread(self, running: Running, handler: Handler, job: Job[Any]) -> Any:
+        if self.threads is None:
+            self.threads = ThreadPoolExecutor(thread_name_prefix="corral-job")
+        thread = self.threads.submit(handler.fn, job)
+        try:
+            return await asyncio.wrap_future(thread)
+        except asyncio.CancelledError:
+            if running.timed_out and not thread.done():
+                self._lose_slot(running, thread)
+            raise
+
+    def _lose_slot(self, running: Running, thread: Future[Any]) -> None:
+        claimed = running.job
+        self.stuck[claimed.id] = Stuck(claimed.kind, time.monotonic())
+        loop = asyncio.get_running_loop()
+
+        def returned(_: Future[Any]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: we are exiting
+                loop.call_soon_threadsafe(self._slot_back, claimed.id)
+
+        thread.add_done_callback(returned)
+        log.error(
+            "job %s (%s): its sync handler still runs in its thread past the %gs timeout; "
+            "Python cannot stop it, so its slot stays taken until it returns (%d stuck)",
+            claimed.id,
+            claimed.kind,
+            running.deadline - running.started,
+            len(self.stuck),
+        )
+        if self.on_stuck is not None:
+            self.on_stuck(len(self.stuck))
+
+    def _slot_back(self, job_id: int) -> None:
+        stuck = self.stuck.pop(job_id, None)
+        if stuck is not None:
+            log.warning(
+                "the stuck %s handler of job %s returned after %.0fs; its slot is free again",
+                stuck.kind,
+                job_id,
+                time.monotonic() - stuck.since,
+            )
+            self.slot_freed.set()
+
     # -- outcomes ----------------------------------------------------------------
 
     def _complete(self, running: Running, result: Any) -> None:
@@ -183,7 +247,9 @@ class Jobs:
 
     async def _record_failure(self, running: Running, reason: FailureReason, error: str) -> None:
         try:
-            await self.session.fail(running.job, reason, error)
+            await self.session.fail(
+                running.job, reason, error, retry=reason not in NOT_RETRYABLE
+            )
         except RemovedError:
             raise
         except Exception as exc:

@@ -85,6 +85,7 @@ class WorkerMetrics:
         self.latency: dict[str, Histogram] = {}  # queue -> enqueue (or run_at) to start
         self.claim_batch = Histogram(BATCH_BUCKETS)
         self.flush_batch = Histogram(BATCH_BUCKETS)
+        self.loop_stalls = 0  # times the event loop stopped turning (corral.worker.loopwatch)
         self._gauges = gauges
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
@@ -138,6 +139,12 @@ class _Collector:
             fam = HistogramMetricFamily(name, doc)
             fam.add_metric([], h.buckets(), sum_value=h.total)
             yield fam
+        yield CounterMetricFamily(
+            "corral_worker_event_loop_stalls",
+            "Times the worker's event loop was blocked past its threshold (an async handler "
+            "that does blocking work)",
+            value=m.loop_stalls,
+        )
         for gauge, level in m._gauges().items():
             yield GaugeMetricFamily(
                 f"corral_worker_{gauge}", _GAUGE_DOCS.get(gauge, gauge), value=level
@@ -149,6 +156,8 @@ _GAUGE_DOCS = {
     "concurrency": "Jobs this worker may run at once",
     "draining": "1 while the worker drains or is drained",
     "ready": "1 when enrolled and accepting jobs",
+    "stuck_handlers": "Sync handlers still running in their thread past their job's timeout "
+    "(each holds a slot)",
 }
 
 

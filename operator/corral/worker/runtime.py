@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import sys
 import time
 import traceback
@@ -55,14 +56,16 @@ from corral.worker.handlers import HandlerRegistry
 from corral.worker.handlers import registry as decorated
 from corral.worker.heartbeat import Heartbeat
 from corral.worker.jobs import Jobs
+from corral.worker.loopwatch import LoopWatch
 from corral.worker.metrics import WorkerMetrics
 from corral.worker.signals import StopSignals
 
 log = logging.getLogger("corral.worker")
 
-__all__ = ["EXIT_REMOVED", "Worker", "build_registry"]
+__all__ = ["EXIT_REMOVED", "EXIT_STUCK", "Worker", "build_registry"]
 
 EXIT_REMOVED = 3  # the registry says this worker was removed
+EXIT_STUCK = 4  # sync handlers stuck past their timeout hold too many slots
 EXIT_FATAL = 1
 _DRAIN_POLL_S = 1.0  # a drain without a deadline re-checks held jobs this often
 _DRAINED_POLL_S = 0.2  # a drained worker checks this often whether to exit
@@ -116,6 +119,7 @@ class Worker:
             "concurrency": float(self.settings.concurrency),
             "draining": float(self.lifecycle.draining),
             "ready": float(self.is_ready()[0]),
+            "stuck_handlers": float(0 if self._jobs is None else len(self._jobs.stuck)),
         }
 
     def status(self) -> dict[str, Any]:
@@ -198,6 +202,7 @@ class Worker:
         jobs = self._jobs = Jobs(
             self.registry, self.metrics, self._buffer, session, settings.job_timeout_s
         )
+        jobs.on_stuck = self._slots_stuck
         beat = self._heartbeat = Heartbeat(
             session,
             self.lifecycle,
@@ -240,6 +245,7 @@ class Worker:
             spawn(claims.listen(session, self._wake, settings.database_url), "listener")
             spawn(flusher.run(), "flusher")
             spawn(jobs.watchdog(), "watchdog")
+            spawn(self._loop_watch().run(), "loopwatch")
             spawn(upkeep.reap(session, self._wake.set), "reaper")
             if settings.retention_s > 0:
                 spawn(
@@ -294,6 +300,37 @@ class Worker:
         else:
             text = "".join(traceback.format_exception(exc))
             self._fatal(f"internal task {task.get_name()} failed: {scrub_password(text, url)}")
+
+    def _loop_watch(self) -> LoopWatch:
+        def stalled(seconds: float, where: str) -> None:
+            self.metrics.loop_stalls += 1
+
+        return LoopWatch(((h.name, h.fn) for h in self.registry), on_stall=stalled)
+
+    def _slots_stuck(self, count: int) -> None:
+        """A sync handler outlived its timeout (its slot is lost until it
+        returns); past `stuck_share` of the slots the worker restarts."""
+        settings = self.settings
+        limit = max(1, math.ceil(settings.stuck_share * settings.concurrency))
+        if count < limit or self.exit_code == EXIT_STUCK:
+            return
+        self.exit_code = EXIT_STUCK
+        self.exit_message = (
+            f"{count} of {settings.concurrency} slots are held by sync handlers stuck past their "
+            f"timeout (--stuck-share {settings.stuck_share:g}); handing back the other jobs and "
+            "exiting so that Kubernetes restarts this worker with fresh threads"
+        )
+        print(f"corral worker: error: {self.exit_message}", file=sys.stderr, flush=True)
+        self._spawn(self._restart(), "restart")
+
+    async def _restart(self) -> None:
+        self.lifecycle.stop()
+        jobs = self._jobs
+        if jobs is not None:
+            await jobs.hand_back()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._buffer.written_out(), 10)
+        self._stop.set()
 
     def _fatal(self, message: str) -> int:
         print(f"corral worker: error: {message}", file=sys.stderr, flush=True)
