@@ -247,9 +247,7 @@ class Jobs:
 
     async def _record_failure(self, running: Running, reason: FailureReason, error: str) -> None:
         try:
-            await self.session.fail(
-                running.job, reason, error, retry=reason not in NOT_RETRYABLE
-            )
+            await self.session.fail(running.job, reason, error, retry=reason not in NOT_RETRYABLE)
         except RemovedError:
             raise
         except Exception as exc:
