@@ -103,8 +103,12 @@ class Platform:
         self.metrics_port = free_port()
         self.database_url = ""
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
-        return str(self.cluster.kubectl(*args, input=input, check=check).stdout)
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout_s: float = 60.0
+    ) -> str:
+        return str(
+            self.cluster.kubectl(*args, input=input, check=check, timeout_s=timeout_s).stdout
+        )
 
     def kubectl_json(self, *args: str) -> dict[str, Any]:
         return dict(json.loads(self.kubectl(*args, "-o", "json")))
@@ -373,7 +377,10 @@ def many_pools(platform: Platform, count: int) -> tuple[float, float]:
     a freshly started operator takes to reconcile them all."""
     docs = [pool_body(f"p{i:03d}", f"many-{i}", replicas={"min": 0, "max": 2})
             for i in range(count)]  # fmt: skip
-    platform.kubectl("apply", "-f", "-", input="\n---\n".join(yaml.safe_dump(d) for d in docs))
+    for first in range(0, len(docs), 25):  # in parts: one apply of 200 can outlast a timeout
+        part = docs[first : first + 25]
+        platform.kubectl("apply", "-f", "-", input="\n---\n".join(yaml.safe_dump(d) for d in part),
+                         timeout_s=300)  # fmt: skip
 
     def reconciled() -> bool:
         items = platform.kubectl_json("get", "workerpools", "-n", NAMESPACE)["items"]
