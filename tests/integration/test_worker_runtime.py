@@ -596,3 +596,31 @@ def test_a_bad_payload_and_an_unknown_kind_go_straight_to_dead_whatever_attempts
         assert (q.get_job(unknown).state, q.get_job(unknown).attempt) == ("dead", 1)
         # an exception is worth another attempt: it waits for its retry
         wait_until(lambda: q.get_job(flaky).state == "scheduled", what="the retry of explode")
+
+
+def test_poison_results_and_errors_are_stored_cleaned_and_the_run_goes_on(
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    with queue.Queue.connect(database_url) as q:
+        before = q.enqueue_many([queue.JobSpec("noop", queue="t") for _ in range(50)])
+        bad_result = q.enqueue("poison", {}, queue="t")
+        bad_error = q.enqueue("poison", {"raise": True}, queue="t", max_attempts=1)
+        after = q.enqueue_many([queue.JobSpec("noop", queue="t") for _ in range(50)])
+    w = spawn(workers, database_url, tmp_path, "w1", "--concurrency", "20", queues="t")
+    wait_until(lambda: finished(database_url) == {"completed": 101, "dead": 1}, 60, "every job")
+    with queue.Queue.connect(database_url) as q:
+        assert q.get_job(bad_result).result == {"text": "nul \ufffd here", "half": "\ufffd"}
+        assert "bad \ufffd byte and half a \ufffd pair" in (q.get_job(bad_error).last_error or "")
+        assert {q.get_job(i).state for i in before + after} == {"completed"}
+    assert w.proc.poll() is None and w.http("/healthz")[0] == 200
+
+
+def test_the_queue_names_a_value_postgres_cannot_store(database_url: str) -> None:
+    with queue.Queue.connect(database_url) as q:
+        q.enqueue("x", queue="t")
+        token = q.create_token("default", ttl_s=60, uses=1)
+        me = q.enroll(token.secret, name="w", queues=["t"], concurrency=1)
+        (job,) = q.claim(me.worker_id, me.credential, ["t"], batch=1)
+        with pytest.raises(queue.DataRefused):
+            q.complete_many([job], {job.id: {"text": "nul \x00 here"}})
+        assert q.complete_many([job], {job.id: {"text": "clean"}}) == []

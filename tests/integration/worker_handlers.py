@@ -85,3 +85,11 @@ async def block_loop(job: corral.Job[Any]) -> None:
 def wedged(job: corral.Job[Any]) -> None:
     """A sync handler that outlives its 1 s timeout by far (its thread cannot be stopped)."""
     time.sleep(float((job.payload or {}).get("sleep_s", 3600)))
+
+
+@corral.handler("poison")
+async def poison(job: corral.Job[Any]) -> Any:
+    """Results and errors PostgreSQL cannot store as they are (NUL, a lone surrogate)."""
+    if (job.payload or {}).get("raise"):
+        raise RuntimeError("bad \x00 byte and half a \ud800 pair")
+    return {"text": "nul \x00 here", "half": "\udc80"}

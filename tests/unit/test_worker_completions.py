@@ -8,7 +8,7 @@ import asyncio
 import datetime as dt
 from typing import Any
 
-from corral.queue import ClaimedJob
+from corral.queue import ClaimedJob, DataRefused
 from corral.worker.completions import CompletionBuffer, Flusher
 from corral.worker.metrics import WorkerMetrics
 
@@ -97,5 +97,42 @@ def test_written_out_returns_once_the_flusher_has_written_everything() -> None:
         await asyncio.wait_for(buffer.written_out(), 5)
         task.cancel()
         assert session.calls == [([1], {})]
+
+    asyncio.run(scenario())
+
+
+class RefusingSession:
+    """A database that refuses any batch holding a result of job 2 (as it
+    refuses a string it cannot store), and accepts everything else."""
+
+    def __init__(self) -> None:
+        self.stored: dict[int, Any] = {}
+
+    async def complete_many(
+        self, jobs: list[ClaimedJob], results: dict[int, Any] | None = None
+    ) -> list[int]:
+        results = results or {}
+        if 2 in results and "unstorable_result" not in results[2]:
+            raise DataRefused("invalid byte sequence for encoding UTF8")
+        for job in jobs:
+            self.stored[job.id] = results.get(job.id)
+        return []
+
+
+def test_a_refused_result_costs_its_own_job_its_result_never_the_batch() -> None:
+    async def scenario() -> None:
+        buffer = CompletionBuffer(batch=10)
+        for job_id in (1, 2, 3):
+            buffer.add(_job(job_id), {"n": job_id})
+        session = RefusingSession()
+        freed: list[int] = []
+        flusher = Flusher(
+            buffer, session, WorkerMetrics(dict), lambda d: freed.extend(j.id for j in d), 0
+        )  # type: ignore[arg-type]
+        await flusher.flush_once()
+        assert session.stored[1] == {"n": 1} and session.stored[3] == {"n": 3}
+        assert "DataRefused: invalid byte sequence" in session.stored[2]["unstorable_result"]
+        assert sorted(freed) == [1, 2, 3]  # every slot free, nothing left to retry
+        assert buffer.done == []
 
     asyncio.run(scenario())

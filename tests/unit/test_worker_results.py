@@ -10,7 +10,7 @@ import uuid
 from pydantic import BaseModel
 
 from corral.queue import ClaimedJob
-from corral.worker.jobs import result_value as _result_value
+from corral.worker.results import result_value as _result_value
 
 NOW = dt.datetime(2030, 1, 31, 9, 0, tzinfo=dt.UTC)
 JOB = ClaimedJob(7, "check", "q", {}, 0, None, 1, 3, 11, NOW, NOW, NOW)
@@ -35,3 +35,15 @@ def test_a_value_json_cannot_hold_is_kept_as_its_repr_instead_of_failing_the_bat
     assert _result_value(JOB, float("nan")) == {"unserializable_result": "nan"}
     odd = _result_value(JOB, object())
     assert odd["unserializable_result"].startswith("<object object at")
+
+
+def test_nul_characters_and_lone_surrogates_are_replaced_wherever_they_are() -> None:
+    value = _result_value(JOB, {"out\x00": ["a\x00b", "lone \ud800 half"], "n": 1})
+    assert value == {"out\ufffd": ["a\ufffdb", "lone \ufffd half"], "n": 1}
+    json.dumps(value).encode("utf-8")  # storable as UTF-8 text
+
+
+def test_a_result_past_the_limit_is_kept_as_a_preview() -> None:
+    value = _result_value(JOB, {"blob": "x" * 5000}, max_bytes=1000)
+    assert value["result_too_large"] > 5000
+    assert len(value["preview"]) == 1000

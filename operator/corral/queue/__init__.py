@@ -44,6 +44,7 @@ from corral.queue.dsn import DsnError, check_dsn, mask_dsn
 from corral.queue.errors import (
     ConnectionLost,
     CredentialError,
+    DataRefused,
     EnrollmentError,
     InvalidJob,
     JobNotFound,
@@ -88,6 +89,7 @@ __all__ = [
     "ClaimedJob",
     "ConnectionLost",
     "CredentialError",
+    "DataRefused",
     "Depth",
     "DispatchState",
     "DsnError",

@@ -28,6 +28,11 @@ class InvalidJob(QueueError, ValueError):
     """An enqueue argument is out of range (priority, max_attempts, kind, queue)."""
 
 
+class DataRefused(QueueError, ValueError):
+    """PostgreSQL cannot store a value sent (SQLSTATE class 22: a NUL
+    character, text that is not UTF-8, a number out of range)."""
+
+
 class WorkerNotFound(QueueError, LookupError):
     pass
 
@@ -59,6 +64,8 @@ def translated() -> Iterator[None]:
     """Turn corral's custom SQLSTATEs into the matching Python errors."""
     try:
         yield
+    except UnicodeEncodeError as exc:  # refused before it was sent (a lone surrogate)
+        raise DataRefused(f"text that is not UTF-8: {exc}") from None
     except psycopg.Error as exc:
         state = exc.sqlstate or ""
         message = exc.diag.message_primary or str(exc)
@@ -70,6 +77,8 @@ def translated() -> Iterator[None]:
             raise WorkerRemoved(text) from None
         if state == "CR403":
             raise EnrollmentError(text) from None
+        if state.startswith("22"):  # data exception: this value cannot be stored
+            raise DataRefused(text) from None
         if state == "23514":  # check_violation: name the constraint, it says what is wrong
             raise InvalidJob(
                 f"rejected by constraint {exc.diag.constraint_name}: {message}"
@@ -80,6 +89,7 @@ def translated() -> Iterator[None]:
 __all__ = [
     "ConnectionLost",
     "CredentialError",
+    "DataRefused",
     "DsnError",
     "EnrollmentError",
     "InvalidJob",

@@ -16,9 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from corral.queue import ClaimedJob, ConnectionLost
+from corral.queue import ClaimedJob, ConnectionLost, DataRefused
 from corral.worker._queue import RemovedError
 from corral.worker.metrics import WorkerMetrics
+from corral.worker.results import clean_text
 
 log = logging.getLogger("corral.worker")
 
@@ -114,12 +115,53 @@ class Flusher:
             lost = await self.session.complete_many(done, results)
         except (RemovedError, ConnectionLost):
             raise  # removed, or the connection is gone: the worker exits
+        except DataRefused as exc:
+            # One value the database cannot store must not hold the others
+            # back: write them one by one, so only that one is dealt with.
+            log.warning("%d completion(s) refused (%s); writing them one by one", len(done), exc)
+            lost = await self._one_by_one(done, results)
         except Exception as exc:
             log.error("could not record %d completion(s), retrying: %s", len(done), exc)
             buffer.put_back(done, results)
             await asyncio.sleep(_RETRY_AFTER_S)
             buffer.flush_now.set()
             return
+        self._written(done, lost)
+
+    async def _one_by_one(self, done: list[ClaimedJob], results: dict[int, Any]) -> list[int]:
+        lost: list[int] = []
+        for job in done:
+            mine = {job.id: results[job.id]} if job.id in results else {}
+            try:
+                lost += await self.session.complete_many([job], mine)
+            except DataRefused as exc:
+                if not await self._store_without_result(job, mine, exc):
+                    # Not even the bare completion went in: leave it to the
+                    # lease (the job runs again elsewhere) rather than block.
+                    log.error("job %s: completion refused (%s); its lease will lapse", job.id, exc)
+                    self.metrics.count(job.queue, "unstorable")
+        return lost
+
+    async def _store_without_result(
+        self, job: ClaimedJob, results: dict[int, Any], exc: Exception
+    ) -> bool:
+        """The database refused this job's completion, its result the likely
+        cause: complete it with a note of why in place of the result."""
+        if job.id not in results:
+            return False
+        note = {"unstorable_result": clean_text(f"{type(exc).__name__}: {exc}")[:500]}
+        log.error(
+            "job %s (%s): its result was refused (%s); kept a note instead", job.id, job.kind, exc
+        )
+        try:
+            await self.session.complete_many([job], {job.id: note})
+        except DataRefused:
+            return False
+        self.metrics.count(job.queue, "result_refused")
+        return True
+
+    def _written(self, done: list[ClaimedJob], lost: list[int]) -> None:
+        buffer = self.buffer
         self.metrics.flush_batch.observe(len(done))
         if lost:
             # Reaped or re-claimed while we ran it (a lease lapsed): the

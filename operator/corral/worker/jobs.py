@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import traceback
@@ -27,17 +26,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pydantic_core import to_jsonable_python
-
 from corral.queue import ClaimedJob, FailureReason
 from corral.worker._queue import RemovedError
 from corral.worker.completions import CompletionBuffer
 from corral.worker.handlers import Handler, HandlerRegistry, Job, PayloadError
 from corral.worker.metrics import WorkerMetrics
+from corral.worker.results import clean_text, result_value
 
 log = logging.getLogger("corral.worker")
 
-__all__ = ["Jobs", "Running", "handler_job", "result_value"]
+__all__ = ["Jobs", "Running", "handler_job"]
 
 _WATCHDOG_PERIOD_S = 0.1
 
@@ -236,6 +234,7 @@ class Jobs:
 
     def _fail(self, running: Running, reason: FailureReason, error: str) -> None:
         claimed = running.job
+        error = clean_text(error[:2000])
         self.metrics.count(claimed.queue, reason.value)
         self.metrics.observe_duration(claimed.queue, time.monotonic() - running.started)
         log.warning(
@@ -314,29 +313,11 @@ class Jobs:
             await asyncio.gather(*list(self._io_tasks), return_exceptions=True)
 
 
-def result_value(claimed: ClaimedJob, result: Any) -> Any:
-    """A handler's return value as JSON data (pydantic models, dataclasses,
-    datetimes, UUIDs... converted). A value JSON cannot hold is kept as its
-    repr instead, so that one odd result never blocks a completion batch."""
-    try:
-        value = to_jsonable_python(result)
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        log.warning(
-            "job %s (%s) returned a value JSON cannot hold (%s); keeping its repr",
-            claimed.id,
-            claimed.kind,
-            exc,
-        )
-        return {"unserializable_result": repr(result)[:1000]}
-    return value
-
-
 def _describe(exc: BaseException) -> str:
     """`Type: message` plus the innermost frame, short enough to keep in a row."""
     tb = traceback.extract_tb(exc.__traceback__)
     where = f" (at {tb[-1].filename}:{tb[-1].lineno} in {tb[-1].name})" if tb else ""
-    return f"{type(exc).__name__}: {exc}{where}"[:2000]
+    return clean_text(f"{type(exc).__name__}: {exc}{where}"[:2000])
 
 
 @types.coroutine

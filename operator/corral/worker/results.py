@@ -1,0 +1,78 @@
+"""What a job leaves behind, made storable: a handler's return value as JSON
+data PostgreSQL accepts, and error text without the characters it refuses.
+
+`jsonb` and `text` refuse the NUL character and a lone surrogate (not
+UTF-8); a batch of completions with one such string in it would be refused
+whole. `corral.worker.jobs` cleans every result and error through here
+before it reaches the completion buffer or the failure path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+from pydantic_core import to_jsonable_python
+
+from corral.queue import ClaimedJob
+
+log = logging.getLogger("corral.worker")
+
+__all__ = ["RESULT_MAX_BYTES", "clean_text", "result_value", "storable"]
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+RESULT_MAX_BYTES = 1 << 20  # a result larger than this as JSON is kept as a preview
+
+
+def result_value(claimed: ClaimedJob, result: Any, max_bytes: int = RESULT_MAX_BYTES) -> Any:
+    """A handler's return value as JSON data PostgreSQL will store (pydantic
+    models, dataclasses, datetimes, UUIDs... converted; NUL characters and
+    lone surrogates, which jsonb refuses, replaced). A value JSON cannot
+    hold is kept as its repr, one past `max_bytes` as a preview, so that one
+    odd result never blocks a completion batch."""
+    try:
+        value = storable(to_jsonable_python(result))
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        log.warning(
+            "job %s (%s) returned a value JSON cannot hold (%s); keeping its repr",
+            claimed.id,
+            claimed.kind,
+            exc,
+        )
+        return {"unserializable_result": storable(repr(result)[:1000])}
+    if len(text) > max_bytes:
+        log.warning(
+            "job %s (%s) returned %d bytes of JSON, more than the %d kept; keeping a preview",
+            claimed.id,
+            claimed.kind,
+            len(text),
+            max_bytes,
+        )
+        return {"result_too_large": len(text), "preview": text[:1000]}
+    return value
+
+
+def storable(value: Any) -> Any:
+    """`value` (JSON data) with every string cleaned as `clean_text` does."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_text(str(k)): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return value
+
+
+def clean_text(text: str) -> str:
+    """`text` as PostgreSQL stores it: no NUL character (text and jsonb
+    refuse it) and no lone surrogate (not UTF-8); each becomes U+FFFD."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a str holds surrogates only unpaired
+        text = _SURROGATE.sub("\ufffd", text)
+    return text
