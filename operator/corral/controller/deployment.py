@@ -23,7 +23,7 @@ from corral.controller import naming
 
 CONTAINER = "worker"
 HTTP_PORT = 8080  # the worker's /metrics, /healthz, /readyz (corral.worker.config)
-STATE_DIR = "/var/lib/corral"  # the worker's credential lives here (emptyDir)
+STATE_DIR = "/var/lib/corral"  # the worker's credential and drain key (emptyDir)
 WORKER_UID = 65532  # the conventional "nonroot" user of distroless images
 DRAIN_MARGIN_S = 15  # seconds past drain.timeoutSeconds before SIGKILL
 HANDBACK_S = 10  # seconds a SIGTERMed worker waits before handing jobs back
@@ -139,6 +139,10 @@ def _container(pool: WorkerPool, region: str, image: str) -> dict[str, Any]:
                         "prestop",
                         "--port",
                         str(HTTP_PORT),
+                        # Where the worker wrote its drain key: /drain
+                        # answers only a caller that can read it.
+                        "--state-dir",
+                        STATE_DIR,
                         "--timeout",
                         str(pool.spec.drain.timeout_seconds),
                     ]

@@ -198,6 +198,13 @@ def worker(ctx: click.Context, /, log_level: str, **raw: Any) -> None:
 )
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    **_env(workerenv.STATE_DIR),
+    help="The worker's state directory, where it keeps its drain key "
+    "[default: ~/.local/state/corral].",
+)
+@click.option(
     "--timeout",
     "timeout_s",
     type=float,
@@ -205,16 +212,35 @@ def worker(ctx: click.Context, /, log_level: str, **raw: Any) -> None:
     show_default=True,
     help="Seconds to wait for `drained` (the pod's grace period bounds it anyway).",
 )
-def prestop(port: int, host: str, timeout_s: float) -> None:
+def prestop(port: int, host: str, state_dir: Path | None, timeout_s: float) -> None:
     """Drain the local worker and wait until it is drained (a preStop hook).
 
-    POSTs /drain to the worker on this host and polls /status until it says
-    `drained` with 0 jobs in flight; the kubelet then sends SIGTERM. The
-    worker's registry row follows: `draining`, then `drained`.
+    POSTs /drain to the worker on this host with the drain key the worker
+    wrote to its state directory (only the pod itself can read it), then
+    polls /status until it says `drained` with 0 jobs in flight; the kubelet
+    then sends SIGTERM. The worker's registry row follows: `draining`, then
+    `drained`.
     """
+    from corral.worker.config import default_state_dir
+    from corral.worker.endpoint import DRAIN_KEY_FILE, read_drain_key
+
+    state_dir = state_dir or default_state_dir()
+    try:
+        key = read_drain_key(state_dir)
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot read the worker's drain key {state_dir / DRAIN_KEY_FILE}: "
+            f"{exc.strerror or exc}; run this as the worker's user with its "
+            f"--state-dir / {workerenv.STATE_DIR}"
+        ) from None
     base = f"http://{host}:{port}"
     try:
-        status = _http_json("POST", f"{base}/drain")
+        status = _http_json("POST", f"{base}/drain", key)
+    except urllib.error.HTTPError as exc:
+        raise click.ClickException(
+            f"the worker at {base} refused to drain ({exc.code}): "
+            f"{exc.read().decode(errors='replace').strip()}"
+        ) from None
     except OSError as exc:
         raise click.ClickException(f"cannot reach the worker at {base}: {exc}") from None
     deadline = time.monotonic() + timeout_s
@@ -235,8 +261,11 @@ def prestop(port: int, host: str, timeout_s: float) -> None:
     )
 
 
-def _http_json(method: str, url: str) -> dict[str, Any]:
-    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+def _http_json(method: str, url: str, key: str | None = None) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    request = urllib.request.Request(
+        url, method=method, data=b"" if method == "POST" else None, headers=headers
+    )
     with urllib.request.urlopen(request, timeout=5) as response:
         data: dict[str, Any] = json.loads(response.read())
         return data

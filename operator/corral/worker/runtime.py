@@ -49,7 +49,7 @@ from corral.worker._queue import QueueSession, RemovedError, open_session
 from corral.worker.completions import CompletionBuffer, Flusher
 from corral.worker.config import WorkerSettings
 from corral.worker.drain import Lifecycle, State
-from corral.worker.endpoint import Endpoint
+from corral.worker.endpoint import DRAIN_KEY_FILE, Endpoint, write_drain_key
 from corral.worker.executors import builtin_registry
 from corral.worker.handlers import HandlerRegistry
 from corral.worker.handlers import registry as decorated
@@ -217,7 +217,16 @@ class Worker:
             self.worker_id = identity.worker_id
             beat.last_ok = time.monotonic()
             if settings.http_port >= 0:
-                self._endpoint = Endpoint(self, settings.http_host, settings.http_port)
+                try:
+                    drain_key = write_drain_key(settings.state_dir)
+                except OSError as exc:
+                    return self._fatal(
+                        f"--state-dir / CORRAL_STATE_DIR: cannot write {DRAIN_KEY_FILE} in "
+                        f"{settings.state_dir}: {exc.strerror or exc}"
+                    )
+                self._endpoint = Endpoint(
+                    self, settings.http_host, settings.http_port, drain_key=drain_key
+                )
                 try:
                     await self._endpoint.start()
                 except OSError as exc:
