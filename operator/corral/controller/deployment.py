@@ -188,6 +188,33 @@ def desired_disruption_budget(pool: WorkerPool, *, region: str) -> dict[str, Any
     }
 
 
+def desired_network_policy(pool: WorkerPool, *, region: str) -> dict[str, Any]:
+    """The pool's NetworkPolicy: its pods admit connections on the metrics
+    port (Prometheus scrapes it; kubelet probes come from the node) and on no
+    other. Egress is not restricted here: reaching other services is what
+    monitoring jobs do; the worker's executor guard judges those targets.
+
+    Within the metrics port, POST /drain still needs the pod's own drain key
+    (`corral.worker.endpoint`): the policy keeps everything else out, the key
+    keeps other pods from draining a worker.
+    """
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": naming.deployment_name(pool),
+            "namespace": pool.metadata.namespace,
+            "labels": naming.owned_labels(pool, region),
+        },
+        "spec": {
+            "podSelector": {"matchLabels": naming.selector_labels(pool)},
+            "policyTypes": ["Ingress"],
+            # One rule, a port and no `from`: any source, this port only.
+            "ingress": [{"ports": [{"protocol": "TCP", "port": HTTP_PORT}]}],
+        },
+    }
+
+
 def desired_deployment(
     pool: WorkerPool, *, region: Region, replicas: int, worker_image: str
 ) -> dict[str, Any]:
