@@ -66,6 +66,9 @@ def _env(pool: WorkerPool, region: str) -> list[dict[str, Any]]:
                 }
             },
         },
+        # The executor guard's rules (empty: the built-in refusals only).
+        {"name": workerenv.EGRESS_DENY, "value": ",".join(spec.egress.deny)},
+        {"name": workerenv.EGRESS_ALLOW, "value": ",".join(spec.egress.allow)},
     ]
     if spec.template is not None and spec.template.env:
         env += [entry.to_kube() for entry in spec.template.env]

@@ -131,7 +131,10 @@ class QueueSession:
 
     async def fail(self, job: ClaimedJob, reason: FailureReason, error: str) -> None:
         async with self._control_lock:
-            await self._control.fail_many([Failure(job, error, reason)])
+            # A payload the handler refused (malformed, or a target the
+            # executor guard refuses) fails the same way every time: dead now.
+            retry = reason is not FailureReason.PAYLOAD
+            await self._control.fail_many([Failure(job, error, reason, retry=retry)])
 
     async def release(self, jobs: list[ClaimedJob]) -> None:
         async with self._control_lock:

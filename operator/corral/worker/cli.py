@@ -124,6 +124,21 @@ def _env(name: str) -> dict[str, Any]:
     "batches); 0 = never, leave it to `corral jobs purge` [default: 7d].",
 )
 @click.option(
+    "--egress-deny",
+    multiple=True,
+    **_env(workerenv.EGRESS_DENY),
+    help="Targets the http/tcp/dns executors refuse, beyond link-local and cloud metadata: "
+    "CIDR, host pattern and/or :PORT, e.g. 10.96.0.1:443,*.internal (comma-separated or "
+    "repeated).",
+)
+@click.option(
+    "--egress-allow",
+    multiple=True,
+    **_env(workerenv.EGRESS_ALLOW),
+    help="Targets opened although a deny rule (built-in or --egress-deny) matches them, "
+    "e.g. 169.254.169.254:80. Never opens the worker's own endpoint.",
+)
+@click.option(
     "--log-level",
     default="INFO",
     **_env(workerenv.LOG_LEVEL),
@@ -160,6 +175,8 @@ def worker(ctx: click.Context, /, log_level: str, **raw: Any) -> None:
         "flush_interval_s": raw["flush_interval"],
         "lease_s": raw["lease"],
         "retention_s": raw["retention"],
+        "egress_deny": list(raw["egress_deny"]) or None,
+        "egress_allow": list(raw["egress_allow"]) or None,
     }
     try:
         settings = WorkerSettings.from_raw(**settings_raw)
@@ -170,13 +187,15 @@ def worker(ctx: click.Context, /, log_level: str, **raw: Any) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    from corral.worker.egress import Guard
     from corral.worker.runtime import Worker, build_registry
 
+    guard = Guard(settings.egress_policy())
     try:
-        registry = build_registry(settings)
+        registry = build_registry(settings, guard)
     except (ValueError, TypeError) as exc:
         raise click.UsageError(str(exc)) from None
-    code = asyncio.run(Worker(settings, registry).run())
+    code = asyncio.run(Worker(settings, registry, guard).run())
     if any(t.name.startswith("corral-job") and t.is_alive() for t in threading.enumerate()):
         # A sync handler still runs in a thread; its job was handed back to the
         # queue, so exit without joining it (it must not hold us past the deadline).

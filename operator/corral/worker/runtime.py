@@ -49,6 +49,7 @@ from corral.worker._queue import QueueSession, RemovedError, open_session
 from corral.worker.completions import CompletionBuffer, Flusher
 from corral.worker.config import WorkerSettings
 from corral.worker.drain import Lifecycle, State
+from corral.worker.egress import Guard
 from corral.worker.endpoint import DRAIN_KEY_FILE, Endpoint, write_drain_key
 from corral.worker.executors import builtin_registry
 from corral.worker.handlers import HandlerRegistry
@@ -68,10 +69,11 @@ _DRAIN_POLL_S = 1.0  # a drain without a deadline re-checks held jobs this often
 _DRAINED_POLL_S = 0.2  # a drained worker checks this often whether to exit
 
 
-def build_registry(settings: WorkerSettings) -> HandlerRegistry:
-    """Built-ins, then entry points, then `--handlers` modules (whose
-    `@corral.handler` decorators fill the module-level registry)."""
-    reg = builtin_registry()
+def build_registry(settings: WorkerSettings, guard: Guard | None = None) -> HandlerRegistry:
+    """Built-ins (their network checks obeying `guard`), then entry points,
+    then `--handlers` modules (whose `@corral.handler` decorators fill the
+    module-level registry)."""
+    reg = builtin_registry(guard if guard is not None else Guard(settings.egress_policy()))
     reg.load_entry_points()
     for path in settings.handlers:
         reg.load_module(path)
@@ -84,9 +86,17 @@ def build_registry(settings: WorkerSettings) -> HandlerRegistry:
 class Worker:
     """One worker process. `run()` returns the process exit code."""
 
-    def __init__(self, settings: WorkerSettings, registry: HandlerRegistry | None = None) -> None:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        registry: HandlerRegistry | None = None,
+        guard: Guard | None = None,
+    ) -> None:
         self.settings = settings
-        self.registry = registry if registry is not None else build_registry(settings)
+        # The executor guard the registry's built-ins obey: told the
+        # endpoint's address once it listens, so no job can reach it.
+        self.guard = guard if guard is not None else Guard(settings.egress_policy())
+        self.registry = registry if registry is not None else build_registry(settings, self.guard)
         self.lifecycle = Lifecycle()
         self.worker_id: str | None = None
         self.exit_code = 0
@@ -234,6 +244,7 @@ class Worker:
                         f"--http-port / CORRAL_HTTP_PORT: cannot listen on "
                         f"{settings.http_host}:{settings.http_port}: {exc.strerror or exc}"
                     )
+                self.guard.endpoint = (settings.http_host, self._endpoint.port)
             StopSignals(self._drain_on_signal, settings.drain_timeout_s).install()
             # Sync handlers run in threads; one per slot so none waits for a thread.
             jobs.threads = ThreadPoolExecutor(
