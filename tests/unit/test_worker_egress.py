@@ -303,3 +303,31 @@ def test_the_settings_policy_holds_the_defaults_then_the_workers_rules() -> None
     policy = settings.egress_policy()
     assert [r.text for r in policy.deny] == [r.text for r in DEFAULT_DENY] + ["10.96.0.1:443"]
     assert [r.text for r in policy.allow] == ["169.254.169.254:80"]
+
+
+@pytest.mark.parametrize("kind", ["http", "tcp"])
+def test_the_check_connects_to_the_address_it_judged_never_to_the_name_again(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No DNS-rebinding gap: the name is looked up once, by the guard."""
+    from corral.worker import executors
+    from corral.worker.handlers import HandlerError, Job
+
+    dialled: list[str] = []
+
+    async def open_connection(host: str, port: int, **_: Any) -> Any:
+        dialled.append(host)
+        raise ConnectionRefusedError(111, "refused")
+
+    monkeypatch.setattr(executors.asyncio, "open_connection", open_connection)
+    guard = _guard(answers={"svc.example": ["10.0.0.1", "fd00::1"]})
+    handler = executors.builtin_registry(guard).get(kind)
+    assert handler is not None
+    payload = {
+        "http": {"url": "http://svc.example:8000/"},
+        "tcp": {"host": "svc.example", "port": 8000},
+    }
+    job = handler.prepare(Job(id=1, kind=kind, queue="q", payload=payload[kind]))
+    with pytest.raises(HandlerError):
+        asyncio.run(handler.fn(job))
+    assert dialled == ["10.0.0.1", "fd00::1"]
