@@ -167,8 +167,8 @@ class Kube:
     # -- writing ------------------------------------------------------------------
 
     def apply(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply of a Deployment, Secret, PodDisruptionBudget or Region
-        (created if missing)."""
+        """Server-side apply of a Deployment, Secret, PodDisruptionBudget,
+        NetworkPolicy or Region (created if missing)."""
         kind = body["kind"]
         name = body["metadata"]["name"]
         namespace = body["metadata"].get("namespace")
@@ -177,6 +177,9 @@ class Kube:
             "Secret": f"/api/v1/namespaces/{namespace}/secrets/{name}",
             "PodDisruptionBudget": (
                 f"/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets/{name}"
+            ),
+            "NetworkPolicy": (
+                f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies/{name}"
             ),
             "Region": f"{_CORRAL}/regions/{name}",
         }

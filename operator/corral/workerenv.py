@@ -34,6 +34,8 @@ FLUSH_INTERVAL = "CORRAL_FLUSH_INTERVAL"
 LEASE = "CORRAL_LEASE"
 RETENTION = "CORRAL_RETENTION"
 STUCK_SHARE = "CORRAL_STUCK_SHARE"
+EGRESS_DENY = "CORRAL_EGRESS_DENY"  # executor guard rules (corral.egressrules)
+EGRESS_ALLOW = "CORRAL_EGRESS_ALLOW"
 LOG_LEVEL = "CORRAL_LOG_LEVEL"  # read by the CLI only, not a WorkerSettings field
 
 # WorkerSettings field -> its variable; error messages name both.
@@ -58,6 +60,8 @@ BY_SETTING: dict[str, str] = {
     "lease_s": LEASE,
     "retention_s": RETENTION,
     "stuck_share": STUCK_SHARE,
+    "egress_deny": EGRESS_DENY,
+    "egress_allow": EGRESS_ALLOW,
 }
 
 # What the operator sets on every worker container from the pool's spec and
@@ -72,11 +76,14 @@ SET_BY_OPERATOR: tuple[str, ...] = (
     DRAIN_TIMEOUT,
     DATABASE_URL,
     ENROLLMENT_TOKEN,
+    EGRESS_DENY,
+    EGRESS_ALLOW,
 )
 
 # What a pool's `spec.template.env` may not set (the CRD rejects it): the
-# variables above, which would silently fight the spec, plus two that would
-# move the endpoint the probes call or the token's source. The order is the
+# variables above, which would silently fight the spec (the executor guard's
+# lists come from `spec.egress`), plus two that would move the endpoint the
+# probes call or the token's source. The order is the
 # one the generated CRD lists them in.
 RESERVED: tuple[str, ...] = (
     DATABASE_URL,
@@ -90,6 +97,8 @@ RESERVED: tuple[str, ...] = (
     ENROLLMENT_TOKEN,
     ENROLLMENT_TOKEN_FILE,
     DRAIN_TIMEOUT,
+    EGRESS_DENY,
+    EGRESS_ALLOW,
 )
 
 # -- the enrollment Secret the operator writes for each pool ------------------

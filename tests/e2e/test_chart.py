@@ -120,6 +120,8 @@ def test_the_rendered_chart_is_accepted_and_the_operator_pod_is_restricted(
         ("patch", "pods", True),
         ("create", "poddisruptionbudgets.policy", True),
         ("patch", "poddisruptionbudgets.policy", True),
+        ("create", "networkpolicies.networking.k8s.io", True),
+        ("patch", "networkpolicies.networking.k8s.io", True),
         ("create", "events", True),
         ("delete", "deployments.apps", False),
         ("list", "secrets", False),
@@ -129,6 +131,8 @@ def test_the_rendered_chart_is_accepted_and_the_operator_pod_is_restricted(
         ("create", "pods", False),
         ("watch", "pods", False),
         ("delete", "poddisruptionbudgets.policy", False),
+        ("delete", "networkpolicies.networking.k8s.io", False),
+        ("list", "networkpolicies.networking.k8s.io", False),
     ],
 )
 def test_the_operator_may_do_what_reconciling_needs_and_nothing_more(

@@ -27,7 +27,7 @@ from corral_local.localcluster import Cluster
 from tests.e2e._corral import OperatorProcess, eventually, pool_manifest
 from tests.e2e._corral import apply as _apply
 from tests.e2e._corral import get_json as _get
-from tests.e2e._nodes import NodeAgentHandle
+from tests.e2e._nodes import NodeAgentHandle, pod_json, shell_container
 
 API = "corral.dev/v1alpha1"
 TOKEN_EXPIRES_ANNOTATION = "corral.dev/token-expires-at"
@@ -376,3 +376,83 @@ def test_deleting_a_pool_removes_its_deployment_secret_token_and_workers(
         "the Deployment, the Secret and the pods to go",
         timeout_s=90,
     )
+
+
+def test_another_pod_cannot_drain_a_worker_its_own_prestop_does_and_only_the_metrics_port_is_admitted(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, node_agent: NodeAgentHandle,
+    pod_database_url: str,
+) -> None:  # fmt: skip
+    _apply(cluster, _pool("guarded", ["guarded"], 1), namespace)
+    (pod,) = _ready_pods(cluster, namespace, "guarded", 1)
+    pod_name, pod_ip = pod["metadata"]["name"], pod["status"]["podIP"]
+    (worker,) = eventually(
+        lambda: _heartbeating(_workers(pod_database_url, f"{namespace}/guarded")),
+        "the pool's worker heartbeating",
+    )
+    # The pool owns a NetworkPolicy that admits the metrics port and no other.
+    policy = eventually(
+        lambda: _get(cluster, "networkpolicy", "guarded", "-n", namespace),
+        "the pool's NetworkPolicy",
+    )
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": 8080, "protocol": "TCP"}]}]
+    assert policy["spec"]["podSelector"]["matchLabels"]["corral.dev/pool"] == "guarded"
+    assert policy["metadata"]["ownerReferences"][0]["kind"] == "WorkerPool"
+
+    # Another pod on the pod network: /drain without the key, and with a
+    # guessed one, is refused; /metrics and /readyz stay open.
+    base = f"http://{pod_ip}:8080"
+    script = (
+        f"curl -s -o /dev/null -w 'nokey=%{{http_code}}\\n' -X POST {base}/drain;"
+        f" curl -s -o /dev/null -w 'guessed=%{{http_code}}\\n' -X POST"
+        f" -H 'Authorization: Bearer guessed' {base}/drain;"
+        f" curl -s -o /dev/null -w 'metrics=%{{http_code}}\\n' {base}/metrics;"
+        f" curl -s -o /dev/null -w 'readyz=%{{http_code}}\\n' {base}/readyz"
+    )
+    _apply(cluster, {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "intruder"},
+        "spec": {"restartPolicy": "Never", "containers": [shell_container(script)]},
+    }, namespace)  # fmt: skip
+    eventually(
+        lambda: (
+            (pod_json(cluster, namespace, "intruder") or {}).get("status", {}).get("phase")
+            in ("Succeeded", "Failed")
+        ),
+        "the intruder pod to finish",
+    )
+    seen = node_agent.chaos.pod(namespace, "intruder")
+    assert seen is not None
+    lines = Path(seen["containers"][0]["log"]).read_text().split()
+    assert lines == ["nokey=401", "guessed=403", "metrics=200", "readyz=200"], lines
+
+    with Queue.connect(pod_database_url) as queue:
+        # A job aimed at the worker's own endpoint is refused by the executor guard.
+        own = queue.enqueue(
+            "http", {"url": "http://127.0.0.1:8080/drain", "method": "POST"}, queue="guarded"
+        )
+        held = queue.enqueue("sleep", {"seconds": 4}, queue="guarded")
+    refused = eventually(
+        lambda: (j := _job(pod_database_url, own)).state is JobState.DEAD and j,
+        "the job aimed at the worker's own /drain to be refused",
+    )
+    assert refused.last_error_reason == "payload" and "own endpoint" in (refused.last_error or "")
+    (still,) = _workers(pod_database_url, f"{namespace}/guarded")
+    assert still.state is WorkerState.ACTIVE, "nothing above drained the worker"
+
+    # The pod's own preStop reads the key from its state dir and drains:
+    # the job in flight completes there (not handed back), the row ends drained.
+    eventually(lambda: _job(pod_database_url, held).state is JobState.RUNNING, "the sleep job")
+    cluster.kubectl("delete", "pod", pod_name, "-n", namespace, "--wait=false")
+
+    def drained() -> Worker | None:
+        rows = _workers(pod_database_url, f"{namespace}/guarded", removed=True)
+        row = next((r for r in rows if r.id == worker.id), None)
+        return row if row is not None and row.state is WorkerState.DRAINED else None
+
+    gone = eventually(drained, "the deleted pod's worker drained by its preStop", timeout_s=90)
+    assert gone.drain_requested_by == "self"
+    done = _job(pod_database_url, held)
+    assert (done.state, done.attempt) == (JobState.COMPLETED, 1), done
+    events = cluster.kubectl_json(
+        "get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={pod_name}"
+    )["items"]
+    assert not [e for e in events if e.get("reason") == "FailedPreStopHook"], events

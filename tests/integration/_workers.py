@@ -66,6 +66,7 @@ class WorkerProcess:
         if token:
             env["CORRAL_ENROLLMENT_TOKEN"] = token
         self.name = name
+        self.state_dir = state_dir
         self.proc = subprocess.Popen(
             [CORRAL, "worker", *args],
             cwd=ROOT,
@@ -110,11 +111,18 @@ class WorkerProcess:
         assert self._port is not None
         return self._port
 
-    def http(self, path: str, method: str = "GET") -> tuple[int, str]:
+    def drain_key(self) -> str:
+        """The key the worker wrote to its state directory (what preStop sends)."""
+        return (self.state_dir / "drain.key").read_text().strip()
+
+    def http(
+        self, path: str, method: str = "GET", headers: dict[str, str] | None = None
+    ) -> tuple[int, str]:
         request = urllib.request.Request(
             f"http://127.0.0.1:{self.port}{path}",
             method=method,
             data=b"" if method == "POST" else None,
+            headers=headers or {},
         )
         try:
             with urllib.request.urlopen(request, timeout=5) as response:

@@ -158,7 +158,7 @@ def test_prestop_drains_the_local_worker_and_returns_when_it_is_drained(
     w = spawn(workers, database_url, tmp_path, "w1", queues="t")
     wait_until(lambda: w.status()["in_flight"] == 1, what="a job in flight")
     hook = subprocess.run(
-        [CORRAL, "worker", "prestop", "--port", str(w.port)],
+        [CORRAL, "worker", "prestop", "--port", str(w.port), "--state-dir", str(w.state_dir)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -443,7 +443,12 @@ def test_post_drain_shows_draining_then_drained_with_nothing_in_flight_in_the_re
     w = spawn(workers, database_url, tmp_path, "w1", queues="t")
     wait_until(lambda: w.status()["in_flight"] == 1, what="a job in flight")
     worker_id = w.status()["worker_id"]
-    assert w.http("/drain", "POST")[0] == 202
+    # Neither a caller without the key (another pod, a job's `http` request)
+    # nor one with a wrong key drains it; the key from its state dir does.
+    assert w.http("/drain", "POST")[0] == 401
+    assert w.http("/drain", "POST", {"Authorization": "Bearer guessed"})[0] == 403
+    assert w.status()["state"] == "active"
+    assert w.http("/drain", "POST", {"Authorization": f"Bearer {w.drain_key()}"})[0] == 202
     wait_until(
         lambda: registry_row(database_url, worker_id).state == "draining",
         5,

@@ -42,6 +42,7 @@ def test_a_minimal_pool_gets_every_documented_default() -> None:
             "pollSeconds": 10,
         },
         "drain": {"timeoutSeconds": 300},
+        "egress": {"deny": [], "allow": []},
         "enrollment": {"tokenTTLSeconds": 86400},
         "paused": False,
     }
@@ -134,3 +135,12 @@ def test_a_region_needs_no_spec_and_checks_its_coordinates() -> None:
                 "spec": {"location": {"latitude": 91, "longitude": 0}},
             }
         )
+
+
+def test_egress_rules_are_checked_and_a_bad_one_is_named() -> None:
+    pool = WorkerPool.from_kube(
+        _pool(egress={"deny": ["10.96.0.1:443", "*.internal"], "allow": ["169.254.169.254:80"]})
+    )
+    assert pool.spec.egress.deny == ["10.96.0.1:443", "*.internal"]
+    assert "'10.0.0.1/8'" in _error(_pool(egress={"deny": ["10.0.0.1/8"]}))
+    assert "'api:http'" in _error(_pool(egress={"allow": ["api:http"]}))

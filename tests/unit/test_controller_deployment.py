@@ -8,9 +8,11 @@ from corral.controller import naming
 from corral.controller.deployment import (
     DRAIN_MARGIN_S,
     HANDBACK_S,
+    HTTP_PORT,
     STATE_DIR,
     desired_deployment,
     desired_disruption_budget,
+    desired_network_policy,
 )
 from tests.unit._pools import make_pool, make_region
 
@@ -221,3 +223,22 @@ def test_each_pool_gets_a_disruption_budget_of_one_worker_at_a_time() -> None:
     assert budget["spec"]["selector"]["matchLabels"] == naming.selector_labels(make_pool())
     # A drained worker is not ready: a budget must never block evicting it.
     assert budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
+
+def test_each_pool_gets_a_network_policy_admitting_only_the_metrics_port() -> None:
+    pool = make_pool()
+    policy = desired_network_policy(pool, region="eu-west")
+    assert (policy["kind"], policy["metadata"]["name"]) == ("NetworkPolicy", "email")
+    assert policy["spec"]["podSelector"]["matchLabels"] == naming.selector_labels(pool)
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    # One rule: the port the probes and Prometheus use, from anywhere; no other port.
+    assert policy["spec"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": HTTP_PORT}]}]
+    (container,) = _deployment(pool)["spec"]["template"]["spec"]["containers"]
+    assert [p["containerPort"] for p in container["ports"]] == [HTTP_PORT]
+
+
+def test_the_prestop_hook_names_the_state_dir_holding_the_drain_key() -> None:
+    (container,) = _deployment()["spec"]["template"]["spec"]["containers"]
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[command.index("--state-dir") + 1] == STATE_DIR
+    assert {"name": "state", "mountPath": STATE_DIR} in container["volumeMounts"]

@@ -208,7 +208,8 @@ def test_a_new_pool_gets_a_token_an_owned_secret_and_an_owned_deployment() -> No
     assert base64.b64decode(secret["data"]["token"]).decode() == "crl_et_secret1"
     assert base64.b64decode(secret["data"]["database-url"]).decode() == DSN
     deployment = kube.objects[("Deployment", "jobs", "email")]
-    for owned in (secret, deployment):
+    policy = kube.objects[("NetworkPolicy", "jobs", "email")]
+    for owned in (secret, deployment, policy):
         (owner,) = owned["metadata"]["ownerReferences"]
         assert (owner["kind"], owner["uid"], owner["controller"]) == ("WorkerPool", "u-1", True)
     assert deployment["spec"]["replicas"] == 2

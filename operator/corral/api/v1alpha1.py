@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from corral import workerenv
+from corral import egressrules, workerenv
 from corral.api._kube import (
     DNS_LABEL_PATTERN,
     DNS_SUBDOMAIN_PATTERN,
@@ -57,7 +57,7 @@ _RESERVED_ENV_MESSAGE = (
     "spec.template.env must not set "
     + ", ".join(RESERVED_ENV)
     + ": the operator sets them from spec.queues, spec.region, spec.concurrency, "
-    "spec.database, spec.drain and the enrollment Secret; set those fields instead"
+    "spec.database, spec.drain, spec.egress and the enrollment Secret; set those fields instead"
 )
 _RESERVED_ENV_RULE = (
     "self.all(e, !(e.name in [" + ", ".join(f"'{name}'" for name in RESERVED_ENV) + "]))"
@@ -77,6 +77,22 @@ QueueName = Annotated[
     str,
     AfterValidator(_check_queue_name),
     WithJsonSchema({"type": "string", "maxLength": 63, "pattern": QUEUE_NAME_PATTERN}),
+]
+
+
+def _check_egress_rule(text: str) -> str:
+    try:
+        return egressrules.parse_rule(text).text
+    except ValueError as exc:
+        raise ValueError(f"{exc}; see docs/worker.md#executor-guard") from None
+
+
+EgressRule = Annotated[
+    str,
+    AfterValidator(_check_egress_rule),
+    WithJsonSchema(
+        {"type": "string", "maxLength": 253, "pattern": egressrules.RULE_PATTERN},
+    ),
 ]
 
 _NAME_RULE_MESSAGE = (
@@ -195,6 +211,23 @@ class Drain(KubeModel):
         ge=1,
         le=86400,
         description="How long a terminating worker may spend finishing its jobs before the rest go back to the queue (seconds). The pod's terminationGracePeriodSeconds is this plus a 15 s margin.",
+    )
+
+
+class Egress(KubeModel):
+    """Where the built-in http, tcp and dns executors may connect. Link-local addresses (169.254.0.0/16, fe80::/10), the cloud metadata endpoints and the worker's own endpoint are refused by default; private and loopback addresses are reachable. A rule is an address or CIDR, a host pattern (*.internal) and/or :PORT or :LOW-HIGH, e.g. 10.96.0.1:443."""
+
+    deny: list[EgressRule] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Targets refused on top of the defaults (a job naming one goes straight to dead, reason payload), e.g. the API server's address 10.96.0.1:443.",
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
+    )
+    allow: list[EgressRule] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Targets reachable although a deny rule (default or listed) matches them, e.g. 169.254.169.254:80 for a pool that checks the metadata service. Never opens the worker's own endpoint.",
+        json_schema_extra={"x-kubernetes-list-type": "atomic"},
     )
 
 
@@ -326,6 +359,7 @@ class WorkerPoolSpec(KubeModel):
     replicas: Replicas = Field(default_factory=Replicas, description=Replicas.__doc__)
     autoscaling: Autoscaling = Field(default_factory=Autoscaling, description=Autoscaling.__doc__)
     drain: Drain = Field(default_factory=Drain, description=Drain.__doc__)
+    egress: Egress = Field(default_factory=Egress, description=Egress.__doc__)
     database: Database | None = Field(
         default=None,
         description="PostgreSQL database of the workers; unset uses the operator's database.",

@@ -23,7 +23,7 @@ from corral.controller import naming
 
 CONTAINER = "worker"
 HTTP_PORT = 8080  # the worker's /metrics, /healthz, /readyz (corral.worker.config)
-STATE_DIR = "/var/lib/corral"  # the worker's credential lives here (emptyDir)
+STATE_DIR = "/var/lib/corral"  # the worker's credential and drain key (emptyDir)
 WORKER_UID = 65532  # the conventional "nonroot" user of distroless images
 DRAIN_MARGIN_S = 15  # seconds past drain.timeoutSeconds before SIGKILL
 HANDBACK_S = 10  # seconds a SIGTERMed worker waits before handing jobs back
@@ -66,6 +66,9 @@ def _env(pool: WorkerPool, region: str) -> list[dict[str, Any]]:
                 }
             },
         },
+        # The executor guard's rules (empty: the built-in refusals only).
+        {"name": workerenv.EGRESS_DENY, "value": ",".join(spec.egress.deny)},
+        {"name": workerenv.EGRESS_ALLOW, "value": ",".join(spec.egress.allow)},
     ]
     if spec.template is not None and spec.template.env:
         env += [entry.to_kube() for entry in spec.template.env]
@@ -139,6 +142,10 @@ def _container(pool: WorkerPool, region: str, image: str) -> dict[str, Any]:
                         "prestop",
                         "--port",
                         str(HTTP_PORT),
+                        # Where the worker wrote its drain key: /drain
+                        # answers only a caller that can read it.
+                        "--state-dir",
+                        STATE_DIR,
                         "--timeout",
                         str(pool.spec.drain.timeout_seconds),
                     ]
@@ -180,6 +187,33 @@ def desired_disruption_budget(pool: WorkerPool, *, region: str) -> dict[str, Any
             "maxUnavailable": 1,
             "selector": {"matchLabels": naming.selector_labels(pool)},
             "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
+def desired_network_policy(pool: WorkerPool, *, region: str) -> dict[str, Any]:
+    """The pool's NetworkPolicy: its pods admit connections on the metrics
+    port (Prometheus scrapes it; kubelet probes come from the node) and on no
+    other. Egress is not restricted here: reaching other services is what
+    monitoring jobs do; the worker's executor guard judges those targets.
+
+    Within the metrics port, POST /drain still needs the pod's own drain key
+    (`corral.worker.endpoint`): the policy keeps everything else out, the key
+    keeps other pods from draining a worker.
+    """
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": naming.deployment_name(pool),
+            "namespace": pool.metadata.namespace,
+            "labels": naming.owned_labels(pool, region),
+        },
+        "spec": {
+            "podSelector": {"matchLabels": naming.selector_labels(pool)},
+            "policyTypes": ["Ingress"],
+            # One rule, a port and no `from`: any source, this port only.
+            "ingress": [{"ports": [{"protocol": "TCP", "port": HTTP_PORT}]}],
         },
     }
 

@@ -27,6 +27,7 @@ from corral.controller.config import OperatorConfig
 from corral.controller.deployment import (
     desired_deployment,
     desired_disruption_budget,
+    desired_network_policy,
     grace_period_s,
 )
 from corral.controller.enrollment import (
@@ -364,6 +365,9 @@ class Reconciler:
             budget = desired_disruption_budget(pool, region=region_name)
             budget["metadata"]["ownerReferences"] = [owner_reference(body)]
             self.kube.apply(budget)
+            policy = desired_network_policy(pool, region=region_name)
+            policy["metadata"]["ownerReferences"] = [owner_reference(body)]
+            self.kube.apply(policy)
 
         self._scale_and_report(
             pool, body, deployment, snapshot, snapshot_error,

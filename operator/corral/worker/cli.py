@@ -132,6 +132,21 @@ def _env(name: str) -> dict[str, Any]:
     "their timeout [default: 0.5].",
 )
 @click.option(
+    "--egress-deny",
+    multiple=True,
+    **_env(workerenv.EGRESS_DENY),
+    help="Targets the http/tcp/dns executors refuse, beyond link-local and cloud metadata: "
+    "CIDR, host pattern and/or :PORT, e.g. 10.96.0.1:443,*.internal (comma-separated or "
+    "repeated).",
+)
+@click.option(
+    "--egress-allow",
+    multiple=True,
+    **_env(workerenv.EGRESS_ALLOW),
+    help="Targets opened although a deny rule (built-in or --egress-deny) matches them, "
+    "e.g. 169.254.169.254:80. Never opens the worker's own endpoint.",
+)
+@click.option(
     "--log-level",
     default="INFO",
     **_env(workerenv.LOG_LEVEL),
@@ -170,6 +185,8 @@ def worker(ctx: click.Context, /, log_level: str, **raw: Any) -> None:
         "lease_s": raw["lease"],
         "retention_s": raw["retention"],
         "stuck_share": raw["stuck_share"],
+        "egress_deny": list(raw["egress_deny"]) or None,
+        "egress_allow": list(raw["egress_allow"]) or None,
     }
     try:
         settings = WorkerSettings.from_raw(**settings_raw)
@@ -180,13 +197,15 @@ def worker(ctx: click.Context, /, log_level: str, **raw: Any) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    from corral.worker.egress import Guard
     from corral.worker.runtime import Worker, build_registry
 
+    guard = Guard(settings.egress_policy())
     try:
-        registry = build_registry(settings)
+        registry = build_registry(settings, guard)
     except (ValueError, TypeError) as exc:
         raise click.UsageError(str(exc)) from None
-    code = asyncio.run(Worker(settings, registry).run())
+    code = asyncio.run(Worker(settings, registry, guard).run())
     if any(t.name.startswith("corral-job") and t.is_alive() for t in threading.enumerate()):
         # A sync handler still runs in a thread; its job was handed back to the
         # queue, so exit without joining it (it must not hold us past the deadline).
@@ -208,6 +227,13 @@ def worker(ctx: click.Context, /, log_level: str, **raw: Any) -> None:
 )
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    **_env(workerenv.STATE_DIR),
+    help="The worker's state directory, where it keeps its drain key "
+    "[default: ~/.local/state/corral].",
+)
+@click.option(
     "--timeout",
     "timeout_s",
     type=float,
@@ -215,16 +241,36 @@ def worker(ctx: click.Context, /, log_level: str, **raw: Any) -> None:
     show_default=True,
     help="Seconds to wait for `drained` (the pod's grace period bounds it anyway).",
 )
-def prestop(port: int, host: str, timeout_s: float) -> None:
+def prestop(port: int, host: str, state_dir: Path | None, timeout_s: float) -> None:
     """Drain the local worker and wait until it is drained (a preStop hook).
 
-    POSTs /drain to the worker on this host and polls /status until it says
-    `drained` with 0 jobs in flight; the kubelet then sends SIGTERM. The
-    worker's registry row follows: `draining`, then `drained`.
+    POSTs /drain to the worker on this host with the drain key the worker
+    wrote to its state directory (only the pod itself can read it), then
+    polls /status until it says `drained` with 0 jobs in flight; the kubelet
+    then sends SIGTERM. The worker's registry row follows: `draining`, then
+    `drained`.
     """
+    from corral.worker.config import default_state_dir
+    from corral.worker.endpoint import DRAIN_KEY_FILE, read_drain_key
+
+    state_dir = state_dir or default_state_dir()
+    try:
+        key = read_drain_key(state_dir)
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot read the worker's drain key {state_dir / DRAIN_KEY_FILE}: "
+            f"{exc.strerror or exc}; run this as the worker's user with its "
+            f"--state-dir / {workerenv.STATE_DIR}"
+        ) from None
     base = f"http://{host}:{port}"
     deadline = time.monotonic() + timeout_s
-    status = _ask_until(lambda: _http_json("POST", f"{base}/drain"), base, deadline)
+    try:
+        status = _ask_until(lambda: _http_json("POST", f"{base}/drain", key), base, deadline)
+    except urllib.error.HTTPError as exc:
+        raise click.ClickException(
+            f"the worker at {base} refused to drain ({exc.code}): "
+            f"{exc.read().decode(errors='replace').strip()}"
+        ) from None
     if status is None:
         raise click.ClickException(f"cannot reach the worker at {base}")
     while status.get("state") not in ("drained", "stopped"):
@@ -257,6 +303,8 @@ def _ask_until(
     while True:
         try:
             return ask()
+        except urllib.error.HTTPError:
+            raise  # an answer (a refusal), not a slow worker
         except (OSError, ValueError) as exc:  # refused, a timeout, a reset, a cut-off answer
             cause = exc.reason if isinstance(exc, urllib.error.URLError) else exc
             if isinstance(cause, ConnectionRefusedError):
@@ -267,8 +315,11 @@ def _ask_until(
             time.sleep(0.5)
 
 
-def _http_json(method: str, url: str) -> dict[str, Any]:
-    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+def _http_json(method: str, url: str, key: str | None = None) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    request = urllib.request.Request(
+        url, method=method, data=b"" if method == "POST" else None, headers=headers
+    )
     with urllib.request.urlopen(request, timeout=5) as response:
         data: dict[str, Any] = json.loads(response.read())
         return data

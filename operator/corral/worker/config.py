@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from corral import workerenv
+from corral import egressrules, workerenv
 from corral.durations import parse_duration
 from corral.queue.dsn import DsnError, check_dsn, mask_dsn
 
@@ -98,6 +98,10 @@ class WorkerSettings(BaseModel):
     # it): its slot is lost. Once this share of the slots is lost, the worker
     # hands back its other jobs and exits for Kubernetes to restart it.
     stuck_share: float = Field(default=0.5, gt=0, le=1)
+    # The executor guard's extra rules (corral.egressrules): deny extends the
+    # built-in refusals, allow opens targets a deny rule refuses.
+    egress_deny: list[str] = Field(default_factory=list)
+    egress_allow: list[str] = Field(default_factory=list)
 
     @field_validator("database_url")
     @classmethod
@@ -123,6 +127,20 @@ class WorkerSettings(BaseModel):
         if isinstance(value, str | list | tuple):
             return parse_queues(value)
         return value
+
+    @field_validator("egress_deny", "egress_allow", mode="before")
+    @classmethod
+    def _egress(cls, value: Any) -> Any:
+        if isinstance(value, str | list | tuple):
+            rules = egressrules.parse_rules(value)  # ValueError names the rule
+            return [rule.text for rule in rules]
+        return value
+
+    def egress_policy(self) -> egressrules.Policy:
+        """The built-in refusals plus this worker's deny and allow rules."""
+        return egressrules.Policy.build(
+            egressrules.parse_rules(self.egress_deny), egressrules.parse_rules(self.egress_allow)
+        )
 
     @field_validator(
         "job_timeout_s",

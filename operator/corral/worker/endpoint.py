@@ -1,29 +1,51 @@
 """The worker's small HTTP endpoint: `/metrics`, `/healthz`, `/readyz`,
-`GET /status` and `POST /drain`.
+`GET /status` and `POST /drain`, served by aiohttp's web server.
 
 Started by `corral.worker.runtime.Worker`; probed by the kubelet (readiness,
 liveness), scraped by Prometheus, and called by `corral worker prestop` (the
-pod's preStop hook) to drain before SIGTERM. It is a minimal HTTP/1.1 server
-on asyncio streams: no web framework is a dependency of the worker.
+pod's preStop hook) to drain before SIGTERM.
+
+Reading is open to anyone who reaches the port (Prometheus, the kubelet);
+draining is not. `POST /drain` needs the per-process drain key the worker
+writes to its state directory at start (`write_drain_key`, mode 0600), sent
+as `Authorization: Bearer <key>`: only something that can read the worker's
+own files (its preStop hook, `corral worker drain` on the same host as the
+same user) can drain it. Another pod, or a job of the built-in `http` kind
+aimed at this port, cannot.
+
+aiohttp is already installed (kopf depends on it); its router answers HEAD,
+404 and 405 (with `Allow`) the way the hand-written server this replaced did
+by hand.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import hmac
 import json
-from collections.abc import Awaitable, Callable
+import logging
+import os
+import secrets
+import tempfile
+from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["Endpoint", "EndpointTarget"]
+from aiohttp import web
 
-_REASONS = {
-    200: "OK",
-    202: "Accepted",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    503: "Service Unavailable",
-}
+__all__ = [
+    "DRAIN_KEY_FILE",
+    "Endpoint",
+    "EndpointTarget",
+    "read_drain_key",
+    "write_drain_key",
+]
+
+log = logging.getLogger("corral.worker")
+
+DRAIN_KEY_FILE = "drain.key"  # in the worker's --state-dir, mode 0600
+_MAX_BODY_BYTES = 64 * 1024  # nothing we serve takes a body
+_TEXT = "text/plain; charset=utf-8"
+_METRICS = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class EndpointTarget(Protocol):
@@ -36,75 +58,113 @@ class EndpointTarget(Protocol):
     def render_metrics(self) -> bytes: ...
 
 
-Route = Callable[[], Awaitable[tuple[int, str, bytes]]]
+def write_drain_key(state_dir: Path) -> str:
+    """A fresh random key in `state_dir/drain.key` (0600, written atomically);
+    a restarted worker writes a new one, so an old key drains nothing."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    fd, tmp = tempfile.mkstemp(prefix=".drain-", dir=state_dir)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            os.fchmod(fh.fileno(), 0o600)
+            fh.write(key + "\n")
+        os.replace(tmp, state_dir / DRAIN_KEY_FILE)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return key
+
+
+def read_drain_key(state_dir: Path) -> str:
+    """The key a running worker wrote (raises OSError when there is none)."""
+    return (state_dir / DRAIN_KEY_FILE).read_text().strip()
+
+
+def _text(code: int, message: str) -> web.Response:
+    return web.Response(status=code, body=(message + "\n").encode(), content_type="text/plain")
 
 
 class Endpoint:
-    def __init__(self, target: EndpointTarget, host: str, port: int) -> None:
+    def __init__(
+        self, target: EndpointTarget, host: str, port: int, *, drain_key: str | None
+    ) -> None:
         self._target = target
         self._host = host
         self._port = port
-        self._server: asyncio.Server | None = None
+        # None: POST /drain is refused to everyone (the worker could not write
+        # a key; the registry and SIGTERM still drain it).
+        self._drain_key = drain_key
+        self._runner: web.AppRunner | None = None
+        self.app = web.Application(client_max_size=_MAX_BODY_BYTES)
+        self.app.add_routes(
+            [
+                web.get("/metrics", self._metrics),
+                web.get("/healthz", self._healthz),
+                web.get("/livez", self._healthz),
+                web.get("/readyz", self._readyz),
+                web.get("/status", self._status),
+                web.post("/drain", self._drain),
+            ]
+        )
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
+        assert self._runner is not None
+        return int(self._runner.addresses[0][1])
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self._host, self._port)
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self._host, self._port, shutdown_timeout=1.0).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        if self._runner is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1)
+                await self._runner.cleanup()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(10):
-                request = await reader.readline()
-                length = 0
-                while True:
-                    line = await reader.readline()
-                    if line in (b"\r\n", b"\n", b""):
-                        break
-                    name, _, value = line.decode("latin-1").partition(":")
-                    if name.strip().lower() == "content-length":
-                        length = int(value.strip() or 0)
-                if length:
-                    await reader.readexactly(min(length, 65536))
-                parts = request.decode("latin-1").split()
-                method, path = (parts[0], parts[1]) if len(parts) >= 2 else ("GET", "/")
-                code, ctype, body = self._route(method, path.split("?", 1)[0])
-                head = (
-                    f"HTTP/1.1 {code} {_REASONS.get(code, '')}\r\n"
-                    f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                    "Connection: close\r\n\r\n"
-                )
-                writer.write(head.encode() + (b"" if method == "HEAD" else body))
-                await writer.drain()
-        except (TimeoutError, OSError, ValueError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
+    # ------------------------------------------------------------------ routes
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._target.render_metrics(), headers={"Content-Type": _METRICS})
 
-    def _route(self, method: str, path: str) -> tuple[int, str, bytes]:
-        t = self._target
-        text = "text/plain; charset=utf-8"
-        if path == "/metrics":
-            return 200, "text/plain; version=0.0.4; charset=utf-8", t.render_metrics()
-        if path in ("/healthz", "/livez"):
-            ok, why = t.is_healthy()
-            return (200 if ok else 503), text, (why + "\n").encode()
-        if path == "/readyz":
-            ok, why = t.is_ready()
-            return (200 if ok else 503), text, (why + "\n").encode()
-        if path == "/status":
-            return 200, "application/json", json.dumps(t.status()).encode()
-        if path == "/drain":
-            if method != "POST":
-                return 405, text, b"POST /drain to drain this worker\n"
-            t.request_drain("POST /drain")
-            return 202, "application/json", json.dumps(t.status()).encode()
-        return 404, text, b"try /metrics, /healthz, /readyz, /status or POST /drain\n"
+    async def _healthz(self, request: web.Request) -> web.Response:
+        ok, why = self._target.is_healthy()
+        return _text(200 if ok else 503, why)
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        ok, why = self._target.is_ready()
+        return _text(200 if ok else 503, why)
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return web.json_response(self._target.status())
+
+    async def _drain(self, request: web.Request) -> web.Response:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            self._refused(request, "no drain key")
+            return web.Response(
+                status=401,
+                text=f"POST /drain needs the key in {DRAIN_KEY_FILE} of the worker's state "
+                "directory (`corral worker prestop` sends it)\n",
+                headers={"WWW-Authenticate": 'Bearer realm="corral-worker"'},
+            )
+        if self._drain_key is None or not hmac.compare_digest(
+            given.strip().encode(), self._drain_key.encode()
+        ):
+            self._refused(request, "wrong drain key")
+            return _text(403, "wrong drain key")
+        self._target.request_drain("POST /drain")
+        return web.Response(
+            status=202,
+            body=json.dumps(self._target.status()).encode(),
+            content_type="application/json",
+        )
+
+    @staticmethod
+    def _refused(request: web.Request, why: str) -> None:
+        log.warning("refused POST /drain from %s: %s", request.remote or "?", why)

@@ -50,7 +50,8 @@ from corral.worker._queue import QueueSession, RemovedError, open_session
 from corral.worker.completions import CompletionBuffer, Flusher
 from corral.worker.config import WorkerSettings
 from corral.worker.drain import Lifecycle, State
-from corral.worker.endpoint import Endpoint
+from corral.worker.egress import Guard
+from corral.worker.endpoint import DRAIN_KEY_FILE, Endpoint, write_drain_key
 from corral.worker.executors import builtin_registry
 from corral.worker.handlers import HandlerRegistry
 from corral.worker.handlers import registry as decorated
@@ -71,10 +72,11 @@ _DRAIN_POLL_S = 1.0  # a drain without a deadline re-checks held jobs this often
 _DRAINED_POLL_S = 0.2  # a drained worker checks this often whether to exit
 
 
-def build_registry(settings: WorkerSettings) -> HandlerRegistry:
-    """Built-ins, then entry points, then `--handlers` modules (whose
-    `@corral.handler` decorators fill the module-level registry)."""
-    reg = builtin_registry()
+def build_registry(settings: WorkerSettings, guard: Guard | None = None) -> HandlerRegistry:
+    """Built-ins (their network checks obeying `guard`), then entry points,
+    then `--handlers` modules (whose `@corral.handler` decorators fill the
+    module-level registry)."""
+    reg = builtin_registry(guard if guard is not None else Guard(settings.egress_policy()))
     reg.load_entry_points()
     for path in settings.handlers:
         reg.load_module(path)
@@ -87,9 +89,17 @@ def build_registry(settings: WorkerSettings) -> HandlerRegistry:
 class Worker:
     """One worker process. `run()` returns the process exit code."""
 
-    def __init__(self, settings: WorkerSettings, registry: HandlerRegistry | None = None) -> None:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        registry: HandlerRegistry | None = None,
+        guard: Guard | None = None,
+    ) -> None:
         self.settings = settings
-        self.registry = registry if registry is not None else build_registry(settings)
+        # The executor guard the registry's built-ins obey: told the
+        # endpoint's address once it listens, so no job can reach it.
+        self.guard = guard if guard is not None else Guard(settings.egress_policy())
+        self.registry = registry if registry is not None else build_registry(settings, self.guard)
         self.lifecycle = Lifecycle()
         self.worker_id: str | None = None
         self.exit_code = 0
@@ -222,7 +232,16 @@ class Worker:
             self.worker_id = identity.worker_id
             beat.last_ok = time.monotonic()
             if settings.http_port >= 0:
-                self._endpoint = Endpoint(self, settings.http_host, settings.http_port)
+                try:
+                    drain_key = write_drain_key(settings.state_dir)
+                except OSError as exc:
+                    return self._fatal(
+                        f"--state-dir / CORRAL_STATE_DIR: cannot write {DRAIN_KEY_FILE} in "
+                        f"{settings.state_dir}: {exc.strerror or exc}"
+                    )
+                self._endpoint = Endpoint(
+                    self, settings.http_host, settings.http_port, drain_key=drain_key
+                )
                 try:
                     await self._endpoint.start()
                 except OSError as exc:
@@ -230,6 +249,7 @@ class Worker:
                         f"--http-port / CORRAL_HTTP_PORT: cannot listen on "
                         f"{settings.http_host}:{settings.http_port}: {exc.strerror or exc}"
                     )
+                self.guard.endpoint = (settings.http_host, self._endpoint.port)
             StopSignals(self._drain_on_signal, settings.drain_timeout_s).install()
             # Sync handlers run in threads; one per slot so none waits for a thread.
             jobs.threads = ThreadPoolExecutor(
