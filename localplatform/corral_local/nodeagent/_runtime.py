@@ -155,7 +155,6 @@ def exec_in(
     target_pid: int | None,
     netns_path: str | None,
     spec: LaunchSpec,
-    spec_dir: Path,
     timeout_s: float,
     running: set[subprocess.Popen[bytes]] | None = None,
 ) -> tuple[int, str]:
