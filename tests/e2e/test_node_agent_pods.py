@@ -242,6 +242,18 @@ def test_kubectl_logs_shows_the_current_and_the_previous_run_of_a_container(
         60,
         "a restart of the chatty container",
     )
+    # The previous run first: whichever run is newest when `current` is read
+    # afterwards comes after it, even if the container restarts in between.
+    previous = wait_for(
+        lambda: (
+            (p := cluster.kubectl("-n", namespace, "logs", "chatty", "--previous", check=False))
+            .returncode
+            == 0
+            and p.stdout
+        ),
+        30,
+        "kubectl logs --previous to show the run before",
+    )
     current = wait_for(
         lambda: (
             (p := cluster.kubectl("-n", namespace, "logs", "chatty", check=False)).returncode == 0
@@ -251,7 +263,6 @@ def test_kubectl_logs_shows_the_current_and_the_previous_run_of_a_container(
         30,
         "kubectl logs to show the current run",
     )
-    previous = cluster.kubectl("-n", namespace, "logs", "chatty", "--previous").stdout
     assert current.splitlines()[1] == "second line"
     assert previous.startswith("run at ") and previous != current  # two distinct runs
     tail = cluster.kubectl("-n", namespace, "logs", "chatty", "--tail=1").stdout

@@ -502,7 +502,8 @@ def test_a_drain_the_scaler_cancels_sends_the_worker_back_to_work_whether_draini
         # Cancelled once drained: the worker claims again and runs new jobs.
         q.scaler_drain([worker_id])
         wait_until(lambda: w.status()["state"] == "drained", 30, "drained")
-        assert q.get_worker(worker_id).state == "drained"
+        # The registry hears it with the beat that follows the local change.
+        wait_until(lambda: q.get_worker(worker_id).state == "drained", 10, "registry: drained")
         assert q.scaler_undrain([worker_id]) == [worker_id]
         wait_until(lambda: w.status()["state"] == "active", 10, "active again")
         q.enqueue("hold", {"sleep_s": 0}, queue="t")

@@ -42,9 +42,14 @@ def _bind(fd: int, is_dir: bool, target: str, read_only: bool) -> None:
 
 def main() -> None:
     path = sys.argv[1]
-    with open(path) as fh:
-        spec = json.load(fh)
-    os.unlink(path)
+    if path == "-":
+        # exec: the spec comes on stdin, since the container's mount namespace
+        # (entered first) may hide the agent's directories (a /tmp emptyDir)
+        spec = json.loads(sys.stdin.readline())
+    else:
+        with open(path) as fh:
+            spec = json.load(fh)
+        os.unlink(path)
     # open every source first: a later mount may hide an earlier source's path
     shadows = [
         (blocked, expose, os.open(expose, os.O_PATH)) for blocked, expose in spec.get("shadow", [])

@@ -661,7 +661,6 @@ class PodWorker(threading.Thread):
             proc.pid if proc else None,
             self.sandbox.netns_path if self.sandbox else None,
             spec,
-            self.dir / "run",
             timeout_s,
             self._execs,
         )

@@ -155,7 +155,6 @@ def exec_in(
     target_pid: int | None,
     netns_path: str | None,
     spec: LaunchSpec,
-    spec_dir: Path,
     timeout_s: float,
     running: set[subprocess.Popen[bytes]] | None = None,
 ) -> tuple[int, str]:
@@ -173,10 +172,13 @@ def exec_in(
     quiet = LaunchSpec(
         **{**spec.__dict__, "mounts": [], "read_only_root": False, "hostname": None, "shadow": []}
     )
-    path = _write_spec(quiet, spec_dir)
+    # The spec goes on stdin, not as a file: after nsenter --mount the agent's
+    # directories may be hidden (a pod with an emptyDir at /tmp), and the
+    # launcher could not open it there: every preStop hook of such a pod failed.
+    spec_line = (json.dumps(quiet.__dict__) + "\n").encode()
     popen = subprocess.Popen(
-        [*prefix, sys.executable, "-I", "-S", str(LAUNCHER), path],
-        stdin=subprocess.DEVNULL,
+        [*prefix, sys.executable, "-I", "-S", str(LAUNCHER), "-"],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -184,14 +186,12 @@ def exec_in(
     if running is not None:
         running.add(popen)
     try:
-        out, _ = popen.communicate(timeout=timeout_s)
+        out, _ = popen.communicate(input=spec_line, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         # the whole group, or a child holding the pipe would keep us waiting
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(popen.pid, signal.SIGKILL)
         out, _ = popen.communicate()
-        with contextlib.suppress(OSError):
-            os.unlink(path)
         tail = out[-500:].decode("utf-8", "replace")
         return -1, f"command timed out after {timeout_s}s: {tail}"
     finally:
