@@ -54,7 +54,7 @@ from corral.worker.endpoint import Endpoint
 from corral.worker.executors import builtin_registry
 from corral.worker.handlers import HandlerRegistry
 from corral.worker.handlers import registry as decorated
-from corral.worker.heartbeat import Heartbeat
+from corral.worker.heartbeat import Heartbeat, LeasesLapsed
 from corral.worker.jobs import Jobs
 from corral.worker.loopwatch import LoopWatch
 from corral.worker.metrics import WorkerMetrics
@@ -211,6 +211,7 @@ class Worker:
             self.resume,
             settings.heartbeat_interval_s,
             settings.database_url,
+            settings.lease_s,
         )
         try:
             try:
@@ -289,6 +290,8 @@ class Worker:
         url = self.settings.database_url
         if isinstance(exc, RemovedError):
             self._removed(str(exc))
+        elif isinstance(exc, LeasesLapsed):
+            self._fatal(str(exc))
         elif isinstance(exc, ConnectionLost):
             # The connection is gone. Exit so the pod restarts with fresh
             # connections; the jobs we held come back when their leases lapse.
