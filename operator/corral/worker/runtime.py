@@ -293,8 +293,9 @@ class Worker:
         elif isinstance(exc, LeasesLapsed):
             self._fatal(str(exc))
         elif isinstance(exc, ConnectionLost):
-            # The connection is gone. Exit so the pod restarts with fresh
-            # connections; the jobs we held come back when their leases lapse.
+            # The claim, completion, heartbeat and failure paths reopen their
+            # connections themselves; a task that still died of a lost one
+            # has no way on: exit for Kubernetes to restart the worker.
             self._fatal(
                 f"lost the database connection ({task.get_name()}): "
                 f"{scrub_password(str(exc).strip(), url)}; exiting, held jobs "
