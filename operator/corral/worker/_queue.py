@@ -6,20 +6,32 @@ The runtime's parts call these methods (`claims`, `jobs`, `completions`,
 connections so that no kind of traffic waits behind another: claims,
 completions, control (enrollment, heartbeat, failures, release, reaper) and
 LISTEN.
+
+A connection that breaks (a database restart or failover, a terminated
+backend, a network cut) is opened again by the next call that needs it; while
+the server is away that call raises `ConnectionLost` at once, and its caller
+waits `QueueSession.backoff()` (jittered, doubling up to a few seconds) before
+trying again. `outage_s()` says how long the database has been away, which the
+heartbeat compares with the lease: a worker exits only once the leases of the
+jobs it holds would already have lapsed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from json import loads as _json_loads
-from typing import Any
+from typing import Any, TypeVar
 
 from corral._version import __version__
 from corral.queue import (
     AsyncQueue,
     ClaimedJob,
+    ConnectionLost,
     CredentialError,
     Failure,
     FailureReason,
@@ -33,6 +45,13 @@ from corral.worker.drain import Directive, Lifecycle
 from corral.worker.enrollment import EnrollmentError, Identity
 
 __all__ = ["ClaimedJob", "QueueSession", "RemovedError", "open_session"]
+
+log = logging.getLogger("corral.worker")
+
+T = TypeVar("T")
+
+_BACKOFF_FIRST_S = 0.25  # the first retry after a connection broke
+_BACKOFF_MAX_S = 5.0  # doubling up to this; each wait is jittered by +-50 %
 
 
 class RemovedError(RuntimeError):
@@ -54,36 +73,109 @@ class _Refused:
 _refused = _Refused()
 
 
+class _Link:
+    """One of the worker's connections, opened again when it broke."""
+
+    def __init__(self, name: str, queue: AsyncQueue, reopen: Callable[[], Awaitable[AsyncQueue]]):
+        self.name = name
+        self.queue = queue
+        self._reopen = reopen
+
+    async def ready(self) -> AsyncQueue:
+        """The open connection; a new one in place of a broken one (raises
+        ConnectionLost while the server cannot be reached)."""
+        if not self.queue.conn.closed:
+            return self.queue
+        try:
+            fresh = await self._reopen()
+        except Exception as exc:
+            raise ConnectionLost(f"{self.name} connection: {exc}") from None
+        with contextlib.suppress(Exception):
+            await self.queue.close()
+        self.queue = fresh
+        log.info("%s connection to the database open again", self.name)
+        return fresh
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.queue.close()
+
+
 class QueueSession:
     def __init__(self, settings: WorkerSettings, queues: Sequence[AsyncQueue]) -> None:
         self.settings = settings
-        self._claimer, self._completer, self._control, self._listener = queues
+        claimer, completer, control, listener = queues
+        url = settings.database_url
+        self._claimer = _Link("claim", claimer, lambda: _claim_connection(url))
+        self._completer = _Link("completion", completer, lambda: AsyncQueue.connect(url))
+        self._control = _Link("control", control, lambda: AsyncQueue.connect(url))
+        self._listener = _Link("LISTEN", listener, lambda: _listen_connection(url))
         self._control_lock = asyncio.Lock()
         self.identity: Identity | None = None
         self._worker_id = 0
         self._credential = ""
         self._queues = list(settings.queues)
+        self._down_since: float | None = None  # monotonic; None while the database answers
+        self._failures = 0  # calls lost in a row, for the back-off
 
     async def close(self) -> None:
-        for q in (self._claimer, self._completer, self._control, self._listener):
-            with contextlib.suppress(Exception):
-                await q.close()
+        for link in (self._claimer, self._completer, self._control, self._listener):
+            await link.close()
 
     def _use(self, identity: Identity) -> None:
         self.identity = identity
         self._worker_id = int(identity.worker_id)
         self._credential = identity.credential
 
+    # ----------------------------------------------------------- connections
+    async def _on(self, link: _Link, call: Callable[[AsyncQueue], Awaitable[T]]) -> T:
+        """`call` on `link`'s connection; notes an outage when it is lost."""
+        try:
+            result = await call(await link.ready())
+        except ConnectionLost:
+            if link.queue.conn.closed:  # not a cancelled statement: the line is gone
+                self._lost()
+            raise
+        if self._down_since is not None:
+            log.warning(
+                "the database answers again after %.1fs away", time.monotonic() - self._down_since
+            )
+        self._down_since, self._failures = None, 0
+        return result
+
+    def _lost(self) -> None:
+        self._failures += 1
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+
+    def outage_s(self) -> float:
+        """How long calls have been failing for a lost connection (0 if none is)."""
+        return 0.0 if self._down_since is None else time.monotonic() - self._down_since
+
+    def leases_lapsed(self) -> bool:
+        """Calls have failed for longer than the lease: held jobs are due elsewhere."""
+        return self.outage_s() > self.settings.lease_s
+
+    def backoff(self) -> float:
+        """How long to wait before the next try after a lost connection:
+        doubling from 0.25 s up to 5 s, jittered so that a fleet does not
+        reconnect in step after a failover."""
+        base = min(_BACKOFF_MAX_S, _BACKOFF_FIRST_S * 2.0 ** max(0, self._failures - 1))
+        return base * random.uniform(0.5, 1.5)
+
     # -------------------------------------------------------------- identity
     async def enroll(self, token: str) -> Identity:
         try:
             async with self._control_lock:
-                enrolled = await self._control.enroll(
-                    token,
-                    name=self.settings.name,
-                    queues=self._queues,
-                    concurrency=self.settings.concurrency,
-                    version=__version__,
+                enrolled = await self._on(
+                    self._control,
+                    lambda q: q.enroll(
+                        token,
+                        name=self.settings.name,
+                        queues=self._queues,
+                        concurrency=self.settings.concurrency,
+                        version=__version__,
+                    ),
                 )
         except TokenRefused as exc:
             raise EnrollmentError(f"enrollment refused: {exc}") from None
@@ -100,25 +192,31 @@ class QueueSession:
         self._use(identity)
         with _refused:
             async with self._control_lock:
-                state = await self._control.authenticate(
-                    self._worker_id,
-                    identity.credential,
-                    name=self.settings.name,
-                    queues=self._queues,
-                    concurrency=self.settings.concurrency,
-                    version=__version__,
+                state = await self._on(
+                    self._control,
+                    lambda q: q.authenticate(
+                        self._worker_id,
+                        identity.credential,
+                        name=self.settings.name,
+                        queues=self._queues,
+                        concurrency=self.settings.concurrency,
+                        version=__version__,
+                    ),
                 )
         return str(state)
 
     # ------------------------------------------------------------------ jobs
     async def claim(self, limit: int) -> list[ClaimedJob]:
         with _refused:
-            return await self._claimer.claim(
-                self._worker_id,
-                self._credential,
-                self._queues,
-                batch=limit,
-                lease_s=self.settings.lease_s,
+            return await self._on(
+                self._claimer,
+                lambda q: q.claim(
+                    self._worker_id,
+                    self._credential,
+                    self._queues,
+                    batch=limit,
+                    lease_s=self.settings.lease_s,
+                ),
             )
 
     async def complete_many(
@@ -127,7 +225,7 @@ class QueueSession:
         """Complete `jobs` in one statement, keeping `results` (job id -> JSON
         data) with them. Returns the ids whose lease was lost (their
         completion was refused)."""
-        return await self._completer.complete_many(jobs, results or None)
+        return await self._on(self._completer, lambda q: q.complete_many(jobs, results or None))
 
     async def fail(
         self, job: ClaimedJob, reason: FailureReason, error: str, *, retry: bool = True
@@ -135,11 +233,13 @@ class QueueSession:
         """Record a failed attempt: retried with back-off, or dead when
         `retry` is False (or the attempts are used up)."""
         async with self._control_lock:
-            await self._control.fail_many([Failure(job, error, reason, retry=retry)])
+            await self._on(
+                self._control, lambda q: q.fail_many([Failure(job, error, reason, retry=retry)])
+            )
 
     async def release(self, jobs: list[ClaimedJob]) -> None:
         async with self._control_lock:
-            await self._control.release_many(jobs)
+            await self._on(self._control, lambda q: q.release_many(jobs))
 
     async def heartbeat(self, in_flight: int, lifecycle: Lifecycle) -> Directive:
         """Beat for a worker in `lifecycle`'s state; return what the registry
@@ -152,16 +252,24 @@ class QueueSession:
         with _refused:
             async with self._control_lock:
                 if calls.drain_self:
-                    await self._control.drain_self(self._worker_id, self._credential)
+                    await self._on(
+                        self._control, lambda q: q.drain_self(self._worker_id, self._credential)
+                    )
                     lifecycle.drain_written()
                 if calls.mark_drained:
                     with contextlib.suppress(JobStateError):
-                        await self._control.mark_drained(self._worker_id, self._credential)
-                registry_state = await self._control.heartbeat(
-                    self._worker_id,
-                    self._credential,
-                    in_flight=in_flight,
-                    lease_s=self.settings.lease_s,
+                        await self._on(
+                            self._control,
+                            lambda q: q.mark_drained(self._worker_id, self._credential),
+                        )
+                registry_state = await self._on(
+                    self._control,
+                    lambda q: q.heartbeat(
+                        self._worker_id,
+                        self._credential,
+                        in_flight=in_flight,
+                        lease_s=self.settings.lease_s,
+                    ),
                 )
         if registry_state is WorkerState.REMOVED:
             raise RemovedError("the registry marks it removed")
@@ -169,27 +277,32 @@ class QueueSession:
 
     async def reap(self) -> int:
         async with self._control_lock:
-            return await self._control.reap() or 0
+            return await self._on(self._control, lambda q: q.reap()) or 0
 
     async def purge_finished_batch(self, older_than_s: float, batch: int) -> int | None:
         """One retention batch; None when another worker is purging."""
         async with self._control_lock:
-            return await self._control.purge_finished_batch(older_than_s, batch=batch)
+            return await self._on(
+                self._control, lambda q: q.purge_finished_batch(older_than_s, batch=batch)
+            )
 
     async def wait_for_jobs(self, timeout_s: float) -> bool:
         """True when a NOTIFY named one of our queues (or all) within `timeout_s`."""
-        named = await self._listener.wait_for_jobs(timeout_s)
+        named = await (await self._listener.ready()).wait_for_jobs(timeout_s)
         return bool(named) and ("*" in named or not named.isdisjoint(self._queues))
 
     async def listen(self) -> None:
-        await self._listener.listen()
+        await self._listener.queue.listen()
 
     async def reconnect_listener(self) -> None:
-        """A fresh LISTEN connection after the old one broke."""
-        with contextlib.suppress(Exception):
-            await self._listener.close()
-        self._listener = await AsyncQueue.connect(self.settings.database_url)
-        await self._listener.listen()
+        """A fresh LISTEN connection after the old one broke (it listens
+        from the start: `_listen_connection`)."""
+        if not self._listener.queue.conn.closed:
+            # Broken without psycopg noticing yet (a wait that timed out on a
+            # dead line): close it so that ready() opens a new one.
+            with contextlib.suppress(Exception):
+                await self._listener.queue.close()
+        await self._listener.ready()
 
 
 def _loads(data: str | bytes) -> Any:
@@ -204,9 +317,22 @@ def _loads(data: str | bytes) -> Any:
     return _json_loads(text)
 
 
-async def open_session(settings: WorkerSettings) -> QueueSession:
-    queues = [await AsyncQueue.connect(settings.database_url) for _ in range(4)]
+async def _claim_connection(url: str) -> AsyncQueue:
+    queue = await AsyncQueue.connect(url)
     # The claim connection decodes every payload: give it the cheap decoder
     # (a per-connection adapter setting, no SQL involved).
-    queues[0].decode_json_with(_loads)
+    queue.decode_json_with(_loads)
+    return queue
+
+
+async def _listen_connection(url: str) -> AsyncQueue:
+    queue = await AsyncQueue.connect(url)
+    await queue.listen()
+    return queue
+
+
+async def open_session(settings: WorkerSettings) -> QueueSession:
+    url = settings.database_url
+    queues = [await _claim_connection(url)]
+    queues += [await AsyncQueue.connect(url) for _ in range(3)]
     return QueueSession(settings, queues)

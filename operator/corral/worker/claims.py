@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 
+from corral.queue import ConnectionLost
 from corral.queue.dsn import scrub_password
 from corral.worker._queue import QueueSession
 from corral.worker.drain import Lifecycle
@@ -45,6 +46,7 @@ async def dispatch(
     stuck = jobs.stuck  # threads of sync handlers past their timeout hold slots too
     slot_freed = jobs.slot_freed
     start_job = jobs.start
+    outage_logged = False
     while lifecycle.accepting:
         free = concurrency - len(running) - len(stuck)
         if free <= 0:
@@ -52,7 +54,21 @@ async def dispatch(
             await slot_freed.wait()
             continue
         wake.clear()
-        claimed = await session.claim(min(free, batch))
+        try:
+            claimed = await session.claim(min(free, batch))
+        except ConnectionLost as exc:
+            # The database is away (a restart, a failover): the jobs held
+            # go on, and their results wait in the buffer; claim again once
+            # it answers. The heartbeat decides when waiting is pointless.
+            if not outage_logged:
+                log.warning(
+                    "claim failed, the database connection is lost; retrying: %s",
+                    scrub_password(str(exc).strip(), session.settings.database_url),
+                )
+            outage_logged = True
+            await asyncio.sleep(session.backoff())
+            continue
+        outage_logged = False
         if not lifecycle.accepting:
             # Drain began while the claim was in flight: run what we got
             # (it is ours now) rather than leaving it leased.

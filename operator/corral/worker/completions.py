@@ -83,6 +83,7 @@ class _Completer(Protocol):
     async def complete_many(
         self, jobs: list[ClaimedJob], results: dict[int, Any] | None = None
     ) -> list[int]: ...
+    def backoff(self) -> float: ...
 
 
 @dataclass(slots=True)
@@ -113,13 +114,20 @@ class Flusher:
             return
         try:
             lost = await self.session.complete_many(done, results)
-        except (RemovedError, ConnectionLost):
-            raise  # removed, or the connection is gone: the worker exits
+        except RemovedError:
+            raise  # removed from the fleet: the worker exits
+        except ConnectionLost as exc:
+            await self._keep_for_later(done, results, exc)
+            return
         except DataRefused as exc:
             # One value the database cannot store must not hold the others
             # back: write them one by one, so only that one is dealt with.
             log.warning("%d completion(s) refused (%s); writing them one by one", len(done), exc)
-            lost = await self._one_by_one(done, results)
+            try:
+                lost = await self._one_by_one(done, results)
+            except ConnectionLost as lost_exc:
+                await self._keep_for_later(done, results, lost_exc)
+                return
         except Exception as exc:
             log.error("could not record %d completion(s), retrying: %s", len(done), exc)
             buffer.put_back(done, results)
@@ -127,6 +135,22 @@ class Flusher:
             buffer.flush_now.set()
             return
         self._written(done, lost)
+
+    async def _keep_for_later(
+        self, done: list[ClaimedJob], results: dict[int, Any], exc: Exception
+    ) -> None:
+        """The database is away (a restart, a failover): keep the results and
+        write them once it is back. The heartbeat keeps the leases meanwhile,
+        or exits the worker once they lapsed."""
+        log.warning(
+            "could not record %d completion(s), the database connection is lost; "
+            "keeping them to retry: %s",
+            len(done),
+            exc,
+        )
+        self.buffer.put_back(done, results)
+        await asyncio.sleep(self.session.backoff())
+        self.buffer.flush_now.set()
 
     async def _one_by_one(self, done: list[ClaimedJob], results: dict[int, Any]) -> list[int]:
         lost: list[int] = []

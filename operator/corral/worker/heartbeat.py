@@ -22,7 +22,14 @@ from corral.worker.drain import Directive, Lifecycle
 
 log = logging.getLogger("corral.worker")
 
-__all__ = ["Heartbeat"]
+__all__ = ["Heartbeat", "LeasesLapsed"]
+
+_LOG_EVERY_S = 10.0  # while beats fail, say so at most this often
+
+
+class LeasesLapsed(RuntimeError):
+    """No beat reached the database for longer than the lease: the jobs this
+    worker holds are already due to run again elsewhere, so it exits."""
 
 
 @dataclass(slots=True)
@@ -38,25 +45,45 @@ class Heartbeat:
     on_resume: Callable[[], None]  # the registry cancelled the drain it asked for
     interval_s: float
     database_url: str  # only to keep its password out of logs
+    lease_s: float  # beats extend the leases; none for this long and they lapsed
     beat_now: asyncio.Event = field(default_factory=asyncio.Event)
     last_ok: float = 0.0  # monotonic time of the last successful beat
 
     async def run(self) -> None:
+        logged = 0.0
         while True:
             try:
                 directive = await self.session.heartbeat(self.in_flight(), self.lifecycle)
             except RemovedError:
                 raise
             except Exception as exc:
-                log.warning(
-                    "heartbeat failed (will retry): %s", scrub_password(str(exc), self.database_url)
-                )
-            else:
-                self.last_ok = time.monotonic()
-                if directive is Directive.DRAIN:
-                    self.on_drain("corral workers drain")
-                elif directive is Directive.RESUME:
-                    self.on_resume()
+                now = time.monotonic()
+                silent = now - self.last_ok
+                if silent > self.lease_s:
+                    raise LeasesLapsed(
+                        f"no heartbeat has reached the database for {silent:.0f}s, longer than "
+                        f"--lease ({self.lease_s:g}s), so the leases of the jobs this worker "
+                        f"holds have lapsed and they run again elsewhere; exiting "
+                        f"(last error: {scrub_password(str(exc).strip(), self.database_url)})"
+                    ) from None
+                if now - logged >= _LOG_EVERY_S:
+                    logged = now
+                    log.warning(
+                        "heartbeat failed (retrying; %.0fs left before the leases lapse): %s",
+                        self.lease_s - silent,
+                        scrub_password(str(exc).strip(), self.database_url),
+                    )
+                # Back as soon as the database is: leases want extending.
+                await self._sleep_or_wake(min(self.interval_s, self.session.backoff()))
+                continue
+            self.last_ok = time.monotonic()
+            if logged:
+                log.info("heartbeat reaches the database again")
+                logged = 0.0
+            if directive is Directive.DRAIN:
+                self.on_drain("corral workers drain")
+            elif directive is Directive.RESUME:
+                self.on_resume()
             await self._sleep_or_wake(self.interval_s)
 
     async def report_drained(self) -> None:

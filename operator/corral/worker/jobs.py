@@ -26,7 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from corral.queue import ClaimedJob, FailureReason
+from corral.queue import ClaimedJob, ConnectionLost, FailureReason
 from corral.worker._queue import RemovedError
 from corral.worker.completions import CompletionBuffer
 from corral.worker.handlers import Handler, HandlerRegistry, Job, PayloadError
@@ -68,6 +68,8 @@ class _Failures(Protocol):
         self, job: ClaimedJob, reason: FailureReason, error: str, *, retry: bool
     ) -> None: ...
     async def release(self, jobs: list[ClaimedJob]) -> None: ...
+    def leases_lapsed(self) -> bool: ...
+    def backoff(self) -> float: ...
 
 
 def handler_job(claimed: ClaimedJob) -> Job[Any]:
@@ -246,7 +248,18 @@ class Jobs:
 
     async def _record_failure(self, running: Running, reason: FailureReason, error: str) -> None:
         try:
-            await self.session.fail(running.job, reason, error, retry=reason not in NOT_RETRYABLE)
+            while True:
+                try:
+                    await self.session.fail(
+                        running.job, reason, error, retry=reason not in NOT_RETRYABLE
+                    )
+                    break
+                except ConnectionLost:
+                    # The database is away: try again once it is back, for as
+                    # long as the lease can last (the heartbeat exits after).
+                    if self.session.leases_lapsed():
+                        raise
+                    await asyncio.sleep(self.session.backoff())
         except RemovedError:
             raise
         except Exception as exc:

@@ -55,7 +55,7 @@ from corral.worker.endpoint import DRAIN_KEY_FILE, Endpoint, write_drain_key
 from corral.worker.executors import builtin_registry
 from corral.worker.handlers import HandlerRegistry
 from corral.worker.handlers import registry as decorated
-from corral.worker.heartbeat import Heartbeat
+from corral.worker.heartbeat import Heartbeat, LeasesLapsed
 from corral.worker.jobs import Jobs
 from corral.worker.loopwatch import LoopWatch
 from corral.worker.metrics import WorkerMetrics
@@ -221,6 +221,7 @@ class Worker:
             self.resume,
             settings.heartbeat_interval_s,
             settings.database_url,
+            settings.lease_s,
         )
         try:
             try:
@@ -309,9 +310,12 @@ class Worker:
         url = self.settings.database_url
         if isinstance(exc, RemovedError):
             self._removed(str(exc))
+        elif isinstance(exc, LeasesLapsed):
+            self._fatal(str(exc))
         elif isinstance(exc, ConnectionLost):
-            # The connection is gone. Exit so the pod restarts with fresh
-            # connections; the jobs we held come back when their leases lapse.
+            # The claim, completion, heartbeat and failure paths reopen their
+            # connections themselves; a task that still died of a lost one
+            # has no way on: exit for Kubernetes to restart the worker.
             self._fatal(
                 f"lost the database connection ({task.get_name()}): "
                 f"{scrub_password(str(exc).strip(), url)}; exiting, held jobs "

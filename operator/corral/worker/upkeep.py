@@ -13,7 +13,6 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from corral.queue import ConnectionLost
 from corral.queue.dsn import scrub_password
 from corral.worker._queue import QueueSession, RemovedError
 
@@ -59,7 +58,7 @@ async def retain(session: QueueSession, retention_s: float, database_url: str) -
                 # Between batches the heartbeat and failures get the control
                 # connection.
                 await asyncio.sleep(_BETWEEN_BATCHES_S)
-        except (RemovedError, ConnectionLost):
+        except RemovedError:
             raise
         except Exception as exc:
             log.warning("retention pass failed: %s", scrub_password(str(exc), database_url))
