@@ -8,7 +8,7 @@ import asyncio
 import datetime as dt
 from typing import Any
 
-from corral.queue import ClaimedJob, DataRefused
+from corral.queue import ClaimedJob, ConnectionLost, DataRefused
 from corral.worker.completions import CompletionBuffer, Flusher
 from corral.worker.metrics import WorkerMetrics
 
@@ -20,17 +20,27 @@ def _job(job_id: int, queue: str = "q") -> ClaimedJob:
 
 
 class FakeSession:
-    def __init__(self, *, fail_first: bool = False, lost: list[int] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        fail_first: bool = False,
+        lost: list[int] | None = None,
+        error: Exception | None = None,
+    ) -> None:
         self.calls: list[tuple[list[int], dict[int, Any] | None]] = []
         self.fail_first = fail_first
         self.lost = lost or []
+        self.error = error or RuntimeError("statement timeout")
+
+    def backoff(self) -> float:
+        return 0.0
 
     async def complete_many(
         self, jobs: list[ClaimedJob], results: dict[int, Any] | None = None
     ) -> list[int]:
         self.calls.append(([j.id for j in jobs], results))
         if self.fail_first and len(self.calls) == 1:
-            raise RuntimeError("statement timeout")
+            raise self.error
         return self.lost
 
 
@@ -62,10 +72,29 @@ def test_a_failed_write_puts_the_batch_back_in_front_and_is_retried() -> None:
         buffer.add(_job(1), 41)
         await flusher.flush_once()
         assert freed == [] and [j.id for j in buffer.done] == [1] and buffer.flush_now.is_set()
+        assert flusher.stalled_for() > 0  # /healthz fails once this passes its limit
         buffer.add(_job(2), None)
         await flusher.flush_once()
         assert session.calls[-1] == ([1, 2], {1: 41})
         assert freed == [[1, 2]] and buffer.flushed.is_set()
+        assert flusher.stalled_for() == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_lost_connection_keeps_the_results_for_the_next_write_and_the_flusher_goes_on() -> None:
+    async def scenario() -> None:
+        buffer = CompletionBuffer(batch=10)
+        session = FakeSession(fail_first=True, error=ConnectionLost("server closed the connection"))
+        freed: list[list[int]] = []
+        flusher = Flusher(
+            buffer, session, WorkerMetrics(dict), lambda d: freed.append([j.id for j in d]), 0
+        )
+        buffer.add(_job(1), {"n": 1})
+        await flusher.flush_once()  # no exception: the worker does not exit
+        assert freed == [] and [j.id for j in buffer.done] == [1] and buffer.flush_now.is_set()
+        await flusher.flush_once()
+        assert session.calls[-1] == ([1], {1: {"n": 1}}) and freed == [[1]]
 
     asyncio.run(scenario())
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -96,6 +97,12 @@ class Flusher:
     metrics: WorkerMetrics
     written: Callable[[list[ClaimedJob]], None]
     interval_s: float
+    failing_since: float = 0.0  # monotonic time of the first failed write in a row; 0: none
+
+    def stalled_for(self) -> float:
+        """Seconds since writes began failing (0 while they succeed): the
+        worker's /healthz fails past a limit, so Kubernetes restarts it."""
+        return time.monotonic() - self.failing_since if self.failing_since else 0.0
 
     async def run(self) -> None:
         buffer = self.buffer
@@ -130,6 +137,7 @@ class Flusher:
                 return
         except Exception as exc:
             log.error("could not record %d completion(s), retrying: %s", len(done), exc)
+            self.failing_since = self.failing_since or time.monotonic()
             buffer.put_back(done, results)
             await asyncio.sleep(_RETRY_AFTER_S)
             buffer.flush_now.set()
@@ -148,6 +156,7 @@ class Flusher:
             len(done),
             exc,
         )
+        self.failing_since = self.failing_since or time.monotonic()
         self.buffer.put_back(done, results)
         await asyncio.sleep(self.session.backoff())
         self.buffer.flush_now.set()
@@ -186,6 +195,7 @@ class Flusher:
 
     def _written(self, done: list[ClaimedJob], lost: list[int]) -> None:
         buffer = self.buffer
+        self.failing_since = 0.0
         self.metrics.flush_batch.observe(len(done))
         if lost:
             # Reaped or re-claimed while we ran it (a lease lapsed): the

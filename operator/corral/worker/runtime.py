@@ -68,6 +68,7 @@ __all__ = ["EXIT_REMOVED", "EXIT_STUCK", "Worker", "build_registry"]
 EXIT_REMOVED = 3  # the registry says this worker was removed
 EXIT_STUCK = 4  # sync handlers stuck past their timeout hold too many slots
 EXIT_FATAL = 1
+FLUSH_STALL_S = 60.0  # /healthz fails when completions could not be written this long
 _DRAIN_POLL_S = 1.0  # a drain without a deadline re-checks held jobs this often
 _DRAINED_POLL_S = 0.2  # a drained worker checks this often whether to exit
 
@@ -108,6 +109,7 @@ class Worker:
         self._buffer = CompletionBuffer(settings.claim_batch)
         self._jobs: Jobs | None = None
         self._heartbeat: Heartbeat | None = None
+        self._flusher: Flusher | None = None
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._session: QueueSession | None = None
@@ -158,6 +160,9 @@ class Worker:
             stale = time.monotonic() - last
             if stale > max(30.0, 10 * self.settings.heartbeat_interval_s):
                 return False, f"no successful heartbeat for {stale:.0f}s"
+        stalled = self._flusher.stalled_for() if self._flusher is not None else 0.0
+        if stalled > FLUSH_STALL_S:
+            return False, f"completions could not be written for {stalled:.0f}s"
         return True, "ok"
 
     def render_metrics(self) -> bytes:
@@ -258,7 +263,7 @@ class Worker:
             )
             self.lifecycle.activate()
             self._announce()
-            flusher = Flusher(
+            flusher = self._flusher = Flusher(
                 self._buffer, session, self.metrics, jobs.written, settings.flush_interval_s
             )
             spawn = self._spawn
