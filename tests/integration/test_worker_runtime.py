@@ -604,6 +604,27 @@ def test_a_bad_payload_and_an_unknown_kind_go_straight_to_dead_whatever_attempts
         wait_until(lambda: q.get_job(flaky).state == "scheduled", what="the retry of explode")
 
 
+def test_a_payload_the_worker_cannot_decode_dead_letters_that_job_and_its_batch_runs(
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    with queue.Queue.connect(database_url) as q:
+        ids = q.enqueue_many([queue.JobSpec("noop", queue="t") for _ in range(9)])
+    # Written past the client (another producer, plain SQL): jsonb takes a
+    # depth that Python's JSON parser refuses.
+    deep = "[" * 5000 + "]" * 5000
+    with psycopg.connect(database_url) as conn:
+        conn.execute("UPDATE corral_jobs SET payload = %s::jsonb WHERE id = %s", (deep, ids[4]))
+    w = spawn(workers, database_url, tmp_path, "w1", "--concurrency", "20", queues="t")
+    wait_until(lambda: finished(database_url) == {"completed": 8, "dead": 1}, 60, "every job")
+    with psycopg.connect(database_url) as conn:  # not get_job: it would decode the payload
+        state, attempt, error = conn.execute(
+            "SELECT state, attempt, last_error FROM corral_jobs_finished WHERE id = %s", (ids[4],)
+        ).fetchone() or (None, None, None)
+    assert (state, attempt) == ("dead", 1)
+    assert "the payload cannot be decoded (RecursionError" in (error or ""), error
+    assert w.proc.poll() is None and w.http("/healthz")[0] == 200
+
+
 def test_poison_results_and_errors_are_stored_cleaned_and_the_run_goes_on(
     database_url: str, tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:

@@ -138,3 +138,34 @@ def test_every_query_the_client_names_exists_in_queries_sql() -> None:
 def test_shipped_migrations_start_at_one_without_gaps() -> None:
     versions = [m.version for m in _sql.migrations()]
     assert versions == list(range(1, len(versions) + 1))
+
+
+def test_a_payload_over_the_size_limit_is_refused_at_enqueue_naming_the_limit() -> None:
+    from corral.queue import PAYLOAD_MAX_BYTES, InvalidJob, JobSpec
+    from corral.queue._params import enqueue_params
+
+    fits = "x" * (PAYLOAD_MAX_BYTES - 20)
+    enqueue_params([JobSpec("upload", {"data": fits})])  # just under: accepted
+    with pytest.raises(
+        InvalidJob, match=r"over the 1,048,576-byte limit \(corral.queue.PAYLOAD_MAX_BYTES\)"
+    ):
+        enqueue_params([JobSpec("upload", {"data": fits + "y" * 40})])
+
+
+def test_a_payload_nested_too_deeply_to_encode_is_refused_at_enqueue() -> None:
+    from corral.queue import InvalidJob, JobSpec
+    from corral.queue._params import enqueue_params
+
+    deep: list[object] = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(InvalidJob, match="nested too deeply"):
+        enqueue_params([JobSpec("deep", {"tree": deep})])
+
+
+def test_the_claim_decoder_turns_a_payload_it_cannot_decode_into_undecodable() -> None:
+    from corral.worker._queue import Undecodable, _loads
+
+    assert _loads('{"a": [1, 2]}') == {"a": [1, 2]}
+    bad = _loads("[" * 5000 + "]" * 5000)  # jsonb takes it; Python's parser does not
+    assert isinstance(bad, Undecodable) and "RecursionError" in bad.error

@@ -31,6 +31,7 @@ wake up.
 
 from __future__ import annotations
 
+from corral.queue._params import PAYLOAD_MAX_BYTES
 from corral.queue.client import (
     ALL_QUEUES,
     DEFAULT_DEPTH_CAP,
@@ -84,6 +85,7 @@ __all__ = [
     "DEFAULT_DEPTH_CAP",
     "DEFAULT_LEASE_S",
     "NOTIFY_CHANNEL",
+    "PAYLOAD_MAX_BYTES",
     "AsyncQueue",
     "Backlog",
     "ClaimedJob",

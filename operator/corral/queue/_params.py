@@ -36,6 +36,9 @@ CREDENTIAL_PREFIX = "crl_wc_"
 PRIORITY_MIN, PRIORITY_MAX = -1000, 1000
 DEFAULT_LEASE_S = 60.0  # seconds a claim holds a job without a heartbeat
 DEFAULT_DEPTH_CAP = 100_000
+# A job's payload as JSON, at most: a queue row is read by every claim that
+# passes it, and large data belongs in storage the payload points to.
+PAYLOAD_MAX_BYTES = 1024 * 1024
 
 
 def hash_secret(secret: str) -> str:
@@ -68,12 +71,23 @@ def validate(spec: JobSpec) -> None:
 
 def payload_json(spec: JobSpec) -> str:
     try:
-        return json.dumps(spec.payload if spec.payload is not None else {})
+        text = json.dumps(spec.payload if spec.payload is not None else {})
     except (TypeError, ValueError) as exc:
         raise InvalidJob(
             f"payload of a {spec.kind!r} job is not JSON ({exc}): pass dicts, lists, "
             "strings, numbers, booleans and None only"
         ) from None
+    except RecursionError:
+        raise InvalidJob(
+            f"payload of a {spec.kind!r} job is nested too deeply to encode: flatten it"
+        ) from None
+    if len(text) > PAYLOAD_MAX_BYTES:  # json.dumps escapes to ASCII: characters are bytes
+        raise InvalidJob(
+            f"payload of a {spec.kind!r} job is {len(text):,} bytes as JSON, over the "
+            f"{PAYLOAD_MAX_BYTES:,}-byte limit (corral.queue.PAYLOAD_MAX_BYTES): keep large "
+            "data elsewhere (object storage, a table) and pass its key"
+        )
+    return text
 
 
 def enqueue_params(specs: Sequence[JobSpec]) -> tuple[Any, ...]:

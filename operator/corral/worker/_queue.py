@@ -44,7 +44,7 @@ from corral.worker.config import WorkerSettings
 from corral.worker.drain import Directive, Lifecycle
 from corral.worker.enrollment import EnrollmentError, Identity
 
-__all__ = ["ClaimedJob", "QueueSession", "RemovedError", "open_session"]
+__all__ = ["ClaimedJob", "QueueSession", "RemovedError", "Undecodable", "open_session"]
 
 log = logging.getLogger("corral.worker")
 
@@ -305,16 +305,33 @@ class QueueSession:
         await self._listener.ready()
 
 
+class Undecodable:
+    """A claimed payload Python could not decode (nested deeper than its
+    parser goes, for one: PostgreSQL's jsonb allows more). It stands in for
+    the payload so that the rest of the batch runs; the job fails as
+    `payload`, straight to dead, with `error` in its message."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
 def _loads(data: str | bytes) -> Any:
     """JSON payload decoder for claimed rows: `{}` (most jobs) without the
     decoder's encoding detection and regex passes, always a new object so
-    that no two jobs share a payload; anything else through `json.loads`."""
+    that no two jobs share a payload; anything else through `json.loads`.
+    One payload that cannot be decoded never fails the claim (its batch is
+    leased already): it becomes `Undecodable`."""
     text = data if isinstance(data, str) else bytes(data).decode()
     if text == "{}":
         return {}
     if text == "null":
         return None
-    return _json_loads(text)
+    try:
+        return _json_loads(text)
+    except (RecursionError, ValueError) as exc:
+        return Undecodable(f"{type(exc).__name__}: {exc}"[:300])
 
 
 async def _claim_connection(url: str) -> AsyncQueue:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from corral.queue import ClaimedJob, ConnectionLost, FailureReason
-from corral.worker._queue import RemovedError
+from corral.worker._queue import RemovedError, Undecodable
 from corral.worker.completions import CompletionBuffer
 from corral.worker.handlers import Handler, HandlerRegistry, Job, PayloadError
 from corral.worker.metrics import WorkerMetrics
@@ -144,6 +144,11 @@ class Jobs:
             try:
                 if handler is None:
                     raise _Unknown(claimed.kind)
+                if isinstance(claimed.payload, Undecodable):
+                    raise PayloadError(
+                        f"the payload cannot be decoded ({claimed.payload.error}): "
+                        "enqueue it nested less deeply"
+                    )
                 job = handler_job(claimed)
                 if handler.payload_model is not None:
                     job = handler.prepare(job)
