@@ -246,8 +246,9 @@ def test_kubectl_logs_shows_the_current_and_the_previous_run_of_a_container(
     # afterwards comes after it, even if the container restarts in between.
     previous = wait_for(
         lambda: (
-            (p := cluster.kubectl("-n", namespace, "logs", "chatty", "--previous", check=False))
-            .returncode
+            (
+                p := cluster.kubectl("-n", namespace, "logs", "chatty", "--previous", check=False)
+            ).returncode
             == 0
             and p.stdout
         ),
