@@ -10,11 +10,11 @@ each figure as it goes:
   the Deployment's new replicas (seen through a watch), p50 and max;
 - first job: from the commit to the first job started by a worker of a pod
   created for that burst (the queue's own clock), p50;
-- ready to first job: from a new pod's Ready condition to its worker's first
-  claim, p50 (negative when the worker claims before the kubelet's readiness
-  probe has run: it claims as soon as it has enrolled);
-- idle drain: from the scaler's drain request to an idle worker reporting
-  drained (the registry's timestamps), p50;
+- ready to first job: from a new worker's enrollment in the registry (it
+  claims from then on; the pod's Ready condition, with its 1 s resolution,
+  comes after the first claims) to its first job started, p50;
+- idle drain: from the scaler's drain request to a worker that finished no
+  job after it reporting drained (the registry's timestamps), p50;
 - evaluations per 10,000 single enqueues (the operator's counter);
 - operator RSS with 200 WorkerPools, and the time a freshly started operator
   takes to reconcile all of them;
@@ -240,7 +240,6 @@ class PodDeletions:
     def __init__(self, platform: Platform, pool: str) -> None:
         self.platform, self.pool = platform, pool
         self.deleted: dict[str, float] = {}
-        self.ready_at: dict[str, float] = {}
         self.created_at: dict[str, float] = {}
         self._stop = threading.Event()
         threading.Thread(target=self._run, daemon=True).start()
@@ -255,9 +254,6 @@ class PodDeletions:
                     meta = pod["metadata"]
                     name = meta["name"]
                     self.created_at.setdefault(name, _ts(meta["creationTimestamp"]))
-                    for c in pod.get("status", {}).get("conditions", []):
-                        if c["type"] == "Ready" and c["status"] == "True":
-                            self.ready_at.setdefault(name, _ts(c["lastTransitionTime"]))
                     if meta.get("deletionTimestamp") and name not in self.deleted:
                         grace = float(meta.get("deletionGracePeriodSeconds") or 0)
                         self.deleted[name] = _ts(meta["deletionTimestamp"]) - grace
@@ -308,17 +304,19 @@ def bursts(platform: Platform, count: int, deletions: PodDeletions) -> dict[str,
             jobs = _jobs(url, ids)
             starts = [j.started_at.timestamp() for j in jobs if j.started_at is not None]
             first_jobs.append(min(starts) - committed)
+            # "Ready" is the worker's enrollment in the registry: from then on
+            # it claims. (The pod's Ready condition has 1 s resolution and the
+            # kubelet reports it after the first claims, so it cannot serve.)
             with Queue.connect(url) as q:
-                workers = {w.id: w.name for w in q.list_workers(include_removed=True)}
-            first_by_pod: dict[str, float] = {}
+                enrolled = {w.id: w.enrolled_at.timestamp()
+                            for w in q.list_workers(include_removed=True)}  # fmt: skip
+            first_by_worker: dict[int, float] = {}
             for job in jobs:
-                pod = workers.get(job.worker_id or -1)
-                if pod and job.started_at is not None:
+                if job.worker_id in enrolled and job.started_at is not None:
                     t = job.started_at.timestamp()
-                    first_by_pod[pod] = min(first_by_pod.get(pod, t), t)
-            for pod, first in first_by_pod.items():
-                if pod in deletions.ready_at:
-                    ready_to_first.append(first - deletions.ready_at[pod])
+                    first_by_worker[job.worker_id] = min(first_by_worker.get(job.worker_id, t), t)
+            for worker_id, first in first_by_worker.items():
+                ready_to_first.append(first - enrolled[worker_id])
             say(f"burst {i + 1}/{count}: reaction {reactions[-1]:.3f}s, "
                 f"first job {first_jobs[-1]:.2f}s")  # fmt: skip
     finally:
@@ -342,9 +340,11 @@ def idle_drains(platform: Platform) -> float:
     """p50 of drain request -> drained for idle workers (registry timestamps)."""
     with psycopg.connect(platform.database_url) as conn:
         rows = conn.execute(
-            "SELECT extract(epoch FROM drained_at - drain_requested_at) FROM corral_workers "
-            "WHERE drain_requested_by IN ('scaler', 'self') AND drained_at IS NOT NULL "
-            "AND drain_requested_at IS NOT NULL"
+            "SELECT extract(epoch FROM w.drained_at - w.drain_requested_at) FROM corral_workers w "
+            "WHERE w.drain_requested_by IN ('scaler', 'self') AND w.drained_at IS NOT NULL "
+            "AND w.drain_requested_at IS NOT NULL AND NOT EXISTS ("  # idle: finished nothing after
+            " SELECT 1 FROM corral_jobs_finished f"
+            " WHERE f.worker_id = w.id AND f.finished_at > w.drain_requested_at)"
         ).fetchall()
     values = [float(r[0]) for r in rows if r[0] is not None]
     return statistics.median(values) if values else float("nan")
