@@ -178,3 +178,50 @@ def test_a_removed_worker_cannot_drain_itself_back_into_the_fleet(database_url: 
             assert (await aq.get_worker(worker.worker_id)).state == WorkerState.REMOVED
 
     asyncio.run(scenario())
+
+
+def test_registry_retention_deletes_long_removed_and_long_silent_workers_and_dead_tokens(
+    database_url: str, queue: Client
+) -> None:
+    def worker(name: str, state: str, last_seen: str) -> int:
+        token = queue.create_token("eu", ttl_s=86_400 * 30, uses=1)
+        w = queue.enroll(token.secret, name=name, queues=["q"], concurrency=1)
+        column = "removed_at" if state == "removed" else "last_heartbeat"
+        run_sql(
+            database_url,
+            f"UPDATE corral_workers SET state = %s, {column} = now() - %s::interval WHERE id = %s",
+            [state, last_seen, w.worker_id],
+        )
+        return w.worker_id
+
+    old_removed = worker("old-removed", "removed", "8 days")
+    worker("new-removed", "removed", "1 day")
+    old_silent = worker("old-silent", "active", "8 days")
+    worker("heartbeating", "active", "1 second")
+    worker("drained-idle", "drained", "2 seconds")
+
+    def token(age: str, how: str) -> int:
+        t = queue.create_token("eu", ttl_s=86_400 * 30, uses=5)
+        run_sql(database_url, f"UPDATE corral_enrollment_tokens SET {how} WHERE id = %s",
+                [t.info.id])  # fmt: skip
+        return t.info.id
+
+    dead = {
+        token("8 days", "revoked_at = now() - interval '8 days'"),
+        token("8 days", "expires_at = now() - interval '8 days'"),
+        token("8 days", "uses_remaining = 0, last_used_at = now() - interval '8 days'"),
+    }
+    token("1 day", "revoked_at = now() - interval '1 day'")  # dead, not for long enough
+    token("live", "last_used_at = now() - interval '8 days'")  # unused lately, still usable
+    tokens_before = {r[0] for r in run_sql(database_url, "SELECT id FROM corral_enrollment_tokens")}
+
+    purged = queue.purge_registry(7 * 86_400, batch=2)  # batches smaller than the work
+    assert (purged.workers, purged.tokens) == (2, 3)
+    names = {r[0] for r in run_sql(database_url, "SELECT name FROM corral_workers")}
+    assert names == {"new-removed", "heartbeating", "drained-idle"}
+    assert not {old_removed, old_silent} & {
+        r[0] for r in run_sql(database_url, "SELECT id FROM corral_workers")
+    }
+    left = {r[0] for r in run_sql(database_url, "SELECT id FROM corral_enrollment_tokens")}
+    assert left == tokens_before - dead
+    assert queue.purge_registry(7 * 86_400) == type(purged)(workers=0, tokens=0)

@@ -79,3 +79,34 @@ def test_every_variable_the_chart_sets_is_one_the_operator_reads() -> None:
     help_text = CliRunner().invoke(cli, ["operator", "--help"], terminal_width=400).output
     read = set(re.findall(r"CORRAL_[A-Z_]+", help_text))
     assert chart_env and chart_env <= read, chart_env - read
+
+
+@pytest.mark.parametrize(
+    ("flag", "seconds"), [(None, 7 * 86_400.0), ("30d", 30 * 86_400.0), ("0", 0.0)]
+)
+def test_registry_retention_defaults_to_a_week_and_0_keeps_every_row(
+    monkeypatch: pytest.MonkeyPatch, flag: str | None, seconds: float
+) -> None:
+    import corral.controller.cli as operator_cli
+
+    seen: list[OperatorConfig] = []
+    monkeypatch.setattr(operator_cli, "run", lambda config, kubeconfig=None: seen.append(config))
+    args = ["operator", *(["--registry-retention", flag] if flag else [])]
+    result = CliRunner().invoke(cli, args, env={"CORRAL_DATABASE_URL": "postgresql://c@db/c"})
+    assert result.exit_code == 0, result.output
+    assert seen[0].registry_retention_s == seconds
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [("10m", "must be at least 1h"), ("soon", "--registry-retention 'soon' is not a duration")],
+)
+def test_a_registry_retention_too_short_or_not_a_duration_names_the_flag(
+    value: str, says: str
+) -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["operator", "--registry-retention", value],
+        env={"CORRAL_DATABASE_URL": "postgresql://c@db/c"},
+    )
+    assert result.exit_code == 2 and says in result.output, result.output

@@ -21,10 +21,20 @@ from typing import Any
 import click
 
 from corral.controller.config import DEFAULT_WORKER_IMAGE, OperatorConfig, OperatorConfigError
+from corral.durations import DurationError, format_age, parse_duration
 
 # /healthz fails once a database call has been in flight this long: past the
 # statement limit (30 s) and the TCP timeouts (30 s), something is stuck.
 DATABASE_STALL_S = 90.0
+REGISTRY_RETENTION_FIRST_S = 60.0  # the leader trims the registry this long after taking the lead
+REGISTRY_RETENTION_EVERY_S = 3600.0  # and this often after that
+
+
+def _duration(value: str, flag: str) -> float:
+    try:
+        return parse_duration(value, what=flag)
+    except DurationError as exc:
+        raise OperatorConfigError(str(exc)) from None
 
 
 def _env(name: str) -> dict[str, Any]:
@@ -107,6 +117,14 @@ def _env(name: str) -> dict[str, Any]:
     help="Seconds between full re-reads of each object.",
 )
 @click.option(
+    "--registry-retention",
+    default="7d",
+    show_default=True,
+    **_env("CORRAL_REGISTRY_RETENTION"),
+    help="Delete workers removed or silent, and enrollment tokens revoked, expired or "
+    "used up, this long ago (checked hourly); 0 keeps them.",
+)
+@click.option(
     "--kubeconfig",
     default=None,
     **_env("KUBECONFIG"),
@@ -130,6 +148,7 @@ def operator(
     leader_lease: str,
     http_port: int,
     resync_s: float,
+    registry_retention: str,
     kubeconfig: str | None,
     log_level: str,
 ) -> None:
@@ -148,6 +167,7 @@ def operator(
             lease_name=leader_lease or None,
             http_port=http_port,
             resync_s=resync_s,
+            registry_retention_s=_duration(registry_retention, "--registry-retention"),
         )
     except OperatorConfigError as exc:
         raise click.UsageError(str(exc)) from None
@@ -237,6 +257,30 @@ def run(config: OperatorConfig, kubeconfig: str | None = None) -> int:
                 log.warning("refreshing Region status failed: %s", exc)
 
     threading.Thread(target=_resync_regions, name="region-resync", daemon=True).start()
+
+    def _registry_retention() -> None:
+        # The registry grows by a row per pod start and a token per rotation;
+        # the leader trims what is long dead (docs/operator.md).
+        wait = REGISTRY_RETENTION_FIRST_S  # soon after taking the lead, then hourly
+        while not stop.wait(wait):
+            wait = REGISTRY_RETENTION_EVERY_S
+            try:
+                purged = queue.run(lambda q: q.purge_registry(config.registry_retention_s))
+            except Exception as exc:  # the next round retries; the loop must not die
+                log.warning("registry retention failed: %s", exc)
+                continue
+            metrics.REGISTRY_PURGED.labels("workers").inc(purged.workers)
+            metrics.REGISTRY_PURGED.labels("tokens").inc(purged.tokens)
+            if purged.workers or purged.tokens:
+                log.info(
+                    "registry retention: deleted %d worker(s) and %d token(s) gone for over %s",
+                    purged.workers,
+                    purged.tokens,
+                    format_age(config.registry_retention_s),
+                )
+
+    if config.registry_retention_s > 0:
+        threading.Thread(target=_registry_retention, name="registry-retention", daemon=True).start()
     log.info(
         "watching WorkerPools in %s",
         ", ".join(config.watch_namespaces) if config.watch_namespaces else "every namespace",

@@ -35,6 +35,8 @@ class OperatorConfig:
     lease_name: str | None = "corral-operator-leader"  # None: no leader election
     http_port: int = 8080  # /metrics and /healthz; 0 = any free port, -1 = off
     resync_s: float = 10.0  # how often every pool and region is re-read (seconds)
+    # Workers removed or silent, and tokens dead, this long are deleted (0: never).
+    registry_retention_s: float = 7 * 86_400.0
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -54,6 +56,11 @@ class OperatorConfig:
                 )
         if self.resync_s <= 0:
             raise OperatorConfigError("--resync must be a positive number of seconds")
+        if self.registry_retention_s and self.registry_retention_s < 3600:
+            raise OperatorConfigError(
+                "--registry-retention / CORRAL_REGISTRY_RETENTION must be at least 1h (or 0 "
+                "to keep every row): a shorter age would delete workers that are only restarting"
+            )
 
     @property
     def clusterwide(self) -> bool:

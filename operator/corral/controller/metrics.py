@@ -39,6 +39,11 @@ SCALE_NOTIFICATIONS = Counter(
     "corral_operator_queue_notifications_total",
     "Wake-ups received from the queue's NOTIFY channel (each may name several queues).",
 )
+REGISTRY_PURGED = Counter(
+    "corral_operator_registry_purged_total",
+    "Rows deleted by registry retention: workers removed or silent, tokens dead (--registry-retention).",
+    ["what"],
+)
 SCALE_CHANGES = Counter(
     "corral_operator_scale_changes_total",
     "Changes of a pool's Deployment replicas made by the autoscaler, by direction.",

@@ -190,6 +190,22 @@ def purge_finished(older_than_s: float, *, batch: int = 10_000) -> Operation[int
             return total
 
 
+def purge_registry(older_than_s: float, *, batch: int = 1000) -> Operation[r.RegistryPurge]:
+    """Registry retention: delete workers removed, or silent (no heartbeat),
+    for more than `older_than_s` seconds, and enrollment tokens revoked,
+    expired or used up for as long; in batches of `batch` rows."""
+    counts = []
+    for statement in ("purge_workers", "purge_tokens"):
+        total = 0
+        while True:
+            deleted: int = yield Statement(statement, (older_than_s, batch), Fetch.ROWCOUNT)
+            total += deleted
+            if deleted < batch:
+                break
+        counts.append(total)
+    return r.RegistryPurge(workers=counts[0], tokens=counts[1])
+
+
 # -- jobs, dispatch and stats (admin) ----------------------------------------------
 
 

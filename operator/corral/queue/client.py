@@ -123,6 +123,7 @@ class Queue:
     promote_due = _method(op.promote_due)
     purge_finished_batch = _method(op.purge_finished_batch)
     purge_finished = _method(op.purge_finished)
+    purge_registry = _method(op.purge_registry)
     # Inspection and admin.
     get_job = _method(op.get_job)
     list_jobs = _method(op.list_jobs)

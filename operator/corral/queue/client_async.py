@@ -109,6 +109,7 @@ class AsyncQueue:
     reap = _method(op.reap)
     purge_finished_batch = _method(op.purge_finished_batch)
     purge_finished = _method(op.purge_finished)
+    purge_registry = _method(op.purge_registry)
     # Enqueueing from asyncio code.
     enqueue = _method(op.enqueue)
     enqueue_many = _method(op.enqueue_many)

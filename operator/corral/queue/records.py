@@ -249,6 +249,14 @@ class Enrollment:
 
 
 @dataclass(frozen=True, slots=True)
+class RegistryPurge:
+    """What one registry retention pass deleted (`Queue.purge_registry`)."""
+
+    workers: int  # removed, or silent (no heartbeat), for longer than the age
+    tokens: int  # revoked, expired or used up for longer than the age
+
+
+@dataclass(frozen=True, slots=True)
 class Worker:
     id: int
     name: str

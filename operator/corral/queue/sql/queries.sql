@@ -252,6 +252,29 @@ DELETE FROM corral_jobs_finished
                WHERE finished_at < now() - make_interval(secs => %s::float8)
                LIMIT %s::int4)
 
+-- name: purge_workers
+-- Registry retention, one batch: workers removed, or silent (their pod gone
+-- without a word), for longer than the age. Finished jobs keep their
+-- worker_id; it just no longer resolves to a name.
+DELETE FROM corral_workers
+ WHERE id IN (SELECT id FROM corral_workers
+               WHERE CASE WHEN state = 'removed' THEN removed_at
+                          ELSE coalesce(last_heartbeat, enrolled_at) END
+                     < now() - make_interval(secs => %s::float8)
+               LIMIT %s::int4)
+
+-- name: purge_tokens
+-- Token retention, one batch: tokens dead (revoked, expired or used up) for
+-- longer than the age. least() skips NULLs: the earliest way it died counts.
+-- Workers enrolled with one keep running (token_id is set to NULL).
+DELETE FROM corral_enrollment_tokens
+ WHERE id IN (SELECT id FROM corral_enrollment_tokens
+               WHERE least(revoked_at, expires_at,
+                           CASE WHEN uses_remaining = 0
+                                THEN coalesce(last_used_at, created_at) END)
+                     < now() - make_interval(secs => %s::float8)
+               LIMIT %s::int4)
+
 -- name: insert_token
 INSERT INTO corral_enrollment_tokens (token_hash, display_prefix, region, pool, expires_at,
                                       uses_remaining)
