@@ -8,7 +8,7 @@ import asyncio
 import datetime as dt
 from typing import Any
 
-from corral.queue import ClaimedJob, ConnectionLost, DataRefused
+from corral.queue import ClaimedJob, ConnectionLost, DataRefused, FailureReason
 from corral.worker.completions import CompletionBuffer, Flusher
 from corral.worker.metrics import WorkerMetrics
 
@@ -136,16 +136,25 @@ class RefusingSession:
 
     def __init__(self) -> None:
         self.stored: dict[int, Any] = {}
+        self.failed: dict[int, tuple[FailureReason, str, bool]] = {}
 
     async def complete_many(
         self, jobs: list[ClaimedJob], results: dict[int, Any] | None = None
     ) -> list[int]:
         results = results or {}
-        if 2 in results and "unstorable_result" not in results[2]:
+        if 2 in results:
             raise DataRefused("invalid byte sequence for encoding UTF8")
         for job in jobs:
             self.stored[job.id] = results.get(job.id)
         return []
+
+    async def fail(
+        self, job: ClaimedJob, reason: FailureReason, error: str, *, retry: bool = True
+    ) -> None:
+        self.failed[job.id] = (reason, error, retry)
+
+    def backoff(self) -> float:
+        return 0.0
 
 
 def test_a_refused_result_costs_its_own_job_its_result_never_the_batch() -> None:
@@ -159,8 +168,13 @@ def test_a_refused_result_costs_its_own_job_its_result_never_the_batch() -> None
             buffer, session, WorkerMetrics(dict), lambda d: freed.extend(j.id for j in d), 0
         )  # type: ignore[arg-type]
         await flusher.flush_once()
-        assert session.stored[1] == {"n": 1} and session.stored[3] == {"n": 3}
-        assert "DataRefused: invalid byte sequence" in session.stored[2]["unstorable_result"]
+        assert session.stored == {1: {"n": 1}, 3: {"n": 3}}
+        reason, error, retry = session.failed[2]  # dead as `result`, not retried
+        assert (reason, retry) == (FailureReason.RESULT, False)
+        assert (
+            error
+            == "the database refused the handler's result: invalid byte sequence for encoding UTF8"
+        )
         assert sorted(freed) == [1, 2, 3]  # every slot free, nothing left to retry
         assert buffer.done == []
 

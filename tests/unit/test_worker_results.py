@@ -37,6 +37,13 @@ def test_a_value_json_cannot_hold_is_kept_as_its_repr_instead_of_failing_the_bat
     assert odd["unserializable_result"].startswith("<object object at")
 
 
+def test_a_value_nested_deeper_than_json_goes_is_kept_as_a_note() -> None:
+    deep: list[object] = []
+    for _ in range(100_000):
+        deep = [deep]
+    assert _result_value(JOB, deep) == {"unserializable_result": "<list nested too deeply to show>"}
+
+
 def test_nul_characters_and_lone_surrogates_are_replaced_wherever_they_are() -> None:
     value = _result_value(JOB, {"out\x00": ["a\x00b", "lone \ud800 half"], "n": 1})
     assert value == {"out\ufffd": ["a\ufffdb", "lone \ufffd half"], "n": 1}

@@ -36,6 +36,7 @@ class FailureReason(enum.StrEnum):
     PAYLOAD = "payload"  # the payload could not be decoded for the handler
     UNKNOWN_KIND = "unknown_kind"  # no handler registered under the job's kind
     LEASE_EXPIRED = "lease_expired"  # the reaper found the lease lapsed
+    RESULT = "result"  # the database refused to store what the handler returned
 
 
 class WorkerState(enum.StrEnum):

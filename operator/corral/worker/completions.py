@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from corral.queue import ClaimedJob, ConnectionLost, DataRefused
+from corral.queue import ClaimedJob, ConnectionLost, DataRefused, FailureReason
 from corral.worker._queue import RemovedError
 from corral.worker.metrics import WorkerMetrics
 from corral.worker.results import clean_text
@@ -84,6 +84,9 @@ class _Completer(Protocol):
     async def complete_many(
         self, jobs: list[ClaimedJob], results: dict[int, Any] | None = None
     ) -> list[int]: ...
+    async def fail(
+        self, job: ClaimedJob, reason: FailureReason, error: str, *, retry: bool = True
+    ) -> None: ...
     def backoff(self) -> float: ...
 
 
@@ -168,26 +171,25 @@ class Flusher:
             try:
                 lost += await self.session.complete_many([job], mine)
             except DataRefused as exc:
-                if not await self._store_without_result(job, mine, exc):
+                if not await self._fail_for_result(job, mine, exc):
                     # Not even the bare completion went in: leave it to the
                     # lease (the job runs again elsewhere) rather than block.
                     log.error("job %s: completion refused (%s); its lease will lapse", job.id, exc)
                     self.metrics.count(job.queue, "unstorable")
         return lost
 
-    async def _store_without_result(
+    async def _fail_for_result(
         self, job: ClaimedJob, results: dict[int, Any], exc: Exception
     ) -> bool:
         """The database refused this job's completion, its result the likely
-        cause: complete it with a note of why in place of the result."""
+        cause: fail the job as `result`, not retried (the same result would
+        be refused again), with the database's reason as its error."""
         if job.id not in results:
             return False
-        note = {"unstorable_result": clean_text(f"{type(exc).__name__}: {exc}")[:500]}
-        log.error(
-            "job %s (%s): its result was refused (%s); kept a note instead", job.id, job.kind, exc
-        )
+        error = clean_text(f"the database refused the handler's result: {exc}")[:2000]
+        log.error("job %s (%s): its result was refused (%s); failing it", job.id, job.kind, exc)
         try:
-            await self.session.complete_many([job], {job.id: note})
+            await self.session.fail(job, FailureReason.RESULT, error, retry=False)
         except DataRefused:
             return False
         self.metrics.count(job.queue, "result_refused")

@@ -41,7 +41,7 @@ _WATCHDOG_PERIOD_S = 0.1
 
 # Failures another attempt cannot fix: the job goes straight to dead with its
 # error (the payload will not decode better, the kind will not appear).
-NOT_RETRYABLE = frozenset({FailureReason.PAYLOAD, FailureReason.UNKNOWN_KIND})
+NOT_RETRYABLE = frozenset({FailureReason.PAYLOAD, FailureReason.UNKNOWN_KIND, FailureReason.RESULT})
 
 
 @dataclass(slots=True, frozen=True)

@@ -35,14 +35,14 @@ def result_value(claimed: ClaimedJob, result: Any, max_bytes: int = RESULT_MAX_B
     try:
         value = storable(to_jsonable_python(result))
         text = json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep
         log.warning(
             "job %s (%s) returned a value JSON cannot hold (%s); keeping its repr",
             claimed.id,
             claimed.kind,
             exc,
         )
-        return {"unserializable_result": storable(repr(result)[:1000])}
+        return {"unserializable_result": storable(_short_repr(result))}
     if len(text) > max_bytes:
         log.warning(
             "job %s (%s) returned %d bytes of JSON, more than the %d kept; keeping a preview",
@@ -53,6 +53,13 @@ def result_value(claimed: ClaimedJob, result: Any, max_bytes: int = RESULT_MAX_B
         )
         return {"result_too_large": len(text), "preview": text[:1000]}
     return value
+
+
+def _short_repr(value: Any) -> str:
+    try:
+        return repr(value)[:1000]
+    except RecursionError:
+        return f"<{type(value).__name__} nested too deeply to show>"
 
 
 def storable(value: Any) -> Any:

@@ -66,7 +66,8 @@ CREATE TABLE corral_jobs (
     ),
     CONSTRAINT last_error_reason_known CHECK (
         last_error_reason IS NULL
-        OR last_error_reason IN ('exception', 'timeout', 'payload', 'unknown_kind', 'lease_expired')
+        OR last_error_reason IN ('exception', 'timeout', 'payload', 'unknown_kind', 'lease_expired',
+                                 'result')
     )
 );
 -- One value per claim: every job of the batch carries it as its lease token.
