@@ -75,9 +75,13 @@ test-integration: venv ## Integration tier: real PostgreSQL started by the tests
 test-e2e: venv cluster-bins ## End-to-end tier: real kube-apiserver (local, or CORRAL_E2E_KUBECONFIG)
 	$(PY) -m tests.tiers e2e
 
+.PHONY: test-chaos
+test-chaos: venv ## Chaos drills: a database restarted, frozen, cut and poisoned under real workers
+	$(PY) -m tests.tiers chaos
+
 .PHONY: test
-test: venv cluster-bins ## All three tiers; prints how many tests each tier ran
-	$(PY) -m tests.tiers unit integration e2e
+test: venv cluster-bins ## All four tiers; prints how many tests each tier ran
+	$(PY) -m tests.tiers unit integration e2e chaos
 
 # --- operator API: CRDs generated from the pydantic models (corral.api) ---
 CRD_DIRS := crds charts/corral/crds
