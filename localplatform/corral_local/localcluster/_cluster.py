@@ -283,6 +283,14 @@ class LocalCluster(Cluster):
     def running(self) -> dict[str, bool]:
         return {name: proc.poll() is None for name, proc in self._procs.items()}
 
+    def send_signal(self, component: str, sig: int) -> None:
+        """Signal one component (chaos drills: SIGSTOP then SIGCONT freezes
+        the kube-apiserver without losing its state)."""
+        proc = self._procs.get(component)
+        if proc is None or proc.poll() is not None:
+            raise ClusterError(f"{component} is not running (running: {sorted(self.running())})")
+        proc.send_signal(sig)
+
     def issue_client_cert(
         self, name: str, common_name: str, organizations: Sequence[str] = ()
     ) -> _pki.KeyPair:
