@@ -129,7 +129,15 @@ class _Leases:
 
 
 def _election(leases: _Leases, clock: _Clock, identity: str) -> LeaderElection:
-    return LeaderElection(leases, "ns", "lead", identity, clock=clock)  # type: ignore[arg-type]
+    # exit: never the real os._exit, which would end the test run itself
+    return LeaderElection(
+        leases,
+        "ns",
+        "lead",
+        identity,
+        clock=clock,
+        exit=lambda code: None,  # type: ignore[arg-type]
+    )
 
 
 def test_any_error_while_renewing_is_a_failed_renewal_until_the_deadline() -> None:
@@ -184,3 +192,29 @@ def test_stepping_down_fails_health_stops_the_operator_and_signals_once(
     leader.step_down(stop)
     assert leader.lost.is_set() and stop.is_set()
     assert sent == [signal.SIGTERM]
+
+
+def test_a_stepped_down_leader_that_does_not_stop_in_time_exits_hard(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # kopf blocked in a call to an unreachable API server must not keep the
+    # process acting until that call returns (the chaos tier's API outage).
+    monkeypatch.setattr(leader_module.os, "kill", lambda pid, sig: None)
+    monkeypatch.setattr(leader_module, "STEP_DOWN_EXIT_S", 0.05)
+    exited: list[int] = []
+    done = threading.Event()
+
+    def fake_exit(code: int) -> None:
+        exited.append(code)
+        done.set()
+
+    leader = leader_module.LeaderElection(
+        _Leases(),
+        "ns",
+        "lease",
+        "a",
+        clock=_Clock(),
+        exit=fake_exit,  # type: ignore[arg-type]
+    )
+    leader.step_down(threading.Event())
+    assert done.wait(5) and exited == [1]

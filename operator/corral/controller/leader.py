@@ -35,6 +35,11 @@ log = logging.getLogger(__name__)
 LEASE_DURATION_S = 15  # a standby takes over this long after the record last changed
 RENEW_DEADLINE_S = 10.0  # the leader steps down this long after its last renewal
 RETRY_EVERY_S = 2.0  # renewals (and a standby's attempts) this often
+# A stepped-down leader gives kopf this long to stop, then exits hard: a
+# handler stuck in a call to an unreachable API server must not finish its
+# write after a standby took over (10 s + 3 s stays inside the 15 s Lease).
+STEP_DOWN_EXIT_S = 3.0
+EXIT_LOST = 1
 
 
 def _micro_time(moment: datetime) -> str:
@@ -108,8 +113,10 @@ class LeaderElection:
         identity: str,
         *,
         clock: Callable[[], float] = time.monotonic,
+        exit: Callable[[int], Any] = os._exit,
     ) -> None:
         self.kube = kube
+        self._exit = exit
         self.namespace = namespace
         self.name = name
         self.identity = identity
@@ -196,6 +203,16 @@ class LeaderElection:
             self.lost.set()
         stop.set()
         os.kill(os.getpid(), signal.SIGTERM)
+        threading.Thread(target=self._exit_later, name="leader-exit", daemon=True).start()
+
+    def _exit_later(self) -> None:
+        time.sleep(STEP_DOWN_EXIT_S)
+        log.error(
+            "leadership lost and the operator did not stop within %ss; exiting now",
+            STEP_DOWN_EXIT_S,
+        )
+        logging.shutdown()
+        self._exit(EXIT_LOST)
 
     def overdue(self) -> bool:
         """No renewal for `RENEW_DEADLINE_S`: leadership must be given up,
