@@ -76,7 +76,7 @@ test-e2e: venv cluster-bins ## End-to-end tier: real kube-apiserver (local, or C
 	$(PY) -m tests.tiers e2e
 
 .PHONY: test-chaos
-test-chaos: venv ## Chaos drills: a database restarted, frozen, cut and poisoned under real workers
+test-chaos: venv cluster-bins ## Chaos drills: a database restarted, frozen, cut and poisoned under real workers; the API server frozen, the leader killed
 	$(PY) -m tests.tiers chaos
 
 .PHONY: test

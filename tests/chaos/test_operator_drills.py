@@ -12,6 +12,7 @@ the pool's replicas are held throughout, and the new leader reconciles.
 from __future__ import annotations
 
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from corral_local.localcluster import ClusterError, LocalCluster
 from tests.e2e._corral import (
@@ -47,6 +49,61 @@ def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClust
         yield local
     finally:
         local.stop()
+
+
+class Replicas:
+    """Operator replicas restarted when they exit, as their Deployment would
+    restart them (a replica that stepped down on a loaded machine comes back
+    as a standby); `restarts` counts how often."""
+
+    def __init__(self, cluster: LocalCluster, url: str, tmp_path: Path, *args: str) -> None:
+        self.cluster, self.url, self.tmp_path, self.args = cluster, url, tmp_path, args
+        self.by_identity: dict[str, OperatorProcess] = {}
+        self.restarts = 0
+        self._marked: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._supervise, daemon=True)
+
+    def start(self, identity: str) -> OperatorProcess:
+        process = OperatorProcess(
+            self.cluster, self.url, self.tmp_path / f"{identity}.log", *self.args,
+            "--identity", identity,
+        )  # fmt: skip
+        self.by_identity[identity] = process
+        if not self._thread.is_alive():
+            self._thread.start()
+        return process
+
+    def log(self, identity: str) -> str:
+        return (self.tmp_path / f"{identity}.log").read_text(errors="replace")[-6000:]
+
+    def _led(self, identity: str) -> int:
+        text = (self.tmp_path / f"{identity}.log").read_text(errors="replace")
+        return text.count(f"leading as {identity}")
+
+    def mark(self) -> None:
+        """Remember how often each replica has led so far (see `new_leader`)."""
+        self._marked = {identity: self._led(identity) for identity in self.by_identity}
+
+    def new_leader(self) -> str | None:
+        """A replica that took the lead since `mark()`, if any."""
+        for identity in self.by_identity:
+            if self._led(identity) > self._marked.get(identity, 0):
+                return identity
+        return None
+
+    def _supervise(self) -> None:
+        while not self._stop.wait(1.0):
+            for identity, process in list(self.by_identity.items()):
+                if process.proc.poll() is not None:
+                    process.stop()
+                    self.restarts += 1
+                    self.start(identity)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for process in self.by_identity.values():
+            process.stop()
 
 
 def _replicas(cluster: LocalCluster, namespace: str) -> Any:
@@ -115,6 +172,76 @@ def test_the_api_server_stopped_for_30_s_under_two_operator_replicas(
         for process in (first, second):
             if process is not None:
                 process.stop()
+        cluster.kubectl("delete", "workerpools", "--all", "-n", namespace, "--wait=false",
+                        check=False)  # fmt: skip
+        for name in cluster.kubectl("get", "workerpools", "-n", namespace, "-o", "name",
+                                    check=False).stdout.split():  # fmt: skip
+            cluster.kubectl("patch", name, "-n", namespace, "--type=merge",
+                            "-p", '{"metadata": {"finalizers": null}}', check=False)  # fmt: skip
+
+
+def test_the_leader_killed_with_kill_9_in_the_middle_of_reconciles(
+    own_cluster: LocalCluster, url: str, tmp_path: Path
+) -> None:
+    cluster = own_cluster
+    namespace = f"chaos-kill-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "namespace", namespace)
+    lease = "corral-chaos-kill"
+    replicas = Replicas(
+        cluster, url, tmp_path,
+        "--namespace", namespace, "--default-region", "chaos", "--http-port", "-1",
+        "--leader-lease", lease, "--operator-namespace", namespace,
+    )  # fmt: skip
+    pools = [f"p{i:02d}" for i in range(12)]
+    try:
+        first = replicas.start("replica-a")
+        eventually(lambda: "leading as replica-a" in first.log(), "replica-a to lead", 60)
+        replicas.start("replica-b")
+        eventually(lambda: "standing by" in replicas.log("replica-b"), "replica-b to stand by", 60)
+        body = "\n---\n".join(
+            yaml.safe_dump(pool_manifest(name, [name], 1 + i % 3, 1 + i % 3))
+            for i, name in enumerate(pools)
+        )
+        cluster.kubectl("apply", "-n", namespace, "-f", "-", input=body)
+
+        def deployments() -> dict[str, int]:
+            found = get_json(cluster, "deployments", "-n", namespace) or {"items": []}
+            return {d["metadata"]["name"]: d["spec"]["replicas"] for d in found["items"]}
+
+        eventually(lambda: len(deployments()) >= 3, "the leader to be reconciling", 60)
+        done_before = len(deployments())
+        restarts_before = replicas.restarts
+        replicas.mark()
+        first.proc.kill()  # kill -9 mid-reconcile: no step-down, the Lease must run out
+        killed = time.monotonic()
+        # Either replica may lead next: replica-b once the Lease runs out, or
+        # replica-a restarted in place (its Deployment's restart keeps the pod
+        # name, so the Lease is still its own).
+        new_leader = eventually(replicas.new_leader, "a new leader", 60)
+        takeover_s = time.monotonic() - killed
+        want = {name: 1 + i % 3 for i, name in enumerate(pools)}
+        eventually(lambda: deployments() == want, "every pool's Deployment at its replicas", 120)
+        secrets = get_json(cluster, "secrets", "-n", namespace) or {"items": []}
+        owned = sorted(
+            s["metadata"]["name"]
+            for s in secrets["items"]
+            if s["metadata"]["name"].endswith("-enrollment")
+        )
+        lease_body = get_json(cluster, "lease", lease, "-n", namespace) or {}
+        holder = lease_body.get("spec", {}).get("holderIdentity")
+        print(
+            f"\nchaos leader-kill: injected kill -9 of the leader after {done_before} of "
+            f"{len(pools)} Deployments; audit: takeover_after_s={takeover_s:.1f} "
+            f"deployments={len(deployments())} replicas_as_specified=yes "
+            f"enrollment_secrets={len(owned)} new_leader={new_leader} lease_holder={holder} "
+            f"replica_restarts={replicas.restarts - restarts_before}",
+            flush=True,
+        )
+        why = f"--- a ---\n{replicas.log('replica-a')}\n--- b ---\n{replicas.log('replica-b')}"
+        assert owned == [f"{name}-enrollment" for name in pools], (owned, why)
+        assert holder in {"replica-a", "replica-b"}, why
+    finally:
+        replicas.stop()
         cluster.kubectl("delete", "workerpools", "--all", "-n", namespace, "--wait=false",
                         check=False)  # fmt: skip
         for name in cluster.kubectl("get", "workerpools", "-n", namespace, "-o", "name",
