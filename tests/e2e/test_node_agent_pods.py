@@ -266,5 +266,12 @@ def test_kubectl_logs_shows_the_current_and_the_previous_run_of_a_container(
     )
     assert current.splitlines()[1] == "second line"
     assert previous.startswith("run at ") and previous != current  # two distinct runs
-    tail = cluster.kubectl("-n", namespace, "logs", "chatty", "--tail=1").stdout
-    assert tail.strip() == "second line"
+    # The container restarts every moment: read until a run has printed both lines.
+    wait_for(
+        lambda: (
+            cluster.kubectl("-n", namespace, "logs", "chatty", "--tail=1").stdout.strip()
+            == "second line"
+        ),
+        30,
+        "kubectl logs --tail=1 to show the last line of a run",
+    )

@@ -58,9 +58,10 @@ def test_init_containers_run_in_order_to_completion_before_the_main_container(
 def test_an_exec_readiness_probe_gates_ready_and_a_failing_liveness_probe_restarts_the_container(
     cluster: Cluster, namespace: str, node_agent: NodeAgentHandle
 ) -> None:
-    # ready once /tmp/<pod>-ready exists (created after 1 s); liveness fails once
-    # the container has lived 3 s, so it is restarted by the probe, not by an exit
-    script = "sleep 1; touch /tmp/$HOSTNAME-ready; sleep 3; touch /tmp/$HOSTNAME-sick; while true; do sleep 0.2; done"
+    # ready once /tmp/<pod>-ready exists (created after 5 s: long enough that a
+    # slow first look at the Running pod still sees it not ready); liveness fails
+    # 3 s later, so it is restarted by the probe, not by an exit
+    script = "sleep 5; touch /tmp/$HOSTNAME-ready; sleep 3; touch /tmp/$HOSTNAME-sick; while true; do sleep 0.2; done"
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
