@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -116,3 +120,19 @@ def empty_database_url(pg_server: PgHandle) -> Iterator[str]:
     _create_database(pg_server, name)
     yield pg_server.dsn(name)
     _drop_database(pg_server, name)
+
+
+@contextmanager
+def restartable_server(prefix: str) -> Iterator[PostgresServer]:
+    """A server of the test's own that the test may stop and start again (a
+    restart keeps its port and data), for fault tests that must not touch
+    the session's shared server. Its data directory lives outside pytest's
+    tmp: initdb runs as the postgres user."""
+    data = Path(tempfile.mkdtemp(prefix=prefix))
+    pg = PostgresServer(data_dir=data)
+    pg.start()
+    try:
+        yield pg
+    finally:
+        pg.stop()
+        shutil.rmtree(data, ignore_errors=True)

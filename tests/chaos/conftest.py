@@ -4,8 +4,6 @@ real `corral worker` processes stopped after the drill."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,21 +12,15 @@ import pytest
 
 from corral import queue
 from corral_local.postgres import PostgresServer
+from tests._postgres import restartable_server
 from tests.integration._workers import WorkerProcess, mint_token
 
 
 @pytest.fixture
 def server() -> Iterator[PostgresServer]:
-    """A server of the drill's own, on a data directory that outlives a
-    restart (outside pytest's tmp: initdb runs as the postgres user)."""
-    data = Path(tempfile.mkdtemp(prefix="corral-chaos-pg-"))
-    pg = PostgresServer(data_dir=data)
-    pg.start()
-    try:
+    """A server of the drill's own, which it restarts, freezes and cuts."""
+    with restartable_server("corral-chaos-pg-") as pg:
         yield pg
-    finally:
-        pg.stop()
-        shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture

@@ -10,8 +10,6 @@ must stay up for the other tests); the storm runs on the test's database.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +19,7 @@ import pytest
 
 from corral import queue
 from corral_local.postgres import PostgresServer
+from tests._postgres import restartable_server
 from tests.integration._workers import WorkerProcess, mint_token, wait_until
 
 pytestmark = pytest.mark.slow
@@ -28,16 +27,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def server() -> Iterator[PostgresServer]:
-    """A server of the test's own, on a data directory that outlives a restart
-    (outside pytest's tmp: initdb runs as the postgres user)."""
-    data = Path(tempfile.mkdtemp(prefix="corral-pg-restart-"))
-    pg = PostgresServer(data_dir=data)
-    pg.start()
-    try:
+    """A server of the test's own (`restartable_server`)."""
+    with restartable_server("corral-pg-restart-") as pg:
         yield pg
-    finally:
-        pg.stop()
-        shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture
