@@ -197,10 +197,11 @@ class Kube:
         assert result is not None
         return result
 
-    def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
+    def scale_deployment(self, namespace: str, name: str, replicas: int) -> dict[str, Any] | None:
         """Set only spec.replicas (a merge patch: an apply of this one field
-        would drop every other field the operator applied)."""
-        self._request(
+        would drop every other field the operator applied). Returns the
+        Deployment as written (None when it is gone)."""
+        return self._request(
             "PATCH",
             f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
             f"scaling Deployment {namespace}/{name}",

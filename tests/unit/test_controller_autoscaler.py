@@ -81,6 +81,53 @@ def test_a_burst_of_notifications_costs_one_evaluation_per_minimum_interval() ->
     assert 2 <= evaluations <= 2 / 0.2 + 2
 
 
+def _stream(scaler: Autoscaler, clock: Clock, seconds: float, changed: bool) -> int:
+    """Notifications every 10 ms for `seconds`; each due evaluation settles
+    with `changed`. Returns how many evaluations ran."""
+    evaluations = 0
+    for _ in range(int(seconds / 0.01)):
+        clock.now += 0.01
+        scaler.notified({"mail"})
+        for namespace, name in scaler.due()[0]:
+            evaluations += 1
+            scaler.settled(f"{namespace}/{name}", changed)
+    return evaluations
+
+
+def test_a_long_stream_that_changes_nothing_stretches_evaluations_to_the_maximum_interval() -> None:
+    scaler, clock, _ = _autoscaler()
+    _track(scaler, "a", ["mail"], poll=10)
+    scaler.due()
+    clock.now += 5
+    # 60 s of enqueues onto a pool that already has its workers: 0.2, 0.4,
+    # 0.8, 1.6, then every 2 s (the poll, every 10 s, falls on those).
+    evaluations = _stream(scaler, clock, 60, changed=False)
+    assert 30 <= evaluations <= 34, evaluations
+    # ...while evaluations that change something keep the minimum interval.
+    clock.now += 5
+    assert _stream(scaler, clock, 10, changed=True) >= 45
+
+
+def test_a_burst_after_a_quiet_spell_is_evaluated_at_once_however_stretched_the_interval() -> None:
+    scaler, clock, _ = _autoscaler()
+    _track(scaler, "a", ["mail"], poll=10)
+    _stream(scaler, clock, 20, changed=False)
+    clock.now += 2.5  # longer than the maximum interval without a notification
+    for namespace, name in scaler.due()[0]:  # the stream's last evaluation, overdue
+        scaler.settled(f"{namespace}/{name}", False)
+    clock.now += 0.2
+    scaler.notified({"mail"})
+    assert scaler.due()[0] == [("jobs", "a")]  # not 2 s after that evaluation
+
+
+def test_the_stretched_interval_never_exceeds_the_pools_poll_seconds() -> None:
+    scaler, clock, _ = _autoscaler()
+    _track(scaler, "a", ["mail"], poll=1)
+    scaler.due()
+    # 0.2, 0.4, 0.8, then every second: about 60 in 60 s, not 30.
+    assert _stream(scaler, clock, 60, changed=False) >= 55
+
+
 def test_a_notification_right_after_an_evaluation_waits_for_the_minimum_interval() -> None:
     scaler, clock, _ = _autoscaler()
     _track(scaler, "a", ["mail"])

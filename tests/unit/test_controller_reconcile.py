@@ -46,12 +46,23 @@ class FakeKube:
 
     def apply(self, body: dict[str, Any]) -> dict[str, Any]:
         meta = body["metadata"]
-        self.objects[(body["kind"], meta.get("namespace"), meta["name"])] = body
+        key = (body["kind"], meta.get("namespace"), meta["name"])
+        # As the API server does: a changed spec is a new generation.
+        stored = self.objects.get(key)
+        generation = int(stored["metadata"].get("generation", 1)) if stored else 1
+        if stored is not None and stored.get("spec") != body.get("spec"):
+            generation += 1
+        meta["generation"] = generation
+        self.objects[key] = body
         self.applied.append(body["kind"])
         return body
 
-    def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
-        self.objects[("Deployment", namespace, name)]["spec"]["replicas"] = replicas
+    def scale_deployment(self, namespace: str, name: str, replicas: int) -> dict[str, Any]:
+        deployment = self.objects[("Deployment", namespace, name)]
+        if deployment["spec"]["replicas"] != replicas:
+            deployment["spec"]["replicas"] = replicas
+            deployment["metadata"]["generation"] += 1
+        return copy.deepcopy(deployment)
 
     def create_region(self, body: dict[str, Any]) -> bool:
         key = ("Region", None, body["metadata"]["name"])
@@ -227,6 +238,37 @@ def test_reconciling_twice_mints_no_second_token_and_writes_the_same_objects() -
     assert len(queue.tokens) == 1
     assert kube.objects == first
     assert outcome.events == []
+
+
+def test_only_a_deployment_event_the_operator_did_not_cause_asks_for_a_reconcile() -> None:
+    reconciler, kube, queue = _setup()
+    pool = _pool(autoscaling={"jobsPerWorker": 1})
+    _reconcile(reconciler, pool, now=NOW)
+    deployment = copy.deepcopy(kube.objects[("Deployment", "jobs", "email")])
+    # The echo of its own apply, then the kubelet's and ReplicaSet's status updates.
+    assert not reconciler.deployment_changed(deployment)
+    deployment["status"] = {"replicas": 2, "readyReplicas": 1}
+    assert not reconciler.deployment_changed(deployment)
+    # The echo of its own scaling.
+    queue.pending = 3
+    outcome = reconciler.autoscale("jobs", "email", now=NOW + timedelta(seconds=1))
+    scaled = kube.objects[("Deployment", "jobs", "email")]
+    assert scaled["spec"]["replicas"] == 3
+    # It says it acted (the autoscaler keeps evaluating it often); the next
+    # evaluation, with nothing to change, says it did not.
+    assert outcome is not None and outcome.acted
+    again = reconciler.autoscale("jobs", "email", now=NOW + timedelta(seconds=2))
+    assert again is not None and not again.acted
+    assert not reconciler.deployment_changed(copy.deepcopy(scaled))
+    # Someone else's edit (a new generation), and a deletion, do.
+    edited = copy.deepcopy(scaled)
+    edited["metadata"]["generation"] += 1
+    assert reconciler.deployment_changed(edited)
+    assert reconciler.deployment_changed(copy.deepcopy(scaled), deleted=True)
+    # Seen for the first time (an operator that just started): reconcile.
+    assert Reconciler(
+        cast(Kube, kube), cast(QueueAccess, queue), OperatorConfig(database_url=DSN)
+    ).deployment_changed(copy.deepcopy(scaled))
 
 
 def test_a_pool_with_its_own_database_secret_gets_no_copy_of_the_operators_url() -> None:

@@ -11,10 +11,14 @@ nothing about replicas (that is `corral.controller.scaling`, carried out by
   `autoscaling.pollSeconds` (the fallback when a notification is lost, and
   how falling demand is noticed: completions send no notification).
 
-Bursts are coalesced: a pool is evaluated at most once per
-`min_interval_s`, and notifications arriving during an evaluation fold into
-the next one, so 10,000 single enqueues cost a handful of evaluations while
-the first job of a burst is seen within milliseconds.
+Bursts are coalesced: a pool is evaluated at most once per interval, and
+notifications arriving meanwhile fold into the next evaluation. The interval
+starts at `min_interval_s`, so the first job of a burst is seen within
+milliseconds; each evaluation that changes nothing doubles it, up to
+`max_interval_s` (or the pool's pollSeconds, if shorter), so a long stream
+of single enqueues onto a pool that already has its workers costs one
+evaluation every couple of seconds; an evaluation that changes something, or
+a pause in the notifications longer than `max_interval_s`, brings it back.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from corral.queue import ALL_QUEUES, Queue, mask_dsn
 log = logging.getLogger(__name__)
 
 MIN_INTERVAL_S = 0.2  # at most this often per pool (seconds), however many notifications
+MAX_INTERVAL_S = 2.0  # the longest a stream that changes nothing stretches it to (seconds)
 LISTEN_RETRY_S = (0.5, 10.0)  # back-off between LISTEN reconnects: first, most (seconds)
 
 
@@ -44,15 +49,20 @@ class _Tracked:
     poll_s: float
     due_at: float  # monotonic
     last_at: float = -1e9  # when the last evaluation began (monotonic)
+    interval_s: float = MIN_INTERVAL_S  # the least time between two evaluations now
+    notified_at: float = -1e9  # the last notification for one of its queues (monotonic)
 
 
 @dataclass
 class Autoscaler:
     """Keeps the pools the reconciler reported, and evaluates them on time."""
 
-    evaluate: Callable[[str, str], object]  # (namespace, name): Reconciler.autoscale
+    # (namespace, name) -> truthy when the evaluation changed something
+    # (replicas, drains); a falsy answer stretches the pool's interval.
+    evaluate: Callable[[str, str], object]
     database_url: str = field(repr=False)
     min_interval_s: float = MIN_INTERVAL_S
+    max_interval_s: float = MAX_INTERVAL_S
     clock: Callable[[], float] = time.monotonic
     _pools: dict[str, _Tracked] = field(default_factory=dict)
     _wake: threading.Condition = field(default_factory=threading.Condition)
@@ -72,7 +82,7 @@ class Autoscaler:
             now = self.clock()
             self._pools[key] = _Tracked(
                 namespace, pool.metadata.name, queues, poll_s, due_at=now,
-                last_at=known.last_at if known else -1e9,
+                last_at=known.last_at if known else -1e9, interval_s=self.min_interval_s,
             )  # fmt: skip
             self._wake.notify()
 
@@ -82,13 +92,16 @@ class Autoscaler:
 
     def notified(self, queues: set[str]) -> int:
         """Queues got jobs: pools serving them are due now (or as soon as their
-        minimum interval allows). Returns how many pools became due."""
+        interval allows). Returns how many pools became due."""
         now = self.clock()
         woken = 0
         with self._wake:
             for pool in self._pools.values():
                 if ALL_QUEUES in queues or not pool.queues.isdisjoint(queues):
-                    at = max(now, pool.last_at + self.min_interval_s)
+                    if now - pool.notified_at > self.max_interval_s:
+                        pool.interval_s = self.min_interval_s  # a new burst: at once
+                    pool.notified_at = now
+                    at = max(now, pool.last_at + pool.interval_s)
                     if at < pool.due_at:
                         pool.due_at = at
                         woken += 1
@@ -109,6 +122,20 @@ class Autoscaler:
             pool.due_at = now + pool.poll_s
         upcoming = min((p.due_at for p in self._pools.values()), default=now + 1.0)
         return [(p.namespace, p.name) for p in ready], max(0.0, upcoming - now)
+
+    def settled(self, key: str, changed: bool) -> None:
+        """An evaluation of this pool ended: one that changed nothing doubles
+        its interval (up to the maximum or its pollSeconds); one that changed
+        something brings it back to the minimum."""
+        with self._wake:
+            pool = self._pools.get(key)
+            if pool is None:
+                return
+            if changed:
+                pool.interval_s = self.min_interval_s
+            else:
+                most = max(self.min_interval_s, min(self.max_interval_s, pool.poll_s))
+                pool.interval_s = min(pool.interval_s * 2, most)
 
     def evaluated(self, key: str) -> None:
         """A reconcile just evaluated this pool: its next poll can wait."""
@@ -139,10 +166,13 @@ class Autoscaler:
                     continue
             for namespace, name in ready:
                 metrics.SCALE_EVALUATIONS.inc()
+                changed = True  # a failed evaluation does not stretch the interval
                 try:
-                    self.evaluate(namespace, name)
+                    with metrics.SCALE_EVALUATION_SECONDS.time():
+                        changed = bool(self.evaluate(namespace, name))
                 except Exception as exc:  # the next round retries; the loop must not die
                     log.warning("autoscaling %s/%s failed: %s", namespace, name, exc)
+                self.settled(f"{namespace}/{name}", changed)
 
     def _listen_loop(self, stop: threading.Event) -> None:
         delay = LISTEN_RETRY_S[0]

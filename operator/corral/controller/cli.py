@@ -234,10 +234,13 @@ def run(config: OperatorConfig, kubeconfig: str | None = None) -> int:
     reconciler = Reconciler(kube, queue, config)
     registry = build_registry(reconciler, config.resync_s)
 
-    def _evaluate(namespace: str, name: str) -> None:
+    def _evaluate(namespace: str, name: str) -> bool:
         outcome = reconciler.autoscale(namespace, name)
-        if outcome is not None and outcome.status is not None:
+        if outcome is None:
+            return False
+        if outcome.status is not None:
             metrics.record_pool(namespace, name, outcome.status)
+        return outcome.acted
 
     autoscaler = Autoscaler(_evaluate, config.database_url)
 

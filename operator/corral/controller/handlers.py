@@ -129,9 +129,12 @@ def build_registry(reconciler: Reconciler, resync_s: float) -> kopf.OperatorRegi
         registry=registry,
         labels={"app.kubernetes.io/managed-by": naming.MANAGED_BY},
     )  # fmt: skip
-    def deployment_event(body: kopf.Body, **_: Any) -> None:
+    def deployment_event(body: kopf.Body, type: str | None, **_: Any) -> None:
         # A Deployment of a pool changed, or was deleted by hand: reconcile
-        # its pool at once rather than at the next resync.
+        # its pool at once rather than at the next resync. Its status
+        # changing, or the echo of the operator's own write, is no reason.
+        if not reconciler.deployment_changed(_plain(body), deleted=type == "DELETED"):
+            return
         owner = next(
             (
                 ref

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 RECONCILES = Counter(
     "corral_operator_reconciles_total",
@@ -34,6 +34,12 @@ LEADER = Gauge("corral_operator_leader", "1 while this replica is the active ope
 SCALE_EVALUATIONS = Counter(
     "corral_operator_scale_evaluations_total",
     "Autoscaler evaluations of a pool (notifications are coalesced into these).",
+)
+SCALE_EVALUATION_SECONDS = Histogram(
+    "corral_operator_scale_evaluation_seconds",
+    "How long one autoscaler evaluation of a pool took: reading the pool, its "
+    "Deployment and its queues, deciding, and writing replicas and status.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 SCALE_NOTIFICATIONS = Counter(
     "corral_operator_queue_notifications_total",

@@ -96,6 +96,7 @@ class Outcome:
 
     status: dict[str, Any] | None = None
     events: list[Event] = field(default_factory=list)
+    acted: bool = False  # the scaling changed something: replicas, drains, pod costs
 
 
 def pool_key(pool: WorkerPool) -> str:
@@ -224,10 +225,40 @@ class Reconciler:
         # Called with every pool the reconciler sees (the autoscaler tracks them).
         self.on_pool: Callable[[WorkerPool], None] | None = None
         self.on_pool_gone: Callable[[str], None] | None = None
+        # Per Deployment ("namespace/name"): the generation of the spec this
+        # operator last wrote, so that the watch's echo of its own write and
+        # the kubelet's status updates do not each cost a full reconcile.
+        self._written: dict[str, int] = {}
+        self._written_guard = threading.Lock()
 
     def _lock(self, key: str) -> threading.Lock:
         with self._locks_guard:
             return self._locks[key]
+
+    # -- Deployment events -------------------------------------------------------------
+
+    def _wrote(self, deployment: dict[str, Any] | None) -> None:
+        if deployment is None:
+            return
+        meta = deployment.get("metadata") or {}
+        generation = meta.get("generation")
+        if generation is not None:
+            with self._written_guard:
+                self._written[f"{meta.get('namespace')}/{meta.get('name')}"] = int(generation)
+
+    def deployment_changed(self, deployment: dict[str, Any], deleted: bool = False) -> bool:
+        """Whether a watch event of a pool's Deployment needs a reconcile: it
+        was deleted, or its spec is not the one this operator last wrote (an
+        edit by hand, a rollback). Status-only updates (pods starting, ready,
+        gone) keep the generation and need none."""
+        meta = deployment.get("metadata") or {}
+        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        with self._written_guard:
+            if deleted:
+                self._written.pop(key, None)
+                return True
+            generation = meta.get("generation")
+            return generation is None or self._written.get(key) != int(generation)
 
     # -- default Region ------------------------------------------------------------
 
@@ -361,6 +392,7 @@ class Reconciler:
             desired["metadata"]["ownerReferences"] = [owner_reference(body)]
             before = deployment
             deployment = self.kube.apply(desired)
+            self._wrote(deployment)
             outcome.events += _deployment_events(name, before, deployment)
             budget = desired_disruption_budget(pool, region=region_name)
             budget["metadata"]["ownerReferences"] = [owner_reference(body)]
@@ -484,6 +516,9 @@ class Reconciler:
             now=now,
         )
         self._carry_out(pool, plan, snapshot.workers, current)
+        outcome.acted = plan.replicas is not None or bool(
+            plan.drain or plan.undrain or plan.lowest_cost or plan.replace
+        )
         outcome.events += [Event(n.type, n.reason, n.message) for n in plan.events]
         return desired, ScalingFigures(
             scale_down=plan.scale_down, wanted=rec.wanted, reason=rec.reason
@@ -506,7 +541,9 @@ class Reconciler:
         for pod in plan.lowest_cost:
             self.kube.annotate_pod(namespace, pod, {DELETION_COST: LOWEST_DELETION_COST})
         if plan.replicas is not None:
-            self.kube.scale_deployment(namespace, naming.deployment_name(pool), plan.replicas)
+            self._wrote(
+                self.kube.scale_deployment(namespace, naming.deployment_name(pool), plan.replicas)
+            )
             metrics.SCALE_CHANGES.labels("up" if plan.replicas > current else "down").inc()
         for pod in plan.replace:
             self.kube.delete_pod(namespace, pod)
