@@ -63,6 +63,23 @@ def test_pool_workers_lists_only_that_pools_workers_that_are_not_removed(
         assert queue.pool_workers("ns/a")[0].id == mine.worker_id
 
 
+def test_a_workers_jobs_count_as_held_from_its_claim_not_from_its_next_heartbeat(
+    database_url: str,
+) -> None:
+    # Between a claim and the heartbeat that reports it, the jobs are neither
+    # waiting nor (by the worker's own count) running: the scaler must still
+    # see them, or demand dips and a pod goes.
+    with Queue.connect(database_url) as queue:
+        worker = enroll(queue, pool="ns/a", name="a-1")
+        queue.enqueue_many(JobSpec("k", queue="q") for _ in range(3))
+        queue.heartbeat(worker.worker_id, worker.credential, in_flight=0)
+        assert len(queue.claim(worker.worker_id, worker.credential, ["q"], batch=2)) == 2
+        assert [w.in_flight for w in queue.pool_workers("ns/a")] == [2]
+        # A report above what the table shows (results not yet written) stands.
+        queue.heartbeat(worker.worker_id, worker.credential, in_flight=3)
+        assert [w.in_flight for w in queue.pool_workers("ns/a")] == [3]
+
+
 def test_the_scaler_drains_only_active_workers_and_cancels_only_its_own_drains(
     database_url: str,
 ) -> None:

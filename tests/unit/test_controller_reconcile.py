@@ -16,7 +16,7 @@ import pytest
 
 from corral.controller.config import OperatorConfig
 from corral.controller.queue_access import DatabaseUnavailable, QueueAccess
-from corral.controller.reconcile import Reconciler, StillDraining
+from corral.controller.reconcile import PoolSnapshot, Reconciler, StillDraining
 from corral.kube import Kube
 from corral.queue import Backlog, Depth, Flow, TokenNotFound, WorkerState
 
@@ -409,6 +409,20 @@ def _live_worker(worker_id: int, name: str, in_flight: int = 0) -> Any:
         id=worker_id, name=name, pool="jobs/email", region="default", state=WorkerState.ACTIVE,
         in_flight=in_flight, last_heartbeat=NOW, drain_requested_by=None,
     )  # fmt: skip
+
+
+def test_a_worker_that_claimed_before_its_first_heartbeat_counts_as_live_and_busy() -> None:
+    fresh = SimpleNamespace(
+        id=1, name="email-a", state=WorkerState.ACTIVE, in_flight=2, last_heartbeat=None,
+        enrolled_at=NOW - timedelta(seconds=2),
+    )  # fmt: skip
+    silent = SimpleNamespace(
+        id=2, name="email-b", state=WorkerState.ACTIVE, in_flight=1, last_heartbeat=None,
+        enrolled_at=NOW - timedelta(minutes=5),
+    )  # fmt: skip
+    snapshot = PoolSnapshot(Backlog(1, 1, capped=False), [fresh, silent], None)
+    demand = snapshot.demand(NOW, concurrency=4)
+    assert (demand.waiting, demand.running, demand.busy_workers) == (1, 2, 1)
 
 
 def _pods(kube: FakeKube, *names: str) -> None:

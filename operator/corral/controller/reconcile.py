@@ -105,7 +105,9 @@ def pool_key(pool: WorkerPool) -> str:
 
 
 def _live(worker: Any, now: datetime) -> bool:
-    beat = worker.last_heartbeat
+    # A worker just enrolled is alive before its first beat: it may claim
+    # jobs first, and those must count.
+    beat = worker.last_heartbeat or worker.enrolled_at
     return (
         worker.state != WorkerState.REMOVED
         and beat is not None

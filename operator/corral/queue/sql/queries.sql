@@ -350,11 +350,17 @@ SELECT
         AND queue = ANY(%(queues)s::text[]) AND region IN ('', %(region)s))
 
 -- name: pool_workers
-SELECT id, name, region, pool, queues, concurrency, state, in_flight, last_heartbeat,
-       version, enrolled_at, drain_requested_at, drained_at, removed_at, drain_requested_by
-  FROM corral_workers
- WHERE pool = %s AND state <> 'removed'
- ORDER BY id
+-- in_flight is the larger of what the worker last reported and the running
+-- jobs it holds now (corral_jobs_lease_idx): a claim counts at once, not at
+-- the next heartbeat, so demand cannot dip between the two and remove a pod.
+SELECT w.id, w.name, w.region, w.pool, w.queues, w.concurrency, w.state,
+       greatest(w.in_flight, (SELECT count(*) FROM corral_jobs j
+                               WHERE j.worker_id = w.id AND j.state = 'running'))::int4,
+       w.last_heartbeat, w.version, w.enrolled_at, w.drain_requested_at, w.drained_at,
+       w.removed_at, w.drain_requested_by
+  FROM corral_workers w
+ WHERE w.pool = %s AND w.state <> 'removed'
+ ORDER BY w.id
 
 -- name: scaler_drain
 -- The operator drains workers it is about to remove (only active ones: a
