@@ -239,28 +239,33 @@ class Reconciler:
 
     # -- Deployment events -------------------------------------------------------------
 
+    @staticmethod
+    def _deployment_key(deployment: dict[str, Any]) -> tuple[str, int | None]:
+        """("namespace/name", generation) of a Deployment."""
+        meta = deployment.get("metadata") or {}
+        generation = meta.get("generation")
+        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        return key, None if generation is None else int(generation)
+
     def _wrote(self, deployment: dict[str, Any] | None) -> None:
         if deployment is None:
             return
-        meta = deployment.get("metadata") or {}
-        generation = meta.get("generation")
+        key, generation = self._deployment_key(deployment)
         if generation is not None:
             with self._written_guard:
-                self._written[f"{meta.get('namespace')}/{meta.get('name')}"] = int(generation)
+                self._written[key] = generation
 
     def deployment_changed(self, deployment: dict[str, Any], deleted: bool = False) -> bool:
         """Whether a watch event of a pool's Deployment needs a reconcile: it
         was deleted, or its spec is not the one this operator last wrote (an
         edit by hand, a rollback). Status-only updates (pods starting, ready,
         gone) keep the generation and need none."""
-        meta = deployment.get("metadata") or {}
-        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        key, generation = self._deployment_key(deployment)
         with self._written_guard:
             if deleted:
                 self._written.pop(key, None)
                 return True
-            generation = meta.get("generation")
-            return generation is None or self._written.get(key) != int(generation)
+            return generation is None or self._written.get(key) != generation
 
     # -- default Region ------------------------------------------------------------
 
@@ -518,9 +523,7 @@ class Reconciler:
             now=now,
         )
         self._carry_out(pool, plan, snapshot.workers, current)
-        outcome.acted = plan.replicas is not None or bool(
-            plan.drain or plan.undrain or plan.lowest_cost or plan.replace
-        )
+        outcome.acted = plan.acts
         outcome.events += [Event(n.type, n.reason, n.message) for n in plan.events]
         return desired, ScalingFigures(
             scale_down=plan.scale_down, wanted=rec.wanted, reason=rec.reason

@@ -202,6 +202,13 @@ class ScalePlan:
     scale_down: ScaleDown | None = None  # the drain in progress, to keep in status
     events: tuple[Event, ...] = ()
 
+    @property
+    def acts(self) -> bool:
+        """Whether carrying it out changes anything (replicas, drains, pods)."""
+        return self.replicas is not None or bool(
+            self.drain or self.undrain or self.lowest_cost or self.replace
+        )
+
 
 def _workers_by_pod(workers: list[WorkerView]) -> dict[str, WorkerView]:
     """The newest registry row per pod name (a pod's worker may have enrolled anew)."""
