@@ -110,9 +110,12 @@ def claim(
     batch: int = 100,
     lease_s: float = p.DEFAULT_LEASE_S,
 ) -> Operation[list[r.ClaimedJob]]:
-    """Claim up to `batch` ready jobs from `queues` (see corral_claim_v1)."""
+    """Claim up to `batch` ready jobs from `queues` (see corral_claim_v2):
+    only queues the worker enrolled for (others are not served, and the
+    server says so in a WARNING), in its region; the server caps `batch` at
+    1,000 and `lease_s` at 1 s to 1 h."""
     rows = yield Statement(
-        "claim_v1",
+        "claim_v2",
         (worker_id, credential, list(queues), batch, lease_s),
         prepare=True,
         binary=True,
@@ -121,33 +124,52 @@ def claim(
 
 
 def complete_many(
-    jobs: Iterable[r.Leased], results: Mapping[int, Any] | None = None
+    jobs: Iterable[r.Leased],
+    results: Mapping[int, Any] | None = None,
+    *,
+    worker: r.Caller | None = None,
 ) -> Operation[list[int]]:
     """Mark jobs completed in one statement; returns the ids REJECTED because
-    their lease was lost (reaped, released or claimed again). `results`
-    maps a job id to what its handler returned (JSON-able), kept with the
-    finished job; jobs without an entry (or None) keep no result."""
-    name, params = p.complete_params(jobs, results)
-    if not params[0]:
+    their lease was lost (reaped, released or claimed again) or, with
+    `worker`, is not that worker's. `results` maps a job id to what its
+    handler returned (JSON-able), kept with the finished job; jobs without an
+    entry (or None) keep no result. A worker passes itself as `worker` (its
+    id and credential, checked once per batch); without it the call needs
+    an admin's rights."""
+    jobs = list(jobs)
+    if not jobs:
         return []
+    name, params = p.complete_params(jobs, results, worker)
     return list((yield _one(name, params, prepare=True)))
 
 
-def fail_many(failures: Iterable[r.Failure]) -> Operation[list[int]]:
+def _as(worker: r.Caller | None) -> tuple[Any, ...]:
+    return () if worker is None else (int(worker.worker_id), worker.credential)
+
+
+def fail_many(
+    failures: Iterable[r.Failure], *, worker: r.Caller | None = None
+) -> Operation[list[int]]:
     """Record failed attempts in one statement (retry with back-off, or dead);
-    returns the ids rejected because their lease was lost."""
+    returns the ids rejected because their lease was lost (or, with
+    `worker`, is not that worker's)."""
     failures = list(failures)
     if not failures:
         return []
-    return list((yield _one("fail_v1", p.fail_params(failures), prepare=True)))
+    name = "fail_v1" if worker is None else "fail_v2"
+    return list((yield _one(name, (*_as(worker), *p.fail_params(failures)), prepare=True)))
 
 
-def release_many(jobs: Iterable[r.Leased]) -> Operation[list[int]]:
-    """Hand held jobs back untouched (shutdown); the attempt is not counted."""
+def release_many(
+    jobs: Iterable[r.Leased], *, worker: r.Caller | None = None
+) -> Operation[list[int]]:
+    """Hand held jobs back untouched (shutdown); the attempt is not counted.
+    Returns the ids rejected (lease lost, or with `worker`: not its)."""
     ids, tokens = p.lease_params(jobs)
     if not ids:
         return []
-    return list((yield _one("release_v1", (ids, tokens), prepare=True)))
+    name = "release_v1" if worker is None else "release_v2"
+    return list((yield _one(name, (*_as(worker), ids, tokens), prepare=True)))
 
 
 def heartbeat(
@@ -155,9 +177,10 @@ def heartbeat(
 ) -> Operation[r.WorkerState]:
     """Record liveness, extend every lease the worker holds, return the state
     the fleet wants it in (draining means stop claiming). Raises
-    CredentialError when the credential is not known."""
+    CredentialError when the credential is not known or expired; renews it
+    for a day. The server caps `lease_s` at 1 s to 1 h."""
     params = (worker_id, credential, in_flight, lease_s)
-    return r.WorkerState((yield _one("heartbeat_v1", params, prepare=True)))
+    return r.WorkerState((yield _one("heartbeat_v2", params, prepare=True)))
 
 
 def reap(limit: int = 1000) -> Operation[int | None]:
@@ -176,6 +199,16 @@ def purge_finished_batch(older_than_s: float, *, batch: int = 1000) -> Operation
     `batch` jobs that finished more than `older_than_s` seconds ago and
     return how many; None when another process is purging right now."""
     value = yield _one("purge_finished_v1", (older_than_s, batch))
+    return None if value is None else int(value)
+
+
+def retention_batch(
+    worker_id: int, credential: str, older_than_s: float, *, batch: int = 1000
+) -> Operation[int | None]:
+    """A worker's retention batch (`purge_finished_batch` for the worker
+    role): the server never deletes jobs finished less than a day ago and
+    caps `batch` at 10,000; None when another process is purging."""
+    value = yield _one("purge_finished_v2", (worker_id, credential, older_than_s, batch))
     return None if value is None else int(value)
 
 
@@ -309,10 +342,16 @@ def depth(
 
 
 def create_token(
-    region: str, *, pool: str | None = None, ttl_s: float = 900, uses: int = 1
+    region: str,
+    *,
+    pool: str | None = None,
+    ttl_s: float = 900,
+    uses: int = 1,
+    queues: Sequence[str] | None = None,
 ) -> Operation[r.NewToken]:
-    """Mint an enrollment token; only its SHA-256 hash is stored."""
-    secret, params = p.token_params(region, pool, ttl_s, uses)
+    """Mint an enrollment token; only its SHA-256 hash is stored. `queues`
+    (None: any) are the only queues a worker enrolled with it may serve."""
+    secret, params = p.token_params(region, pool, ttl_s, uses, queues)
     return r.NewToken(secret, p.token_from_row((yield Statement("insert_token", params))[0]))
 
 
@@ -344,10 +383,11 @@ def enroll(
     version: str | None = None,
 ) -> Operation[r.Enrollment]:
     """Trade an enrollment token for a worker id and a long-lived credential
-    (returned once; the database keeps its hash)."""
+    (returned once; the database keeps its hash). A token limited to
+    queues refuses a worker asking for any other (EnrollmentError)."""
     credential = p.new_secret(p.CREDENTIAL_PREFIX)
     params = (token.strip(), name, list(queues), concurrency, version, p.hash_secret(credential))
-    worker_id, region, pool = (yield Statement("enroll_v1", params))[0]
+    worker_id, region, pool = (yield Statement("enroll_v2", params))[0]
     return r.Enrollment(int(worker_id), credential, region, pool)
 
 
@@ -362,19 +402,17 @@ def authenticate(
 ) -> Operation[r.WorkerState]:
     """Re-authenticate a restarted worker with its stored credential, refresh
     what it says about itself, return its state. Raises CredentialError, or
-    WorkerRemoved for a removed worker. A drain the worker asked for
-    itself ends here (the row is active again); an admin's drain stays."""
-    state = r.WorkerState((yield _one("authenticate_v1", (worker_id, credential))))
+    WorkerRemoved for a removed worker, EnrollmentError for queues outside
+    its enrollment. A drain the worker asked for itself ends here (the row
+    is active again); an admin's drain stays."""
+    params = (
+        worker_id, credential, name, None if queues is None else list(queues),
+        concurrency, version,
+    )  # fmt: skip
+    state = r.WorkerState((yield _one("authenticate_v2", params)))
     if state is r.WorkerState.REMOVED:
         raise WorkerRemoved(f"worker {worker_id} was removed from the fleet")
-    about = {
-        "id": worker_id,
-        "name": name,
-        "version": version,
-        "queues": None if queues is None else list(queues),
-        "concurrency": concurrency,
-    }
-    return r.WorkerState((yield _one("update_worker", about)))
+    return state
 
 
 def request_drain(worker_id: int) -> Operation[r.Worker]:
@@ -391,12 +429,12 @@ def drain_self(worker_id: int, credential: str) -> Operation[r.WorkerState]:
 
 
 def mark_drained(worker_id: int, credential: str) -> Operation[r.WorkerState]:
-    """The worker reports it holds nothing after a drain."""
-    state = yield _one("mark_drained", (worker_id, credential))
-    if state is None:
-        current = yield from get_worker(worker_id)
-        raise JobStateError(f"worker {worker_id} is {current.state}, not draining")
-    return r.WorkerState(state)
+    """The worker reports it holds nothing after a drain; JobStateError when
+    its row is not draining."""
+    state = r.WorkerState((yield _one("mark_drained_v1", (worker_id, credential))))
+    if state is not r.WorkerState.DRAINED:
+        raise JobStateError(f"worker {worker_id} is {state}, not draining")
+    return state
 
 
 def remove_worker(worker_id: int) -> Operation[r.Worker]:
@@ -418,7 +456,6 @@ def list_workers(*, include_removed: bool = False) -> Operation[list[r.Worker]]:
     return [p.worker_from_row(row) for row in (yield Statement("list_workers", (include_removed,)))]
 
 
-# Calls whose statements land together or not at all: the token's use and the
-# new worker row; the credential check and the refresh; a pause, its
-# clearing and the wake-up.
-TRANSACTIONAL = frozenset({enroll, authenticate, resume})
+# Calls whose statements land together or not at all: a pause, its clearing
+# and the wake-up; enrollment (one statement today) stays atomic by contract.
+TRANSACTIONAL = frozenset({enroll, resume})

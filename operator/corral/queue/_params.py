@@ -16,6 +16,7 @@ from typing import Any
 
 from corral.queue.errors import InvalidJob
 from corral.queue.records import (
+    Caller,
     ClaimedJob,
     DispatchState,
     Failure,
@@ -150,14 +151,25 @@ def lease_params(jobs: Iterable[Leased]) -> tuple[list[int], list[Any]]:
 
 
 def complete_params(
-    jobs: Iterable[Leased], results: Mapping[int, Any] | None
+    jobs: Iterable[Leased], results: Mapping[int, Any] | None, worker: Caller | None = None
 ) -> tuple[str, tuple[Any, ...]]:
-    """The statement and parameters of one completion batch: `complete_v1`
-    when no job has a result (the common, cheapest path), else `complete_v2`
-    with one JSON text (or NULL) per job."""
+    """The statement and parameters of one completion batch. A worker
+    (`worker` given) calls `complete_v3`, which checks its credential and
+    that it holds each job, with one JSON text (or NULL) per job or no
+    results at all. Without a caller (an admin's connection, a worker of the
+    previous release): `complete_v1` when no job has a result, else
+    `complete_v2`."""
     ids, tokens = lease_params(jobs)
-    if not results:
+    texts = result_texts(ids, results) if results else None
+    if worker is not None:
+        return "complete_v3", (int(worker.worker_id), worker.credential, ids, tokens, texts)
+    if texts is None:
         return "complete_v1", (ids, tokens)
+    return "complete_v2", (ids, tokens, texts)
+
+
+def result_texts(ids: list[int], results: Mapping[int, Any]) -> list[str | None]:
+    """One JSON text (None: no result) per job id, in order."""
     texts: list[str | None] = []
     for job_id in ids:
         value = results.get(job_id)
@@ -171,7 +183,7 @@ def complete_params(
                 f"result of job {job_id} is not JSON ({exc}): return dicts, lists, strings, "
                 "finite numbers, booleans or None"
             ) from None
-    return "complete_v2", (ids, tokens, texts)
+    return texts
 
 
 def fail_params(failures: Sequence[Failure]) -> tuple[Any, ...]:
@@ -208,7 +220,7 @@ def stats_from_rows(
 
 
 def token_params(
-    region: str, pool: str | None, ttl_s: float, uses: int
+    region: str, pool: str | None, ttl_s: float, uses: int, queues: Sequence[str] | None = None
 ) -> tuple[str, tuple[Any, ...]]:
     if not region:
         raise InvalidJob("an enrollment token needs a region (--region)")
@@ -218,4 +230,9 @@ def token_params(
         raise InvalidJob(f"token uses must be at least 1 (got {uses})")
     secret = new_secret(TOKEN_PREFIX)
     prefix = secret[: len(TOKEN_PREFIX) + 6]
-    return secret, (hash_secret(secret), prefix, region, pool, ttl_s, uses)
+    if queues is not None and not list(queues):
+        raise InvalidJob("a token limited to queues needs at least one queue (--queue)")
+    return secret, (
+        hash_secret(secret), prefix, region, pool, ttl_s, uses,
+        None if queues is None else list(queues),
+    )  # fmt: skip

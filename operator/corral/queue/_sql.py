@@ -74,6 +74,11 @@ def query(name: str) -> LiteralString:
     return text
 
 
+def privileges_sql() -> str:
+    """The roles and grants (`sql/privileges.sql`), re-applied by every migrate."""
+    return _read("privileges.sql")
+
+
 def schema_sql() -> str:
     """The current schema (`sql/schema.sql`): what every migration adds up to."""
     return _read("schema.sql")

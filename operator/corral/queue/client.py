@@ -39,7 +39,7 @@ from corral.queue._params import (
     NOTIFY_CHANNEL,
     hash_secret,
 )
-from corral.queue.errors import translated
+from corral.queue.errors import log_notice, translated
 
 # The constants were always importable from here; the package re-exports them.
 __all__ = [
@@ -72,6 +72,7 @@ class Queue:
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
+        conn.add_notice_handler(log_notice)
 
     @classmethod
     def connect(cls, dsn: str) -> Self:
@@ -122,6 +123,7 @@ class Queue:
     reap = _method(op.reap)
     promote_due = _method(op.promote_due)
     purge_finished_batch = _method(op.purge_finished_batch)
+    retention_batch = _method(op.retention_batch)
     purge_finished = _method(op.purge_finished)
     purge_registry = _method(op.purge_registry)
     # Inspection and admin.

@@ -21,7 +21,7 @@ from corral.queue import _operations as op
 from corral.queue import _sql
 from corral.queue._connect import aconnect
 from corral.queue._params import NOTIFY_CHANNEL
-from corral.queue.errors import translated
+from corral.queue.errors import log_notice, translated
 
 __all__ = ["AsyncQueue"]
 
@@ -53,6 +53,7 @@ class AsyncQueue:
 
     def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
         self.conn = conn
+        conn.add_notice_handler(log_notice)
 
     @classmethod
     async def connect(cls, dsn: str) -> Self:
@@ -108,6 +109,7 @@ class AsyncQueue:
     release_many = _method(op.release_many)
     reap = _method(op.reap)
     purge_finished_batch = _method(op.purge_finished_batch)
+    retention_batch = _method(op.retention_batch)
     purge_finished = _method(op.purge_finished)
     purge_registry = _method(op.purge_registry)
     # Enqueueing from asyncio code.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -10,6 +11,8 @@ from psycopg import OperationalError
 
 from corral.queue.dsn import DsnError
 from corral.queue.migrations import MigrationError
+
+_log = logging.getLogger("corral.queue")
 
 
 class QueueError(Exception):
@@ -49,6 +52,11 @@ class CredentialError(QueueError):
     """The worker id / credential pair is not known (SQLSTATE CR401): enroll again."""
 
 
+class PermissionDenied(QueueError):
+    """This connection's database role may not do that (SQLSTATE 42501): a
+    worker role may only call corral's worker functions."""
+
+
 class WorkerRemoved(QueueError):
     """The worker was removed from the fleet (SQLSTATE CR410): it must stop and exit."""
 
@@ -57,6 +65,13 @@ class WorkerRemoved(QueueError):
 # terminated): psycopg's class, named here so that code outside corral.queue
 # can tell a dead connection from a refused operation without importing psycopg.
 ConnectionLost = OperationalError
+
+
+def log_notice(diag: psycopg.errors.Diagnostic) -> None:
+    """What the server says beside a result (a claim for a queue outside the
+    worker's enrollment returns nothing and says why in a WARNING)."""
+    if diag.severity_nonlocalized in ("WARNING", "NOTICE"):
+        _log.warning("postgres: %s", diag.message_primary)
 
 
 @contextmanager
@@ -77,6 +92,11 @@ def translated() -> Iterator[None]:
             raise WorkerRemoved(text) from None
         if state == "CR403":
             raise EnrollmentError(text) from None
+        if state == "42501":
+            raise PermissionDenied(
+                f"{text}: this DSN's role lacks the right (a worker role may only call "
+                "corral's worker functions; admin calls need a member of corral_admin)"
+            ) from None
         if state.startswith("22"):  # data exception: this value cannot be stored
             raise DataRefused(text) from None
         if state == "23514":  # check_violation: name the constraint, it says what is wrong
@@ -96,6 +116,7 @@ __all__ = [
     "JobNotFound",
     "JobStateError",
     "MigrationError",
+    "PermissionDenied",
     "QueueError",
     "TokenNotFound",
     "WorkerNotFound",

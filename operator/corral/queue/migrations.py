@@ -4,6 +4,8 @@
 has not seen yet, all inside one transaction under an advisory lock, and
 records each in `corral_schema_migrations`; concurrent callers (several
 workers starting at once) wait for the first and then find nothing to do.
+Then, in the same transaction and on every run, `sql/privileges.sql`: the
+`corral_worker` and `corral_admin` group roles and their grants (idempotent).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import psycopg
 from psycopg import sql
 
 from corral.queue._connect import connect
-from corral.queue._sql import Migration, migrations
+from corral.queue._sql import Migration, migrations, privileges_sql
 
 # `migrations` (every migration shipped, in order) is re-exported for
 # `corral db migrate`, which names what it applied.
@@ -96,6 +98,16 @@ def migrate(dsn: str) -> list[int]:
                 (migration.version, migration.name, migration.checksum),
             )
             done.append(migration.version)
+        try:
+            with conn.transaction():
+                conn.execute(sql.SQL(privileges_sql()))
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise MigrationError(
+                "granting corral's roles failed: "
+                f"{exc.diag.message_primary or exc}. Migrate as the owner of corral's "
+                "tables with CREATEROLE, or have a superuser run once: "
+                "CREATE ROLE corral_worker NOLOGIN; CREATE ROLE corral_admin NOLOGIN"
+            ) from None
     return done
 
 

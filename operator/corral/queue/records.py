@@ -56,6 +56,23 @@ class Leased(Protocol):
     def lease_token(self) -> int: ...
 
 
+class Caller(Protocol):
+    """A worker proving who it is: its id and credential (an `Enrollment`, or
+    `Credentials`). The worker functions check it once per call."""
+
+    @property
+    def worker_id(self) -> int: ...
+
+    @property
+    def credential(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    worker_id: int
+    credential: str = field(repr=False)
+
+
 @dataclass(frozen=True, slots=True)
 class Lease:
     id: int

@@ -33,6 +33,7 @@ from corral.queue import (
     ClaimedJob,
     ConnectionLost,
     CredentialError,
+    Credentials,
     Failure,
     FailureReason,
     JobStateError,
@@ -114,6 +115,7 @@ class QueueSession:
         self.identity: Identity | None = None
         self._worker_id = 0
         self._credential = ""
+        self._caller = Credentials(0, "")
         self._queues = list(settings.queues)
         self._down_since: float | None = None  # monotonic; None while the database answers
         self._failures = 0  # calls lost in a row, for the back-off
@@ -126,6 +128,9 @@ class QueueSession:
         self.identity = identity
         self._worker_id = int(identity.worker_id)
         self._credential = identity.credential
+        # Every acknowledgement names its caller: the database checks the
+        # credential once per batch and touches only jobs this worker holds.
+        self._caller = Credentials(self._worker_id, identity.credential)
 
     # ----------------------------------------------------------- connections
     async def _on(self, link: _Link, call: Callable[[AsyncQueue], Awaitable[T]]) -> T:
@@ -225,21 +230,32 @@ class QueueSession:
         """Complete `jobs` in one statement, keeping `results` (job id -> JSON
         data) with them. Returns the ids whose lease was lost (their
         completion was refused)."""
-        return await self._on(self._completer, lambda q: q.complete_many(jobs, results or None))
+        with _refused:
+            return await self._on(
+                self._completer,
+                lambda q: q.complete_many(jobs, results or None, worker=self._caller),
+            )
 
     async def fail(
         self, job: ClaimedJob, reason: FailureReason, error: str, *, retry: bool = True
     ) -> None:
         """Record a failed attempt: retried with back-off, or dead when
         `retry` is False (or the attempts are used up)."""
-        async with self._control_lock:
-            await self._on(
-                self._control, lambda q: q.fail_many([Failure(job, error, reason, retry=retry)])
-            )
+        with _refused:
+            async with self._control_lock:
+                await self._on(
+                    self._control,
+                    lambda q: q.fail_many(
+                        [Failure(job, error, reason, retry=retry)], worker=self._caller
+                    ),
+                )
 
     async def release(self, jobs: list[ClaimedJob]) -> None:
-        async with self._control_lock:
-            await self._on(self._control, lambda q: q.release_many(jobs))
+        with _refused:
+            async with self._control_lock:
+                await self._on(
+                    self._control, lambda q: q.release_many(jobs, worker=self._caller)
+                )
 
     async def heartbeat(self, in_flight: int, lifecycle: Lifecycle) -> Directive:
         """Beat for a worker in `lifecycle`'s state; return what the registry
@@ -283,7 +299,10 @@ class QueueSession:
         """One retention batch; None when another worker is purging."""
         async with self._control_lock:
             return await self._on(
-                self._control, lambda q: q.purge_finished_batch(older_than_s, batch=batch)
+                self._control,
+                lambda q: q.retention_batch(
+                    self._worker_id, self._credential, older_than_s, batch=batch
+                ),
             )
 
     async def wait_for_jobs(self, timeout_s: float) -> bool:

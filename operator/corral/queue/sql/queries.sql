@@ -7,8 +7,35 @@ SELECT * FROM corral_enqueue_v1(
     %s::text[], %s::text[], %s::text[]::jsonb[], %s::int4[], %s::text[],
     %s::timestamptz[], %s::timestamptz[], %s::int4[], %s::text[])
 
--- name: claim_v1
-SELECT * FROM corral_claim_v1(%s::int8, %s::text, %s::text[], %s::int4, %s::float8)
+-- name: claim_v2
+-- Held to the worker's enrollment: its queues and region; batch and lease capped.
+SELECT * FROM corral_claim_v2(%s::int8, %s::text, %s::text[], %s::int4, %s::float8)
+
+-- name: complete_v3
+-- A worker's completions: credential checked once, only jobs it holds.
+SELECT corral_complete_v3(%s::int8, %s::text, %s::int8[], %s::int8[], %s::text[]::jsonb[])
+
+-- name: fail_v2
+SELECT corral_fail_v2(%s::int8, %s::text, %s::int8[], %s::int8[], %s::text[], %s::text[], %s::bool[])
+
+-- name: release_v2
+SELECT corral_release_v2(%s::int8, %s::text, %s::int8[], %s::int8[])
+
+-- name: heartbeat_v2
+SELECT corral_heartbeat_v2(%s::int8, %s::text, %s::int4, %s::float8)
+
+-- name: enroll_v2
+SELECT * FROM corral_enroll_v2(%s::text, %s::text, %s::text[], %s::int4, %s::text, %s::text)
+
+-- name: authenticate_v2
+SELECT corral_authenticate_v2(%s::int8, %s::text, %s::text, %s::text[], %s::int4, %s::text)
+
+-- name: mark_drained_v1
+SELECT corral_mark_drained_v1(%s::int8, %s::text)
+
+-- name: purge_finished_v2
+-- A worker's retention batch: a day at least; NULL when another process is purging.
+SELECT corral_purge_finished_v2(%s::int8, %s::text, %s::float8, %s::int4)
 
 -- name: complete_v1
 SELECT corral_complete_v1(%s::int8[], %s::int8[])
@@ -23,9 +50,6 @@ SELECT corral_fail_v1(%s::int8[], %s::int8[], %s::text[], %s::text[], %s::bool[]
 -- name: release_v1
 SELECT corral_release_v1(%s::int8[], %s::int8[])
 
--- name: heartbeat_v1
-SELECT corral_heartbeat_v1(%s::int8, %s::text, %s::int4, %s::float8)
-
 -- name: drain_self_v1
 SELECT corral_drain_self_v1(%s::int8, %s::text)
 
@@ -39,36 +63,6 @@ SELECT corral_reap_v1(%s::int4)
 
 -- name: promote_due_v1
 SELECT corral_promote_due_v1(%s::int4)
-
--- name: enroll_v1
-SELECT * FROM corral_enroll_v1(%s::text, %s::text, %s::text[], %s::int4, %s::text, %s::text)
-
--- name: authenticate_v1
-SELECT corral_authenticate_v1(%s::int8, %s::text)
-
--- name: update_worker
--- Re-authentication refreshes what a restarted worker says about itself. A
--- drain the worker asked for itself ended with the process that asked: the
--- restarted worker is active again. A drain an admin asked for stays.
-UPDATE corral_workers
-   SET name = coalesce(%(name)s, name), queues = coalesce(%(queues)s::text[], queues),
-       concurrency = coalesce(%(concurrency)s, concurrency),
-       version = coalesce(%(version)s, version), last_heartbeat = now(),
-       state = CASE WHEN drain_requested_by = 'self' AND state IN ('draining', 'drained')
-                    THEN 'active' ELSE state END,
-       drain_requested_at = CASE WHEN drain_requested_by = 'self' THEN NULL
-                                 ELSE drain_requested_at END,
-       drained_at = CASE WHEN drain_requested_by = 'self' THEN NULL ELSE drained_at END,
-       drain_requested_by = CASE WHEN drain_requested_by = 'self' THEN NULL
-                                 ELSE drain_requested_by END
- WHERE id = %(id)s
-RETURNING state
-
--- name: mark_drained
-UPDATE corral_workers
-   SET state = 'drained', drained_at = now(), in_flight = 0
- WHERE id = %s AND credential_hash = corral_hash_secret_v1(%s) AND state IN ('draining', 'drained')
-RETURNING state
 
 -- name: request_drain
 -- An admin drain also takes over a drain the worker began itself, so that it
@@ -277,8 +271,8 @@ DELETE FROM corral_enrollment_tokens
 
 -- name: insert_token
 INSERT INTO corral_enrollment_tokens (token_hash, display_prefix, region, pool, expires_at,
-                                      uses_remaining)
-VALUES (%s, %s, %s, %s, now() + make_interval(secs => %s::float8), %s)
+                                      uses_remaining, queues)
+VALUES (%s, %s, %s, %s, now() + make_interval(secs => %s::float8), %s, %s::text[])
 RETURNING id, display_prefix, region, pool, expires_at, uses_remaining, created_at,
           last_used_at, revoked_at
 
