@@ -113,6 +113,27 @@ def database_url(pg_server: PgHandle, _template_database: str) -> Iterator[str]:
     _drop_database(pg_server, name)
 
 
+WORKER_ROLE = "corral_test_worker"
+
+
+@pytest.fixture(scope="session")
+def _worker_role(pg_server: PgHandle, _template_database: str) -> tuple[str, str]:
+    """A login role that is a member of corral_worker only (server-wide)."""
+    from corral.queue import roles
+
+    role = roles.create_worker_role(pg_server.dsn(_template_database), WORKER_ROLE)
+    return role.name, role.password
+
+
+@pytest.fixture
+def worker_database_url(database_url: str, _worker_role: tuple[str, str]) -> str:
+    """The test's database as a worker sees it: a role that may call the
+    worker functions and nothing else (what a pool's Secret holds)."""
+    from corral.queue import roles
+
+    return roles.worker_dsn(database_url, *_worker_role)
+
+
 @pytest.fixture
 def empty_database_url(pg_server: PgHandle) -> Iterator[str]:
     """A fresh database with no schema at all (for migration tests)."""

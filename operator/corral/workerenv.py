@@ -75,7 +75,7 @@ SET_BY_OPERATOR: tuple[str, ...] = (
     HTTP_PORT,
     DRAIN_TIMEOUT,
     DATABASE_URL,
-    ENROLLMENT_TOKEN,
+    ENROLLMENT_TOKEN_FILE,
     EGRESS_DENY,
     EGRESS_ALLOW,
 )
@@ -102,7 +102,8 @@ RESERVED: tuple[str, ...] = (
 )
 
 # -- the enrollment Secret the operator writes for each pool ------------------
-SECRET_TOKEN_KEY = "token"  # the enrollment token (rotated before it expires)
-# The operator's database URL, copied in when the pool names no database of
-# its own (a pod reads only Secrets of its own namespace).
+SECRET_TOKEN_KEY = "token"  # the enrollment token (rotated before it expires), mounted as a file
+# The workers' database URL (a member of corral_worker only) the operator was
+# given, copied in when the pool names no database of its own (a pod reads
+# only Secrets of its own namespace). Never the operator's own URL.
 SECRET_DATABASE_URL_KEY = "database-url"

@@ -25,12 +25,27 @@ from tests.integration._workers import CORRAL, ROOT, WorkerProcess, mint_token, 
 pytestmark = pytest.mark.slow
 
 
+# The admin URL of a test's database -> the worker role's URL of it: every
+# worker process here connects as a member of corral_worker only, so the
+# whole runtime (enrollment, claims, acknowledgements, heartbeats, drains,
+# reaper, retention, LISTEN) is proven to need nothing but its grants.
+_AS_WORKER: dict[str, str] = {}
+
+
+def as_worker(dsn: str) -> str:
+    return _AS_WORKER.get(dsn, dsn)
+
+
 @pytest.fixture
-def workers(database_url: str, tmp_path: Path) -> Iterator[list[WorkerProcess]]:
+def workers(
+    database_url: str, worker_database_url: str, tmp_path: Path
+) -> Iterator[list[WorkerProcess]]:
+    _AS_WORKER[database_url] = worker_database_url
     started: list[WorkerProcess] = []
     yield started
     for w in started:
         w.stop()
+    _AS_WORKER.pop(database_url, None)
 
 
 def spawn(
@@ -44,7 +59,9 @@ def spawn(
 ) -> WorkerProcess:
     if token == "mint":
         token = mint_token(dsn)
-    w = WorkerProcess(dsn, tmp_path / name, name=name, token=token, queues=queues, args=args)
+    w = WorkerProcess(
+        as_worker(dsn), tmp_path / name, name=name, token=token, queues=queues, args=args
+    )
     started.append(w)
     return w.wait_ready()
 
@@ -211,7 +228,7 @@ def test_a_removed_worker_stops_and_exits_saying_it_was_removed(
     assert w.wait(30) == 3
     assert "was removed from the corral workers registry" in w.output()
     # A restart with the same (removed) credential refuses to run.
-    again = WorkerProcess(database_url, tmp_path / "w1", name="w1", token=None)
+    again = WorkerProcess(as_worker(database_url), tmp_path / "w1", name="w1", token=None)
     workers.append(again)
     assert again.wait(30) == 3
     assert "was removed" in again.output()
@@ -258,7 +275,7 @@ def test_the_credential_is_persisted_and_reused_after_a_restart(
 def test_a_worker_without_token_or_credential_says_how_to_get_one(
     database_url: str, tmp_path: Path
 ) -> None:
-    w = WorkerProcess(database_url, tmp_path / "w1", name="w1", token=None)
+    w = WorkerProcess(as_worker(database_url), tmp_path / "w1", name="w1", token=None)
     assert w.wait(30) == 1
     assert "CORRAL_ENROLLMENT_TOKEN" in w.output() and "corral tokens create" in w.output()
 

@@ -52,10 +52,20 @@ def test_the_pools_image_overrides_the_operators_default() -> None:
     assert _container(_deployment(make_pool(image="acme/worker:2")))["image"] == "acme/worker:2"
 
 
-def test_the_enrollment_token_comes_from_the_pools_secret() -> None:
-    env = _env(_deployment())
-    assert env["CORRAL_ENROLLMENT_TOKEN"] == {
-        "secretKeyRef": {"name": "email-enrollment", "key": "token"}
+def test_the_enrollment_token_is_a_file_mounted_from_the_pools_secret_not_an_env_var() -> None:
+    deployment = _deployment()
+    env = _env(deployment)
+    assert "CORRAL_ENROLLMENT_TOKEN" not in env
+    assert env["CORRAL_ENROLLMENT_TOKEN_FILE"] == "/var/run/corral/enrollment/token"
+    pod = deployment["spec"]["template"]["spec"]
+    assert {"name": "enrollment", "mountPath": "/var/run/corral/enrollment", "readOnly": True} in (
+        pod["containers"][0]["volumeMounts"]
+    )
+    [volume] = [v for v in pod["volumes"] if v["name"] == "enrollment"]
+    assert volume["secret"] == {
+        "secretName": "email-enrollment",
+        "items": [{"key": "token", "path": "token"}],
+        "defaultMode": 0o440,
     }
 
 

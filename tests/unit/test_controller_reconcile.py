@@ -22,6 +22,7 @@ from corral.queue import Backlog, Depth, Flow, TokenNotFound, WorkerState
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 DSN = "postgresql://corral:pw@db:5432/corral"
+WORKER_DSN = "postgresql://corral_worker_1:pw@db:5432/corral"
 
 
 @dataclass
@@ -119,6 +120,8 @@ class FakeKube:
 class FakeQueue:
     up: bool = True
     tokens: dict[int, dict[str, Any]] = field(default_factory=dict)
+    token_uses: dict[int, int] = field(default_factory=dict)
+    token_queues: dict[int, list[str]] = field(default_factory=dict)
     workers: list[Any] = field(default_factory=list)
     pending: int = 0
 
@@ -127,10 +130,19 @@ class FakeQueue:
             raise DatabaseUnavailable("database unreachable: connection refused")
         return fn(self)
 
-    def create_token(self, region: str, *, pool: str, ttl_s: float, uses: int) -> Any:
+    def create_token(
+        self, region: str, *, pool: str, ttl_s: float, uses: int, queues: list[str]
+    ) -> Any:
         token_id = len(self.tokens) + 1
         self.tokens[token_id] = {"region": region, "pool": pool, "revoked": False}
+        self.token_uses[token_id] = uses
+        self.token_queues[token_id] = queues
         return SimpleNamespace(secret=f"crl_et_secret{token_id}", info=SimpleNamespace(id=token_id))
+
+    def get_token(self, token_id: int) -> Any:
+        if token_id not in self.tokens:
+            raise TokenNotFound("no such token")
+        return SimpleNamespace(uses_remaining=self.token_uses[token_id])
 
     def revoke_token(self, token_id: int) -> int:
         if token_id not in self.tokens:
@@ -185,7 +197,9 @@ def _pool(**spec: Any) -> dict[str, Any]:
     }
 
 
-def _setup(region: bool = True) -> tuple[Reconciler, FakeKube, FakeQueue]:
+def _setup(
+    region: bool = True, worker_database_url: str | None = WORKER_DSN
+) -> tuple[Reconciler, FakeKube, FakeQueue]:
     kube, queue = FakeKube(), FakeQueue()
     if region:
         kube.objects[("Region", None, "default")] = {
@@ -195,7 +209,9 @@ def _setup(region: bool = True) -> tuple[Reconciler, FakeKube, FakeQueue]:
             "spec": {},
         }
     reconciler = Reconciler(
-        cast(Kube, kube), cast(QueueAccess, queue), OperatorConfig(database_url=DSN)
+        cast(Kube, kube),
+        cast(QueueAccess, queue),
+        OperatorConfig(database_url=DSN, worker_database_url=worker_database_url),
     )
     return reconciler, kube, queue
 
@@ -217,7 +233,10 @@ def test_a_new_pool_gets_a_token_an_owned_secret_and_an_owned_deployment() -> No
     assert queue.tokens == {1: {"region": "default", "pool": "jobs/email", "revoked": False}}
     secret = kube.objects[("Secret", "jobs", "email-enrollment")]
     assert base64.b64decode(secret["data"]["token"]).decode() == "crl_et_secret1"
-    assert base64.b64decode(secret["data"]["database-url"]).decode() == DSN
+    # The workers' URL, never the operator's own.
+    assert base64.b64decode(secret["data"]["database-url"]).decode() == WORKER_DSN
+    # The token admits the pool's queues only, for a few pods' worth of starts.
+    assert queue.token_queues[1] == ["email"] and queue.token_uses[1] == 16
     deployment = kube.objects[("Deployment", "jobs", "email")]
     policy = kube.objects[("NetworkPolicy", "jobs", "email")]
     for owned in (secret, deployment, policy):
@@ -348,6 +367,73 @@ def test_deleting_a_pool_revokes_its_token_and_removes_its_workers() -> None:
     assert queue.tokens[1]["revoked"] is True
     assert (mine.state, other.state) == (WorkerState.REMOVED, WorkerState.ACTIVE)
     assert "1 worker(s) left the registry" in events[0].message
+
+
+def test_a_pool_without_a_worker_database_is_degraded_saying_what_to_create() -> None:
+    reconciler, kube, _ = _setup(worker_database_url=None)
+    outcome = _reconcile(reconciler, _pool(), now=NOW)
+    assert ("Deployment", "jobs", "email") not in kube.objects
+    secret = kube.objects[("Secret", "jobs", "email-enrollment")]
+    assert "database-url" not in secret["data"]  # never the operator's own URL
+    assert outcome.status["phase"] == "Degraded"
+    [warning] = [e for e in outcome.events if e.type == "Warning"]
+    assert warning.reason == "NoWorkerDatabase"
+    assert "corral db create-worker-role" in warning.message
+    assert "spec.database.secretRef" in warning.message
+    # A pool that names its own database Secret runs without the operator's.
+    outcome = _reconcile(reconciler, _pool(database={"secretRef": {"name": "jobs-db"}}), now=NOW)
+    assert ("Deployment", "jobs", "email") in kube.objects
+    assert outcome.status["phase"] != "Degraded"
+
+
+def test_the_operator_refuses_to_take_over_a_deployment_or_secret_it_does_not_own() -> None:
+    for kind, name in (("Deployment", "email"), ("Secret", "email-enrollment")):
+        reconciler, kube, _ = _setup()
+        theirs = {
+            "apiVersion": "v1", "kind": kind,
+            "metadata": {"name": name, "namespace": "jobs", "ownerReferences": [
+                {"kind": "Release", "name": "billing", "uid": "u-9", "controller": True}]},
+            "spec": {"replicas": 3}, "data": {"token": "dGhlaXJz"},
+        }  # fmt: skip
+        kube.objects[(kind, "jobs", name)] = copy.deepcopy(theirs)
+        outcome = _reconcile(reconciler, _pool(), now=NOW)
+        assert kube.objects[(kind, "jobs", name)] == theirs, kind  # untouched, not scaled
+        assert outcome.status["phase"] == "Degraded"
+        [warning] = [e for e in outcome.events if e.type == "Warning"]
+        assert warning.reason == f"Foreign{kind}"
+        assert f"{kind} jobs/{name} exists and is not owned by this WorkerPool" in warning.message
+        assert "Release/billing" in warning.message
+        if kind == "Deployment":
+            assert reconciler.autoscale("jobs", "email", now=NOW) is None
+
+
+def test_a_token_running_out_of_uses_is_rotated_and_the_old_one_revoked_after_the_grace() -> None:
+    reconciler, kube, queue = _setup()
+    pool = _pool()
+    _reconcile(reconciler, pool, now=NOW)
+    queue.token_uses[1] = 3  # fewer than replicas.max (4)
+    outcome = _reconcile(reconciler, pool, now=NOW + timedelta(minutes=1))
+    assert [e.reason for e in outcome.events if e.reason == "TokenRotated"] == ["TokenRotated"]
+    secret = kube.objects[("Secret", "jobs", "email-enrollment")]
+    assert base64.b64decode(secret["data"]["token"]).decode() == "crl_et_secret2"
+    annotations = secret["metadata"]["annotations"]
+    assert annotations["corral.dev/previous-token-id"] == "1"
+    assert queue.tokens[1]["revoked"] is False  # pods starting during the swap may hold it
+    _reconcile(reconciler, pool, now=NOW + timedelta(minutes=5))
+    assert queue.tokens[1]["revoked"] is False
+    _reconcile(reconciler, pool, now=NOW + timedelta(minutes=12))
+    assert queue.tokens[1]["revoked"] is True and queue.tokens[2]["revoked"] is False
+    secret = kube.objects[("Secret", "jobs", "email-enrollment")]
+    assert "corral.dev/previous-token-id" not in secret["metadata"]["annotations"]
+
+
+def test_a_pool_whose_queues_change_gets_a_token_for_its_new_queues() -> None:
+    reconciler, _, queue = _setup()
+    _reconcile(reconciler, _pool(), now=NOW)
+    moved = _pool()
+    moved["spec"]["queues"] = ["email", "sms"]
+    _reconcile(reconciler, moved, now=NOW + timedelta(minutes=1))
+    assert queue.token_queues == {1: ["email"], 2: ["email", "sms"]}
 
 
 def test_the_default_region_is_created_once() -> None:

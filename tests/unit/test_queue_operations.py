@@ -63,7 +63,7 @@ def test_each_fetch_kind_sends_back_what_the_operation_expects() -> None:
 
 
 def test_calls_that_must_land_together_are_marked_transactional() -> None:
-    assert {f.__name__ for f in op.TRANSACTIONAL} == {"enroll", "authenticate", "resume"}
+    assert {f.__name__ for f in op.TRANSACTIONAL} == {"enroll", "resume"}
 
 
 def test_both_clients_expose_each_operation_under_its_own_name_and_docstring() -> None:

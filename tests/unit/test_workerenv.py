@@ -66,9 +66,17 @@ def test_the_deployment_reads_the_secret_keys_the_secret_is_written_with() -> No
         for entry in _env()
         if "secretKeyRef" in entry.get("valueFrom", {})
     }
-    assert refs == {
-        workerenv.DATABASE_URL: workerenv.SECRET_DATABASE_URL_KEY,
-        workerenv.ENROLLMENT_TOKEN: workerenv.SECRET_TOKEN_KEY,
-    }
-    assert set(secret["data"]) == set(refs.values())
+    assert refs == {workerenv.DATABASE_URL: workerenv.SECRET_DATABASE_URL_KEY}
+    # The token is a mounted file (never an env var), read from the same Secret.
+    pod = desired_deployment(
+        make_pool(), region=make_region(), replicas=1, worker_image="corral:test"
+    )["spec"]["template"]["spec"]
+    [volume] = [v for v in pod["volumes"] if "secret" in v]
+    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    [item] = volume["secret"]["items"]
+    [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == volume["name"]]
+    files = {entry["name"]: entry.get("value") for entry in _env()}
+    assert files[workerenv.ENROLLMENT_TOKEN_FILE] == f"{mount['mountPath']}/{item['path']}"
+    assert workerenv.ENROLLMENT_TOKEN not in files
+    assert set(secret["data"]) == {*refs.values(), item["key"]}
     assert base64.b64decode(secret["data"][workerenv.SECRET_TOKEN_KEY]) == b"crl_et_x"

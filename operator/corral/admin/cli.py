@@ -21,7 +21,7 @@ import click
 
 from corral.admin._output import FORMATS, ago, emit, plain
 from corral.durations import DurationError, format_age, parse_duration
-from corral.queue import migrations
+from corral.queue import migrations, roles
 from corral.queue.client import Queue
 from corral.queue.dsn import ENV_VAR, DsnError, mask_dsn
 from corral.queue.errors import (
@@ -170,6 +170,46 @@ def db_status(database_url: str | None, output: str, check: bool) -> None:
     )
     if check and any(state(s) != "applied" for s in rows):
         raise _Failed("the database schema is not current: run `corral db migrate`")
+
+
+@db.command("create-worker-role")
+@click.argument("name")
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the role's password from stdin (default: a random one, printed in the DSN).",
+)
+@click.option(
+    "--secret-name",
+    default="corral-worker-database",
+    show_default=True,
+    help="Name of the Kubernetes Secret the printed kubectl command creates.",
+)
+@_database_option
+@_handled
+def db_create_worker_role(
+    name: str, password_stdin: bool, secret_name: str, database_url: str | None
+) -> None:
+    """Create (or reset the password of) login role NAME for workers.
+
+    NAME becomes a member of the corral_worker group only: it may call the
+    worker functions and nothing else (no table, no admin function). Run it
+    with the admin URL after `corral db migrate`; it prints the workers' DSN
+    and the kubectl command that stores it in a Secret for the operator's
+    `workerDatabase.secretName` (chart) or a pool's spec.database.secretRef.
+    """
+    if not database_url:
+        raise DsnError(f"no database URL: pass --database-url or set {ENV_VAR}")
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
+    role = roles.create_worker_role(database_url, name, password)
+    verb = "created" if role.created else "updated (password reset)"
+    click.echo(f"role {role.name} {verb}: member of {roles.WORKER_GROUP} only", err=True)
+    click.echo(role.dsn)
+    click.echo(
+        "store it for the workers (in the namespace of the operator, or of each pool):\n"
+        f"  kubectl create secret generic {secret_name} --from-literal=url='<the DSN above>'",
+        err=True,
+    )
 
 
 # -- jobs ----------------------------------------------------------------------

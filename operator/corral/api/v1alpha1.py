@@ -362,7 +362,7 @@ class WorkerPoolSpec(KubeModel):
     egress: Egress = Field(default_factory=Egress, description=Egress.__doc__)
     database: Database | None = Field(
         default=None,
-        description="PostgreSQL database of the workers; unset uses the operator's database.",
+        description="PostgreSQL database of the workers, as a worker role (corral db create-worker-role); unset uses the worker URL the operator was given (chart value workerDatabase.secretName), never the operator's own. With neither, the pool is Degraded.",
     )
     enrollment: Enrollment = Field(default_factory=Enrollment, description=Enrollment.__doc__)
     paused: bool = Field(

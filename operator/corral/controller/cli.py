@@ -46,6 +46,13 @@ def _env(name: str) -> dict[str, Any]:
 )
 @click.option("--database-url", **_env("CORRAL_DATABASE_URL"), help="PostgreSQL URL of the queue.")
 @click.option(
+    "--worker-database-url",
+    default=None,
+    **_env("CORRAL_WORKER_DATABASE_URL"),
+    help="URL the workers of pools without spec.database use: a worker role "
+    "(`corral db create-worker-role NAME`), never the operator's own.",
+)
+@click.option(
     "--worker-image",
     default=DEFAULT_WORKER_IMAGE,
     show_default=True,
@@ -138,6 +145,7 @@ def _env(name: str) -> dict[str, Any]:
 )
 def operator(
     database_url: str | None,
+    worker_database_url: str | None,
     worker_image: str,
     default_region: str,
     create_default_region: bool,
@@ -157,6 +165,7 @@ def operator(
     try:
         config = OperatorConfig(
             database_url=database_url or "",
+            worker_database_url=worker_database_url or None,
             worker_image=worker_image,
             default_region=default_region,
             create_default_region=create_default_region,

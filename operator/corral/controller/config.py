@@ -25,6 +25,11 @@ class OperatorConfig:
     """Everything the reconciler needs to know about its installation."""
 
     database_url: str = field(repr=False)
+    # The URL workers use (a member of corral_worker only; `corral db
+    # create-worker-role`), copied into the enrollment Secret of every pool
+    # that names no spec.database. Never the operator's own URL: None leaves
+    # such pools Degraded until one is given.
+    worker_database_url: str | None = field(default=None, repr=False)
     worker_image: str = DEFAULT_WORKER_IMAGE
     default_region: str = "default"
     create_default_region: bool = True
@@ -54,6 +59,12 @@ class OperatorConfig:
                 raise OperatorConfigError(
                     f"--namespace / CORRAL_WATCH_NAMESPACES: {namespace!r} is not a namespace name"
                 )
+        if self.worker_database_url is not None and self.worker_database_url == self.database_url:
+            raise OperatorConfigError(
+                "--worker-database-url / CORRAL_WORKER_DATABASE_URL is the operator's own URL: "
+                "workers must connect as a worker role (create one with "
+                "`corral db create-worker-role NAME`)"
+            )
         if self.resync_s <= 0:
             raise OperatorConfigError("--resync must be a positive number of seconds")
         if self.registry_retention_s and self.registry_retention_s < 3600:

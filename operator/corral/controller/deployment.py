@@ -24,6 +24,8 @@ from corral.controller import naming
 CONTAINER = "worker"
 HTTP_PORT = 8080  # the worker's /metrics, /healthz, /readyz (corral.worker.config)
 STATE_DIR = "/var/lib/corral"  # the worker's credential and drain key (emptyDir)
+TOKEN_DIR = "/var/run/corral/enrollment"  # the pool Secret's token, mounted read-only
+TOKEN_FILE = f"{TOKEN_DIR}/token"
 WORKER_UID = 65532  # the conventional "nonroot" user of distroless images
 DRAIN_MARGIN_S = 15  # seconds past drain.timeoutSeconds before SIGKILL
 HANDBACK_S = 10  # seconds a SIGTERMed worker waits before handing jobs back
@@ -39,9 +41,9 @@ def _database_env(pool: WorkerPool) -> dict[str, Any]:
         ref = pool.spec.database.secret_ref
         source = {"name": ref.name, "key": ref.key}
     else:
-        # The operator's own database: its URL is copied into the pool's
-        # enrollment Secret, because a pod can only read Secrets of its own
-        # namespace and the operator's lives elsewhere.
+        # The workers' URL the operator was given (a worker role, never the
+        # operator's own) is copied into the pool's enrollment Secret,
+        # because a pod can only read Secrets of its own namespace.
         source = {"name": naming.secret_name(pool), "key": workerenv.SECRET_DATABASE_URL_KEY}
     return {"name": workerenv.DATABASE_URL, "valueFrom": {"secretKeyRef": source}}
 
@@ -57,15 +59,10 @@ def _env(pool: WorkerPool, region: str) -> list[dict[str, Any]]:
         {"name": workerenv.HTTP_PORT, "value": str(HTTP_PORT)},
         {"name": workerenv.DRAIN_TIMEOUT, "value": f"{HANDBACK_S}s"},
         _database_env(pool),
-        {
-            "name": workerenv.ENROLLMENT_TOKEN,
-            "valueFrom": {
-                "secretKeyRef": {
-                    "name": naming.secret_name(pool),
-                    "key": workerenv.SECRET_TOKEN_KEY,
-                }
-            },
-        },
+        # A file, not a variable: it stays out of the process environment
+        # (which handlers and their children inherit, and crash reports dump)
+        # and a rotated token reaches a restarting container without a rollout.
+        {"name": workerenv.ENROLLMENT_TOKEN_FILE, "value": TOKEN_FILE},
         # The executor guard's rules (empty: the built-in refusals only).
         {"name": workerenv.EGRESS_DENY, "value": ",".join(spec.egress.deny)},
         {"name": workerenv.EGRESS_ALLOW, "value": ",".join(spec.egress.allow)},
@@ -165,6 +162,7 @@ def _container(pool: WorkerPool, region: str, image: str) -> dict[str, Any]:
         "volumeMounts": [
             {"name": "state", "mountPath": STATE_DIR},
             {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "enrollment", "mountPath": TOKEN_DIR, "readOnly": True},
         ],
     }
 
@@ -256,6 +254,15 @@ def desired_deployment(
         "volumes": [
             {"name": "state", "emptyDir": {}},
             {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+            {
+                # Only the token: the Secret's database URL stays an env var.
+                "name": "enrollment",
+                "secret": {
+                    "secretName": naming.secret_name(pool),
+                    "items": [{"key": workerenv.SECRET_TOKEN_KEY, "path": "token"}],
+                    "defaultMode": 0o440,
+                },
+            },
         ],
     }
     if template is not None and template.service_account_name:

@@ -5,10 +5,17 @@ Pure; called by the kopf handlers, which mint and revoke tokens through
 `corral.kube`. The plaintext token lives only in this Secret.
 
 Rotation never disturbs running workers: they traded the token for their own
-credential when they enrolled, and the pod template refers to the Secret by
+credential when they enrolled, and the pod template mounts the Secret by
 name, so a new token changes no pod and rolls nothing. The previous token is
-left to expire (pods starting during the swap may still hold it); the handlers
-revoke the current one when the pool is deleted.
+revoked once `PREVIOUS_TOKEN_GRACE_S` has passed (pods starting during the
+swap may still hold it); the handlers revoke the current one when the pool
+is deleted, and take the pool's workers (and so their credentials) out of
+the registry.
+
+A pool token admits only the pool's queues (the database refuses a worker
+asking for others) and carries as many uses as the pool may need between
+rotations (`pool_token_uses`), not an unlimited number: a token copied out
+of the Secret enrolls a handful of workers at most, for those queues only.
 """
 
 from __future__ import annotations
@@ -25,6 +32,17 @@ from corral.controller import naming
 TOKEN_ID_ANNOTATION = "corral.dev/token-id"
 TOKEN_CREATED_ANNOTATION = "corral.dev/token-created-at"
 TOKEN_EXPIRES_ANNOTATION = "corral.dev/token-expires-at"
+TOKEN_QUEUES_ANNOTATION = "corral.dev/token-queues"
+PREVIOUS_TOKEN_ANNOTATION = "corral.dev/previous-token-id"
+PREVIOUS_REVOKE_ANNOTATION = "corral.dev/previous-token-revoke-at"
+# Seconds the previous token stays valid after a rotation: a pod created just
+# before the swap may still start with it.
+PREVIOUS_TOKEN_GRACE_S = 600
+# Uses of a pool token: every pod start takes one (a container restart keeps
+# its credential), so room for the pool at its largest several times over;
+# the token is rotated once fewer than replicas.max uses are left.
+POOL_TOKEN_USES_PER_REPLICA = 4
+POOL_TOKEN_MIN_USES = 10
 # Mint a new token when this share of the TTL is left: pods created in the
 # meantime still get a token with hours to spare at the default TTL.
 ROTATE_WHEN_LEFT = 1 / 3
@@ -38,6 +56,28 @@ def _timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def pool_token_uses(pool: WorkerPool) -> int:
+    """How many enrollments a new pool token allows."""
+    return max(POOL_TOKEN_MIN_USES, POOL_TOKEN_USES_PER_REPLICA * pool.spec.replicas.max)
+
+
+@dataclass(frozen=True)
+class PreviousToken:
+    """A rotated-out token, revoked at `revoke_at`."""
+
+    token_id: str
+    revoke_at: datetime
+
+
+def previous_token(secret: dict[str, Any] | None) -> PreviousToken | None:
+    annotations = ((secret or {}).get("metadata") or {}).get("annotations") or {}
+    token_id = annotations.get(PREVIOUS_TOKEN_ANNOTATION)
+    revoke_at = _parse_time(annotations.get(PREVIOUS_REVOKE_ANNOTATION))
+    if not token_id or revoke_at is None:
+        return None
+    return PreviousToken(str(token_id), revoke_at)
+
+
 def desired_secret(
     pool: WorkerPool,
     *,
@@ -47,12 +87,14 @@ def desired_secret(
     created_at: datetime,
     expires_at: datetime,
     database_url: str | None,
+    previous: PreviousToken | None = None,
 ) -> dict[str, Any]:
     """The v1 Secret holding the pool's enrollment token.
 
-    `database_url` is the operator's own database URL, copied in only when the
-    pool names no `database.secretRef` (pods cannot read Secrets of other
-    namespaces). The caller sets the owner reference.
+    `database_url` is the workers' database URL the operator was given
+    (a worker role's, never the operator's own), copied in only when the pool
+    names no `database.secretRef` (pods cannot read Secrets of other
+    namespaces); None leaves the key out. The caller sets the owner reference.
     """
     data = {workerenv.SECRET_TOKEN_KEY: _b64(token)}
     if database_url is not None:
@@ -69,6 +111,15 @@ def desired_secret(
                 TOKEN_ID_ANNOTATION: token_id,
                 TOKEN_CREATED_ANNOTATION: _timestamp(created_at),
                 TOKEN_EXPIRES_ANNOTATION: _timestamp(expires_at),
+                TOKEN_QUEUES_ANNOTATION: ",".join(pool.spec.queues),
+                **(
+                    {
+                        PREVIOUS_TOKEN_ANNOTATION: previous.token_id,
+                        PREVIOUS_REVOKE_ANNOTATION: _timestamp(previous.revoke_at),
+                    }
+                    if previous is not None
+                    else {}
+                ),
             },
         },
         "data": data,
@@ -122,14 +173,22 @@ def _parse_time(value: object) -> datetime | None:
 
 
 def rotation(
-    secret: dict[str, Any] | None, *, ttl_s: int, now: datetime, region: str | None = None
+    secret: dict[str, Any] | None,
+    *,
+    ttl_s: int,
+    now: datetime,
+    region: str | None = None,
+    queues: list[str] | None = None,
+    uses_left: int | None = None,
+    min_uses: int = 0,
 ) -> Rotation:
     """Decide from the Secret as it is whether the pool needs a new token.
 
     A missing or hand-edited Secret gets a new token (the convergence path
-    when someone deletes it); so does one minted for another region (a token
-    is bound to its region) or whose token outlives a shortened TTL;
-    otherwise rotate once less than a third of the TTL is left.
+    when someone deletes it); so does one minted for another region or other
+    queues (a token is bound to both), one with fewer than `min_uses` uses
+    left (`uses_left`, None: unknown), or one whose token outlives a
+    shortened TTL; otherwise rotate once less than a third of the TTL is left.
     """
     if secret is None:
         return Rotation(True, "the enrollment Secret does not exist")
@@ -142,6 +201,10 @@ def rotation(
     labels = (secret.get("metadata") or {}).get("labels") or {}
     if region is not None and labels.get(naming.REGION_LABEL) != region:
         return Rotation(True, f"the pool moved to region {region!r}")
+    if queues is not None and annotations.get(TOKEN_QUEUES_ANNOTATION) != ",".join(queues):
+        return Rotation(True, "the pool's queues changed (a pool token admits only its queues)")
+    if uses_left is not None and uses_left < min_uses:
+        return Rotation(True, f"the enrollment token has {uses_left} use(s) left")
     if expires_at - now > timedelta(seconds=ttl_s):
         return Rotation(True, "enrollment.tokenTTLSeconds was shortened below the token's lifetime")
     rotate_at = expires_at - timedelta(seconds=ttl_s * ROTATE_WHEN_LEFT)

@@ -31,14 +31,19 @@ from corral.controller.deployment import (
     grace_period_s,
 )
 from corral.controller.enrollment import (
+    PREVIOUS_TOKEN_GRACE_S,
+    PreviousToken,
     current_token_id,
     desired_secret,
     held_token,
+    pool_token_uses,
+    previous_token,
     rotation,
     secret_is_current,
     token_expiry,
 )
 from corral.controller.events import Event
+from corral.controller.ownership import foreign_object, worker_database_problem
 from corral.controller.queue_access import DatabaseUnavailable, QueueAccess
 from corral.controller.scaling import (
     Demand,
@@ -73,8 +78,6 @@ log = logging.getLogger(__name__)
 
 # A worker whose last heartbeat is older than this no longer counts as live.
 HEARTBEAT_FRESH_S = 30.0
-# A pool token must enroll every pod started during its lifetime.
-POOL_TOKEN_USES = 1_000_000
 # Target-wait mode: arrivals and durations are measured over this window
 # (seconds) and read again at most this often (seconds).
 FLOW_WINDOW_S = 60.0
@@ -317,8 +320,8 @@ class Reconciler:
             if pool.metadata.deletion_timestamp is not None:
                 return None
             deployment = self.kube.get_deployment(namespace, naming.deployment_name(pool))
-            if deployment is None:
-                return None  # the next reconcile creates it
+            if deployment is None or foreign_object("Deployment", deployment, pool):
+                return None  # the next reconcile creates it (or reports whose it is)
             region_name = self.region_of(pool)
             region_exists = self.kube.get_region(region_name) is not None
             outcome = Outcome()
@@ -376,17 +379,29 @@ class Reconciler:
         region_body = self.kube.get_region(region_name)
         region = Region.from_kube(region_body) if region_body else None
         deployment = self.kube.get_deployment(namespace, naming.deployment_name(pool))
+        # What keeps this reconcile from writing: someone else's object under
+        # the pool's names, or no database URL for the workers.
+        blockers: list[tuple[str, str]] = []
+        foreign = foreign_object("Deployment", deployment, pool)
+        if foreign is not None:
+            blockers.append(("ForeignDeployment", foreign))
+            deployment = None  # neither applied over nor scaled
+        no_database = worker_database_problem(pool, self.config.worker_database_url)
+        if no_database is not None:
+            blockers.append(("NoWorkerDatabase", no_database))
 
         database_error: str | None = None
         try:
-            self._reconcile_secret(pool, body, region_name, now, outcome)
+            foreign = self._reconcile_secret(pool, body, region_name, now, outcome)
+            if foreign is not None:
+                blockers.append(("ForeignSecret", foreign))
         except DatabaseUnavailable as exc:
             database_error = str(exc)
         snapshot, snapshot_error = (None, database_error)
         if database_error is None:
             snapshot, snapshot_error = self._snapshot(pool, region_name)
 
-        if region is not None:
+        if region is not None and not blockers:
             # The replicas in force stay as they are: changing them is the
             # autoscaler's job (below), which drains before it removes. A
             # new Deployment starts with what the demand asks for now.
@@ -411,6 +426,7 @@ class Reconciler:
         self._scale_and_report(
             pool, body, deployment, snapshot, snapshot_error,
             region_name=region_name, region_exists=region is not None, now=now, outcome=outcome,
+            blockers=tuple(blockers),
         )  # fmt: skip
         if self.on_pool is not None:
             self.on_pool(pool)  # the autoscaler's next poll of it can wait
@@ -436,6 +452,7 @@ class Reconciler:
         region_exists: bool,
         now: datetime,
         outcome: Outcome,
+        blockers: tuple[tuple[str, str], ...] = (),
     ) -> None:
         """Decide the pool's replicas, carry the decision out, write status."""
         namespace = pool.metadata.namespace or "default"
@@ -463,6 +480,7 @@ class Reconciler:
             now=now,
             database_error=database_error,
             scaling=scaling,
+            blockers=blockers,
         )
         outcome.events += degraded_events(previous, status)
         outcome.status = status.to_kube()
@@ -555,25 +573,51 @@ class Reconciler:
 
     def _reconcile_secret(
         self, pool: WorkerPool, body: dict[str, Any], region: str, now: datetime, outcome: Outcome
-    ) -> None:
+    ) -> str | None:
+        """Mint, rotate and write the enrollment Secret; the problem instead
+        when a Secret of that name is someone else's (it is left alone)."""
         namespace = pool.metadata.namespace or "default"
         secret = self.kube.get_secret(namespace, naming.secret_name(pool))
+        foreign = foreign_object("Secret", secret, pool)
+        if foreign is not None:
+            return foreign
         ttl_s = pool.spec.enrollment.token_ttl_seconds
-        decision = rotation(secret, ttl_s=ttl_s, now=now, region=region)
+        queues = list(pool.spec.queues)
+        current_id = current_token_id(secret)
+        uses_left = None
+        if current_id is not None and current_id.isdigit():
+            with contextlib.suppress(TokenNotFound):
+                uses_left = self.queue.run(lambda q: q.get_token(int(current_id))).uses_remaining
+        decision = rotation(
+            secret, ttl_s=ttl_s, now=now, region=region, queues=queues,
+            uses_left=uses_left, min_uses=pool.spec.replicas.max,
+        )  # fmt: skip
         held = None if decision.rotate else held_token(secret)
+        previous = previous_token(secret)
+        revoked = False  # the Secret must drop the previous token's annotations
         if held is None:
+            if previous is not None:
+                self._revoke(previous.token_id)  # a second rotation within the grace
             minted = self.queue.run(
                 lambda q: q.create_token(
-                    region, pool=pool_key(pool), ttl_s=ttl_s, uses=POOL_TOKEN_USES
+                    region, pool=pool_key(pool), ttl_s=ttl_s, uses=pool_token_uses(pool),
+                    queues=queues,
                 )
-            )
+            )  # fmt: skip
             token, token_id = minted.secret, str(minted.info.id)
             created_at, expires_at = now, token_expiry(now, ttl_s)
+            previous = None
+            if current_id is not None:
+                grace = now + timedelta(seconds=PREVIOUS_TOKEN_GRACE_S)
+                previous = PreviousToken(current_id, grace)
             if secret is not None:
                 outcome.events.append(Event("Normal", "TokenRotated", decision.reason))
         else:
             token, token_id = held.token, held.token_id
             created_at, expires_at = held.created_at, held.expires_at
+            if previous is not None and previous.revoke_at <= now:
+                self._revoke(previous.token_id)
+                previous, revoked = None, True
         desired = desired_secret(
             pool,
             region=region,
@@ -581,12 +625,20 @@ class Reconciler:
             token_id=token_id,
             created_at=created_at,
             expires_at=expires_at,
-            database_url=None if pool.spec.database else self.config.database_url,
+            database_url=None if pool.spec.database else self.config.worker_database_url,
+            previous=previous,
         )
         desired["metadata"]["ownerReferences"] = [owner_reference(body)]
-        if held is not None and secret_is_current(secret, desired):
-            return
+        if held is not None and not revoked and secret_is_current(secret, desired):
+            return None
         self.kube.apply(desired)
+        return None
+
+    def _revoke(self, token_id: str) -> None:
+        """Revoke a rotated-out token (gone already, or never stored: fine)."""
+        if token_id.isdigit():
+            with contextlib.suppress(TokenNotFound):
+                self.queue.run(lambda q: q.revoke_token(int(token_id)))
 
     def finalize_pool(self, body: dict[str, Any], waited_s: float = 0.0) -> list[Event]:
         """The pool is being deleted: drain its workers, then revoke its token
@@ -610,12 +662,15 @@ class Reconciler:
             if pods > 0:
                 raise StillDraining(f"waiting for {pods} worker(s) to drain")
         secret = self.kube.get_secret(namespace, naming.secret_name(pool))
-        token_id = current_token_id(secret)
+        if foreign_object("Secret", secret, pool) is not None:
+            secret = None  # not the pool's: its token annotations mean nothing here
+        previous = previous_token(secret)
+        token_ids = [t for t in (current_token_id(secret), previous and previous.token_id) if t]
 
         def _retire(queue: Queue) -> int:
-            if token_id is not None:
+            for token_id in token_ids:
                 # Revoked already, or never stored: nothing left to do.
-                with contextlib.suppress(TokenNotFound):
+                with contextlib.suppress(TokenNotFound, ValueError):
                     queue.revoke_token(int(token_id))
             removed = 0
             for worker in queue.list_workers():

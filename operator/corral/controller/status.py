@@ -112,8 +112,9 @@ def _problems(
     region_exists: bool,
     deployment: DeploymentFigures | None,
     database_error: str | None,
+    blockers: tuple[tuple[str, str], ...] = (),
 ) -> list[tuple[str, str]]:
-    problems = []
+    problems = list(blockers)
     if not region_exists:
         where = f"spec.region {region!r}" if pool.spec.region else f"the default Region {region!r}"
         problems.append(
@@ -152,6 +153,7 @@ def workerpool_status(
     now: datetime,
     database_error: str | None = None,
     scaling: ScalingFigures | None = None,
+    blockers: tuple[tuple[str, str], ...] = (),
 ) -> WorkerPoolStatus:
     """The pool's new `.status`.
 
@@ -159,10 +161,12 @@ def workerpool_status(
     when the database could not be read (the last known figures are kept and
     `database_error` says why, without any password). `scaling` is None when
     no scaling decision was made (the previous drain and limit are kept).
+    `blockers` are (reason, message) pairs that keep the reconcile from
+    writing (a foreign Deployment, no worker database): the pool is Degraded.
     """
     previous = pool.status or WorkerPoolStatus()
     generation = pool.metadata.generation
-    problems = _problems(pool, region, region_exists, deployment, database_error)
+    problems = _problems(pool, region, region_exists, deployment, database_error, blockers)
     figures = deployment or DeploymentFigures()
     ready = figures.ready_replicas
     was_ready = bool(previous.ready_replicas) or previous.phase in (

@@ -360,6 +360,15 @@ def list_tokens(*, include_unusable: bool = False) -> Operation[list[r.TokenInfo
     return [p.token_from_row(row) for row in rows]
 
 
+def get_token(token_id: int) -> Operation[r.TokenInfo]:
+    """One token by id (how many uses it has left: the operator rotates a
+    pool's token before they run out)."""
+    rows = yield Statement("get_token", (token_id,))
+    if not rows:
+        raise TokenNotFound(f"no enrollment token with id {token_id} (see: corral tokens list)")
+    return p.token_from_row(rows[0])
+
+
 def revoke_token(token: int | str) -> Operation[int]:
     """Revoke a token by id or display prefix; returns its id."""
     ident = int(token) if isinstance(token, int) or str(token).isdigit() else -1

@@ -140,6 +140,7 @@ class Queue:
     # Enrollment tokens.
     create_token = _method(op.create_token)
     list_tokens = _method(op.list_tokens)
+    get_token = _method(op.get_token)
     revoke_token = _method(op.revoke_token)
     # The workers registry.
     enroll = _method(op.enroll)

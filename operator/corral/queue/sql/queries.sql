@@ -283,6 +283,12 @@ SELECT id, display_prefix, region, pool, expires_at, uses_remaining, created_at,
  WHERE %(all)s OR (revoked_at IS NULL AND expires_at > now() AND uses_remaining > 0)
  ORDER BY id
 
+-- name: get_token
+SELECT id, display_prefix, region, pool, expires_at, uses_remaining, created_at,
+       last_used_at, revoked_at
+  FROM corral_enrollment_tokens
+ WHERE id = %s
+
 -- name: revoke_token
 UPDATE corral_enrollment_tokens SET revoked_at = coalesce(revoked_at, now())
  WHERE id = %s OR display_prefix = %s
