@@ -34,6 +34,7 @@ NODES = [
     "dev-us-1:region=us,zone=us-a",
 ]
 POD_GATEWAY = "10.244.0.1"
+DEV_WORKER_ROLE = "corral_worker_dev"  # the demo pool's workers log in as this
 
 
 def _state_dir() -> Path:
@@ -158,12 +159,20 @@ def up() -> int:
         _say(f"PostgreSQL up on port {pg.port}")
         env = dict(os.environ, KUBECONFIG=kubeconfig, CORRAL_DATABASE_URL=host_dsn)
         corral_bin = str(Path(sys.executable).parent / "corral")
+        worker_dsn = None
         if _corral_has("db"):
             subprocess.run([corral_bin, "db", "migrate"], env=env, check=True)
             _say("queue schema migrated")
+            # Workers connect as a role that may call the worker functions
+            # only, never with the operator's URL (docs/security.md).
+            from corral.queue import roles
+
+            role = roles.create_worker_role(host_dsn, DEV_WORKER_ROLE)
+            worker_dsn = roles.worker_dsn(pod_dsn, role.name, role.password)
+            _say(f"worker role {role.name} created (member of {roles.WORKER_GROUP} only)")
 
         # 4. corral itself, for the parts that exist
-        installed = _install_corral(cluster.kubectl, kubeconfig, pod_dsn, state)
+        installed = _install_corral(cluster.kubectl, kubeconfig, pod_dsn, state, worker_dsn)
 
         path = f"{cluster.bin_dir}:{Path(sys.executable).parent}"
         (state / "env").write_text(
@@ -189,6 +198,7 @@ def _install_corral(
     kubeconfig: str,
     pod_dsn: str,
     state: Path,
+    worker_dsn: str | None = None,
 ) -> list[str]:
     installed: list[str] = []
     crds = sorted((REPO / "crds").glob("*.yaml"))
@@ -221,6 +231,10 @@ def _install_corral(
                 "--create-namespace",
                 "--set",
                 f"database.url={pod_dsn}",
+                *(["--set", f"workerDatabase.url={worker_dsn}"] if worker_dsn else []),
+                # The example pool lives in `default`: Secrets and pods there only.
+                "--set",
+                "rbac.poolNamespaces={default}",
             ],
             check=True,
         )

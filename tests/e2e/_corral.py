@@ -93,16 +93,43 @@ def eventually(check: Callable[[], Any], what: str, timeout_s: float = 60.0) -> 
     raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}; last: {last!r}")
 
 
-class OperatorProcess:
-    """`corral operator` in a subprocess, logging to a file the test can show."""
+E2E_WORKER_ROLE = "corral_e2e_worker"
+E2E_WORKER_PASSWORD = "e2e-worker-only"  # a test server's role, no secret
 
-    def __init__(self, cluster: Cluster, database_url: str, log_path: Path, *args: str) -> None:
+
+def as_worker_url(database_url: str) -> str:
+    """`database_url` as the workers reach it: the e2e worker role (a member
+    of corral_worker only), created or refreshed on that server."""
+    from corral.queue import roles
+
+    roles.create_worker_role(database_url, E2E_WORKER_ROLE, E2E_WORKER_PASSWORD)
+    return roles.worker_dsn(database_url, E2E_WORKER_ROLE, E2E_WORKER_PASSWORD)
+
+
+class OperatorProcess:
+    """`corral operator` in a subprocess, logging to a file the test can show.
+    Pools get the worker role's URL (as `make dev` and the chart give them),
+    never the operator's; `worker_database_url=""` gives them none."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        database_url: str,
+        log_path: Path,
+        *args: str,
+        worker_database_url: str | None = None,
+    ) -> None:
         self.log_path = log_path
         self._log = log_path.open("ab")
         env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
         env.pop("KUBERNETES_SERVICE_HOST", None)
+        env.pop("CORRAL_WORKER_DATABASE_URL", None)
+        if worker_database_url is None:
+            worker_database_url = as_worker_url(database_url)
         command = [str(Path(sys.executable).parent / "corral"), "operator"]
         command += ["--database-url", database_url, "--http-port", "-1", "--resync", "2", *args]
+        if worker_database_url:
+            command += ["--worker-database-url", worker_database_url]
         self.proc = subprocess.Popen(
             command,
             stdout=self._log,

@@ -113,11 +113,15 @@ def test_the_rendered_chart_is_accepted_and_the_operator_pod_is_restricted(
         ("patch", "workerpools.corral.dev/status", True),
         ("create", "deployments.apps", True),
         ("patch", "deployments.apps", True),
-        ("create", "secrets", True),
-        ("get", "secrets", True),
-        ("delete", "pods", True),
-        ("list", "pods", True),
-        ("patch", "pods", True),
+        # Secrets and pods only where pools live (the release namespace by
+        # default), never in a namespace it has no pool in.
+        ("create", "secrets", False),
+        ("get", "secrets", False),
+        ("delete", "pods", False),
+        ("list", "pods", False),
+        ("patch", "pods", False),
+        ("update", "deployments.apps", False),
+        ("update", "workerpools.corral.dev/status", False),
         ("create", "poddisruptionbudgets.policy", True),
         ("patch", "poddisruptionbudgets.policy", True),
         ("create", "networkpolicies.networking.k8s.io", True),
@@ -135,6 +139,45 @@ def test_the_rendered_chart_is_accepted_and_the_operator_pod_is_restricted(
         ("list", "networkpolicies.networking.k8s.io", False),
     ],
 )
+def _rbac_as(cluster: Cluster, namespace: str, release: tuple[str, list[dict[str, Any]]]) -> str:
+    name, docs = release
+    kinds = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+    rbac = [d for d in docs if d["kind"] in kinds]
+    cluster.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in rbac))
+    return f"system:serviceaccount:{namespace}:{name}-corral"
+
+
+@pytest.mark.parametrize(
+    ("verb", "resource", "allowed"),
+    [
+        ("get", "secrets", True),
+        ("create", "secrets", True),
+        ("patch", "secrets", True),
+        ("list", "pods", True),
+        ("patch", "pods", True),
+        ("delete", "pods", True),
+        ("list", "secrets", False),
+        ("watch", "secrets", False),
+        ("update", "secrets", False),
+        ("get", "pods", False),
+        ("watch", "pods", False),
+    ],
+)
+def test_in_the_pools_namespace_the_operator_may_touch_secrets_and_pods_as_pools_need(
+    cluster: Cluster,
+    namespace: str,
+    release: tuple[str, list[dict[str, Any]]],
+    verb: str,
+    resource: str,
+    allowed: bool,
+) -> None:
+    service_account = _rbac_as(cluster, namespace, release)
+    result = cluster.kubectl(
+        "auth", "can-i", verb, resource, "-n", namespace, f"--as={service_account}", check=False
+    )
+    assert result.stdout.strip() == ("yes" if allowed else "no"), (verb, resource, result.stderr)
+
+
 def test_the_operator_may_do_what_reconciling_needs_and_nothing_more(
     cluster: Cluster,
     namespace: str,

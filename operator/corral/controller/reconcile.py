@@ -397,6 +397,13 @@ class Reconciler:
                 blockers.append(("ForeignSecret", foreign))
         except DatabaseUnavailable as exc:
             database_error = str(exc)
+        except KubeError as exc:
+            if exc.status != 403:
+                raise
+            blockers.append(("SecretsForbidden", (
+                f"the operator may not read or write Secrets in namespace {namespace} ({exc}): "
+                "add it to the chart's rbac.poolNamespaces (or watch.namespaces)"
+            )))  # fmt: skip
         snapshot, snapshot_error = (None, database_error)
         if database_error is None:
             snapshot, snapshot_error = self._snapshot(pool, region_name)
