@@ -267,3 +267,28 @@ def test_a_workers_retention_never_deletes_a_day_of_history(
                 "UPDATE corral_jobs_finished SET finished_at = now() - interval '25 hours'",
             )
             assert client.retention_batch(w.worker_id, w.credential, 0, batch=10) == 1
+
+
+def test_create_worker_role_prints_a_dsn_that_can_only_call_worker_functions(
+    database_url: str,
+) -> None:
+    from click.testing import CliRunner
+
+    from corral.cli import cli
+
+    created = CliRunner().invoke(
+        cli, ["db", "create-worker-role", "corral_cli_worker"],
+        env={"CORRAL_DATABASE_URL": database_url},
+    )  # fmt: skip
+    assert created.exit_code == 0, created.output
+    dsn = created.stdout.strip().splitlines()[-1]
+    assert dsn.startswith("postgresql://corral_cli_worker:")
+    assert "permission denied" in _refused(dsn, sql.SQL("SELECT * FROM corral_jobs"))
+    with Queue.connect(dsn) as q, pytest.raises(CredentialError):
+        q.heartbeat(1, "crl_wc_nope", in_flight=0)
+    # A role with more rights than a worker's is refused, not turned into one.
+    [(admin,)] = run_sql(database_url, "SELECT current_user")
+    refused = CliRunner().invoke(
+        cli, ["db", "create-worker-role", str(admin)], env={"CORRAL_DATABASE_URL": database_url}
+    )
+    assert refused.exit_code != 0 and "more rights than a worker may have" in refused.output

@@ -573,6 +573,13 @@ def tokens() -> None:
     help="How many workers it can enroll.",
 )
 @click.option(
+    "--queue",
+    "queues",
+    multiple=True,
+    metavar="Q",
+    help="A queue the enrolled workers may serve (repeat for more); unset: any queue.",
+)
+@click.option(
     "-o",
     "--output",
     type=click.Choice(["token", "json", "yaml"]),
@@ -583,14 +590,23 @@ def tokens() -> None:
 @_database_option
 @_handled
 def tokens_create(
-    region: str, pool: str | None, ttl: float, uses: int, output: str, database_url: str | None
+    region: str,
+    pool: str | None,
+    ttl: float,
+    uses: int,
+    queues: tuple[str, ...],
+    output: str,
+    database_url: str | None,
 ) -> None:
     """Mint an enrollment token.
 
-    The secret is printed once (stdout) and stored only as a hash.
+    The secret is printed once (stdout) and stored only as a hash. With
+    --queue, a worker enrolled with it serves those queues only.
     """
     with _queue(database_url) as queue:
-        new = queue.create_token(region, pool=pool, ttl_s=ttl, uses=uses)
+        new = queue.create_token(
+            region, pool=pool, ttl_s=ttl, uses=uses, queues=list(queues) or None
+        )
     if output == "token":
         click.echo(new.secret)
         click.echo(
