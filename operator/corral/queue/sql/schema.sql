@@ -1089,6 +1089,9 @@ SET search_path = pg_catalog, public, pg_temp
 SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
+    v_ids bigint[] := p_ids;
+    v_tokens bigint[] := p_tokens;
+    v_results jsonb[] := p_results;
     v_rejected bigint[];
 BEGIN
     PERFORM 1 FROM corral_workers w
@@ -1101,11 +1104,25 @@ BEGIN
             p_worker_id USING ERRCODE = 'CR401';
     END IF;
     PERFORM corral_relax_ack_v1();
+    -- The holder check is its own primary-key pass, not a condition of the
+    -- DELETE below: there it would shrink the planner's row estimate and
+    -- turn the hash join into a nested loop, O(batch^2). A job someone else
+    -- holds now cannot become the caller's with the same lease token, so
+    -- checking first is as safe as checking in the same statement.
+    IF EXISTS (SELECT 1 FROM corral_jobs o
+                WHERE o.id = ANY(p_ids) AND o.worker_id IS DISTINCT FROM p_worker_id) THEN
+        SELECT coalesce(array_agg(x.id ORDER BY x.ord), '{}'),
+               coalesce(array_agg(x.token ORDER BY x.ord), '{}'),
+               CASE WHEN p_results IS NOT NULL THEN array_agg(x.result ORDER BY x.ord) END
+          INTO v_ids, v_tokens, v_results
+          FROM unnest(p_ids, p_tokens, p_results) WITH ORDINALITY AS x(id, token, result, ord)
+         WHERE EXISTS (SELECT 1 FROM corral_jobs o
+                        WHERE o.id = x.id AND o.worker_id = p_worker_id);
+    END IF;
     WITH done AS (
         DELETE FROM corral_jobs j
-         USING unnest(p_ids, p_tokens, p_results) AS d(id, token, result)
-         WHERE j.id = ANY(p_ids) AND j.id = d.id AND j.lease_token = d.token
-           AND j.worker_id = p_worker_id
+         USING unnest(v_ids, v_tokens, v_results) AS d(id, token, result)
+         WHERE j.id = ANY(v_ids) AND j.id = d.id AND j.lease_token = d.token
         RETURNING j.*, d.result AS new_result
     ), moved AS (
         INSERT INTO corral_jobs_finished (id, kind, queue, payload, priority, region, state,
