@@ -20,6 +20,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from corral import queue
 from corral.worker.metrics import parse_text as parse_metrics
+from tests._postgres import WORKER_ROLE
 from tests.integration._workers import CORRAL, ROOT, WorkerProcess, mint_token, wait_until
 
 pytestmark = pytest.mark.slow
@@ -293,6 +294,9 @@ def test_a_crashed_worker_loses_no_job_and_only_its_own_jobs_run_twice(
 ) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE handled (job_id bigint, attempt int, worker text)")
+        # The handler writes with the worker's URL: its own table needs its
+        # own grant (the worker role may touch no corral table, nor any other).
+        conn.execute(f"GRANT INSERT ON handled TO {WORKER_ROLE}")
     total = 5000
     with queue.Queue.connect(database_url) as q:
         q.enqueue_many([queue.JobSpec("record", {"sleep_s": 0.02}) for _ in range(total)])
