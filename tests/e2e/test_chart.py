@@ -106,39 +106,6 @@ def test_the_rendered_chart_is_accepted_and_the_operator_pod_is_restricted(
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize(
-    ("verb", "resource", "allowed"),
-    [
-        ("watch", "workerpools.corral.dev", True),
-        ("patch", "workerpools.corral.dev/status", True),
-        ("create", "deployments.apps", True),
-        ("patch", "deployments.apps", True),
-        # Secrets and pods only where pools live (the release namespace by
-        # default), never in a namespace it has no pool in.
-        ("create", "secrets", False),
-        ("get", "secrets", False),
-        ("delete", "pods", False),
-        ("list", "pods", False),
-        ("patch", "pods", False),
-        ("update", "deployments.apps", False),
-        ("update", "workerpools.corral.dev/status", False),
-        ("create", "poddisruptionbudgets.policy", True),
-        ("patch", "poddisruptionbudgets.policy", True),
-        ("create", "networkpolicies.networking.k8s.io", True),
-        ("patch", "networkpolicies.networking.k8s.io", True),
-        ("create", "events", True),
-        ("delete", "deployments.apps", False),
-        ("list", "secrets", False),
-        ("watch", "secrets", False),
-        ("delete", "secrets", False),
-        ("create", "configmaps", False),
-        ("create", "pods", False),
-        ("watch", "pods", False),
-        ("delete", "poddisruptionbudgets.policy", False),
-        ("delete", "networkpolicies.networking.k8s.io", False),
-        ("list", "networkpolicies.networking.k8s.io", False),
-    ],
-)
 def _rbac_as(cluster: Cluster, namespace: str, release: tuple[str, list[dict[str, Any]]]) -> str:
     name, docs = release
     kinds = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
@@ -178,6 +145,39 @@ def test_in_the_pools_namespace_the_operator_may_touch_secrets_and_pods_as_pools
     assert result.stdout.strip() == ("yes" if allowed else "no"), (verb, resource, result.stderr)
 
 
+@pytest.mark.parametrize(
+    ("verb", "resource", "allowed"),
+    [
+        ("watch", "workerpools.corral.dev", True),
+        ("patch", "workerpools.corral.dev/status", True),
+        ("create", "deployments.apps", True),
+        ("patch", "deployments.apps", True),
+        # Secrets and pods only where pools live (the release namespace by
+        # default), never in a namespace it has no pool in.
+        ("create", "secrets", False),
+        ("get", "secrets", False),
+        ("delete", "pods", False),
+        ("list", "pods", False),
+        ("patch", "pods", False),
+        ("update", "deployments.apps", False),
+        ("update", "workerpools.corral.dev/status", False),
+        ("create", "poddisruptionbudgets.policy", True),
+        ("patch", "poddisruptionbudgets.policy", True),
+        ("create", "networkpolicies.networking.k8s.io", True),
+        ("patch", "networkpolicies.networking.k8s.io", True),
+        ("create", "events", True),
+        ("delete", "deployments.apps", False),
+        ("list", "secrets", False),
+        ("watch", "secrets", False),
+        ("delete", "secrets", False),
+        ("create", "configmaps", False),
+        ("create", "pods", False),
+        ("watch", "pods", False),
+        ("delete", "poddisruptionbudgets.policy", False),
+        ("delete", "networkpolicies.networking.k8s.io", False),
+        ("list", "networkpolicies.networking.k8s.io", False),
+    ],
+)
 def test_the_operator_may_do_what_reconciling_needs_and_nothing_more(
     cluster: Cluster,
     namespace: str,
