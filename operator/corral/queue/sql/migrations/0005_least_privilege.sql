@@ -1,4 +1,4 @@
--- 0004: least privilege. A worker touches only its own jobs, and only
+-- 0005: least privilege. A worker touches only its own jobs, and only
 -- through these functions (issue 17).
 --
 -- * Workers connect as a login role that is a member of `corral_worker`
