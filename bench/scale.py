@@ -52,7 +52,7 @@ import yaml
 from psycopg import sql
 
 from corral import queue as corral_queue
-from corral.queue import JobSpec, Queue
+from corral.queue import JobSpec, Queue, roles
 from corral_local.localcluster import LocalCluster
 from corral_local.postgres import PostgresServer, free_port
 
@@ -102,6 +102,7 @@ class Platform:
         self.operator: subprocess.Popen[bytes] | None = None
         self.metrics_port = free_port()
         self.database_url = ""
+        self.worker_database_url = ""
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout_s: float = 60.0
@@ -134,6 +135,8 @@ class Platform:
             c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier("bench")))
         self.database_url = self.server.dsn("bench", host=POD_GATEWAY)
         corral_queue.migrate(self.database_url)
+        # Pools get a worker role's URL, as `make dev` and the chart give them.
+        self.worker_database_url = roles.create_worker_role(self.database_url, "bench_worker").dsn
         self.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
         for crd in ("workerpools.corral.dev", "regions.corral.dev"):
             self.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd}")
@@ -150,7 +153,8 @@ class Platform:
         env.pop("KUBERNETES_SERVICE_HOST", None)
         log = open(self.workdir / "operator.log", "ab")  # noqa: SIM115 - lives with the process
         self.operator = subprocess.Popen(
-            [CORRAL, "operator", "--database-url", self.database_url, "--namespace", NAMESPACE,
+            [CORRAL, "operator", "--database-url", self.database_url,
+             "--worker-database-url", self.worker_database_url, "--namespace", NAMESPACE,
              "--leader-lease", "", "--http-port", str(self.metrics_port), "--log-level", "WARNING"],
             stdout=log, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip

@@ -253,9 +253,7 @@ class QueueSession:
     async def release(self, jobs: list[ClaimedJob]) -> None:
         with _refused:
             async with self._control_lock:
-                await self._on(
-                    self._control, lambda q: q.release_many(jobs, worker=self._caller)
-                )
+                await self._on(self._control, lambda q: q.release_many(jobs, worker=self._caller))
 
     async def heartbeat(self, in_flight: int, lifecycle: Lifecycle) -> Directive:
         """Beat for a worker in `lifecycle`'s state; return what the registry
