@@ -74,6 +74,28 @@ def test_a_heartbeat_extends_every_lease_the_worker_holds(database_url: str, que
     assert not any(leases[j.id] for j in theirs)
 
 
+def test_a_heartbeat_naming_its_held_jobs_lets_a_claim_the_worker_never_saw_lapse(
+    database_url: str, queue: Client
+) -> None:
+    queue.enqueue_many([JobSpec("noop", queue="q") for _ in range(3)])
+    worker = enroll(queue)
+    seen = queue.claim(worker.worker_id, worker.credential, ["q"], batch=2, lease_s=5)
+    # A claim that committed while the worker's connection broke: leased to
+    # it, but the worker never got the answer, so it does not name the job.
+    unseen = queue.claim(worker.worker_id, worker.credential, ["q"], batch=1, lease_s=5)
+    held = [j.id for j in seen]
+    state = queue.heartbeat(
+        worker.worker_id, worker.credential, in_flight=2, lease_s=600, held=held
+    )
+    assert state == "active"
+    rows = run_sql(
+        database_url, "SELECT id, lease_expires_at - now() > interval '500 s' FROM corral_jobs"
+    )
+    leases = {row[0]: row[1] for row in rows}
+    assert all(leases[i] for i in held)
+    assert not leases[unseen[0].id]  # it lapses with its claim's lease, and is retried
+
+
 def test_released_jobs_go_back_to_pending_without_spending_an_attempt(queue: Client) -> None:
     job_id = queue.enqueue("noop", queue="q")
     worker = enroll(queue)

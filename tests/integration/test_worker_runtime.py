@@ -289,6 +289,21 @@ def test_a_wrong_password_is_reported_without_showing_it(tmp_path: Path, databas
     assert "password authentication" in out and "wrong-pw-4711" not in out
 
 
+def test_heartbeats_keep_the_lease_of_a_job_that_outlives_it(
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    # The worker names the jobs it holds in each beat; a job it runs must be
+    # among them, or its 2 s lease lapses mid-run and the reaper retries it.
+    with queue.Queue.connect(database_url) as q:
+        job_id = q.enqueue("sleep", {"seconds": 6}, queue="long")
+    spawn(workers, database_url, tmp_path, "w1", "--lease", "2s", "--heartbeat-interval", "300ms",
+          queues="long")  # fmt: skip
+    wait_until(lambda: finished(database_url).get("completed") == 1, 60, "the long job")
+    with queue.Queue.connect(database_url) as q:
+        job = q.get_job(job_id)
+    assert job is not None and job.attempt == 1, job
+
+
 def test_a_crashed_worker_loses_no_job_and_only_its_own_jobs_run_twice(
     database_url: str, tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:

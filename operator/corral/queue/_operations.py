@@ -173,13 +173,21 @@ def release_many(
 
 
 def heartbeat(
-    worker_id: int, credential: str, *, in_flight: int, lease_s: float = p.DEFAULT_LEASE_S
+    worker_id: int,
+    credential: str,
+    *,
+    in_flight: int,
+    lease_s: float = p.DEFAULT_LEASE_S,
+    held: Sequence[int] | None = None,
 ) -> Operation[r.WorkerState]:
-    """Record liveness, extend every lease the worker holds, return the state
-    the fleet wants it in (draining means stop claiming). Raises
-    CredentialError when the credential is not known or expired; renews it
-    for a day. The server caps `lease_s` at 1 s to 1 h."""
-    params = (worker_id, credential, in_flight, lease_s)
+    """Record liveness, extend the leases of the jobs the worker holds, return
+    the state the fleet wants it in (draining means stop claiming). With
+    `held` (the ids it knows it holds) only those leases are extended, so a
+    claim the worker never saw lapses; without it, every lease leased to the
+    worker. Raises CredentialError when the credential is not known or
+    expired; renews it for a day. The server caps `lease_s` at 1 s to 1 h."""
+    ids = None if held is None else list(held)
+    params = (worker_id, credential, in_flight, lease_s, ids)
     return r.WorkerState((yield _one("heartbeat_v2", params, prepare=True)))
 
 

@@ -255,7 +255,9 @@ class QueueSession:
             async with self._control_lock:
                 await self._on(self._control, lambda q: q.release_many(jobs, worker=self._caller))
 
-    async def heartbeat(self, in_flight: int, lifecycle: Lifecycle) -> Directive:
+    async def heartbeat(
+        self, in_flight: int, lifecycle: Lifecycle, held: Sequence[int] = ()
+    ) -> Directive:
         """Beat for a worker in `lifecycle`'s state; return what the registry
         asks of it. What to write first and what the answer means is the drain
         state machine's (corral.worker.drain): a drain the worker began itself
@@ -283,6 +285,7 @@ class QueueSession:
                         self._credential,
                         in_flight=in_flight,
                         lease_s=self.settings.lease_s,
+                        held=list(held),
                     ),
                 )
         if registry_state is WorkerState.REMOVED:

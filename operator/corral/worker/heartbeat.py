@@ -46,6 +46,9 @@ class Heartbeat:
     interval_s: float
     database_url: str  # only to keep its password out of logs
     lease_s: float  # beats extend the leases; none for this long and they lapsed
+    # The ids of the jobs this worker holds (running, or done with the
+    # completion unwritten): only their leases are extended.
+    held: Callable[[], list[int]] = list
     beat_now: asyncio.Event = field(default_factory=asyncio.Event)
     last_ok: float = 0.0  # monotonic time of the last successful beat
 
@@ -53,7 +56,9 @@ class Heartbeat:
         logged = 0.0
         while True:
             try:
-                directive = await self.session.heartbeat(self.in_flight(), self.lifecycle)
+                directive = await self.session.heartbeat(
+                    self.in_flight(), self.lifecycle, self.held()
+                )
             except RemovedError:
                 raise
             except Exception as exc:
@@ -89,7 +94,7 @@ class Heartbeat:
     async def report_drained(self) -> None:
         """One beat right after the drain finished (its errors are the next beat's)."""
         with contextlib.suppress(Exception):
-            await self.session.heartbeat(self.in_flight(), self.lifecycle)
+            await self.session.heartbeat(self.in_flight(), self.lifecycle, self.held())
 
     async def _sleep_or_wake(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -165,6 +165,12 @@ class Worker:
             return False, f"completions could not be written for {stalled:.0f}s"
         return True, "ok"
 
+    def _held(self) -> list[int]:
+        """Jobs whose leases the heartbeat extends: running, and done but not
+        yet written (a completion waiting out a database outage)."""
+        running = list(self._jobs.running) if self._jobs is not None else []
+        return running + [job.id for job in self._buffer.done]
+
     def render_metrics(self) -> bytes:
         return self.metrics.render()
 
@@ -227,6 +233,7 @@ class Worker:
             settings.heartbeat_interval_s,
             settings.database_url,
             settings.lease_s,
+            self._held,
         )
         try:
             try:

@@ -22,7 +22,7 @@ SELECT corral_fail_v2(%s::int8, %s::text, %s::int8[], %s::int8[], %s::text[], %s
 SELECT corral_release_v2(%s::int8, %s::text, %s::int8[], %s::int8[])
 
 -- name: heartbeat_v2
-SELECT corral_heartbeat_v2(%s::int8, %s::text, %s::int4, %s::float8)
+SELECT corral_heartbeat_v2(%s::int8, %s::text, %s::int4, %s::float8, %s::int8[])
 
 -- name: enroll_v2
 SELECT * FROM corral_enroll_v2(%s::text, %s::text, %s::text[], %s::int4, %s::text, %s::text)

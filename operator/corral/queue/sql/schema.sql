@@ -1217,7 +1217,8 @@ $$;
 -- corral_heartbeat_v1 with the lease capped at 1 s to 1 h and the
 -- credential renewed for a day (an expired one is refused: CR401).
 CREATE FUNCTION corral_heartbeat_v2(
-    p_worker_id bigint, p_credential text, p_in_flight integer, p_lease_s double precision
+    p_worker_id bigint, p_credential text, p_in_flight integer, p_lease_s double precision,
+    p_held bigint[]
 ) RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -1241,11 +1242,16 @@ BEGIN
             p_worker_id USING ERRCODE = 'CR401';
     END IF;
     IF v_state <> 'removed' THEN
+        -- Only the jobs the worker names as held (NULL: every one leased to
+        -- it): a claim that committed as its connection broke, which it never
+        -- saw, lapses and is retried. SKIP LOCKED: a row locked now is being
+        -- completed, failed or released on its other connection.
         UPDATE corral_jobs j
            SET lease_expires_at = now() + make_interval(
                    secs => least(greatest(coalesce(p_lease_s, 60), 1), 3600))
          WHERE j.id = ANY(ARRAY(SELECT h.id FROM corral_jobs h
                                  WHERE h.state = 'running' AND h.worker_id = p_worker_id
+                                   AND (p_held IS NULL OR h.id = ANY(p_held))
                                    FOR UPDATE SKIP LOCKED));
     END IF;
     RETURN v_state;
