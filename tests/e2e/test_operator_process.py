@@ -22,10 +22,19 @@ from typing import Any
 import pytest
 
 from corral import queue as corral_queue
-from corral.queue import JobSpec, Queue
+from corral.queue import JobSpec, Queue, roles
 from corral_local.localcluster import Cluster
 from corral_local.postgres import PostgresServer, free_port
-from tests.e2e._corral import OperatorProcess, apply, eventually, pool_manifest, recreated
+from tests.e2e._corral import (
+    E2E_WORKER_PASSWORD,
+    E2E_WORKER_ROLE,
+    OperatorProcess,
+    apply,
+    as_worker_url,
+    eventually,
+    pool_manifest,
+    recreated,
+)
 from tests.e2e._corral import get_json as _get
 
 
@@ -38,14 +47,16 @@ class Running:
         )  # fmt: skip
         self.started: list[OperatorProcess] = []
 
-    def start(self, database_url: str, *args: str) -> tuple[OperatorProcess, int]:
+    def start(
+        self, database_url: str, *args: str, worker_database_url: str | None = None
+    ) -> tuple[OperatorProcess, int]:
         """Start one operator; returns it and the port of its /metrics and /healthz."""
         port = free_port()
         log = self.tmp_path / f"operator-{len(self.started)}.log"
         process = OperatorProcess(
             self.cluster, database_url, log,
             "--namespace", self.namespace, "--default-region", self.region,
-            "--http-port", str(port), *args,
+            "--http-port", str(port), *args, worker_database_url=worker_database_url,
         )  # fmt: skip
         self.started.append(process)
         return process, port
@@ -181,7 +192,12 @@ def test_a_pool_is_degraded_while_its_database_is_unreachable_and_heals_when_it_
     # A server that is not running yet, at a port we keep for it.
     server = PostgresServer(port=free_port())
     database_url = server.dsn("postgres")
-    operator, _ = operators.start(database_url, "--leader-lease", "")
+    # The workers' URL names a role the server will have once it is up: the
+    # role cannot be created before that.
+    worker_url = roles.worker_dsn(database_url, E2E_WORKER_ROLE, E2E_WORKER_PASSWORD)
+    operator, _ = operators.start(
+        database_url, "--leader-lease", "", worker_database_url=worker_url
+    )
     _apply(cluster, namespace, _pool("late", ["late"], 1))
 
     def degraded() -> dict[str, Any] | None:
@@ -204,6 +220,7 @@ def test_a_pool_is_degraded_while_its_database_is_unreachable_and_heals_when_it_
     server.start()
     try:
         corral_queue.migrate(database_url)
+        assert as_worker_url(database_url) == worker_url
         eventually(
             lambda: _get(cluster, "secret", "late-enrollment", "-n", namespace),
             "the enrollment Secret once the database is back",
