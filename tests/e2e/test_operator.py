@@ -146,11 +146,19 @@ def test_a_hand_edit_of_the_deployment_is_taken_back(
         env = {e["name"]: e.get("value") for e in spec["template"]["spec"]["containers"][0]["env"]}
         return spec.get("replicas"), env.get("CORRAL_CONCURRENCY")
 
-    eventually(
-        lambda: replicas_and_concurrency() == (2, "10"),
-        "replicas.min (2) and the pool's concurrency to be restored",
-        timeout_s=30,
-    )
+    # The env comes back with the next apply; the replicas go down through
+    # drains (seven pods starting, five of them drained before removal), which
+    # on a loaded machine takes longer than the apply.
+    try:
+        eventually(
+            lambda: replicas_and_concurrency() == (2, "10"),
+            "replicas.min (2) and the pool's concurrency to be restored",
+            timeout_s=90,
+        )
+    except AssertionError as exc:
+        raise AssertionError(
+            f"{exc}\n{replicas_and_concurrency()}\n{operator.log()[-4000:]}"
+        ) from None
 
 
 def test_a_spec_change_rolls_the_deployment(

@@ -33,7 +33,12 @@ def operator(
 ) -> Iterator[OperatorProcess]:
     process = _start(cluster, namespace, database_url, region, tmp_path)
     yield process
-    cluster.kubectl("delete", "workerpools", "--all", "-n", namespace, "--timeout=60s", check=False)
+    # kubectl gives up first (check=False): a slow deletion never fails the test
+    # it follows, and the operator is stopped either way.
+    cluster.kubectl(
+        "delete", "workerpools", "--all", "-n", namespace, "--timeout=60s",
+        check=False, timeout_s=90,
+    )  # fmt: skip
     process.stop()
 
 
