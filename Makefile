@@ -113,3 +113,31 @@ bench-queue: venv ## Queue benchmark vs PgQueuer and procrastinate (throwaway Po
 .PHONY: bench-scale
 bench-scale: venv cluster-bins ## Autoscaler benchmark on the local control plane: reaction, first job, drains, 200 pools (BENCH_ARGS=--quick)
 	$(PY) -m bench.scale $(BENCH_ARGS)
+
+# --- images (issue 9): worker-image/Dockerfile, targets worker and operator ---
+DOCKER         ?= docker
+IMAGE_REGISTRY ?= ghcr.io/corral-dev
+# The chart's appVersion and pyproject.toml's version: what the chart pulls by default.
+IMAGE_TAG      ?= $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
+WORKER_IMAGE   := $(IMAGE_REGISTRY)/corral-worker:$(IMAGE_TAG)
+OPERATOR_IMAGE := $(IMAGE_REGISTRY)/corral-operator:$(IMAGE_TAG)
+
+# $(call need-docker,TARGET): stop with the reason when there is no usable Docker.
+define need-docker
+	@command -v $(DOCKER) >/dev/null 2>&1 || { echo "make $(1): '$(DOCKER)' is not on PATH. This target needs a container engine (Docker, or DOCKER=podman). Without one, 'make dev' runs corral from host images instead." >&2; exit 1; }
+	@$(DOCKER) info >/dev/null 2>&1 || { echo "make $(1): '$(DOCKER)' is installed but its engine does not answer ('$(DOCKER) info' fails): start the Docker daemon, or check that you may use it." >&2; exit 1; }
+endef
+
+.PHONY: images
+images: ## Build the worker and operator images from worker-image/Dockerfile (needs Docker; IMAGE_TAG=...)
+	$(call need-docker,images)
+	@set -e; for target in worker operator; do \
+	  image="$(IMAGE_REGISTRY)/corral-$$target:$(IMAGE_TAG)"; \
+	  echo "building $$image (target $$target)"; \
+	  $(DOCKER) build -f worker-image/Dockerfile --target $$target -t "$$image" \
+	    --build-arg VERSION=$(IMAGE_TAG) \
+	    --build-arg REVISION="$$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
+	    --build-arg CREATED="$$(date -u +%Y-%m-%dT%H:%M:%SZ)" . ; \
+	done
+	@echo "built $(WORKER_IMAGE) and $(OPERATOR_IMAGE)"
+# --- end images ---
