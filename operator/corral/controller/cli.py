@@ -239,7 +239,11 @@ def run(config: OperatorConfig, kubeconfig: str | None = None) -> int:
     metrics.LEADER.set(1)
 
     queue = QueueAccess(config.database_url)
-    access.append(queue)
+    # Only the leader exports the queue's figures (one series per queue, not
+    # one per replica), through a connection of its own.
+    stats_access = QueueAccess(config.database_url)
+    access += [queue, stats_access]
+    metrics.register_queue_stats(lambda: stats_access.run(lambda q: q.stats()))
     reconciler = Reconciler(kube, queue, config)
     registry = build_registry(reconciler, config.resync_s)
 
@@ -314,6 +318,7 @@ def run(config: OperatorConfig, kubeconfig: str | None = None) -> int:
         kopf_done.set()
         metrics.LEADER.set(0)
         queue.close()
+        stats_access.close()
     if election is not None and election.lost.is_set():
         log.error("exiting: leadership lost")
         return 1

@@ -2,18 +2,36 @@
 
 `/metrics` (prometheus-client text format) and `/healthz` (200 while the
 process is healthy, leader or standby; 503 once it lost leadership or kopf
-stopped). Started by `corral.controller.cli`; updated by the handlers.
+stopped). Started by `corral.controller.cli`; updated by the handlers (each
+pool's status, through `record_pool`), the autoscaler, and, at scrape time,
+by `QueueStatsCollector` (the leader's view of every queue). Every name is
+listed in docs/metrics.md; a test scrapes a real operator against that list.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import prometheus_client
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import REGISTRY, CollectorRegistry
+
+from corral.queue.records import JobState, QueueStats
+
+log = logging.getLogger(__name__)
+
+# prometheus-client adds a `<name>_created` gauge beside every counter and
+# histogram (an OpenMetrics notion); in the text format Prometheus scrapes it
+# is one more series per label set that no query here uses.
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 RECONCILES = Counter(
     "corral_operator_reconciles_total",
@@ -29,6 +47,30 @@ POOL_REPLICAS = Gauge(
     "corral_pool_replicas",
     "Worker pods of a pool: desired, existing and ready.",
     ["namespace", "pool", "which"],
+)
+POOL_WORKERS = Gauge(
+    "corral_pool_workers",
+    "Workers of a pool heartbeating into the registry.",
+    ["namespace", "pool"],
+)
+POOL_INFO = Gauge(
+    "corral_pool_info",
+    "Always 1: names the Region a pool resolved to (join on namespace and pool).",
+    ["namespace", "pool", "region"],
+)
+POOL_SCALING_LIMITED = Gauge(
+    "corral_pool_scaling_limited",
+    "1 while demand asks for more workers than the pool's replicas.max allows.",
+    ["namespace", "pool"],
+)
+# seconds; a drain waits for the jobs in flight, which may run for minutes
+SCALE_DOWN_BUCKETS = (1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+POOL_SCALE_DOWN = Histogram(
+    "corral_pool_scale_down_duration_seconds",
+    "Drain-first scale-downs, from the start of the drain until the pool's status "
+    "no longer carries it (replicas lowered, or the drain called off).",
+    ["namespace", "pool"],
+    buckets=SCALE_DOWN_BUCKETS,
 )
 LEADER = Gauge("corral_operator_leader", "1 while this replica is the active operator.")
 SCALE_EVALUATIONS = Counter(
@@ -57,7 +99,18 @@ SCALE_CHANGES = Counter(
 )
 
 
-def record_pool(namespace: str, name: str, status: dict[str, Any]) -> None:
+# What record_pool last saw of each pool, to notice a Region change and the
+# end of a drain. Handlers, the autoscaler and the resync all record pools
+# from their own threads.
+_pools_lock = threading.Lock()
+_pool_regions: dict[tuple[str, str], str] = {}
+_pool_drains: dict[tuple[str, str], str] = {}  # the drain's startedAt, as written
+
+
+def record_pool(
+    namespace: str, name: str, status: dict[str, Any], now: datetime | None = None
+) -> None:
+    """Export a pool's `.status` (as written to the API, camelCase)."""
     if status.get("queueDepth") is not None:
         POOL_QUEUE_DEPTH.labels(namespace, name).set(status["queueDepth"])
     for which, key in (
@@ -67,6 +120,38 @@ def record_pool(namespace: str, name: str, status: dict[str, Any]) -> None:
     ):
         if status.get(key) is not None:
             POOL_REPLICAS.labels(namespace, name, which).set(status[key])
+    if status.get("workers") is not None:
+        POOL_WORKERS.labels(namespace, name).set(status["workers"])
+    limited = any(
+        c.get("type") == "ScalingLimited" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+    POOL_SCALING_LIMITED.labels(namespace, name).set(int(limited))
+    pool = (namespace, name)
+    with _pools_lock:
+        region = status.get("region")
+        if region and _pool_regions.get(pool) != region:
+            with contextlib.suppress(KeyError):
+                POOL_INFO.remove(namespace, name, _pool_regions[pool])
+            POOL_INFO.labels(namespace, name, region).set(1)
+            _pool_regions[pool] = region
+        started = (status.get("scaleDown") or {}).get("startedAt")
+        previous = _pool_drains.get(pool)
+        if previous is not None and previous != started:
+            _observe_drain(namespace, name, previous, now)
+        if started is None:
+            _pool_drains.pop(pool, None)
+        else:
+            _pool_drains[pool] = started
+
+
+def _observe_drain(namespace: str, name: str, started_at: str, now: datetime | None) -> None:
+    try:
+        began = datetime.fromisoformat(started_at)
+    except ValueError:
+        return  # not a time this operator wrote; nothing to measure
+    ended = now or datetime.now(began.tzinfo)
+    POOL_SCALE_DOWN.labels(namespace, name).observe(max(0.0, (ended - began).total_seconds()))
 
 
 def forget_pool(namespace: str, name: str) -> None:
@@ -74,8 +159,87 @@ def forget_pool(namespace: str, name: str) -> None:
     for which in ("desired", "current", "ready"):
         with contextlib.suppress(KeyError):
             POOL_REPLICAS.remove(namespace, name, which)
-    with contextlib.suppress(KeyError):
-        POOL_QUEUE_DEPTH.remove(namespace, name)
+    for family in (POOL_QUEUE_DEPTH, POOL_WORKERS, POOL_SCALING_LIMITED, POOL_SCALE_DOWN):
+        with contextlib.suppress(KeyError):
+            family.remove(namespace, name)
+    with _pools_lock:
+        region = _pool_regions.pop((namespace, name), None)
+        _pool_drains.pop((namespace, name), None)
+        if region is not None:
+            with contextlib.suppress(KeyError):
+                POOL_INFO.remove(namespace, name, region)
+
+
+class QueueStatsCollector:
+    """Every queue's job counts by state and its oldest ready job, read at
+    scrape time through `read` (`corral.queue.Queue.stats`, on a connection
+    of its own so a scrape never waits behind a reconcile).
+
+    A read costs a count over the queue's tables, so a result is reused for
+    `min_interval_s` whatever the scrape interval. When the database cannot
+    be read the families come out empty (and the failure is logged): a stale
+    figure would look like a healthy queue.
+    """
+
+    def __init__(
+        self,
+        read: Callable[[], Sequence[QueueStats]],
+        *,
+        min_interval_s: float = 15.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._read = read
+        self._min_interval_s = min_interval_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last: tuple[float, Sequence[QueueStats]] | None = None
+
+    def _stats(self) -> Sequence[QueueStats]:
+        with self._lock:
+            now = self._clock()
+            if self._last is not None and now - self._last[0] < self._min_interval_s:
+                return self._last[1]
+            try:
+                stats = self._read()
+            except Exception as exc:  # a scrape must answer even with the database down
+                log.warning("queue figures for /metrics unavailable: %s", exc)
+                self._last = None
+                return []
+            self._last = (now, stats)
+            return stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats()
+        jobs = GaugeMetricFamily(
+            "corral_queue_jobs",
+            "Jobs in a queue by state; finished states count until retention removes them.",
+            labels=["queue", "state"],
+        )
+        oldest = GaugeMetricFamily(
+            "corral_queue_oldest_pending_age_seconds",
+            "How long the queue's oldest ready job has waited; 0 when none waits.",
+            labels=["queue"],
+        )
+        paused = GaugeMetricFamily(
+            "corral_queue_paused", "1 while dispatch of the queue is paused.", labels=["queue"]
+        )
+        for queue in stats:
+            # Every state, zeros included: a series that appears only with the
+            # first dead job would hide that job from delta() and increase().
+            for state in JobState:
+                jobs.add_metric([queue.queue, str(state)], queue.counts.get(state, 0))
+            oldest.add_metric([queue.queue], queue.oldest_pending_age_s or 0.0)
+            paused.add_metric([queue.queue], int(queue.paused))
+        yield from (jobs, oldest, paused)
+
+
+def register_queue_stats(
+    read: Callable[[], Sequence[QueueStats]], registry: CollectorRegistry = REGISTRY
+) -> QueueStatsCollector:
+    """Export the queue's figures from this process (the leader calls it once)."""
+    collector = QueueStatsCollector(read)
+    registry.register(collector)
+    return collector
 
 
 def serve(host: str, port: int, healthy: Callable[[], bool]) -> ThreadingHTTPServer:
