@@ -141,3 +141,69 @@ images: ## Build the worker and operator images from worker-image/Dockerfile (ne
 	done
 	@echo "built $(WORKER_IMAGE) and $(OPERATOR_IMAGE)"
 # --- end images ---
+
+# --- the kind path (issue 9): corral on a kind cluster, for users with Docker ---
+# Not run on the CI machine (it has no Docker engine); each target stops with the
+# reason when docker, kind, kubectl or helm is missing. README: "With Docker: kind".
+KIND            ?= kind
+KIND_CLUSTER    ?= corral
+KIND_KUBECONFIG ?= $(CURDIR)/.kind/kubeconfig
+K8S_BIN         := $(CORRAL_CACHE)/k8s-v$(K8S_VERSION)/bin
+# Your kubectl and helm, else the ones `make cluster-bins` built.
+KUBECTL         ?= $(shell command -v kubectl 2>/dev/null || echo $(K8S_BIN)/kubectl)
+HELM            ?= $(shell command -v helm 2>/dev/null || echo $(K8S_BIN)/helm)
+
+define need-kind
+	$(call need-docker,$(1))
+	@command -v $(KIND) >/dev/null 2>&1 || { echo "make $(1): '$(KIND)' is not on PATH: install kind (https://kind.sigs.k8s.io/docs/user/quick-start/#installation)." >&2; exit 1; }
+endef
+
+define need-kind-cluster
+	@test -s $(KIND_KUBECONFIG) || { echo "make $(1): no kubeconfig at $(KIND_KUBECONFIG): run 'make kind-up' first." >&2; exit 1; }
+	@for tool in $(KUBECTL) $(HELM); do command -v $$tool >/dev/null 2>&1 || { echo "make $(1): $$tool not found: install kubectl and helm, or run 'make cluster-bins' (builds both into $(K8S_BIN))." >&2; exit 1; }; done
+endef
+
+.PHONY: kind-up
+kind-up: ## Create a kind cluster named corral (KIND_CLUSTER=...); its kubeconfig goes to .kind/kubeconfig
+	$(call need-kind,kind-up)
+	@mkdir -p $(dir $(KIND_KUBECONFIG))
+	@if $(KIND) get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)'; then \
+	  echo "kind cluster $(KIND_CLUSTER) is already up"; \
+	  $(KIND) export kubeconfig --name $(KIND_CLUSTER) --kubeconfig $(KIND_KUBECONFIG); \
+	else \
+	  $(KIND) create cluster --name $(KIND_CLUSTER) --kubeconfig $(KIND_KUBECONFIG) --wait 120s; \
+	fi
+	@echo "next: make images kind-load deploy    (and: export KUBECONFIG=$(KIND_KUBECONFIG))"
+
+.PHONY: kind-load
+kind-load: ## Load the images `make images` built into the kind cluster
+	$(call need-kind,kind-load)
+	$(KIND) load docker-image --name $(KIND_CLUSTER) $(WORKER_IMAGE) $(OPERATOR_IMAGE)
+
+.PHONY: deploy
+deploy: ## Install corral on the kind cluster: a throwaway PostgreSQL (NOT for production), its tables, the chart with the local images
+	$(call need-kind-cluster,deploy)
+	@set -e; export KUBECONFIG=$(KIND_KUBECONFIG); \
+	$(KUBECTL) apply -f examples/kind/postgres.yaml; \
+	$(KUBECTL) -n corral-system rollout status deployment/postgres-throwaway --timeout=180s; \
+	$(KUBECTL) -n corral-system delete job corral-migrate --ignore-not-found; \
+	sed 's|CORRAL_OPERATOR_IMAGE|$(OPERATOR_IMAGE)|' examples/kind/migrate.yaml | $(KUBECTL) apply -f -; \
+	$(KUBECTL) -n corral-system wait --for=condition=complete job/corral-migrate --timeout=180s; \
+	$(HELM) upgrade --install corral charts/corral --namespace corral-system \
+	  --set image.repository=$(IMAGE_REGISTRY)/corral-operator --set image.tag=$(IMAGE_TAG) \
+	  --set workerImage.repository=$(IMAGE_REGISTRY)/corral-worker --set workerImage.tag=$(IMAGE_TAG) \
+	  --set database.secretName=postgres-throwaway --set database.secretKey=url \
+	  --wait --timeout 5m
+	@echo "next: KUBECONFIG=$(KIND_KUBECONFIG) kubectl apply -f examples/workerpool.yaml && make kind-test-e2e"
+
+.PHONY: kind-test-e2e
+kind-test-e2e: venv cluster-bins ## The e2e tier against the kind cluster, without the tests that need the local node agent
+	$(call need-kind-cluster,kind-test-e2e)
+	CORRAL_E2E_KUBECONFIG=$(KIND_KUBECONFIG) PYTEST_ADDOPTS='-m "not local_platform"' $(PY) -m tests.tiers e2e
+
+.PHONY: kind-down
+kind-down: ## Delete the kind cluster make kind-up created
+	$(call need-kind,kind-down)
+	$(KIND) delete cluster --name $(KIND_CLUSTER)
+	rm -f $(KIND_KUBECONFIG)
+# --- end kind path ---

@@ -83,6 +83,14 @@ def _nodes_ready(cluster: Cluster) -> bool:
 
 @pytest.fixture(scope="session")
 def node_agent(cluster: Cluster) -> Iterator[NodeAgentHandle]:
+    if not cluster.is_local:
+        # It would register Nodes in that cluster that run pods on this machine.
+        pytest.fail(
+            "this test needs the local platform's node agent (pods as host processes), "
+            "which only runs beside the local control plane; against an existing cluster "
+            "leave such tests out with -m 'not local_platform' (make kind-test-e2e does)",
+            pytrace=False,
+        )
     # Not under pytest's basetemp: concurrent pytest sessions of the same user
     # prune each other's old basetemps, and this one must live all session.
     state_dir = Path(tempfile.mkdtemp(prefix="corral-e2e-nodeagent-"))

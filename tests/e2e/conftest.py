@@ -76,6 +76,21 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         local.stop()
 
 
+# Fixtures that only the local platform provides: the node agent runs pods as
+# processes on this machine, next to the local control plane. A test using one
+# (directly or through another fixture) is marked `local_platform`; against an
+# existing cluster such as kind, `-m "not local_platform"` leaves those out
+# (`make kind-test-e2e` does) and the node agent refuses to start.
+LOCAL_PLATFORM_FIXTURES = frozenset({"node_agent"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects on the marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if LOCAL_PLATFORM_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.local_platform)
+
+
 @pytest.fixture(scope="session")
 def kubectl(cluster: Cluster) -> Callable[..., subprocess.CompletedProcess[str]]:
     return cluster.kubectl

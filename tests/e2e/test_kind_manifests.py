@@ -1,0 +1,81 @@
+"""The manifests `make deploy` applies on kind (examples/kind/), checked against
+a real API server without running them (their images need a container
+runtime): the server accepts every object, their pods pass the restricted Pod
+Security Standard, and the throwaway database is marked as such and wired to
+what the chart reads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from corral_local.localcluster import Cluster
+
+KIND = Path(__file__).resolve().parents[2] / "examples" / "kind"
+IMAGE = "ghcr.io/corral-dev/corral-operator:0.1.0"
+
+
+def _docs(name: str) -> list[dict[str, Any]]:
+    text = (KIND / name).read_text().replace("CORRAL_OPERATOR_IMAGE", IMAGE)
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def _in(namespace: str, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    moved = []
+    for doc in docs:
+        if doc["kind"] == "Namespace":
+            continue
+        doc = json.loads(json.dumps(doc))
+        doc["metadata"]["namespace"] = namespace
+        moved.append(doc)
+    return moved
+
+
+@pytest.fixture
+def restricted(cluster: Cluster, namespace: str) -> str:
+    cluster.kubectl(
+        "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"
+    )
+    return namespace
+
+
+def test_the_throwaway_database_says_so_and_lives_in_a_restricted_namespace() -> None:
+    text = (KIND / "postgres.yaml").read_text()
+    assert "NOT FOR PRODUCTION" in text
+    (ns,) = [d for d in _docs("postgres.yaml") if d["kind"] == "Namespace"]
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    (secret,) = [d for d in _docs("postgres.yaml") if d["kind"] == "Secret"]
+    # What `make deploy` hands the chart: database.secretName/secretKey.
+    assert secret["metadata"]["name"] == "postgres-throwaway"
+    url = secret["stringData"]["url"]
+    assert url.startswith("postgresql://corral:")
+    assert "@postgres-throwaway.corral-system.svc.cluster.local:5432/corral" in url
+
+
+@pytest.mark.parametrize("manifest", ["postgres.yaml", "migrate.yaml"])
+def test_the_api_server_accepts_the_manifests_and_their_pods_are_restricted(
+    cluster: Cluster, restricted: str, manifest: str
+) -> None:
+    docs = _in(restricted, _docs(manifest))
+    stream = "\n---\n".join(json.dumps(doc) for doc in docs)
+    result = cluster.kubectl(
+        "apply", "--dry-run=server", "-f", "-", input=stream, check=False
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    templates = [d for d in docs if d["kind"] in ("Deployment", "Job")]
+    assert templates
+    for owner in templates:
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"{owner['metadata']['name']}-probe", "namespace": restricted},
+            "spec": owner["spec"]["template"]["spec"],
+        }
+        result = cluster.kubectl(
+            "create", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False
+        )
+        assert result.returncode == 0, result.stderr
