@@ -41,6 +41,14 @@ venv: $(VENV)/.stamp ## Create the virtualenv with corral, the local platform an
 cluster-bins: ## Build etcd, kube-apiserver, controller-manager, scheduler, kubectl, helm (cached)
 	bash tools/k8s/build.sh
 
+# Prometheus release whose promtool checks the chart's alerts in the e2e tier.
+PROMTOOL_VERSION ?= 3.16.0
+export PROMTOOL_VERSION
+
+.PHONY: promtool
+promtool: ## Build promtool from the Go module proxy (cached under ~/.cache/corral/promtool-v$PROMTOOL_VERSION)
+	bash tools/promtool/build.sh
+
 .PHONY: cluster-up
 cluster-up: venv cluster-bins ## Start the local control plane in the background; prints `export KUBECONFIG=...`
 	@$(PY) -m corral_local.localcluster up
@@ -72,7 +80,7 @@ test-integration: venv ## Integration tier: real PostgreSQL started by the tests
 	$(PY) -m tests.tiers integration
 
 .PHONY: test-e2e
-test-e2e: venv cluster-bins ## End-to-end tier: real kube-apiserver (local, or CORRAL_E2E_KUBECONFIG)
+test-e2e: venv cluster-bins promtool ## End-to-end tier: real kube-apiserver (local, or CORRAL_E2E_KUBECONFIG)
 	$(PY) -m tests.tiers e2e
 
 .PHONY: test-chaos
@@ -80,7 +88,7 @@ test-chaos: venv cluster-bins ## Chaos drills: a database restarted, frozen, cut
 	$(PY) -m tests.tiers chaos
 
 .PHONY: test
-test: venv cluster-bins ## All four tiers; prints how many tests each tier ran
+test: venv cluster-bins promtool ## All four tiers; prints how many tests each tier ran
 	$(PY) -m tests.tiers unit integration e2e chaos
 
 # --- operator API: CRDs generated from the pydantic models (corral.api) ---
@@ -197,7 +205,7 @@ deploy: ## Install corral on the kind cluster: a throwaway PostgreSQL (NOT for p
 	@echo "next: KUBECONFIG=$(KIND_KUBECONFIG) kubectl apply -f examples/workerpool.yaml && make kind-test-e2e"
 
 .PHONY: kind-test-e2e
-kind-test-e2e: venv cluster-bins ## The e2e tier against the kind cluster, without the tests that need the local node agent
+kind-test-e2e: venv cluster-bins promtool ## The e2e tier against the kind cluster, without the tests that need the local node agent
 	$(call need-kind-cluster,kind-test-e2e)
 	CORRAL_E2E_KUBECONFIG=$(KIND_KUBECONFIG) PYTEST_ADDOPTS='-m "not local_platform"' $(PY) -m tests.tiers e2e
 
