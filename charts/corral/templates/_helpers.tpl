@@ -42,3 +42,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "corral.leaseName" -}}
 {{- printf "%s-leader" (include "corral.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
+
+{{/* PromQL label matchers selecting the operator's series in the alerts. */}}
+{{- define "corral.operatorSelector" -}}
+{{- default (printf "job=%q" (printf "%s-metrics" (include "corral.fullname" .))) .Values.monitoring.rules.operatorSelector -}}
+{{- end -}}
