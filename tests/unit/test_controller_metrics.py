@@ -154,3 +154,18 @@ def test_an_unreadable_database_empties_the_queue_figures_instead_of_failing_the
     page = generate_latest(registry).decode()
     assert "# TYPE corral_queue_jobs gauge" in page
     assert samples(page, "corral_queue_jobs") == {}
+
+
+def test_registering_the_queue_figures_does_not_query_the_database() -> None:
+    reads: list[int] = []
+
+    def read() -> list[QueueStats]:
+        reads.append(1)
+        return []
+
+    # The process-wide registry describes a collector when it is registered.
+    registry = CollectorRegistry(auto_describe=True)
+    metrics.register_queue_stats(read, registry)
+    assert reads == []
+    generate_latest(registry)
+    assert reads == [1]

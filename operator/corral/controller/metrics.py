@@ -208,8 +208,15 @@ class QueueStatsCollector:
             self._last = (now, stats)
             return stats
 
+    def describe(self) -> Iterator[Metric]:
+        # Without it, registering would call collect() and query the database.
+        yield from self._families([])
+
     def collect(self) -> Iterator[Metric]:
-        stats = self._stats()
+        yield from self._families(self._stats())
+
+    @staticmethod
+    def _families(stats: Sequence[QueueStats]) -> Iterator[Metric]:
         jobs = GaugeMetricFamily(
             "corral_queue_jobs",
             "Jobs in a queue by state; finished states count until retention removes them.",
