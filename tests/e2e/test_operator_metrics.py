@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from corral.queue import JobSpec, Queue
 from corral_local.localcluster import Cluster
 from corral_local.postgres import free_port
-from corral.queue import JobSpec, Queue
 from tests._metrics_doc import problems, samples
 from tests.e2e._corral import OperatorProcess, eventually, install_crds
 
