@@ -1,33 +1,89 @@
 """corral: run fleets of PostgreSQL-queue workers on Kubernetes.
 
 The public surface re-exported here is what users import; everything else is
-internal and may change between releases.
+internal and may change between releases:
 
-The handler API (`corral.handler`, `corral.Job`, ...) lives in
-`corral.worker.handlers` and is loaded on first use (PEP 562), so importing
-any `corral.*` module (the operator's pure deciders, the queue) does not load
-the worker package as a side effect.
+- enqueueing: `connect(url)` (a `Queue`), `await connect_async(url)` (an
+  `AsyncQueue`), `JobSpec` for `enqueue_many`, `JobState`;
+- handlers: `@handler("kind")` (whose result has `.defer(queue_or_conn,
+  payload, ...)`), `Job`, `HandlerError`, `PayloadError`.
+
+Both halves are loaded on first use (PEP 562): `import corral` loads neither
+psycopg nor the worker package, so the operator's pure deciders and the CRD
+generator import `corral.*` modules without those side effects.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from corral._version import __version__
 
 if TYPE_CHECKING:
-    from corral.worker.handlers import HandlerError, Job, PayloadError, handler
+    from corral.queue import AsyncQueue, JobSpec, JobState, Queue, QueueError
+    from corral.worker.handlers import HandlerError, HandlerFunction, Job, PayloadError, handler
 
-__all__ = ["HandlerError", "Job", "PayloadError", "__version__", "handler"]
+__all__ = [
+    "AsyncQueue",
+    "HandlerError",
+    "HandlerFunction",
+    "Job",
+    "JobSpec",
+    "JobState",
+    "PayloadError",
+    "Queue",
+    "QueueError",
+    "__version__",
+    "connect",
+    "connect_async",
+    "handler",
+]
 
-_HANDLER_API = frozenset({"HandlerError", "Job", "PayloadError", "handler"})
+# Public name -> the module that defines it, imported when the name is first used.
+_LAZY = {
+    "HandlerError": "corral.worker.handlers",
+    "HandlerFunction": "corral.worker.handlers",
+    "Job": "corral.worker.handlers",
+    "PayloadError": "corral.worker.handlers",
+    "handler": "corral.worker.handlers",
+    "AsyncQueue": "corral.queue",
+    "JobSpec": "corral.queue",
+    "JobState": "corral.queue",
+    "Queue": "corral.queue",
+    "QueueError": "corral.queue",
+}
+
+
+def connect(url: str) -> Queue:
+    """Open the queue at `url` (postgresql://user:password@host:5432/db) on an
+    autocommit connection: every call is durable when it returns. Close it
+    with `.close()`, or use it as a context manager.
+
+        with corral.connect(url) as queue:
+            queue.enqueue("send-email", {"to": "ada@example.com"})
+    """
+    from corral.queue import Queue
+
+    return Queue.connect(url)
+
+
+async def connect_async(url: str) -> AsyncQueue:
+    """`connect` on asyncio: `queue = await corral.connect_async(url)`, then
+    `await queue.enqueue(...)`; `async with queue:` closes it."""
+    from corral.queue import AsyncQueue
+
+    return await AsyncQueue.connect(url)
 
 
 def __getattr__(name: str) -> Any:
-    if name in _HANDLER_API:
-        from corral.worker import handlers
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'corral' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
 
-        value = getattr(handlers, name)
-        globals()[name] = value  # later lookups skip this function
-        return value
-    raise AttributeError(f"module 'corral' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

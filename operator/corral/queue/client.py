@@ -71,6 +71,12 @@ class Queue:
     """Synchronous access (CLI, operator, tests, user code that enqueues)."""
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        if isinstance(conn, str | bytes):
+            # The URL would otherwise fail later as "'str' object has no attribute 'execute'".
+            raise TypeError(
+                "Queue(conn) wraps an open psycopg connection, not a URL; "
+                "open one from a URL with corral.connect(url) (or Queue.connect(url))"
+            )
         self.conn = conn
         conn.add_notice_handler(log_notice)
 
@@ -78,6 +84,20 @@ class Queue:
     def connect(cls, dsn: str) -> Self:
         """Open an autocommit connection: every call is durable when it returns."""
         return cls(connect(dsn))
+
+    @classmethod
+    def of(cls, target: Queue | psycopg.Connection[Any]) -> Queue:
+        """`target` itself when it is a Queue, else a Queue on that connection:
+        calls then run inside whatever transaction the caller has open on it
+        (`handler.defer(conn, ...)` enqueues with the caller's own writes)."""
+        if isinstance(target, Queue):
+            return target
+        if isinstance(target, psycopg.Connection):
+            return cls(target)
+        raise TypeError(
+            f"expected a corral Queue (corral.connect(url)) or a psycopg Connection, "
+            f"got {type(target).__name__}"
+        )
 
     def close(self) -> None:
         self.conn.close()

@@ -52,12 +52,32 @@ class AsyncQueue:
     """
 
     def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        if isinstance(conn, str | bytes):
+            raise TypeError(
+                "AsyncQueue(conn) wraps an open psycopg AsyncConnection, not a URL; "
+                "open one from a URL with await corral.connect_async(url) "
+                "(or AsyncQueue.connect(url))"
+            )
         self.conn = conn
         conn.add_notice_handler(log_notice)
 
     @classmethod
     async def connect(cls, dsn: str) -> Self:
+        """Open an autocommit connection: every call is durable when it returns."""
         return cls(await aconnect(dsn))
+
+    @classmethod
+    def of(cls, target: AsyncQueue | psycopg.AsyncConnection[Any]) -> AsyncQueue:
+        """`target` itself when it is an AsyncQueue, else one on that connection
+        (calls run inside the caller's open transaction, if any)."""
+        if isinstance(target, AsyncQueue):
+            return target
+        if isinstance(target, psycopg.AsyncConnection):
+            return cls(target)
+        raise TypeError(
+            f"expected a corral AsyncQueue (await corral.connect_async(url)) or a psycopg "
+            f"AsyncConnection, got {type(target).__name__}"
+        )
 
     async def close(self) -> None:
         await self.conn.close()

@@ -13,20 +13,25 @@ should use for side effects it must not repeat.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import entry_points
-from typing import Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from pydantic import BaseModel, ValidationError
+
+if TYPE_CHECKING:
+    from corral.queue import AsyncQueue, Queue
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "Handler",
     "HandlerError",
+    "HandlerFunction",
     "HandlerRegistry",
     "Job",
     "PayloadError",
@@ -38,6 +43,8 @@ ENTRY_POINT_GROUP = "corral.handlers"
 
 P = TypeVar("P")
 F = TypeVar("F", bound=Callable[..., Any])
+Params = ParamSpec("Params")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +120,101 @@ class Handler:
         )
 
 
+def _validated_payload(kind: str, model: type[BaseModel] | None, payload: Any) -> Any:
+    """What `defer` stores: a pydantic model as JSON data, and a payload checked
+    against the handler's model before it is enqueued, not when a worker runs it."""
+    if isinstance(payload, BaseModel):
+        return payload.model_dump(mode="json")
+    if model is not None:
+        try:
+            model.model_validate(payload)
+        except ValidationError as exc:
+            fields = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '<payload>'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise PayloadError(
+                f"{kind}.defer: payload does not match {model.__name__}: {fields}"
+            ) from None
+    return payload
+
+
+class HandlerFunction(Generic[Params, R]):
+    """What `@corral.handler` returns: the function, still directly callable
+    (in tests, say), plus `defer` / `defer_async`, which enqueue a job of its
+    kind, the way `task.defer` (procrastinate) or `task.delay` (Celery) do.
+
+        with corral.connect(url) as queue:
+            send_email.defer(queue, {"to": "ada@example.com"}, priority=5)
+
+    Pass a psycopg connection instead of a queue to enqueue inside the
+    transaction open on it: the job commits, or rolls back, with your writes.
+    """
+
+    def __init__(
+        self, fn: Callable[Params, R], kind: str, payload_model: type[BaseModel] | None
+    ) -> None:
+        self.fn = fn
+        self.kind = kind
+        self.payload_model = payload_model
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: Params.args, **kwargs: Params.kwargs) -> R:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<corral handler {self.kind!r}: {_where(self.fn)}>"
+
+    def defer(
+        self,
+        target: Queue | Any,
+        payload: Any = None,
+        *,
+        queue: str | None = None,
+        priority: int = 0,
+        region: str | None = None,
+        run_at: datetime | None = None,
+        expires_at: datetime | None = None,
+        max_attempts: int | None = None,
+        dedupe_key: str | None = None,
+    ) -> int:
+        """Enqueue a job of this handler's kind on `target` (a `corral.Queue`,
+        or a psycopg `Connection` whose open transaction the job joins) and
+        return its id. `queue` defaults to the kind's name; the other options
+        are `Queue.enqueue`'s. A payload that does not match the handler's
+        payload model raises `PayloadError` here, before anything is written."""
+        from corral.queue import Queue
+
+        return Queue.of(target).enqueue(
+            self.kind, _validated_payload(self.kind, self.payload_model, payload),
+            queue=queue, priority=priority, region=region, run_at=run_at,
+            expires_at=expires_at, max_attempts=max_attempts, dedupe_key=dedupe_key,
+        )  # fmt: skip
+
+    async def defer_async(
+        self,
+        target: AsyncQueue | Any,
+        payload: Any = None,
+        *,
+        queue: str | None = None,
+        priority: int = 0,
+        region: str | None = None,
+        run_at: datetime | None = None,
+        expires_at: datetime | None = None,
+        max_attempts: int | None = None,
+        dedupe_key: str | None = None,
+    ) -> int:
+        """`defer` on asyncio: `target` is a `corral.AsyncQueue` or a psycopg
+        `AsyncConnection`."""
+        from corral.queue import AsyncQueue
+
+        return await AsyncQueue.of(target).enqueue(
+            self.kind, _validated_payload(self.kind, self.payload_model, payload),
+            queue=queue, priority=priority, region=region, run_at=run_at,
+            expires_at=expires_at, max_attempts=max_attempts, dedupe_key=dedupe_key,
+        )  # fmt: skip
+
+
 class HandlerRegistry:
     """Kind name -> `Handler`. Registering a name twice is an error (a typo
     or a copy-paste that would silently route jobs to the wrong function)."""
@@ -133,6 +235,9 @@ class HandlerRegistry:
             raise ValueError("a handler needs a non-empty name, e.g. @corral.handler('send-email')")
         if not callable(fn):
             raise TypeError(f"handler {name!r}: {fn!r} is not callable")
+        if isinstance(fn, HandlerFunction):  # `module:function` of a decorated function
+            payload = payload or fn.payload_model
+            fn = fn.fn
         existing = self._handlers.get(name)
         if existing is not None and not replace and existing.fn is not fn:
             raise ValueError(
@@ -208,7 +313,7 @@ registry = HandlerRegistry()
 
 
 @overload
-def handler(name: F, /) -> F: ...
+def handler(name: Callable[Params, R], /) -> HandlerFunction[Params, R]: ...
 
 
 @overload
@@ -218,16 +323,16 @@ def handler(
     *,
     payload: type[BaseModel] | None = None,
     timeout: float | None = None,
-) -> Callable[[F], F]: ...
+) -> Callable[[Callable[Params, R]], HandlerFunction[Params, R]]: ...
 
 
 def handler(
-    name: str | F | None = None,
+    name: str | Callable[Params, R] | None = None,
     /,
     *,
     payload: type[BaseModel] | None = None,
     timeout: float | None = None,
-) -> F | Callable[[F], F]:
+) -> HandlerFunction[Params, R] | Callable[[Callable[Params, R]], HandlerFunction[Params, R]]:
     """Register a function as the handler for jobs of kind `name`.
 
         @corral.handler("send-email", payload=Email, timeout=30)
@@ -241,17 +346,19 @@ def handler(
     `timeout` (seconds) overrides the worker's `--job-timeout`.
 
     Delivery is at-least-once: make side effects idempotent on `job.id`.
-    The function is returned unchanged, so it stays directly callable in tests.
+    The result stays directly callable like the function (in tests, say) and
+    adds `defer(queue_or_conn, payload, priority=...)` (and `defer_async`),
+    which enqueue a job of this kind (`HandlerFunction`).
     """
     if callable(name):
         fn = name
         registry.register(fn.__name__, fn)
-        return fn
+        return HandlerFunction(fn, fn.__name__, None)
 
-    def decorate(fn: F) -> F:
+    def decorate(fn: Callable[Params, R]) -> HandlerFunction[Params, R]:
         kind = name or fn.__name__
         registry.register(kind, fn, payload=payload, timeout_s=timeout)
         fn.__corral_handler__ = kind  # type: ignore[attr-defined]
-        return fn
+        return HandlerFunction(fn, kind, payload)
 
     return decorate
