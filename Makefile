@@ -49,6 +49,15 @@ export PROMTOOL_VERSION
 promtool: ## Build promtool from the Go module proxy (cached under ~/.cache/corral/promtool-v$PROMTOOL_VERSION)
 	bash tools/promtool/build.sh
 
+# Prometheus Operator release whose CRDs the chart's ServiceMonitor, PodMonitor
+# and PrometheusRule are dry-run against in the e2e tier.
+PROMETHEUS_OPERATOR_VERSION ?= 0.85.0
+export PROMETHEUS_OPERATOR_VERSION
+
+.PHONY: monitoring-crds
+monitoring-crds: ## Fetch the Prometheus Operator's CRDs from the Go module proxy (cached under ~/.cache/corral)
+	bash tools/monitoring-crds/fetch.sh
+
 .PHONY: cluster-up
 cluster-up: venv cluster-bins ## Start the local control plane in the background; prints `export KUBECONFIG=...`
 	@$(PY) -m corral_local.localcluster up
@@ -80,7 +89,7 @@ test-integration: venv ## Integration tier: real PostgreSQL started by the tests
 	$(PY) -m tests.tiers integration
 
 .PHONY: test-e2e
-test-e2e: venv cluster-bins promtool ## End-to-end tier: real kube-apiserver (local, or CORRAL_E2E_KUBECONFIG)
+test-e2e: venv cluster-bins promtool monitoring-crds ## End-to-end tier: real kube-apiserver (local, or CORRAL_E2E_KUBECONFIG)
 	$(PY) -m tests.tiers e2e
 
 .PHONY: test-chaos
@@ -88,7 +97,7 @@ test-chaos: venv cluster-bins ## Chaos drills: a database restarted, frozen, cut
 	$(PY) -m tests.tiers chaos
 
 .PHONY: test
-test: venv cluster-bins promtool ## All four tiers; prints how many tests each tier ran
+test: venv cluster-bins promtool monitoring-crds ## All four tiers; prints how many tests each tier ran
 	$(PY) -m tests.tiers unit integration e2e chaos
 
 # --- operator API: CRDs generated from the pydantic models (corral.api) ---
@@ -205,7 +214,7 @@ deploy: ## Install corral on the kind cluster: a throwaway PostgreSQL (NOT for p
 	@echo "next: KUBECONFIG=$(KIND_KUBECONFIG) kubectl apply -f examples/workerpool.yaml && make kind-test-e2e"
 
 .PHONY: kind-test-e2e
-kind-test-e2e: venv cluster-bins promtool ## The e2e tier against the kind cluster, without the tests that need the local node agent
+kind-test-e2e: venv cluster-bins promtool monitoring-crds ## The e2e tier against the kind cluster, without the tests that need the local node agent
 	$(call need-kind-cluster,kind-test-e2e)
 	CORRAL_E2E_KUBECONFIG=$(KIND_KUBECONFIG) PYTEST_ADDOPTS='-m "not local_platform"' $(PY) -m tests.tiers e2e
 

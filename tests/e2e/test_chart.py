@@ -1,11 +1,15 @@
-"""The Helm chart against the built helm and a real API server: it lints,
-rejects a mistyped value, renders objects the API server accepts (the
-operator pod passing the restricted Pod Security Standard), and its RBAC
-grants what the operator needs and no more."""
+"""The Helm chart against the built helm and a real API server: it lints and
+renders with its defaults and with every values file under charts/corral/ci/,
+the API server accepts every rendered object in a server-side dry run (the
+Prometheus Operator's CRDs installed for the observability kit), it rejects
+a mistyped value, the operator pod passes the restricted Pod Security
+Standard, and its RBAC grants what the operator needs and no more."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -18,7 +22,10 @@ import yaml
 from corral_local.localcluster import Cluster, default_bin_dir
 from tests.e2e._corral import install_crds
 
-CHART = Path(__file__).resolve().parents[2] / "charts" / "corral"
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "corral"
+# None: the chart's defaults.
+CI_VALUES = [None, *sorted((CHART / "ci").glob("*.yaml"))]
 
 
 def _helm(*args: str) -> subprocess.CompletedProcess[str]:
@@ -42,6 +49,81 @@ def test_the_chart_lints_cleanly() -> None:
     result = _helm("lint", "--strict", str(CHART))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 chart(s) failed" in result.stdout
+
+
+def _values_id(values: Path | None) -> str:
+    return "defaults" if values is None else values.name
+
+
+def _values_args(values: Path | None) -> list[str]:
+    return [] if values is None else ["-f", str(values)]
+
+
+def monitoring_crds() -> list[Path]:
+    """The Prometheus Operator's CRDs as `make monitoring-crds` fetched them."""
+    version = os.environ.get("PROMETHEUS_OPERATOR_VERSION") or re.search(
+        r"^PROMETHEUS_OPERATOR_VERSION \?= (\S+)$", (ROOT / "Makefile").read_text(), re.MULTILINE
+    ).group(1)  # type: ignore[union-attr]
+    cache = Path(os.environ.get("CORRAL_CACHE") or Path.home() / ".cache" / "corral")
+    found = sorted((cache / f"prometheus-operator-v{version}" / "crds").glob("*.yaml"))
+    assert len(found) == 3, "the Prometheus Operator's CRDs are missing: run `make monitoring-crds`"
+    return found
+
+
+def test_there_are_ci_values_files_for_the_optional_parts() -> None:
+    assert len(CI_VALUES) >= 3, CI_VALUES
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=_values_id)
+def test_the_chart_lints_with_every_ci_values_file(values: Path | None) -> None:
+    result = _helm("lint", "--strict", str(CHART), *_values_args(values))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=_values_id)
+def test_every_ci_values_file_renders_objects_the_api_server_accepts(
+    cluster: Cluster, namespace: str, values: Path | None
+) -> None:
+    install_crds(cluster)
+    for crd in monitoring_crds():
+        cluster.kubectl("apply", "--server-side", "-f", str(crd))
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s",
+        *[f"-f={crd}" for crd in monitoring_crds()],
+    )  # fmt: skip
+    result = _helm(
+        "template", "ci", str(CHART), "--namespace", namespace, "--include-crds",
+        "--set", "database.url=postgresql://corral:pw@db:5432/corral", *_values_args(values),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    docs = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    stream = "\n---\n".join(json.dumps(doc) for doc in docs)
+    applied = cluster.kubectl(
+        "apply", "--dry-run=server", "--server-side", "--field-manager=helm", "-f", "-",
+        input=stream, check=False,
+    )  # fmt: skip
+    assert applied.returncode == 0, applied.stderr
+    # One line per object: every rendered object went through the server.
+    assert len(applied.stdout.strip().splitlines()) == len(docs), applied.stdout
+
+
+def test_the_operator_disruption_budget_is_off_by_default_and_takes_one_bound() -> None:
+    assert not [d for d in _render("t", "corral") if d["kind"] == "PodDisruptionBudget"]
+    (pdb,) = [
+        d
+        for d in _render("t", "corral", "podDisruptionBudget.enabled=true")
+        if d["kind"] == "PodDisruptionBudget"
+    ]
+    assert pdb["spec"]["maxUnavailable"] == 1
+    (deployment,) = [d for d in _render("t", "corral") if d["kind"] == "Deployment"]
+    assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    both = _helm(
+        "template", "t", str(CHART), "--set", "podDisruptionBudget.enabled=true",
+        "--set", "podDisruptionBudget.minAvailable=1", "--set", "podDisruptionBudget.maxUnavailable=1",
+    )  # fmt: skip
+    assert both.returncode != 0
+    assert "set minAvailable or maxUnavailable, not both" in both.stderr
 
 
 def test_a_mistyped_value_is_rejected_by_name() -> None:
