@@ -286,3 +286,33 @@ def test_deleting_a_pool_revokes_its_token_and_removes_what_it_owns(
         ),
         "the garbage collector to remove the Deployment and Secret",
     )
+
+
+def _table(cluster: Cluster, *args: str) -> list[dict[str, str]]:
+    """A `kubectl get` table as one {COLUMN: cell} per row."""
+    lines = cluster.kubectl("get", *args).stdout.splitlines()
+    header = lines[0].split()
+    return [dict(zip(header, line.split(), strict=True)) for line in lines[1:]]
+
+
+def test_kubectl_get_workerpools_shows_queues_comma_separated_under_its_short_name(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, default_region: str
+) -> None:
+    _apply(cluster, namespace, pool_manifest("mail", ["default", "email"], 1, 3, paused=True))
+    eventually(lambda: _status(cluster, namespace, "mail").get("queuesText"), "the pool's status")
+    (row,) = _table(cluster, "workerpools", "-n", namespace)
+    assert list(row) == ["NAME", "REGION", "QUEUES", "READY", "DESIRED", "DEPTH", "PHASE", "AGE"]
+    assert row["NAME"] == "mail"
+    assert row["QUEUES"] == "default,email", operator.log()
+    assert (row["REGION"], row["READY"], row["DESIRED"], row["DEPTH"], row["PHASE"]) == (
+        default_region, "0/0", "0", "0", "Paused",
+    )  # fmt: skip
+    (wide,) = _table(cluster, "wp", "-n", namespace, "-o", "wide")
+    assert {k: wide[k] for k in row if k != "AGE"} == {k: row[k] for k in row if k != "AGE"}
+    assert (wide["CONCURRENCY"], wide["MIN"], wide["MAX"], wide["AUTOSCALING"]) == (
+        "10", "1", "3", "false",
+    )  # fmt: skip
+    # The `corral` category: one command lists every corral object.
+    listed = cluster.kubectl("get", "corral", "-n", namespace, "-o", "name").stdout.split()
+    assert "workerpool.corral.dev/mail" in listed
+    assert f"region.corral.dev/{default_region}" in listed

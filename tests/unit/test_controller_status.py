@@ -69,6 +69,12 @@ def test_all_workers_ready_is_ready_with_figures_from_the_deployment_and_queue()
     assert _condition(status, "Progressing")[:2] == ("False", "Stable")
 
 
+def test_the_queues_column_reads_the_queue_names_joined_by_commas() -> None:
+    status = _status(make_pool(queues=["default", "email"]))
+    assert status.queues_text == "default,email"
+    assert status.to_kube()["queuesText"] == "default,email"
+
+
 def test_a_new_pool_with_no_ready_worker_is_pending() -> None:
     status = _status(deployment=None)
     assert status.phase == "Pending"

@@ -126,6 +126,10 @@ def test_workerpool_columns_and_names_match_what_kubectl_users_are_told() -> Non
     wide = [c["name"] for c in version["additionalPrinterColumns"] if c.get("priority") == 1]
     assert {"Concurrency", "Workers", "Running", "Min", "Max"} <= set(wide)
     assert crd["spec"]["names"]["shortNames"] == ["wp"]
+    assert crd["spec"]["names"]["categories"] == ["corral"]  # kubectl get corral
+    (queues,) = [c for c in version["additionalPrinterColumns"] if c["name"] == "Queues"]
+    # Not .spec.queues: a printer column shows a list as a JSON array.
+    assert queues["jsonPath"] == ".status.queuesText"
     assert crd["spec"]["scope"] == "Namespaced"
     assert version["subresources"]["status"] == {}
 

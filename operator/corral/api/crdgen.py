@@ -210,7 +210,9 @@ WORKERPOOL = Definition(
     root_rules=v1alpha1.NAME_RULES,
     columns=(
         Column("Region", "string", ".status.region", "Region the pool runs in."),
-        Column("Queues", "string", ".spec.queues", "Queues the workers claim jobs from."),
+        # A printer column's JSONPath cannot join a list (`.spec.queues` prints
+        # ["default","email"]), so the operator writes the joined names to status.
+        Column("Queues", "string", ".status.queuesText", "Queues the workers claim jobs from."),
         Column("Ready", "string", ".status.ready", "Ready worker pods / desired worker pods."),
         Column("Desired", "integer", ".status.desiredReplicas", "Worker pods the operator wants."),
         Column("Depth", "integer", ".status.queueDepth", "Jobs waiting in the pool's queues."),

@@ -430,6 +430,11 @@ class WorkerPoolStatus(KubeModel):
     ready: str | None = Field(
         default=None, max_length=32, description="readyReplicas/desiredReplicas, e.g. 3/5."
     )
+    queues_text: str | None = Field(
+        default=None,
+        max_length=2048,  # 32 names of at most 63 characters, and the commas
+        description="spec.queues joined by commas (default,email), for the QUEUES column of kubectl get.",
+    )
     queue_depth: int | None = Field(
         default=None, ge=0, description="Jobs waiting in the pool's queues for its region."
     )

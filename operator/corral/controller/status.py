@@ -276,6 +276,7 @@ def workerpool_status(
         ready_replicas=ready,
         desired_replicas=desired_replicas,
         ready=f"{ready}/{desired_replicas}",
+        queues_text=",".join(pool.spec.queues),
         queue_depth=queue.depth if queue else previous.queue_depth,
         running_jobs=queue.running if queue else previous.running_jobs,
         workers=queue.workers if queue else previous.workers,
