@@ -179,6 +179,9 @@ def _enqueue_with_the_cli(database_url: str, kind: str, queue: str) -> int:
     return int(result.stdout.strip())  # it prints the job's id
 
 
+# Five steps, each waiting for pods; the first test of a session also builds
+# the pods' host image (a pip install) and starts the node agent.
+@pytest.mark.timeout(1800)
 def test_install_upgrade_uninstall_and_install_again_keep_the_pools_working(
     cluster: Cluster, namespace: str, release: Release, pod_database_url: str, region: str
 ) -> None:

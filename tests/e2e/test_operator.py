@@ -310,7 +310,7 @@ def test_kubectl_get_workerpools_shows_queues_comma_separated_under_its_short_na
     (wide,) = _table(cluster, "wp", "-n", namespace, "-o", "wide")
     assert {k: wide[k] for k in row if k != "AGE"} == {k: row[k] for k in row if k != "AGE"}
     assert (wide["CONCURRENCY"], wide["MIN"], wide["MAX"], wide["AUTOSCALING"]) == (
-        "10", "1", "3", "false",
+        "10", "1", "3", "true",  # the defaults: autoscaling is on unless turned off
     )  # fmt: skip
     # The `corral` category: one command lists every corral object.
     listed = cluster.kubectl("get", "corral", "-n", namespace, "-o", "name").stdout.split()
