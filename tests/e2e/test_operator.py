@@ -42,9 +42,15 @@ def operator(
     )  # fmt: skip
     yield process
     # Pools carry the operator's finalizer: delete them while it still runs,
-    # or the namespace would wait for an operator that is gone.
-    cluster.kubectl("delete", "workerpools", "--all", "-n", namespace, "--timeout=60s", check=False)
-    process.stop()
+    # or the namespace would wait for an operator that is gone. The operator
+    # stops even when that delete times out (it did on a loaded machine, and
+    # left the process running after the session).
+    try:
+        cluster.kubectl(
+            "delete", "workerpools", "--all", "-n", namespace, "--timeout=60s", check=False
+        )
+    finally:
+        process.stop()
 
 
 def _apply(cluster: Cluster, namespace: str, body: dict[str, Any]) -> None:
