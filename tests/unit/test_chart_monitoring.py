@@ -85,7 +85,9 @@ def test_the_alerts_in_the_doc_are_the_alerts_in_the_chart() -> None:
 
 
 def test_a_worker_rendered_in_process_matches_the_doc() -> None:
-    metrics = WorkerMetrics(lambda: {"in_flight": 1, "concurrency": 4, "draining": 0, "ready": 1})
+    # The gauges `corral worker` exports (WorkerRuntime._gauges).
+    gauges = {"in_flight": 1, "concurrency": 4, "draining": 0, "ready": 1, "stuck_handlers": 0}
+    metrics = WorkerMetrics(lambda: dict(gauges))
     metrics.count("emails", "completed")
     metrics.observe_duration("emails", 0.2)
     metrics.observe_latency("emails", 0.01)
