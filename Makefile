@@ -197,8 +197,11 @@ kind-load: ## Load the images `make images` built into the kind cluster
 	$(call need-kind,kind-load)
 	$(KIND) load docker-image --name $(KIND_CLUSTER) $(WORKER_IMAGE) $(OPERATOR_IMAGE)
 
+# The operator's URL and the workers' (a worker role, never the operator's own)
+# come from the Secrets of examples/kind/postgres.yaml; migrate.yaml creates
+# the worker role. The example pool lives in `default`: Secrets and pods there.
 .PHONY: deploy
-deploy: ## Install corral on the kind cluster: a throwaway PostgreSQL (NOT for production), its tables, the chart with the local images
+deploy: ## Install corral on the kind cluster: a throwaway PostgreSQL (NOT for production), its tables and worker role, the chart with the local images
 	$(call need-kind-cluster,deploy)
 	@set -e; export KUBECONFIG=$(KIND_KUBECONFIG); \
 	$(KUBECTL) apply -f examples/kind/postgres.yaml; \
@@ -210,6 +213,8 @@ deploy: ## Install corral on the kind cluster: a throwaway PostgreSQL (NOT for p
 	  --set image.repository=$(IMAGE_REGISTRY)/corral-operator --set image.tag=$(IMAGE_TAG) \
 	  --set workerImage.repository=$(IMAGE_REGISTRY)/corral-worker --set workerImage.tag=$(IMAGE_TAG) \
 	  --set database.secretName=postgres-throwaway --set database.secretKey=url \
+	  --set workerDatabase.secretName=corral-worker-database --set workerDatabase.secretKey=url \
+	  --set 'rbac.poolNamespaces={default}' \
 	  --wait --timeout 5m
 	@echo "next: KUBECONFIG=$(KIND_KUBECONFIG) kubectl apply -f examples/workerpool.yaml && make kind-test-e2e"
 

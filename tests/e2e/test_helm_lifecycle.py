@@ -12,6 +12,7 @@ the test's own default Region, so nothing else in the session is touched.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -26,9 +27,10 @@ import yaml
 
 import corral
 from corral.queue import JobSpec, JobState, WorkerState
+from corral.workerenv import SECRET_DATABASE_URL_KEY
 from corral_local.localcluster import Cluster, default_bin_dir
 from tests.e2e import _pools
-from tests.e2e._corral import eventually
+from tests.e2e._corral import as_worker_url, eventually
 from tests.e2e._nodes import NodeAgentHandle
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,12 +46,22 @@ class Release:
     """One Helm release of charts/corral in the test's namespace."""
 
     def __init__(
-        self, cluster: Cluster, namespace: str, database_url: str, region: str, log: Path
+        self,
+        cluster: Cluster,
+        namespace: str,
+        database_url: str,
+        worker_database_url: str,
+        region: str,
+        log: Path,
     ) -> None:
         self.cluster, self.namespace, self.log = cluster, namespace, log
         self.name = f"corral-{uuid.uuid4().hex[:6]}"
+        self.worker_database_url = worker_database_url
         self.values = [
             f"database.url={database_url}",
+            # The workers' URL: a worker role, never the operator's own (a
+            # pool without one is Degraded). The chart keeps it in a Secret.
+            f"workerDatabase.url={worker_database_url}",
             f"watch.namespaces={{{namespace}}}",
             f"defaultRegion.name={region}",
         ]
@@ -115,7 +127,10 @@ def release(
     region: str,
     tmp_path: Path,
 ) -> Iterator[Release]:
-    found = Release(cluster, namespace, pod_database_url, region, tmp_path / "helm.log")
+    found = Release(
+        cluster, namespace, pod_database_url, as_worker_url(pod_database_url), region,
+        tmp_path / "helm.log",
+    )  # fmt: skip
     yield found
     # Pools carry the operator's finalizer: delete them while an operator runs
     # (install it again if the test ended uninstalled), then uninstall.
@@ -197,6 +212,11 @@ def test_install_upgrade_uninstall_and_install_again_keep_the_pools_working(
     name = pool["metadata"]["name"]
     _pools.apply(cluster, pool)
     (worker_uid,) = _ready_workers(cluster, namespace, name, 1)
+    # Its workers got the worker role's URL through the chart, not the operator's.
+    enrollment = _pools.get(cluster, "secret", f"{name}-enrollment", "-n", namespace)
+    assert enrollment is not None
+    handed = base64.b64decode(enrollment["data"][SECRET_DATABASE_URL_KEY]).decode()
+    assert handed == release.worker_database_url != pod_database_url
     cli_job = _enqueue_with_the_cli(pod_database_url, "noop", "email")
     _run_jobs(pod_database_url, [JobSpec("noop", {"n": n}, queue="default") for n in range(10)])
     assert _pools.jobs(pod_database_url, [cli_job])[0].state is JobState.COMPLETED

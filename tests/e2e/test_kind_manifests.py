@@ -2,7 +2,8 @@
 a real API server without running them (their images need a container
 runtime): the server accepts every object, their pods pass the restricted Pod
 Security Standard, and the throwaway database is marked as such and wired to
-what the chart reads."""
+what the chart reads: the operator's URL, and the workers' URL of the worker
+role the migrate Job creates."""
 
 from __future__ import annotations
 
@@ -48,12 +49,31 @@ def test_the_throwaway_database_says_so_and_lives_in_a_restricted_namespace() ->
     assert "NOT FOR PRODUCTION" in text
     (ns,) = [d for d in _docs("postgres.yaml") if d["kind"] == "Namespace"]
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
-    (secret,) = [d for d in _docs("postgres.yaml") if d["kind"] == "Secret"]
+    secrets = {d["metadata"]["name"]: d for d in _docs("postgres.yaml") if d["kind"] == "Secret"}
     # What `make deploy` hands the chart: database.secretName/secretKey.
-    assert secret["metadata"]["name"] == "postgres-throwaway"
-    url = secret["stringData"]["url"]
+    url = secrets["postgres-throwaway"]["stringData"]["url"]
     assert url.startswith("postgresql://corral:")
     assert "@postgres-throwaway.corral-system.svc.cluster.local:5432/corral" in url
+    # And workerDatabase.secretName/secretKey: a worker role, never the
+    # operator's URL, whose name and password the migrate Job uses.
+    worker = secrets["corral-worker-database"]["stringData"]
+    assert worker["url"] != url
+    assert worker["url"] == (
+        f"postgresql://{worker['role']}:{worker['password']}"
+        "@postgres-throwaway.corral-system.svc.cluster.local:5432/corral"
+    )
+
+
+def test_the_migrate_job_creates_the_worker_role_of_the_workers_secret() -> None:
+    (job,) = _docs("migrate.yaml")
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    script = " ".join(container["args"])
+    assert "corral db migrate &&" in script
+    assert 'corral db create-worker-role "$CORRAL_WORKER_ROLE" --password-stdin' in script
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+    assert refs["CORRAL_DATABASE_URL"] == {"name": "postgres-throwaway", "key": "url"}
+    assert refs["CORRAL_WORKER_ROLE"] == {"name": "corral-worker-database", "key": "role"}
+    assert refs["CORRAL_WORKER_PASSWORD"] == {"name": "corral-worker-database", "key": "password"}
 
 
 @pytest.mark.parametrize("manifest", ["postgres.yaml", "migrate.yaml"])

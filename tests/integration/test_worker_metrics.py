@@ -18,9 +18,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def worker(database_url: str, tmp_path: Path) -> Iterator[WorkerProcess]:
+def worker(database_url: str, worker_database_url: str, tmp_path: Path) -> Iterator[WorkerProcess]:
+    # As in a pool: the worker connects as the worker role, never as the admin.
     process = WorkerProcess(
-        database_url, tmp_path / "w", name="scraped", token=mint_token(database_url),
+        worker_database_url, tmp_path / "w", name="scraped", token=mint_token(database_url),
         queues="reports",
     )  # fmt: skip
     try:

@@ -5,10 +5,12 @@ targets themselves need Docker and kind, which this machine lacks; README
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 MISSING = "corral-test-no-such-command"
@@ -56,3 +58,29 @@ def test_deploy_without_helm_says_how_to_get_it(tmp_path: Path) -> None:
     assert f"{MISSING} not found: install kubectl and helm, or run 'make cluster-bins'" in (
         result.stderr
     )
+
+
+def test_deploy_gives_the_chart_the_worker_roles_url_and_the_example_pools_namespace(
+    tmp_path: Path,
+) -> None:
+    # `make -n` prints the recipe without running it.
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+    result = _make("-n", "deploy", f"KIND_KUBECONFIG={kubeconfig}", "KUBECTL=true", "HELM=helm")
+    assert result.returncode == 0, result.stderr
+    sets = dict(s.strip("'").split("=", 1) for s in re.findall(r"--set (\S+)", result.stdout))
+    kind = ROOT / "examples" / "kind"
+    secrets = {
+        d["metadata"]["name"]: d["stringData"]
+        for d in yaml.safe_load_all((kind / "postgres.yaml").read_text())
+        if d and d["kind"] == "Secret"
+    }
+    operator = secrets[sets["database.secretName"]][sets["database.secretKey"]]
+    workers = secrets[sets["workerDatabase.secretName"]]
+    # A worker role's URL (migrate.yaml creates the role), never the operator's.
+    assert workers[sets["workerDatabase.secretKey"]] != operator
+    assert workers[sets["workerDatabase.secretKey"]].startswith(f"postgresql://{workers['role']}:")
+    assert sets["workerDatabase.secretName"] in (kind / "migrate.yaml").read_text()
+    # The chart grants Secrets and pods only where pools live: the example's.
+    pool = yaml.safe_load((ROOT / "examples" / "workerpool.yaml").read_text())
+    assert pool["metadata"]["namespace"] in sets["rbac.poolNamespaces"].strip("{}").split(",")
