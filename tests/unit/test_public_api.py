@@ -11,6 +11,7 @@ import pytest
 
 import corral
 from corral.queue import AsyncQueue, Queue
+from corral.queue.errors import log_notice
 from corral.worker import handlers
 
 
@@ -79,3 +80,25 @@ def test_a_decorated_handler_stays_callable_and_registers_the_function_itself() 
         registry.register("unit-echo", echo)
     finally:
         handlers.registry = original
+
+
+class _Connection:
+    """What Queue and AsyncQueue use of a psycopg connection when built."""
+
+    def __init__(self) -> None:
+        self.handlers: list[object] = []
+
+    def add_notice_handler(self, callback: object) -> None:
+        self.handlers.append(callback)
+
+    def remove_notice_handler(self, callback: object) -> None:
+        self.handlers.remove(callback)
+
+
+def test_wrapping_the_callers_connection_again_and_again_logs_its_notices_once() -> None:
+    # handler.defer(conn, ...) builds a Queue on the caller's connection per call.
+    conn = _Connection()
+    for _ in range(3):
+        Queue(conn)  # type: ignore[arg-type]
+        AsyncQueue(conn)  # type: ignore[arg-type]
+    assert conn.handlers == [log_notice]

@@ -39,7 +39,7 @@ from corral.queue._params import (
     NOTIFY_CHANNEL,
     hash_secret,
 )
-from corral.queue.errors import log_notice, translated
+from corral.queue.errors import log_notices, translated
 
 # The constants were always importable from here; the package re-exports them.
 __all__ = [
@@ -78,7 +78,7 @@ class Queue:
                 "open one from a URL with corral.connect(url) (or Queue.connect(url))"
             )
         self.conn = conn
-        conn.add_notice_handler(log_notice)
+        log_notices(conn)
 
     @classmethod
     def connect(cls, dsn: str) -> Self:

@@ -21,7 +21,7 @@ from corral.queue import _operations as op
 from corral.queue import _sql
 from corral.queue._connect import aconnect
 from corral.queue._params import NOTIFY_CHANNEL
-from corral.queue.errors import log_notice, translated
+from corral.queue.errors import log_notices, translated
 
 __all__ = ["AsyncQueue"]
 
@@ -59,7 +59,7 @@ class AsyncQueue:
                 "(or AsyncQueue.connect(url))"
             )
         self.conn = conn
-        conn.add_notice_handler(log_notice)
+        log_notices(conn)
 
     @classmethod
     async def connect(cls, dsn: str) -> Self:

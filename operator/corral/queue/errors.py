@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from typing import Any
 
 import psycopg
 from psycopg import OperationalError
@@ -72,6 +73,15 @@ def log_notice(diag: psycopg.errors.Diagnostic) -> None:
     worker's enrollment returns nothing and says why in a WARNING)."""
     if diag.severity_nonlocalized in ("WARNING", "NOTICE"):
         _log.warning("postgres: %s", diag.message_primary)
+
+
+def log_notices(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
+    """Route `conn`'s notices to `log_notice`, once however often it is called:
+    `handler.defer(conn, ...)` wraps the caller's own connection in a new Queue
+    on every call, and each would otherwise add the handler again."""
+    with suppress(ValueError):
+        conn.remove_notice_handler(log_notice)
+    conn.add_notice_handler(log_notice)
 
 
 @contextmanager
