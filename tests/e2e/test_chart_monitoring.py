@@ -1,8 +1,8 @@
 """The chart's observability kit as helm renders it: off by default; when on,
 a ServiceMonitor and a PodMonitor that scrape what the operator and the worker
 pods serve, a dashboard ConfigMap holding the dashboard file, and a
-PrometheusRule whose rules promtool (built from the Go module proxy by
-`make promtool`) accepts and whose alerts fire on their scenarios
+PrometheusRule whose rules promtool (from Debian's `prometheus` package,
+fetched by `make promtool`) accepts and whose alerts fire on their scenarios
 (tests/e2e/prometheus/alerts.test.yaml) and stay quiet otherwise.
 
 Needs helm and promtool, no cluster: the Prometheus Operator's CRDs are not
@@ -49,12 +49,13 @@ def _one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
 
 
 def promtool() -> Path:
-    """$CORRAL_CACHE/promtool-v<PROMTOOL_VERSION>/bin/promtool, as `make promtool` builds it."""
-    version = os.environ.get("PROMTOOL_VERSION") or re.search(
-        r"^PROMTOOL_VERSION \?= (\S+)$", (ROOT / "Makefile").read_text(), re.MULTILINE
+    """$CORRAL_CACHE/promtool-deb-<PROMTOOL_DEB_VERSION>/bin/promtool, as `make promtool`
+    unpacks it from Debian's `prometheus` package."""
+    version = os.environ.get("PROMTOOL_DEB_VERSION") or re.search(
+        r"^PROMTOOL_DEB_VERSION \?= (\S+)$", (ROOT / "Makefile").read_text(), re.MULTILINE
     ).group(1)  # type: ignore[union-attr]
     cache = Path(os.environ.get("CORRAL_CACHE") or Path.home() / ".cache" / "corral")
-    path = cache / f"promtool-v{version}" / "bin" / "promtool"
+    path = cache / f"promtool-deb-{version}" / "bin" / "promtool"
     assert path.exists(), f"{path} is missing: run `make promtool`"
     return path
 

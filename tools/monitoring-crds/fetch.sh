@@ -5,7 +5,7 @@
 #
 # They ship inside the Go module github.com/prometheus-operator/prometheus-operator
 # (example/prometheus-operator-crd/), so `go mod download` fetches them from the
-# same proxy as the Kubernetes and promtool builds, checked against sum.golang.org;
+# same proxy as the Kubernetes build, checked against sum.golang.org;
 # nothing else is downloaded. Called by `make monitoring-crds` (and test-e2e).
 #
 # Produces $CORRAL_CACHE/prometheus-operator-v$PROMETHEUS_OPERATOR_VERSION/crds/*.yaml.
