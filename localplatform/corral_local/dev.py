@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]  # localplatform/corral_local/dev.py -> repo
 NODES = [
     "dev-eu-1:region=eu,zone=eu-a",
     "dev-eu-2:region=eu,zone=eu-b",
@@ -203,8 +203,7 @@ def _install_corral(
     installed: list[str] = []
     crds = sorted((REPO / "crds").glob("*.yaml"))
     if not crds:
-        _say("no crds/*.yaml yet: the platform runs alone")
-        return installed
+        raise SystemExit(f"make dev: no CRDs under {REPO / 'crds'}: is {REPO} the corral checkout?")
     for crd in crds:
         kubectl("apply", "-f", str(crd))
     for crd in crds:
@@ -216,7 +215,9 @@ def _install_corral(
 
         helm = default_bin_dir() / "helm"
     chart = REPO / "charts" / "corral"
-    if _corral_has("operator") and helm.exists() and chart.exists():
+    if not helm.exists() or not chart.exists():
+        raise SystemExit(f"make dev: needs {helm} (make cluster-bins) and the chart {chart}")
+    if _corral_has("operator"):
         subprocess.run(
             [
                 str(helm),
