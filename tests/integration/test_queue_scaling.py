@@ -9,11 +9,13 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 
 from corral.queue import (
     InterruptionReason,
     JobSpec,
+    JobStateError,
     Queue,
     WorkerState,
 )
@@ -105,6 +107,44 @@ def test_a_worker_draining_itself_takes_over_the_scalers_drain_so_it_cannot_be_c
         assert queue.drain_self(worker.worker_id, worker.credential) is WorkerState.DRAINING
         assert queue.scaler_undrain([worker.worker_id]) == []
         assert queue.get_worker(worker.worker_id).drain_requested_by == "self"
+
+
+def test_a_drained_report_racing_the_scalers_undrain_leaves_the_worker_active(
+    database_url: str,
+) -> None:
+    # The worker reports `drained` while the operator cancels the drain; the
+    # report must not land on the row the cancellation just made active (the
+    # worker would then stay drained, and the scaler could no longer undo it).
+    with Queue.connect(database_url) as queue:
+        worker = enroll(queue, pool="ns/a")
+        assert queue.scaler_drain([worker.worker_id]) == [worker.worker_id]
+        queue.mark_drained(worker.worker_id, worker.credential)
+        reported: list[object] = []
+
+        def report_drained() -> None:
+            try:
+                reported.append(queue.mark_drained(worker.worker_id, worker.credential))
+            except JobStateError as exc:
+                reported.append(str(exc))
+
+        with psycopg.connect(database_url) as scaler:
+            with scaler.transaction():
+                assert Queue(scaler).scaler_undrain([worker.worker_id]) == [worker.worker_id]
+                report = threading.Thread(target=report_drained)
+                report.start()
+                # The report waits for the cancellation's row lock.
+                deadline = time.monotonic() + 10
+                while not run_sql(
+                    database_url,
+                    "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND query LIKE '%%mark_drained%%'",
+                ):
+                    assert time.monotonic() < deadline, "the report never waited for the lock"
+                    time.sleep(0.02)
+            report.join(10)
+        assert reported == [f"worker {worker.worker_id} is active, not draining"]
+        row = queue.get_worker(worker.worker_id)
+        assert (row.state, row.drain_requested_by) == (WorkerState.ACTIVE, None)
 
 
 def test_a_job_handed_back_at_shutdown_is_recorded_as_interrupted(database_url: str) -> None:

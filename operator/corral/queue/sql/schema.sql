@@ -1260,7 +1260,8 @@ $$;
 
 -- The worker reports it holds nothing after a drain: a draining row becomes
 -- drained. Returns the row's state afterwards (anything but drained: it was
--- not draining).
+-- not draining). The update asks again that the row be draining: a drain the
+-- scaler cancels meanwhile (its row lock waited for) stays cancelled.
 CREATE FUNCTION corral_mark_drained_v1(p_worker_id bigint, p_credential text) RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -1273,8 +1274,11 @@ BEGIN
     IF v_state IN ('draining', 'drained') THEN
         UPDATE corral_workers w
            SET state = 'drained', drained_at = now(), in_flight = 0
-         WHERE w.id = p_worker_id
+         WHERE w.id = p_worker_id AND w.state IN ('draining', 'drained')
         RETURNING w.state INTO v_state;
+        IF NOT FOUND THEN
+            SELECT w.state INTO v_state FROM corral_workers w WHERE w.id = p_worker_id;
+        END IF;
     END IF;
     RETURN v_state;
 END
