@@ -21,6 +21,7 @@ seconds per edit instead of a full install.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -201,8 +202,13 @@ def ensure_image(
     root = root or default_root()
     base = _base_python()
     target = root / f"corral-{_digest(tree, base)}"
-    if (target / ".complete").exists():
+    if _runnable(target):
         return target
+    if (target / ".complete").exists():
+        # Its dependency layer is gone (pruned by a build for another pin set,
+        # or removed by hand): every pod would die on its first import.
+        say(f"host image {target.name} lost its dependency layer; building it again")
+        shutil.rmtree(target, ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
     os.chmod(root, 0o755)
     deps = _ensure_deps(tree, root, base, say)
@@ -240,12 +246,39 @@ def ensure_image(
     return target
 
 
+def _deps_of(image: Path) -> Path | None:
+    """The dependency layer `image`'s `.pth` file puts on its path, if any."""
+    for pth in (image / "lib").glob("python3.*/site-packages/_corral_deps.pth"):
+        with contextlib.suppress(OSError):
+            # <deps>/lib/python3.X/site-packages
+            return Path(pth.read_text().strip()).parents[2]
+    return None
+
+
+def _runnable(image: Path) -> bool:
+    """A finished image whose dependency layer is still there."""
+    if not (image / ".complete").exists():
+        return False
+    deps = _deps_of(image)
+    return deps is not None and (deps / ".complete").exists()
+
+
 def _prune(root: Path, keep: Path, deps: Path) -> None:
-    for prefix, kept, count in (("corral-", keep, _KEEP), ("deps-", deps, 2)):
-        layers = sorted(
+    """Keep the newest images, and every dependency layer one of them uses
+    (plus the newest other one): an image kept without its layer would be
+    reused by the next node agent and its pods would fail to import."""
+
+    def others(prefix: str, kept: Path) -> list[Path]:
+        return sorted(
             (p for p in root.glob(f"{prefix}*") if p.is_dir() and p != kept),
             key=lambda p: p.stat().st_mtime,
             reverse=True,
         )
-        for old in layers[count - 1 :]:
-            shutil.rmtree(old, ignore_errors=True)
+
+    images = others("corral-", keep)
+    for old in images[_KEEP - 1 :]:
+        shutil.rmtree(old, ignore_errors=True)
+    in_use = {_deps_of(image) for image in [keep, *images[: _KEEP - 1]]}
+    for index, layer in enumerate(others("deps-", deps)):
+        if index >= 1 and layer not in in_use:
+            shutil.rmtree(layer, ignore_errors=True)

@@ -4,6 +4,7 @@ can reach count as runnable by a pod's non-root user."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from corral_local import hostimage
@@ -64,3 +65,47 @@ def test_a_source_change_keeps_the_dependency_layer_and_a_pin_change_replaces_it
     assert hostimage._deps_digest(tree, "/usr/bin/python3") == deps
     (tree / "constraints.txt").write_text("kopf==9.9\n")
     assert hostimage._deps_digest(tree, "/usr/bin/python3") != deps
+
+
+def _layer(root: Path, name: str, age_s: float) -> Path:
+    layer = root / name
+    (layer / "lib" / "python3.11" / "site-packages").mkdir(parents=True)
+    (layer / ".complete").write_text(f"{name}\n")
+    stamp = 1_000_000_000 - age_s
+    os.utime(layer, (stamp, stamp))
+    return layer
+
+
+def _image(root: Path, name: str, deps: Path, age_s: float) -> Path:
+    image = _layer(root, name, age_s)
+    site = image / "lib" / "python3.11" / "site-packages"
+    (site / "_corral_deps.pth").write_text(f"{deps / 'lib' / 'python3.11' / 'site-packages'}\n")
+    os.utime(image, (1_000_000_000 - age_s,) * 2)
+    return image
+
+
+def test_an_image_whose_dependency_layer_is_gone_is_not_reused(tmp_path: Path) -> None:
+    deps = _layer(tmp_path, "deps-a", 10)
+    image = _image(tmp_path, "corral-a", deps, 5)
+    assert hostimage._runnable(image)
+    shutil.rmtree(deps)
+    assert not hostimage._runnable(image)
+
+
+def test_pruning_keeps_every_dependency_layer_a_kept_image_uses(tmp_path: Path) -> None:
+    # Images for three pin sets (three branches), newest first: building a
+    # fourth must not take a layer from under an image it keeps.
+    old_deps = _layer(tmp_path, "deps-old", 400)
+    mid_deps = _layer(tmp_path, "deps-mid", 300)
+    orphan = _layer(tmp_path, "deps-orphan", 350)
+    new_deps = _layer(tmp_path, "deps-new", 10)
+    kept_old = _image(tmp_path, "corral-1", old_deps, 50)
+    kept_mid = _image(tmp_path, "corral-2", mid_deps, 60)
+    dropped = _image(tmp_path, "corral-3", orphan, 70)
+    current = _image(tmp_path, "corral-4", new_deps, 0)
+    hostimage._prune(tmp_path, keep=current, deps=new_deps)
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "corral-1", "corral-2", "corral-4", "deps-old", "deps-mid", "deps-new",
+    }  # fmt: skip
+    assert all(hostimage._runnable(i) for i in (kept_old, kept_mid, current))
+    assert not dropped.exists() and not orphan.exists()
