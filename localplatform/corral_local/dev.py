@@ -92,6 +92,7 @@ def _stop_process(proc: subprocess.Popen[bytes], grace_s: float) -> None:
 
 
 def up() -> int:
+    from corral_local import hostimage
     from corral_local.localcluster import ClusterError, LocalCluster
     from corral_local.postgres import PostgresServer
 
@@ -129,9 +130,14 @@ def up() -> int:
         argv += ["--state-dir", str(agent_dir), "--ready-file", str(ready)]
         for node in NODES:
             argv += ["--node", node]
+        env = dict(os.environ)
+        if os.geteuid() == 0 and hostimage.source_tree() is not None:
+            # Built here, with progress, rather than inside the agent's start-up
+            # wait: a fresh machine installs the dependency layer first (minutes).
+            env["CORRAL_IMAGE_PYTHON"] = str(hostimage.ensure_image(say=_say) / "bin" / "python")
         with open(state / "nodeagent.log", "ab") as log:
             agent = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
             )
         stack.push("node agent", lambda: _stop_process(agent, 30))
         deadline = time.monotonic() + 60
