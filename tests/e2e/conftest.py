@@ -22,11 +22,13 @@ or the cluster cannot start, every test fails with the reason.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import subprocess
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -89,6 +91,46 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if LOCAL_PLATFORM_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.local_platform)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test's report carries what its namespace's pods said: each
+    container's state and the last lines of its log (of the run before, when it
+    restarted). A crash-looping worker then shows its error in CI's output."""
+    report = yield
+    funcargs = getattr(item, "funcargs", {})
+    if call.when != "call" or not report.failed or "namespace" not in funcargs:
+        return report
+    with contextlib.suppress(Exception):
+        report.sections.append(
+            (
+                "pods of the test's namespace",
+                _pods_report(funcargs["cluster"], funcargs["namespace"]),
+            )
+        )
+    return report
+
+
+def _pods_report(cluster: Cluster, namespace: str, tail: int = 25) -> str:
+    listing = cluster.kubectl("get", "pods", "-n", namespace, "-o", "json", check=False)
+    if listing.returncode != 0:
+        return f"kubectl get pods failed: {listing.stderr.strip()}"
+    lines: list[str] = []
+    for pod in json.loads(listing.stdout).get("items", []):
+        name = pod["metadata"]["name"]
+        for status in pod.get("status", {}).get("containerStatuses", []):
+            state = next(iter(status.get("state") or {"unknown": {}}))
+            restarts = status.get("restartCount", 0)
+            lines.append(
+                f"--- pod {name}, container {status['name']}: {state}, {restarts} restarts"
+            )
+            args = ["logs", "-n", namespace, name, "-c", status["name"], f"--tail={tail}"]
+            log = cluster.kubectl(*args, *(["--previous"] if restarts else []), check=False)
+            lines += (log.stdout or log.stderr).rstrip().splitlines()
+    return "\n".join(lines) or "no pods"
 
 
 @pytest.fixture(scope="session")
