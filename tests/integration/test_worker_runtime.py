@@ -9,6 +9,7 @@ import datetime as dt
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -233,6 +234,22 @@ def test_a_removed_worker_stops_and_exits_saying_it_was_removed(
     workers.append(again)
     assert again.wait(30) == 3
     assert "was removed" in again.output()
+
+
+def test_a_port_already_taken_stops_the_worker_naming_the_setting_and_the_address(
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        w = WorkerProcess(
+            as_worker(database_url), tmp_path / "w1", name="w1", token=mint_token(database_url),
+            args=("--http-port", str(port)),
+        )  # fmt: skip
+        workers.append(w)
+        assert w.wait(30) == 1
+    assert f"--http-port / CORRAL_HTTP_PORT: cannot listen on 127.0.0.1:{port}" in w.output()
 
 
 def test_an_idle_worker_is_woken_by_notify_long_before_its_polling_interval(

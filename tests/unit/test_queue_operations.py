@@ -13,6 +13,7 @@ import pytest
 
 from corral.queue import DEFAULT_LEASE_S, client, client_async
 from corral.queue import _operations as op
+from corral.queue import _registry as reg
 from corral.queue.errors import JobStateError
 from corral.queue.records import Job, JobState
 
@@ -64,11 +65,12 @@ def test_each_fetch_kind_sends_back_what_the_operation_expects() -> None:
 
 def test_calls_that_must_land_together_are_marked_transactional() -> None:
     assert {f.__name__ for f in op.TRANSACTIONAL} == {"enroll", "resume"}
+    assert reg.enroll in op.TRANSACTIONAL
 
 
 def test_both_clients_expose_each_operation_under_its_own_name_and_docstring() -> None:
     for cls in (client.Queue, client_async.AsyncQueue):
         for name in ("claim", "enroll", "depth", "request_drain"):
             method = getattr(cls, name)
-            operation = getattr(op, name)
+            operation = getattr(reg if name in ("enroll", "request_drain") else op, name)
             assert method.__name__ == name and method.__doc__ == operation.__doc__

@@ -129,9 +129,11 @@ def test_migration_files_are_ordered_by_version_and_malformed_names_rejected() -
 
 
 def test_every_query_the_client_names_exists_in_queries_sql() -> None:
-    # Every statement the clients run is named in their one body, _operations.py.
-    client = Path(_sql.__file__).with_name("_operations.py").read_text()
-    used = set(re.findall(r'(?:Statement|_one)\(\s*"([a-z0-9_]+)"', client))
+    # Every statement the clients run is named in their one body: _operations.py
+    # and the two modules beside it (the workers registry, the operator's view).
+    here = Path(_sql.__file__).parent
+    body = "".join((here / f).read_text() for f in ("_operations.py", "_registry.py", "_fleet.py"))
+    used = set(re.findall(r'(?:Statement|_one)\(\s*"([a-z0-9_]+)"', body))
     assert used and used <= set(_sql._queries()), used - set(_sql._queries())
 
 

@@ -9,7 +9,8 @@ import time
 from corral.worker.completions import Flusher
 from corral.worker.config import WorkerSettings
 from corral.worker.heartbeat import Heartbeat
-from corral.worker.runtime import FLUSH_STALL_S, Worker
+from corral.worker.probes import FLUSH_STALL_S
+from corral.worker.runtime import Worker
 
 
 def _worker() -> Worker:
@@ -56,3 +57,20 @@ def test_a_heartbeat_silent_for_30_s_fails_healthz() -> None:
     _beat(worker, time.monotonic() - 31)
     healthy, why = worker.is_healthy()
     assert not healthy and why.startswith("no successful heartbeat for"), why
+
+
+def test_a_slow_heartbeat_interval_stretches_the_staleness_limit() -> None:
+    from corral.worker.probes import liveness
+
+    assert liveness(heartbeat_age_s=45, heartbeat_interval_s=5, flush_stalled_s=0) == (True, "ok")
+    healthy, why = liveness(heartbeat_age_s=51, heartbeat_interval_s=5, flush_stalled_s=0)
+    assert not healthy and why == "no successful heartbeat for 51s"
+
+
+def test_a_worker_is_ready_only_once_enrolled_and_while_active() -> None:
+    from corral.worker.drain import State
+    from corral.worker.probes import readiness
+
+    assert readiness(False, State.ACTIVE) == (False, "not enrolled yet")
+    assert readiness(True, State.DRAINING) == (False, "draining: not accepting jobs")
+    assert readiness(True, State.ACTIVE) == (True, "ready")

@@ -2,7 +2,7 @@
 statements to run and return the records.
 
 `Queue` (`corral.queue.client`) and `AsyncQueue` (`corral.queue.client_async`)
-turn each of these into a method of the same name, signature and docstring:
+turn each of these (and those of `_registry` and `_fleet`) into a method of the same name, signature and docstring:
 the sync client sends each yielded `Statement` through `conn.execute`, the
 async one through `await conn.execute`, and each sends the result back in.
 So the SQL (named blocks of `sql/queries.sql`), the parameters, the row
@@ -15,19 +15,13 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from corral.queue import _params as p
 from corral.queue import records as r
-from corral.queue.errors import (
-    JobNotFound,
-    JobStateError,
-    TokenNotFound,
-    WorkerNotFound,
-    WorkerRemoved,
-)
+from corral.queue.errors import JobNotFound, JobStateError
 
 T = TypeVar("T")
 
@@ -51,6 +45,19 @@ class Statement:
 
 # An operation yields Statements, is sent each one's result, returns a record.
 Operation = Generator[Statement, Any, T]
+
+
+# Calls whose statements land together or not at all (the client opens a
+# transaction for them): a pause, its clearing and the wake-up; enrollment
+# (one statement today) stays atomic by contract.
+TRANSACTIONAL: set[Callable[..., Any]] = set()
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def transactional(operation: F) -> F:
+    """Mark `operation` as one that lands whole or not at all."""
+    TRANSACTIONAL.add(operation)
+    return operation
 
 
 def result(stmt: Statement, rows: list[tuple[Any, ...]] | None, rowcount: int) -> Any:
@@ -293,6 +300,7 @@ def pause(queue: str | None = None, reason: str | None = None) -> Operation[r.Di
     return r.DispatchState(*(yield Statement("set_paused", params))[0])
 
 
+@transactional
 def resume(queue: str | None = None) -> Operation[r.DispatchState]:
     """Let claims from `queue` (None: every queue, clearing each pause) resume."""
     params = {"queue": queue or p.ALL_QUEUES, "paused": False, "reason": None}
@@ -344,135 +352,3 @@ def depth(
     params = {"queues": list(queues), "region": region or "", "cap": cap}
     pending, running = (yield Statement("depth", params, prepare=True))[0]
     return r.Depth(min(int(pending), cap), int(running), capped=pending >= cap or running >= cap)
-
-
-# -- enrollment tokens -----------------------------------------------------------
-
-
-def create_token(
-    region: str,
-    *,
-    pool: str | None = None,
-    ttl_s: float = 900,
-    uses: int = 1,
-    queues: Sequence[str] | None = None,
-) -> Operation[r.NewToken]:
-    """Mint an enrollment token; only its SHA-256 hash is stored. `queues`
-    (None: any) are the only queues a worker enrolled with it may serve."""
-    secret, params = p.token_params(region, pool, ttl_s, uses, queues)
-    return r.NewToken(secret, p.token_from_row((yield Statement("insert_token", params))[0]))
-
-
-def list_tokens(*, include_unusable: bool = False) -> Operation[list[r.TokenInfo]]:
-    rows = yield Statement("list_tokens", {"all": include_unusable})
-    return [p.token_from_row(row) for row in rows]
-
-
-def get_token(token_id: int) -> Operation[r.TokenInfo]:
-    """One token by id (how many uses it has left: the operator rotates a
-    pool's token before they run out)."""
-    rows = yield Statement("get_token", (token_id,))
-    if not rows:
-        raise TokenNotFound(f"no enrollment token with id {token_id} (see: corral tokens list)")
-    return p.token_from_row(rows[0])
-
-
-def revoke_token(token: int | str) -> Operation[int]:
-    """Revoke a token by id or display prefix; returns its id."""
-    ident = int(token) if isinstance(token, int) or str(token).isdigit() else -1
-    row = yield _one("revoke_token", (ident, str(token)))
-    if row is None:
-        raise TokenNotFound(
-            f"no enrollment token with id or prefix {token!r} (see: corral tokens list)"
-        )
-    return int(row)
-
-
-# -- the workers registry ----------------------------------------------------------
-
-
-def enroll(
-    token: str,
-    *,
-    name: str,
-    queues: Sequence[str],
-    concurrency: int,
-    version: str | None = None,
-) -> Operation[r.Enrollment]:
-    """Trade an enrollment token for a worker id and a long-lived credential
-    (returned once; the database keeps its hash). A token limited to
-    queues refuses a worker asking for any other (EnrollmentError)."""
-    credential = p.new_secret(p.CREDENTIAL_PREFIX)
-    params = (token.strip(), name, list(queues), concurrency, version, p.hash_secret(credential))
-    worker_id, region, pool = (yield Statement("enroll_v2", params))[0]
-    return r.Enrollment(int(worker_id), credential, region, pool)
-
-
-def authenticate(
-    worker_id: int,
-    credential: str,
-    *,
-    name: str | None = None,
-    queues: Sequence[str] | None = None,
-    concurrency: int | None = None,
-    version: str | None = None,
-) -> Operation[r.WorkerState]:
-    """Re-authenticate a restarted worker with its stored credential, refresh
-    what it says about itself, return its state. Raises CredentialError, or
-    WorkerRemoved for a removed worker, EnrollmentError for queues outside
-    its enrollment. A drain the worker asked for itself ends here (the row
-    is active again); an admin's drain stays."""
-    params = (
-        worker_id, credential, name, None if queues is None else list(queues),
-        concurrency, version,
-    )  # fmt: skip
-    state = r.WorkerState((yield _one("authenticate_v2", params)))
-    if state is r.WorkerState.REMOVED:
-        raise WorkerRemoved(f"worker {worker_id} was removed from the fleet")
-    return state
-
-
-def request_drain(worker_id: int) -> Operation[r.Worker]:
-    """Ask a worker to stop claiming and finish what it holds (idempotent)."""
-    yield Statement("request_drain", (worker_id,), Fetch.ROWCOUNT)
-    return (yield from get_worker(worker_id))
-
-
-def drain_self(worker_id: int, credential: str) -> Operation[r.WorkerState]:
-    """The worker drains itself (SIGTERM, POST /drain, preStop): its row goes
-    from active to draining; returns the row's state. Raises CredentialError
-    or WorkerRemoved."""
-    return r.WorkerState((yield _one("drain_self_v1", (worker_id, credential))))
-
-
-def mark_drained(worker_id: int, credential: str) -> Operation[r.WorkerState]:
-    """The worker reports it holds nothing after a drain; JobStateError when
-    its row is not draining."""
-    state = r.WorkerState((yield _one("mark_drained_v1", (worker_id, credential))))
-    if state is not r.WorkerState.DRAINED:
-        raise JobStateError(f"worker {worker_id} is {state}, not draining")
-    return state
-
-
-def remove_worker(worker_id: int) -> Operation[r.Worker]:
-    """Remove a worker: its credential stops working at its next call and its
-    running jobs go back through the retry path."""
-    yield from get_worker(worker_id)
-    yield Statement("remove_worker", {"id": worker_id})
-    return (yield from get_worker(worker_id))
-
-
-def get_worker(worker_id: int) -> Operation[r.Worker]:
-    rows = yield Statement("get_worker", (worker_id,))
-    if not rows:
-        raise WorkerNotFound(f"worker {worker_id} does not exist (see: corral workers list)")
-    return p.worker_from_row(rows[0])
-
-
-def list_workers(*, include_removed: bool = False) -> Operation[list[r.Worker]]:
-    return [p.worker_from_row(row) for row in (yield Statement("list_workers", (include_removed,)))]
-
-
-# Calls whose statements land together or not at all: a pause, its clearing
-# and the wake-up; enrollment (one statement today) stays atomic by contract.
-TRANSACTIONAL = frozenset({enroll, resume})

@@ -30,6 +30,7 @@ from psycopg import sql
 
 from corral.queue import _fleet as fleet
 from corral.queue import _operations as op
+from corral.queue import _registry as reg
 from corral.queue import _sql
 from corral.queue._connect import connect
 from corral.queue._params import (
@@ -158,19 +159,19 @@ class Queue:
     stats = _method(op.stats)
     depth = _method(op.depth)
     # Enrollment tokens.
-    create_token = _method(op.create_token)
-    list_tokens = _method(op.list_tokens)
-    get_token = _method(op.get_token)
-    revoke_token = _method(op.revoke_token)
+    create_token = _method(reg.create_token)
+    list_tokens = _method(reg.list_tokens)
+    get_token = _method(reg.get_token)
+    revoke_token = _method(reg.revoke_token)
     # The workers registry.
-    enroll = _method(op.enroll)
-    authenticate = _method(op.authenticate)
-    request_drain = _method(op.request_drain)
-    drain_self = _method(op.drain_self)
-    mark_drained = _method(op.mark_drained)
-    remove_worker = _method(op.remove_worker)
-    get_worker = _method(op.get_worker)
-    list_workers = _method(op.list_workers)
+    enroll = _method(reg.enroll)
+    authenticate = _method(reg.authenticate)
+    request_drain = _method(reg.request_drain)
+    drain_self = _method(reg.drain_self)
+    mark_drained = _method(reg.mark_drained)
+    remove_worker = _method(reg.remove_worker)
+    get_worker = _method(reg.get_worker)
+    list_workers = _method(reg.list_workers)
     # The operator's autoscaler.
     backlog = _method(fleet.backlog)
     flow = _method(fleet.flow)

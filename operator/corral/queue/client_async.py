@@ -18,6 +18,7 @@ from psycopg import sql
 from psycopg.types.json import set_json_loads
 
 from corral.queue import _operations as op
+from corral.queue import _registry as reg
 from corral.queue import _sql
 from corral.queue._connect import aconnect
 from corral.queue._params import NOTIFY_CHANNEL
@@ -120,11 +121,11 @@ class AsyncQueue:
     # (identity, heartbeat and drain, failures and hand-back, upkeep).
     claim = _method(op.claim)
     complete_many = _method(op.complete_many)
-    enroll = _method(op.enroll)
-    authenticate = _method(op.authenticate)
+    enroll = _method(reg.enroll)
+    authenticate = _method(reg.authenticate)
     heartbeat = _method(op.heartbeat)
-    drain_self = _method(op.drain_self)
-    mark_drained = _method(op.mark_drained)
+    drain_self = _method(reg.drain_self)
+    mark_drained = _method(reg.mark_drained)
     fail_many = _method(op.fail_many)
     release_many = _method(op.release_many)
     reap = _method(op.reap)
@@ -137,11 +138,11 @@ class AsyncQueue:
     enqueue_many = _method(op.enqueue_many)
     # The operator's (kopf runs on asyncio).
     depth = _method(op.depth)
-    create_token = _method(op.create_token)
-    get_worker = _method(op.get_worker)
-    list_workers = _method(op.list_workers)
-    request_drain = _method(op.request_drain)
-    remove_worker = _method(op.remove_worker)
+    create_token = _method(reg.create_token)
+    get_worker = _method(reg.get_worker)
+    list_workers = _method(reg.list_workers)
+    request_drain = _method(reg.request_drain)
+    remove_worker = _method(reg.remove_worker)
 
     async def listen(self) -> None:
         """LISTEN on the wake-up channel (payload: the queue name, or * for all)."""

@@ -198,7 +198,8 @@ def worker(ctx: click.Context, /, log_level: str, **raw: Any) -> None:
         stream=sys.stderr,
     )
     from corral.worker.egress import Guard
-    from corral.worker.runtime import Worker, build_registry
+    from corral.worker.executors import build_registry
+    from corral.worker.runtime import Worker
 
     guard = Guard(settings.egress_policy())
     try:

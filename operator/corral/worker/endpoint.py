@@ -35,8 +35,10 @@ from aiohttp import web
 __all__ = [
     "DRAIN_KEY_FILE",
     "Endpoint",
+    "EndpointError",
     "EndpointTarget",
     "read_drain_key",
+    "serve",
     "write_drain_key",
 ]
 
@@ -168,3 +170,26 @@ class Endpoint:
     @staticmethod
     def _refused(request: web.Request, why: str) -> None:
         log.warning("refused POST /drain from %s: %s", request.remote or "?", why)
+
+
+class EndpointError(RuntimeError):
+    """The endpoint cannot start; the message names the setting to change."""
+
+
+async def serve(target: EndpointTarget, host: str, port: int, state_dir: Path) -> Endpoint:
+    """Write a fresh drain key into `state_dir`, then listen on host:port."""
+    try:
+        drain_key = write_drain_key(state_dir)
+    except OSError as exc:
+        raise EndpointError(
+            f"--state-dir / CORRAL_STATE_DIR: cannot write {DRAIN_KEY_FILE} in "
+            f"{state_dir}: {exc.strerror or exc}"
+        ) from None
+    endpoint = Endpoint(target, host, port, drain_key=drain_key)
+    try:
+        await endpoint.start()
+    except OSError as exc:
+        raise EndpointError(
+            f"--http-port / CORRAL_HTTP_PORT: cannot listen on {host}:{port}: {exc.strerror or exc}"
+        ) from None
+    return endpoint

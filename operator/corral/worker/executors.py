@@ -28,8 +28,10 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, field_validator
 
+from corral.worker.config import WorkerSettings
 from corral.worker.egress import Guard
 from corral.worker.handlers import HandlerError, HandlerRegistry, Job, PayloadError
+from corral.worker.handlers import registry as decorated
 
 __all__ = [
     "MAX_STATUS_LINE_BYTES",
@@ -38,6 +40,7 @@ __all__ = [
     "HttpCheck",
     "Sleep",
     "TcpCheck",
+    "build_registry",
     "builtin_registry",
 ]
 
@@ -295,4 +298,18 @@ def builtin_registry(guard: Guard | None = None) -> HandlerRegistry:
     reg.register("http", checks.http, payload=HttpCheck)
     reg.register("tcp", checks.tcp, payload=TcpCheck)
     reg.register("dns", checks.dns, payload=DnsCheck)
+    return reg
+
+
+def build_registry(settings: WorkerSettings, guard: Guard | None = None) -> HandlerRegistry:
+    """Built-ins (their network checks obeying `guard`), then entry points,
+    then `--handlers` modules (whose `@corral.handler` decorators fill the
+    module-level registry)."""
+    reg = builtin_registry(guard if guard is not None else Guard(settings.egress_policy()))
+    reg.load_entry_points()
+    for path in settings.handlers:
+        reg.load_module(path)
+    for h in decorated:
+        if h.name not in reg or reg.get(h.name) is not h:
+            reg.register(h.name, h.fn, payload=h.payload_model, timeout_s=h.timeout_s, replace=True)
     return reg

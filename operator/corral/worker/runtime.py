@@ -45,16 +45,15 @@ from typing import Any
 
 from corral.queue import ConnectionLost
 from corral.queue.dsn import scrub_password
-from corral.worker import claims, enrollment, upkeep
+from corral.worker import claims, enrollment, probes, upkeep
 from corral.worker._queue import QueueSession, RemovedError, open_session
 from corral.worker.completions import CompletionBuffer, Flusher
 from corral.worker.config import WorkerSettings
 from corral.worker.drain import Lifecycle, State
 from corral.worker.egress import Guard
-from corral.worker.endpoint import DRAIN_KEY_FILE, Endpoint, write_drain_key
-from corral.worker.executors import builtin_registry
+from corral.worker.endpoint import Endpoint, EndpointError, serve
+from corral.worker.executors import build_registry
 from corral.worker.handlers import HandlerRegistry
-from corral.worker.handlers import registry as decorated
 from corral.worker.heartbeat import Heartbeat, LeasesLapsed
 from corral.worker.jobs import Jobs
 from corral.worker.loopwatch import LoopWatch
@@ -63,28 +62,13 @@ from corral.worker.signals import StopSignals
 
 log = logging.getLogger("corral.worker")
 
-__all__ = ["EXIT_REMOVED", "EXIT_STUCK", "Worker", "build_registry"]
+__all__ = ["EXIT_REMOVED", "EXIT_STUCK", "Worker"]
 
 EXIT_REMOVED = 3  # the registry says this worker was removed
 EXIT_STUCK = 4  # sync handlers stuck past their timeout hold too many slots
 EXIT_FATAL = 1
-FLUSH_STALL_S = 60.0  # /healthz fails when completions could not be written this long
 _DRAIN_POLL_S = 1.0  # a drain without a deadline re-checks held jobs this often
 _DRAINED_POLL_S = 0.2  # a drained worker checks this often whether to exit
-
-
-def build_registry(settings: WorkerSettings, guard: Guard | None = None) -> HandlerRegistry:
-    """Built-ins (their network checks obeying `guard`), then entry points,
-    then `--handlers` modules (whose `@corral.handler` decorators fill the
-    module-level registry)."""
-    reg = builtin_registry(guard if guard is not None else Guard(settings.egress_policy()))
-    reg.load_entry_points()
-    for path in settings.handlers:
-        reg.load_module(path)
-    for h in decorated:
-        if h.name not in reg or reg.get(h.name) is not h:
-            reg.register(h.name, h.fn, payload=h.payload_model, timeout_s=h.timeout_s, replace=True)
-    return reg
 
 
 class Worker:
@@ -146,24 +130,15 @@ class Worker:
         }
 
     def is_ready(self) -> tuple[bool, str]:
-        if self.worker_id is None:
-            return False, "not enrolled yet"
-        if self.state is not State.ACTIVE:
-            return False, f"{self.state}: not accepting jobs"
-        return True, "ready"
+        return probes.readiness(self.worker_id is not None, self.state)
 
     def is_healthy(self) -> tuple[bool, str]:
-        # A drained worker is healthy (it must stay up until terminated); a
-        # worker whose heartbeat stalled for many intervals is not.
         last = self._heartbeat.last_ok if self._heartbeat is not None else 0.0
-        if self.worker_id is not None and last:
-            stale = time.monotonic() - last
-            if stale > max(30.0, 10 * self.settings.heartbeat_interval_s):
-                return False, f"no successful heartbeat for {stale:.0f}s"
-        stalled = self._flusher.stalled_for() if self._flusher is not None else 0.0
-        if stalled > FLUSH_STALL_S:
-            return False, f"completions could not be written for {stalled:.0f}s"
-        return True, "ok"
+        return probes.liveness(
+            heartbeat_age_s=time.monotonic() - last if self.worker_id is not None and last else 0.0,
+            heartbeat_interval_s=self.settings.heartbeat_interval_s,
+            flush_stalled_s=self._flusher.stalled_for() if self._flusher is not None else 0.0,
+        )
 
     def _held(self) -> list[int]:
         """Jobs whose leases the heartbeat extends: running, and done but not
@@ -246,22 +221,11 @@ class Worker:
             beat.last_ok = time.monotonic()
             if settings.http_port >= 0:
                 try:
-                    drain_key = write_drain_key(settings.state_dir)
-                except OSError as exc:
-                    return self._fatal(
-                        f"--state-dir / CORRAL_STATE_DIR: cannot write {DRAIN_KEY_FILE} in "
-                        f"{settings.state_dir}: {exc.strerror or exc}"
+                    self._endpoint = await serve(
+                        self, settings.http_host, settings.http_port, settings.state_dir
                     )
-                self._endpoint = Endpoint(
-                    self, settings.http_host, settings.http_port, drain_key=drain_key
-                )
-                try:
-                    await self._endpoint.start()
-                except OSError as exc:
-                    return self._fatal(
-                        f"--http-port / CORRAL_HTTP_PORT: cannot listen on "
-                        f"{settings.http_host}:{settings.http_port}: {exc.strerror or exc}"
-                    )
+                except EndpointError as exc:
+                    return self._fatal(str(exc))
                 self.guard.endpoint = (settings.http_host, self._endpoint.port)
             StopSignals(self._drain_on_signal, settings.drain_timeout_s).install()
             # Sync handlers run in threads; one per slot so none waits for a thread.
