@@ -20,7 +20,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,25 +33,13 @@ from corral.queue import JobSpec, JobState, Queue
 from corral_local.localcluster import Cluster
 from corral_local.postgres import PostgresServer
 from tests.e2e import _pools as p
-from tests.e2e._corral import OperatorProcess, install_crds
+from tests.e2e._corral import OperatorProcess
 from tests.e2e._nodes import NodeAgentHandle
 from tests.e2e._pod_postgres import POD_GATEWAY, POD_NETWORK
 
 CORRAL = str(Path(sys.executable).with_name("corral"))
 
 READY_S = 120  # worker pods start Python, enroll and pass a readiness probe
-
-
-@pytest.fixture(scope="module")
-def crds(cluster: Cluster) -> None:
-    install_crds(cluster)
-
-
-@pytest.fixture
-def region(cluster: Cluster) -> Iterator[str]:
-    name = f"scale-{uuid.uuid4().hex[:8]}"
-    yield name
-    cluster.kubectl("delete", "region", name, "--ignore-not-found", "--wait=false", check=False)
 
 
 class Operators:

@@ -13,14 +13,8 @@ import pytest
 import yaml
 
 from corral_local.localcluster import Cluster
-from tests.e2e._corral import install_crds
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def crds(cluster: Cluster) -> None:
-    install_crds(cluster)
 
 
 def _pool(name: str = "email", **spec: Any) -> dict[str, Any]:
