@@ -129,6 +129,10 @@ bench-queue: venv ## Queue benchmark vs PgQueuer and procrastinate (throwaway Po
 	$(PY) -m bench.queue $(BENCH_ARGS)
 # --- end worker runtime ---
 
+.PHONY: bench-start
+bench-start: venv ## Worker start-up: launch to ready and to first claim (median of 10), and the slowest imports
+	$(PY) -m bench.start $(BENCH_ARGS)
+
 .PHONY: bench-scale
 bench-scale: venv cluster-bins ## Autoscaler benchmark on the local control plane: reaction, first job, drains, 200 pools (BENCH_ARGS=--quick)
 	$(PY) -m bench.scale $(BENCH_ARGS)
