@@ -14,7 +14,8 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from aiohttp.web_urldispatcher import MatchInfoError
 
-from corral.worker.endpoint import DRAIN_KEY_FILE, Endpoint, read_drain_key, write_drain_key
+from corral.worker.endpoint import DRAIN_KEY_FILE, read_drain_key, write_drain_key
+from corral.worker.endpoint_http import Endpoint
 from corral.worker.metrics import Histogram, WorkerMetrics, parse_text
 
 

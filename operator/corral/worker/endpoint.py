@@ -1,5 +1,8 @@
 """The worker's small HTTP endpoint: `/metrics`, `/healthz`, `/readyz`,
-`GET /status` and `POST /drain`, served by aiohttp's web server.
+`GET /status` and `POST /drain`. This module binds its socket and keeps the
+drain key; the routes and aiohttp's server are `corral.worker.endpoint_http`,
+imported by `serve` once the worker is claiming (aiohttp's import is the
+costliest of the worker's start).
 
 Started by `corral.worker.runtime.Worker`; probed by the kubelet (readiness,
 liveness), scraped by Prometheus, and called by `corral worker prestop` (the
@@ -12,42 +15,35 @@ as `Authorization: Bearer <key>`: only something that can read the worker's
 own files (its preStop hook, `corral worker drain` on the same host as the
 same user) can drain it. Another pod, or a job of the built-in `http` kind
 aimed at this port, cannot.
-
-aiohttp is already installed (kopf depends on it); its router answers HEAD,
-404 and 405 (with `Allow`) the way the hand-written server this replaced did
-by hand.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hmac
-import json
-import logging
 import os
 import secrets
+import socket
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from aiohttp import web
+if TYPE_CHECKING:
+    from corral.worker.endpoint_http import Endpoint
+
 
 __all__ = [
     "DRAIN_KEY_FILE",
-    "Endpoint",
     "EndpointError",
     "EndpointTarget",
+    "Listener",
+    "listen",
     "read_drain_key",
     "serve",
     "write_drain_key",
 ]
 
-log = logging.getLogger("corral.worker")
-
 DRAIN_KEY_FILE = "drain.key"  # in the worker's --state-dir, mode 0600
-_MAX_BODY_BYTES = 64 * 1024  # nothing we serve takes a body
-_TEXT = "text/plain; charset=utf-8"
-_METRICS = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class EndpointTarget(Protocol):
@@ -83,101 +79,25 @@ def read_drain_key(state_dir: Path) -> str:
     return (state_dir / DRAIN_KEY_FILE).read_text().strip()
 
 
-def _text(code: int, message: str) -> web.Response:
-    return web.Response(status=code, body=(message + "\n").encode(), content_type="text/plain")
-
-
-class Endpoint:
-    def __init__(
-        self, target: EndpointTarget, host: str, port: int, *, drain_key: str | None
-    ) -> None:
-        self._target = target
-        self._host = host
-        self._port = port
-        # None: POST /drain is refused to everyone (the worker could not write
-        # a key; the registry and SIGTERM still drain it).
-        self._drain_key = drain_key
-        self._runner: web.AppRunner | None = None
-        self.app = web.Application(client_max_size=_MAX_BODY_BYTES)
-        self.app.add_routes(
-            [
-                web.get("/metrics", self._metrics),
-                web.get("/healthz", self._healthz),
-                web.get("/livez", self._healthz),
-                web.get("/readyz", self._readyz),
-                web.get("/status", self._status),
-                web.post("/drain", self._drain),
-            ]
-        )
-
-    @property
-    def port(self) -> int:
-        assert self._runner is not None
-        return int(self._runner.addresses[0][1])
-
-    async def start(self) -> None:
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, self._host, self._port, shutdown_timeout=1.0).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            with contextlib.suppress(Exception):
-                await self._runner.cleanup()
-
-    # ------------------------------------------------------------------ routes
-    async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=self._target.render_metrics(), headers={"Content-Type": _METRICS})
-
-    async def _healthz(self, request: web.Request) -> web.Response:
-        ok, why = self._target.is_healthy()
-        return _text(200 if ok else 503, why)
-
-    async def _readyz(self, request: web.Request) -> web.Response:
-        ok, why = self._target.is_ready()
-        return _text(200 if ok else 503, why)
-
-    async def _status(self, request: web.Request) -> web.Response:
-        return web.json_response(self._target.status())
-
-    async def _drain(self, request: web.Request) -> web.Response:
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not given:
-            self._refused(request, "no drain key")
-            return web.Response(
-                status=401,
-                text=f"POST /drain needs the key in {DRAIN_KEY_FILE} of the worker's state "
-                "directory (`corral worker prestop` sends it)\n",
-                headers={"WWW-Authenticate": 'Bearer realm="corral-worker"'},
-            )
-        if self._drain_key is None or not hmac.compare_digest(
-            given.strip().encode(), self._drain_key.encode()
-        ):
-            self._refused(request, "wrong drain key")
-            return _text(403, "wrong drain key")
-        self._target.request_drain("POST /drain")
-        return web.Response(
-            status=202,
-            body=json.dumps(self._target.status()).encode(),
-            content_type="application/json",
-        )
-
-    @staticmethod
-    def _refused(request: web.Request, why: str) -> None:
-        log.warning("refused POST /drain from %s: %s", request.remote or "?", why)
-
-
 class EndpointError(RuntimeError):
     """The endpoint cannot start; the message names the setting to change."""
 
 
-async def serve(target: EndpointTarget, host: str, port: int, state_dir: Path) -> Endpoint:
-    """Write a fresh drain key into `state_dir`, then listen on host:port."""
+@dataclass
+class Listener:
+    """A bound listening socket and the drain key written for it."""
+
+    sock: socket.socket
+    drain_key: str
+
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+
+def listen(host: str, port: int, state_dir: Path) -> Listener:
+    """Write a fresh drain key into `state_dir` and bind host:port (0: any
+    free port), so that a bad setting stops the worker before it claims."""
     try:
         drain_key = write_drain_key(state_dir)
     except OSError as exc:
@@ -185,11 +105,20 @@ async def serve(target: EndpointTarget, host: str, port: int, state_dir: Path) -
             f"--state-dir / CORRAL_STATE_DIR: cannot write {DRAIN_KEY_FILE} in "
             f"{state_dir}: {exc.strerror or exc}"
         ) from None
-    endpoint = Endpoint(target, host, port, drain_key=drain_key)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        await endpoint.start()
+        sock = socket.create_server((host, port), family=family, backlog=128)
     except OSError as exc:
         raise EndpointError(
             f"--http-port / CORRAL_HTTP_PORT: cannot listen on {host}:{port}: {exc.strerror or exc}"
         ) from None
+    return Listener(sock, drain_key)
+
+
+async def serve(target: EndpointTarget, listener: Listener) -> Endpoint:
+    """Serve the endpoint's routes on `listener`'s socket."""
+    from corral.worker.endpoint_http import Endpoint
+
+    endpoint = Endpoint(target, "", listener.port, drain_key=listener.drain_key, sock=listener.sock)
+    await endpoint.start()
     return endpoint

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import math
 import sys
@@ -41,7 +42,7 @@ import time
 import traceback
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from corral.queue import ConnectionLost
 from corral.queue.dsn import scrub_password
@@ -51,7 +52,7 @@ from corral.worker.completions import CompletionBuffer, Flusher
 from corral.worker.config import WorkerSettings
 from corral.worker.drain import Lifecycle, State
 from corral.worker.egress import Guard
-from corral.worker.endpoint import Endpoint, EndpointError, serve
+from corral.worker.endpoint import EndpointError, listen, serve
 from corral.worker.executors import build_registry
 from corral.worker.handlers import HandlerRegistry
 from corral.worker.heartbeat import Heartbeat, LeasesLapsed
@@ -59,6 +60,9 @@ from corral.worker.jobs import Jobs
 from corral.worker.loopwatch import LoopWatch
 from corral.worker.metrics import WorkerMetrics
 from corral.worker.signals import StopSignals
+
+if TYPE_CHECKING:
+    from corral.worker.endpoint_http import Endpoint
 
 log = logging.getLogger("corral.worker")
 
@@ -97,7 +101,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._session: QueueSession | None = None
-        self._endpoint: Endpoint | None = None
+        self._endpoint: Endpoint | None = None  # serving once the first claim is sent
         self._tasks: list[asyncio.Task[Any]] = []
 
     # ------------------------------------------------------ probes and status
@@ -219,21 +223,19 @@ class Worker:
                 return self._fatal(str(exc))
             self.worker_id = identity.worker_id
             beat.last_ok = time.monotonic()
+            listener = None
             if settings.http_port >= 0:
                 try:
-                    self._endpoint = await serve(
-                        self, settings.http_host, settings.http_port, settings.state_dir
-                    )
+                    listener = listen(settings.http_host, settings.http_port, settings.state_dir)
                 except EndpointError as exc:
                     return self._fatal(str(exc))
-                self.guard.endpoint = (settings.http_host, self._endpoint.port)
+                self.guard.endpoint = (settings.http_host, listener.port)
             StopSignals(self._drain_on_signal, settings.drain_timeout_s).install()
             # Sync handlers run in threads; one per slot so none waits for a thread.
             jobs.threads = ThreadPoolExecutor(
                 max_workers=min(settings.concurrency, 256), thread_name_prefix="corral-job"
             )
             self.lifecycle.activate()
-            self._announce()
             flusher = self._flusher = Flusher(
                 self._buffer, session, self.metrics, jobs.written, settings.flush_interval_s
             )
@@ -249,6 +251,13 @@ class Worker:
                     upkeep.retain(session, settings.retention_s, settings.database_url), "retention"
                 )
             spawn(self._dispatch_then_drain(), "dispatcher")
+            if listener is not None:
+                # aiohttp's import (a tenth of a second) runs in a thread while
+                # the first claim is on its way: a worker started for a burst
+                # claims sooner. Its socket is bound already.
+                await asyncio.to_thread(importlib.import_module, "corral.worker.endpoint_http")
+                self._endpoint = await serve(self, listener)
+            self._announce()
             await self._stop.wait()
             return self.exit_code
         finally:
