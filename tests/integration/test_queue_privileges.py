@@ -30,7 +30,7 @@ from tests.integration._enrolled import run_sql
 WORKER_FUNCTIONS = {
     "corral_enroll_v2",
     "corral_authenticate_v2",
-    "corral_claim_v2",
+    "corral_claim_v3",
     "corral_complete_v3",
     "corral_fail_v2",
     "corral_release_v2",
@@ -39,6 +39,8 @@ WORKER_FUNCTIONS = {
     "corral_mark_drained_v1",
     "corral_reap_v1",
     "corral_purge_finished_v2",
+    "corral_worker_due_schedules_v1",
+    "corral_worker_fire_schedule_v1",
 }
 
 
@@ -111,7 +113,9 @@ def test_every_function_but_the_worker_ones_is_refused_to_the_worker_role(
     admin_only = [(n, k) for n, k in functions if n not in WORKER_FUNCTIONS]
     assert {"corral_purge_finished_v1", "corral_complete_v1", "corral_complete_v2",
             "corral_fail_v1", "corral_release_v1", "corral_enqueue_v1", "corral_claim_v1",
-            "corral_heartbeat_v1", "corral_enroll_v1"} <= {n for n, _ in admin_only}  # fmt: skip
+            "corral_heartbeat_v1", "corral_enroll_v1", "corral_claim_v2",
+            "corral_fire_schedule_v1", "corral_due_schedules_v1",
+            "corral_run_schedule_now_v1"} <= {n for n, _ in admin_only}  # fmt: skip
     for name, types in admin_only:
         # Sub-selects, not constants: the planner folds a STRICT function of
         # a constant NULL to NULL without calling (or checking) it.

@@ -53,6 +53,7 @@ from corral.queue.errors import (
     MigrationError,
     PermissionDenied,
     QueueError,
+    ScheduleNotFound,
     TokenNotFound,
     WorkerNotFound,
     WorkerRemoved,
@@ -79,10 +80,13 @@ from corral.queue.records import (
     NewToken,
     QueueStats,
     RegistryPurge,
+    Schedule,
+    ScheduleFiring,
     TokenInfo,
     Worker,
     WorkerState,
 )
+from corral.queue.schedules import InvalidSchedule, ScheduleSpec
 
 __all__ = [
     "ALL_QUEUES",
@@ -109,6 +113,7 @@ __all__ = [
     "Interruption",
     "InterruptionReason",
     "InvalidJob",
+    "InvalidSchedule",
     "Job",
     "JobNotFound",
     "JobSpec",
@@ -124,6 +129,10 @@ __all__ = [
     "QueueError",
     "QueueStats",
     "RegistryPurge",
+    "Schedule",
+    "ScheduleFiring",
+    "ScheduleNotFound",
+    "ScheduleSpec",
     "TokenInfo",
     "TokenNotFound",
     "Worker",

@@ -25,6 +25,7 @@ from corral.queue.records import (
     JobState,
     Leased,
     QueueStats,
+    Schedule,
     TokenInfo,
     Worker,
     WorkerState,
@@ -121,6 +122,7 @@ def claimed_from_row(row: tuple[Any, ...]) -> ClaimedJob:
         row[9],
         row[10],
         row[11],
+        row[12] if len(row) > 12 else None,
     )
 
 
@@ -129,6 +131,13 @@ def job_from_row(row: tuple[Any, ...]) -> Job:
     values[5] = values[5] or None
     values[6] = JobState(values[6])
     return Job(*values)
+
+
+def schedule_from_row(row: tuple[Any, ...]) -> Schedule:
+    values = list(row)
+    values[8] = values[8] or None  # region '' means any
+    values[19] = None if values[19] is None else JobState(values[19])
+    return Schedule(*values)
 
 
 def worker_from_row(row: tuple[Any, ...]) -> Worker:

@@ -31,6 +31,7 @@ from psycopg import sql
 from corral.queue import _fleet as fleet
 from corral.queue import _operations as op
 from corral.queue import _registry as reg
+from corral.queue import _schedules as sch
 from corral.queue import _sql
 from corral.queue._connect import connect
 from corral.queue._params import (
@@ -179,6 +180,15 @@ class Queue:
     scaler_drain = _method(fleet.scaler_drain)
     scaler_undrain = _method(fleet.scaler_undrain)
     interruptions = _method(fleet.interruptions)
+    # Recurring schedules.
+    create_schedule = _method(sch.create_schedule)
+    list_schedules = _method(sch.list_schedules)
+    get_schedule = _method(sch.get_schedule)
+    pause_schedule = _method(sch.pause_schedule)
+    resume_schedule = _method(sch.resume_schedule)
+    delete_schedule = _method(sch.delete_schedule)
+    run_schedule_now = _method(sch.run_schedule_now)
+    fire_due_schedules = _method(sch.fire_due_schedules)
 
     def listen(self) -> None:
         """LISTEN for wake-ups (the operator's autoscaler; needs its own connection)."""

@@ -19,6 +19,7 @@ from psycopg.types.json import set_json_loads
 
 from corral.queue import _operations as op
 from corral.queue import _registry as reg
+from corral.queue import _schedules as sch
 from corral.queue import _sql
 from corral.queue._connect import aconnect
 from corral.queue._params import NOTIFY_CHANNEL
@@ -143,6 +144,15 @@ class AsyncQueue:
     list_workers = _method(reg.list_workers)
     request_drain = _method(reg.request_drain)
     remove_worker = _method(reg.remove_worker)
+    # Recurring schedules (the worker's firing pass, declared schedules).
+    fire_due_schedules = _method(sch.fire_due_schedules)
+    create_schedule = _method(sch.create_schedule)
+    list_schedules = _method(sch.list_schedules)
+    get_schedule = _method(sch.get_schedule)
+    pause_schedule = _method(sch.pause_schedule)
+    resume_schedule = _method(sch.resume_schedule)
+    delete_schedule = _method(sch.delete_schedule)
+    run_schedule_now = _method(sch.run_schedule_now)
 
     async def listen(self) -> None:
         """LISTEN on the wake-up channel (payload: the queue name, or * for all)."""

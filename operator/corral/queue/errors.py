@@ -45,6 +45,10 @@ class TokenNotFound(QueueError, LookupError):
     pass
 
 
+class ScheduleNotFound(QueueError, LookupError):
+    pass
+
+
 class EnrollmentError(QueueError):
     """The enrollment token is unknown, revoked, expired or used up (SQLSTATE CR403)."""
 
@@ -128,6 +132,7 @@ __all__ = [
     "MigrationError",
     "PermissionDenied",
     "QueueError",
+    "ScheduleNotFound",
     "TokenNotFound",
     "WorkerNotFound",
     "WorkerRemoved",

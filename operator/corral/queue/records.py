@@ -113,6 +113,8 @@ class ClaimedJob:
     lease_expires_at: dt.datetime
     enqueued_at: dt.datetime
     run_at: dt.datetime
+    # The occurrence of the schedule that enqueued it (None: not a schedule's job).
+    scheduled_for: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +153,8 @@ class Job:
     finished_at: dt.datetime | None
     # What the handler returned, for completed jobs (None: nothing).
     result: Any = None
+    # The occurrence of the schedule that enqueued it (None: not a schedule's job).
+    scheduled_for: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,3 +297,43 @@ class Worker:
     # "admin" (corral workers drain, the operator) or "self" (the worker on
     # SIGTERM, POST /drain or its preStop hook); None when not drained.
     drain_requested_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A recurring schedule as `get_schedule` / `list_schedules` show it:
+    its spec, where it is (next_at: the next occurrence to fire, None once
+    it is over), and the last job it enqueued and that job's state."""
+
+    name: str
+    kind: str
+    payload: Any
+    every_s: float | None
+    cron: str | None
+    timezone: str
+    queue: str
+    priority: int
+    region: str | None
+    max_attempts: int | None
+    start_at: dt.datetime | None
+    end_at: dt.datetime | None
+    catch_up: str
+    overlap: str
+    jitter_s: float
+    paused: bool
+    next_at: dt.datetime | None
+    last_occurrence: dt.datetime | None
+    last_job_id: int | None
+    last_job_state: JobState | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleFiring:
+    """What a firing pass did for one schedule: the jobs it enqueued and how
+    many occurrences it recorded as skipped (overlap=skip)."""
+
+    schedule: str
+    job_ids: list[int]
+    skipped: int

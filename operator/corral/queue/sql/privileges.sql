@@ -74,7 +74,7 @@ $$;
 GRANT EXECUTE ON FUNCTION
     corral_enroll_v2(text, text, text[], integer, text, text),
     corral_authenticate_v2(bigint, text, text, text[], integer, text),
-    corral_claim_v2(bigint, text, text[], integer, double precision),
+    corral_claim_v3(bigint, text, text[], integer, double precision),
     corral_complete_v3(bigint, text, bigint[], bigint[], jsonb[]),
     corral_fail_v2(bigint, text, bigint[], bigint[], text[], text[], boolean[]),
     corral_release_v2(bigint, text, bigint[], bigint[]),
@@ -82,5 +82,8 @@ GRANT EXECUTE ON FUNCTION
     corral_drain_self_v1(bigint, text),
     corral_mark_drained_v1(bigint, text),
     corral_reap_v1(integer),
-    corral_purge_finished_v2(bigint, text, double precision, integer)
+    corral_purge_finished_v2(bigint, text, double precision, integer),
+    corral_worker_due_schedules_v1(bigint, text, integer, double precision),
+    corral_worker_fire_schedule_v1(bigint, text, text, timestamp with time zone[],
+                                   timestamp with time zone[], timestamp with time zone)
 TO corral_worker;

@@ -11,6 +11,10 @@ SELECT * FROM corral_enqueue_v1(
 -- Held to the worker's enrollment: its queues and region; batch and lease capped.
 SELECT * FROM corral_claim_v2(%s::int8, %s::text, %s::text[], %s::int4, %s::float8)
 
+-- name: claim_v3
+-- claim_v2's rows plus the schedule occurrence each job was enqueued for.
+SELECT * FROM corral_claim_v3(%s::int8, %s::text, %s::text[], %s::int4, %s::float8)
+
 -- name: complete_v3
 -- A worker's completions: credential checked once, only jobs it holds.
 SELECT corral_complete_v3(%s::int8, %s::text, %s::int8[], %s::int8[], %s::text[]::jsonb[])
@@ -105,15 +109,22 @@ SELECT id, name, region, pool, queues, concurrency, state, in_flight, last_heart
 -- name: get_job
 SELECT id, kind, queue, payload, priority, region, state, run_at, expires_at, attempt,
        max_attempts, dedupe_key, worker_id, lease_expires_at, last_error, last_error_reason,
-       enqueued_at, started_at, NULL::timestamptz AS finished_at, NULL::jsonb AS result
+       enqueued_at, started_at, NULL::timestamptz AS finished_at, NULL::jsonb AS result,
+       (SELECT o.scheduled_for FROM corral_schedule_occurrences o
+         WHERE o.job_id = %(id)s LIMIT 1) AS scheduled_for
   FROM corral_jobs WHERE id = %(id)s
 UNION ALL
 SELECT id, kind, queue, payload, priority, region, state, run_at, expires_at, attempt,
        max_attempts, dedupe_key, worker_id, NULL::timestamptz, last_error, last_error_reason,
-       enqueued_at, started_at, finished_at, result
+       enqueued_at, started_at, finished_at, result,
+       (SELECT o.scheduled_for FROM corral_schedule_occurrences o
+         WHERE o.job_id = %(id)s LIMIT 1)
   FROM corral_jobs_finished WHERE id = %(id)s
 
 -- name: list_jobs
+SELECT jobs.*, (SELECT o.scheduled_for FROM corral_schedule_occurrences o
+                   WHERE o.job_id = jobs.id LIMIT 1) AS scheduled_for
+  FROM (
 SELECT * FROM (
     SELECT id, kind, queue, payload, priority, region, state, run_at, expires_at, attempt,
            max_attempts, dedupe_key, worker_id, lease_expires_at, last_error,
@@ -135,6 +146,8 @@ SELECT * FROM (
      ORDER BY id DESC LIMIT %(limit)s
 ) finished
 ORDER BY id DESC LIMIT %(limit)s
+) jobs
+ORDER BY jobs.id DESC
 
 -- name: cancel_job
 -- Only a job that has not started can be cancelled; it moves to the finished table.
@@ -384,3 +397,67 @@ RETURNING id
 SELECT job_id, worker_id, attempt, reason, at FROM corral_job_interruptions
  WHERE %(job)s::int8 IS NULL OR job_id = %(job)s
  ORDER BY id
+
+-- name: due_schedules_v1
+-- The firing pass (admin): due schedules, locked, with the server's clock.
+SELECT * FROM corral_due_schedules_v1(%s::int4, %s::float8)
+
+-- name: worker_due_schedules_v1
+SELECT * FROM corral_worker_due_schedules_v1(%s::int8, %s::text, %s::int4, %s::float8)
+
+-- name: fire_schedule_v1
+SELECT corral_fire_schedule_v1(%s::text, %s::timestamptz[], %s::timestamptz[], %s::timestamptz)
+
+-- name: worker_fire_schedule_v1
+SELECT corral_worker_fire_schedule_v1(%s::int8, %s::text, %s::text, %s::timestamptz[],
+                                      %s::timestamptz[], %s::timestamptz)
+
+-- name: lock_schedule
+-- create_schedule: the row as it is (locked until the upsert), and the clock.
+SELECT s.name, s.kind, s.payload, s.every_s, s.cron, s.timezone, s.queue, s.priority,
+       s.region, s.max_attempts, s.start_at, s.end_at, s.catch_up, s.overlap, s.jitter_s,
+       s.created_at, now()
+  FROM corral_schedules s WHERE s.name = %(name)s
+   FOR UPDATE
+
+-- name: db_now
+SELECT now()
+
+-- name: upsert_schedule
+INSERT INTO corral_schedules AS s (name, kind, payload, every_s, cron, timezone, queue, priority,
+                                   region, max_attempts, start_at, end_at, catch_up, overlap,
+                                   jitter_s, next_at)
+VALUES (%(name)s, %(kind)s, %(payload)s::jsonb, %(every_s)s, %(cron)s, %(timezone)s, %(queue)s,
+        %(priority)s, %(region)s, %(max_attempts)s, %(start_at)s, %(end_at)s, %(catch_up)s,
+        %(overlap)s, %(jitter_s)s, %(next_at)s)
+ON CONFLICT (name) DO UPDATE
+   SET kind = EXCLUDED.kind, payload = EXCLUDED.payload, every_s = EXCLUDED.every_s,
+       cron = EXCLUDED.cron, timezone = EXCLUDED.timezone, queue = EXCLUDED.queue,
+       priority = EXCLUDED.priority, region = EXCLUDED.region,
+       max_attempts = EXCLUDED.max_attempts, start_at = EXCLUDED.start_at,
+       end_at = EXCLUDED.end_at, catch_up = EXCLUDED.catch_up, overlap = EXCLUDED.overlap,
+       jitter_s = EXCLUDED.jitter_s, next_at = EXCLUDED.next_at, updated_at = now()
+
+-- name: get_schedule
+SELECT s.name, s.kind, s.payload, s.every_s, s.cron, s.timezone, s.queue, s.priority, s.region,
+       s.max_attempts, s.start_at, s.end_at, s.catch_up, s.overlap, s.jitter_s, s.paused,
+       s.next_at, s.last_occurrence, s.last_job_id, coalesce(j.state, f.state), s.created_at,
+       s.updated_at
+  FROM corral_schedules s
+  LEFT JOIN corral_jobs j ON j.id = s.last_job_id
+  LEFT JOIN corral_jobs_finished f ON f.id = s.last_job_id
+ WHERE %(name)s::text IS NULL OR s.name = %(name)s
+ ORDER BY s.name
+
+-- name: set_schedule_paused
+UPDATE corral_schedules SET paused = %(paused)s, updated_at = now()
+ WHERE name = %(name)s
+RETURNING name
+
+-- name: delete_schedule
+-- The ledger stays (retention deletes it with the jobs): a schedule created
+-- again under this name never fires an occurrence that already fired.
+DELETE FROM corral_schedules WHERE name = %(name)s RETURNING name
+
+-- name: run_schedule_now_v1
+SELECT corral_run_schedule_now_v1(%s::text)
