@@ -6,8 +6,13 @@ scheduled_for reaching the claim and `corral jobs get`."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
+import signal
 import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -21,7 +26,10 @@ from corral.queue import (
     ScheduleNotFound,
     ScheduleSpec,
 )
+from corral.worker.metrics import parse_text as parse_metrics
+from tests._postgres import WORKER_ROLE
 from tests.integration._enrolled import enroll, run_sql
+from tests.integration._workers import WorkerProcess, mint_token
 
 UTC = dt.UTC
 
@@ -272,3 +280,125 @@ def test_retention_deletes_ledger_rows_of_deleted_jobs_but_each_schedules_latest
         assert q.purge_finished_batch(86400) is not None
         rows = ledger(database_url, "tick")
         assert len(rows) == 1 and rows[0][0] == q.get_schedule("tick").last_occurrence
+
+
+# -- real worker processes ----------------------------------------------------------
+
+
+@pytest.fixture
+def fleet(
+    database_url: str, worker_database_url: str, tmp_path: Path
+) -> Iterator[Callable[[str], WorkerProcess]]:
+    """Start `corral worker` processes (as the worker role) serving the
+    `scheduled` queue; their handler records what it saw in `seen`."""
+    run_sql(
+        database_url, "CREATE TABLE seen (job_id bigint, scheduled_for timestamptz, worker text)"
+    )
+    run_sql(database_url, f"GRANT INSERT ON seen TO {WORKER_ROLE}")
+    started: list[WorkerProcess] = []
+
+    def start(name: str) -> WorkerProcess:
+        w = WorkerProcess(
+            worker_database_url, tmp_path / name, name=name,
+            token=mint_token(database_url), queues="scheduled",
+        )  # fmt: skip
+        started.append(w)
+        return w.wait_ready()
+
+    yield start
+    for w in started:
+        w.stop()
+
+
+def consecutive_seconds(values: list[dt.datetime]) -> bool:
+    return all(b - a == dt.timedelta(seconds=1) for a, b in itertools.pairwise(values))
+
+
+@pytest.mark.slow
+def test_three_competing_workers_fire_an_every_second_schedule_once_per_occurrence(
+    database_url: str, fleet: Callable[[str], WorkerProcess]
+) -> None:
+    workers = [fleet(f"w{i}") for i in range(3)]
+    with Queue.connect(database_url) as q:
+        q.create_schedule(ScheduleSpec("tick", "scheduled", every_s=1, overlap="allow"))
+        time.sleep(20)
+        q.pause_schedule("tick")
+    time.sleep(1.5)  # the last jobs run
+    rows = ledger(database_url, "tick")
+    times = [r[0] for r in rows]
+    assert len(times) >= 17 and len(set(times)) == len(times)
+    assert consecutive_seconds(times), times
+    assert {r[2] for r in rows} == {"enqueued"}
+    jobs = run_sql(database_url, "SELECT count(*) FROM corral_jobs_finished")[0][0]
+    assert jobs == len(rows)
+    seen = run_sql(database_url, "SELECT scheduled_for, count(*) FROM seen GROUP BY 1 ORDER BY 1")
+    assert [s[0] for s in seen] == times  # each handler saw its job.scheduled_for
+    # Fired by the fleet, one counter per worker: the sum is one per occurrence.
+    counted = 0
+    for w in workers:
+        metrics = parse_metrics(w.http("/metrics")[1])
+        counted += int(
+            metrics.get('corral_worker_schedule_occurrences_total{outcome="enqueued"}', 0)
+        )
+    assert counted == len(rows)
+
+
+@pytest.mark.slow
+def test_a_fleet_restart_fires_late_what_it_missed_without_duplicates(
+    database_url: str, fleet: Callable[[str], WorkerProcess]
+) -> None:
+    """Under MISSED_AFTER_S away, every occurrence still fires (late); a
+    schedule whose occurrences were missed by longer (started in the past
+    while the fleet was down) fires one catch-up job for them (catch_up=one)."""
+    first = [fleet("a"), fleet("b")]
+    with Queue.connect(database_url) as q:
+        q.create_schedule(ScheduleSpec("tick", "scheduled", every_s=1, overlap="allow"))
+        time.sleep(4)
+        for w in first:
+            w.signal(signal.SIGTERM)
+        for w in first:
+            w.wait()
+        time.sleep(5)
+        q.create_schedule(
+            ScheduleSpec("old", "scheduled", every_s=1, start_at=past(300), catch_up="one",
+                         overlap="allow")
+        )  # fmt: skip
+        fleet("c"), fleet("d")
+        time.sleep(4)
+        q.pause_schedule("tick")
+        q.pause_schedule("old")
+    times = [r[0] for r in ledger(database_url, "tick")]
+    assert len(times) >= 11 and len(set(times)) == len(times)
+    assert consecutive_seconds(times), times
+    old = run_sql(
+        database_url,
+        "SELECT count(*) FILTER (WHERE scheduled_for < fired_at - interval '60 s'), count(*)"
+        " FROM corral_schedule_occurrences WHERE schedule = 'old'",
+    )[0]
+    assert old[0] == 1  # one catch-up job for the four missed minutes
+    assert old[1] >= 61
+    assert run_sql(database_url, "SELECT count(*) FROM corral_jobs")[0][0] >= 0
+    dupes = run_sql(database_url, "SELECT count(*) - count(DISTINCT scheduled_for) FROM seen")[0][0]
+    assert dupes == 0
+
+
+@pytest.mark.slow
+def test_overlap_skip_with_a_slow_handler_skips_while_it_runs(
+    database_url: str, fleet: Callable[[str], WorkerProcess]
+) -> None:
+    fleet("w")
+    with Queue.connect(database_url) as q:
+        q.create_schedule(
+            ScheduleSpec("slow", "scheduled", {"sleep_s": 2.5}, every_s=1, overlap="skip")
+        )
+        time.sleep(8)
+        q.pause_schedule("slow")
+    outcomes = [r[2] for r in ledger(database_url, "slow")]
+    assert outcomes[0] == "enqueued" and "skipped" in outcomes
+    enqueued = outcomes.count("enqueued")
+    assert 2 <= enqueued <= 4  # one per ~3 s: never two running at once
+    spans = run_sql(
+        database_url,
+        "SELECT started_at, finished_at FROM corral_jobs_finished ORDER BY started_at",
+    )
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))

@@ -93,3 +93,16 @@ async def poison(job: corral.Job[Any]) -> Any:
     if (job.payload or {}).get("raise"):
         raise RuntimeError("bad \x00 byte and half a \ud800 pair")
     return {"text": "nul \x00 here", "half": "\udc80"}
+
+
+@corral.handler("scheduled")
+async def scheduled(job: corral.Job[Any]) -> None:
+    """Record the occurrence a schedule enqueued this job for, then take
+    `sleep_s` (default 10 ms)."""
+    conn = await _db()
+    async with _lock:
+        await conn.execute(
+            "INSERT INTO seen (job_id, scheduled_for, worker) VALUES (%s, %s, %s)",
+            (job.id, job.scheduled_for, os.environ.get("CORRAL_NAME", "?")),
+        )
+    await asyncio.sleep(float((job.payload or {}).get("sleep_s", 0.01)))

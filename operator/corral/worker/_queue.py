@@ -37,6 +37,7 @@ from corral.queue import (
     Failure,
     FailureReason,
     JobStateError,
+    ScheduleFiring,
     WorkerRemoved,
     WorkerState,
 )
@@ -305,6 +306,16 @@ class QueueSession:
                     self._worker_id, self._credential, older_than_s, batch=batch
                 ),
             )
+
+    async def fire_schedules(self, limit: int, lead_s: float) -> list[ScheduleFiring]:
+        """One firing pass (one transaction on the control connection): the
+        due schedules' occurrences become jobs, once each fleet-wide."""
+        with _refused:
+            async with self._control_lock:
+                return await self._on(
+                    self._control,
+                    lambda q: q.fire_due_schedules(limit, lead_s, worker=self._caller),
+                )
 
     async def wait_for_jobs(self, timeout_s: float) -> bool:
         """True when a NOTIFY named one of our queues (or all) within `timeout_s`."""

@@ -65,6 +65,9 @@ class Job(Generic[P]):
     region: str | None = None
     enqueued_at: datetime | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    # The occurrence a schedule enqueued this job for (None: not a schedule's
+    # job): the natural key of "the 03:00 run", stable across retries.
+    scheduled_for: datetime | None = None
 
     @property
     def idempotency_key(self) -> str:
@@ -117,6 +120,7 @@ class Handler:
             region=job.region,
             enqueued_at=job.enqueued_at,
             meta=job.meta,
+            scheduled_for=job.scheduled_for,
         )
 
 

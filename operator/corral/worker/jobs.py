@@ -83,6 +83,7 @@ def handler_job(claimed: ClaimedJob) -> Job[Any]:
         claimed.max_attempts,
         claimed.region,
         claimed.enqueued_at,
+        scheduled_for=claimed.scheduled_for,
     )
 
 

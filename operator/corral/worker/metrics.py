@@ -86,6 +86,8 @@ class WorkerMetrics:
         self.claim_batch = Histogram(BATCH_BUCKETS)
         self.flush_batch = Histogram(BATCH_BUCKETS)
         self.loop_stalls = 0  # times the event loop stopped turning (corral.worker.loopwatch)
+        # outcome (enqueued, skipped) -> schedule occurrences this worker fired
+        self.schedule_occurrences: dict[str, int] = {}
         self._gauges = gauges
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
@@ -93,6 +95,10 @@ class WorkerMetrics:
     def count(self, queue: str, outcome: str, n: int = 1) -> None:
         key = (queue, outcome)
         self.jobs[key] = self.jobs.get(key, 0) + n
+
+    def count_occurrences(self, outcome: str, n: int) -> None:
+        if n:
+            self.schedule_occurrences[outcome] = self.schedule_occurrences.get(outcome, 0) + n
 
     def observe_duration(self, queue: str, seconds: float) -> None:
         h = self.duration.get(queue)
@@ -145,6 +151,15 @@ class _Collector:
             "that does blocking work)",
             value=m.loop_stalls,
         )
+        occurrences = CounterMetricFamily(
+            "corral_worker_schedule_occurrences",
+            "Schedule occurrences this worker's firing passes recorded, by outcome (enqueued: "
+            "a job; skipped: overlap=skip while the previous job ran)",
+            labels=["outcome"],
+        )
+        for outcome, value in sorted(m.schedule_occurrences.items()):
+            occurrences.add_metric([outcome], value)
+        yield occurrences
         for gauge, level in m._gauges().items():
             yield GaugeMetricFamily(
                 f"corral_worker_{gauge}", _GAUGE_DOCS.get(gauge, gauge), value=level

@@ -17,7 +17,9 @@ One asyncio loop per process, with these tasks, each in its own module:
 - `heartbeat`: liveness, in-flight count and state; extends leases; learns of
   drains and removal;
 - `reaper` and `retention` (`upkeep`): lapsed leases back for retry, finished
-  jobs past `--retention` deleted, one worker at a time across the fleet.
+  jobs past `--retention` deleted, one worker at a time across the fleet;
+- `schedules` (`upkeep`): the firing pass, every second on every worker:
+  due schedule occurrences become jobs, each once fleet-wide.
 
 Where the worker is in its life (starting, active, draining, drained,
 stopped) is the drain state machine's (`drain.Lifecycle`). A drain, whoever
@@ -246,6 +248,10 @@ class Worker:
             spawn(jobs.watchdog(), "watchdog")
             spawn(self._loop_watch().run(), "loopwatch")
             spawn(upkeep.reap(session, self._wake.set), "reaper")
+            spawn(
+                upkeep.fire_schedules(session, self.metrics, self._wake.set, settings.database_url),
+                "schedules",
+            )
             if settings.retention_s > 0:
                 spawn(
                     upkeep.retain(session, settings.retention_s, settings.database_url), "retention"

@@ -1,30 +1,38 @@
 """Fleet-wide upkeep every worker takes its turn at: the reaper (lapsed
-leases back through the retry path) and retention (finished jobs past
-`--retention` deleted).
+leases back through the retry path), retention (finished jobs past
+`--retention` deleted) and the schedules' firing pass (due occurrences
+become jobs).
 
-Started by `corral.worker.runtime` as the `reaper` and `retention` tasks.
-Each pass is one at a time across the fleet: the queue takes an advisory lock
-and a worker that finds it held skips its turn.
+Started by `corral.worker.runtime` as the `reaper`, `retention` and
+`schedules` tasks. Reaper and retention passes are one at a time across the
+fleet: the queue takes an advisory lock and a worker that finds it held
+skips its turn. Firing passes run on every worker at once: each locks the
+due schedules it takes (`FOR UPDATE SKIP LOCKED`) and the occurrences
+ledger makes each occurrence one job whoever fires it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Callable
 
 from corral.queue.dsn import scrub_password
 from corral.worker._queue import QueueSession, RemovedError
+from corral.worker.metrics import WorkerMetrics
 
 log = logging.getLogger("corral.worker")
 
-__all__ = ["reap", "retain"]
+__all__ = ["fire_schedules", "reap", "retain"]
 
 REAPER_PERIOD_S = 5.0
 RETENTION_FIRST_S = 5.0  # first retention pass this long after start
 RETENTION_PERIOD_S = 60.0  # then one pass a minute (per worker; one runs at a time)
 RETENTION_BATCH = 1000  # rows per DELETE: short statements, short locks
 _BETWEEN_BATCHES_S = 0.01
+SCHEDULES_PERIOD_S = 1.0  # a firing pass a second, plus up to 20% jitter
+SCHEDULES_BATCH = 100  # due schedules one pass takes at most
 
 
 async def reap(session: QueueSession, found: Callable[[], None]) -> None:
@@ -65,3 +73,29 @@ async def retain(session: QueueSession, retention_s: float, database_url: str) -
         if total:
             log.info("retention: deleted %d finished job(s) older than %gs", total, retention_s)
         await asyncio.sleep(RETENTION_PERIOD_S)
+
+
+async def fire_schedules(
+    session: QueueSession, metrics: WorkerMetrics, found: Callable[[], None], database_url: str
+) -> None:
+    """Every second or so, turn due schedule occurrences into jobs; `found()`
+    wakes the dispatcher when some were enqueued. A pass that finds nothing
+    due is one cheap indexed statement."""
+    while True:
+        await asyncio.sleep(SCHEDULES_PERIOD_S * random.uniform(1.0, 1.2))
+        try:
+            while True:
+                fired = await session.fire_schedules(SCHEDULES_BATCH, 0.0)
+                enqueued = sum(len(f.job_ids) for f in fired)
+                metrics.count_occurrences("enqueued", enqueued)
+                metrics.count_occurrences("skipped", sum(f.skipped for f in fired))
+                if enqueued:
+                    log.debug("schedules: %d job(s) enqueued", enqueued)
+                    found()
+                if len(fired) < SCHEDULES_BATCH:
+                    break
+                await asyncio.sleep(_BETWEEN_BATCHES_S)
+        except RemovedError:
+            raise
+        except Exception as exc:
+            log.warning("schedules pass failed: %s", scrub_password(str(exc), database_url))
