@@ -20,6 +20,11 @@ from corral._version import __version__
 _COMMANDS: dict[str, tuple[str, str, str]] = {
     "db": ("corral.admin.cli", "db", "Create and inspect the queue's schema (migrate, status)"),
     "jobs": ("corral.admin.cli", "jobs", "Enqueue, list, get, cancel and requeue jobs"),
+    "schedules": (
+        "corral.admin.schedules",
+        "schedules",
+        "Recurring jobs: every N seconds or cron (create, list, pause, run-now, next)",
+    ),
     "stats": ("corral.admin.cli", "stats", "Jobs per queue and state, oldest waiting job"),
     "dispatch": ("corral.admin.cli", "dispatch", "Pause or resume claims per queue (or all)"),
     "tokens": ("corral.admin.cli", "tokens", "Mint, list and revoke worker enrollment tokens"),

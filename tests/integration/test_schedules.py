@@ -402,3 +402,77 @@ def test_overlap_skip_with_a_slow_handler_skips_while_it_runs(
         "SELECT started_at, finished_at FROM corral_jobs_finished ORDER BY started_at",
     )
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
+
+
+# -- corral schedules ------------------------------------------------------------------
+
+
+def corral(url: str, *args: str) -> Any:
+    return CliRunner().invoke(cli, list(args), env={"CORRAL_DATABASE_URL": url})
+
+
+def test_the_cli_creates_lists_pauses_runs_and_deletes_a_schedule(database_url: str) -> None:
+    created = corral(database_url, "schedules", "create", "nightly", "roll-up", '{"a": 1}',
+                     "--cron", "30 2 * * *", "--timezone", "Europe/Berlin", "--queue", "reports")  # fmt: skip
+    assert created.exit_code == 0, created.output
+    assert created.output.startswith("schedule nightly (cron 30 2 * * * Europe/Berlin): next ")
+    listed = corral(database_url, "schedules", "list")
+    assert listed.output.split("\n")[0].split() == [
+        "NAME", "SPEC", "QUEUE", "NEXT", "LAST", "LAST-JOB-STATE", "PAUSED",
+    ]  # fmt: skip
+    assert "nightly" in listed.output and "reports" in listed.output
+    got = json.loads(corral(database_url, "schedules", "get", "nightly", "-o", "json").output)
+    assert (got["payload"], got["timezone"], got["paused"]) == ({"a": 1}, "Europe/Berlin", False)
+    nxt = corral(database_url, "schedules", "next", "nightly", "-n", "3").output.splitlines()
+    assert len(nxt) == 3 and all("T02:30:00+0" in line for line in nxt)
+    assert (
+        corral(database_url, "schedules", "pause", "nightly").output == "schedule nightly paused\n"
+    )
+    assert json.loads(corral(database_url, "schedules", "get", "nightly", "-o", "json").output)[
+        "paused"
+    ]
+    assert corral(database_url, "schedules", "resume", "nightly").exit_code == 0
+    job_id = int(corral(database_url, "schedules", "run-now", "nightly").output)
+    assert json.loads(corral(database_url, "jobs", "get", str(job_id), "-o", "json").output)[
+        "scheduled_for"
+    ]
+    assert corral(database_url, "schedules", "delete", "nightly").exit_code == 0
+    gone = corral(database_url, "schedules", "get", "nightly")
+    assert gone.exit_code == 3 and "schedule 'nightly' does not exist" in gone.output
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--cron", "61 * * * *"], "--cron: '61 * * * *' is not a cron expression (minute 61"),
+        (["--every", "500ms"], "--every: '500ms' is under the 1 s minimum"),
+        (["--every", "5s", "--timezone", "Nowhere/Land"], "--timezone: 'Nowhere/Land'"),
+        (["--every", "5s", "--cron", "@daily"], "--every/--cron: give exactly one"),
+        (["--every", "5s", "--catch-up", "some"], "'--catch-up'"),
+        (
+            [
+                "--every",
+                "5s",
+                "--start-at",
+                "2030-01-02T00:00:00Z",
+                "--end-at",
+                "2030-01-01T00:00:00Z",
+            ],
+            "--end-at: 2030-01-01T00:00:00+00:00 is not after --start-at",
+        ),
+        (["--every", "5s", "--jitter", "soon"], "--jitter 'soon' is not a duration"),
+    ],
+)
+def test_bad_cli_input_exits_2_naming_the_field_and_stores_nothing(
+    database_url: str, args: list[str], named: str
+) -> None:
+    result = corral(database_url, "schedules", "create", "s", "noop", *args)
+    assert result.exit_code == 2, result.output
+    assert named in result.output
+    assert run_sql(database_url, "SELECT count(*) FROM corral_schedules")[0][0] == 0
+
+
+def test_every_schedules_command_has_help() -> None:
+    for command in ("create", "list", "get", "pause", "resume", "delete", "run-now", "next"):
+        result = CliRunner().invoke(cli, ["schedules", command, "--help"])
+        assert result.exit_code == 0 and "Usage:" in result.output, command

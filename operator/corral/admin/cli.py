@@ -1,4 +1,5 @@
-"""The admin commands: `corral db|jobs|stats|dispatch|tokens|workers`.
+"""The admin commands: `corral db|jobs|stats|dispatch|tokens|workers`
+(`corral schedules` is beside it, in `corral.admin.schedules`).
 
 Registered in `corral/cli.py` (`_COMMANDS`). Every command takes
 `--database-url` (or CORRAL_DATABASE_URL) and talks to PostgreSQL only
@@ -29,6 +30,7 @@ from corral.queue.errors import (
     JobNotFound,
     MigrationError,
     QueueError,
+    ScheduleNotFound,
     TokenNotFound,
     WorkerNotFound,
 )
@@ -63,7 +65,7 @@ def _handled(command: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
-        except (JobNotFound, WorkerNotFound, TokenNotFound) as exc:
+        except (JobNotFound, WorkerNotFound, TokenNotFound, ScheduleNotFound) as exc:
             raise _NotFound(str(exc)) from None
         except (InvalidJob, DurationError) as exc:
             raise _BadInput(str(exc)) from None
