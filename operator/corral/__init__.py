@@ -6,7 +6,10 @@ internal and may change between releases:
 - enqueueing: `connect(url)` (a `Queue`), `await connect_async(url)` (an
   `AsyncQueue`), `JobSpec` for `enqueue_many`, `JobState`;
 - handlers: `@handler("kind")` (whose result has `.defer(queue_or_conn,
-  payload, ...)`), `Job`, `HandlerError`, `PayloadError`.
+  payload, ...)`), `Job`, `HandlerError`, `PayloadError`;
+- recurring schedules: `@handler("kind", schedule=every("5m"))`,
+  `schedule(name, kind, cron=...)`, `ScheduleSpec` (for
+  `Queue.create_schedule`), `InvalidSchedule`.
 
 Both halves are loaded on first use (PEP 562): `import corral` loads neither
 psycopg nor the worker package, so the operator's pure deciders and the CRD
@@ -22,22 +25,35 @@ from corral._version import __version__
 
 if TYPE_CHECKING:
     from corral.queue import AsyncQueue, JobSpec, JobState, Queue, QueueError
-    from corral.worker.handlers import HandlerError, HandlerFunction, Job, PayloadError, handler
+    from corral.queue.schedules import InvalidSchedule, ScheduleSpec
+    from corral.worker.handlers import (
+        HandlerError,
+        HandlerFunction,
+        Job,
+        PayloadError,
+        every,
+        handler,
+        schedule,
+    )
 
 __all__ = [
     "AsyncQueue",
     "HandlerError",
     "HandlerFunction",
+    "InvalidSchedule",
     "Job",
     "JobSpec",
     "JobState",
     "PayloadError",
     "Queue",
     "QueueError",
+    "ScheduleSpec",
     "__version__",
     "connect",
     "connect_async",
+    "every",
     "handler",
+    "schedule",
 ]
 
 # Public name -> the module that defines it, imported when the name is first used.
@@ -47,6 +63,10 @@ _LAZY = {
     "Job": "corral.worker.handlers",
     "PayloadError": "corral.worker.handlers",
     "handler": "corral.worker.handlers",
+    "every": "corral.worker.handlers",
+    "schedule": "corral.worker.handlers",
+    "InvalidSchedule": "corral.queue",
+    "ScheduleSpec": "corral.queue",
     "AsyncQueue": "corral.queue",
     "JobSpec": "corral.queue",
     "JobState": "corral.queue",

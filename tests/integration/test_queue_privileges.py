@@ -41,6 +41,8 @@ WORKER_FUNCTIONS = {
     "corral_purge_finished_v2",
     "corral_worker_due_schedules_v1",
     "corral_worker_fire_schedule_v1",
+    "corral_worker_lock_schedule_v1",
+    "corral_worker_declare_schedule_v1",
 }
 
 

@@ -29,7 +29,7 @@ from corral.queue import (
 from corral.worker.metrics import parse_text as parse_metrics
 from tests._postgres import WORKER_ROLE
 from tests.integration._enrolled import enroll, run_sql
-from tests.integration._workers import WorkerProcess, mint_token
+from tests.integration._workers import WorkerProcess, mint_token, wait_until
 
 UTC = dt.UTC
 
@@ -288,7 +288,7 @@ def test_retention_deletes_ledger_rows_of_deleted_jobs_but_each_schedules_latest
 @pytest.fixture
 def fleet(
     database_url: str, worker_database_url: str, tmp_path: Path
-) -> Iterator[Callable[[str], WorkerProcess]]:
+) -> Iterator[Callable[..., WorkerProcess]]:
     """Start `corral worker` processes (as the worker role) serving the
     `scheduled` queue; their handler records what it saw in `seen`."""
     run_sql(
@@ -297,10 +297,10 @@ def fleet(
     run_sql(database_url, f"GRANT INSERT ON seen TO {WORKER_ROLE}")
     started: list[WorkerProcess] = []
 
-    def start(name: str) -> WorkerProcess:
+    def start(name: str, *args: str) -> WorkerProcess:
         w = WorkerProcess(
             worker_database_url, tmp_path / name, name=name,
-            token=mint_token(database_url), queues="scheduled",
+            token=mint_token(database_url), queues="scheduled", args=args,
         )  # fmt: skip
         started.append(w)
         return w.wait_ready()
@@ -316,7 +316,7 @@ def consecutive_seconds(values: list[dt.datetime]) -> bool:
 
 @pytest.mark.slow
 def test_three_competing_workers_fire_an_every_second_schedule_once_per_occurrence(
-    database_url: str, fleet: Callable[[str], WorkerProcess]
+    database_url: str, fleet: Callable[..., WorkerProcess]
 ) -> None:
     workers = [fleet(f"w{i}") for i in range(3)]
     with Queue.connect(database_url) as q:
@@ -345,7 +345,7 @@ def test_three_competing_workers_fire_an_every_second_schedule_once_per_occurren
 
 @pytest.mark.slow
 def test_a_fleet_restart_fires_late_what_it_missed_without_duplicates(
-    database_url: str, fleet: Callable[[str], WorkerProcess]
+    database_url: str, fleet: Callable[..., WorkerProcess]
 ) -> None:
     """Under MISSED_AFTER_S away, every occurrence still fires (late); a
     schedule whose occurrences were missed by longer (started in the past
@@ -384,7 +384,7 @@ def test_a_fleet_restart_fires_late_what_it_missed_without_duplicates(
 
 @pytest.mark.slow
 def test_overlap_skip_with_a_slow_handler_skips_while_it_runs(
-    database_url: str, fleet: Callable[[str], WorkerProcess]
+    database_url: str, fleet: Callable[..., WorkerProcess]
 ) -> None:
     fleet("w")
     with Queue.connect(database_url) as q:
@@ -402,6 +402,33 @@ def test_overlap_skip_with_a_slow_handler_skips_while_it_runs(
         "SELECT started_at, finished_at FROM corral_jobs_finished ORDER BY started_at",
     )
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
+
+
+@pytest.mark.slow
+def test_workers_upsert_the_schedules_their_handlers_declare(
+    database_url: str, fleet: Callable[..., WorkerProcess]
+) -> None:
+    modules = ("--handlers", "tests.integration.worker_handlers",
+               "--handlers", "tests.integration.scheduled_handlers")  # fmt: skip
+    first = fleet("a", *modules)
+    with Queue.connect(database_url) as q:
+        stored = {s.name: s for s in q.list_schedules()}
+        assert set(stored) == {"declared-nightly", "declared-kind"}
+        assert (stored["declared-nightly"].cron, stored["declared-nightly"].timezone) == (
+            "0 3 * * *", "Europe/Berlin",
+        )  # fmt: skip
+        assert stored["declared-kind"].every_s == 3600
+        assert "declared-elsewhere" in first.output() and "elsewhere" in first.output()
+        # The handler's own schedule fires (its first occurrence is its creation).
+        wait_until(lambda: run_sql(database_url, "SELECT count(*) FROM seen")[0][0] == 1,
+                   15, "the declared schedule's job to run")  # fmt: skip
+        stored = {s.name: s for s in q.list_schedules()}
+        fleet("b", *modules)  # converges on the same specs: nothing moves
+        again = {s.name: s for s in q.list_schedules()}
+        for name, schedule in stored.items():
+            assert again[name].updated_at == schedule.updated_at
+            assert again[name].next_at == schedule.next_at
+        assert run_sql(database_url, "SELECT count(*) FROM seen")[0][0] == 1
 
 
 # -- corral schedules ------------------------------------------------------------------

@@ -68,6 +68,7 @@ def test_calls_that_must_land_together_are_marked_transactional() -> None:
         "enroll",
         "resume",
         "create_schedule",
+        "declare_schedule",
         "fire_due_schedules",
     }
     assert reg.enroll in op.TRANSACTIONAL

@@ -212,3 +212,34 @@ def test_invalid_schedule_is_a_queue_error() -> None:
     from corral.queue.errors import QueueError
 
     assert issubclass(InvalidSchedule, QueueError)
+
+
+# -- declared beside handlers ------------------------------------------------------------
+
+
+def test_a_handler_declares_a_schedule_named_after_its_kind() -> None:
+    import corral
+    from corral.worker import handlers
+
+    @corral.handler("unit-roll-up", schedule=corral.every("5m", timezone="Europe/Berlin"))
+    def roll_up(job: corral.Job[object]) -> None: ...
+
+    nightly = corral.schedule("unit-nightly", "unit-roll-up", cron="0 3 * * *")
+    declared = {s.name: s for s in handlers.declared_schedules()}
+    assert declared["unit-roll-up"] == ScheduleSpec(
+        "unit-roll-up", "unit-roll-up", every_s=300, timezone="Europe/Berlin"
+    )
+    assert declared["unit-nightly"] is nightly
+    # The same declaration again (a module imported twice) is fine; a different one is not.
+    corral.schedule("unit-nightly", "unit-roll-up", cron="0 3 * * *")
+    with pytest.raises(ValueError, match="'unit-nightly' is declared twice"):
+        corral.schedule("unit-nightly", "unit-roll-up", cron="0 4 * * *")
+
+
+def test_a_bad_declaration_fails_at_import_naming_the_field() -> None:
+    import corral
+
+    with pytest.raises(InvalidSchedule, match=r"^--every: '0.1s' is under the 1 s minimum"):
+        corral.every("0.1s")
+    with pytest.raises(InvalidSchedule, match=r"^--cron: 'every day'"):
+        corral.schedule("unit-bad", "noop", cron="every day")

@@ -54,19 +54,19 @@ def _not_found(name: str) -> ScheduleNotFound:
     return ScheduleNotFound(f"schedule {name!r} does not exist (see: corral schedules list)")
 
 
-@op.transactional
-def create_schedule(spec: ScheduleSpec) -> op.Operation[r.Schedule]:
-    """Create the schedule `spec.name`, or update it in place: a changed
-    spec recomputes next_at (an interval keeps counting from when the
-    schedule was first created, or start_at); an unchanged one keeps
-    next_at and last_occurrence."""
+def _upsert(spec: ScheduleSpec, worker: r.Caller | None) -> op.Operation[bool]:
+    """Write `spec` unless the stored row already says the same; True when it wrote."""
     columns = _columns(spec)
-    rows = yield op.Statement("lock_schedule", {"name": spec.name})
+    if worker is None:
+        rows = yield op.Statement("lock_schedule", {"name": spec.name})
+    else:
+        caller = (int(worker.worker_id), worker.credential)
+        rows = yield op.Statement("worker_lock_schedule_v1", (*caller, spec.name))
     if rows:
         stored = dict(zip(_COLUMNS, rows[0][: len(_COLUMNS)], strict=True))
         anchor, now = rows[0][-2], rows[0][-1]
         if stored == columns:
-            return (yield from get_schedule(spec.name))
+            return False
     else:
         now = yield op._one("db_now")
         anchor = now
@@ -75,8 +75,30 @@ def create_schedule(spec: ScheduleSpec) -> op.Operation[r.Schedule]:
     start = spec.start_at if spec.start_at is not None and not rows else now
     next_at = first_occurrence(spec, max(start, spec.start_at or start), anchor=anchor)
     params = {**columns, "payload": json.dumps(columns["payload"]), "next_at": next_at}
-    yield op.Statement("upsert_schedule", params, op.Fetch.ROWCOUNT)
+    if worker is None:
+        yield op.Statement("upsert_schedule", params, op.Fetch.ROWCOUNT)
+    else:
+        params.update(worker_id=caller[0], credential=caller[1])
+        yield op.Statement("worker_declare_schedule_v1", params)
+    return True
+
+
+@op.transactional
+def create_schedule(spec: ScheduleSpec) -> op.Operation[r.Schedule]:
+    """Create the schedule `spec.name`, or update it in place: a changed
+    spec recomputes next_at (an interval keeps counting from when the
+    schedule was first created, or start_at); an unchanged one keeps
+    next_at and last_occurrence."""
+    yield from _upsert(spec, None)
     return (yield from get_schedule(spec.name))
+
+
+@op.transactional
+def declare_schedule(spec: ScheduleSpec, *, worker: r.Caller) -> op.Operation[bool]:
+    """`create_schedule` for a worker (the schedules its handlers declare,
+    upserted at start-up), on one of the queues it serves; True when the
+    stored schedule changed."""
+    return (yield from _upsert(spec, worker))
 
 
 def get_schedule(name: str) -> op.Operation[r.Schedule]:

@@ -182,6 +182,7 @@ class Queue:
     interruptions = _method(fleet.interruptions)
     # Recurring schedules.
     create_schedule = _method(sch.create_schedule)
+    declare_schedule = _method(sch.declare_schedule)
     list_schedules = _method(sch.list_schedules)
     get_schedule = _method(sch.get_schedule)
     pause_schedule = _method(sch.pause_schedule)

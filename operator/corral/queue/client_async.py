@@ -147,6 +147,7 @@ class AsyncQueue:
     # Recurring schedules (the worker's firing pass, declared schedules).
     fire_due_schedules = _method(sch.fire_due_schedules)
     create_schedule = _method(sch.create_schedule)
+    declare_schedule = _method(sch.declare_schedule)
     list_schedules = _method(sch.list_schedules)
     get_schedule = _method(sch.get_schedule)
     pause_schedule = _method(sch.pause_schedule)

@@ -42,6 +42,7 @@ from corral.queue import (
     WorkerState,
 )
 from corral.queue import EnrollmentError as TokenRefused
+from corral.queue.schedules import ScheduleSpec
 from corral.worker.config import WorkerSettings
 from corral.worker.drain import Directive, Lifecycle
 from corral.worker.enrollment import EnrollmentError, Identity
@@ -315,6 +316,15 @@ class QueueSession:
                 return await self._on(
                     self._control,
                     lambda q: q.fire_due_schedules(limit, lead_s, worker=self._caller),
+                )
+
+    async def declare_schedule(self, spec: ScheduleSpec) -> bool:
+        """Upsert a schedule this worker's handlers declare (on a queue it
+        serves); True when the stored schedule changed."""
+        with _refused:
+            async with self._control_lock:
+                return await self._on(
+                    self._control, lambda q: q.declare_schedule(spec, worker=self._caller)
                 )
 
     async def wait_for_jobs(self, timeout_s: float) -> bool:

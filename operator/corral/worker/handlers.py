@@ -26,17 +26,22 @@ from pydantic import BaseModel, ValidationError
 
 if TYPE_CHECKING:
     from corral.queue import AsyncQueue, Queue
+    from corral.queue.schedules import ScheduleSpec
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "Every",
     "Handler",
     "HandlerError",
     "HandlerFunction",
     "HandlerRegistry",
     "Job",
     "PayloadError",
+    "declared_schedules",
+    "every",
     "handler",
     "registry",
+    "schedule",
 ]
 
 ENTRY_POINT_GROUP = "corral.handlers"
@@ -327,6 +332,7 @@ def handler(
     *,
     payload: type[BaseModel] | None = None,
     timeout: float | None = None,
+    schedule: Every | None = None,
 ) -> Callable[[Callable[Params, R]], HandlerFunction[Params, R]]: ...
 
 
@@ -336,6 +342,7 @@ def handler(
     *,
     payload: type[BaseModel] | None = None,
     timeout: float | None = None,
+    schedule: Every | None = None,
 ) -> HandlerFunction[Params, R] | Callable[[Callable[Params, R]], HandlerFunction[Params, R]]:
     """Register a function as the handler for jobs of kind `name`.
 
@@ -348,6 +355,9 @@ def handler(
     runs on — prefer async handlers for work that must stop on time). `payload` (a pydantic model) validates the job's
     payload first: a mismatch fails the job with the field that is wrong.
     `timeout` (seconds) overrides the worker's `--job-timeout`.
+    `schedule` (`corral.every("5m")`, `corral.every(cron="0 3 * * *")`)
+    declares a schedule named after the kind that enqueues its jobs; every
+    worker loading this module upserts it at start-up.
 
     Delivery is at-least-once: make side effects idempotent on `job.id`.
     The result stays directly callable like the function (in tests, say) and
@@ -361,8 +371,72 @@ def handler(
 
     def decorate(fn: Callable[Params, R]) -> HandlerFunction[Params, R]:
         kind = name or fn.__name__
+        if schedule is not None:
+            _declare(schedule.spec(kind, kind))
         registry.register(kind, fn, payload=payload, timeout_s=timeout)
         fn.__corral_handler__ = kind  # type: ignore[attr-defined]
         return HandlerFunction(fn, kind, payload)
 
     return decorate
+
+
+# -- declared schedules ----------------------------------------------------------
+
+# Schedule name -> spec: what `@handler(..., schedule=...)` and `schedule()`
+# declared in the modules loaded; the worker upserts each at start-up.
+_declared: dict[str, ScheduleSpec] = {}
+
+
+def declared_schedules() -> list[ScheduleSpec]:
+    """The schedules declared so far, by name."""
+    return [_declared[name] for name in sorted(_declared)]
+
+
+def _declare(spec: ScheduleSpec) -> ScheduleSpec:
+    existing = _declared.get(spec.name)
+    if existing is not None and existing != spec:
+        raise ValueError(
+            f"schedule {spec.name!r} is declared twice with different specs "
+            f"({existing.describe()} and {spec.describe()}): give one of them another name"
+        )
+    _declared[spec.name] = spec
+    return spec
+
+
+@dataclass(frozen=True, slots=True)
+class Every:
+    """When a handler's schedule fires (`corral.every`), without its name
+    and kind: `@corral.handler` supplies both (the kind)."""
+
+    every_s: float | str | None = None
+    cron: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def spec(self, name: str, kind: str) -> ScheduleSpec:
+        from corral.queue.schedules import ScheduleSpec
+
+        return ScheduleSpec(name, kind, every_s=self.every_s, cron=self.cron, **self.options)
+
+
+def every(
+    interval: float | str | None = None, /, *, cron: str | None = None, **options: Any
+) -> Every:
+    """A schedule for `@corral.handler("kind", schedule=corral.every("5m"))`:
+    every `interval` (seconds, or '30s', '5m', '1h'), or on `cron` ('0 3 * *
+    *', '@hourly'); `options` are ScheduleSpec's (timezone, payload, queue,
+    catch_up, overlap, jitter_s, ...). Checked now: a bad one raises
+    InvalidSchedule naming the field."""
+    schedule_ = Every(interval, cron, dict(options))
+    schedule_.spec("check", "check")
+    return schedule_
+
+
+def schedule(name: str, kind: str, payload: Any = None, **options: Any) -> ScheduleSpec:
+    """Declare schedule `name` enqueueing `kind` jobs with `payload`, e.g.
+    `corral.schedule("nightly", "roll-up", cron="0 3 * * *",
+    timezone="Europe/Berlin")` (ScheduleSpec's fields: every_s or cron,
+    timezone, queue, ...). Every worker loading the module upserts it at
+    start-up (an unchanged spec keeps its place)."""
+    from corral.queue.schedules import ScheduleSpec
+
+    return _declare(ScheduleSpec(name, kind, payload, **options))

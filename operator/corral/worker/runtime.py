@@ -56,7 +56,7 @@ from corral.worker.drain import Lifecycle, State
 from corral.worker.egress import Guard
 from corral.worker.endpoint import EndpointError, listen, serve
 from corral.worker.executors import build_registry
-from corral.worker.handlers import HandlerRegistry
+from corral.worker.handlers import HandlerRegistry, declared_schedules
 from corral.worker.heartbeat import Heartbeat, LeasesLapsed
 from corral.worker.jobs import Jobs
 from corral.worker.loopwatch import LoopWatch
@@ -237,6 +237,7 @@ class Worker:
             jobs.threads = ThreadPoolExecutor(
                 max_workers=min(settings.concurrency, 256), thread_name_prefix="corral-job"
             )
+            await self._declare_schedules(session)
             self.lifecycle.activate()
             flusher = self._flusher = Flusher(
                 self._buffer, session, self.metrics, jobs.written, settings.flush_interval_s
@@ -268,6 +269,22 @@ class Worker:
             return self.exit_code
         finally:
             await self._shutdown()
+
+    async def _declare_schedules(self, session: QueueSession) -> None:
+        """Upsert the schedules the loaded handler modules declare
+        (`@corral.handler(..., schedule=...)`, `corral.schedule`): every
+        worker converges the database on them; an unchanged one keeps its
+        place. One that fails (a queue this worker does not serve) is
+        logged and the worker runs on."""
+        for spec in declared_schedules():
+            try:
+                changed = await session.declare_schedule(spec)
+            except Exception as exc:  # removal included: the heartbeat acts on it
+                text = scrub_password(str(exc), self.settings.database_url)
+                log.warning("schedule %s (%s) not declared: %s", spec.name, spec.describe(), text)
+                continue
+            if changed:
+                log.info("schedule %s declared: %s", spec.name, spec.describe())
 
     def _announce(self) -> None:
         settings = self.settings

@@ -85,5 +85,10 @@ GRANT EXECUTE ON FUNCTION
     corral_purge_finished_v2(bigint, text, double precision, integer),
     corral_worker_due_schedules_v1(bigint, text, integer, double precision),
     corral_worker_fire_schedule_v1(bigint, text, text, timestamp with time zone[],
-                                   timestamp with time zone[], timestamp with time zone)
+                                   timestamp with time zone[], timestamp with time zone),
+    corral_worker_lock_schedule_v1(bigint, text, text),
+    corral_worker_declare_schedule_v1(bigint, text, text, text, jsonb, double precision, text,
+                                      text, text, integer, text, integer,
+                                      timestamp with time zone, timestamp with time zone, text,
+                                      text, double precision, timestamp with time zone)
 TO corral_worker;

@@ -413,7 +413,8 @@ SELECT corral_worker_fire_schedule_v1(%s::int8, %s::text, %s::text, %s::timestam
                                       %s::timestamptz[], %s::timestamptz)
 
 -- name: lock_schedule
--- create_schedule: the row as it is (locked until the upsert), and the clock.
+-- create_schedule: the row as it is (locked until the upsert), and the clock
+-- (the worker's declare_schedule: corral_worker_lock_schedule_v1, same columns).
 SELECT s.name, s.kind, s.payload, s.every_s, s.cron, s.timezone, s.queue, s.priority,
        s.region, s.max_attempts, s.start_at, s.end_at, s.catch_up, s.overlap, s.jitter_s,
        s.created_at, now()
@@ -461,3 +462,13 @@ DELETE FROM corral_schedules WHERE name = %(name)s RETURNING name
 
 -- name: run_schedule_now_v1
 SELECT corral_run_schedule_now_v1(%s::text)
+
+-- name: worker_lock_schedule_v1
+SELECT * FROM corral_worker_lock_schedule_v1(%s::int8, %s::text, %s::text)
+
+-- name: worker_declare_schedule_v1
+SELECT corral_worker_declare_schedule_v1(
+    %(worker_id)s::int8, %(credential)s::text, %(name)s, %(kind)s, %(payload)s::jsonb,
+    %(every_s)s, %(cron)s, %(timezone)s, %(queue)s, %(priority)s, %(region)s,
+    %(max_attempts)s, %(start_at)s, %(end_at)s, %(catch_up)s, %(overlap)s, %(jitter_s)s,
+    %(next_at)s)

@@ -1565,3 +1565,71 @@ AS $$
       LEFT JOIN corral_schedule_occurrences o ON o.job_id = c.id
      ORDER BY c.ordinality
 $$;
+
+-- Schedules a worker's handlers declare (`@corral.handler(...,
+-- schedule=...)`, `corral.schedule(...)`), upserted at its start-up: the
+-- stored row, locked, and the upsert. A worker may declare schedules only
+-- on the queues it was enrolled for (it cannot enqueue elsewhere through one).
+CREATE FUNCTION corral_worker_lock_schedule_v1(
+    p_worker_id bigint, p_credential text, p_name text
+) RETURNS TABLE (
+    name text, kind text, payload jsonb, every_s double precision, cron text, timezone text,
+    queue text, priority smallint, region text, max_attempts integer, start_at timestamptz,
+    end_at timestamptz, catch_up text, overlap text, jitter_s double precision,
+    created_at timestamptz, db_now timestamptz
+)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+BEGIN
+    IF corral_caller_state_v1(p_worker_id, p_credential) = 'removed' THEN
+        RAISE EXCEPTION 'worker % was removed from the fleet', p_worker_id
+            USING ERRCODE = 'CR410';
+    END IF;
+    RETURN QUERY
+    SELECT s.name, s.kind, s.payload, s.every_s, s.cron, s.timezone, s.queue, s.priority,
+           s.region, s.max_attempts, s.start_at, s.end_at, s.catch_up, s.overlap, s.jitter_s,
+           s.created_at, now()
+      FROM corral_schedules s WHERE s.name = p_name
+       FOR UPDATE;
+END
+$$;
+
+CREATE FUNCTION corral_worker_declare_schedule_v1(
+    p_worker_id bigint, p_credential text, p_name text, p_kind text, p_payload jsonb,
+    p_every_s double precision, p_cron text, p_timezone text, p_queue text, p_priority integer,
+    p_region text, p_max_attempts integer, p_start_at timestamptz, p_end_at timestamptz,
+    p_catch_up text, p_overlap text, p_jitter_s double precision, p_next_at timestamptz
+) RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+    v_served text[];
+BEGIN
+    IF corral_caller_state_v1(p_worker_id, p_credential) = 'removed' THEN
+        RAISE EXCEPTION 'worker % was removed from the fleet', p_worker_id
+            USING ERRCODE = 'CR410';
+    END IF;
+    SELECT w.queues INTO v_served FROM corral_workers w WHERE w.id = p_worker_id;
+    IF NOT p_queue = ANY(coalesce(v_served, '{}')) THEN
+        RAISE EXCEPTION 'worker % may not declare schedule % on queue %: it serves only %',
+            p_worker_id, p_name, p_queue, v_served USING ERRCODE = '42501';
+    END IF;
+    INSERT INTO corral_schedules AS s (name, kind, payload, every_s, cron, timezone, queue,
+                                       priority, region, max_attempts, start_at, end_at,
+                                       catch_up, overlap, jitter_s, next_at)
+    VALUES (p_name, p_kind, p_payload, p_every_s, p_cron, p_timezone, p_queue, p_priority,
+            p_region, p_max_attempts, p_start_at, p_end_at, p_catch_up, p_overlap, p_jitter_s,
+            p_next_at)
+    ON CONFLICT (name) DO UPDATE
+       SET kind = EXCLUDED.kind, payload = EXCLUDED.payload, every_s = EXCLUDED.every_s,
+           cron = EXCLUDED.cron, timezone = EXCLUDED.timezone, queue = EXCLUDED.queue,
+           priority = EXCLUDED.priority, region = EXCLUDED.region,
+           max_attempts = EXCLUDED.max_attempts, start_at = EXCLUDED.start_at,
+           end_at = EXCLUDED.end_at, catch_up = EXCLUDED.catch_up, overlap = EXCLUDED.overlap,
+           jitter_s = EXCLUDED.jitter_s, next_at = EXCLUDED.next_at, updated_at = now();
+END
+$$;
