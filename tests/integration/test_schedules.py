@@ -1,7 +1,8 @@
 """Recurring schedules against a real PostgreSQL: each occurrence fires
 exactly once whoever fires it (the ledger's key), catch-up, overlap,
 pause/resume/delete, create-again updates in place, run-now, and
-scheduled_for reaching the claim and `corral jobs get`."""
+scheduled_for reaching the claim and `corral jobs get`. The tests taking
+`connect` run once per client (Queue, AsyncQueue)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from corral.queue import (
 )
 from corral.worker.metrics import parse_text as parse_metrics
 from tests._postgres import WORKER_ROLE
+from tests.integration._clients import Connect
 from tests.integration._enrolled import enroll, run_sql
 from tests.integration._workers import WorkerProcess, mint_token, wait_until
 
@@ -59,8 +61,10 @@ def finish_all(url: str) -> None:
     )
 
 
-def test_a_new_interval_schedule_fires_at_once_and_then_every_interval(database_url: str) -> None:
-    with Queue.connect(database_url) as q:
+def test_a_new_interval_schedule_fires_at_once_and_then_every_interval(
+    connect: Connect, database_url: str
+) -> None:
+    with connect(database_url) as q:
         created = q.create_schedule(ScheduleSpec("tick", "noop", every_s=10))
         assert created.next_at is not None and created.last_occurrence is None
         first = q.fire_due_schedules()
@@ -130,10 +134,10 @@ def test_the_ledger_key_alone_stops_a_second_firing_of_an_occurrence(database_ur
 
 @pytest.mark.parametrize(("catch_up", "missed_jobs"), [("none", 0), ("one", 1), ("all", 300)])
 def test_missed_occurrences_follow_the_catch_up_policy(
-    database_url: str, catch_up: str, missed_jobs: int
+    connect: Connect, database_url: str, catch_up: str, missed_jobs: int
 ) -> None:
     start = past(360).replace(microsecond=0)
-    with Queue.connect(database_url) as q:
+    with connect(database_url) as q:
         q.create_schedule(
             ScheduleSpec(
                 "tick", "noop", every_s=1, start_at=start, catch_up=catch_up, overlap="allow"
@@ -156,11 +160,11 @@ def test_missed_occurrences_follow_the_catch_up_policy(
 
 @pytest.mark.parametrize("overlap", ["skip", "queue", "allow"])
 def test_overlap_decides_what_happens_while_the_previous_job_runs(
-    database_url: str, overlap: str
+    connect: Connect, database_url: str, overlap: str
 ) -> None:
     """Four occurrences due in one pass: the first one's job is unfinished
     when the next three are considered."""
-    with Queue.connect(database_url) as q:
+    with connect(database_url) as q:
         q.create_schedule(
             ScheduleSpec("tick", "noop", every_s=1, start_at=past(3.5), overlap=overlap)
         )
@@ -181,8 +185,8 @@ def test_overlap_decides_what_happens_while_the_previous_job_runs(
             assert outcomes == ["enqueued"] * 4 and len(fired.job_ids) == 4
 
 
-def test_pause_resume_and_delete(database_url: str) -> None:
-    with Queue.connect(database_url) as q:
+def test_pause_resume_and_delete(connect: Connect, database_url: str) -> None:
+    with connect(database_url) as q:
         q.create_schedule(ScheduleSpec("tick", "noop", every_s=1))
         assert q.pause_schedule("tick").paused
         assert q.fire_due_schedules() == []
@@ -196,9 +200,10 @@ def test_pause_resume_and_delete(database_url: str) -> None:
 
 
 def test_creating_again_updates_in_place_and_an_unchanged_spec_keeps_its_place(
+    connect: Connect,
     database_url: str,
 ) -> None:
-    with Queue.connect(database_url) as q:
+    with connect(database_url) as q:
         q.create_schedule(ScheduleSpec("tick", "noop", every_s=60, start_at=past(1)))
         q.fire_due_schedules()
         fired = q.get_schedule("tick")
@@ -215,8 +220,10 @@ def test_creating_again_updates_in_place_and_an_unchanged_spec_keeps_its_place(
         assert len(q.list_schedules()) == 1
 
 
-def test_run_now_enqueues_once_and_records_it_in_the_ledger(database_url: str) -> None:
-    with Queue.connect(database_url) as q:
+def test_run_now_enqueues_once_and_records_it_in_the_ledger(
+    connect: Connect, database_url: str
+) -> None:
+    with connect(database_url) as q:
         q.create_schedule(ScheduleSpec("nightly", "noop", cron="0 3 * * *"))
         job_id = q.run_schedule_now("nightly")
         assert [r[1] for r in ledger(database_url, "nightly")] == [job_id]
