@@ -390,25 +390,38 @@ def test_a_fleet_restart_fires_late_what_it_missed_without_duplicates(
 
 
 @pytest.mark.slow
-def test_overlap_skip_with_a_slow_handler_skips_while_it_runs(
-    database_url: str, fleet: Callable[..., WorkerProcess]
+@pytest.mark.parametrize("overlap", ["skip", "queue", "allow"])
+def test_overlap_with_a_slow_handler(
+    database_url: str, fleet: Callable[..., WorkerProcess], overlap: str
 ) -> None:
+    """Every second, a handler that takes 2.5 s: skip runs one at a time and
+    records the rest as skipped; queue runs one at a time and fires each
+    occurrence in turn, late; allow runs them side by side."""
     fleet("w")
     with Queue.connect(database_url) as q:
         q.create_schedule(
-            ScheduleSpec("slow", "scheduled", {"sleep_s": 2.5}, every_s=1, overlap="skip")
+            ScheduleSpec("slow", "scheduled", {"sleep_s": 2.5}, every_s=1, overlap=overlap)
         )
         time.sleep(8)
         q.pause_schedule("slow")
-    outcomes = [r[2] for r in ledger(database_url, "slow")]
-    assert outcomes[0] == "enqueued" and "skipped" in outcomes
-    enqueued = outcomes.count("enqueued")
-    assert 2 <= enqueued <= 4  # one per ~3 s: never two running at once
+    rows = ledger(database_url, "slow")
+    outcomes = [r[2] for r in rows]
     spans = run_sql(
         database_url,
         "SELECT started_at, finished_at FROM corral_jobs_finished ORDER BY started_at",
     )
-    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
+    one_at_a_time = all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
+    if overlap == "skip":
+        assert outcomes[0] == "enqueued" and "skipped" in outcomes
+        assert 2 <= outcomes.count("enqueued") <= 4  # one per ~3 s
+        assert one_at_a_time
+    elif overlap == "queue":
+        assert set(outcomes) == {"enqueued"} and 2 <= len(outcomes) <= 4
+        assert consecutive_seconds([r[0] for r in rows])  # none skipped, each in turn
+        assert one_at_a_time
+    else:
+        assert set(outcomes) == {"enqueued"} and len(outcomes) >= 7
+        assert not one_at_a_time
 
 
 @pytest.mark.slow
