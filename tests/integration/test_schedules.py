@@ -266,6 +266,13 @@ def test_the_worker_role_fires_through_its_wrappers_only(
             w.run_schedule_now("tick")
         with pytest.raises(PermissionDenied):
             w.list_schedules()
+        # Only what is due: an occurrence an hour ahead is refused.
+        ahead = [dt.datetime.now(UTC) + dt.timedelta(hours=1)]
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="due within a minute"):
+            w.conn.execute(
+                "SELECT corral_worker_fire_schedule_v1(%s, %s, 'tick', %s, %s, NULL)",
+                (worker.worker_id, worker.credential, ahead, ahead),
+            )
 
 
 def test_retention_deletes_ledger_rows_of_deleted_jobs_but_each_schedules_latest(

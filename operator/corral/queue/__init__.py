@@ -1,7 +1,7 @@
 """corral.queue: the PostgreSQL job queue. The ONLY package that talks to PostgreSQL.
 
-Who calls it: the admin CLI (`corral db|jobs|stats|dispatch|tokens|workers`,
-in `corral.admin.cli`), the worker runtime (`corral.worker`, through
+Who calls it: the admin CLI (`corral db|jobs|schedules|stats|dispatch|tokens|
+workers`, in `corral.admin`), the worker runtime (`corral.worker`, through
 `AsyncQueue`), the operator (depth, drain, tokens) and user code that enqueues.
 
 Guarantees (each has an integration test named after it):
@@ -20,7 +20,9 @@ Guarantees (each has an integration test named after it):
 * retries back off exponentially with jitter up to `max_attempts`, then the
   job is `dead` with its last error kept; `requeue` restores a fresh budget;
 * delivery is AT-LEAST-ONCE: handlers should use `(job.id, job.attempt)` as
-  their idempotency key.
+  their idempotency key;
+* a schedule's occurrence becomes at most one job, whoever fires it (the
+  ledger `corral_schedule_occurrences` is keyed by schedule and occurrence).
 
 Worker hot path, in order: `claim` -> run -> `complete_many` (with the
 handlers' results) / `fail_many` (batched), `heartbeat` every few seconds,

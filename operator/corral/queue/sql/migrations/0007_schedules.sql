@@ -235,6 +235,12 @@ BEGIN
         RAISE EXCEPTION 'at most 1000 occurrences per firing (got %)',
             array_length(p_occurrences, 1) USING ERRCODE = '22023';
     END IF;
+    -- A worker fires what is due, not the future (the firing pass's lead is
+    -- capped at a minute too).
+    IF EXISTS (SELECT 1 FROM unnest(p_occurrences) o WHERE o > now() + interval '60 seconds') THEN
+        RAISE EXCEPTION 'a worker may fire only occurrences due within a minute'
+            USING ERRCODE = '22023';
+    END IF;
     RETURN corral_fire_schedule_v1(p_name, p_occurrences, p_run_at, p_next_at);
 END
 $$;
