@@ -1,0 +1,114 @@
+"""The schedules' queue calls without a database (corral.queue._schedules):
+which statements an upsert and a firing pass send, with what, and what
+they make of the rows sent back."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from corral.queue import _schedules as sch
+from corral.queue import records as r
+from corral.queue.schedules import ScheduleSpec
+
+UTC = dt.UTC
+NOW = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+SCHEDULE_ROW = (
+    "tick", "noop", {}, 60.0, None, "UTC", "noop", 0, "", None, None, None, "one", "skip", 0.0,
+    False, NOW, None, None, None, NOW, NOW,
+)  # fmt: skip
+
+
+def drive(operation: Any, answers: dict[str, Any]) -> tuple[list[Any], Any]:
+    """Run `operation`, answering each statement by name; returns the
+    statements sent and the result."""
+    sent = []
+    try:
+        stmt = next(operation)
+        while True:
+            sent.append(stmt)
+            stmt = operation.send(answers[stmt.name])
+    except StopIteration as done:
+        return sent, done.value
+
+
+def stored(spec: ScheduleSpec, created: dt.datetime) -> list[tuple[Any, ...]]:
+    columns = sch._columns(spec)
+    return [(*[columns[c] for c in sch._COLUMNS], created, NOW)]
+
+
+def test_an_unchanged_spec_is_not_written_again() -> None:
+    spec = ScheduleSpec("tick", "noop", every_s=60)
+    sent, schedule = drive(
+        sch.create_schedule(spec),
+        {"lock_schedule": stored(spec, NOW), "get_schedule": [SCHEDULE_ROW]},
+    )
+    assert [s.name for s in sent] == ["lock_schedule", "get_schedule"]
+    assert schedule.name == "tick"
+
+
+def test_a_changed_interval_keeps_counting_from_the_creation() -> None:
+    created = NOW - dt.timedelta(seconds=90)
+    old = ScheduleSpec("tick", "noop", every_s=60)
+    sent, _ = drive(
+        sch.create_schedule(ScheduleSpec("tick", "noop", every_s=40)),
+        {"lock_schedule": stored(old, created), "upsert_schedule": 1,
+         "get_schedule": [SCHEDULE_ROW]},
+    )  # fmt: skip
+    upsert = sent[1]
+    assert upsert.name == "upsert_schedule"
+    assert upsert.params["next_at"] == created + dt.timedelta(seconds=120)  # first >= now
+
+
+def test_a_new_schedule_starts_now_or_at_start_at() -> None:
+    sent, _ = drive(
+        sch.create_schedule(ScheduleSpec("tick", "noop", every_s=60)),
+        {"lock_schedule": [], "db_now": NOW, "upsert_schedule": 1,
+         "get_schedule": [SCHEDULE_ROW]},
+    )  # fmt: skip
+    assert [s.name for s in sent] == ["lock_schedule", "db_now", "upsert_schedule", "get_schedule"]
+    assert sent[2].params["next_at"] == NOW
+
+
+def test_a_worker_declares_through_its_own_functions() -> None:
+    caller = r.Credentials(7, "crl_wc_x")
+    sent, changed = drive(
+        sch.declare_schedule(ScheduleSpec("tick", "noop", cron="@hourly"), worker=caller),
+        {"worker_lock_schedule_v1": [], "db_now": NOW, "worker_declare_schedule_v1": []},
+    )
+    assert changed is True
+    assert sent[0].params == (7, "crl_wc_x", "tick")
+    assert sent[2].params["worker_id"] == 7
+    assert sent[2].params["next_at"] == NOW  # 12:00:00 is itself an @hourly occurrence
+
+
+def due_row(next_at: dt.datetime) -> tuple[Any, ...]:
+    return ("tick", "noop", 1.0, None, "UTC", "noop", None, None, "one", "allow", 0.0,
+            next_at, None, next_at, NOW)  # fmt: skip
+
+
+def test_a_firing_pass_fires_what_plan_firing_says_and_counts_skips() -> None:
+    sent, fired = drive(
+        sch.fire_due_schedules(),
+        {"due_schedules_v1": [due_row(NOW - dt.timedelta(seconds=2))],
+         "fire_schedule_v1": [11, None, 12]},
+    )  # fmt: skip
+    fire = sent[1]
+    assert fire.params[1] == [NOW - dt.timedelta(seconds=k) for k in (2, 1, 0)]
+    assert fire.params[2] == fire.params[1]  # no jitter: run at the occurrence
+    assert fire.params[3] == NOW + dt.timedelta(seconds=1)
+    assert fired == [r.ScheduleFiring("tick", [11, 12], 1)]
+
+
+def test_a_workers_firing_pass_names_its_caller() -> None:
+    caller = r.Credentials(7, "crl_wc_x")
+    sent, _ = drive(
+        sch.fire_due_schedules(5, 0.5, worker=caller),
+        {"worker_due_schedules_v1": [due_row(NOW)], "worker_fire_schedule_v1": [1]},
+    )
+    assert sent[0].params == (7, "crl_wc_x", 5, 0.5)
+    assert sent[1].name == "worker_fire_schedule_v1" and sent[1].params[:3] == (
+        7,
+        "crl_wc_x",
+        "tick",
+    )
