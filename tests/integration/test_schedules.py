@@ -185,6 +185,37 @@ def test_overlap_decides_what_happens_while_the_previous_job_runs(
             assert outcomes == ["enqueued"] * 4 and len(fired.job_ids) == 4
 
 
+def test_jitter_delays_the_job_but_not_its_occurrence(database_url: str) -> None:
+    with Queue.connect(database_url) as q:
+        q.create_schedule(
+            ScheduleSpec("tick", "noop", every_s=1, start_at=past(5.5), overlap="allow",
+                         jitter_s="30s")
+        )  # fmt: skip
+        q.fire_due_schedules()
+        rows = run_sql(
+            database_url,
+            "SELECT o.scheduled_for, j.run_at, j.state FROM corral_schedule_occurrences o"
+            " JOIN corral_jobs j ON j.id = o.job_id",
+        )
+    assert len(rows) == 6
+    assert all(occurrence <= run_at <= occurrence + dt.timedelta(seconds=30)
+               for occurrence, run_at, _ in rows)  # fmt: skip
+    assert "scheduled" in {state for *_, state in rows}  # some wait out their jitter
+
+
+def test_a_schedule_past_its_end_is_finished(database_url: str) -> None:
+    with Queue.connect(database_url) as q:
+        q.create_schedule(
+            ScheduleSpec("tick", "noop", every_s=1, start_at=past(3.5), end_at=past(1.2),
+                         overlap="allow")
+        )  # fmt: skip
+        assert len(q.fire_due_schedules()[0].job_ids) == 3
+        assert q.get_schedule("tick").next_at is None
+        assert q.fire_due_schedules() == []
+    listed = corral(database_url, "schedules", "list")
+    assert "finished" in listed.output
+
+
 def test_pause_resume_and_delete(connect: Connect, database_url: str) -> None:
     with connect(database_url) as q:
         q.create_schedule(ScheduleSpec("tick", "noop", every_s=1))
