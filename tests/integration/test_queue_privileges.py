@@ -30,6 +30,7 @@ from tests.integration._enrolled import run_sql
 WORKER_FUNCTIONS = {
     "corral_enroll_v2",
     "corral_authenticate_v2",
+    "corral_claim_v2",  # workers of the previous release, during a rolling upgrade
     "corral_claim_v3",
     "corral_complete_v3",
     "corral_fail_v2",
@@ -115,7 +116,7 @@ def test_every_function_but_the_worker_ones_is_refused_to_the_worker_role(
     admin_only = [(n, k) for n, k in functions if n not in WORKER_FUNCTIONS]
     assert {"corral_purge_finished_v1", "corral_complete_v1", "corral_complete_v2",
             "corral_fail_v1", "corral_release_v1", "corral_enqueue_v1", "corral_claim_v1",
-            "corral_heartbeat_v1", "corral_enroll_v1", "corral_claim_v2",
+            "corral_heartbeat_v1", "corral_enroll_v1",
             "corral_fire_schedule_v1", "corral_due_schedules_v1",
             "corral_run_schedule_now_v1"} <= {n for n, _ in admin_only}  # fmt: skip
     for name, types in admin_only:

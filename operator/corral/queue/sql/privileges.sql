@@ -74,6 +74,8 @@ $$;
 GRANT EXECUTE ON FUNCTION
     corral_enroll_v2(text, text, text[], integer, text, text),
     corral_authenticate_v2(bigint, text, text, text[], integer, text),
+    -- claim_v2 stays for workers of the previous release during a rolling upgrade.
+    corral_claim_v2(bigint, text, text[], integer, double precision),
     corral_claim_v3(bigint, text, text[], integer, double precision),
     corral_complete_v3(bigint, text, bigint[], bigint[], jsonb[]),
     corral_fail_v2(bigint, text, bigint[], bigint[], text[], text[], boolean[]),
