@@ -237,7 +237,7 @@ class Worker:
             jobs.threads = ThreadPoolExecutor(
                 max_workers=min(settings.concurrency, 256), thread_name_prefix="corral-job"
             )
-            await self._declare_schedules(session)
+            await upkeep.declare_schedules(session, declared_schedules(), settings.database_url)
             self.lifecycle.activate()
             flusher = self._flusher = Flusher(
                 self._buffer, session, self.metrics, jobs.written, settings.flush_interval_s
@@ -248,15 +248,8 @@ class Worker:
             spawn(flusher.run(), "flusher")
             spawn(jobs.watchdog(), "watchdog")
             spawn(self._loop_watch().run(), "loopwatch")
-            spawn(upkeep.reap(session, self._wake.set), "reaper")
-            spawn(
-                upkeep.fire_schedules(session, self.metrics, self._wake.set, settings.database_url),
-                "schedules",
-            )
-            if settings.retention_s > 0:
-                spawn(
-                    upkeep.retain(session, settings.retention_s, settings.database_url), "retention"
-                )
+            for task, name in upkeep.tasks(session, settings, self.metrics, self._wake.set):
+                spawn(task, name)
             spawn(self._dispatch_then_drain(), "dispatcher")
             if listener is not None:
                 # aiohttp's import (a tenth of a second) runs in a thread while
@@ -269,22 +262,6 @@ class Worker:
             return self.exit_code
         finally:
             await self._shutdown()
-
-    async def _declare_schedules(self, session: QueueSession) -> None:
-        """Upsert the schedules the loaded handler modules declare
-        (`@corral.handler(..., schedule=...)`, `corral.schedule`): every
-        worker converges the database on them; an unchanged one keeps its
-        place. One that fails (a queue this worker does not serve) is
-        logged and the worker runs on."""
-        for spec in declared_schedules():
-            try:
-                changed = await session.declare_schedule(spec)
-            except Exception as exc:  # removal included: the heartbeat acts on it
-                text = scrub_password(str(exc), self.settings.database_url)
-                log.warning("schedule %s (%s) not declared: %s", spec.name, spec.describe(), text)
-                continue
-            if changed:
-                log.info("schedule %s declared: %s", spec.name, spec.describe())
 
     def _announce(self) -> None:
         settings = self.settings

@@ -16,15 +16,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
 
 from corral.queue.dsn import scrub_password
+from corral.queue.schedules import ScheduleSpec
 from corral.worker._queue import QueueSession, RemovedError
+from corral.worker.config import WorkerSettings
 from corral.worker.metrics import WorkerMetrics
 
 log = logging.getLogger("corral.worker")
 
-__all__ = ["fire_schedules", "reap", "retain"]
+__all__ = ["declare_schedules", "fire_schedules", "reap", "retain", "tasks"]
 
 REAPER_PERIOD_S = 5.0
 RETENTION_FIRST_S = 5.0  # first retention pass this long after start
@@ -33,6 +36,22 @@ RETENTION_BATCH = 1000  # rows per DELETE: short statements, short locks
 _BETWEEN_BATCHES_S = 0.01
 SCHEDULES_PERIOD_S = 1.0  # a firing pass a second, plus up to 20% jitter
 SCHEDULES_BATCH = 100  # due schedules one pass takes at most
+
+
+def tasks(
+    session: QueueSession, settings: WorkerSettings, metrics: WorkerMetrics,
+    found: Callable[[], None],
+) -> list[tuple[Coroutine[Any, Any, None], str]]:  # fmt: skip
+    """The upkeep tasks a worker runs, with their names; `found()` wakes its
+    dispatcher when a pass made jobs claimable."""
+    url = settings.database_url
+    runs = [
+        (reap(session, found), "reaper"),
+        (fire_schedules(session, metrics, found, url), "schedules"),
+    ]
+    if settings.retention_s > 0:
+        runs.append((retain(session, settings.retention_s, url), "retention"))
+    return runs
 
 
 async def reap(session: QueueSession, found: Callable[[], None]) -> None:
@@ -99,3 +118,22 @@ async def fire_schedules(
             raise
         except Exception as exc:
             log.warning("schedules pass failed: %s", scrub_password(str(exc), database_url))
+
+
+async def declare_schedules(
+    session: QueueSession, specs: Iterable[ScheduleSpec], database_url: str
+) -> None:
+    """Upsert the schedules the loaded handler modules declare
+    (`@corral.handler(..., schedule=...)`, `corral.schedule`) at start-up:
+    every worker converges the database on them; an unchanged one keeps its
+    place. One that fails (a queue this worker does not serve) is logged and
+    the worker runs on."""
+    for spec in specs:
+        try:
+            changed = await session.declare_schedule(spec)
+        except Exception as exc:  # removal included: the heartbeat acts on it
+            text = scrub_password(str(exc), database_url)
+            log.warning("schedule %s (%s) not declared: %s", spec.name, spec.describe(), text)
+            continue
+        if changed:
+            log.info("schedule %s declared: %s", spec.name, spec.describe())
