@@ -306,6 +306,28 @@ def test_the_worker_role_fires_through_its_wrappers_only(
             )
 
 
+def test_a_worker_declares_schedules_only_on_its_queues_and_moves_none_away(
+    database_url: str, worker_database_url: str
+) -> None:
+    with Queue.connect(database_url) as q:
+        q.create_schedule(ScheduleSpec("billing-run", "noop", every_s=60, queue="billing"))
+        worker = enroll(q, queues=["q"])
+    with Queue.connect(worker_database_url) as w:
+        with pytest.raises(PermissionDenied, match="serves only"):
+            w.declare_schedule(ScheduleSpec("mine", "noop", every_s=60, queue="billing"),
+                               worker=worker)  # fmt: skip
+        # The name is another queue's schedule: the worker may not take it over.
+        with pytest.raises(PermissionDenied, match="does not serve"):
+            w.declare_schedule(ScheduleSpec("billing-run", "noop", every_s=5, queue="q"),
+                               worker=worker)  # fmt: skip
+        assert w.declare_schedule(ScheduleSpec("mine", "noop", every_s=60, queue="q"),
+                                  worker=worker)  # fmt: skip
+    with Queue.connect(database_url) as q:
+        kept = q.get_schedule("billing-run")
+        assert (kept.queue, kept.every_s) == ("billing", 60)
+        assert q.get_schedule("mine").queue == "q"
+
+
 def test_retention_deletes_ledger_rows_of_deleted_jobs_but_each_schedules_latest(
     database_url: str,
 ) -> None:

@@ -307,7 +307,8 @@ $$;
 -- Schedules a worker's handlers declare (`@corral.handler(...,
 -- schedule=...)`, `corral.schedule(...)`), upserted at its start-up: the
 -- stored row, locked, and the upsert. A worker may declare schedules only
--- on the queues it was enrolled for (it cannot enqueue elsewhere through one).
+-- on the queues it was enrolled for, and change only schedules on those
+-- queues (it cannot enqueue elsewhere through one, nor move one away).
 CREATE FUNCTION corral_worker_lock_schedule_v1(
     p_worker_id bigint, p_credential text, p_name text
 ) RETURNS TABLE (
@@ -368,6 +369,12 @@ BEGIN
            priority = EXCLUDED.priority, region = EXCLUDED.region,
            max_attempts = EXCLUDED.max_attempts, start_at = EXCLUDED.start_at,
            end_at = EXCLUDED.end_at, catch_up = EXCLUDED.catch_up, overlap = EXCLUDED.overlap,
-           jitter_s = EXCLUDED.jitter_s, next_at = EXCLUDED.next_at, updated_at = now();
+           jitter_s = EXCLUDED.jitter_s, next_at = EXCLUDED.next_at, updated_at = now()
+     WHERE s.queue = ANY(v_served);
+    IF NOT FOUND THEN
+        -- The name is taken by a schedule on a queue this worker does not serve.
+        RAISE EXCEPTION 'worker % may not change schedule %: it is on a queue it does not serve',
+            p_worker_id, p_name USING ERRCODE = '42501';
+    END IF;
 END
 $$;
