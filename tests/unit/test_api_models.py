@@ -38,6 +38,7 @@ def test_a_minimal_pool_gets_every_documented_default() -> None:
             "enabled": True,
             "jobsPerWorker": 20,
             "activationDepth": 1,
+            "activationLeadSeconds": 5,
             "scaleDownDelaySeconds": 300,
             "pollSeconds": 10,
         },
@@ -144,3 +145,13 @@ def test_egress_rules_are_checked_and_a_bad_one_is_named() -> None:
     assert pool.spec.egress.deny == ["10.96.0.1:443", "*.internal"]
     assert "'10.0.0.1/8'" in _error(_pool(egress={"deny": ["10.0.0.1/8"]}))
     assert "'api:http'" in _error(_pool(egress={"allow": ["api:http"]}))
+
+
+@pytest.mark.parametrize("lead", [-1, 301])
+def test_activation_lead_seconds_is_bounded_to_five_minutes(lead: int) -> None:
+    assert "spec.autoscaling.activationLeadSeconds" in _error(_pool(autoscaling={"activationLeadSeconds": lead}))
+
+
+def test_activation_lead_seconds_of_zero_counts_only_jobs_due_now() -> None:
+    pool = WorkerPool.from_kube(_pool(autoscaling={"activationLeadSeconds": 0}))
+    assert pool.spec.autoscaling.activation_lead_seconds == 0

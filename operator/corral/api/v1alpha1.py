@@ -183,6 +183,12 @@ class Autoscaling(KubeModel):
         le=1_000_000,
         description="Waiting jobs needed to start the first worker of a pool at zero (replicas.min 0); 0 and 1 both mean any waiting job.",
     )
+    activation_lead_seconds: int = Field(
+        default=5,
+        ge=0,
+        le=300,
+        description="Jobs scheduled to run within this many seconds, delayed jobs and schedule occurrences alike, count as demand now, so a pool at zero has a worker ready when they come due (seconds).",
+    )
     scale_down_delay_seconds: int = Field(
         default=300,
         ge=0,
