@@ -53,6 +53,18 @@ def test_a_due_scheduled_job_counts_even_before_any_claim_promotes_it(database_u
         assert queue.backlog(["a"], None).dispatchable == 1
 
 
+def test_a_job_due_within_the_activation_lead_counts_as_demand_now(database_url: str) -> None:
+    # activationLeadSeconds: a pool at zero starts its worker before the job
+    # is due, not a pod's start-up time after.
+    with Queue.connect(database_url) as queue:
+        queue.enqueue("k", queue="a", run_at=datetime.now(UTC) + timedelta(seconds=3))
+        ahead = queue.backlog(["a"], None, lead_s=5)
+        assert (ahead.waiting, ahead.dispatchable) == (1, 1)
+        now = queue.backlog(["a"], None, lead_s=0)
+        assert (now.waiting, now.dispatchable) == (0, 0)
+        assert queue.backlog(["a"], None) == now  # no lead by default
+
+
 def test_pool_workers_lists_only_that_pools_workers_that_are_not_removed(
     database_url: str,
 ) -> None:

@@ -124,6 +124,7 @@ class FakeQueue:
     token_queues: dict[int, list[str]] = field(default_factory=dict)
     workers: list[Any] = field(default_factory=list)
     pending: int = 0
+    backlog_leads: list[float] = field(default_factory=list)
 
     def run(self, fn: Any) -> Any:
         if not self.up:
@@ -153,7 +154,10 @@ class FakeQueue:
     def depth(self, queues: list[str], region: str | None = None) -> Depth:
         return Depth(self.pending, 0, capped=False)
 
-    def backlog(self, queues: list[str], region: str | None = None, *, cap: int = 0) -> Backlog:
+    def backlog(
+        self, queues: list[str], region: str | None = None, *, cap: int = 0, lead_s: float = 0.0
+    ) -> Backlog:
+        self.backlog_leads.append(lead_s)
         return Backlog(self.pending, self.pending, capped=False)
 
     def flow(self, queues: list[str], region: str | None = None, *, window_s: float = 60) -> Flow:
@@ -551,6 +555,16 @@ def test_a_burst_scales_a_pool_at_zero_up_at_once_with_an_event_saying_why() -> 
     assert (status["desiredReplicas"], status["queueDepth"]) == (10, 95)
     limited = {c["type"]: c for c in status["conditions"]}["ScalingLimited"]
     assert (limited["status"], limited["reason"]) == ("False", "DesiredWithinRange")
+
+
+@pytest.mark.parametrize(("spec", "lead"), [({}, 5.0), ({"activationLeadSeconds": 30}, 30.0)])
+def test_the_backlog_counts_jobs_due_within_the_pools_activation_lead(
+    spec: dict[str, Any], lead: float
+) -> None:
+    reconciler, _, queue, _ = _autoscaled(autoscaling=spec)
+    queue.backlog_leads.clear()
+    reconciler.autoscale("jobs", "email", now=NOW)
+    assert queue.backlog_leads == [lead]
 
 
 def test_demand_beyond_max_shows_a_scaling_limited_condition() -> None:

@@ -353,7 +353,9 @@ class Reconciler:
         fresh_flow = cached is not None and self._clock() - cached[0] < FLOW_REFRESH_S
 
         def read(queue: Queue) -> PoolSnapshot:
-            backlog = queue.backlog(spec.queues, region, cap=cap)
+            backlog = queue.backlog(
+                spec.queues, region, cap=cap, lead_s=float(spec.autoscaling.activation_lead_seconds)
+            )
             workers = queue.pool_workers(key)
             flow = None
             if wants_flow:

@@ -17,11 +17,16 @@ from corral.queue._operations import Operation, Statement
 
 
 def backlog(
-    queues: Sequence[str], region: str | None = None, *, cap: int = p.DEFAULT_DEPTH_CAP
+    queues: Sequence[str],
+    region: str | None = None,
+    *,
+    cap: int = p.DEFAULT_DEPTH_CAP,
+    lead_s: float = 0.0,
 ) -> Operation[r.Backlog]:
     """Jobs ready for workers of `region` on `queues`: in all of them and in
-    those not paused; each count stops at `cap` (cheap at any backlog)."""
-    params = {"queues": list(queues), "region": region or "", "cap": cap}
+    those not paused; each count stops at `cap` (cheap at any backlog).
+    Scheduled jobs due within `lead_s` seconds count as ready."""
+    params = {"queues": list(queues), "region": region or "", "cap": cap, "lead": lead_s}
     waiting, dispatchable = (int(v) for v in (yield Statement("backlog", params, prepare=True))[0])
     return r.Backlog(waiting, dispatchable, capped=waiting >= cap)
 

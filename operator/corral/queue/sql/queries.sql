@@ -312,6 +312,8 @@ RETURNING id
 -- all of its queues (the DEPTH column) and in those not paused (its demand).
 -- Each count reads a partial index and stops at the cap. Due scheduled jobs
 -- count as ready: claims promote them, but a pool at zero has no worker to.
+-- So do jobs due within the lead (the pool's activationLeadSeconds), so that
+-- a pool at zero has a worker up when a delayed job or an occurrence is due.
 WITH live AS (
     SELECT coalesce(array_agg(q.name), '{}') AS queues
       FROM unnest(%(queues)s::text[]) AS q(name)
@@ -325,7 +327,8 @@ SELECT
          LIMIT %(cap)s) p)
   + (SELECT count(*) FROM (
         SELECT 1 FROM corral_jobs
-         WHERE state = 'scheduled' AND run_at <= now() AND queue = ANY(%(queues)s::text[])
+         WHERE state = 'scheduled'
+           AND run_at <= now() + make_interval(secs => %(lead)s::float8) AND queue = ANY(%(queues)s::text[])
            AND region IN ('', %(region)s)
          LIMIT %(cap)s) d),
     (SELECT count(*) FROM (
@@ -335,7 +338,8 @@ SELECT
          LIMIT %(cap)s) p)
   + (SELECT count(*) FROM (
         SELECT 1 FROM corral_jobs
-         WHERE state = 'scheduled' AND run_at <= now() AND queue = ANY((SELECT l.queues FROM live l)::text[])
+         WHERE state = 'scheduled'
+           AND run_at <= now() + make_interval(secs => %(lead)s::float8) AND queue = ANY((SELECT l.queues FROM live l)::text[])
            AND region IN ('', %(region)s)
          LIMIT %(cap)s) d)
 
