@@ -149,7 +149,9 @@ def test_egress_rules_are_checked_and_a_bad_one_is_named() -> None:
 
 @pytest.mark.parametrize("lead", [-1, 301])
 def test_activation_lead_seconds_is_bounded_to_five_minutes(lead: int) -> None:
-    assert "spec.autoscaling.activationLeadSeconds" in _error(_pool(autoscaling={"activationLeadSeconds": lead}))
+    assert "spec.autoscaling.activationLeadSeconds" in _error(
+        _pool(autoscaling={"activationLeadSeconds": lead})
+    )
 
 
 def test_activation_lead_seconds_of_zero_counts_only_jobs_due_now() -> None:
