@@ -69,6 +69,7 @@ def test_a_new_interval_schedule_fires_at_once_and_then_every_interval(
         assert created.next_at is not None and created.last_occurrence is None
         first = q.fire_due_schedules()
         assert [len(f.job_ids) for f in first] == [1]
+        assert first[0].queue == "noop"  # the queue whose pools the firer wakes
         assert q.fire_due_schedules() == []  # the next occurrence is 10 s away
         schedule = q.get_schedule("tick")
         assert schedule.last_occurrence == created.next_at

@@ -97,7 +97,7 @@ def test_a_firing_pass_fires_what_plan_firing_says_and_counts_skips() -> None:
     assert fire.params[1] == [NOW - dt.timedelta(seconds=k) for k in (2, 1, 0)]
     assert fire.params[2] == fire.params[1]  # no jitter: run at the occurrence
     assert fire.params[3] == NOW + dt.timedelta(seconds=1)
-    assert fired == [r.ScheduleFiring("tick", [11, 12], 1)]
+    assert fired == [r.ScheduleFiring("tick", [11, 12], 1, "noop")]
 
 
 def test_a_workers_firing_pass_names_its_caller() -> None:

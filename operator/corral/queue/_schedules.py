@@ -186,5 +186,6 @@ def fire_due_schedules(
             ids = yield op._one("worker_fire_schedule_v1", (*caller, *params))
         ids = list(ids or [])
         enqueued = [int(i) for i in ids if i is not None]
-        fired.append(r.ScheduleFiring(spec.name, enqueued, len(ids) - len(enqueued)))
+        skipped = len(ids) - len(enqueued)
+        fired.append(r.ScheduleFiring(spec.name, enqueued, skipped, spec.queue or spec.kind))
     return fired

@@ -331,9 +331,11 @@ class Schedule:
 
 @dataclass(frozen=True, slots=True)
 class ScheduleFiring:
-    """What a firing pass did for one schedule: the jobs it enqueued and how
-    many occurrences it recorded as skipped (overlap=skip)."""
+    """What a firing pass did for one schedule: the jobs it enqueued, how
+    many occurrences it recorded as skipped (overlap=skip), and the queue
+    its jobs go to (so that whoever fired can wake that queue's pools)."""
 
     schedule: str
     job_ids: list[int]
     skipped: int
+    queue: str
