@@ -170,3 +170,17 @@ def test_a_changed_spec_is_due_at_once_but_an_unchanged_one_keeps_its_schedule()
     assert scaler.due()[0] == []
     _track(scaler, "a", ["mail", "sms"])
     assert scaler.due()[0] == [("jobs", "a")]
+
+
+def test_the_autoscaler_reports_each_tracked_pools_activation_lead_and_a_change_of_it() -> None:
+    scaler, _, _ = _autoscaler()
+    assert scaler.activation_leads() == []
+    scaler.track(make_pool(name="a", queues=["mail"]))
+    scaler.track(make_pool(name="b", queues=["sms"], autoscaling={"activationLeadSeconds": 60}))
+    assert sorted(scaler.activation_leads()) == [5.0, 60.0]
+    scaler.due()
+    scaler.track(make_pool(name="b", queues=["sms"], autoscaling={"activationLeadSeconds": 0}))
+    assert sorted(scaler.activation_leads()) == [0.0, 5.0]
+    assert scaler.due()[0] == [("jobs", "b")]  # a changed spec is due at once
+    scaler.forget("jobs/b")
+    assert scaler.activation_leads() == [5.0]

@@ -48,6 +48,7 @@ class _Tracked:
     queues: frozenset[str]
     poll_s: float
     due_at: float  # monotonic
+    lead_s: float = 0.0  # autoscaling.activationLeadSeconds
     last_at: float = -1e9  # when the last evaluation began (monotonic)
     interval_s: float = MIN_INTERVAL_S  # the least time between two evaluations now
     notified_at: float = -1e9  # the last notification for one of its queues (monotonic)
@@ -75,13 +76,18 @@ class Autoscaler:
         key = f"{namespace}/{pool.metadata.name}"
         queues = frozenset(pool.spec.queues)
         poll_s = float(pool.spec.autoscaling.poll_seconds)
+        lead_s = float(pool.spec.autoscaling.activation_lead_seconds)
         with self._wake:
             known = self._pools.get(key)
-            if known is not None and known.queues == queues and known.poll_s == poll_s:
+            if known is not None and (known.queues, known.poll_s, known.lead_s) == (
+                queues,
+                poll_s,
+                lead_s,
+            ):
                 return
             now = self.clock()
             self._pools[key] = _Tracked(
-                namespace, pool.metadata.name, queues, poll_s, due_at=now,
+                namespace, pool.metadata.name, queues, poll_s, due_at=now, lead_s=lead_s,
                 last_at=known.last_at if known else -1e9, interval_s=self.min_interval_s,
             )  # fmt: skip
             self._wake.notify()
@@ -89,6 +95,12 @@ class Autoscaler:
     def forget(self, key: str) -> None:
         with self._wake:
             self._pools.pop(key, None)
+
+    def activation_leads(self) -> list[float]:
+        """The activationLeadSeconds of every pool tracked (the operator's
+        schedule firing goes that far ahead: `corral.controller.schedules`)."""
+        with self._wake:
+            return [p.lead_s for p in self._pools.values()]
 
     def notified(self, queues: set[str]) -> int:
         """Queues got jobs: pools serving them are due now (or as soon as their

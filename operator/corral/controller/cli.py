@@ -199,6 +199,7 @@ def run(config: OperatorConfig, kubeconfig: str | None = None) -> int:
     from corral.controller.leader import LeaderElection
     from corral.controller.queue_access import QueueAccess
     from corral.controller.reconcile import Reconciler
+    from corral.controller.schedules import ScheduleFirer
     from corral.kube import Kube
 
     log = logging.getLogger("corral.operator")
@@ -264,6 +265,9 @@ def run(config: OperatorConfig, kubeconfig: str | None = None) -> int:
     reconciler.on_pool = _seen
     reconciler.on_pool_gone = autoscaler.forget
     autoscaler.start(stop)
+    # Pools at zero have no worker to fire their schedules: the leader fires
+    # them, ahead by the pools' activationLeadSeconds, so that they wake in time.
+    ScheduleFirer(queue.run, autoscaler.activation_leads, autoscaler.notified).start(stop)
 
     def _resync_regions() -> None:
         while not stop.wait(config.resync_s):

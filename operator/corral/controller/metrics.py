@@ -92,6 +92,11 @@ REGISTRY_PURGED = Counter(
     "Rows deleted by registry retention: workers removed or silent, tokens dead (--registry-retention).",
     ["what"],
 )
+SCHEDULE_OCCURRENCES = Counter(
+    "corral_operator_schedule_occurrences_total",
+    "Schedule occurrences the operator's firing passes recorded, by outcome (enqueued, skipped).",
+    ["outcome"],
+)
 SCALE_CHANGES = Counter(
     "corral_operator_scale_changes_total",
     "Changes of a pool's Deployment replicas made by the autoscaler, by direction.",
