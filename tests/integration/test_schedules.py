@@ -186,6 +186,30 @@ def test_overlap_decides_what_happens_while_the_previous_job_runs(
             assert outcomes == ["enqueued"] * 4 and len(fired.job_ids) == 4
 
 
+@pytest.mark.parametrize("overlap", ["skip", "queue", "allow"])
+def test_occurrences_fired_ahead_are_not_skipped_before_their_time(
+    connect: Connect, database_url: str, overlap: str
+) -> None:
+    """The operator fires ahead by its lead: with the first occurrence's job
+    not even due yet, skip must not decide the next ones seconds early; they
+    wait, like queue, for a pass that finds the job finished (or their time)."""
+    start = dt.datetime.now(UTC) + dt.timedelta(seconds=3)
+    with connect(database_url) as q:
+        q.create_schedule(ScheduleSpec("tick", "noop", every_s=1, start_at=start, overlap=overlap))
+        fired = q.fire_due_schedules(lead_s=5)[0]
+        if overlap == "allow":
+            assert fired.skipped == 0 and len(fired.job_ids) >= 2
+            return
+        assert (len(fired.job_ids), fired.skipped) == (1, 0)
+        assert [r[:3:2] for r in ledger(database_url, "tick")] == [(start, "enqueued")]
+        assert q.get_schedule("tick").next_at == start + dt.timedelta(seconds=1)
+        assert q.fire_due_schedules(lead_s=5)[0].job_ids == []  # its job is still ahead
+        finish_all(database_url)  # it ran (early, for the test's sake)
+        again = q.fire_due_schedules(lead_s=5)[0]
+        assert again.skipped == 0 and len(again.job_ids) == 1  # the next one, once
+        assert [r[2] for r in ledger(database_url, "tick")] == ["enqueued"] * 2
+
+
 def test_jitter_delays_the_job_but_not_its_occurrence(database_url: str) -> None:
     with Queue.connect(database_url) as q:
         q.create_schedule(

@@ -80,7 +80,9 @@ CREATE INDEX corral_schedule_occurrences_job_idx ON corral_schedule_occurrences 
 -- and a job only when that row is new (ON CONFLICT DO NOTHING: a second
 -- firing of the same occurrence does nothing). Overlap, while the previous
 -- job is unfinished: skip records 'skipped'; queue stops and leaves next_at
--- at that occurrence; allow enqueues. Returns one element per occurrence
+-- at that occurrence, and so does skip for an occurrence still in the future
+-- (fired ahead: the next pass decides, at its time at the latest); allow
+-- enqueues. Returns one element per occurrence
 -- recorded: the new job's id, NULL for a skipped one.
 CREATE FUNCTION corral_fire_schedule_v1(
     p_name text, p_occurrences timestamptz[], p_run_at timestamptz[], p_next_at timestamptz
@@ -110,7 +112,9 @@ BEGIN
         CONTINUE WHEN v_last IS NOT NULL AND p_occurrences[i] <= v_last;
         v_busy := s.overlap <> 'allow' AND v_last_job IS NOT NULL
                   AND EXISTS (SELECT 1 FROM corral_jobs j WHERE j.id = v_last_job);
-        IF v_busy AND s.overlap = 'queue' THEN
+        -- queue waits for the job; so does an occurrence fired ahead (the
+        -- operator's lead): skip decides at its time, not seconds before.
+        IF v_busy AND (s.overlap = 'queue' OR p_occurrences[i] > now()) THEN
             v_next := p_occurrences[i];
             EXIT;
         END IF;
