@@ -12,11 +12,14 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from corral.controller.queue_access import QueueAccess
+from corral.controller.schedules import ScheduleFirer
 from corral.queue import (
     InterruptionReason,
     JobSpec,
     JobStateError,
     Queue,
+    ScheduleSpec,
     WorkerState,
 )
 from tests.integration._enrolled import enroll, run_sql
@@ -63,6 +66,34 @@ def test_a_job_due_within_the_activation_lead_counts_as_demand_now(database_url:
         now = queue.backlog(["a"], None, lead_s=0)
         assert (now.waiting, now.dispatchable) == (0, 0)
         assert queue.backlog(["a"], None) == now  # no lead by default
+
+
+def test_the_operator_fires_an_occurrence_ahead_by_the_lead_and_the_backlog_counts_it_then(
+    database_url: str,
+) -> None:
+    # A pool at zero has no worker to fire its schedule: the operator's firer
+    # does, ahead by the largest activationLeadSeconds, into a job scheduled
+    # for the occurrence, which the backlog with the pool's lead counts now.
+    start = datetime.now(UTC) + timedelta(seconds=3)
+    access = QueueAccess(database_url)
+    told: list[set[str]] = []
+    firer = ScheduleFirer(access.run, lambda: [5.0, 0.0], told.append)
+    try:
+        with Queue.connect(database_url) as queue:
+            queue.create_schedule(ScheduleSpec("tick", "noop", every_s=1, start_at=start))
+            assert queue.backlog(["noop"], None, lead_s=5).dispatchable == 0  # nothing fired yet
+            fired = firer.fire_once()
+            assert [f.schedule for f in fired] == ["tick"] and told == [{"noop"}]
+            # One job: the next occurrence waits for it to finish (overlap=skip
+            # decides at the occurrence's time, not now).
+            assert (len(fired[0].job_ids), fired[0].skipped) == (1, 0)
+            job = queue.get_job(fired[0].job_ids[0])
+            assert job.state == "scheduled" and job.run_at == start  # not before its time
+            ahead = queue.backlog(["noop"], None, lead_s=5)
+            assert (ahead.waiting, ahead.dispatchable) == (1, 1)
+            assert queue.backlog(["noop"], None, lead_s=0).dispatchable == 0
+    finally:
+        access.close()
 
 
 def test_pool_workers_lists_only_that_pools_workers_that_are_not_removed(
