@@ -5,7 +5,9 @@ The firing pass (`fire_due_schedules`) is one transaction: lock the due
 schedules (`FOR UPDATE SKIP LOCKED`, with the server's clock), plan each
 one's firing in Python (`corral.queue.schedules.plan_firing`), fire it
 (`corral_fire_schedule_v1`: ledger row, then job), commit. Every worker runs
-it every second (`corral.worker.upkeep.fire_schedules`); the ledger's key
+it every second (`corral.worker.upkeep.fire_schedules`), and so does the
+operator's leader, ahead by its pools' activationLeadSeconds so that a pool
+at zero wakes in time (`corral.controller.schedules`); the ledger's key
 makes a second firing of the same occurrence a no-op whoever runs it.
 The rest is the admin's: create (an upsert), list, get, pause, resume,
 delete, run now.
