@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 
 from corral.controller import metrics
+from corral.controller.autoscaler import Autoscaler
 from corral.controller.queue_access import DatabaseUnavailable
 from corral.controller.schedules import DEFAULT_LEAD_S, MAX_LEAD_S, ScheduleFirer, firing_lead
 from corral.queue.records import ScheduleFiring
+from tests.unit._pools import make_pool
 
 
 @pytest.mark.parametrize(
@@ -137,3 +139,20 @@ def test_start_runs_the_loop_in_a_daemon_thread_until_stopped() -> None:
     stop.set()
     thread.join(timeout=2)
     assert not thread.is_alive()
+
+
+def test_with_the_real_autoscaler_a_pass_fires_with_its_pools_lead_and_makes_their_pools_due() -> (
+    None
+):
+    now = [100.0]
+    scaler = Autoscaler(lambda ns, name: None, "postgresql://x@db/x", clock=lambda: now[0])
+    scaler.track(make_pool(name="reports", queues=["reports"],
+                           autoscaling={"activationLeadSeconds": 20}))  # fmt: skip
+    scaler.track(make_pool(name="mail", queues=["mail"]))
+    scaler.due()  # both evaluated; next due after pollSeconds
+    now[0] += 1
+    queue = FakeQueue([[ScheduleFiring("nightly", [1], 0, "reports")]])
+    firer = ScheduleFirer(lambda fn: fn(queue), scaler.activation_leads, scaler.notified)
+    firer.fire_once()
+    assert queue.calls == [(100, 20.0)]
+    assert scaler.due()[0] == [("jobs", "reports")]  # at once, not after pollSeconds
