@@ -11,6 +11,7 @@ Timings are for waiting only; nothing here asserts how fast anything was
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import json
 import shutil
@@ -29,7 +30,7 @@ import pytest
 from psycopg import sql
 
 from corral import queue as corral_queue
-from corral.queue import JobSpec, JobState, Queue
+from corral.queue import JobSpec, JobState, Queue, ScheduleSpec
 from corral_local.localcluster import Cluster
 from corral_local.postgres import PostgresServer
 from tests.e2e import _pools as p
@@ -136,6 +137,43 @@ def test_a_burst_scales_a_pool_up_from_zero_runs_every_job_and_returns_to_zero(
     p.wait_until(lambda: p.pods(cluster, namespace, "burst") == [], "the pods to go", 90)
     final = p.status(cluster, namespace, "burst")
     assert final["desiredReplicas"] == 0 and final.get("lastScaleTime"), operator.log()
+
+
+def test_a_schedule_wakes_a_pool_at_zero_before_its_occurrence_and_runs_it_once(
+    cluster: Cluster, namespace: str, operators: Operators, pod_database_url: str,
+) -> None:  # fmt: skip
+    # Nothing runs on the pool's queue: only the operator can fire the
+    # schedule, ahead by activationLeadSeconds, so that a worker is up when
+    # the occurrence comes due.
+    operator = operators.start(pod_database_url)
+    p.apply(cluster, p.pool("tick", ["tick"], concurrency=1, replicas={"min": 0, "max": 1},
+                            autoscaling={"jobsPerWorker": 1, "scaleDownDelaySeconds": 5,
+                                         "pollSeconds": 2, "activationLeadSeconds": 60}),
+            namespace)  # fmt: skip
+    p.wait_until(lambda: p.replicas(cluster, namespace, "tick") == 0, "a Deployment at zero")
+    occurrence = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=45)).replace(microsecond=0)
+    with Queue.connect(pod_database_url) as q:
+        q.create_schedule(ScheduleSpec("tick-hourly", "noop", every_s=3600, queue="tick",
+                                       start_at=occurrence))  # fmt: skip
+    p.wait_until(lambda: p.replicas(cluster, namespace, "tick") == 1, "a worker woken", 40)
+    assert dt.datetime.now(dt.UTC) < occurrence, "the pool woke only after the occurrence"
+
+    def finished() -> Any:
+        with Queue.connect(pod_database_url) as q:
+            job_id = q.get_schedule("tick-hourly").last_job_id
+            job = q.get_job(job_id) if job_id else None
+        return job if job is not None and job.state is JobState.COMPLETED else None
+
+    job = p.wait_until(finished, "the occurrence's job to complete", 120)
+    assert job.scheduled_for == occurrence and job.started_at is not None
+    late = (job.started_at - occurrence).total_seconds()
+    assert 0 <= late < 15, (late, operator.log())  # not early; soon after, its worker was up
+    with psycopg.connect(pod_database_url) as conn:
+        fired = conn.execute(
+            "SELECT count(*) FROM corral_schedule_occurrences WHERE schedule = 'tick-hourly'"
+        ).fetchone()
+    assert fired == (1,)
+    p.wait_until(lambda: p.replicas(cluster, namespace, "tick") == 0, "zero replicas again", 90)
 
 
 def _table_row(cluster: Cluster, namespace: str, name: str) -> dict[str, str] | None:
