@@ -133,6 +133,10 @@ bench-queue: venv ## Queue benchmark vs PgQueuer and procrastinate (throwaway Po
 bench-start: venv ## Worker start-up: launch to ready and to first claim (median of 10), and the slowest imports
 	$(PY) -m bench.start $(BENCH_ARGS)
 
+.PHONY: bench-schedules
+bench-schedules: venv ## Schedules: 10,000 due in one minute fired by one process; a pass with nothing due at 10k and 100k schedules
+	$(PY) -m bench.schedules $(BENCH_ARGS)
+
 .PHONY: bench-scale
 bench-scale: venv cluster-bins ## Autoscaler benchmark on the local control plane: reaction, first job, drains, 200 pools (BENCH_ARGS=--quick)
 	$(PY) -m bench.scale $(BENCH_ARGS)
