@@ -1569,11 +1569,9 @@ SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 AS $$
     SELECT c.id, c.kind, c.queue, c.payload, c.priority, c.region, c.attempt, c.max_attempts,
-           c.lease_token, c.lease_expires_at, c.enqueued_at, c.run_at, o.scheduled_for
-      FROM corral_claim_v2(p_worker_id, p_credential, p_queues, p_batch, p_lease_s)
-           WITH ORDINALITY AS c
-      LEFT JOIN corral_schedule_occurrences o ON o.job_id = c.id
-     ORDER BY c.ordinality
+           c.lease_token, c.lease_expires_at, c.enqueued_at, c.run_at,
+           (SELECT o.scheduled_for FROM corral_schedule_occurrences o WHERE o.job_id = c.id)
+      FROM corral_claim_v2(p_worker_id, p_credential, p_queues, p_batch, p_lease_s) AS c
 $$;
 
 -- Schedules a worker's handlers declare (`@corral.handler(...,
