@@ -100,7 +100,14 @@ def _env(name: str) -> dict[str, Any]:
 @click.option(
     "--drain-timeout",
     **_env(workerenv.DRAIN_TIMEOUT),
-    help="On SIGTERM, how long to let jobs finish before handing them back [default: 30s].",
+    help="On SIGQUIT, how long held jobs may finish before the rest are handed back "
+    "[default: 10m].",
+)
+@click.option(
+    "--term-grace",
+    **_env(workerenv.TERM_GRACE),
+    help="On SIGTERM or SIGINT, how long held jobs may finish before the rest are handed "
+    "back [default: 10s].",
 )
 @click.option("--heartbeat-interval", **_env(workerenv.HEARTBEAT_INTERVAL), help="[default: 1s]")
 @click.option(
@@ -157,9 +164,26 @@ def worker(ctx: click.Context, /, log_level: str, **raw: Any) -> None:
     """Run a worker: claim jobs from the named queues and run their handlers.
 
     Delivery is at-least-once: handlers get job.id and job.attempt as their
-    idempotency key. Exit codes: 0 after a SIGTERM drain, 1 on a fatal
-    error, 3 when the worker was removed from the registry, 4 when sync
-    handlers stuck past their timeout hold --stuck-share of its slots.
+    idempotency key.
+
+    \b
+    Signals:
+      SIGQUIT          drain: stop claiming, let held jobs finish for up to
+                       --drain-timeout, hand back the rest, exit 0
+      SIGTERM, SIGINT  the same with a short grace (--term-grace), for a
+                       pod whose preStop hook (`corral worker prestop`)
+                       has drained it already, or a Ctrl-C
+      a second signal  stop at once (exit 1); held jobs return to the
+                       queue when their lease lapses
+
+    A job handed back returns to the queue at once, its attempt not counted.
+
+    \b
+    Exit codes:
+      0  after a signal's drain
+      1  a fatal error, or a second signal
+      3  the worker was removed from the registry
+      4  sync handlers stuck past their timeout hold --stuck-share of its slots
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -179,6 +203,7 @@ def worker(ctx: click.Context, /, log_level: str, **raw: Any) -> None:
         "handlers": list(raw["handlers"]) or None,
         "job_timeout_s": raw["job_timeout"],
         "drain_timeout_s": raw["drain_timeout"],
+        "term_grace_s": raw["term_grace"],
         "heartbeat_interval_s": raw["heartbeat_interval"],
         "poll_interval_s": raw["poll_interval"],
         "flush_interval_s": raw["flush_interval"],
