@@ -26,6 +26,7 @@ from typing import Any
 import click
 
 from corral import workerenv
+from corral.worker import configfile
 from corral.worker.config import ConfigError, WorkerSettings
 
 
@@ -155,16 +156,32 @@ def _env(name: str) -> dict[str, Any]:
 )
 @click.option(
     "--log-level",
-    default="INFO",
     **_env(workerenv.LOG_LEVEL),
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="[default: INFO]",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    **_env(workerenv.CONFIG),
+    help="TOML file of settings, keyed by these flags' names (concurrency = 20, "
+    'drain-timeout = "5m"); flags, then CORRAL_* variables, win over it.',
+)
+@click.option(
+    "--show-config",
+    is_flag=True,
+    help="Print the settings this worker would run with (password masked) as JSON and exit.",
 )
 @click.pass_context
-def worker(ctx: click.Context, /, log_level: str, **raw: Any) -> None:
+def worker(ctx: click.Context, /, config_file: Path | None, show_config: bool, **raw: Any) -> None:
     """Run a worker: claim jobs from the named queues and run their handlers.
 
     Delivery is at-least-once: handlers get job.id and job.attempt as their
     idempotency key.
+
+    Every setting comes from its flag, else its CORRAL_* variable, else the
+    --config file, else its default.
 
     \b
     Signals:
@@ -188,35 +205,29 @@ def worker(ctx: click.Context, /, log_level: str, **raw: Any) -> None:
     if ctx.invoked_subcommand is not None:
         return
 
-    settings_raw = {
-        "database_url": raw["database_url"],
-        "queues": list(raw["queues"]) or None,
-        "region": raw["region"],
-        "concurrency": raw["concurrency"],
-        "batch_size": raw["batch_size"],
-        "name": raw["name"],
-        "state_dir": raw["state_dir"],
-        "http_host": raw["http_host"],
-        "http_port": raw["http_port"],
-        "enrollment_token": os.environ.get(workerenv.ENROLLMENT_TOKEN) or None,
-        "enrollment_token_file": raw["enrollment_token_file"],
-        "handlers": list(raw["handlers"]) or None,
-        "job_timeout_s": raw["job_timeout"],
-        "drain_timeout_s": raw["drain_timeout"],
-        "term_grace_s": raw["term_grace"],
-        "heartbeat_interval_s": raw["heartbeat_interval"],
-        "poll_interval_s": raw["poll_interval"],
-        "flush_interval_s": raw["flush_interval"],
-        "lease_s": raw["lease"],
-        "retention_s": raw["retention"],
-        "stuck_share": raw["stuck_share"],
-        "egress_deny": list(raw["egress_deny"]) or None,
-        "egress_allow": list(raw["egress_allow"]) or None,
+    given = {
+        field: list(value) if isinstance(value, tuple) else value
+        for key, field in configfile.KEYS.items()
+        if (value := raw[key.replace("-", "_")]) is not None and value != ()
     }
     try:
-        settings = WorkerSettings.from_raw(**settings_raw)
+        from_file = configfile.load(config_file) if config_file is not None else {}
+        values = configfile.merge(from_file, given)
+        log_level = str(values.pop(configfile.LOG_LEVEL, None) or "INFO")
+        values["enrollment_token"] = os.environ.get(workerenv.ENROLLMENT_TOKEN) or None
+        settings = WorkerSettings.from_raw(**values)
     except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+        text = str(exc)
+        if config_file is not None and not text.startswith("--config"):
+            text += f" (flags, then CORRAL_* variables, then --config {config_file})"
+        raise click.UsageError(text) from None
+    if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise click.UsageError(
+            f"--log-level in {config_file}: {log_level!r} is not one of DEBUG, INFO, WARNING, ERROR"
+        )
+    if show_config:
+        click.echo(json.dumps(_shown(settings, log_level.upper()), indent=2))
+        return
     logging.basicConfig(
         level=log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -240,6 +251,16 @@ def worker(ctx: click.Context, /, log_level: str, **raw: Any) -> None:
         sys.stderr.flush()
         os._exit(code)
     sys.exit(code)
+
+
+def _shown(settings: WorkerSettings, log_level: str) -> dict[str, Any]:
+    """The settings by config-file key, the database password masked and the
+    enrollment token left out (`--show-config`)."""
+    fields = settings.model_dump(mode="json")
+    shown = {key: fields[field] for key, field in configfile.KEYS.items() if field in fields}
+    shown["database-url"] = settings.safe_database_url
+    shown["log-level"] = log_level
+    return shown
 
 
 @worker.command("prestop")
