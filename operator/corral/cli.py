@@ -25,6 +25,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "schedules",
         "Recurring jobs: every N seconds or cron (create, list, pause, run-now, next)",
     ),
+    "queues": (
+        "corral.admin.queues",
+        "queues",
+        "Per-queue settings: attempts, retry back-off, retention caps (list, set)",
+    ),
     "stats": ("corral.admin.cli", "stats", "Jobs per queue and state, oldest waiting job"),
     "dispatch": ("corral.admin.cli", "dispatch", "Pause or resume claims per queue (or all)"),
     "tokens": ("corral.admin.cli", "tokens", "Mint, list and revoke worker enrollment tokens"),
