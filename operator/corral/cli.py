@@ -18,6 +18,11 @@ from corral._version import __version__
 
 # name -> (module, attribute, one-line help shown by `corral --help`)
 _COMMANDS: dict[str, tuple[str, str, str]] = {
+    "config": (
+        "corral.admin.config",
+        "config",
+        "Named database contexts for these commands (set-context, use-context, view)",
+    ),
     "db": ("corral.admin.cli", "db", "Create and inspect the queue's schema (migrate, status)"),
     "jobs": ("corral.admin.cli", "jobs", "Enqueue, list, get, cancel and requeue jobs"),
     "schedules": (

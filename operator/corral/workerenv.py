@@ -38,7 +38,7 @@ STUCK_SHARE = "CORRAL_STUCK_SHARE"
 EGRESS_DENY = "CORRAL_EGRESS_DENY"  # executor guard rules (corral.egressrules)
 EGRESS_ALLOW = "CORRAL_EGRESS_ALLOW"
 LOG_LEVEL = "CORRAL_LOG_LEVEL"  # read by the CLI only, not a WorkerSettings field
-CONFIG = "CORRAL_CONFIG"  # the CLI's --config file (corral.worker.configfile)
+WORKER_CONFIG = "CORRAL_WORKER_CONFIG"  # `corral worker --config` (corral.worker.configfile)
 
 # WorkerSettings field -> its variable; error messages name both.
 BY_SETTING: dict[str, str] = {

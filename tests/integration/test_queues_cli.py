@@ -4,6 +4,7 @@ retention caps, their output formats and their errors."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from click.testing import CliRunner, Result
 
@@ -71,9 +72,40 @@ def test_bad_settings_are_named_with_their_fix_and_change_nothing(database_url: 
     assert "emails" not in listed(database_url)
 
 
-def test_without_a_database_url_the_commands_say_where_one_comes_from(tmp_path: object) -> None:
+def test_without_a_database_url_the_commands_say_where_one_comes_from(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         cli, ["queues", "list"], env={"CORRAL_DATABASE_URL": None, "XDG_CONFIG_HOME": str(tmp_path)}
     )
     assert result.exit_code == 1
     assert "--database-url" in result.output and "CORRAL_DATABASE_URL" in result.output
+    assert "corral config set-context NAME --database-url URL" in result.output
+
+
+def test_the_admin_commands_use_the_current_context_when_given_no_url(
+    database_url: str, tmp_path: Path
+) -> None:
+    env = {"CORRAL_DATABASE_URL": None, "XDG_CONFIG_HOME": str(tmp_path)}
+
+    def run(*args: str, **more: str) -> Result:
+        return CliRunner().invoke(cli, list(args), env={**env, **more})
+
+    assert (
+        run(
+            "config", "set-context", "broken", "--database-url", "postgresql://nobody@127.0.0.1:1/x"
+        ).exit_code
+        == 0
+    )
+    assert run("config", "set-context", "test", "--database-url", database_url).exit_code == 0
+    # The first context is current: it points nowhere, and the error says so.
+    assert run("queues", "list").exit_code == 1
+    assert run("config", "use-context", "test").exit_code == 0
+    created = run("queues", "set", "from-context", "--max-dead", "7")
+    assert created.exit_code == 0, created.output
+    # A variable wins over the context.
+    assert run("config", "use-context", "broken").exit_code == 0
+    via_env = run("queues", "list", "-o", "json", CORRAL_DATABASE_URL=database_url)
+    assert via_env.exit_code == 0, via_env.output
+    assert {q["queue"]: q["max_dead"] for q in json.loads(via_env.output)}["from-context"] == 7
+    # And the flag over both.
+    via_flag = run("queues", "list", "--database-url", database_url)
+    assert via_flag.exit_code == 0 and "from-context" in via_flag.output

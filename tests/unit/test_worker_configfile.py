@@ -29,7 +29,7 @@ def run(tmp_path: Path, text: str, *args: str, **env: str) -> Result:
     # Nothing from the caller's environment: only what the test sets.
     clean: dict[str, str | None] = {
         name: None
-        for name in (*workerenv.BY_SETTING.values(), workerenv.LOG_LEVEL, workerenv.CONFIG)
+        for name in (*workerenv.BY_SETTING.values(), workerenv.LOG_LEVEL, workerenv.WORKER_CONFIG)
     }
     clean.update(env)
     return CliRunner().invoke(worker, ["--config", str(path), "--show-config", *args], env=clean)

@@ -164,7 +164,7 @@ def _env(name: str) -> dict[str, Any]:
     "--config",
     "config_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    **_env(workerenv.CONFIG),
+    **_env(workerenv.WORKER_CONFIG),
     help="TOML file of settings, keyed by these flags' names (concurrency = 20, "
     'drain-timeout = "5m"); flags, then CORRAL_* variables, win over it.',
 )
