@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from corral import queue
-from tests.integration._workers import WorkerProcess, mint_token, wait_until
+from tests.integration._workers import WorkerProcess, starting_workers, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -23,19 +23,8 @@ pytestmark = pytest.mark.slow
 def start(
     database_url: str, worker_database_url: str, tmp_path: Path
 ) -> Iterator[Callable[..., WorkerProcess]]:
-    started: list[WorkerProcess] = []
-
-    def start(*args: str) -> WorkerProcess:
-        w = WorkerProcess(
-            worker_database_url, tmp_path / "w1", name="w1", token=mint_token(database_url),
-            queues="t", args=args,
-        )  # fmt: skip
-        started.append(w)
-        return w.wait_ready()
-
-    yield start
-    for w in started:
-        w.stop()
+    with starting_workers(database_url, worker_database_url, tmp_path, queues="t") as begin:
+        yield lambda *args: begin("w1", *args)
 
 
 def test_sigquit_lets_a_long_job_finish_then_exits_0(

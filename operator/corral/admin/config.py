@@ -172,17 +172,24 @@ def set_context(name: str, database_url: str) -> None:
     click.echo(f'context "{name}" {verb} in {path}')
 
 
-@config.command("use-context")
-@click.argument("name")
-@_handled
-def use_context(name: str) -> None:
-    """Make NAME the context the admin commands use."""
+def _existing(name: str) -> tuple[Path, Contexts]:
+    """The file and its contexts, NAME among them (else exit 3 saying how to
+    create it)."""
     path = config_path()
     contexts = read(path)
     if name not in contexts.urls:
         known = ", ".join(sorted(contexts.urls)) or "none yet"
         raise _NotFound(f"no context {name!r} in {path} (contexts: {known}); create it with "
                         f"`corral config set-context {name} --database-url URL`")  # fmt: skip
+    return path, contexts
+
+
+@config.command("use-context")
+@click.argument("name")
+@_handled
+def use_context(name: str) -> None:
+    """Make NAME the context the admin commands use."""
+    path, contexts = _existing(name)
     contexts.current = name
     write(path, contexts)
     click.echo(f'switched to context "{name}"')
@@ -193,10 +200,8 @@ def use_context(name: str) -> None:
 @_handled
 def delete_context(name: str) -> None:
     """Forget context NAME (if it was current, no context is)."""
-    path = config_path()
-    contexts = read(path)
-    if contexts.urls.pop(name, None) is None:
-        raise _NotFound(f"no context {name!r} in {path}")
+    path, contexts = _existing(name)
+    del contexts.urls[name]
     if contexts.current == name:
         contexts.current = None
     write(path, contexts)
