@@ -5,11 +5,13 @@ under the retention advisory lock, beside the age limit."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import psycopg
 
 from corral.queue import UNCAPPED, Queue
 from tests.integration._enrolled import enroll, run_sql
+from tests.integration._workers import starting_workers, wait_until
 
 WEEK_S = 7 * 86400.0
 _NEXT_ID = [1_000_000]
@@ -135,3 +137,21 @@ def test_two_passes_at_once_delete_each_row_once(database_url: str) -> None:
         t.join(60)
     assert len(left(database_url, "q", "dead")) == 10
     assert sum(c or 0 for run_counts in counts for c in run_counts) == 40
+
+
+def test_a_running_worker_enforces_the_caps_on_its_retention_pass(
+    database_url: str, worker_database_url: str, tmp_path: Path
+) -> None:
+    dead = finished(database_url, "q", "dead", 6)
+    done = finished(database_url, "q", "completed", 4)
+    with Queue.connect(database_url) as queue:
+        queue.set_queue_defaults("q", max_dead=2, max_completed=3)
+    # Its settings from a file, as `corral worker --config` reads them.
+    config = tmp_path / "worker.toml"
+    config.write_text('retention = "2d"\nconcurrency = 1\n')
+    with starting_workers(database_url, worker_database_url, tmp_path, queues="q") as start:
+        start("w1", "--config", str(config))
+        wait_until(lambda: len(left(database_url, "q", "dead")) == 2, 30, "the dead cap")
+        wait_until(lambda: len(left(database_url, "q", "completed")) == 3, 30, "the completed cap")
+    assert left(database_url, "q", "dead") == dead[-2:]
+    assert left(database_url, "q", "completed") == done[-3:]

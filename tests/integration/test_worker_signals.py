@@ -89,3 +89,19 @@ def test_a_second_signal_of_any_kind_stops_the_worker_at_once(
     assert w.wait(10) == 1, w.output()
     assert time.monotonic() - sent < 5
     assert "stopping at once" in w.output()
+
+
+def test_the_grace_and_the_drain_timeout_can_come_from_the_config_file(
+    database_url: str, start: Callable[..., WorkerProcess], tmp_path: Path
+) -> None:
+    config = tmp_path / "worker.toml"
+    config.write_text('term-grace = "1s"\ndrain-timeout = "1h"\n')
+    with queue.Queue.connect(database_url) as q:
+        job_id = q.enqueue("hold", {"sleep_s": 30}, queue="t")
+        w = start("--config", str(config))
+        wait_until(lambda: w.status()["in_flight"] == 1, what="the job in flight")
+        sent = time.monotonic()
+        w.signal(signal.SIGTERM)
+        assert w.wait(20) == 0, w.output()
+        assert 1.0 <= time.monotonic() - sent < 15
+        assert (q.get_job(job_id).state, q.get_job(job_id).attempt) == ("pending", 0)
