@@ -18,12 +18,22 @@ from corral._version import __version__
 
 # name -> (module, attribute, one-line help shown by `corral --help`)
 _COMMANDS: dict[str, tuple[str, str, str]] = {
+    "config": (
+        "corral.admin.config",
+        "config",
+        "Named database contexts for these commands (set-context, use-context, view)",
+    ),
     "db": ("corral.admin.cli", "db", "Create and inspect the queue's schema (migrate, status)"),
     "jobs": ("corral.admin.cli", "jobs", "Enqueue, list, get, cancel and requeue jobs"),
     "schedules": (
         "corral.admin.schedules",
         "schedules",
         "Recurring jobs: every N seconds or cron (create, list, pause, run-now, next)",
+    ),
+    "queues": (
+        "corral.admin.queues",
+        "queues",
+        "Per-queue settings: attempts, retry back-off, retention caps (list, set)",
     ),
     "stats": ("corral.admin.cli", "stats", "Jobs per queue and state, oldest waiting job"),
     "dispatch": ("corral.admin.cli", "dispatch", "Pause or resume claims per queue (or all)"),

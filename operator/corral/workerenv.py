@@ -27,7 +27,8 @@ ENROLLMENT_TOKEN = "CORRAL_ENROLLMENT_TOKEN"
 ENROLLMENT_TOKEN_FILE = "CORRAL_ENROLLMENT_TOKEN_FILE"
 HANDLERS = "CORRAL_HANDLERS"
 JOB_TIMEOUT = "CORRAL_JOB_TIMEOUT"
-DRAIN_TIMEOUT = "CORRAL_DRAIN_TIMEOUT"
+DRAIN_TIMEOUT = "CORRAL_DRAIN_TIMEOUT"  # SIGQUIT (and the pod's preStop) drain this long
+TERM_GRACE = "CORRAL_TERM_GRACE"  # SIGTERM / SIGINT: this long, then hand back
 HEARTBEAT_INTERVAL = "CORRAL_HEARTBEAT_INTERVAL"
 POLL_INTERVAL = "CORRAL_POLL_INTERVAL"
 FLUSH_INTERVAL = "CORRAL_FLUSH_INTERVAL"
@@ -37,6 +38,7 @@ STUCK_SHARE = "CORRAL_STUCK_SHARE"
 EGRESS_DENY = "CORRAL_EGRESS_DENY"  # executor guard rules (corral.egressrules)
 EGRESS_ALLOW = "CORRAL_EGRESS_ALLOW"
 LOG_LEVEL = "CORRAL_LOG_LEVEL"  # read by the CLI only, not a WorkerSettings field
+WORKER_CONFIG = "CORRAL_WORKER_CONFIG"  # `corral worker --config` (corral.worker.configfile)
 
 # WorkerSettings field -> its variable; error messages name both.
 BY_SETTING: dict[str, str] = {
@@ -54,6 +56,7 @@ BY_SETTING: dict[str, str] = {
     "handlers": HANDLERS,
     "job_timeout_s": JOB_TIMEOUT,
     "drain_timeout_s": DRAIN_TIMEOUT,
+    "term_grace_s": TERM_GRACE,
     "heartbeat_interval_s": HEARTBEAT_INTERVAL,
     "poll_interval_s": POLL_INTERVAL,
     "flush_interval_s": FLUSH_INTERVAL,
@@ -74,6 +77,7 @@ SET_BY_OPERATOR: tuple[str, ...] = (
     STATE_DIR,
     HTTP_PORT,
     DRAIN_TIMEOUT,
+    TERM_GRACE,
     DATABASE_URL,
     ENROLLMENT_TOKEN_FILE,
     EGRESS_DENY,
@@ -97,6 +101,7 @@ RESERVED: tuple[str, ...] = (
     ENROLLMENT_TOKEN,
     ENROLLMENT_TOKEN_FILE,
     DRAIN_TIMEOUT,
+    TERM_GRACE,
     EGRESS_DENY,
     EGRESS_ALLOW,
 )

@@ -16,6 +16,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +151,27 @@ class WorkerProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
+
+
+@contextmanager
+def starting_workers(
+    admin_url: str, worker_url: str, root: Path, *, queues: str
+) -> Iterator[Callable[..., WorkerProcess]]:
+    """`start(name, *args)` runs a worker as the worker role, enrolled with a
+    fresh token, on `queues`, and waits until it is ready; all of them are
+    killed when the block ends."""
+    started: list[WorkerProcess] = []
+
+    def start(name: str, *args: str) -> WorkerProcess:
+        w = WorkerProcess(
+            worker_url, root / name, name=name, token=mint_token(admin_url), queues=queues,
+            args=args,
+        )  # fmt: skip
+        started.append(w)
+        return w.wait_ready()
+
+    try:
+        yield start
+    finally:
+        for w in started:
+            w.stop()

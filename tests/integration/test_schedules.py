@@ -31,7 +31,7 @@ from corral.worker.metrics import parse_text as parse_metrics
 from tests._postgres import WORKER_ROLE
 from tests.integration._clients import Connect
 from tests.integration._enrolled import enroll, run_sql
-from tests.integration._workers import WorkerProcess, mint_token, wait_until
+from tests.integration._workers import WorkerProcess, starting_workers, wait_until
 
 UTC = dt.UTC
 
@@ -392,19 +392,8 @@ def fleet(
         database_url, "CREATE TABLE seen (job_id bigint, scheduled_for timestamptz, worker text)"
     )
     run_sql(database_url, f"GRANT INSERT ON seen TO {WORKER_ROLE}")
-    started: list[WorkerProcess] = []
-
-    def start(name: str, *args: str) -> WorkerProcess:
-        w = WorkerProcess(
-            worker_database_url, tmp_path / name, name=name,
-            token=mint_token(database_url), queues="scheduled", args=args,
-        )  # fmt: skip
-        started.append(w)
-        return w.wait_ready()
-
-    yield start
-    for w in started:
-        w.stop()
+    with starting_workers(database_url, worker_database_url, tmp_path, queues="scheduled") as start:
+        yield start
 
 
 def consecutive_seconds(values: list[dt.datetime]) -> bool:

@@ -192,13 +192,17 @@ def test_sigterm_mid_job_hands_the_jobs_back_and_exits_0_within_the_deadline(
 ) -> None:
     with queue.Queue.connect(database_url) as q:
         ids = [q.enqueue("hold", {}, queue="t") for _ in range(4)]
-    w = spawn(workers, database_url, tmp_path, "w1", "--drain-timeout", "1s", queues="t")
+    w = spawn(
+        workers, database_url, tmp_path, "w1", "--term-grace", "1s", "--drain-timeout", "1h",
+        queues="t",
+    )  # fmt: skip
     wait_until(lambda: w.status()["in_flight"] == 4, what="4 jobs in flight")
     sent = time.monotonic()
     w.signal(signal.SIGTERM)
     assert w.wait(30) == 0, w.output()
     took = time.monotonic() - sent
-    assert took >= 1.0  # it waited out the drain deadline first
+    assert took >= 1.0  # it waited out the grace first
+    assert took < 20  # SIGTERM keeps --term-grace, not --drain-timeout
     assert "handed 4 unfinished job(s) back" in w.output()
     with queue.Queue.connect(database_url) as q:
         for job_id in ids:
@@ -212,7 +216,7 @@ def test_a_second_signal_stops_the_worker_at_once(
 ) -> None:
     with queue.Queue.connect(database_url) as q:
         q.enqueue("hold", {}, queue="t")
-    w = spawn(workers, database_url, tmp_path, "w1", "--drain-timeout", "1h", queues="t")
+    w = spawn(workers, database_url, tmp_path, "w1", "--term-grace", "1h", queues="t")
     wait_until(lambda: w.status()["in_flight"] == 1, what="a job in flight")
     w.signal(signal.SIGTERM)
     wait_until(lambda: w.status()["state"] == "draining", what="draining")
@@ -449,7 +453,7 @@ def test_sigterm_does_not_wait_for_a_sync_handler_stuck_in_its_thread(
 ) -> None:
     with queue.Queue.connect(database_url) as q:
         job_id = q.enqueue("blocking", {"sleep_s": 60}, queue="t")
-    w = spawn(workers, database_url, tmp_path, "w1", "--drain-timeout", "500ms", queues="t")
+    w = spawn(workers, database_url, tmp_path, "w1", "--term-grace", "500ms", queues="t")
     wait_until(lambda: w.status()["in_flight"] == 1, what="the job in flight")
     w.signal(signal.SIGTERM)
     assert w.wait(20) == 0, w.output()
@@ -467,7 +471,7 @@ def test_sigterm_shows_draining_then_drained_in_the_registry_and_a_restart_is_ac
 ) -> None:
     with queue.Queue.connect(database_url) as q:
         q.enqueue("hold", {"sleep_s": 2.0}, queue="t")
-    w = spawn(workers, database_url, tmp_path, "w1", "--drain-timeout", "30s", queues="t")
+    w = spawn(workers, database_url, tmp_path, "w1", "--term-grace", "30s", queues="t")
     wait_until(lambda: w.status()["in_flight"] == 1, what="a job in flight")
     worker_id = w.status()["worker_id"]
     w.signal(signal.SIGTERM)

@@ -125,8 +125,11 @@ def test_the_pre_stop_hook_drains_within_the_drain_timeout() -> None:
     command = container["lifecycle"]["preStop"]["exec"]["command"]
     assert command[:3] == ["corral", "worker", "prestop"]
     assert command[command.index("--timeout") + 1] == "120"
-    # After the preStop wait, SIGTERM hands jobs back within the margin.
-    assert _env(_deployment())["CORRAL_DRAIN_TIMEOUT"] == f"{HANDBACK_S}s"
+    env = _env(_deployment(make_pool(drain={"timeoutSeconds": 120})))
+    # A drain the worker begins itself (SIGQUIT) gets the pool's full timeout,
+    assert env["CORRAL_DRAIN_TIMEOUT"] == "120s"
+    # and after the preStop wait, SIGTERM hands jobs back within the margin.
+    assert env["CORRAL_TERM_GRACE"] == f"{HANDBACK_S}s"
 
 
 def test_region_scheduling_applies_and_the_pool_template_wins_on_a_shared_key() -> None:

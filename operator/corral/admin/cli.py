@@ -2,7 +2,8 @@
 (`corral schedules` is beside it, in `corral.admin.schedules`).
 
 Registered in `corral/cli.py` (`_COMMANDS`). Every command takes
-`--database-url` (or CORRAL_DATABASE_URL) and talks to PostgreSQL only
+`--database-url` (else CORRAL_DATABASE_URL, else the current context of
+`corral config`, `corral.admin.config`) and talks to PostgreSQL only
 through `corral.queue.Queue`. Listings print kubectl-like tables, or JSON /
 YAML with `-o`. Exit codes: 0 success, 1 the operation failed (connection,
 state), 2 bad usage or input, 3 the named job / worker / token does not exist.
@@ -84,8 +85,31 @@ def _database_option(command: Callable[P, R]) -> Callable[P, R]:
         "--database-url",
         envvar=ENV_VAR,
         metavar="URL",
-        help=f"PostgreSQL URL or conninfo (env {ENV_VAR}).",
+        callback=_database_url,
+        help=f"PostgreSQL URL or conninfo; else env {ENV_VAR}; else the current context of "
+        "`corral config` ($XDG_CONFIG_HOME/corral/config.toml).",
     )(command)
+
+
+def _database_url(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """The flag's URL, else the variable's (click read it), else the current
+    context's (`corral config use-context`); None when there is none."""
+    if value:
+        return value
+    from corral.admin.config import current_database_url
+
+    try:
+        return current_database_url()
+    except DsnError as exc:
+        raise _Failed(str(exc)) from None
+
+
+# What a command says when none of the three gives a URL.
+_NO_URL = (
+    f"no database URL: pass --database-url, set {ENV_VAR}, or create a context with "
+    "`corral config set-context NAME --database-url URL` "
+    "(for example postgresql://corral@db.example:5432/corral)"
+)
 
 
 def _output_option(command: Callable[P, R]) -> Callable[P, R]:
@@ -102,10 +126,7 @@ def _output_option(command: Callable[P, R]) -> Callable[P, R]:
 @contextmanager
 def _queue(database_url: str | None) -> Iterator[Queue]:
     if not database_url:
-        raise DsnError(
-            f"no database URL: pass --database-url or set {ENV_VAR} "
-            "(for example postgresql://corral@db.example:5432/corral)"
-        )
+        raise DsnError(_NO_URL)
     with Queue.connect(database_url) as queue:
         yield queue
 
@@ -139,7 +160,7 @@ def db_migrate(database_url: str | None) -> None:
     Safe to run from several processes at once: they take turns.
     """
     if not database_url:
-        raise DsnError(f"no database URL: pass --database-url or set {ENV_VAR}")
+        raise DsnError(_NO_URL)
     applied = migrations.migrate(database_url)
     names = {m.version: m.name for m in migrations.migrations()}
     for version in applied:
@@ -156,7 +177,7 @@ def db_migrate(database_url: str | None) -> None:
 def db_status(database_url: str | None, output: str, check: bool) -> None:
     """Show which migrations the database has."""
     if not database_url:
-        raise DsnError(f"no database URL: pass --database-url or set {ENV_VAR}")
+        raise DsnError(_NO_URL)
     rows = migrations.status(database_url)
 
     def state(s: migrations.MigrationStatus) -> str:
@@ -201,7 +222,7 @@ def db_create_worker_role(
     `workerDatabase.secretName` (chart) or a pool's spec.database.secretRef.
     """
     if not database_url:
-        raise DsnError(f"no database URL: pass --database-url or set {ENV_VAR}")
+        raise DsnError(_NO_URL)
     password = sys.stdin.readline().rstrip("\n") if password_stdin else None
     role = roles.create_worker_role(database_url, name, password)
     verb = "created" if role.created else "updated (password reset)"

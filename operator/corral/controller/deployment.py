@@ -57,7 +57,12 @@ def _env(pool: WorkerPool, region: str) -> list[dict[str, Any]]:
         {"name": workerenv.CONCURRENCY, "value": str(spec.concurrency)},
         {"name": workerenv.STATE_DIR, "value": STATE_DIR},
         {"name": workerenv.HTTP_PORT, "value": str(HTTP_PORT)},
-        {"name": workerenv.DRAIN_TIMEOUT, "value": f"{HANDBACK_S}s"},
+        # The preStop hook drains with no deadline of its own (bounded by
+        # `prestop --timeout`); a SIGQUIT would drain as long. SIGTERM, which
+        # comes after the preStop drain, hands back what is left after
+        # HANDBACK_S.
+        {"name": workerenv.DRAIN_TIMEOUT, "value": f"{spec.drain.timeout_seconds}s"},
+        {"name": workerenv.TERM_GRACE, "value": f"{HANDBACK_S}s"},
         _database_env(pool),
         # A file, not a variable: it stays out of the process environment
         # (which handlers and their children inherit, and crash reports dump)

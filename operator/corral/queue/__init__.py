@@ -62,6 +62,7 @@ from corral.queue.errors import (
 )
 from corral.queue.migrations import MigrationStatus, migrate, status
 from corral.queue.records import (
+    UNCAPPED,
     Backlog,
     Caller,
     ClaimedJob,
@@ -80,6 +81,7 @@ from corral.queue.records import (
     Lease,
     Leased,
     NewToken,
+    QueueSettings,
     QueueStats,
     RegistryPurge,
     Schedule,
@@ -96,6 +98,7 @@ __all__ = [
     "DEFAULT_LEASE_S",
     "NOTIFY_CHANNEL",
     "PAYLOAD_MAX_BYTES",
+    "UNCAPPED",
     "AsyncQueue",
     "Backlog",
     "Caller",
@@ -129,6 +132,7 @@ __all__ = [
     "PermissionDenied",
     "Queue",
     "QueueError",
+    "QueueSettings",
     "QueueStats",
     "RegistryPurge",
     "Schedule",

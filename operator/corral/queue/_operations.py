@@ -323,18 +323,32 @@ def set_queue_defaults(
     retry_base_s: float | None = None,
     retry_max_s: float | None = None,
     keep_completed: bool | None = None,
+    max_dead: int | None = None,
+    max_completed: int | None = None,
 ) -> Operation[None]:
     """Per-queue settings (None leaves one unchanged): default attempt budget,
-    retry back-off base and cap (seconds), and whether completed jobs are
-    kept for inspection until retention (dead ones always are)."""
+    retry back-off base and cap (seconds), whether completed jobs are
+    kept for inspection until retention (dead ones always are), and how
+    many dead / completed jobs retention keeps at most (`r.UNCAPPED`: all)."""
+    for name, cap in (("max_dead", max_dead), ("max_completed", max_completed)):
+        if cap is not None and cap < 0 and cap != r.UNCAPPED:
+            raise ValueError(f"{name} {cap} must be 0 or more (or UNCAPPED: no cap)")
     settings = {
         "queue": queue,
         "max_attempts": max_attempts,
         "retry_base_s": retry_base_s,
         "retry_max_s": retry_max_s,
         "keep_completed": keep_completed,
+        "max_dead": max_dead,
+        "max_completed": max_completed,
     }
     yield Statement("set_queue_defaults", settings, Fetch.ROWCOUNT)
+
+
+def list_queues() -> Operation[list[r.QueueSettings]]:
+    """Every queue with settings or jobs (finished ones included), by name,
+    with its settings (the defaults for one never set)."""
+    return [r.QueueSettings(*row) for row in (yield Statement("list_queues"))]
 
 
 def stats() -> Operation[list[r.QueueStats]]:

@@ -157,6 +157,7 @@ class Queue:
     resume = _method(op.resume)
     dispatch_status = _method(op.dispatch_status)
     set_queue_defaults = _method(op.set_queue_defaults)
+    list_queues = _method(op.list_queues)
     stats = _method(op.stats)
     depth = _method(op.depth)
     # Enrollment tokens.

@@ -231,6 +231,25 @@ class DispatchState:
     since: dt.datetime | None
 
 
+UNCAPPED = -1  # `set_queue_defaults(max_dead=UNCAPPED)`: keep every dead (or completed) job
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSettings:
+    """One queue's settings (`Queue.list_queues`): what a job enqueued on it
+    gets by default, and how many finished jobs retention keeps."""
+
+    queue: str
+    configured: bool  # has a corral_queues row (False: every value is the default)
+    max_attempts: int | None  # None: jobs get the enqueue default (20)
+    retry_base_s: float  # first retry's back-off (it doubles, with jitter)
+    retry_max_s: float  # the back-off's cap
+    keep_completed: bool  # False: completed jobs are deleted at once
+    max_dead: int | None  # dead jobs kept at most (oldest deleted first); None: no cap
+    max_completed: int | None  # completed jobs kept at most; None: no cap
+    paused: bool
+
+
 @dataclass(frozen=True, slots=True)
 class TokenInfo:
     id: int

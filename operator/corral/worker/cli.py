@@ -26,6 +26,7 @@ from typing import Any
 import click
 
 from corral import workerenv
+from corral.worker import configfile
 from corral.worker.config import ConfigError, WorkerSettings
 
 
@@ -100,7 +101,14 @@ def _env(name: str) -> dict[str, Any]:
 @click.option(
     "--drain-timeout",
     **_env(workerenv.DRAIN_TIMEOUT),
-    help="On SIGTERM, how long to let jobs finish before handing them back [default: 30s].",
+    help="On SIGQUIT, how long held jobs may finish before the rest are handed back "
+    "[default: 10m].",
+)
+@click.option(
+    "--term-grace",
+    **_env(workerenv.TERM_GRACE),
+    help="On SIGTERM or SIGINT, how long held jobs may finish before the rest are handed "
+    "back [default: 10s].",
 )
 @click.option("--heartbeat-interval", **_env(workerenv.HEARTBEAT_INTERVAL), help="[default: 1s]")
 @click.option(
@@ -148,50 +156,78 @@ def _env(name: str) -> dict[str, Any]:
 )
 @click.option(
     "--log-level",
-    default="INFO",
     **_env(workerenv.LOG_LEVEL),
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="[default: INFO]",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    **_env(workerenv.WORKER_CONFIG),
+    help="TOML file of settings, keyed by these flags' names (concurrency = 20, "
+    'drain-timeout = "5m"); flags, then CORRAL_* variables, win over it.',
+)
+@click.option(
+    "--show-config",
+    is_flag=True,
+    help="Print the settings this worker would run with (password masked) as JSON and exit.",
 )
 @click.pass_context
-def worker(ctx: click.Context, /, log_level: str, **raw: Any) -> None:
+def worker(ctx: click.Context, /, config_file: Path | None, show_config: bool, **raw: Any) -> None:
     """Run a worker: claim jobs from the named queues and run their handlers.
 
     Delivery is at-least-once: handlers get job.id and job.attempt as their
-    idempotency key. Exit codes: 0 after a SIGTERM drain, 1 on a fatal
-    error, 3 when the worker was removed from the registry, 4 when sync
-    handlers stuck past their timeout hold --stuck-share of its slots.
+    idempotency key.
+
+    Every setting comes from its flag, else its CORRAL_* variable, else the
+    --config file, else its default.
+
+    \b
+    Signals:
+      SIGQUIT          drain: stop claiming, let held jobs finish for up to
+                       --drain-timeout, hand back the rest, exit 0
+      SIGTERM, SIGINT  the same with a short grace (--term-grace), for a
+                       pod whose preStop hook (`corral worker prestop`)
+                       has drained it already, or a Ctrl-C
+      a second signal  stop at once (exit 1); held jobs return to the
+                       queue when their lease lapses
+
+    A job handed back returns to the queue at once, its attempt not counted.
+
+    \b
+    Exit codes:
+      0  after a signal's drain
+      1  a fatal error, or a second signal
+      3  the worker was removed from the registry
+      4  sync handlers stuck past their timeout hold --stuck-share of its slots
     """
     if ctx.invoked_subcommand is not None:
         return
 
-    settings_raw = {
-        "database_url": raw["database_url"],
-        "queues": list(raw["queues"]) or None,
-        "region": raw["region"],
-        "concurrency": raw["concurrency"],
-        "batch_size": raw["batch_size"],
-        "name": raw["name"],
-        "state_dir": raw["state_dir"],
-        "http_host": raw["http_host"],
-        "http_port": raw["http_port"],
-        "enrollment_token": os.environ.get(workerenv.ENROLLMENT_TOKEN) or None,
-        "enrollment_token_file": raw["enrollment_token_file"],
-        "handlers": list(raw["handlers"]) or None,
-        "job_timeout_s": raw["job_timeout"],
-        "drain_timeout_s": raw["drain_timeout"],
-        "heartbeat_interval_s": raw["heartbeat_interval"],
-        "poll_interval_s": raw["poll_interval"],
-        "flush_interval_s": raw["flush_interval"],
-        "lease_s": raw["lease"],
-        "retention_s": raw["retention"],
-        "stuck_share": raw["stuck_share"],
-        "egress_deny": list(raw["egress_deny"]) or None,
-        "egress_allow": list(raw["egress_allow"]) or None,
+    given = {
+        field: list(value) if isinstance(value, tuple) else value
+        for key, field in configfile.KEYS.items()
+        if (value := raw[key.replace("-", "_")]) is not None and value != ()
     }
     try:
-        settings = WorkerSettings.from_raw(**settings_raw)
+        from_file = configfile.load(config_file) if config_file is not None else {}
+        values = configfile.merge(from_file, given)
+        log_level = str(values.pop(configfile.LOG_LEVEL, None) or "INFO")
+        values["enrollment_token"] = os.environ.get(workerenv.ENROLLMENT_TOKEN) or None
+        settings = WorkerSettings.from_raw(**values)
     except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+        text = str(exc)
+        if config_file is not None and not text.startswith("--config"):
+            text += f" (flags, then CORRAL_* variables, then --config {config_file})"
+        raise click.UsageError(text) from None
+    if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise click.UsageError(
+            f"--log-level in {config_file}: {log_level!r} is not one of DEBUG, INFO, WARNING, ERROR"
+        )
+    if show_config:
+        click.echo(json.dumps(_shown(settings, log_level.upper()), indent=2))
+        return
     logging.basicConfig(
         level=log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -215,6 +251,16 @@ def worker(ctx: click.Context, /, log_level: str, **raw: Any) -> None:
         sys.stderr.flush()
         os._exit(code)
     sys.exit(code)
+
+
+def _shown(settings: WorkerSettings, log_level: str) -> dict[str, Any]:
+    """The settings by config-file key, the database password masked and the
+    enrollment token left out (`--show-config`)."""
+    fields = settings.model_dump(mode="json")
+    shown = {key: fields[field] for key, field in configfile.KEYS.items() if field in fields}
+    shown["database-url"] = settings.safe_database_url
+    shown["log-level"] = log_level
+    return shown
 
 
 @worker.command("prestop")

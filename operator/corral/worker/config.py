@@ -86,7 +86,11 @@ class WorkerSettings(BaseModel):
     enrollment_token_file: Path | None = None
     handlers: list[str] = Field(default_factory=list)
     job_timeout_s: float = Field(default=300.0, gt=0)
-    drain_timeout_s: float = Field(default=30.0, ge=0)
+    # SIGQUIT: finish held jobs for this long, then hand back the rest.
+    drain_timeout_s: float = Field(default=600.0, ge=0)
+    # SIGTERM / SIGINT: a short grace, then hand back (the pod's preStop
+    # hook has drained already by the time the kubelet sends SIGTERM).
+    term_grace_s: float = Field(default=10.0, ge=0)
     heartbeat_interval_s: float = Field(default=1.0, gt=0, le=60)
     poll_interval_s: float = Field(default=1.0, gt=0, le=86_400)
     flush_interval_s: float = Field(default=0.002, ge=0, le=1)
@@ -145,6 +149,7 @@ class WorkerSettings(BaseModel):
     @field_validator(
         "job_timeout_s",
         "drain_timeout_s",
+        "term_grace_s",
         "heartbeat_interval_s",
         "poll_interval_s",
         "flush_interval_s",

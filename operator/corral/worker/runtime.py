@@ -232,7 +232,7 @@ class Worker:
                 except EndpointError as exc:
                     return self._fatal(str(exc))
                 self.guard.endpoint = (settings.http_host, listener.port)
-            StopSignals(self._drain_on_signal, settings.drain_timeout_s).install()
+            StopSignals(self._drain_on_signal, settings).install()
             # Sync handlers run in threads; one per slot so none waits for a thread.
             jobs.threads = ThreadPoolExecutor(
                 max_workers=min(settings.concurrency, 256), thread_name_prefix="corral-job"

@@ -211,15 +211,36 @@ SELECT name, paused, paused_reason, paused_at FROM corral_queues
  ORDER BY name = '*' DESC, name
 
 -- name: set_queue_defaults
-INSERT INTO corral_queues AS q (name, max_attempts, retry_base_s, retry_max_s, keep_completed)
+-- NULL leaves a setting as it is; a negative cap (UNCAPPED) removes the cap.
+INSERT INTO corral_queues AS q (name, max_attempts, retry_base_s, retry_max_s, keep_completed,
+                                max_dead, max_completed)
 VALUES (%(queue)s, %(max_attempts)s, coalesce(%(retry_base_s)s, 1), coalesce(%(retry_max_s)s, 3600),
-        coalesce(%(keep_completed)s, true))
+        coalesce(%(keep_completed)s, true),
+        CASE WHEN %(max_dead)s::int4 IS NULL THEN 5000
+             WHEN %(max_dead)s::int4 >= 0 THEN %(max_dead)s::int4 END,
+        CASE WHEN %(max_completed)s::int4 >= 0 THEN %(max_completed)s::int4 END)
 ON CONFLICT (name) DO UPDATE
    SET max_attempts = coalesce(excluded.max_attempts, q.max_attempts),
        retry_base_s = coalesce(%(retry_base_s)s, q.retry_base_s),
        retry_max_s = coalesce(%(retry_max_s)s, q.retry_max_s),
        keep_completed = coalesce(%(keep_completed)s, q.keep_completed),
+       max_dead = CASE WHEN %(max_dead)s::int4 IS NULL THEN q.max_dead
+                       WHEN %(max_dead)s::int4 >= 0 THEN %(max_dead)s::int4 END,
+       max_completed = CASE WHEN %(max_completed)s::int4 IS NULL THEN q.max_completed
+                            WHEN %(max_completed)s::int4 >= 0 THEN %(max_completed)s::int4 END,
        updated_at = now()
+
+-- name: list_queues
+-- Queues with settings or jobs; one without a row shows the columns' defaults.
+SELECT n.name, q.name IS NOT NULL, q.max_attempts, coalesce(q.retry_base_s, 1),
+       coalesce(q.retry_max_s, 3600), coalesce(q.keep_completed, true),
+       CASE WHEN q.name IS NULL THEN 5000 ELSE q.max_dead END, q.max_completed,
+       coalesce(q.paused, false)
+  FROM (SELECT name FROM corral_queues WHERE name <> '*'
+        UNION SELECT queue FROM corral_jobs
+        UNION SELECT queue FROM corral_jobs_finished) n
+  LEFT JOIN corral_queues q ON q.name = n.name
+ ORDER BY n.name
 
 -- name: stats_hot
 SELECT queue, state, count(*),

@@ -1,0 +1,96 @@
+"""`corral config`: contexts are stored 0600 under the user's config
+directory, the admin commands take their URL from the flag, else
+CORRAL_DATABASE_URL, else the current context, and no password is shown."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner, Result
+
+from corral.admin.cli import _database_url
+from corral.cli import cli
+
+URL = "postgresql://admin:s3cret-pw@db.example:5432/corral"
+
+
+@pytest.fixture(autouse=True)
+def config_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.delenv("CORRAL_DATABASE_URL", raising=False)
+    return tmp_path
+
+
+def corral(*args: str) -> Result:
+    return CliRunner().invoke(cli, ["config", *args])
+
+
+def test_the_first_context_becomes_current_and_the_file_is_private(config_home: Path) -> None:
+    assert corral("set-context", "prod", "--database-url", URL).exit_code == 0
+    assert (
+        corral("set-context", "dev", "--database-url", "postgresql://localhost/dev").exit_code == 0
+    )
+    path = config_home / "corral" / "config.toml"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    listed = json.loads(corral("get-contexts", "-o", "json").output)
+    assert [(c["name"], c["current"]) for c in listed] == [("dev", False), ("prod", True)]
+    assert corral("use-context", "dev").exit_code == 0
+    table = corral("get-contexts").output.splitlines()
+    assert table[0].split() == ["CURRENT", "NAME", "DATABASE-URL"]
+    assert table[1].split() == ["*", "dev", "postgresql://localhost/dev"]
+
+
+def test_view_and_get_contexts_never_show_the_password() -> None:
+    corral("set-context", "prod", "--database-url", URL)
+    for result in (corral("view"), corral("view", "-o", "json"), corral("get-contexts")):
+        assert result.exit_code == 0, result.output
+        assert "s3cret-pw" not in result.output
+    shown = yaml.safe_load(corral("view").output)
+    assert shown["current-context"] == "prod"
+    assert shown["contexts"][0]["database-url"].startswith("postgresql://admin:")
+    assert shown["database-url-from"] == "context prod"
+
+
+def test_the_flag_wins_over_the_variable_which_wins_over_the_current_context(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ctx, param = None, None
+    assert _database_url(ctx, param, None) is None  # type: ignore[arg-type]  # no context yet
+    corral("set-context", "prod", "--database-url", URL)
+    assert _database_url(ctx, param, None) == URL  # type: ignore[arg-type]
+    assert _database_url(ctx, param, "postgresql://flag/db") == "postgresql://flag/db"  # type: ignore[arg-type]
+    # Through a real command: the variable (click reads it into the option)
+    # wins over the context; `view` says which applies.
+    monkeypatch.setenv("CORRAL_DATABASE_URL", "postgresql://env/db")
+    assert "CORRAL_DATABASE_URL" in yaml.safe_load(corral("view").output)["database-url-from"]
+
+
+def test_mistakes_are_named_with_their_fix(config_home: Path) -> None:
+    bad_url = corral("set-context", "prod", "--database-url", "mysql://u:s3cret-pw@h/db")
+    assert bad_url.exit_code == 2 and "--database-url" in bad_url.output
+    assert "s3cret-pw" not in bad_url.output
+    bad_name = corral("set-context", "a b", "--database-url", URL)
+    assert bad_name.exit_code == 2 and "context name 'a b'" in bad_name.output
+    missing = corral("use-context", "staging")
+    assert missing.exit_code == 3 and "corral config set-context staging" in missing.output
+    path = config_home / "corral" / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('current-context = "prod"\ncolour = "blue"\n')
+    broken = corral("get-contexts")
+    assert broken.exit_code == 1 and f"{path}: unknown key 'colour'" in broken.output
+    path.write_text('current-context = "gone"\n')
+    gone = CliRunner().invoke(cli, ["queues", "list"])
+    assert gone.exit_code == 1 and "the current context 'gone' does not exist" in gone.output
+
+
+def test_every_admin_command_says_where_its_database_url_comes_from() -> None:
+    for args in (["queues", "list"], ["jobs", "list"], ["db", "migrate"], ["schedules", "list"]):
+        help_text = " ".join(CliRunner().invoke(cli, [*args, "--help"]).output.split())
+        assert "else env CORRAL_DATABASE_URL; else the current context of `corral config`" in (
+            help_text
+        ), args
