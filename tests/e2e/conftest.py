@@ -99,19 +99,55 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """A failed test's report carries what its namespace's pods said: each
     container's state and the last lines of its log (of the run before, when it
-    restarted). A crash-looping worker then shows its error in CI's output."""
+    restarted), the namespace's events (kills, failed probes and hooks), and,
+    on the local platform, the logs of pods already deleted. A crash-looping
+    worker, or one killed mid-job, then shows why in CI's output."""
     report = yield
     funcargs = getattr(item, "funcargs", {})
     if call.when != "call" or not report.failed or "namespace" not in funcargs:
         return report
-    with contextlib.suppress(Exception):
-        report.sections.append(
+    cluster, namespace = funcargs["cluster"], funcargs["namespace"]
+    sections: list[tuple[str, Callable[[], str]]] = [
+        ("pods of the test's namespace", lambda: _pods_report(cluster, namespace)),
+        ("events of the test's namespace", lambda: _events_report(cluster, namespace)),
+    ]
+    if (agent := funcargs.get("node_agent")) is not None:
+        sections.append(
             (
-                "pods of the test's namespace",
-                _pods_report(funcargs["cluster"], funcargs["namespace"]),
+                "every pod's log kept by the node agent, deleted pods too",
+                lambda: _gone_pods_report(agent.state_dir, namespace),
             )
         )
+    for title, build in sections:
+        with contextlib.suppress(Exception):
+            report.sections.append((title, build()))
     return report
+
+
+def _events_report(cluster: Cluster, namespace: str) -> str:
+    listing = cluster.kubectl("get", "events", "-n", namespace, "-o", "json", check=False)
+    if listing.returncode != 0:
+        return f"kubectl get events failed: {listing.stderr.strip()}"
+    events = json.loads(listing.stdout).get("items", [])
+    events.sort(key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+    return (
+        "\n".join(
+            f"{e.get('lastTimestamp') or e.get('eventTime')} {e.get('type')} {e.get('reason')} "
+            f"{e['involvedObject'].get('kind')}/{e['involvedObject'].get('name')}: {e.get('message')}"
+            for e in events
+        )
+        or "no events"
+    )
+
+
+def _gone_pods_report(state_dir: Path, namespace: str, tail: int = 40) -> str:
+    """The node agent keeps a deleted pod's directory (its logs) until it stops."""
+    lines: list[str] = []
+    for pod_dir in sorted((state_dir / "pods").glob(f"{namespace}_*")):
+        for log in sorted(pod_dir.glob("logs/*/*.log")):
+            text = log.read_text(errors="replace").rstrip().splitlines()[-tail:]
+            lines += [f"--- {pod_dir.name} {log.parent.name} run {log.stem}", *text]
+    return "\n".join(lines) or "no pod directories"
 
 
 def _pods_report(cluster: Cluster, namespace: str, tail: int = 25) -> str:

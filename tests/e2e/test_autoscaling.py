@@ -94,10 +94,21 @@ def _worker_pods(database_url: str, key: str) -> dict[int, str]:
 
 def _assert_nothing_interrupted(database_url: str, ids: list[int], why: str) -> None:
     jobs = p.jobs(database_url, ids)
+    with Queue.connect(database_url) as q:
+        interruptions = q.interruptions()
+        workers = q.list_workers(include_removed=True)
+    # The queue's own record of what happened, ahead of the operator's log.
+    why = "\n".join([
+        *(f"job {j.id}: {j.state} attempt {j.attempt} on worker {j.worker_id} "
+          f"started {j.started_at} finished {j.finished_at} error {j.last_error_reason} "
+          f"{j.last_error}" for j in jobs),
+        *(f"interrupted: {i}" for i in interruptions),
+        *(f"worker {w.id} {w.name}: {w.state}" for w in workers),
+        why,
+    ])  # fmt: skip
     assert {j.state for j in jobs} == {JobState.COMPLETED}, why
     assert [j.id for j in jobs if j.attempt != 1] == [], why
-    with Queue.connect(database_url) as q:
-        assert q.interruptions() == [], why
+    assert interruptions == [], why
 
 
 def test_a_burst_scales_a_pool_up_from_zero_runs_every_job_and_returns_to_zero(
