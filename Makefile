@@ -125,7 +125,7 @@ dev-down: venv ## Stop what `make dev` started (from another terminal)
 
 # --- worker runtime and queue benchmark (issue 4, worker) ---
 .PHONY: bench-queue
-bench-queue: venv ## Queue benchmark vs PgQueuer and procrastinate (throwaway Postgres; BENCH_ARGS=--quick for a short run)
+bench-queue: venv ## Queue benchmark vs PgQueuer, procrastinate and River (throwaway Postgres; River built with Go once; BENCH_ARGS=--quick)
 	$(PY) -m bench.queue $(BENCH_ARGS)
 # --- end worker runtime ---
 

@@ -1,5 +1,5 @@
-"""`make bench-queue`: corral's queue against PgQueuer and procrastinate, on
-one throwaway PostgreSQL server (fsync and synchronous_commit on,
+"""`make bench-queue`: corral's queue against PgQueuer, procrastinate and
+River, on one throwaway PostgreSQL server (fsync and synchronous_commit on,
 shared_buffers 1 GB), no-op jobs, in one run.
 
 Figures, each printed as it is measured:
@@ -7,8 +7,11 @@ Figures, each printed as it is measured:
 - end-to-end drain rate: N jobs bulk-enqueued, `ANALYZE`, `CHECKPOINT`, then
   worker processes started and timed until no unfinished job is left
   (startup included), median of 3 — for corral, PgQueuer (batch 100, 2
-  processes) and procrastinate (concurrency 10, 2 processes), each at the best
-  setting in /work/shared/PEERS.md, each in its own fresh database;
+  processes), procrastinate (concurrency 10, 2 processes) and River (Go; one
+  process, MaxWorkers 10,000, FetchCooldown 100 ms), each at its best setting
+  (docs/benchmarks.md), each in its own fresh database; beside each end-to-end
+  figure, the steady rate: jobs finished after the first second of the drain
+  divided by the time they took (startup and warm-up left out);
 - enqueue-to-start latency p50/p95/p99 under a steady 1,000 jobs/s (from the
   server's own clock: `started_at - enqueued_at`);
 - completions/s with a 1,000-job backlog (bursts of 1,000 jobs onto an empty
@@ -18,12 +21,20 @@ Figures, each printed as it is measured:
 - a raw-SQL ceiling: 2 sessions `DELETE ... WHERE id IN (SELECT ... FOR UPDATE
   SKIP LOCKED LIMIT 100)` on the same table, no Python work per job.
 
-The peers run from their own virtualenv (~/.cache/corral/bench-venv, made
-on first use with pinned versions). The last line is the summary:
-`bench-queue: corral=<N> pgqueuer=<N> procrastinate=<N> jobs/s ratio_vs_best_peer=<R> sql_ceiling=<N> p50_ms=<X>`
+The Python peers run from their own virtualenv (~/.cache/corral/bench-venv,
+made on first use with pinned versions); River runs from a small Go harness
+(bench/river/, built once from the Go module proxy into
+~/.cache/corral/river-v<version>/ by bench/_river.py; Go >= 1.26 needed, the
+run fails at once without it). The last line is the summary:
+`bench-queue: corral=<N> pgqueuer=<N> procrastinate=<N> river=<N> jobs/s
+ratio_vs_best_peer=<R> ratio_vs_river=<R> steady_jobs_s=<N>
+river_steady_jobs_s=<N> sql_ceiling=<N> p50_ms=<X>` (one line), where
+ratio_vs_best_peer is corral against the better of PgQueuer and procrastinate,
+ratio_vs_river corral against River, and steady_jobs_s corral's steady rate.
 
 Usage: python bench/queue.py [--quick] [--jobs N] [--runs N] [--procs N]
-       [--concurrency N] [--batch N]
+       [--concurrency N] [--batch N] [--skip-peers] [--river-max-workers N]
+       [--river-fetch-cooldown D] [--river-fetch-poll-interval D]
 """
 
 from __future__ import annotations
@@ -46,11 +57,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import sql
 
+from bench import _river
 from corral import queue
 from corral_local.postgres import PostgresServer
 
@@ -102,6 +114,13 @@ def scalar(conn: psycopg.Connection[Any], statement: str) -> Any:
     return None if row is None else row[0]
 
 
+class Drain(NamedTuple):
+    """One drain's rates: end to end (startup included) and steady (after 1 s)."""
+
+    rate: float
+    steady: float
+
+
 def wait_empty(
     dsn: str,
     probe: str,
@@ -110,16 +129,44 @@ def wait_empty(
 ) -> float:
     """Seconds until `probe` (a boolean query) is true, polled every 20 ms.
     Fails early, with their output, when every process in `procs` has exited."""
-    started = time.perf_counter()
+    return time_drain(dsn, probe, None, procs, timeout_s)[0]
+
+
+def time_drain(
+    dsn: str,
+    probe: str,
+    unfinished: str | None,
+    procs: list[subprocess.Popen[bytes]] | None = None,
+    timeout_s: float = 1800,
+    started: float | None = None,
+) -> tuple[float, float, int]:
+    """(seconds until `probe` is true, second at which `unfinished` (a count
+    query) was sampled once, its count then): the sample is taken 1 s after
+    `started` (default: now), or never (0, 0) if `probe` is true by then."""
+    started = time.perf_counter() if started is None else started
+    sampled_at, left = 0.0, 0
     with psycopg.connect(dsn, autocommit=True) as conn:
         while not scalar(conn, probe):
-            if time.perf_counter() - started > timeout_s:
+            elapsed = time.perf_counter() - started
+            if unfinished and not sampled_at and elapsed >= 1.0:
+                sampled_at, left = elapsed, int(scalar(conn, unfinished))
+            if elapsed > timeout_s:
                 raise RuntimeError(f"not drained after {timeout_s}s: {probe}")
             if procs and all(p.poll() is not None for p in procs):
                 logs = "\n".join(_tail(p) for p in procs)
                 raise RuntimeError(f"every worker process exited before the queue drained:\n{logs}")
             time.sleep(0.02)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, sampled_at, left
+
+
+def drain_rates(
+    dsn: str, n: int, probe: str, unfinished: str, procs: list[subprocess.Popen[bytes]]
+) -> Drain:
+    """Time a drain of `n` jobs that `procs` (started just now) work off."""
+    started = time.perf_counter()
+    took, sampled_at, left = time_drain(dsn, probe, unfinished, procs, started=started)
+    steady = left / (took - sampled_at) if sampled_at else float("nan")
+    return Drain(n / took, steady)
 
 
 def worker_cpu_s(logs: list[str]) -> float:
@@ -250,18 +297,22 @@ class Corral:
             commands.append((cmd, env))
         return commands
 
-    def drain(self, n: int, tmp: Path) -> tuple[float, float]:
-        """(enqueue jobs/s, drain jobs/s) for n jobs in a fresh database."""
+    def drain(self, n: int, tmp: Path) -> tuple[float, Drain]:
+        """(enqueue jobs/s, drain rates) for n jobs in a fresh database."""
         dsn = self.prepare()
         try:
             enqueue_s = self.enqueue(dsn, n)
             run_sql(dsn, "ANALYZE", "CHECKPOINT")
             commands = self.workers(dsn, tmp)
             logs: list[str] = []
-            started = time.perf_counter()
             with processes(commands, logs) as procs:
-                wait_empty(dsn, "SELECT NOT EXISTS (SELECT 1 FROM corral_jobs)", procs)
-                took = time.perf_counter() - started
+                drained = drain_rates(
+                    dsn,
+                    n,
+                    "SELECT NOT EXISTS (SELECT 1 FROM corral_jobs)",
+                    "SELECT count(*) FROM corral_jobs",
+                    procs,
+                )
             with psycopg.connect(dsn) as conn:
                 done = scalar(
                     conn, "SELECT count(*) FROM corral_jobs_finished WHERE state = 'completed'"
@@ -269,7 +320,7 @@ class Corral:
             if done != n:
                 raise RuntimeError(f"corral completed {done} of {n} jobs")
             self.cpu_s.append(worker_cpu_s(logs))
-            return n / enqueue_s, n / took
+            return n / enqueue_s, drained
         finally:
             self.bench.drop_db(dsn)
 
@@ -417,7 +468,7 @@ def peer_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def pgqueuer_drain(bench: Bench, bindir: Path, n: int, procs: int = 2, batch: int = 100) -> float:
+def pgqueuer_drain(bench: Bench, bindir: Path, n: int, procs: int = 2, batch: int = 100) -> Drain:
     dsn = bench.fresh_db("pgqueuer")
     try:
         env = peer_env(PGDSN=dsn)
@@ -430,18 +481,21 @@ def pgqueuer_drain(bench: Bench, bindir: Path, n: int, procs: int = 2, batch: in
             str(bindir / "pgq"), "run", "bench._peers:pgqueuer_factory",
             "--batch-size", str(batch), "--log-level", "WARNING",
         ]  # fmt: skip
-        started = time.perf_counter()
         with processes([(cmd, env)] * procs) as running:
-            wait_empty(dsn, "SELECT NOT EXISTS (SELECT 1 FROM pgqueuer)", running)
-            took = time.perf_counter() - started
-        return n / took
+            return drain_rates(
+                dsn,
+                n,
+                "SELECT NOT EXISTS (SELECT 1 FROM pgqueuer)",
+                "SELECT count(*) FROM pgqueuer",
+                running,
+            )
     finally:
         bench.drop_db(dsn)
 
 
 def procrastinate_drain(
     bench: Bench, bindir: Path, n: int, procs: int = 2, concurrency: int = 10
-) -> float:
+) -> Drain:
     dsn = bench.fresh_db("procrastinate")
     try:
         env = peer_env(PROCRASTINATE_DSN=dsn)
@@ -456,18 +510,82 @@ def procrastinate_drain(
             str(bindir / "procrastinate"), *app, "--log-level", "warning", "worker",
             "--concurrency", str(concurrency),
         ]  # fmt: skip
-        started = time.perf_counter()
+        unfinished = "FROM procrastinate_jobs WHERE status IN ('todo', 'doing')"
         with processes([(cmd, env)] * procs) as running:
-            wait_empty(
+            return drain_rates(
                 dsn,
-                "SELECT NOT EXISTS (SELECT 1 FROM procrastinate_jobs"
-                " WHERE status IN ('todo', 'doing'))",
+                n,
+                f"SELECT NOT EXISTS (SELECT 1 {unfinished})",
+                f"SELECT count(*) {unfinished}",
                 running,
             )
-            took = time.perf_counter() - started
-        return n / took
     finally:
         bench.drop_db(dsn)
+
+
+class River:
+    """River (Go) through its harness, bench/river/ (built by bench/_river.py)."""
+
+    def __init__(
+        self,
+        bench: Bench,
+        binary: Path,
+        max_workers: int,
+        cooldown: str,
+        poll: str,
+        pool_conns: int = 0,
+    ) -> None:
+        self.bench = bench
+        self.binary = binary
+        self.max_workers = max_workers
+        self.cooldown = cooldown
+        self.poll = poll
+        self.pool_conns = pool_conns
+        self.cpu_s: list[float] = []  # the work process's CPU seconds, each drain run
+
+    def run(self, env: dict[str, str], command: str, *args: str) -> dict[str, str]:
+        out = subprocess.run(
+            [str(self.binary), command, *args], env=env, capture_output=True, text=True, check=False
+        )
+        if out.returncode != 0:
+            raise _river.HarnessError(f"river-bench {command} failed:\n{out.stdout}{out.stderr}")
+        return _river.parse_result(out.stdout, command)
+
+    def drain(self, n: int) -> Drain:
+        dsn = self.bench.fresh_db("river")
+        try:
+            env = peer_env(DATABASE_URL=dsn)
+            self.run(env, "migrate")
+            self.run(env, "enqueue", str(n))
+            run_sql(dsn, "ANALYZE", "CHECKPOINT")
+            cmd = [
+                str(self.binary), "work",
+                "-max-workers", str(self.max_workers),
+                "-fetch-cooldown", self.cooldown,
+                "-fetch-poll-interval", self.poll,
+                "-pool-conns", str(self.pool_conns),
+            ]  # fmt: skip
+            unfinished = "FROM river_job WHERE state IN ('available', 'running', 'retryable')"
+            logs: list[str] = []
+            with processes([(cmd, env)], logs) as running:
+                drained = drain_rates(
+                    dsn,
+                    n,
+                    f"SELECT NOT EXISTS (SELECT 1 {unfinished})",
+                    f"SELECT count(*) {unfinished}",
+                    running,
+                )
+            with psycopg.connect(dsn) as conn:
+                done = scalar(conn, "SELECT count(*) FROM river_job WHERE state = 'completed'")
+            if done != n:
+                raise RuntimeError(f"river completed {done} of {n} jobs")
+            exit_line = _river.parse_result("".join(logs), "work")
+            if int(exit_line["worked"]) != n:
+                raise RuntimeError(f"river's worker ran {exit_line['worked']} of {n} jobs")
+            self.cpu_s.append(float(exit_line["cpu_s"]))
+            return drained
+        finally:
+            self.bench.drop_db(dsn)
 
 
 # -- the run ----------------------------------------------------------------------------
@@ -482,6 +600,26 @@ def median_of(runs: int, what: str, fn: Callable[[], float]) -> float:
     result = statistics.median(values)
     if runs > 1:
         say(f"  {what}: median {result:,.0f} (range {min(values):,.0f}-{max(values):,.0f})")
+    return result
+
+
+def median_drain(runs: int, what: str, fn: Callable[[], Drain]) -> Drain:
+    """Median end-to-end and steady rates over `runs` drains, each printed."""
+    drains = []
+    for i in range(runs):
+        drained = fn()
+        drains.append(drained)
+        say(
+            f"  {what} run {i + 1}/{runs}: {drained.rate:,.0f} jobs/s "
+            f"(steady after the first second: {drained.steady:,.0f})"
+        )
+    result = Drain(*(statistics.median(values) for values in zip(*drains, strict=True)))
+    if runs > 1:
+        rates = [d.rate for d in drains]
+        say(
+            f"  {what}: median {result.rate:,.0f} (range {min(rates):,.0f}-{max(rates):,.0f}), "
+            f"steady {result.steady:,.0f}"
+        )
     return result
 
 
@@ -523,8 +661,20 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--procs", type=int, default=2, help="corral worker processes")
     parser.add_argument("--concurrency", type=int, default=500)
     parser.add_argument("--batch", type=int, default=250)
-    parser.add_argument("--skip-peers", action="store_true")
+    parser.add_argument(
+        "--skip-peers", action="store_true", help="corral only: no PgQueuer, procrastinate, River"
+    )
+    parser.add_argument("--river-max-workers", type=int, default=_river.MAX_WORKERS)
+    parser.add_argument(
+        "--river-fetch-cooldown", default=_river.FETCH_COOLDOWN, help="a Go duration: 1ms"
+    )
+    parser.add_argument(
+        "--river-fetch-poll-interval", default=_river.FETCH_POLL_INTERVAL, help="a Go duration"
+    )
     args = parser.parse_args(argv)
+    # River's harness first: a missing Go fails the run now, and its build
+    # (once, a minute or two) does not compete with a measurement.
+    river_binary = None if args.skip_peers else _river.harness()
     runs = 1 if args.quick else args.runs
     big_backlog = 300_000 if args.quick else 1_000_000
     latency_s = 5.0 if args.quick else 10.0
@@ -562,12 +712,12 @@ def main(argv: list[str]) -> int:
         )
         enqueue_rates: list[float] = []
 
-        def one_drain() -> float:
+        def one_drain() -> Drain:
             enq, drained = corral.drain(args.jobs, tmp / secrets.token_hex(3))
             enqueue_rates.append(enq)
             return drained
 
-        corral_rate = median_of(runs, "corral drain", one_drain)
+        corral_drain = median_drain(runs, "corral drain", one_drain)
         say(f"  bulk enqueue: median {statistics.median(enqueue_rates):,.0f} jobs/s")
         startup = corral.startup_cpu_s(tmp / "idle")
         per_job_us = 1e6 * (statistics.median(corral.cpu_s) - args.procs * startup) / args.jobs
@@ -598,20 +748,40 @@ def main(argv: list[str]) -> int:
             f"({100 * (big / small - 1):+.0f}% vs 1,000)"
         )
 
-        pgq_rate = proc_rate = 0.0
-        if not args.skip_peers:
+        nothing = Drain(0.0, 0.0)
+        pgq = proc = river = nothing
+        if river_binary is not None:
             bindir = peer_venv()
             say("\n[pgqueuer 1.6.0] batch 100, 2 processes, ANALYZE after enqueue")
-            pgq_rate = median_of(
+            pgq = median_drain(
                 runs, "pgqueuer drain", lambda: pgqueuer_drain(bench, bindir, args.jobs)
             )
             say(
                 f"\n[procrastinate 3.10.0] concurrency 10, 2 processes, {procrastinate_jobs:,} jobs"
             )
-            proc_rate = median_of(
+            proc = median_drain(
                 runs,
                 "procrastinate drain",
                 lambda: procrastinate_drain(bench, bindir, procrastinate_jobs),
+            )
+            say(
+                f"\n[river v{_river.RIVER_VERSION}] Go, 1 process, MaxWorkers "
+                f"{args.river_max_workers}, FetchCooldown {args.river_fetch_cooldown}, "
+                f"FetchPollInterval {args.river_fetch_poll_interval}, InsertManyFast, "
+                "ANALYZE after enqueue"
+            )
+            river_peer = River(
+                bench,
+                river_binary,
+                args.river_max_workers,
+                args.river_fetch_cooldown,
+                args.river_fetch_poll_interval,
+            )
+            river = median_drain(runs, "river drain", lambda: river_peer.drain(args.jobs))
+            say(
+                f"  worker CPU per job: "
+                f"{1e6 * statistics.median(river_peer.cpu_s) / args.jobs:.1f} µs "
+                "(the Go process's user+system time, its startup included)"
             )
     finally:
         server.stop()
@@ -619,19 +789,27 @@ def main(argv: list[str]) -> int:
 
         shutil.rmtree(tmp, ignore_errors=True)
 
-    best_peer = max(pgq_rate, proc_rate)
+    corral_rate = corral_drain.rate
+    best_peer = max(pgq.rate, proc.rate)  # the Python peers, as before River joined
     ratio = corral_rate / best_peer if best_peer else float("nan")
+    ratio_river = corral_rate / river.rate if river.rate else float("nan")
     say(
         f"\ntargets: ratio_vs_best_peer {ratio:.2f} (>= 1.5), p50 {p50:.2f} ms (<= 10), "
         f"1M backlog {100 * big / small:.0f}% of 1k (>= 80%)"
     )
     say(
-        f"bench-queue: corral={corral_rate:.0f} pgqueuer={pgq_rate:.0f} "
-        f"procrastinate={proc_rate:.0f} jobs/s ratio_vs_best_peer={ratio:.2f} "
+        f"bench-queue: corral={corral_rate:.0f} pgqueuer={pgq.rate:.0f} "
+        f"procrastinate={proc.rate:.0f} river={river.rate:.0f} jobs/s "
+        f"ratio_vs_best_peer={ratio:.2f} ratio_vs_river={ratio_river:.2f} "
+        f"steady_jobs_s={corral_drain.steady:.0f} river_steady_jobs_s={river.steady:.0f} "
         f"sql_ceiling={ceiling:.0f} p50_ms={p50:.2f}"
     )
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except _river.HarnessError as error:
+        print(f"bench-queue: error: {error}", file=sys.stderr)
+        sys.exit(2)
