@@ -17,6 +17,7 @@ from __future__ import annotations
 DATABASE_URL = "CORRAL_DATABASE_URL"
 QUEUES = "CORRAL_QUEUES"
 REGION = "CORRAL_REGION"
+POOL = "CORRAL_POOL"  # the WorkerPool running the worker; unset for one started by hand
 CONCURRENCY = "CORRAL_CONCURRENCY"
 BATCH_SIZE = "CORRAL_BATCH_SIZE"
 NAME = "CORRAL_NAME"
@@ -43,6 +44,7 @@ BY_SETTING: dict[str, str] = {
     "database_url": DATABASE_URL,
     "queues": QUEUES,
     "region": REGION,
+    "pool": POOL,
     "concurrency": CONCURRENCY,
     "batch_size": BATCH_SIZE,
     "name": NAME,
@@ -70,6 +72,7 @@ SET_BY_OPERATOR: tuple[str, ...] = (
     NAME,
     QUEUES,
     REGION,
+    POOL,
     CONCURRENCY,
     STATE_DIR,
     HTTP_PORT,
@@ -89,6 +92,7 @@ RESERVED: tuple[str, ...] = (
     DATABASE_URL,
     QUEUES,
     REGION,
+    POOL,
     CONCURRENCY,
     NAME,
     STATE_DIR,

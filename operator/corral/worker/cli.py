@@ -52,6 +52,12 @@ def _env(name: str) -> dict[str, Any]:
     help="Region this worker runs in; must match its enrollment token's region.",
 )
 @click.option(
+    "--pool",
+    **_env(workerenv.POOL),
+    help="The WorkerPool running this worker (set by the operator). A worker outside a pool "
+    "exits 0 once a `corral workers drain` finishes; one in a pool stays up, not ready.",
+)
+@click.option(
     "--concurrency",
     "-c",
     type=int,
@@ -157,9 +163,11 @@ def worker(ctx: click.Context, /, log_level: str, **raw: Any) -> None:
     """Run a worker: claim jobs from the named queues and run their handlers.
 
     Delivery is at-least-once: handlers get job.id and job.attempt as their
-    idempotency key. Exit codes: 0 after a SIGTERM drain, 1 on a fatal
-    error, 3 when the worker was removed from the registry, 4 when sync
-    handlers stuck past their timeout hold --stuck-share of its slots.
+    idempotency key. Exit codes: 0 after a SIGTERM drain (or, outside a
+    pool, a `corral workers drain`), 1 on a fatal error, 3 when the worker
+    was removed from the registry, 4 when sync handlers stuck past their
+    timeout hold --stuck-share of its slots, 75 after `corral workers
+    restart`: start it again (it re-authenticates with its stored credential).
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -168,6 +176,7 @@ def worker(ctx: click.Context, /, log_level: str, **raw: Any) -> None:
         "database_url": raw["database_url"],
         "queues": list(raw["queues"]) or None,
         "region": raw["region"],
+        "pool": raw["pool"],
         "concurrency": raw["concurrency"],
         "batch_size": raw["batch_size"],
         "name": raw["name"],
