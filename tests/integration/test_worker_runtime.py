@@ -68,6 +68,17 @@ def spawn(
     return w.wait_ready()
 
 
+def admin(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CORRAL, *args],
+        cwd=ROOT,
+        env=dict(os.environ, CORRAL_DATABASE_URL=dsn),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def finished(dsn: str) -> dict[str, int]:
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
@@ -143,14 +154,7 @@ def test_draining_through_the_cli_reaches_drained_with_nothing_in_flight_and_rea
     w = spawn(workers, database_url, tmp_path, "w1", "--pool", "p1", queues="t")
     wait_until(lambda: w.status()["in_flight"] == 3, what="3 jobs in flight")
     worker_id = w.status()["worker_id"]
-    drain = subprocess.run(
-        [CORRAL, "workers", "drain", str(worker_id)],
-        cwd=ROOT,
-        env=dict(os.environ, CORRAL_DATABASE_URL=database_url),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    drain = admin(database_url, "workers", "drain", str(worker_id))
     assert drain.returncode == 0, drain.stderr
     wait_until(lambda: w.status()["state"] == "draining", 10, "the worker to see the drain")
     assert w.http("/readyz")[0] == 503
@@ -711,17 +715,6 @@ def test_the_queue_names_a_value_postgres_cannot_store(database_url: str) -> Non
 
 
 # -- corral workers drain | resume | restart ------------------------------------------
-
-
-def admin(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [CORRAL, *args],
-        cwd=ROOT,
-        env=dict(os.environ, CORRAL_DATABASE_URL=dsn),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def listed_state(dsn: str, worker_id: object) -> str:
