@@ -38,7 +38,16 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "stats": ("corral.admin.cli", "stats", "Jobs per queue and state, oldest waiting job"),
     "dispatch": ("corral.admin.cli", "dispatch", "Pause or resume claims per queue (or all)"),
     "tokens": ("corral.admin.cli", "tokens", "Mint, list and revoke worker enrollment tokens"),
-    "workers": ("corral.admin.cli", "workers", "The worker registry: list, drain, remove"),
+    "workers": (
+        "corral.admin.cli",
+        "workers",
+        "The worker registry: list, drain, resume, restart, remove",
+    ),
+    "regions": (
+        "corral.admin.regions",
+        "regions",
+        "Regions: live workers, pools and jobs waiting in each",
+    ),
     "worker": ("corral.worker.cli", "worker", "Run a queue worker (or drain one: worker prestop)"),
     "operator": (
         "corral.controller.cli",

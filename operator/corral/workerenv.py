@@ -17,6 +17,7 @@ from __future__ import annotations
 DATABASE_URL = "CORRAL_DATABASE_URL"
 QUEUES = "CORRAL_QUEUES"
 REGION = "CORRAL_REGION"
+POOL = "CORRAL_POOL"  # the WorkerPool running the worker; unset for one started by hand
 CONCURRENCY = "CORRAL_CONCURRENCY"
 BATCH_SIZE = "CORRAL_BATCH_SIZE"
 NAME = "CORRAL_NAME"
@@ -45,6 +46,7 @@ BY_SETTING: dict[str, str] = {
     "database_url": DATABASE_URL,
     "queues": QUEUES,
     "region": REGION,
+    "pool": POOL,
     "concurrency": CONCURRENCY,
     "batch_size": BATCH_SIZE,
     "name": NAME,
@@ -73,6 +75,7 @@ SET_BY_OPERATOR: tuple[str, ...] = (
     NAME,
     QUEUES,
     REGION,
+    POOL,
     CONCURRENCY,
     STATE_DIR,
     HTTP_PORT,
@@ -93,6 +96,7 @@ RESERVED: tuple[str, ...] = (
     DATABASE_URL,
     QUEUES,
     REGION,
+    POOL,
     CONCURRENCY,
     NAME,
     STATE_DIR,

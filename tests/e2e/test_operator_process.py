@@ -157,7 +157,9 @@ def test_metrics_show_reconciles_and_each_pools_depth_and_replicas(
 ) -> None:
     with Queue.connect(database_url) as queue:
         queue.enqueue_many(JobSpec("noop", queue="reports") for _ in range(7))
-        queue.enqueue("noop", queue="reports", region=f"not-{region}")  # another region's job
+        queue.enqueue(
+            "noop", queue="reports", region=f"not-{region}", allow_empty_region=True
+        )  # another region's job, where nothing runs it
         queue.enqueue("noop", queue="other")  # another queue's job
     operator, port = operators.start(database_url, "--leader-lease", "")
     _apply(cluster, namespace, _pool("reports", ["reports"], 3))

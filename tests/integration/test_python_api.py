@@ -71,6 +71,18 @@ def test_a_handler_defers_a_job_of_its_own_kind_with_options(
     assert job.payload == {"to": "ada@example.com"}
 
 
+def test_a_handler_deferring_to_a_region_without_workers_is_refused_unless_allowed(
+    database_url: str, send_email: corral.HandlerFunction[[corral.Job[Email]], object]
+) -> None:
+    with corral.connect(database_url) as queue:
+        with pytest.raises(corral.queue.EmptyRegion, match="region 'ap'"):
+            send_email.defer(queue, {"to": "ada@example.com"}, region="ap")
+        job_id = send_email.defer(
+            queue, {"to": "ada@example.com"}, region="ap", allow_empty_region=True
+        )
+        assert queue.get_job(job_id).region == "ap"
+
+
 def test_a_deferred_job_lands_only_if_the_callers_transaction_commits(
     database_url: str, send_email: corral.HandlerFunction[[corral.Job[Email]], object]
 ) -> None:

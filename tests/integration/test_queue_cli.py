@@ -10,7 +10,7 @@ from click.testing import CliRunner, Result
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from corral.cli import cli
-from corral.queue import Queue
+from corral.queue import Enrollment, Queue
 from tests._postgres import PgHandle
 from tests.integration._enrolled import enroll, run_sql
 
@@ -40,7 +40,7 @@ def test_jobs_enqueue_prints_the_id_and_jobs_get_shows_every_field(database_url:
     enqueued = corral(
         database_url, "jobs", "enqueue", "http", '{"url": "https://example.com"}',
         "--queue", "probes", "--priority", "5", "--region", "eu", "--max-attempts", "3",
-        "--dedupe-key", "probe-1", "--expires-in", "1h",
+        "--dedupe-key", "probe-1", "--expires-in", "1h", "--allow-empty-region",
     )  # fmt: skip
     assert enqueued.exit_code == 0, enqueued.output
     job_id = int(enqueued.output.strip())
@@ -224,3 +224,160 @@ def test_jobs_get_shows_what_the_handler_returned(database_url: str) -> None:
     assert row.endswith('{"cert_expires_in_days":41.5,"status":200}')
     shown = json.loads(corral(database_url, "jobs", "get", str(job_id), "-o", "json").output)
     assert shown["result"] == {"status": 200, "cert_expires_in_days": 41.5}
+
+
+# -- regions: the enqueue check, corral regions list, fan-out groups ---------------------
+
+
+def test_a_job_for_a_region_without_workers_is_refused_naming_the_regions_that_have_some(
+    database_url: str,
+) -> None:
+    with Queue.connect(database_url) as queue:
+        enroll(queue, region="iad", name="w-iad")
+        enroll(queue, region="fra", name="w-fra")
+    refused = corral(database_url, "jobs", "enqueue", "noop", "--region", "sin")
+    assert refused.exit_code == 2, refused.output
+    assert "no worker heartbeats in region 'sin'" in refused.output
+    assert "regions with workers: fra, iad" in refused.output
+    assert "--allow-empty-region" in refused.output
+    served = corral(database_url, "jobs", "enqueue", "noop", "--region", "iad")
+    forced = corral(database_url, "jobs", "enqueue", "noop", "--region", "sin",
+                    "--allow-empty-region")  # fmt: skip
+    assert served.exit_code == 0 and forced.exit_code == 0, served.output + forced.output
+    with Queue.connect(database_url) as queue:
+        assert sorted(j.region for j in queue.list_jobs()) == ["iad", "sin"]
+        # A worker silent for longer than LIVE_WORKER_S no longer counts.
+        run_sql(database_url, "UPDATE corral_workers SET last_heartbeat = now() - interval '1 hour',"
+                " enrolled_at = now() - interval '1 hour' WHERE region = 'iad'")  # fmt: skip
+    stale = corral(database_url, "jobs", "enqueue", "noop", "--region", "iad")
+    assert stale.exit_code == 2 and "regions with workers: fra." in stale.output
+
+
+def test_the_python_api_checks_regions_on_enqueue_and_only_when_asked_on_enqueue_many(
+    database_url: str,
+) -> None:
+    from corral.queue import EmptyRegion, JobSpec
+
+    with Queue.connect(database_url) as queue:
+        enroll(queue, region="fra")
+        with pytest.raises(EmptyRegion, match="region 'sin'"):
+            queue.enqueue("noop", region="sin")
+        assert queue.enqueue("noop", region="sin", allow_empty_region=True) > 0
+        assert len(queue.enqueue_many([JobSpec("noop", region="sin")])) == 1  # bulk: off
+        with pytest.raises(EmptyRegion, match="regions with workers: fra"):
+            queue.enqueue_many(
+                [JobSpec("noop", region="fra"), JobSpec("noop", region="sin")],
+                allow_empty_region=False,
+            )
+        # A pool that can start a worker (its enrollment token is usable) takes
+        # jobs though scaled to zero; an admin's token without a pool does not.
+        queue.create_token("ams", pool="probes", ttl_s=600, uses=3)
+        queue.create_token("lhr", ttl_s=600, uses=3)
+        assert queue.enqueue("noop", region="ams") > 0
+        with pytest.raises(EmptyRegion):
+            queue.enqueue("noop", region="lhr")
+        assert len(queue.list_jobs(limit=10)) == 3
+
+
+def test_regions_list_shows_live_workers_pools_and_depth_in_each_format(database_url: str) -> None:
+    with Queue.connect(database_url) as queue:
+        enroll(queue, region="iad", name="a", pool="edge")
+        enroll(queue, region="iad", name="b")
+        queue.create_token("fra", pool="probes-fra", ttl_s=600, uses=2)
+        for _ in range(3):
+            queue.enqueue("noop", region="iad")
+        queue.enqueue("noop", region="sin", allow_empty_region=True)
+    table = corral(database_url, "regions", "list")
+    assert table.exit_code == 0, table.output
+    lines = [line.split() for line in table.output.splitlines()]
+    assert lines[0] == ["REGION", "WORKERS", "POOLS", "DEPTH", "ACCEPTS-JOBS"]
+    assert lines[1:] == [
+        ["fra", "0", "probes-fra", "0", "yes"],
+        ["iad", "2", "edge", "3", "yes"],
+        ["sin", "0", "<none>", "1", "no"],
+    ]
+    as_json = json.loads(corral(database_url, "regions", "list", "-o", "json").output)
+    assert as_json[1] == {
+        "name": "iad", "workers": 2, "pools": ["edge"], "depth": 3, "pool_can_start": False,
+        "accepts_jobs": True,
+    }  # fmt: skip
+    as_yaml = yaml.safe_load(corral(database_url, "regions", "list", "-o", "yaml").output)
+    assert [r["name"] for r in as_yaml] == ["fra", "iad", "sin"]
+
+
+def _group(url: str, group: str) -> dict[str, object]:
+    shown = corral(url, "jobs", "get", group, "-o", "json")
+    assert shown.exit_code == 0, shown.output
+    data: dict[str, object] = json.loads(shown.output)
+    return data
+
+
+def test_a_fan_out_enqueues_one_job_per_region_and_rolls_up_by_its_rule(database_url: str) -> None:
+    with Queue.connect(database_url) as queue:
+        worker = {
+            region: enroll(queue, region=region, name=f"w-{region}", queues=("probe",))
+            for region in ("iad", "fra", "sin")
+        }
+    out = corral(database_url, "jobs", "enqueue", "probe", '{"url": "https://example.com"}',
+                 "--regions", "iad,fra,sin", "--rule", "majority")  # fmt: skip
+    assert out.exit_code == 0, out.output
+    group = out.output.strip()
+    assert group.startswith("g-")
+    shown = _group(database_url, group)
+    assert (shown["name"], shown["rule"], shown["status"]) == (group, "majority", "pending")
+    jobs = {j["region"]: j for j in shown["jobs"]}  # type: ignore[attr-defined]
+    assert sorted(jobs) == ["fra", "iad", "sin"]
+    with Queue.connect(database_url) as queue:
+        for region in jobs:
+            job = queue.get_job(jobs[region]["job_id"])
+            assert (job.region, job.payload, job.state) == (
+                region, {"url": "https://example.com"}, "pending",
+            )  # fmt: skip
+        queue.cancel(jobs["sin"]["job_id"])
+        _finish(database_url, worker["iad"])
+        assert _group(database_url, group)["status"] == "pending"  # 1 of 3, 1 open
+        _finish(database_url, worker["fra"])
+    assert _group(database_url, group)["status"] == "succeeded"  # 2 of 3
+    table = corral(database_url, "jobs", "get", group)
+    assert table.output.splitlines()[0].split() == [
+        "GROUP", "RULE", "STATUS", "REGION", "JOB", "STATE", "ATTEMPTS", "LAST-ERROR",
+    ]  # fmt: skip
+    assert [line.split()[3:6] for line in table.output.splitlines()[1:]] == [
+        ["fra", str(jobs["fra"]["job_id"]), "completed"],
+        ["iad", str(jobs["iad"]["job_id"]), "completed"],
+        ["sin", str(jobs["sin"]["job_id"]), "cancelled"],
+    ]
+    # rule all: failed as soon as one region's job cannot complete.
+    strict = corral(database_url, "jobs", "enqueue", "probe", "--regions", "iad,fra")
+    strict_jobs = _group(database_url, strict.output.strip())["jobs"]
+    with Queue.connect(database_url) as queue:
+        queue.cancel(strict_jobs[0]["job_id"])  # type: ignore[index]
+    assert _group(database_url, strict.output.strip())["status"] == "failed"
+    # A job id still reads as a job.
+    assert corral(database_url, "jobs", "get", str(jobs["iad"]["job_id"])).exit_code == 0
+
+
+def _finish(url: str, worker: Enrollment) -> None:
+    """The region's worker claims its job and completes it."""
+    with Queue.connect(url) as queue:
+        (job,) = queue.claim(worker.worker_id, worker.credential, ["probe"], batch=5)
+        assert queue.complete_many([job]) == []
+
+
+def test_fan_out_and_group_mistakes_exit_2_or_3_naming_the_fix(database_url: str) -> None:
+    with Queue.connect(database_url) as queue:
+        enroll(queue, region="iad")
+    empty = corral(database_url, "jobs", "enqueue", "noop", "--regions", "iad,sin")
+    both = corral(database_url, "jobs", "enqueue", "noop", "--regions", "iad", "--region", "iad")
+    twice = corral(database_url, "jobs", "enqueue", "noop", "--regions", "iad,iad")
+    lone_rule = corral(database_url, "jobs", "enqueue", "noop", "--rule", "any")
+    bad_id = corral(database_url, "jobs", "get", "group-1")
+    missing = corral(database_url, "jobs", "get", "g-999")
+    assert empty.exit_code == 2 and "region 'sin'" in empty.output
+    assert both.exit_code == 2 and "leave out --region" in both.output
+    assert twice.exit_code == 2 and "iad named more than once" in twice.output
+    assert lone_rule.exit_code == 2 and "give --regions" in lone_rule.output
+    assert bad_id.exit_code == 2 and "group id (g-12)" in bad_id.output
+    assert missing.exit_code == 3 and "no job group g-999" in missing.output
+    with Queue.connect(database_url) as queue:
+        assert queue.list_jobs() == []  # the refused fan-out left nothing behind

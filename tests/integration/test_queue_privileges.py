@@ -35,7 +35,8 @@ WORKER_FUNCTIONS = {
     "corral_complete_v3",
     "corral_fail_v2",
     "corral_release_v2",
-    "corral_heartbeat_v2",
+    "corral_heartbeat_v2",  # workers of the previous release
+    "corral_heartbeat_v3",
     "corral_drain_self_v1",
     "corral_mark_drained_v1",
     "corral_reap_v1",
@@ -181,7 +182,7 @@ def test_a_claim_outside_the_enrollment_returns_nothing_and_says_why(
 ) -> None:
     with Queue.connect(database_url) as admin:
         admin.enqueue("noop", queue="secret")
-        admin.enqueue("noop", queue="q", region="us")
+        admin.enqueue("noop", queue="q", region="us", allow_empty_region=True)
         token = admin.create_token("eu", ttl_s=60, uses=2, queues=["q"])
         with connect(worker_database_url) as client:
             with pytest.raises(EnrollmentError, match=r"admits queues \{q\}, not \{secret\}"):

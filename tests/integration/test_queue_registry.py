@@ -225,3 +225,70 @@ def test_registry_retention_deletes_long_removed_and_long_silent_workers_and_dea
     left = {r[0] for r in run_sql(database_url, "SELECT id FROM corral_enrollment_tokens")}
     assert left == tokens_before - dead
     assert queue.purge_registry(7 * 86_400) == type(purged)(workers=0, tokens=0)
+
+
+def test_a_restart_answers_restarting_and_ends_when_the_worker_reauthenticates(
+    queue: Client,
+) -> None:
+    worker = enroll(queue, pool="p")
+    restarting = queue.request_restart(worker.worker_id)
+    assert (restarting.state, restarting.shown_state) == (WorkerState.DRAINING, "restarting")
+    assert queue.heartbeat(worker.worker_id, worker.credential, in_flight=0) == "restarting"
+    assert queue.mark_drained(worker.worker_id, worker.credential) == WorkerState.DRAINED
+    assert queue.get_worker(worker.worker_id).shown_state == "restarting"
+    # The new process, with the stored credential: active, the restart forgotten.
+    assert queue.authenticate(worker.worker_id, worker.credential) == WorkerState.ACTIVE
+    row = queue.get_worker(worker.worker_id)
+    assert (row.state, row.drain_requested_by, row.drained_at) == ("active", None, None)
+    assert queue.heartbeat(worker.worker_id, worker.credential, in_flight=0) == "active"
+
+
+def test_resume_undoes_a_registry_drain_under_way_and_refuses_what_it_cannot(
+    queue: Client,
+) -> None:
+    from corral.queue import WorkerStateError
+
+    hand = enroll(queue, name="by-hand")
+    pooled = enroll(queue, name="pooled", pool="p")
+    own = enroll(queue, name="own")
+    for w in (hand, pooled):
+        queue.request_drain(w.worker_id)
+        queue.mark_drained(w.worker_id, w.credential)
+    # Drained: a pool's worker stays up and can resume; one by hand has exited.
+    assert queue.resume_worker(pooled.worker_id).state == WorkerState.ACTIVE
+    with pytest.raises(WorkerStateError, match="start it again instead"):
+        queue.resume_worker(hand.worker_id)
+    # Draining (not finished): resumed whoever runs it; then nothing to undo.
+    queue.request_restart(own.worker_id)
+    resumed = queue.resume_worker(own.worker_id)
+    assert (resumed.state, resumed.drain_requested_by) == (WorkerState.ACTIVE, None)
+    assert queue.heartbeat(own.worker_id, own.credential, in_flight=0) == WorkerState.ACTIVE
+    with pytest.raises(WorkerStateError, match="no drain to undo"):
+        queue.resume_worker(own.worker_id)
+    queue.drain_self(own.worker_id, own.credential)  # SIGTERM: its pod is going
+    with pytest.raises(WorkerStateError, match="by its own drain"):
+        queue.resume_worker(own.worker_id)
+
+
+def test_the_region_check_and_fan_out_groups_behave_alike_in_both_clients(
+    queue: Client,
+) -> None:
+    from corral.queue import EmptyRegion
+
+    with pytest.raises(EmptyRegion, match="regions with workers: none"):
+        queue.enqueue("noop", queue="q", region="eu")
+    enroll(queue, region="eu")
+    assert queue.enqueue("noop", queue="q", region="eu") > 0
+    with pytest.raises(EmptyRegion, match="region 'us'"):
+        queue.enqueue_group("noop", regions=["eu", "us"], queue="q")
+    group = queue.enqueue_group(
+        "noop", {"n": 1}, regions=["eu", "us"], rule="any", queue="q", allow_empty_region=True
+    )
+    assert (group.rule, group.status, [j.region for j in group.jobs]) == (
+        "any", "pending", ["eu", "us"],
+    )  # fmt: skip
+    assert queue.get_group(group.id) == group
+    assert [(r.name, r.workers, r.depth) for r in queue.list_regions()] == [
+        ("eu", 1, 2),
+        ("us", 0, 1),
+    ]

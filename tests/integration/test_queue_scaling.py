@@ -32,8 +32,8 @@ def test_the_backlog_counts_ready_jobs_of_the_pools_region_and_leaves_paused_que
     with Queue.connect(database_url) as queue:
         queue.enqueue_many(JobSpec("k", queue="a") for _ in range(3))
         queue.enqueue_many(JobSpec("k", queue="b") for _ in range(4))
-        queue.enqueue("k", queue="a", region="eu")
-        queue.enqueue("k", queue="a", region="us")  # another region's job
+        queue.enqueue("k", queue="a", region="eu", allow_empty_region=True)
+        queue.enqueue("k", queue="a", region="us", allow_empty_region=True)  # another region's
         queue.enqueue("k", queue="a", run_at=later)  # not due yet
         queue.enqueue("k", queue="c")  # a queue the pool does not serve
         assert queue.backlog(["a", "b"], "eu") == queue.backlog(["a", "b"], "eu")

@@ -68,6 +68,17 @@ def spawn(
     return w.wait_ready()
 
 
+def admin(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CORRAL, *args],
+        cwd=ROOT,
+        env=dict(os.environ, CORRAL_DATABASE_URL=dsn),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def finished(dsn: str) -> dict[str, int]:
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
@@ -140,17 +151,10 @@ def test_draining_through_the_cli_reaches_drained_with_nothing_in_flight_and_rea
     with queue.Queue.connect(database_url) as q:
         # Long enough that a loaded machine still sees the transient `draining`.
         q.enqueue_many([queue.JobSpec("hold", {"sleep_s": 8.0}, queue="t") for _ in range(3)])
-    w = spawn(workers, database_url, tmp_path, "w1", queues="t")
+    w = spawn(workers, database_url, tmp_path, "w1", "--pool", "p1", queues="t")
     wait_until(lambda: w.status()["in_flight"] == 3, what="3 jobs in flight")
     worker_id = w.status()["worker_id"]
-    drain = subprocess.run(
-        [CORRAL, "workers", "drain", str(worker_id)],
-        cwd=ROOT,
-        env=dict(os.environ, CORRAL_DATABASE_URL=database_url),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    drain = admin(database_url, "workers", "drain", str(worker_id))
     assert drain.returncode == 0, drain.stderr
     wait_until(lambda: w.status()["state"] == "draining", 10, "the worker to see the drain")
     assert w.http("/readyz")[0] == 503
@@ -162,7 +166,7 @@ def test_draining_through_the_cli_reaches_drained_with_nothing_in_flight_and_rea
     assert unfinished(database_url) == 1
     with queue.Queue.connect(database_url) as q:
         assert q.get_worker(int(worker_id)).state == "drained"
-    # Drained workers stay up (not ready) until terminated, then exit 0.
+    # A pool's drained workers stay up (not ready) until terminated, then exit 0.
     time.sleep(0.5)
     assert w.proc.poll() is None and w.http("/readyz")[0] == 503
     w.signal(signal.SIGTERM)
@@ -550,7 +554,7 @@ def test_a_drain_the_scaler_cancels_sends_the_worker_back_to_work_whether_draini
 ) -> None:
     with queue.Queue.connect(database_url) as q:
         q.enqueue_many([queue.JobSpec("hold", {"sleep_s": 2.0}, queue="t") for _ in range(2)])
-    w = spawn(workers, database_url, tmp_path, "w1", queues="t")
+    w = spawn(workers, database_url, tmp_path, "w1", "--pool", "p1", queues="t")
     wait_until(lambda: w.status()["in_flight"] == 2, what="2 jobs in flight")
     worker_id = int(w.status()["worker_id"])
     with queue.Queue.connect(database_url) as q:
@@ -712,3 +716,82 @@ def test_the_queue_names_a_value_postgres_cannot_store(database_url: str) -> Non
         with pytest.raises(queue.DataRefused):
             q.complete_many([job], {job.id: {"text": "nul \x00 here"}})
         assert q.complete_many([job], {job.id: {"text": "clean"}}) == []
+
+
+# -- corral workers drain | resume | restart ------------------------------------------
+
+
+def listed_state(dsn: str, worker_id: object) -> str:
+    listing = admin(dsn, "workers", "list", "-o", "json")
+    assert listing.returncode == 0, listing.stderr
+    (row,) = [w for w in json.loads(listing.stdout) if str(w["id"]) == str(worker_id)]
+    return str(row["state"])
+
+
+def test_a_drain_exits_0_a_worker_outside_a_pool_once_its_jobs_are_done(
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    with queue.Queue.connect(database_url) as q:
+        q.enqueue("hold", {"sleep_s": 1.5}, queue="t")
+    w = spawn(workers, database_url, tmp_path, "w1", queues="t")
+    wait_until(lambda: w.status()["in_flight"] == 1, what="a job in flight")
+    worker_id = w.status()["worker_id"]
+    assert admin(database_url, "workers", "drain", str(worker_id)).returncode == 0
+    assert w.wait(30) == 0, w.output()
+    assert finished(database_url).get("completed") == 1  # finished, not handed back
+    assert registry_row(database_url, worker_id).state == "drained"
+    assert "drained, not in a pool: exiting" in w.output()
+    # Nothing left to undo: resume says why.
+    resumed = admin(database_url, "workers", "resume", str(worker_id))
+    assert resumed.returncode == 1 and "start it again instead" in resumed.stderr
+
+
+def test_resume_undoes_a_drain_under_way_and_the_worker_claims_again(
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    with queue.Queue.connect(database_url) as q:
+        q.enqueue("hold", {"sleep_s": 60.0}, queue="t")  # held through the drain and after
+    w = spawn(workers, database_url, tmp_path, "w1", "--drain-timeout", "1s", queues="t")
+    wait_until(lambda: w.status()["in_flight"] == 1, what="a job in flight")
+    worker_id = w.status()["worker_id"]
+    assert admin(database_url, "workers", "drain", str(worker_id)).returncode == 0
+    wait_until(lambda: w.status()["state"] == "draining", 10, "the worker to see the drain")
+    assert listed_state(database_url, worker_id) == "draining"
+    resumed = admin(database_url, "workers", "resume", str(worker_id))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "is active" in resumed.stdout
+    wait_until(lambda: w.status()["state"] == "active", 10, "the worker to claim again")
+    with queue.Queue.connect(database_url) as q:
+        q.enqueue("hold", {"sleep_s": 0}, queue="t")
+    wait_until(lambda: finished(database_url).get("completed") == 1, 30, "a new job to run")
+    assert w.proc.poll() is None and listed_state(database_url, worker_id) == "active"
+    assert "drain cancelled, active again" in w.output()
+    # A worker draining on its own (SIGTERM) is not resumed: its process is going.
+    w.signal(signal.SIGTERM)
+    assert w.wait(30) == 0
+    refused = admin(database_url, "workers", "resume", str(worker_id))
+    assert refused.returncode == 1 and "by its own drain" in refused.stderr
+
+
+def test_restart_drains_exits_75_and_the_worker_comes_back_with_its_credential(
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    with queue.Queue.connect(database_url) as q:
+        q.enqueue("hold", {"sleep_s": 2.0}, queue="t")
+    w = spawn(workers, database_url, tmp_path, "w1", "--pool", "p1", queues="t")
+    wait_until(lambda: w.status()["in_flight"] == 1, what="a job in flight")
+    worker_id = w.status()["worker_id"]
+    restart = admin(database_url, "workers", "restart", str(worker_id))
+    assert restart.returncode == 0 and "is restarting" in restart.stdout, restart.stderr
+    assert listed_state(database_url, worker_id) == "restarting"
+    assert w.wait(30) == 75, w.output()  # even a pool's worker exits: for a restart
+    assert finished(database_url).get("completed") == 1
+    assert "restarting (exit code 75)" in w.output()
+    # Its supervisor starts it again: no token, the stored credential.
+    again = spawn(workers, database_url, tmp_path, "w1", "--pool", "p1", queues="t", token=None)
+    assert again.status()["worker_id"] == worker_id
+    wait_until(lambda: listed_state(database_url, worker_id) == "active", 10, "active again")
+    with queue.Queue.connect(database_url) as q:
+        q.enqueue("hold", {"sleep_s": 0}, queue="t")
+        assert len(q.list_workers()) == 1
+    wait_until(lambda: finished(database_url).get("completed") == 2, 30, "a job after restart")

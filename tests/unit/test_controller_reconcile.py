@@ -466,6 +466,28 @@ def test_a_region_counts_its_pools_and_live_workers() -> None:
     assert outcome.status["phase"] == "Ready"
 
 
+def test_a_region_whose_pool_wants_workers_and_hears_none_reads_no_workers_until_one_beats() -> (
+    None
+):
+    reconciler, kube, queue = _setup()
+    kube.objects[("WorkerPool", "jobs", "email")] = {**_pool(), "status": {"desiredReplicas": 2}}
+    queue.workers = [  # silent for five minutes: not live
+        SimpleNamespace(region="default", state=WorkerState.ACTIVE, in_flight=0,
+                        last_heartbeat=datetime.now(UTC) - timedelta(minutes=5), pool="jobs/email"),
+    ]  # fmt: skip
+    region = kube.objects[("Region", None, "default")]
+    status = reconciler.reconcile_region(region).status or {}
+    (ready,) = status["conditions"]
+    assert (status["phase"], ready["status"], ready["reason"]) == (
+        "NoWorkers",
+        "False",
+        "NoWorkers",
+    )
+    assert "jobs/email (wants 2)" in ready["message"]
+    queue.workers[0].last_heartbeat = datetime.now(UTC)
+    assert (reconciler.reconcile_region(region).status or {})["phase"] == "Ready"
+
+
 @pytest.mark.parametrize("paused", [True, False])
 def test_a_paused_pool_is_scaled_to_zero(paused: bool) -> None:
     reconciler, kube, _ = _setup()

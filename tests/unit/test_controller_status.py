@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from corral.api import WorkerPool, WorkerPoolStatus
 from corral.controller.status import (
     DeploymentFigures,
     QueueFigures,
+    region_readiness,
     region_status,
     workerpool_status,
 )
@@ -211,10 +214,45 @@ def test_a_region_with_heartbeating_workers_is_ready() -> None:
     assert (status.pools, status.workers, status.queue_depth) == (1, 2, 5)
 
 
-def test_a_region_whose_pool_can_scale_from_zero_is_ready_without_workers() -> None:
-    pool = make_pool(replicas={"min": 0, "max": 3})
+def _with_desired(pool: WorkerPool, desired: int) -> WorkerPool:
+    return pool.model_copy(update={"status": WorkerPoolStatus(desired_replicas=desired)})
+
+
+def test_a_region_whose_pools_are_scaled_to_zero_on_purpose_is_ready_without_workers() -> None:
+    pool = _with_desired(make_pool(replicas={"min": 0, "max": 3}), 0)
     status = region_status(make_region(), pools=[pool], queue=QueueFigures(0, 0, 0), now=NOW)
     assert status.phase == "Ready"
+    (condition,) = status.conditions or []
+    assert (condition.status, condition.reason) == ("True", "ScaledToZero")
+    # A pool not reconciled yet has never wanted more than its min of 0.
+    fresh = make_pool(replicas={"min": 0, "max": 3})
+    assert region_readiness("eu-west", workers=0, pools=[fresh])[:2] == (True, "ScaledToZero")
+
+
+@pytest.mark.parametrize(
+    "pools",
+    [
+        [make_pool(replicas={"min": 2, "max": 3})],  # wants at least two, always
+        [_with_desired(make_pool(replicas={"min": 0, "max": 3}), 2)],  # jobs came: wants two
+        [  # one pool at zero on purpose does not excuse another that wants workers
+            _with_desired(make_pool("a", replicas={"min": 0, "max": 3}), 0),
+            _with_desired(make_pool("b", replicas={"min": 1, "max": 3}), 1),
+        ],
+    ],
+)
+def test_a_region_whose_pools_want_workers_and_have_none_heartbeating_has_no_workers(
+    pools: list[WorkerPool],
+) -> None:
+    status = region_status(make_region(), pools=pools, queue=QueueFigures(3, 0, 0), now=NOW)
+    assert status.phase == "NoWorkers"
+    (condition,) = status.conditions or []
+    assert (condition.status, condition.reason) == ("False", "NoWorkers")
+    assert "wants" in condition.message
+    # The same pools with one worker heartbeating: Ready.
+    assert region_readiness("eu-west", workers=1, pools=pools)[:2] == (
+        True,
+        "WorkersHeartbeating",
+    )
 
 
 def test_a_region_with_only_paused_pools_and_no_workers_has_no_workers() -> None:

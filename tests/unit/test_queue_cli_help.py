@@ -7,10 +7,12 @@ import pytest
 from click.testing import CliRunner
 
 from corral.admin import cli as admin
+from corral.admin import regions
 from corral.cli import cli
 
 _GROUPS = {"db": admin.db, "jobs": admin.jobs, "dispatch": admin.dispatch,
-           "tokens": admin.tokens, "workers": admin.workers}  # fmt: skip
+           "tokens": admin.tokens, "workers": admin.workers,
+           "regions": regions.regions}  # fmt: skip
 
 
 def _leaves() -> list[list[str]]:
@@ -29,5 +31,6 @@ def test_every_admin_command_has_help_and_takes_a_database_url(path: list[str]) 
 
 
 def test_listings_offer_table_json_and_yaml() -> None:
-    for path in (["jobs", "list"], ["stats"], ["tokens", "list"], ["workers", "list"]):
+    for path in (["jobs", "list"], ["stats"], ["tokens", "list"], ["workers", "list"],
+                 ["regions", "list"], ["jobs", "get"]):  # fmt: skip
         assert "table|json|yaml" in CliRunner().invoke(cli, [*path, "--help"]).output

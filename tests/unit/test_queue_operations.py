@@ -70,6 +70,7 @@ def test_calls_that_must_land_together_are_marked_transactional() -> None:
         "create_schedule",
         "declare_schedule",
         "fire_due_schedules",
+        "enqueue_group",
     }
     assert reg.enroll in op.TRANSACTIONAL
 

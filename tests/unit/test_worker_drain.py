@@ -168,3 +168,65 @@ def test_a_signal_during_a_registry_drain_is_written_to_the_registry_as_the_work
     assert life.registry_calls(life.reported()).drain_self is False
     life.begin_drain("SIGTERM", 10)
     assert life.registry_calls(life.reported()).drain_self is True
+
+
+# -- exit or stay once drained; restarts (corral workers drain|restart) ----------
+
+
+def _drained_by_registry(*, in_pool: bool) -> Lifecycle:
+    life = Lifecycle(in_pool=in_pool)
+    life.activate()
+    assert life.heard(WorkerState.DRAINING, State.ACTIVE) is Directive.DRAIN
+    life.begin_drain("corral workers drain", by_registry=True)
+    life.finish_drain()
+    return life
+
+
+def test_a_registry_drain_exits_a_worker_outside_a_pool_and_keeps_a_pool_worker_up() -> None:
+    assert _drained_by_registry(in_pool=False).exits_when_drained is True
+    assert _drained_by_registry(in_pool=True).exits_when_drained is False
+
+
+def test_a_worker_outside_a_pool_can_still_be_resumed_while_it_drains() -> None:
+    life = Lifecycle(in_pool=False)
+    life.activate()
+    life.begin_drain("corral workers drain", by_registry=True)
+    assert life.heard(WorkerState.ACTIVE, State.DRAINING) is Directive.RESUME
+    assert life.resume() and life.accepting and not life.exits_when_drained
+
+
+def test_the_registry_asking_for_a_restart_drains_an_active_worker_then_exits_it() -> None:
+    life = Lifecycle(in_pool=True)
+    life.activate()
+    assert life.heard(WorkerState.RESTARTING, State.ACTIVE) is Directive.RESTART
+    assert life.begin_restart("corral workers restart") is True
+    assert life.state is State.DRAINING and life.restart and life.by_registry
+    life.finish_drain()
+    assert life.exits_when_drained  # even in a pool
+    # Heard again while it drains: nothing more to do.
+    assert life.heard(WorkerState.RESTARTING, State.DRAINED) is Directive.CONTINUE
+
+
+def test_a_restart_turns_a_pool_workers_registry_drain_into_an_exit() -> None:
+    life = _drained_by_registry(in_pool=True)
+    assert life.heard(WorkerState.RESTARTING, State.DRAINED) is Directive.RESTART
+    assert life.begin_restart("corral workers restart") is True
+    assert life.state is State.DRAINED and life.exits_when_drained
+
+
+def test_a_worker_draining_on_its_own_ignores_a_restart_and_exits_as_it_was_going_to() -> None:
+    life = _active()
+    life.begin_drain("SIGTERM", 30)
+    life.exit_when_drained = True
+    assert life.heard(WorkerState.RESTARTING, State.DRAINING) is Directive.CONTINUE
+    assert life.begin_restart("corral workers restart") is False and not life.restart
+
+
+def test_resuming_a_restart_forgets_it_and_an_admin_drain_replaces_it() -> None:
+    life = _active()
+    life.begin_restart("corral workers restart")
+    assert life.heard(WorkerState.ACTIVE, State.DRAINING) is Directive.RESUME
+    assert life.resume() and not life.restart
+    life.begin_restart("corral workers restart")
+    life.heard(WorkerState.DRAINING, State.DRAINING)  # `corral workers drain` after it
+    assert not life.restart

@@ -1,5 +1,6 @@
 """The admin commands: `corral db|jobs|stats|dispatch|tokens|workers`
-(`corral schedules` is beside it, in `corral.admin.schedules`).
+(`corral schedules` is beside it, in `corral.admin.schedules`, and `corral
+regions` in `corral.admin.regions`).
 
 Registered in `corral/cli.py` (`_COMMANDS`). Every command takes
 `--database-url` (else CORRAL_DATABASE_URL, else the current context of
@@ -23,10 +24,11 @@ import click
 
 from corral.admin._output import FORMATS, ago, emit, plain
 from corral.durations import DurationError, format_age, parse_duration
-from corral.queue import migrations, roles
+from corral.queue import groups, migrations, roles
 from corral.queue.client import Queue
 from corral.queue.dsn import ENV_VAR, DsnError, mask_dsn
 from corral.queue.errors import (
+    GroupNotFound,
     InvalidJob,
     JobNotFound,
     MigrationError,
@@ -35,7 +37,7 @@ from corral.queue.errors import (
     TokenNotFound,
     WorkerNotFound,
 )
-from corral.queue.records import Job, JobState
+from corral.queue.records import Job, JobGroup, JobState
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -66,7 +68,7 @@ def _handled(command: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
-        except (JobNotFound, WorkerNotFound, TokenNotFound, ScheduleNotFound) as exc:
+        except (JobNotFound, WorkerNotFound, TokenNotFound, ScheduleNotFound, GroupNotFound) as exc:
             raise _NotFound(str(exc)) from None
         except (InvalidJob, DurationError) as exc:
             raise _BadInput(str(exc)) from None
@@ -289,6 +291,22 @@ def _parse_time(
 @click.option("--run-at", callback=_parse_time, metavar="TIME", help="Run at this ISO 8601 time.")
 @click.option("--region", metavar="R", help="Only workers of this region may run it.")
 @click.option(
+    "--regions",
+    metavar="R1,R2,...",
+    help="Fan out: one job per region under a group; prints the group id (g-<n>).",
+)
+@click.option(
+    "--rule",
+    type=click.Choice([r.value for r in groups.Rule]),
+    help="With --regions: when the group succeeded: every region's job completed (all, "
+    "the default), one did (any), or more than half did (majority).",
+)
+@click.option(
+    "--allow-empty-region",
+    is_flag=True,
+    help="Enqueue even for a region where no worker heartbeats and no pool can start one.",
+)
+@click.option(
     "--max-attempts", type=click.IntRange(min=1), help="Attempt budget (default: the queue's)."
 )
 @click.option("--dedupe-key", metavar="K", help="Skip if an unfinished job has this key.")
@@ -308,6 +326,9 @@ def jobs_enqueue(
     delay: float | None,
     run_at: dt.datetime | None,
     region: str | None,
+    regions: str | None,
+    rule: str | None,
+    allow_empty_region: bool,
     max_attempts: int | None,
     dedupe_key: str | None,
     expires_in: float | None,
@@ -316,14 +337,41 @@ def jobs_enqueue(
     """Enqueue a job and print its id.
 
     KIND names the handler that runs it; PAYLOAD is JSON ('-' reads stdin).
+    A job for a --region where no worker heartbeats is refused (exit 2,
+    naming the regions that have workers) unless --allow-empty-region.
+    With --regions iad,fra,sin it enqueues one job per region under a group
+    and prints the group's id (g-<n>); `corral jobs get g-<n>` shows each
+    region's outcome and the group's status by --rule.
     """
     if delay is not None and run_at is not None:
         raise click.UsageError("--delay and --run-at both say when to run: give one")
+    if regions is not None and (region is not None or dedupe_key is not None):
+        raise click.UsageError(
+            "--regions fans out one job per region: leave out --region and --dedupe-key"
+        )
+    if rule is not None and regions is None:
+        raise click.UsageError("--rule rolls up a fan-out: give --regions R1,R2,... with it")
     data = _read_payload(payload)
     now = dt.datetime.now(dt.UTC)
     if delay:
         run_at = now + dt.timedelta(seconds=delay)
     expires_at = None if expires_in is None else now + dt.timedelta(seconds=expires_in)
+    if regions is not None:
+        with _queue(database_url) as queue:
+            group = queue.enqueue_group(
+                kind,
+                data,
+                regions=regions.split(","),
+                rule=rule or "all",
+                queue=queue_name,
+                priority=priority,
+                run_at=run_at,
+                expires_at=expires_at,
+                max_attempts=max_attempts,
+                allow_empty_region=allow_empty_region,
+            )
+        click.echo(group.name)
+        return
     with _queue(database_url) as queue:
         job_id = queue.enqueue(
             kind,
@@ -335,6 +383,7 @@ def jobs_enqueue(
             expires_at=expires_at,
             max_attempts=max_attempts,
             dedupe_key=dedupe_key,
+            allow_empty_region=allow_empty_region,
         )
     click.echo(job_id)
 
@@ -395,19 +444,44 @@ def jobs_list(
 
 
 @jobs.command("get")
-@click.argument("job_id", type=int, metavar="ID")
+@click.argument("ident", metavar="ID")
 @_output_option
 @_database_option
 @_handled
-def jobs_get(job_id: int, output: str, database_url: str | None) -> None:
-    """Show one job and, once it completed, what its handler returned.
+def jobs_get(ident: str, output: str, database_url: str | None) -> None:
+    """Show one job and, once it completed, what its handler returned; or,
+    for a group id (g-<n>), each region's job and the group's status.
 
     Use -o yaml or -o json for every field: the payload, the whole result
     and the last error.
     """
+    group_id = groups.parse_group_id(ident)
+    if group_id is None and not ident.strip().isdigit():
+        raise _BadInput(f"ID {ident!r}: give a job id (123) or a group id (g-12)")
     with _queue(database_url) as queue:
-        job = queue.get_job(job_id)
+        if group_id is not None:
+            _show_group(output, queue.get_group(group_id))
+            return
+        job = queue.get_job(int(ident))
     emit(output, job, [*_JOB_HEADERS, "RESULT"], [[*_job_row(job), _result_text(job.result)]])
+
+
+def _show_group(output: str, group: JobGroup) -> None:
+    rows = [
+        [
+            group.name,
+            group.rule,
+            group.status,
+            j.region,
+            j.job_id,
+            j.state or "purged",
+            j.attempt,
+            (j.last_error or "").splitlines()[0][:60] if j.last_error else None,
+        ]
+        for j in group.jobs
+    ]
+    headers = ["GROUP", "RULE", "STATUS", "REGION", "JOB", "STATE", "ATTEMPTS", "LAST-ERROR"]
+    emit(output, {**plain(group), "name": group.name}, headers, rows)
 
 
 @jobs.command("cancel")
@@ -694,7 +768,7 @@ def tokens_revoke(token: str, database_url: str | None) -> None:
 
 @click.group(context_settings=_CONTEXT)
 def workers() -> None:
-    """The worker registry: list, drain, remove."""
+    """The worker registry: list, drain, resume, restart, remove."""
 
 
 @workers.command("list")
@@ -703,12 +777,16 @@ def workers() -> None:
 @_database_option
 @_handled
 def workers_list(include_all: bool, output: str, database_url: str | None) -> None:
-    """List enrolled workers, their state, load and heartbeat."""
+    """List enrolled workers, their state, load and heartbeat.
+
+    STATE is active, draining, drained, restarting (a `workers restart`
+    under way) or removed.
+    """
     with _queue(database_url) as queue:
         found = queue.list_workers(include_removed=include_all)
     emit(
         output,
-        found,
+        [{**plain(w), "state": w.shown_state} for w in found],
         ["ID", "NAME", "REGION", "POOL", "QUEUES", "STATE", "IN-FLIGHT", "HEARTBEAT", "VERSION"],
         [
             [
@@ -717,7 +795,7 @@ def workers_list(include_all: bool, output: str, database_url: str | None) -> No
                 w.region,
                 w.pool,
                 ",".join(w.queues),
-                w.state,
+                w.shown_state,
                 f"{w.in_flight}/{w.concurrency}",
                 f"{format_age(ago(w.last_heartbeat))} ago" if w.last_heartbeat else None,
                 w.version,
@@ -732,10 +810,46 @@ def workers_list(include_all: bool, output: str, database_url: str | None) -> No
 @_database_option
 @_handled
 def workers_drain(worker_id: int, database_url: str | None) -> None:
-    """Ask a worker to finish what it holds and stop claiming."""
+    """Ask a worker to finish what it holds and stop claiming.
+
+    A worker started by hand (not in a WorkerPool) then exits 0; a pool's
+    worker stays up, not ready, for the operator. Undo with `workers resume`.
+    """
     with _queue(database_url) as queue:
         worker = queue.request_drain(worker_id)
-    click.echo(f"worker {worker_id} ({worker.name}) is {worker.state}")
+    click.echo(f"worker {worker_id} ({worker.name}) is {worker.shown_state}")
+
+
+@workers.command("resume")
+@click.argument("worker_id", type=int, metavar="ID")
+@_database_option
+@_handled
+def workers_resume(worker_id: int, database_url: str | None) -> None:
+    """Undo a drain that has not finished: the worker claims again.
+
+    Applies to a drain asked for through the registry (`workers drain`,
+    `workers restart`, the operator's scaler), while the worker drains, or
+    while a pool's worker stays up drained; not to a worker draining on its
+    own (SIGTERM, preStop).
+    """
+    with _queue(database_url) as queue:
+        worker = queue.resume_worker(worker_id)
+    click.echo(f"worker {worker_id} ({worker.name}) is {worker.shown_state}")
+
+
+@workers.command("restart")
+@click.argument("worker_id", type=int, metavar="ID")
+@_database_option
+@_handled
+def workers_restart(worker_id: int, database_url: str | None) -> None:
+    """Drain a worker, then have it exit for its supervisor to start it again.
+
+    It exits with code 75 once drained; restarted, it re-authenticates with
+    the credential in its state directory (no new enrollment) and is active.
+    """
+    with _queue(database_url) as queue:
+        worker = queue.request_restart(worker_id)
+    click.echo(f"worker {worker_id} ({worker.name}) is {worker.shown_state}")
 
 
 @workers.command("remove")

@@ -522,7 +522,7 @@ class RegionStatus(KubeModel):
 
     phase: RegionPhase | None = Field(
         default=None,
-        description="Ready when a worker heartbeats or a pool can scale up from zero; NoWorkers otherwise.",
+        description="Ready when a worker heartbeats or its pools are scaled to zero on purpose; NoWorkers otherwise.",
     )
     pools: int | None = Field(default=None, ge=0, description="WorkerPools in this region.")
     workers: int | None = Field(

@@ -54,6 +54,7 @@ def _env(pool: WorkerPool, region: str) -> list[dict[str, Any]]:
         {"name": workerenv.NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": workerenv.QUEUES, "value": ",".join(spec.queues)},
         {"name": workerenv.REGION, "value": region},
+        {"name": workerenv.POOL, "value": pool.metadata.name},
         {"name": workerenv.CONCURRENCY, "value": str(spec.concurrency)},
         {"name": workerenv.STATE_DIR, "value": STATE_DIR},
         {"name": workerenv.HTTP_PORT, "value": str(HTTP_PORT)},

@@ -66,6 +66,7 @@ from corral.controller.status import (
 from corral.kube import Kube, KubeError, owner_reference
 from corral.queue import (
     DEFAULT_DEPTH_CAP,
+    LIVE_WORKER_S,
     Backlog,
     Flow,
     Queue,
@@ -76,8 +77,9 @@ from corral.queue import (
 
 log = logging.getLogger(__name__)
 
-# A worker whose last heartbeat is older than this no longer counts as live.
-HEARTBEAT_FRESH_S = 30.0
+# A worker whose last heartbeat is older than this no longer counts as live:
+# the queue's own measure (its region check and `corral regions list`).
+HEARTBEAT_FRESH_S = LIVE_WORKER_S
 # Target-wait mode: arrivals and durations are measured over this window
 # (seconds) and read again at most this often (seconds).
 FLOW_WINDOW_S = 60.0

@@ -13,6 +13,7 @@ missing), Ready.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -307,6 +308,56 @@ def can_run_workers(pool: WorkerPool) -> bool:
     return not spec.paused and (spec.autoscaling.enabled or spec.replicas.min > 0)
 
 
+def scaled_to_zero(pool: WorkerPool) -> bool:
+    """The pool runs no worker on purpose: it may (replicas.min 0) and the
+    autoscaler wants none now (desired 0; a pool without status yet has
+    never wanted more than its min)."""
+    desired = pool.status.desired_replicas if pool.status is not None else None
+    return pool.spec.replicas.min == 0 and (desired or 0) == 0
+
+
+def region_readiness(
+    region: str, *, workers: int, pools: Sequence[WorkerPool]
+) -> tuple[bool, str, str]:
+    """The Region's Ready condition (status, reason, message) from its live
+    workers and its pools: a region whose pools should run workers and have
+    none heartbeating is NoWorkers, unless every pool that can run workers
+    is scaled to zero on purpose (waiting for jobs)."""
+    runnable = [pool for pool in pools if can_run_workers(pool)]
+    if workers > 0:
+        return True, "WorkersHeartbeating", f"{workers} worker(s) heartbeating"
+    if not pools:
+        return (
+            False,
+            "NoPools",
+            f"no WorkerPool runs in this region; create one with spec.region: {region}",
+        )
+    if not runnable:
+        return (
+            False,
+            "NoRunnablePools",
+            "every pool in this region is paused or fixed at zero replicas; "
+            "unpause one or raise its replicas.min",
+        )
+    names = ", ".join(sorted(f"{p.metadata.namespace}/{p.metadata.name}" for p in runnable))
+    if all(scaled_to_zero(pool) for pool in runnable):
+        return True, "ScaledToZero", f"no jobs, no workers; pools that start one on demand: {names}"
+    wanting = [pool for pool in runnable if not scaled_to_zero(pool)]
+    wanted = ", ".join(
+        sorted(
+            f"{p.metadata.namespace}/{p.metadata.name} "
+            f"(wants {max(p.spec.replicas.min, (p.status.desired_replicas if p.status else 0) or 0)})"
+            for p in wanting
+        )
+    )
+    return (
+        False,
+        "NoWorkers",
+        f"no worker heartbeating in this region though its pools want some: {wanted}; "
+        "see `kubectl describe workerpool` and the worker pods' logs",
+    )
+
+
 def region_status(
     region: Region,
     *,
@@ -317,29 +368,7 @@ def region_status(
     """The Region's new `.status`; `pools` are the WorkerPools that resolve to it."""
     previous = region.status or RegionStatus()
     workers = queue.workers if queue else (previous.workers or 0)
-    runnable = [pool for pool in pools if can_run_workers(pool)]
-    if workers > 0:
-        ready = (True, "WorkersHeartbeating", f"{workers} worker(s) heartbeating")
-    elif runnable:
-        names = ", ".join(sorted(f"{p.metadata.namespace}/{p.metadata.name}" for p in runnable))
-        ready = (
-            True,
-            "PoolsCanScale",
-            f"no worker heartbeating yet; pools that can start one: {names}",
-        )
-    elif pools:
-        ready = (
-            False,
-            "NoRunnablePools",
-            "every pool in this region is paused or fixed at zero replicas; "
-            "unpause one or raise its replicas.min",
-        )
-    else:
-        ready = (
-            False,
-            "NoPools",
-            f"no WorkerPool runs in this region; create one with spec.region: {region.metadata.name}",
-        )
+    ready = region_readiness(region.metadata.name, workers=workers, pools=pools)
     conditions = set_condition(
         list(previous.conditions or []), type="Ready", status=ready[0], reason=ready[1],
         message=ready[2], now=now, generation=region.metadata.generation,

@@ -33,7 +33,7 @@ wake up.
 
 from __future__ import annotations
 
-from corral.queue._params import PAYLOAD_MAX_BYTES
+from corral.queue._params import LIVE_WORKER_S, PAYLOAD_MAX_BYTES
 from corral.queue.client import (
     ALL_QUEUES,
     DEFAULT_DEPTH_CAP,
@@ -48,7 +48,9 @@ from corral.queue.errors import (
     ConnectionLost,
     CredentialError,
     DataRefused,
+    EmptyRegion,
     EnrollmentError,
+    GroupNotFound,
     InvalidJob,
     JobNotFound,
     JobStateError,
@@ -59,6 +61,7 @@ from corral.queue.errors import (
     TokenNotFound,
     WorkerNotFound,
     WorkerRemoved,
+    WorkerStateError,
 )
 from corral.queue.migrations import MigrationStatus, migrate, status
 from corral.queue.records import (
@@ -73,9 +76,11 @@ from corral.queue.records import (
     Failure,
     FailureReason,
     Flow,
+    GroupJob,
     Interruption,
     InterruptionReason,
     Job,
+    JobGroup,
     JobSpec,
     JobState,
     Lease,
@@ -83,6 +88,7 @@ from corral.queue.records import (
     NewToken,
     QueueSettings,
     QueueStats,
+    RegionInfo,
     RegistryPurge,
     Schedule,
     ScheduleFiring,
@@ -96,6 +102,7 @@ __all__ = [
     "ALL_QUEUES",
     "DEFAULT_DEPTH_CAP",
     "DEFAULT_LEASE_S",
+    "LIVE_WORKER_S",
     "NOTIFY_CHANNEL",
     "PAYLOAD_MAX_BYTES",
     "UNCAPPED",
@@ -110,16 +117,20 @@ __all__ = [
     "Depth",
     "DispatchState",
     "DsnError",
+    "EmptyRegion",
     "Enrollment",
     "EnrollmentError",
     "Failure",
     "FailureReason",
     "Flow",
+    "GroupJob",
+    "GroupNotFound",
     "Interruption",
     "InterruptionReason",
     "InvalidJob",
     "InvalidSchedule",
     "Job",
+    "JobGroup",
     "JobNotFound",
     "JobSpec",
     "JobState",
@@ -134,6 +145,7 @@ __all__ = [
     "QueueError",
     "QueueSettings",
     "QueueStats",
+    "RegionInfo",
     "RegistryPurge",
     "Schedule",
     "ScheduleFiring",
@@ -145,6 +157,7 @@ __all__ = [
     "WorkerNotFound",
     "WorkerRemoved",
     "WorkerState",
+    "WorkerStateError",
     "check_dsn",
     "hash_secret",
     "mask_dsn",

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from corral.queue import _params as p
 from corral.queue import records as r
-from corral.queue.errors import JobNotFound, JobStateError
+from corral.queue.errors import EmptyRegion, JobNotFound, JobStateError
 
 T = TypeVar("T")
 
@@ -88,22 +88,49 @@ def enqueue(
     expires_at: dt.datetime | None = None,
     max_attempts: int | None = None,
     dedupe_key: str | None = None,
+    allow_empty_region: bool = False,
 ) -> Operation[int]:
     """Enqueue one job and return its id (or, for a dedupe_key already held by
-    an unfinished job, that job's id)."""
+    an unfinished job, that job's id). A job for a `region` where no worker
+    heartbeats (and no pool can start one) is refused with EmptyRegion, which
+    names the regions that have workers, unless `allow_empty_region`."""
     spec = r.JobSpec(
         kind, payload, queue, priority, region, run_at, expires_at, max_attempts, dedupe_key
     )
-    return (yield from enqueue_many([spec]))[0]
+    return (yield from enqueue_many([spec], allow_empty_region=allow_empty_region))[0]
 
 
-def enqueue_many(specs: Iterable[r.JobSpec]) -> Operation[list[int]]:
-    """Enqueue many jobs in ONE round trip (one statement over arrays); ids in input order."""
+def enqueue_many(
+    specs: Iterable[r.JobSpec], *, allow_empty_region: bool = True
+) -> Operation[list[int]]:
+    """Enqueue many jobs in ONE round trip (one statement over arrays); ids in
+    input order. The region check of `enqueue` is off by default here (bulk
+    loads, jobs queued ahead of their workers); `allow_empty_region=False`
+    refuses the whole batch if one job's region has no worker."""
     specs = list(specs)
     if not specs:
         return []
+    if not allow_empty_region:
+        yield from require_served([s.region for s in specs if s.region])
     rows = yield Statement("enqueue_v1", p.enqueue_params(specs))
     return [int(row[0]) for row in rows]
+
+
+def require_served(regions: Sequence[str]) -> Operation[None]:
+    """EmptyRegion unless every one of `regions` has a live worker or a pool
+    that can start one (see `served_regions` in queries.sql)."""
+    if not regions:
+        return
+    rows = yield Statement("served_regions", (p.LIVE_WORKER_S,))
+    served = [str(row[0]) for row in rows]
+    empty = sorted(set(regions) - set(served))
+    if empty:
+        raise EmptyRegion(
+            f"no worker heartbeats in region {', '.join(map(repr, empty))} and no pool there can "
+            f"start one, so nothing would run the job; regions with workers: "
+            f"{', '.join(served) or 'none'}. Check the region's name, start a worker there, or "
+            "enqueue anyway with --allow-empty-region (Python: allow_empty_region=True)"
+        )
 
 
 # -- the worker's hot path -------------------------------------------------------
@@ -189,14 +216,15 @@ def heartbeat(
     held: Sequence[int] | None = None,
 ) -> Operation[r.WorkerState]:
     """Record liveness, extend the leases of the jobs the worker holds, return
-    the state the fleet wants it in (draining means stop claiming). With
+    the state the fleet wants it in (draining means stop claiming;
+    restarting: drain, then exit for the supervisor to start it again). With
     `held` (the ids it knows it holds) only those leases are extended, so a
     claim the worker never saw lapses; without it, every lease leased to the
     worker. Raises CredentialError when the credential is not known or
     expired; renews it for a day. The server caps `lease_s` at 1 s to 1 h."""
     ids = None if held is None else list(held)
     params = (worker_id, credential, in_flight, lease_s, ids)
-    return r.WorkerState((yield _one("heartbeat_v2", params, prepare=True)))
+    return r.WorkerState((yield _one("heartbeat_v3", params, prepare=True)))
 
 
 def reap(limit: int = 1000) -> Operation[int | None]:

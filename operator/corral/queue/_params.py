@@ -37,6 +37,9 @@ TOKEN_PREFIX = "crl_et_"
 CREDENTIAL_PREFIX = "crl_wc_"
 PRIORITY_MIN, PRIORITY_MAX = -1000, 1000
 DEFAULT_LEASE_S = 60.0  # seconds a claim holds a job without a heartbeat
+# A worker heartbeating (or enrolled) this recently is live: its region takes
+# jobs (`enqueue`'s region check, `list_regions`).
+LIVE_WORKER_S = 30.0
 DEFAULT_DEPTH_CAP = 100_000
 # A job's payload as JSON, at most: a queue row is read by every claim that
 # passes it, and large data belongs in storage the payload points to.

@@ -15,7 +15,13 @@ from collections.abc import Sequence
 from corral.queue import _operations as op
 from corral.queue import _params as p
 from corral.queue import records as r
-from corral.queue.errors import JobStateError, TokenNotFound, WorkerNotFound, WorkerRemoved
+from corral.queue.errors import (
+    JobStateError,
+    TokenNotFound,
+    WorkerNotFound,
+    WorkerRemoved,
+    WorkerStateError,
+)
 
 # -- enrollment tokens -----------------------------------------------------------
 
@@ -108,6 +114,36 @@ def request_drain(worker_id: int) -> op.Operation[r.Worker]:
     """Ask a worker to stop claiming and finish what it holds (idempotent)."""
     yield op.Statement("request_drain", (worker_id,), op.Fetch.ROWCOUNT)
     return (yield from get_worker(worker_id))
+
+
+def request_restart(worker_id: int) -> op.Operation[r.Worker]:
+    """Ask a worker to drain, then exit with its restart code for its
+    supervisor to start it again; it comes back with its stored credential
+    and is active (idempotent)."""
+    yield op.Statement("request_restart", (worker_id,), op.Fetch.ROWCOUNT)
+    return (yield from get_worker(worker_id))
+
+
+def resume_worker(worker_id: int) -> op.Operation[r.Worker]:
+    """Undo a drain the registry asked for that has not finished (an admin's,
+    the scaler's, a restart's): the worker claims again at its next
+    heartbeat. WorkerStateError, saying why, when there is none to undo."""
+    if (yield op.Statement("resume_worker", (worker_id,))):
+        return (yield from get_worker(worker_id))
+    worker = yield from get_worker(worker_id)
+    if worker.state in (r.WorkerState.ACTIVE, r.WorkerState.REMOVED):
+        why = f"it is {worker.state}: there is no drain to undo"
+    elif worker.drain_requested_by == "self":
+        why = (
+            f"it is {worker.state} by its own drain (SIGTERM, preStop or POST /drain): "
+            "its process is going away, and a drain of its own is never undone"
+        )
+    else:
+        why = (
+            "it finished its drain and exits (a worker outside a pool, or a restart); "
+            "start it again instead"
+        )
+    raise WorkerStateError(f"cannot resume worker {worker_id}: {why}")
 
 
 def drain_self(worker_id: int, credential: str) -> op.Operation[r.WorkerState]:

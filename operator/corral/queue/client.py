@@ -30,6 +30,7 @@ from psycopg import sql
 
 from corral.queue import _fleet as fleet
 from corral.queue import _operations as op
+from corral.queue import _regions as regions
 from corral.queue import _registry as reg
 from corral.queue import _schedules as sch
 from corral.queue import _sql
@@ -136,6 +137,9 @@ class Queue:
     # Enqueue.
     enqueue = _method(op.enqueue)
     enqueue_many = _method(op.enqueue_many)
+    enqueue_group = _method(regions.enqueue_group)
+    get_group = _method(regions.get_group)
+    list_regions = _method(regions.list_regions)
     # The worker's hot path.
     claim = _method(op.claim)
     complete_many = _method(op.complete_many)
@@ -169,6 +173,8 @@ class Queue:
     enroll = _method(reg.enroll)
     authenticate = _method(reg.authenticate)
     request_drain = _method(reg.request_drain)
+    request_restart = _method(reg.request_restart)
+    resume_worker = _method(reg.resume_worker)
     drain_self = _method(reg.drain_self)
     mark_drained = _method(reg.mark_drained)
     remove_worker = _method(reg.remove_worker)

@@ -18,6 +18,7 @@ from psycopg import sql
 from psycopg.types.json import set_json_loads
 
 from corral.queue import _operations as op
+from corral.queue import _regions as regions
 from corral.queue import _registry as reg
 from corral.queue import _schedules as sch
 from corral.queue import _sql
@@ -137,12 +138,17 @@ class AsyncQueue:
     # Enqueueing from asyncio code.
     enqueue = _method(op.enqueue)
     enqueue_many = _method(op.enqueue_many)
+    enqueue_group = _method(regions.enqueue_group)
+    get_group = _method(regions.get_group)
+    list_regions = _method(regions.list_regions)
     # The operator's (kopf runs on asyncio).
     depth = _method(op.depth)
     create_token = _method(reg.create_token)
     get_worker = _method(reg.get_worker)
     list_workers = _method(reg.list_workers)
     request_drain = _method(reg.request_drain)
+    request_restart = _method(reg.request_restart)
+    resume_worker = _method(reg.resume_worker)
     remove_worker = _method(reg.remove_worker)
     # Recurring schedules (the worker's firing pass, declared schedules).
     fire_due_schedules = _method(sch.fire_due_schedules)

@@ -32,6 +32,20 @@ class InvalidJob(QueueError, ValueError):
     """An enqueue argument is out of range (priority, max_attempts, kind, queue)."""
 
 
+class WorkerStateError(QueueError):
+    """The worker is in a state the operation does not apply to (e.g. resume
+    a worker that is not draining)."""
+
+
+class GroupNotFound(QueueError, LookupError):
+    pass
+
+
+class EmptyRegion(InvalidJob):
+    """A job for a region where no worker heartbeats and no pool can start
+    one; `allow_empty_region=True` (CLI: --allow-empty-region) enqueues anyway."""
+
+
 class DataRefused(QueueError, ValueError):
     """PostgreSQL cannot store a value sent (SQLSTATE class 22: a NUL
     character, text that is not UTF-8, a number out of range)."""

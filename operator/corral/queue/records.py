@@ -44,6 +44,9 @@ class WorkerState(enum.StrEnum):
     DRAINING = "draining"  # stop claiming, finish what is held
     DRAINED = "drained"  # holds nothing; waiting to be terminated
     REMOVED = "removed"  # must stop; its credential no longer works
+    # A heartbeat's answer only (the row says draining or drained, by
+    # 'restart'): drain, then exit for the supervisor to start it again.
+    RESTARTING = "restarting"
 
 
 class Leased(Protocol):
@@ -313,9 +316,21 @@ class Worker:
     drain_requested_at: dt.datetime | None
     drained_at: dt.datetime | None
     removed_at: dt.datetime | None
-    # "admin" (corral workers drain, the operator) or "self" (the worker on
-    # SIGTERM, POST /drain or its preStop hook); None when not drained.
+    # "admin" (corral workers drain), "scaler" (the operator), "restart"
+    # (corral workers restart) or "self" (the worker on SIGTERM, POST /drain
+    # or its preStop hook); None when not drained.
     drain_requested_by: str | None = None
+
+    @property
+    def shown_state(self) -> str:
+        """The state `corral workers list` shows: `restarting` for a drain
+        that ends in a restart, else the row's state."""
+        if self.drain_requested_by == "restart" and self.state in (
+            WorkerState.DRAINING,
+            WorkerState.DRAINED,
+        ):
+            return "restarting"
+        return str(self.state)
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,3 +373,53 @@ class ScheduleFiring:
     job_ids: list[int]
     skipped: int
     queue: str
+
+
+@dataclass(frozen=True, slots=True)
+class RegionInfo:
+    """A region as `list_regions` sees it in the database: its live workers
+    (a heartbeat, or an enrollment, within `LIVE_WORKER_S`), the pools of its
+    workers and of its pools' enrollment tokens, and its depth (jobs for that
+    region not yet running: pending, or scheduled and due)."""
+
+    name: str
+    workers: int
+    pools: list[str]
+    depth: int
+    # A pool of this region holds a usable enrollment token: it can start a
+    # worker when jobs arrive (autoscaling from zero).
+    pool_can_start: bool
+
+    @property
+    def accepts_jobs(self) -> bool:
+        """Enqueueing for it is allowed without `allow_empty_region`."""
+        return self.workers > 0 or self.pool_can_start
+
+
+@dataclass(frozen=True, slots=True)
+class GroupJob:
+    """One region's job of a group; `state` None: purged by retention."""
+
+    region: str
+    job_id: int
+    state: JobState | None
+    attempt: int | None
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobGroup:
+    """Jobs fanned out over regions (`enqueue_group`), with the status the
+    group's rule rolls them up to (`corral.queue.groups.rollup`)."""
+
+    id: int
+    kind: str
+    rule: str
+    created_at: dt.datetime
+    status: str
+    jobs: list[GroupJob]
+
+    @property
+    def name(self) -> str:
+        """How the CLI writes the id: `g-<id>` (job ids are plain numbers)."""
+        return f"g-{self.id}"

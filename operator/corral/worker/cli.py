@@ -53,6 +53,12 @@ def _env(name: str) -> dict[str, Any]:
     help="Region this worker runs in; must match its enrollment token's region.",
 )
 @click.option(
+    "--pool",
+    **_env(workerenv.POOL),
+    help="The WorkerPool running this worker (set by the operator). A worker outside a pool "
+    "exits 0 once a `corral workers drain` finishes; one in a pool stays up, not ready.",
+)
+@click.option(
     "--concurrency",
     "-c",
     type=int,
@@ -197,10 +203,12 @@ def worker(ctx: click.Context, /, config_file: Path | None, show_config: bool, *
 
     \b
     Exit codes:
-      0  after a signal's drain
+      0  after a signal's drain (or, outside a pool, a `corral workers drain`)
       1  a fatal error, or a second signal
       3  the worker was removed from the registry
       4  sync handlers stuck past their timeout hold --stuck-share of its slots
+      75 after `corral workers restart`: start it again (it signs back in
+         with its stored credential)
     """
     if ctx.invoked_subcommand is not None:
         return

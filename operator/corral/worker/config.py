@@ -76,6 +76,8 @@ class WorkerSettings(BaseModel):
     database_url: str = Field(repr=False)
     queues: list[str] = Field(min_length=1, max_length=32)
     region: str | None = None
+    # The WorkerPool that runs this worker (None: started by hand).
+    pool: str | None = None
     concurrency: int = Field(default=10, ge=1, le=10_000)
     batch_size: int = Field(default=0, ge=0, le=10_000)  # 0 -> min(concurrency, 500)
     name: str = Field(default_factory=socket.gethostname, min_length=1, max_length=253)
@@ -164,7 +166,7 @@ class WorkerSettings(BaseModel):
             return parse_duration(value, what="value")
         return value
 
-    @field_validator("region", mode="before")
+    @field_validator("region", "pool", mode="before")
     @classmethod
     def _region(cls, value: Any) -> Any:
         return value or None

@@ -29,6 +29,7 @@ KEYS: dict[str, str] = {
     "database-url": "database_url",
     "queues": "queues",
     "region": "region",
+    "pool": "pool",
     "concurrency": "concurrency",
     "batch-size": "batch_size",
     "name": "name",

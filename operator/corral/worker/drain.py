@@ -13,6 +13,13 @@ begin drains through the Worker. Unit tests drive it directly
                                  +------- resume (registry drain undone) ---+
                                                               any --stop--> STOPPED
 
+Once DRAINED, the worker exits (`exits_when_drained`) when the drain came
+from a signal, when it was a restart (`corral workers restart`: the exit
+code asks the supervisor to start it again) or when the registry asked for
+it and the worker is not in a pool (started by hand: nothing would ever stop
+it); a pool worker drained through the registry stays up, not ready, for the
+operator to remove its pod.
+
 A drain, whoever starts it (SIGTERM, POST /drain, preStop, `corral workers
 drain` seen on a heartbeat), shows in the registry: the worker's row goes to
 `draining` (by `self`), and once nothing is held to `drained` with 0 in flight.
@@ -49,6 +56,7 @@ class Directive(enum.Enum):
     CONTINUE = "continue"
     DRAIN = "drain"  # an admin (or the operator) asked this worker to drain
     RESUME = "resume"  # the drain the registry asked for was cancelled there
+    RESTART = "restart"  # drain, then exit for the supervisor to start it again
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,13 +97,20 @@ class Lifecycle:
         "by_registry",
         "deadline",
         "exit_when_drained",
+        "in_pool",
         "reason",
         "registry_knows",
+        "restart",
         "state",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, *, in_pool: bool = False) -> None:
         self.state = State.STARTING
+        # Run by the operator in a WorkerPool (CORRAL_POOL is set): a drain
+        # the registry asked for leaves it up, drained, for the operator.
+        self.in_pool = in_pool
+        # The drain under way ends in a restart (corral workers restart).
+        self.restart = False
         self.reason = ""  # why it drains ("SIGTERM", "corral workers drain", ...)
         self.deadline: float | None = None  # monotonic seconds; None: no limit
         # Exit once drained (the drain came from a signal); else stay up,
@@ -149,6 +164,16 @@ class Lifecycle:
         self._move(State.DRAINING)
         return True
 
+    def begin_restart(self, reason: str) -> bool:
+        """The registry asks for a restart: drain (a drain it asked for
+        already becomes one), then exit with the restart code. False when the
+        worker is going anyway (a drain of its own, or stopping)."""
+        if self.state is State.STOPPED or (self.draining and not self.by_registry):
+            return False
+        self.begin_drain(reason, by_registry=True)
+        self.restart = True
+        return True
+
     def resume(self) -> bool:
         """The registry cancelled the drain it had asked for: claim again.
         False (and nothing changes) unless such a drain is under way."""
@@ -156,8 +181,13 @@ class Lifecycle:
             return False
         self._move(State.ACTIVE)
         self.reason, self.deadline = "", None
-        self.by_registry = self.registry_knows = False
+        self.by_registry = self.registry_knows = self.restart = False
         return True
+
+    @property
+    def exits_when_drained(self) -> bool:
+        """Exit once drained (see the module's docstring); else stay up, not ready."""
+        return self.exit_when_drained or (self.by_registry and (self.restart or not self.in_pool))
 
     def finish_drain(self) -> bool:
         """Nothing is held any more: report `drained`. False when the worker
@@ -208,8 +238,16 @@ class Lifecycle:
     def heard(self, registry: WorkerState, reported: State) -> Directive:
         """Take in the registry's answer to a heartbeat that reported
         `reported`. The caller raises for REMOVED before asking."""
-        if registry in (WorkerState.DRAINING, WorkerState.DRAINED):
+        if registry is WorkerState.RESTARTING:
             self.registry_knows = True
+            if reported is State.ACTIVE or (
+                self.by_registry and not self.restart and not self.exit_when_drained
+            ):
+                return Directive.RESTART
+        elif registry in (WorkerState.DRAINING, WorkerState.DRAINED):
+            self.registry_knows = True
+            if self.by_registry:
+                self.restart = False  # an admin's drain took over the restart
             if reported is State.ACTIVE:
                 return Directive.DRAIN
         elif (

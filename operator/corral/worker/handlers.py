@@ -186,11 +186,13 @@ class HandlerFunction(Generic[Params, R]):
         expires_at: datetime | None = None,
         max_attempts: int | None = None,
         dedupe_key: str | None = None,
+        allow_empty_region: bool = False,
     ) -> int:
         """Enqueue a job of this handler's kind on `target` (a `corral.Queue`,
         or a psycopg `Connection` whose open transaction the job joins) and
         return its id. `queue` defaults to the kind's name; the other options
-        are `Queue.enqueue`'s. A payload that does not match the handler's
+        are `Queue.enqueue`'s (a `region` without workers is refused unless
+        `allow_empty_region`). A payload that does not match the handler's
         payload model raises `PayloadError` here, before anything is written."""
         from corral.queue import Queue
 
@@ -198,6 +200,7 @@ class HandlerFunction(Generic[Params, R]):
             self.kind, _validated_payload(self.kind, self.payload_model, payload),
             queue=queue, priority=priority, region=region, run_at=run_at,
             expires_at=expires_at, max_attempts=max_attempts, dedupe_key=dedupe_key,
+            allow_empty_region=allow_empty_region,
         )  # fmt: skip
 
     async def defer_async(
@@ -212,6 +215,7 @@ class HandlerFunction(Generic[Params, R]):
         expires_at: datetime | None = None,
         max_attempts: int | None = None,
         dedupe_key: str | None = None,
+        allow_empty_region: bool = False,
     ) -> int:
         """`defer` on asyncio: `target` is a `corral.AsyncQueue` or a psycopg
         `AsyncConnection`."""
@@ -221,6 +225,7 @@ class HandlerFunction(Generic[Params, R]):
             self.kind, _validated_payload(self.kind, self.payload_model, payload),
             queue=queue, priority=priority, region=region, run_at=run_at,
             expires_at=expires_at, max_attempts=max_attempts, dedupe_key=dedupe_key,
+            allow_empty_region=allow_empty_region,
         )  # fmt: skip
 
 

@@ -49,6 +49,7 @@ class Heartbeat:
     # The ids of the jobs this worker holds (running, or done with the
     # completion unwritten): only their leases are extended.
     held: Callable[[], list[int]] = list
+    on_restart: Callable[[], None] = lambda: None  # the registry asks for a restart
     beat_now: asyncio.Event = field(default_factory=asyncio.Event)
     last_ok: float = 0.0  # monotonic time of the last successful beat
 
@@ -85,16 +86,24 @@ class Heartbeat:
             if logged:
                 log.info("heartbeat reaches the database again")
                 logged = 0.0
-            if directive is Directive.DRAIN:
-                self.on_drain("corral workers drain")
-            elif directive is Directive.RESUME:
-                self.on_resume()
+            self._follow(directive)
             await self._sleep_or_wake(self.interval_s)
 
+    def _follow(self, directive: Directive) -> None:
+        if directive is Directive.DRAIN:
+            self.on_drain("corral workers drain")
+        elif directive is Directive.RESUME:
+            self.on_resume()
+        elif directive is Directive.RESTART:
+            self.on_restart()
+
     async def report_drained(self) -> None:
-        """One beat right after the drain finished (its errors are the next beat's)."""
+        """One beat right after the drain finished (its errors are the next
+        beat's); its answer is followed (a resume that raced the drain)."""
         with contextlib.suppress(Exception):
-            await self.session.heartbeat(self.in_flight(), self.lifecycle, self.held())
+            self._follow(
+                await self.session.heartbeat(self.in_flight(), self.lifecycle, self.held())
+            )
 
     async def _sleep_or_wake(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

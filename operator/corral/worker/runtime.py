@@ -24,9 +24,9 @@ One asyncio loop per process, with these tasks, each in its own module:
 Where the worker is in its life (starting, active, draining, drained,
 stopped) is the drain state machine's (`drain.Lifecycle`). A drain, whoever
 starts it (SIGTERM via `signals`, POST /drain on the `endpoint`, `corral
-worker prestop`, `corral workers drain`), stops the dispatcher; this module
-then waits for held jobs until the drain deadline, hands back the rest and
-reports `drained`.
+worker prestop`, `corral workers drain|restart`), stops the dispatcher;
+`draining` then waits for held jobs until the drain deadline, hands back the
+rest, reports `drained` and exits, stays up or claims again.
 
 Delivery is at-least-once: a job whose worker dies runs again after its lease
 lapses; handlers get `job.id`/`job.attempt` to stay idempotent.
@@ -53,6 +53,7 @@ from corral.worker._queue import QueueSession, RemovedError, open_session
 from corral.worker.completions import CompletionBuffer, Flusher
 from corral.worker.config import WorkerSettings
 from corral.worker.drain import Lifecycle, State
+from corral.worker.draining import EXIT_RESTART, Dispatcher
 from corral.worker.egress import Guard
 from corral.worker.endpoint import EndpointError, listen, serve
 from corral.worker.executors import build_registry
@@ -68,13 +69,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("corral.worker")
 
-__all__ = ["EXIT_REMOVED", "EXIT_STUCK", "Worker"]
+__all__ = ["EXIT_REMOVED", "EXIT_RESTART", "EXIT_STUCK", "Worker"]
 
 EXIT_REMOVED = 3  # the registry says this worker was removed
 EXIT_STUCK = 4  # sync handlers stuck past their timeout hold too many slots
 EXIT_FATAL = 1
-_DRAIN_POLL_S = 1.0  # a drain without a deadline re-checks held jobs this often
-_DRAINED_POLL_S = 0.2  # a drained worker checks this often whether to exit
 
 
 class Worker:
@@ -91,7 +90,7 @@ class Worker:
         # endpoint's address once it listens, so no job can reach it.
         self.guard = guard if guard is not None else Guard(settings.egress_policy())
         self.registry = registry if registry is not None else build_registry(settings, self.guard)
-        self.lifecycle = Lifecycle()
+        self.lifecycle = Lifecycle(in_pool=settings.pool is not None)
         self.worker_id: str | None = None
         self.exit_code = 0
         self.exit_message = ""
@@ -173,6 +172,13 @@ class Worker:
     def _drain_from_registry(self, reason: str) -> None:
         self.request_drain(reason, by_registry=True)
 
+    def _restart_from_registry(self) -> None:
+        if self.lifecycle.begin_restart("corral workers restart"):
+            log.info("restarting: draining, then exiting for the supervisor to start it again")
+            self._wake.set()
+            if self._jobs is not None:
+                self._jobs.slot_freed.set()
+
     def resume(self) -> None:
         """The registry cancelled the drain it had asked for: claim again."""
         if not self.lifecycle.resume():
@@ -215,6 +221,7 @@ class Worker:
             settings.database_url,
             settings.lease_s,
             self._held,
+            self._restart_from_registry,
         )
         try:
             try:
@@ -250,7 +257,11 @@ class Worker:
             spawn(self._loop_watch().run(), "loopwatch")
             for task, name in upkeep.tasks(session, settings, self.metrics, self._wake.set):
                 spawn(task, name)
-            spawn(self._dispatch_then_drain(), "dispatcher")
+            dispatcher = Dispatcher(
+                session, jobs, self._buffer, beat, self.lifecycle, self.metrics, self._wake,
+                settings, identity.worker_id, self._exit,
+            )  # fmt: skip
+            spawn(dispatcher.run(), "dispatcher")
             if listener is not None:
                 # aiohttp's import (a tenth of a second) runs in a thread while
                 # the first claim is on its way: a worker started for a burst
@@ -341,6 +352,10 @@ class Worker:
                 await asyncio.wait_for(self._buffer.written_out(), 10)
         self._stop.set()
 
+    def _exit(self, code: int) -> None:
+        self.exit_code = code
+        self._stop.set()
+
     def _fatal(self, message: str) -> int:
         print(f"corral worker: error: {message}", file=sys.stderr, flush=True)
         self.exit_code = EXIT_FATAL
@@ -390,59 +405,3 @@ class Worker:
         if self._session is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._session.close(), 5)
-
-    # ------------------------------------------------------------------- drain
-    async def _dispatch_then_drain(self) -> None:
-        """Claim until a drain, finish the drain; claim again if the registry
-        cancels it (the operator needs the worker after all)."""
-        assert self._session is not None and self._jobs is not None
-        settings = self.settings
-        while True:
-            await claims.dispatch(
-                self._session,
-                self._jobs,
-                self.lifecycle,
-                self.metrics,
-                self._wake,
-                concurrency=settings.concurrency,
-                batch=settings.claim_batch,
-                poll_s=settings.poll_interval_s,
-            )
-            if not await self._finish_drain():
-                return
-
-    async def _finish_drain(self) -> bool:
-        """Wait for held jobs (until the drain deadline), hand back the rest,
-        report `drained`; exit when the drain came from a signal. True when
-        the drain was cancelled on the way (claim again)."""
-        jobs, lifecycle, buffer = self._jobs, self.lifecycle, self._buffer
-        assert jobs is not None and self._heartbeat is not None
-        while jobs.running or buffer.done:
-            if lifecycle.accepting:
-                return True  # cancelled while jobs still ran: they simply go on
-            remaining = lifecycle.time_left()
-            if remaining == 0.0:
-                break
-            jobs.slot_freed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    jobs.slot_freed.wait(), remaining if remaining is not None else _DRAIN_POLL_S
-                )
-        if lifecycle.accepting:
-            return True
-        await jobs.hand_back()
-        # Let the last completions land.
-        await buffer.written_out()
-        if not lifecycle.finish_drain():
-            return False
-        await self._heartbeat.report_drained()
-        log.info("drained: 0 jobs in flight")
-        print(f"corral worker {self.worker_id}: drained, 0 jobs in flight", flush=True)
-        # A drain from a signal exits now; any other stays up, not ready,
-        # until the pod's SIGTERM, or until the registry cancels it.
-        while not lifecycle.exit_when_drained:
-            if lifecycle.accepting:
-                return True
-            await asyncio.sleep(_DRAINED_POLL_S)
-        self._stop.set()
-        return False

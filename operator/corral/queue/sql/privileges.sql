@@ -81,6 +81,7 @@ GRANT EXECUTE ON FUNCTION
     corral_fail_v2(bigint, text, bigint[], bigint[], text[], text[], boolean[]),
     corral_release_v2(bigint, text, bigint[], bigint[]),
     corral_heartbeat_v2(bigint, text, integer, double precision, bigint[]),
+    corral_heartbeat_v3(bigint, text, integer, double precision, bigint[]),
     corral_drain_self_v1(bigint, text),
     corral_mark_drained_v1(bigint, text),
     corral_reap_v1(integer),

@@ -28,6 +28,10 @@ SELECT corral_release_v2(%s::int8, %s::text, %s::int8[], %s::int8[])
 -- name: heartbeat_v2
 SELECT corral_heartbeat_v2(%s::int8, %s::text, %s::int4, %s::float8, %s::int8[])
 
+-- name: heartbeat_v3
+-- heartbeat_v2, answering 'restarting' while a restart is asked for.
+SELECT corral_heartbeat_v3(%s::int8, %s::text, %s::int4, %s::float8, %s::int8[])
+
 -- name: enroll_v2
 SELECT * FROM corral_enroll_v2(%s::text, %s::text, %s::text[], %s::int4, %s::text, %s::text)
 
@@ -76,6 +80,27 @@ UPDATE corral_workers
        drain_requested_at = CASE WHEN state = 'active' THEN now() ELSE drain_requested_at END,
        drain_requested_by = 'admin'
  WHERE id = %s AND state <> 'removed'
+
+-- name: request_restart
+-- Drain, then exit for the supervisor to start the worker again; takes over
+-- any drain under way (the worker exits once drained).
+UPDATE corral_workers
+   SET state = CASE WHEN state = 'active' THEN 'draining' ELSE state END,
+       drain_requested_at = CASE WHEN state = 'active' THEN now() ELSE drain_requested_at END,
+       drain_requested_by = 'restart'
+ WHERE id = %s AND state <> 'removed'
+
+-- name: resume_worker
+-- Undo a drain the registry asked for (an admin's, the scaler's, a restart's)
+-- that has not finished: a draining row, or a drained one of a pool worker
+-- (it stays up drained; a worker outside a pool exits once drained).
+UPDATE corral_workers
+   SET state = 'active', drain_requested_at = NULL, drained_at = NULL,
+       drain_requested_by = NULL
+ WHERE id = %s AND drain_requested_by IN ('admin', 'scaler', 'restart')
+   AND (state = 'draining'
+        OR (state = 'drained' AND pool IS NOT NULL AND drain_requested_by <> 'restart'))
+RETURNING id
 
 -- name: remove_worker
 -- A removed worker's running jobs get their leases expired so the reaper
@@ -497,3 +522,63 @@ SELECT corral_worker_declare_schedule_v1(
     %(every_s)s, %(cron)s, %(timezone)s, %(queue)s, %(priority)s, %(region)s,
     %(max_attempts)s, %(start_at)s, %(end_at)s, %(catch_up)s, %(overlap)s, %(jitter_s)s,
     %(next_at)s)
+
+-- name: served_regions
+-- The regions a job may be enqueued for without allow_empty_region: a live
+-- worker (a heartbeat, or an enrollment, within LIVE_WORKER_S), or a pool's
+-- usable enrollment token (the pool can start a worker: scaled to zero).
+SELECT region FROM corral_workers
+ WHERE state <> 'removed'
+   AND coalesce(last_heartbeat, enrolled_at) > now() - make_interval(secs => %s::float8)
+UNION
+SELECT region FROM corral_enrollment_tokens
+ WHERE pool IS NOT NULL AND revoked_at IS NULL AND expires_at > now() AND uses_remaining > 0
+ORDER BY 1
+
+-- name: regions
+-- Every region with workers, a pool's token or jobs waiting: live workers,
+-- pools (of workers and of tokens), depth (pending, or scheduled and due).
+WITH w AS (
+    SELECT region,
+           count(*) FILTER (WHERE coalesce(last_heartbeat, enrolled_at)
+                                  > now() - make_interval(secs => %(live_s)s::float8)) AS live,
+           array_agg(DISTINCT pool) FILTER (WHERE pool IS NOT NULL) AS pools
+      FROM corral_workers WHERE state <> 'removed' GROUP BY region
+), t AS (
+    SELECT region, array_agg(DISTINCT pool) AS pools FROM corral_enrollment_tokens
+     WHERE pool IS NOT NULL AND revoked_at IS NULL AND expires_at > now()
+       AND uses_remaining > 0
+     GROUP BY region
+), j AS (
+    SELECT region, count(*) AS depth FROM corral_jobs
+     WHERE region <> '' AND (state = 'pending' OR (state = 'scheduled' AND run_at <= now()))
+     GROUP BY region
+)
+SELECT r.region, coalesce(w.live, 0)::int8,
+       ARRAY(SELECT DISTINCT p FROM unnest(coalesce(w.pools, '{}') || coalesce(t.pools, '{}')) p
+              ORDER BY 1),
+       coalesce(j.depth, 0)::int8, t.region IS NOT NULL
+  FROM (SELECT region FROM w UNION SELECT region FROM t UNION SELECT region FROM j) r
+  LEFT JOIN w ON w.region = r.region
+  LEFT JOIN t ON t.region = r.region
+  LEFT JOIN j ON j.region = r.region
+ ORDER BY r.region
+
+-- name: insert_group
+INSERT INTO corral_job_groups (kind, rule) VALUES (%s, %s) RETURNING id
+
+-- name: insert_group_jobs
+INSERT INTO corral_job_group_jobs (group_id, region, job_id)
+SELECT %s, r, j FROM unnest(%s::text[], %s::int8[]) AS x(r, j)
+
+-- name: get_group
+-- A job purged by retention has no state (NULL).
+SELECT g.id, g.kind, g.rule, g.created_at, m.region, m.job_id,
+       coalesce(j.state, f.state), coalesce(j.attempt, f.attempt),
+       coalesce(j.last_error, f.last_error)
+  FROM corral_job_groups g
+  LEFT JOIN corral_job_group_jobs m ON m.group_id = g.id
+  LEFT JOIN corral_jobs j ON j.id = m.job_id
+  LEFT JOIN corral_jobs_finished f ON f.id = m.job_id
+ WHERE g.id = %s
+ ORDER BY m.region

@@ -173,6 +173,8 @@ CREATE TABLE corral_workers (
     -- 'self' (SIGTERM, POST /drain, preStop): a restarted worker is active again.
     -- 'scaler' (the operator, before a scale-down): it may cancel the drain
     -- (back to active) when new demand needs the worker.
+    -- 'restart' (corral workers restart): the worker exits once drained and
+    -- is active again when it re-authenticates.
     drain_requested_by text,
     enrolled_queues text[],
     credential_expires_at timestamptz,
@@ -181,7 +183,8 @@ CREATE TABLE corral_workers (
     CONSTRAINT worker_in_flight_not_negative CHECK (in_flight >= 0),
     CONSTRAINT worker_credential_is_sha256_hex CHECK (credential_hash ~ '^[0-9a-f]{64}$'),
     CONSTRAINT worker_drain_requested_by_known
-        CHECK (drain_requested_by IS NULL OR drain_requested_by IN ('admin', 'self', 'scaler'))
+        CHECK (drain_requested_by IS NULL
+               OR drain_requested_by IN ('admin', 'self', 'scaler', 'restart'))
 );
 COMMENT ON TABLE corral_workers IS
     'Worker registry: one row per enrolled worker process; credentials stored hashed.';
@@ -982,8 +985,9 @@ $$;
 -- A restarted worker re-authenticates with its stored credential and
 -- refreshes what it says about itself (the queues only within those its
 -- token admitted: CR403 otherwise). A drain the worker asked for itself
--- ended with the process that asked: the row is active again; an admin's
--- drain stays. Returns the state ('removed': the worker must exit).
+-- ended with the process that asked, and a restart (corral workers restart)
+-- with the restart: the row is active again; an admin's drain stays.
+-- Returns the state ('removed': the worker must exit).
 CREATE FUNCTION corral_authenticate_v2(
     p_worker_id bigint, p_credential text, p_name text, p_queues text[],
     p_concurrency integer, p_version text
@@ -1015,12 +1019,14 @@ BEGIN
            concurrency = coalesce(p_concurrency, w.concurrency),
            version = coalesce(p_version, w.version), last_heartbeat = now(),
            credential_expires_at = now() + interval '1 day',
-           state = CASE WHEN w.drain_requested_by = 'self' AND w.state IN ('draining', 'drained')
+           state = CASE WHEN w.drain_requested_by IN ('self', 'restart')
+                             AND w.state IN ('draining', 'drained')
                         THEN 'active' ELSE w.state END,
-           drain_requested_at = CASE WHEN w.drain_requested_by = 'self' THEN NULL
+           drain_requested_at = CASE WHEN w.drain_requested_by IN ('self', 'restart') THEN NULL
                                      ELSE w.drain_requested_at END,
-           drained_at = CASE WHEN w.drain_requested_by = 'self' THEN NULL ELSE w.drained_at END,
-           drain_requested_by = CASE WHEN w.drain_requested_by = 'self' THEN NULL
+           drained_at = CASE WHEN w.drain_requested_by IN ('self', 'restart') THEN NULL
+                             ELSE w.drained_at END,
+           drain_requested_by = CASE WHEN w.drain_requested_by IN ('self', 'restart') THEN NULL
                                      ELSE w.drain_requested_by END
      WHERE w.id = p_worker_id
     RETURNING w.state INTO v_state;
@@ -1323,6 +1329,31 @@ BEGIN
                                  WHERE h.state = 'running' AND h.worker_id = p_worker_id
                                    AND (p_held IS NULL OR h.id = ANY(p_held))
                                    FOR UPDATE SKIP LOCKED));
+    END IF;
+    RETURN v_state;
+END
+$$;
+
+-- corral_heartbeat_v2, answering 'restarting' while `corral workers restart`
+-- asks this worker to drain and exit for its supervisor to start it again.
+CREATE FUNCTION corral_heartbeat_v3(
+    p_worker_id bigint, p_credential text, p_in_flight integer, p_lease_s double precision,
+    p_held bigint[]
+) RETURNS text
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    v_state text;
+BEGIN
+    v_state := corral_heartbeat_v2(p_worker_id, p_credential, p_in_flight, p_lease_s, p_held);
+    IF v_state IN ('draining', 'drained') AND EXISTS (
+        SELECT 1 FROM corral_workers w
+         WHERE w.id = p_worker_id AND w.drain_requested_by = 'restart'
+    ) THEN
+        RETURN 'restarting';
     END IF;
     RETURN v_state;
 END
@@ -1705,3 +1736,24 @@ BEGIN
     END IF;
 END
 $$;
+
+-- One job per region, enqueued together, rolled up by the rule
+-- (corral.queue.groups): all, any or majority of the regions completed.
+CREATE TABLE corral_job_groups (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind text NOT NULL,
+    rule text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT job_group_rule_known CHECK (rule IN ('all', 'any', 'majority'))
+);
+COMMENT ON TABLE corral_job_groups IS
+    'Jobs fanned out over regions (corral jobs enqueue --regions), rolled up by rule.';
+
+CREATE TABLE corral_job_group_jobs (
+    group_id bigint NOT NULL REFERENCES corral_job_groups (id) ON DELETE CASCADE,
+    region text NOT NULL,
+    job_id bigint NOT NULL,
+    CONSTRAINT job_group_jobs_pkey PRIMARY KEY (group_id, region)
+);
+COMMENT ON TABLE corral_job_group_jobs IS
+    'The job of each region of a group; a job purged by retention shows as gone.';
