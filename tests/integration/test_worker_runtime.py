@@ -473,8 +473,9 @@ def registry_row(dsn: str, worker_id: object) -> queue.Worker:
 def test_sigterm_shows_draining_then_drained_in_the_registry_and_a_restart_is_active_again(
     database_url: str, tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
+    # 6 s: the `draining` row must be seen while the job runs, on a loaded machine too.
     with queue.Queue.connect(database_url) as q:
-        q.enqueue("hold", {"sleep_s": 2.0}, queue="t")
+        q.enqueue("hold", {"sleep_s": 6.0}, queue="t")
     w = spawn(workers, database_url, tmp_path, "w1", "--term-grace", "30s", queues="t")
     wait_until(lambda: w.status()["in_flight"] == 1, what="a job in flight")
     worker_id = w.status()["worker_id"]
@@ -503,8 +504,9 @@ def test_sigterm_shows_draining_then_drained_in_the_registry_and_a_restart_is_ac
 def test_post_drain_shows_draining_then_drained_with_nothing_in_flight_in_the_registry(
     database_url: str, tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
+    # 6 s: the `draining` row must be seen while the job runs, on a loaded machine too.
     with queue.Queue.connect(database_url) as q:
-        q.enqueue("hold", {"sleep_s": 2.0}, queue="t")
+        q.enqueue("hold", {"sleep_s": 6.0}, queue="t")
     w = spawn(workers, database_url, tmp_path, "w1", queues="t")
     wait_until(lambda: w.status()["in_flight"] == 1, what="a job in flight")
     worker_id = w.status()["worker_id"]
