@@ -1,0 +1,217 @@
+"""The `http` executor: one request on aiohttp's client, judged by the
+executor guard at every hop.
+
+Redirects are followed here, one hop at a time (`max_redirects` at most),
+so each target is judged before it is connected to and the chain is in the
+result. Chunked and compressed bodies are aiohttp's; the body is read up to
+`max_body_bytes` and a longer one fails the check. The proxy is the payload's
+`proxy`, else the one HTTP_PROXY / HTTPS_PROXY / NO_PROXY choose. A check
+that does not meet its expectations (status, body keyword, JSON field)
+raises `HandlerError`, so the job fails through the normal retry path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from typing import Any
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from yarl import URL
+
+from corral.worker.egress import Guard
+from corral.worker.executors.basic import MAX_TIMEOUT_S
+from corral.worker.executors.guarded import (
+    cert_summary,
+    elapsed_ms,
+    env_proxy,
+    guarded_session,
+    judge_url,
+    tls_context,
+)
+from corral.worker.handlers import HandlerError, Job
+
+__all__ = ["MAX_BODY_BYTES", "MAX_REDIRECTS", "HttpCheck", "http_executor"]
+
+MAX_BODY_BYTES = 16 * 1024 * 1024  # the most `max_body_bytes` may allow
+MAX_REDIRECTS = 20  # the most `max_redirects` may allow
+_REDIRECTS = {301, 302, 303, 307, 308}
+
+# RFC 9110 token: what a method and a header name may be made of.
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # controls but tab (CR, LF, NUL...)
+
+
+class HttpCheck(BaseModel):
+    """Payload of an `http` job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(
+        pattern=r"^https?://[^\x00-\x20\x7f]+$",
+        description="http:// or https:// URL, without spaces or control characters",
+    )
+    method: str = Field(default="GET", description="an HTTP method token: no spaces, CR or LF")
+    expected_status: int | list[int] = Field(default=200, description="a status or a list")
+    timeout: float = Field(default=10.0, gt=0, le=MAX_TIMEOUT_S, description="seconds, in all")
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: str | None = None
+    verify_tls: bool = True
+    follow_redirects: bool = True
+    max_redirects: int = Field(default=5, ge=0, le=MAX_REDIRECTS)
+    proxy: str | None = Field(
+        default=None,
+        pattern=r"^http://[^\x00-\x20\x7f]+$",
+        description="http://host:port of a forward proxy (CONNECT for https)",
+    )
+    expect_body: str | None = Field(default=None, description="text the body must contain")
+    expect_json: dict[str, Any] | None = Field(
+        default=None, description='{"dotted.path": value}: fields the JSON body must hold'
+    )
+    max_body_bytes: int = Field(default=1024 * 1024, ge=0, le=MAX_BODY_BYTES)
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, value: str) -> str:
+        if not _TOKEN.fullmatch(value):
+            raise ValueError(
+                f"{value[:40]!r} is not an HTTP method (letters such as GET or POST; "
+                "CR, LF and spaces are refused)"
+            )
+        return value.upper()
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not _TOKEN.fullmatch(name):
+                raise ValueError(f"header name {name[:40]!r} is not a token (no CR, LF, spaces, :)")
+            if _CONTROL.search(text):
+                raise ValueError(
+                    f"header {name!r}: CR, LF and other control characters are refused"
+                )
+        return value
+
+    @field_validator("expected_status")
+    @classmethod
+    def _statuses(cls, value: int | list[int]) -> int | list[int]:
+        statuses = value if isinstance(value, list) else [value]
+        if not statuses or any(not 100 <= s <= 599 for s in statuses):
+            raise ValueError("statuses are 100 to 599, and at least one is expected")
+        return value
+
+
+def http_executor(guard: Guard) -> Any:
+    """The `http` handler, bound to the worker's guard."""
+
+    async def http(job: Job[HttpCheck]) -> dict[str, Any]:
+        check = job.payload
+        try:
+            async with asyncio.timeout(check.timeout):
+                return await _request(guard, check)
+        except TimeoutError:
+            raise HandlerError(
+                f"{check.method} {check.url}: no response within {check.timeout}s (timeout)"
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise HandlerError(f"{check.method} {check.url}: {exc}") from None
+
+    return http
+
+
+async def _request(guard: Guard, check: HttpCheck) -> dict[str, Any]:
+    started = time.perf_counter()
+    url, method, body = URL(check.url), check.method, check.body
+    hops: list[str] = []
+    async with guarded_session(guard) as session:
+        while True:
+            proxy = check.proxy or env_proxy(url)
+            await judge_url(guard, url)
+            if proxy is not None:
+                await judge_url(guard, URL(proxy))
+            async with session.request(
+                method,
+                url,
+                data=body.encode() if body is not None else None,
+                headers=check.headers,
+                allow_redirects=False,
+                proxy=proxy,
+                ssl=tls_context(check.verify_tls) if url.scheme == "https" else False,
+            ) as response:
+                location = response.headers.get("Location")
+                if check.follow_redirects and response.status in _REDIRECTS and location:
+                    if len(hops) >= check.max_redirects:
+                        raise HandlerError(
+                            f"{check.method} {check.url}: more than {check.max_redirects} "
+                            f"redirects (max_redirects): {' -> '.join([*hops, str(url)])}"
+                        )
+                    hops.append(str(url))
+                    url = url.join(URL(location))
+                    if url.scheme not in ("http", "https"):
+                        raise HandlerError(f"{hops[-1]}: redirect to {url.scheme}: refused")
+                    if response.status == 303 or (
+                        response.status in (301, 302) and method == "POST"
+                    ):
+                        method, body = "GET", None
+                    continue
+                transport = response.connection.transport if response.connection else None
+                tls = cert_summary(transport.get_extra_info("ssl_object") if transport else None)
+                data = await _read_capped(response, check.max_body_bytes, str(url))
+                status = response.status
+                break
+    result: dict[str, Any] = {
+        "status": status,
+        "url": str(url),
+        "redirects": hops,
+        "bytes": len(data),
+        "latency_ms": elapsed_ms(started),
+        "proxy": proxy,
+        "tls": tls,
+        "cert_expires_in_days": tls.get("days_left") if tls else None,
+    }
+    where = f"{method} {url}"
+    expected = check.expected_status
+    expected = expected if isinstance(expected, list) else [expected]
+    if status not in expected:
+        raise HandlerError(f"{where}: status {status}, expected {expected} (expected_status)")
+    if check.expect_body is not None and check.expect_body.encode() not in data:
+        raise HandlerError(f"{where}: body does not contain {check.expect_body!r} (expect_body)")
+    if check.expect_json is not None:
+        _expect_json(where, data, check.expect_json)
+    return result
+
+
+async def _read_capped(response: aiohttp.ClientResponse, cap: int, where: str) -> bytes:
+    if response.content_length is not None and response.content_length > cap:
+        raise HandlerError(
+            f"{where}: body of {response.content_length} bytes is over max_body_bytes ({cap})"
+        )
+    data = bytearray()
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        data += chunk
+        if len(data) > cap:
+            raise HandlerError(f"{where}: body is over max_body_bytes ({cap} bytes)")
+    return bytes(data)
+
+
+def _expect_json(where: str, data: bytes, expected: dict[str, Any]) -> None:
+    try:
+        document = json.loads(data)
+    except ValueError:
+        raise HandlerError(f"{where}: body is not JSON (expect_json)") from None
+    for path, want in expected.items():
+        value: Any = document
+        for part in path.split("."):
+            if isinstance(value, dict) and part in value:
+                value = value[part]
+            elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+                value = value[int(part)]
+            else:
+                raise HandlerError(f"{where}: no field {path!r} in the body (expect_json)")
+        if value != want:
+            raise HandlerError(
+                f"{where}: field {path!r} is {value!r}, expected {want!r} (expect_json)"
+            )
