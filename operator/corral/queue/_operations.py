@@ -88,11 +88,22 @@ def enqueue(
     expires_at: dt.datetime | None = None,
     max_attempts: int | None = None,
     dedupe_key: str | None = None,
+    result_queue: str | None = None,
 ) -> Operation[int]:
     """Enqueue one job and return its id (or, for a dedupe_key already held by
-    an unfinished job, that job's id)."""
+    an unfinished job, that job's id). With `result_queue`, the job's result
+    is enqueued there when it completes, exactly once."""
     spec = r.JobSpec(
-        kind, payload, queue, priority, region, run_at, expires_at, max_attempts, dedupe_key
+        kind,
+        payload,
+        queue,
+        priority,
+        region,
+        run_at,
+        expires_at,
+        max_attempts,
+        dedupe_key,
+        result_queue,
     )
     return (yield from enqueue_many([spec]))[0]
 
@@ -102,7 +113,7 @@ def enqueue_many(specs: Iterable[r.JobSpec]) -> Operation[list[int]]:
     specs = list(specs)
     if not specs:
         return []
-    rows = yield Statement("enqueue_v1", p.enqueue_params(specs))
+    rows = yield Statement(*p.enqueue_params(specs))
     return [int(row[0]) for row in rows]
 
 

@@ -186,6 +186,7 @@ class HandlerFunction(Generic[Params, R]):
         expires_at: datetime | None = None,
         max_attempts: int | None = None,
         dedupe_key: str | None = None,
+        result_queue: str | None = None,
     ) -> int:
         """Enqueue a job of this handler's kind on `target` (a `corral.Queue`,
         or a psycopg `Connection` whose open transaction the job joins) and
@@ -198,6 +199,7 @@ class HandlerFunction(Generic[Params, R]):
             self.kind, _validated_payload(self.kind, self.payload_model, payload),
             queue=queue, priority=priority, region=region, run_at=run_at,
             expires_at=expires_at, max_attempts=max_attempts, dedupe_key=dedupe_key,
+            result_queue=result_queue,
         )  # fmt: skip
 
     async def defer_async(
@@ -212,6 +214,7 @@ class HandlerFunction(Generic[Params, R]):
         expires_at: datetime | None = None,
         max_attempts: int | None = None,
         dedupe_key: str | None = None,
+        result_queue: str | None = None,
     ) -> int:
         """`defer` on asyncio: `target` is a `corral.AsyncQueue` or a psycopg
         `AsyncConnection`."""
@@ -221,6 +224,7 @@ class HandlerFunction(Generic[Params, R]):
             self.kind, _validated_payload(self.kind, self.payload_model, payload),
             queue=queue, priority=priority, region=region, run_at=run_at,
             expires_at=expires_at, max_attempts=max_attempts, dedupe_key=dedupe_key,
+            result_queue=result_queue,
         )  # fmt: skip
 
 

@@ -7,6 +7,12 @@ SELECT * FROM corral_enqueue_v1(
     %s::text[], %s::text[], %s::text[]::jsonb[], %s::int4[], %s::text[],
     %s::timestamptz[], %s::timestamptz[], %s::int4[], %s::text[])
 
+-- name: enqueue_v2
+-- enqueue_v1 plus each job's result queue (used only when one is named).
+SELECT * FROM corral_enqueue_v2(
+    %s::text[], %s::text[], %s::text[]::jsonb[], %s::int4[], %s::text[],
+    %s::timestamptz[], %s::timestamptz[], %s::int4[], %s::text[], %s::text[])
+
 -- name: claim_v2
 -- Held to the worker's enrollment: its queues and region; batch and lease capped.
 SELECT * FROM corral_claim_v2(%s::int8, %s::text, %s::text[], %s::int4, %s::float8)
