@@ -69,9 +69,7 @@ class GuardResolver(AbstractResolver):
 def guarded_session(guard: Guard, **options: Any) -> aiohttp.ClientSession:
     """A session whose every connection obeys `guard`: no DNS cache, no
     environment (the proxy is chosen by `env_proxy`, explicitly)."""
-    connector = aiohttp.TCPConnector(
-        resolver=GuardResolver(guard), use_dns_cache=False, force_close=True
-    )
+    connector = aiohttp.TCPConnector(resolver=GuardResolver(guard), use_dns_cache=False)
     return aiohttp.ClientSession(
         connector=connector,
         trust_env=False,

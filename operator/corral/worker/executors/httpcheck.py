@@ -157,8 +157,7 @@ async def _request(guard: Guard, check: HttpCheck) -> dict[str, Any]:
                     ):
                         method, body = "GET", None
                     continue
-                transport = response.connection.transport if response.connection else None
-                tls = cert_summary(transport.get_extra_info("ssl_object") if transport else None)
+                tls = cert_summary(_ssl_object(response))
                 data = await _read_capped(response, check.max_body_bytes, str(url))
                 status = response.status
                 break
@@ -182,6 +181,16 @@ async def _request(guard: Guard, check: HttpCheck) -> dict[str, Any]:
     if check.expect_json is not None:
         _expect_json(where, data, check.expect_json)
     return result
+
+
+def _ssl_object(response: aiohttp.ClientResponse) -> Any:
+    """The response's TLS object. aiohttp lets go of `response.connection`
+    as soon as a body arrives whole with the headers, so the protocol it
+    read from is asked then (tests/integration/test_worker_executors.py
+    fails if aiohttp stops keeping it)."""
+    holder = response.connection or getattr(response, "_protocol", None)
+    transport = getattr(holder, "transport", None)
+    return transport.get_extra_info("ssl_object") if transport is not None else None
 
 
 async def _read_capped(response: aiohttp.ClientResponse, cap: int, where: str) -> bytes:
