@@ -256,7 +256,7 @@ $$;
 -- id drawn for each inserted position, in input order. A row whose
 -- dedupe_key is held by an unfinished job is skipped (ON CONFLICT DO
 -- NOTHING; within one call the earlier row wins). Internal to
--- corral_enqueue_v1.
+-- corral_enqueue_v1 (since 0010, corral_insert_jobs_v2 without result queues).
 CREATE FUNCTION corral_insert_jobs_v1(
     p_kinds text[], p_queues text[], p_payloads jsonb[], p_priorities integer[],
     p_regions text[], p_run_ats timestamptz[], p_expires_ats timestamptz[],
@@ -264,34 +264,10 @@ CREATE FUNCTION corral_insert_jobs_v1(
 ) RETURNS bigint[]
 LANGUAGE plpgsql
 AS $$
-DECLARE
-    v_ids bigint[];
 BEGIN
-    WITH input AS MATERIALIZED (
-        -- Ids are drawn up front so each input row knows its job's id
-        -- without relying on the order INSERT assigns identities in.
-        SELECT t.ord, nextval('corral_jobs_id_seq'::regclass) AS new_id,
-               t.kind, coalesce(t.queue, t.kind) AS queue, t.payload, t.priority,
-               t.region, t.run_at, t.expires_at, t.max_attempts, t.dedupe_key
-          FROM unnest(p_kinds, p_queues, p_payloads, p_priorities, p_regions, p_run_ats,
-                      p_expires_ats, p_max_attempts, p_dedupe_keys)
-               WITH ORDINALITY AS t(kind, queue, payload, priority, region, run_at,
-                                    expires_at, max_attempts, dedupe_key, ord)
-         WHERE p_only IS NULL OR t.ord = ANY(p_only)
-    ), ins AS (
-        INSERT INTO corral_jobs AS j (id, kind, queue, payload, priority, region, state, run_at,
-                                      expires_at, max_attempts, dedupe_key)
-        SELECT i.new_id, i.kind, i.queue, coalesce(i.payload, '{}'::jsonb),
-               coalesce(i.priority, 0), coalesce(i.region, ''),
-               CASE WHEN i.run_at > now() THEN 'scheduled' ELSE 'pending' END,
-               coalesce(i.run_at, now()), i.expires_at,
-               coalesce(i.max_attempts, q.max_attempts, 20), i.dedupe_key
-          FROM input i LEFT JOIN corral_queues q ON q.name = i.queue
-         ORDER BY i.ord
-        ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
-    )
-    SELECT array_agg(i.new_id ORDER BY i.ord) INTO v_ids FROM input i;
-    RETURN v_ids;
+    RETURN corral_insert_jobs_v2(p_kinds, p_queues, p_payloads, p_priorities, p_regions,
+                                 p_run_ats, p_expires_ats, p_max_attempts, p_dedupe_keys,
+                                 p_only, NULL);
 END
 $$;
 
@@ -307,49 +283,10 @@ CREATE FUNCTION corral_enqueue_v1(
 ) RETURNS SETOF bigint
 LANGUAGE plpgsql
 AS $$
-DECLARE
-    v_ids bigint[];
-    v_check bigint[];
-    v_missing bigint[];
-    v_ord bigint;
-    v_id bigint;
 BEGIN
-    v_ids := corral_insert_jobs_v1(p_kinds, p_queues, p_payloads, p_priorities, p_regions,
-                                   p_run_ats, p_expires_ats, p_max_attempts, p_dedupe_keys,
-                                   NULL);
-    -- Rows with a dedupe key: answer with the id of the unfinished job that
-    -- holds the key now (the row just inserted, an older job, or an earlier
-    -- row of this batch). If the holder finished between the insert and
-    -- this lookup, the key is free again: insert those rows once more.
-    SELECT array_agg(k.ord) INTO v_check
-      FROM unnest(p_dedupe_keys) WITH ORDINALITY AS k(key, ord) WHERE k.key IS NOT NULL;
-    FOR v_round IN 1..3 LOOP
-        EXIT WHEN v_check IS NULL;
-        v_missing := NULL;
-        FOREACH v_ord IN ARRAY v_check LOOP
-            SELECT e.id INTO v_id FROM corral_jobs e WHERE e.dedupe_key = p_dedupe_keys[v_ord];
-            IF FOUND THEN
-                v_ids[v_ord] := v_id;
-            ELSE
-                v_missing := v_missing || v_ord;
-            END IF;
-        END LOOP;
-        EXIT WHEN v_missing IS NULL;
-        IF v_round = 3 THEN
-            RAISE EXCEPTION 'dedupe keys kept changing hands while enqueueing; retry the enqueue'
-                USING ERRCODE = '40001';
-        END IF;
-        PERFORM corral_insert_jobs_v1(p_kinds, p_queues, p_payloads, p_priorities, p_regions,
-                                      p_run_ats, p_expires_ats, p_max_attempts, p_dedupe_keys,
-                                      v_missing);
-        v_check := v_missing;
-    END LOOP;
-
-    PERFORM pg_notify('corral_jobs', s.queue)
-       FROM (SELECT DISTINCT coalesce(t.queue, t.kind) AS queue
-               FROM unnest(p_kinds, p_queues, p_run_ats) AS t(kind, queue, run_at)
-              WHERE t.run_at IS NULL OR t.run_at <= now()) s;
-    RETURN QUERY SELECT unnest(v_ids);
+    RETURN QUERY SELECT * FROM corral_enqueue_v2(
+        p_kinds, p_queues, p_payloads, p_priorities, p_regions, p_run_ats, p_expires_ats,
+        p_max_attempts, p_dedupe_keys, NULL);
 END
 $$;
 

@@ -134,14 +134,22 @@ async def _system(guard: Guard, check: DnsCheck) -> dict[str, Any]:
 
 
 async def _query(guard: Guard, check: DnsCheck) -> dict[str, Any]:
-    resolver = dns.asyncresolver.Resolver()
     server = None
     if check.resolver is not None:
         address, port = _server(check.resolver)
         await guard.resolve(address, port)  # the resolver is a target like any other
+        resolver = dns.asyncresolver.Resolver(configure=False)
         resolver.nameservers = [address]
         resolver.port = port
         server = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    else:
+        try:
+            resolver = dns.asyncresolver.Resolver()  # /etc/resolv.conf
+        except dns.exception.DNSException as exc:
+            raise HandlerError(
+                f"dns {check.name}: no resolver configured on this worker ({exc}): "
+                "name one in the payload's resolver field"
+            ) from None
     rdtype = check.type or "A"
     name = check.name.lower().rstrip(".")
     guard.check(name, None, None)  # host-pattern rules, before the query

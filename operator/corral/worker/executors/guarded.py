@@ -15,11 +15,14 @@ literal, its address; the proxy itself is judged like any target. Used by
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import socket
 import ssl
 import time
 import urllib.request
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,13 +31,16 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from corral.worker.egress import Guard
+from corral.worker.handlers import HandlerError
 
 __all__ = [
     "GuardResolver",
     "cert_summary",
+    "client_errors",
     "elapsed_ms",
     "env_proxy",
     "guarded_session",
+    "judge_route",
     "judge_url",
     "tls_context",
 ]
@@ -66,6 +72,20 @@ class GuardResolver(AbstractResolver):
         return None
 
 
+@contextlib.asynccontextmanager
+async def client_errors(where: str, timeout: float) -> AsyncIterator[None]:
+    """Run an aiohttp exchange within `timeout` seconds; its timeout and
+    client errors become a `HandlerError` naming `where` (the guard's
+    `Refused` passes through: it is a payload error)."""
+    try:
+        async with asyncio.timeout(timeout):
+            yield
+    except TimeoutError:
+        raise HandlerError(f"{where}: no answer within {timeout}s (timeout)") from None
+    except aiohttp.ClientError as exc:
+        raise HandlerError(f"{where}: {exc}") from None
+
+
 def guarded_session(guard: Guard, **options: Any) -> aiohttp.ClientSession:
     """A session whose every connection obeys `guard`: no DNS cache, no
     environment (the proxy is chosen by `env_proxy`, explicitly)."""
@@ -90,6 +110,16 @@ async def judge_url(guard: Guard, url: URL) -> None:
         await guard.resolve(host, port)
     else:
         guard.check(host.lower().rstrip("."), None, port)
+
+
+async def judge_route(guard: Guard, url: URL, proxy: str | None) -> str | None:
+    """Judge a request's URL and the proxy it will take (the payload's, else
+    the environment's), and return that proxy (None: direct)."""
+    proxy = proxy or env_proxy(url)
+    await judge_url(guard, url)
+    if proxy is not None:
+        await judge_url(guard, URL(proxy))
+    return proxy
 
 
 def env_proxy(url: URL) -> str | None:

@@ -12,7 +12,6 @@ raises `HandlerError`, so the job fails through the normal retry path.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
@@ -26,10 +25,10 @@ from corral.worker.egress import Guard
 from corral.worker.executors.basic import MAX_TIMEOUT_S
 from corral.worker.executors.guarded import (
     cert_summary,
+    client_errors,
     elapsed_ms,
-    env_proxy,
     guarded_session,
-    judge_url,
+    judge_route,
     tls_context,
 )
 from corral.worker.handlers import HandlerError, Job
@@ -109,15 +108,8 @@ def http_executor(guard: Guard) -> Any:
 
     async def http(job: Job[HttpCheck]) -> dict[str, Any]:
         check = job.payload
-        try:
-            async with asyncio.timeout(check.timeout):
-                return await _request(guard, check)
-        except TimeoutError:
-            raise HandlerError(
-                f"{check.method} {check.url}: no response within {check.timeout}s (timeout)"
-            ) from None
-        except aiohttp.ClientError as exc:
-            raise HandlerError(f"{check.method} {check.url}: {exc}") from None
+        async with client_errors(f"{check.method} {check.url}", check.timeout):
+            return await _request(guard, check)
 
     return http
 
@@ -128,10 +120,7 @@ async def _request(guard: Guard, check: HttpCheck) -> dict[str, Any]:
     hops: list[str] = []
     async with guarded_session(guard) as session:
         while True:
-            proxy = check.proxy or env_proxy(url)
-            await judge_url(guard, url)
-            if proxy is not None:
-                await judge_url(guard, URL(proxy))
+            proxy = await judge_route(guard, url, check.proxy)
             async with session.request(
                 method,
                 url,

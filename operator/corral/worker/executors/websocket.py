@@ -8,7 +8,6 @@ the executor guard and connected to by the address judged.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -20,10 +19,10 @@ from corral.worker.egress import Guard
 from corral.worker.executors.basic import MAX_TIMEOUT_S
 from corral.worker.executors.guarded import (
     cert_summary,
+    client_errors,
     elapsed_ms,
-    env_proxy,
     guarded_session,
-    judge_url,
+    judge_route,
     tls_context,
 )
 from corral.worker.handlers import HandlerError, Job
@@ -54,15 +53,8 @@ def websocket_executor(guard: Guard) -> Any:
 
     async def websocket(job: Job[WebsocketCheck]) -> dict[str, Any]:
         check = job.payload
-        try:
-            async with asyncio.timeout(check.timeout):
-                return await _exchange(guard, check)
-        except TimeoutError:
-            raise HandlerError(
-                f"websocket {check.url}: no answer within {check.timeout}s"
-            ) from None
-        except aiohttp.ClientError as exc:
-            raise HandlerError(f"websocket {check.url}: {exc}") from None
+        async with client_errors(f"websocket {check.url}", check.timeout):
+            return await _exchange(guard, check)
 
     return websocket
 
@@ -70,10 +62,7 @@ def websocket_executor(guard: Guard) -> Any:
 async def _exchange(guard: Guard, check: WebsocketCheck) -> dict[str, Any]:
     started = time.perf_counter()
     url = URL(check.url)
-    proxy = check.proxy or env_proxy(url)
-    await judge_url(guard, url)
-    if proxy is not None:
-        await judge_url(guard, URL(proxy))
+    proxy = await judge_route(guard, url, check.proxy)
     reply: str | None = None
     async with (
         guarded_session(guard) as session,

@@ -5,7 +5,8 @@
 --
 -- * corral_jobs and corral_jobs_finished gain result_queue.
 -- * corral_insert_jobs_v2 / corral_enqueue_v2: corral_enqueue_v1 plus each
---   job's result queue. Clients call v2 only for jobs that name one.
+--   job's result queue. Clients call v2 only for jobs that name one; the v1
+--   functions now call the v2 ones (no result queues), so one body remains.
 -- * corral_complete_v2 forwards, and corral_complete_v1 and _v3 now finish
 --   jobs through it (v3 after its credential and holder checks), replaced in
 --   place like 0006 did: their signatures and their answers are unchanged,
@@ -112,6 +113,35 @@ BEGIN
                FROM unnest(p_kinds, p_queues, p_run_ats) AS t(kind, queue, run_at)
               WHERE t.run_at IS NULL OR t.run_at <= now()) s;
     RETURN QUERY SELECT unnest(v_ids);
+END
+$$;
+
+-- The v1 enqueue functions: the v2 ones without result queues.
+CREATE OR REPLACE FUNCTION corral_insert_jobs_v1(
+    p_kinds text[], p_queues text[], p_payloads jsonb[], p_priorities integer[],
+    p_regions text[], p_run_ats timestamptz[], p_expires_ats timestamptz[],
+    p_max_attempts integer[], p_dedupe_keys text[], p_only bigint[]
+) RETURNS bigint[]
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    RETURN corral_insert_jobs_v2(p_kinds, p_queues, p_payloads, p_priorities, p_regions,
+                                 p_run_ats, p_expires_ats, p_max_attempts, p_dedupe_keys,
+                                 p_only, NULL);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION corral_enqueue_v1(
+    p_kinds text[], p_queues text[], p_payloads jsonb[], p_priorities integer[],
+    p_regions text[], p_run_ats timestamptz[], p_expires_ats timestamptz[],
+    p_max_attempts integer[], p_dedupe_keys text[]
+) RETURNS SETOF bigint
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM corral_enqueue_v2(
+        p_kinds, p_queues, p_payloads, p_priorities, p_regions, p_run_ats, p_expires_ats,
+        p_max_attempts, p_dedupe_keys, NULL);
 END
 $$;
 
