@@ -129,3 +129,16 @@ def test_jobs_enqueue_result_queue_forwards_and_a_reserved_name_is_a_usage_error
         assert queue.complete_many(held, worker=worker) == []
         [forward] = _forwarded(queue, "done")
         assert (forward.payload["job_id"], forward.payload["result"]) == (job_id, None)
+
+
+def test_jobs_get_shows_the_result_queue_before_and_after_completion(database_url: str) -> None:
+    from tests.integration.test_queue_cli import corral
+
+    with Queue.connect(database_url) as queue:
+        job_id = queue.enqueue("noop", queue="q", result_queue="results")
+        assert queue.get_job(job_id).result_queue == "results"
+        worker = enroll(queue)
+        assert queue.complete_many(queue.claim(worker.worker_id, worker.credential, ["q"])) == []
+        assert queue.get_job(job_id).result_queue == "results"
+    shown = corral(database_url, "jobs", "get", str(job_id), "-o", "json")
+    assert '"result_queue": "results"' in shown.output, shown.output

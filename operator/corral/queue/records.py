@@ -158,6 +158,8 @@ class Job:
     result: Any = None
     # The occurrence of the schedule that enqueued it (None: not a schedule's job).
     scheduled_for: dt.datetime | None = None
+    # Where its result goes on completion (`get_job` only; None: nowhere).
+    result_queue: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
