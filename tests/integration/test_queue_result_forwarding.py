@@ -6,12 +6,16 @@ by a lost lease, forwards nothing more; a failure forwards nothing."""
 from __future__ import annotations
 
 import datetime as dt
+import time
+from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from corral.queue import Failure, InvalidJob, JobSpec, JobState, Queue
 from tests.integration._enrolled import enroll, run_sql
+from tests.integration._workers import WorkerProcess, mint_token, wait_until
 
 
 def _forwarded(queue: Queue, name: str = "results") -> list[Any]:
@@ -142,3 +146,46 @@ def test_jobs_get_shows_the_result_queue_before_and_after_completion(database_ur
         assert queue.get_job(job_id).result_queue == "results"
     shown = corral(database_url, "jobs", "get", str(job_id), "-o", "json")
     assert '"result_queue": "results"' in shown.output, shown.output
+
+
+@pytest.mark.slow
+def test_a_worker_in_a_storm_of_terminated_sessions_forwards_each_result_exactly_once(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Completions cut mid-flight are written again on a new connection (a
+    lost answer included): every result still arrives once, never twice."""
+    with Queue.connect(database_url) as q:
+        ids = q.enqueue_many(
+            [JobSpec("hold", {"sleep_s": 0.2}, queue="t", result_queue="out") for _ in range(60)]
+        )
+    w = WorkerProcess(
+        database_url, tmp_path / "w", name="w", token=mint_token(database_url), queues="t"
+    )
+    try:
+        w.wait_ready()
+        killed = 0
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            for _ in range(8):
+                killed += len(
+                    admin.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    ).fetchall()
+                )
+                time.sleep(0.5)
+        assert killed >= 8, f"the storm terminated only {killed} session(s)"
+
+        def all_done() -> bool:
+            with Queue.connect(database_url) as q:
+                return all(q.get_job(i).state == JobState.COMPLETED for i in ids)
+
+        wait_until(all_done, 90, "every job completed")
+        assert w.proc.poll() is None, f"the worker exited:\n{w.output()}"
+        forwarded = run_sql(
+            database_url,
+            "SELECT (payload->>'job_id')::int8, count(*) FROM corral_jobs"
+            " WHERE queue = 'out' AND kind = 'result' GROUP BY 1",
+        )
+        assert dict(forwarded) == dict.fromkeys(ids, 1)
+    finally:
+        w.stop()
