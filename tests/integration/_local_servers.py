@@ -29,6 +29,9 @@ def http_app() -> web.Application:
     async def to(request: web.Request) -> web.Response:
         raise web.HTTPFound(request.query["url"])
 
+    async def auth(request: web.Request) -> web.Response:
+        return web.json_response({"authorization": request.headers.get("Authorization")})
+
     async def chunked(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse()
         response.enable_chunked_encoding()
@@ -52,6 +55,7 @@ def http_app() -> web.Application:
     app.router.add_get("/ok", ok)
     app.router.add_get("/hop/{n}", hop)
     app.router.add_get("/to", to)
+    app.router.add_get("/auth", auth)
     app.router.add_get("/chunked", chunked)
     app.router.add_get("/status/{code}", status)
     app.router.add_get("/ws", echo_ws)

@@ -79,6 +79,20 @@ def test_http_follows_redirects_through_the_guard_up_to_the_cap() -> None:
                 "http", {"url": f"{base}/hop/3", "follow_redirects": False, "expected_status": 302}
             )
             assert unfollowed["redirects"] == []
+            # Credentials follow a redirect on the same origin only.
+            bearer = {"Authorization": "Bearer secret"}
+            for target, seen in [
+                ("/auth", "Bearer secret"),
+                (f"http://127.0.0.1:{port}/auth", None),
+            ]:
+                await _run(
+                    "http",
+                    {
+                        "url": f"{base}/to?url={target}",
+                        "headers": bearer,
+                        "expect_json": {"authorization": seen},
+                    },
+                )
             # A redirect to a refused target is refused before it is dialled:
             # by address literal, and by a name resolving into the range.
             for target in ("http://169.254.169.254/latest", "http://meta.test/latest"):

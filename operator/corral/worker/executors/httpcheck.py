@@ -38,6 +38,7 @@ __all__ = ["MAX_BODY_BYTES", "MAX_REDIRECTS", "HttpCheck", "http_executor"]
 MAX_BODY_BYTES = 16 * 1024 * 1024  # the most `max_body_bytes` may allow
 MAX_REDIRECTS = 20  # the most `max_redirects` may allow
 _REDIRECTS = {301, 302, 303, 307, 308}
+_CREDENTIALS = {"authorization", "cookie", "proxy-authorization"}  # dropped across origins
 
 # RFC 9110 token: what a method and a header name may be made of.
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")
@@ -116,7 +117,7 @@ def http_executor(guard: Guard) -> Any:
 
 async def _request(guard: Guard, check: HttpCheck) -> dict[str, Any]:
     started = time.perf_counter()
-    url, method, body = URL(check.url), check.method, check.body
+    url, method, body, headers = URL(check.url), check.method, check.body, check.headers
     hops: list[str] = []
     async with guarded_session(guard) as session:
         while True:
@@ -125,7 +126,7 @@ async def _request(guard: Guard, check: HttpCheck) -> dict[str, Any]:
                 method,
                 url,
                 data=body.encode() if body is not None else None,
-                headers=check.headers,
+                headers=headers,
                 allow_redirects=False,
                 proxy=proxy,
                 ssl=tls_context(check.verify_tls) if url.scheme == "https" else False,
@@ -138,9 +139,13 @@ async def _request(guard: Guard, check: HttpCheck) -> dict[str, Any]:
                             f"redirects (max_redirects): {' -> '.join([*hops, str(url)])}"
                         )
                     hops.append(str(url))
-                    url = url.join(URL(location))
+                    origin, url = url.origin(), url.join(URL(location))
                     if url.scheme not in ("http", "https"):
                         raise HandlerError(f"{hops[-1]}: redirect to {url.scheme}: refused")
+                    if url.origin() != origin:  # credentials stay with their origin
+                        headers = {
+                            k: v for k, v in headers.items() if k.lower() not in _CREDENTIALS
+                        }
                     if response.status == 303 or (
                         response.status in (301, 302) and method == "POST"
                     ):
