@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from corral.worker.executors import MAX_TIMEOUT_S, builtin_registry
-from corral.worker.executors.dnscheck import DnsCheck
+from corral.worker.executors.payloads import DnsCheck
 from corral.worker.handlers import Job, PayloadError
 
 
@@ -78,10 +78,10 @@ def test_every_network_executor_caps_its_timeout(kind: str, payload: dict[str, A
     [("10.0.0.53", "10.0.0.53"), ("10.0.0.53:5353", "10.0.0.53"), ("[fd00::53]:53", "fd00::53")],
 )
 def test_a_resolver_is_an_address_with_an_optional_port(text: str, server: str) -> None:
-    from corral.worker.executors.dnscheck import _server
+    from corral.worker.executors.payloads import resolver_address
 
     assert DnsCheck.model_validate({"name": "x", "resolver": text}).resolver == text
-    assert _server(text)[0] == server
+    assert resolver_address(text)[0] == server
     assert DnsCheck.model_validate({"name": "x", "type": "mx"}).type == "MX"
 
 

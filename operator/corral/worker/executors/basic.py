@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from corral.worker.handlers import Job
 
-__all__ = ["MAX_TIMEOUT_S", "Sleep", "noop", "sleep"]
+__all__ = ["MAX_TIMEOUT_S", "Sleep", "elapsed_ms", "noop", "sleep"]
 
 MAX_TIMEOUT_S = 60.0  # the most any check may wait (seconds); the job timeout also applies
 
@@ -36,3 +36,8 @@ async def sleep(job: Job[Sleep]) -> dict[str, Any]:
     started = time.monotonic()
     await asyncio.sleep(job.payload.seconds)
     return {"slept_s": round(time.monotonic() - started, 3), "attempt": job.attempt}
+
+
+def elapsed_ms(started: float) -> float:
+    """Milliseconds since `started` (a `time.perf_counter()` reading)."""
+    return round((time.perf_counter() - started) * 1000, 2)

@@ -13,82 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import re
 import socket
 import time
-from typing import Any, Literal
+from typing import Any
 
 import dns.asyncresolver
 import dns.exception
 import dns.rdatatype
 import dns.resolver
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from corral.worker.egress import Guard
-from corral.worker.executors.basic import MAX_TIMEOUT_S
-from corral.worker.executors.guarded import elapsed_ms
+from corral.worker.executors.basic import elapsed_ms
+from corral.worker.executors.payloads import DnsCheck, resolver_address
 from corral.worker.handlers import HandlerError, Job
 
-__all__ = ["DnsCheck", "dns_executor"]
-
-_RESOLVER = re.compile(
-    r"^(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[^\[\]:]+|[0-9a-fA-F:]+))(?::(?P<port>\d{1,5}))?$"
-)
-
-
-class DnsCheck(BaseModel):
-    """Payload of a `dns` job."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, max_length=253, pattern=r"^[^\x00-\x20\x7f]+$")
-    type: Literal["A", "AAAA", "CNAME", "MX", "TXT", "NS"] | None = Field(
-        default=None, description="record type; unset: the addresses a connection would use"
-    )
-    resolver: str | None = Field(
-        default=None, description="the server to ask: an address, [IPv6]:PORT or IPv4:PORT"
-    )
-    expected: list[str] = Field(
-        default_factory=list, description="values every one of which must be answered"
-    )
-    family: Literal["any", "ipv4", "ipv6"] = Field(
-        default="any", description="without type or resolver: which addresses"
-    )
-    timeout: float = Field(default=5.0, gt=0, le=MAX_TIMEOUT_S, description="seconds")
-
-    @field_validator("type", mode="before")
-    @classmethod
-    def _type(cls, value: Any) -> Any:
-        return value.upper() if isinstance(value, str) else value
-
-    @field_validator("resolver")
-    @classmethod
-    def _resolver(cls, value: str | None) -> str | None:
-        if value is not None:
-            _server(value)
-        return value
-
-
-def _server(text: str) -> tuple[str, int]:
-    """A resolver's address and port (53 unless given)."""
-    text = text.strip()
-    try:
-        return str(ipaddress.ip_address(text)), 53
-    except ValueError:
-        pass
-    match = _RESOLVER.fullmatch(text)
-    address = (match.group("v6") or match.group("host")) if match else ""
-    try:
-        parsed = ipaddress.ip_address(address)
-    except ValueError:
-        raise ValueError(
-            f"{text[:60]!r} is not a resolver address: give an IP address, "
-            "IPv4:PORT or [IPv6]:PORT (names are not resolved to find the resolver)"
-        ) from None
-    port = int(match.group("port") or 53) if match else 53
-    if not 1 <= port <= 65535:
-        raise ValueError(f"resolver port {port} is not 1 to 65535")
-    return str(parsed), port
+__all__ = ["dns_executor"]
 
 
 def _normal(value: str) -> str:
@@ -136,7 +75,7 @@ async def _system(guard: Guard, check: DnsCheck) -> dict[str, Any]:
 async def _query(guard: Guard, check: DnsCheck) -> dict[str, Any]:
     server = None
     if check.resolver is not None:
-        address, port = _server(check.resolver)
+        address, port = resolver_address(check.resolver)
         await guard.resolve(address, port)  # the resolver is a target like any other
         resolver = dns.asyncresolver.Resolver(configure=False)
         resolver.nameservers = [address]

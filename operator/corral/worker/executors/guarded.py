@@ -37,7 +37,6 @@ __all__ = [
     "GuardResolver",
     "cert_summary",
     "client_errors",
-    "elapsed_ms",
     "env_proxy",
     "guarded_session",
     "judge_route",
@@ -172,11 +171,6 @@ def cert_summary(ssl_object: Any) -> dict[str, Any] | None:
         "days_left": round((expires_at - datetime.now(UTC)).total_seconds() / 86400, 1),
         "verified": False,
     }
-
-
-def elapsed_ms(started: float) -> float:
-    """Milliseconds since `started` (a `time.perf_counter()` reading)."""
-    return round((time.perf_counter() - started) * 1000, 2)
 
 
 def _name(rdns: Any) -> str:

@@ -13,95 +13,28 @@ raises `HandlerError`, so the job fails through the normal retry path.
 from __future__ import annotations
 
 import json
-import re
 import time
 from typing import Any
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from yarl import URL
 
 from corral.worker.egress import Guard
-from corral.worker.executors.basic import MAX_TIMEOUT_S
+from corral.worker.executors.basic import elapsed_ms
 from corral.worker.executors.guarded import (
     cert_summary,
     client_errors,
-    elapsed_ms,
     guarded_session,
     judge_route,
     tls_context,
 )
+from corral.worker.executors.payloads import HttpCheck
 from corral.worker.handlers import HandlerError, Job
 
-__all__ = ["MAX_BODY_BYTES", "MAX_REDIRECTS", "HttpCheck", "http_executor"]
+__all__ = ["http_executor"]
 
-MAX_BODY_BYTES = 16 * 1024 * 1024  # the most `max_body_bytes` may allow
-MAX_REDIRECTS = 20  # the most `max_redirects` may allow
 _REDIRECTS = {301, 302, 303, 307, 308}
 _CREDENTIALS = {"authorization", "cookie", "proxy-authorization"}  # dropped across origins
-
-# RFC 9110 token: what a method and a header name may be made of.
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # controls but tab (CR, LF, NUL...)
-
-
-class HttpCheck(BaseModel):
-    """Payload of an `http` job."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    url: str = Field(
-        pattern=r"^https?://[^\x00-\x20\x7f]+$",
-        description="http:// or https:// URL, without spaces or control characters",
-    )
-    method: str = Field(default="GET", description="an HTTP method token: no spaces, CR or LF")
-    expected_status: int | list[int] = Field(default=200, description="a status or a list")
-    timeout: float = Field(default=10.0, gt=0, le=MAX_TIMEOUT_S, description="seconds, in all")
-    headers: dict[str, str] = Field(default_factory=dict)
-    body: str | None = None
-    verify_tls: bool = True
-    follow_redirects: bool = True
-    max_redirects: int = Field(default=5, ge=0, le=MAX_REDIRECTS)
-    proxy: str | None = Field(
-        default=None,
-        pattern=r"^http://[^\x00-\x20\x7f]+$",
-        description="http://host:port of a forward proxy (CONNECT for https)",
-    )
-    expect_body: str | None = Field(default=None, description="text the body must contain")
-    expect_json: dict[str, Any] | None = Field(
-        default=None, description='{"dotted.path": value}: fields the JSON body must hold'
-    )
-    max_body_bytes: int = Field(default=1024 * 1024, ge=0, le=MAX_BODY_BYTES)
-
-    @field_validator("method")
-    @classmethod
-    def _method(cls, value: str) -> str:
-        if not _TOKEN.fullmatch(value):
-            raise ValueError(
-                f"{value[:40]!r} is not an HTTP method (letters such as GET or POST; "
-                "CR, LF and spaces are refused)"
-            )
-        return value.upper()
-
-    @field_validator("headers")
-    @classmethod
-    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
-        for name, text in value.items():
-            if not _TOKEN.fullmatch(name):
-                raise ValueError(f"header name {name[:40]!r} is not a token (no CR, LF, spaces, :)")
-            if _CONTROL.search(text):
-                raise ValueError(
-                    f"header {name!r}: CR, LF and other control characters are refused"
-                )
-        return value
-
-    @field_validator("expected_status")
-    @classmethod
-    def _statuses(cls, value: int | list[int]) -> int | list[int]:
-        statuses = value if isinstance(value, list) else [value]
-        if not statuses or any(not 100 <= s <= 599 for s in statuses):
-            raise ValueError("statuses are 100 to 599, and at least one is expected")
-        return value
 
 
 def http_executor(guard: Guard) -> Any:

@@ -16,27 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import icmplib
-from pydantic import BaseModel, ConfigDict, Field
 
 from corral.worker.egress import Guard
-from corral.worker.executors.basic import MAX_TIMEOUT_S
+from corral.worker.executors.payloads import PingCheck
 from corral.worker.handlers import HandlerError, Job
 
-__all__ = ["PING_GROUP_RANGE", "PingCheck", "ping_executor", "unprivileged_ping_allowed"]
+__all__ = ["PING_GROUP_RANGE", "ping_executor", "unprivileged_ping_allowed"]
 
 PING_GROUP_RANGE = Path("/proc/sys/net/ipv4/ping_group_range")
-
-
-class PingCheck(BaseModel):
-    """Payload of a `ping` job."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    host: str = Field(min_length=1, max_length=253, pattern=r"^[^\x00-\x20\x7f]+$")
-    count: int = Field(default=3, ge=1, le=20, description="echo requests to send")
-    interval: float = Field(default=0.2, ge=0.01, le=5, description="seconds between them")
-    max_loss: float = Field(default=0.0, ge=0, le=1, description="fraction lost before failing")
-    timeout: float = Field(default=5.0, gt=0, le=MAX_TIMEOUT_S, description="seconds, in all")
 
 
 def unprivileged_ping_allowed() -> tuple[bool, str]:

@@ -11,8 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from corral.worker.egress import Guard
-from corral.worker.executors.basic import MAX_TIMEOUT_S
-from corral.worker.executors.guarded import elapsed_ms
+from corral.worker.executors.basic import MAX_TIMEOUT_S, elapsed_ms
 from corral.worker.handlers import HandlerError, Job
 
 __all__ = ["TcpCheck", "connect_judged", "tcp_executor"]

@@ -12,40 +12,23 @@ import time
 from typing import Any
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field
 from yarl import URL
 
 from corral.worker.egress import Guard
-from corral.worker.executors.basic import MAX_TIMEOUT_S
+from corral.worker.executors.basic import elapsed_ms
 from corral.worker.executors.guarded import (
     cert_summary,
     client_errors,
-    elapsed_ms,
     guarded_session,
     judge_route,
     tls_context,
 )
+from corral.worker.executors.payloads import WebsocketCheck
 from corral.worker.handlers import HandlerError, Job
 
-__all__ = ["WebsocketCheck", "websocket_executor"]
+__all__ = ["websocket_executor"]
 
 MAX_MESSAGE_BYTES = 1024 * 1024  # the most of a reply the check reads
-
-
-class WebsocketCheck(BaseModel):
-    """Payload of a `websocket` job."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    url: str = Field(
-        pattern=r"^wss?://[^\x00-\x20\x7f]+$",
-        description="ws:// or wss:// URL, without spaces or control characters",
-    )
-    send: str | None = Field(default=None, description="a text message to send once open")
-    expect: str | None = Field(default=None, description="text the first reply must contain")
-    verify_tls: bool = True
-    proxy: str | None = Field(default=None, pattern=r"^http://[^\x00-\x20\x7f]+$")
-    timeout: float = Field(default=10.0, gt=0, le=MAX_TIMEOUT_S, description="seconds, in all")
 
 
 def websocket_executor(guard: Guard) -> Any:
