@@ -305,29 +305,33 @@ def test_the_settings_policy_holds_the_defaults_then_the_workers_rules() -> None
     assert [r.text for r in policy.allow] == ["169.254.169.254:80"]
 
 
-@pytest.mark.parametrize("kind", ["http", "tcp"])
+@pytest.mark.parametrize("kind", ["http", "tcp", "websocket"])
 def test_the_check_connects_to_the_address_it_judged_never_to_the_name_again(
     kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No DNS-rebinding gap: the name is looked up once, by the guard."""
+    """No DNS-rebinding gap: the name is looked up once, by the guard, and
+    every connection (aiohttp's included) dials the addresses it judged."""
+    from asyncio import selector_events
+
     from corral.worker import executors
     from corral.worker.handlers import HandlerError, Job
 
     dialled: list[str] = []
 
-    async def open_connection(host: str, port: int, **_: Any) -> Any:
-        dialled.append(host)
+    async def sock_connect(self: Any, sock: Any, address: Any) -> None:
+        dialled.append(address[0])
         raise ConnectionRefusedError(111, "refused")
 
-    monkeypatch.setattr(executors.asyncio, "open_connection", open_connection)
+    monkeypatch.setattr(selector_events.BaseSelectorEventLoop, "sock_connect", sock_connect)
     guard = _guard(answers={"svc.example": ["10.0.0.1", "fd00::1"]})
     handler = executors.builtin_registry(guard).get(kind)
     assert handler is not None
     payload = {
         "http": {"url": "http://svc.example:8000/"},
         "tcp": {"host": "svc.example", "port": 8000},
+        "websocket": {"url": "ws://svc.example:8000/"},
     }
     job = handler.prepare(Job(id=1, kind=kind, queue="q", payload=payload[kind]))
     with pytest.raises(HandlerError):
         asyncio.run(handler.fn(job))
-    assert dialled == ["10.0.0.1", "fd00::1"]
+    assert sorted(dialled) == ["10.0.0.1", "fd00::1"]

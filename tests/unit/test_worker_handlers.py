@@ -83,7 +83,16 @@ def test_a_module_function_path_registers_that_function() -> None:
 
 
 def test_the_builtin_kinds_are_noop_sleep_http_tcp_and_dns() -> None:
-    assert builtin_registry().names() == ["dns", "http", "noop", "sleep", "tcp"]
+    assert builtin_registry().names() == [
+        "dns",
+        "grpc",
+        "http",
+        "noop",
+        "ping",
+        "sleep",
+        "tcp",
+        "websocket",
+    ]
 
 
 def test_a_sleep_job_says_how_long_it_slept_and_refuses_a_negative_time() -> None:

@@ -311,6 +311,12 @@ def _parse_time(
 )
 @click.option("--dedupe-key", metavar="K", help="Skip if an unfinished job has this key.")
 @click.option(
+    "--result-queue",
+    metavar="Q",
+    help="When the job completes, enqueue its result on Q as a job of kind 'result' "
+    "(exactly once; see docs/queue.md).",
+)
+@click.option(
     "--expires-in",
     callback=_duration("--expires-in"),
     metavar="DURATION",
@@ -331,6 +337,7 @@ def jobs_enqueue(
     allow_empty_region: bool,
     max_attempts: int | None,
     dedupe_key: str | None,
+    result_queue: str | None,
     expires_in: float | None,
     database_url: str | None,
 ) -> None:
@@ -384,6 +391,7 @@ def jobs_enqueue(
             max_attempts=max_attempts,
             dedupe_key=dedupe_key,
             allow_empty_region=allow_empty_region,
+            result_queue=result_queue,
         )
     click.echo(job_id)
 

@@ -89,13 +89,25 @@ def enqueue(
     max_attempts: int | None = None,
     dedupe_key: str | None = None,
     allow_empty_region: bool = False,
+    result_queue: str | None = None,
 ) -> Operation[int]:
     """Enqueue one job and return its id (or, for a dedupe_key already held by
     an unfinished job, that job's id). A job for a `region` where no worker
     heartbeats (and no pool can start one) is refused with EmptyRegion, which
-    names the regions that have workers, unless `allow_empty_region`."""
+    names the regions that have workers, unless `allow_empty_region`. With
+    `result_queue`, the job's result is enqueued there when it completes,
+    exactly once."""
     spec = r.JobSpec(
-        kind, payload, queue, priority, region, run_at, expires_at, max_attempts, dedupe_key
+        kind,
+        payload,
+        queue,
+        priority,
+        region,
+        run_at,
+        expires_at,
+        max_attempts,
+        dedupe_key,
+        result_queue,
     )
     return (yield from enqueue_many([spec], allow_empty_region=allow_empty_region))[0]
 
@@ -112,7 +124,7 @@ def enqueue_many(
         return []
     if not allow_empty_region:
         yield from require_served([s.region for s in specs if s.region])
-    rows = yield Statement("enqueue_v1", p.enqueue_params(specs))
+    rows = yield Statement(*p.enqueue_params(specs))
     return [int(row[0]) for row in rows]
 
 

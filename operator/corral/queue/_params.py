@@ -62,6 +62,11 @@ def validate(spec: JobSpec) -> None:
         raise InvalidJob("job kind is empty: name the handler that runs it")
     if spec.queue is not None and (spec.queue == "" or spec.queue == ALL_QUEUES):
         raise InvalidJob(f"queue name {spec.queue!r} is reserved or empty: pick another")
+    if spec.result_queue is not None and spec.result_queue in ("", ALL_QUEUES):
+        raise InvalidJob(
+            f"result_queue {spec.result_queue!r} is reserved or empty: name the queue "
+            "that receives the result, or pass None"
+        )
     if not PRIORITY_MIN <= spec.priority <= PRIORITY_MAX:
         raise InvalidJob(
             f"priority {spec.priority} is out of range: use {PRIORITY_MIN}..{PRIORITY_MAX}"
@@ -95,10 +100,13 @@ def payload_json(spec: JobSpec) -> str:
     return text
 
 
-def enqueue_params(specs: Sequence[JobSpec]) -> tuple[Any, ...]:
+def enqueue_params(specs: Sequence[JobSpec]) -> tuple[str, tuple[Any, ...]]:
+    """The statement and parameters of one enqueue: `enqueue_v2` (which keeps
+    each job's result queue) only when a job names one, so a database not yet
+    migrated to 0010 still takes every other enqueue."""
     for spec in specs:
         validate(spec)
-    return (
+    columns = (
         [s.kind for s in specs],
         [s.queue for s in specs],
         [payload_json(s) for s in specs],
@@ -109,6 +117,9 @@ def enqueue_params(specs: Sequence[JobSpec]) -> tuple[Any, ...]:
         [s.max_attempts for s in specs],
         [s.dedupe_key for s in specs],
     )
+    if any(s.result_queue is not None for s in specs):
+        return "enqueue_v2", (*columns, [s.result_queue for s in specs])
+    return "enqueue_v1", columns
 
 
 def claimed_from_row(row: tuple[Any, ...]) -> ClaimedJob:

@@ -86,7 +86,7 @@ class Lease:
 class JobSpec:
     """One job to enqueue. `queue` defaults to `kind`; None fields take defaults:
     priority 0, any region, run now, never expire, the queue's max_attempts (20
-    when the queue sets none)."""
+    when the queue sets none), no result forwarding."""
 
     kind: str
     payload: Any = None
@@ -97,6 +97,9 @@ class JobSpec:
     expires_at: dt.datetime | None = None
     max_attempts: int | None = None
     dedupe_key: str | None = None
+    # When the job completes, its result is enqueued on this queue as a job
+    # of kind "result" (docs/queue.md, "Result forwarding"); None: nowhere.
+    result_queue: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +161,8 @@ class Job:
     result: Any = None
     # The occurrence of the schedule that enqueued it (None: not a schedule's job).
     scheduled_for: dt.datetime | None = None
+    # Where its result goes on completion (`get_job` only; None: nowhere).
+    result_queue: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -149,7 +149,7 @@ def _env(name: str) -> dict[str, Any]:
     "--egress-deny",
     multiple=True,
     **_env(workerenv.EGRESS_DENY),
-    help="Targets the http/tcp/dns executors refuse, beyond link-local and cloud metadata: "
+    help="Targets the built-in executors refuse, beyond link-local and cloud metadata: "
     "CIDR, host pattern and/or :PORT, e.g. 10.96.0.1:443,*.internal (comma-separated or "
     "repeated).",
 )

@@ -1,5 +1,6 @@
-"""The executor guard: where the built-in `http`, `tcp` and `dns` executors
-(`corral.worker.executors`) may go.
+"""The executor guard: where the built-in executors that open connections
+(`http`, `tcp`, `dns`, `ping`, `websocket`, `grpc`: `corral.worker.executors`)
+may go.
 
 A job's payload comes from whoever can enqueue, and the worker runs inside
 the cluster network: without a guard, an `http` job could read the cloud

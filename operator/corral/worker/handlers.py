@@ -187,6 +187,7 @@ class HandlerFunction(Generic[Params, R]):
         max_attempts: int | None = None,
         dedupe_key: str | None = None,
         allow_empty_region: bool = False,
+        result_queue: str | None = None,
     ) -> int:
         """Enqueue a job of this handler's kind on `target` (a `corral.Queue`,
         or a psycopg `Connection` whose open transaction the job joins) and
@@ -201,6 +202,7 @@ class HandlerFunction(Generic[Params, R]):
             queue=queue, priority=priority, region=region, run_at=run_at,
             expires_at=expires_at, max_attempts=max_attempts, dedupe_key=dedupe_key,
             allow_empty_region=allow_empty_region,
+            result_queue=result_queue,
         )  # fmt: skip
 
     async def defer_async(
@@ -216,6 +218,7 @@ class HandlerFunction(Generic[Params, R]):
         max_attempts: int | None = None,
         dedupe_key: str | None = None,
         allow_empty_region: bool = False,
+        result_queue: str | None = None,
     ) -> int:
         """`defer` on asyncio: `target` is a `corral.AsyncQueue` or a psycopg
         `AsyncConnection`."""
@@ -226,6 +229,7 @@ class HandlerFunction(Generic[Params, R]):
             queue=queue, priority=priority, region=region, run_at=run_at,
             expires_at=expires_at, max_attempts=max_attempts, dedupe_key=dedupe_key,
             allow_empty_region=allow_empty_region,
+            result_queue=result_queue,
         )  # fmt: skip
 
 

@@ -7,6 +7,12 @@ SELECT * FROM corral_enqueue_v1(
     %s::text[], %s::text[], %s::text[]::jsonb[], %s::int4[], %s::text[],
     %s::timestamptz[], %s::timestamptz[], %s::int4[], %s::text[])
 
+-- name: enqueue_v2
+-- enqueue_v1 plus each job's result queue (used only when one is named).
+SELECT * FROM corral_enqueue_v2(
+    %s::text[], %s::text[], %s::text[]::jsonb[], %s::int4[], %s::text[],
+    %s::timestamptz[], %s::timestamptz[], %s::int4[], %s::text[], %s::text[])
+
 -- name: claim_v2
 -- Held to the worker's enrollment: its queues and region; batch and lease capped.
 SELECT * FROM corral_claim_v2(%s::int8, %s::text, %s::text[], %s::int4, %s::float8)
@@ -136,14 +142,14 @@ SELECT id, kind, queue, payload, priority, region, state, run_at, expires_at, at
        max_attempts, dedupe_key, worker_id, lease_expires_at, last_error, last_error_reason,
        enqueued_at, started_at, NULL::timestamptz AS finished_at, NULL::jsonb AS result,
        (SELECT o.scheduled_for FROM corral_schedule_occurrences o
-         WHERE o.job_id = %(id)s LIMIT 1) AS scheduled_for
+         WHERE o.job_id = %(id)s LIMIT 1) AS scheduled_for, result_queue
   FROM corral_jobs WHERE id = %(id)s
 UNION ALL
 SELECT id, kind, queue, payload, priority, region, state, run_at, expires_at, attempt,
        max_attempts, dedupe_key, worker_id, NULL::timestamptz, last_error, last_error_reason,
        enqueued_at, started_at, finished_at, result,
        (SELECT o.scheduled_for FROM corral_schedule_occurrences o
-         WHERE o.job_id = %(id)s LIMIT 1)
+         WHERE o.job_id = %(id)s LIMIT 1), result_queue
   FROM corral_jobs_finished WHERE id = %(id)s
 
 -- name: list_jobs
