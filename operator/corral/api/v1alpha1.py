@@ -221,7 +221,7 @@ class Drain(KubeModel):
 
 
 class Egress(KubeModel):
-    """Where the built-in http, tcp and dns executors may connect. Link-local addresses (169.254.0.0/16, fe80::/10), the cloud metadata endpoints and the worker's own endpoint are refused by default; private and loopback addresses are reachable. A rule is an address or CIDR, a host pattern (*.internal) and/or :PORT or :LOW-HIGH, e.g. 10.96.0.1:443."""
+    """Where the built-in network executors (http, websocket, tcp, dns, ping, grpc) may connect. Link-local addresses (169.254.0.0/16, fe80::/10), the cloud metadata endpoints and the worker's own endpoint are refused by default; private and loopback addresses are reachable. A rule is an address or CIDR, a host pattern (*.internal) and/or :PORT or :LOW-HIGH, e.g. 10.96.0.1:443."""
 
     deny: list[EgressRule] = Field(
         default_factory=list,
