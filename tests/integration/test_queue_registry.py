@@ -292,3 +292,20 @@ def test_the_region_check_and_fan_out_groups_behave_alike_in_both_clients(
         ("eu", 1, 2),
         ("us", 0, 1),
     ]
+
+
+def test_a_fan_out_needs_the_queues_history_and_a_job_retention_purged_reads_unknown(
+    database_url: str, queue: Client
+) -> None:
+    from corral.queue import InvalidJob
+
+    enroll(queue, region="eu")
+    queue.set_queue_defaults("nohistory", keep_completed=False)
+    # Its completed jobs would vanish at once, and the group's status with them.
+    with pytest.raises(InvalidJob, match="corral queues set nohistory --keep-completed true"):
+        queue.enqueue_group("noop", regions=["eu"], queue="nohistory")
+    assert run_sql(database_url, "SELECT count(*) FROM corral_job_groups") == [(0,)]
+    group = queue.enqueue_group("noop", regions=["eu"], queue="q")
+    # Gone from both tables, as retention leaves a job: it may have completed.
+    run_sql(database_url, "DELETE FROM corral_jobs WHERE id = %s", (group.jobs[0].job_id,))
+    assert queue.get_group(group.id).status == "unknown"

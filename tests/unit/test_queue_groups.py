@@ -23,7 +23,7 @@ C, D, P, R, X = (
     JobState.RUNNING,
     JobState.EXPIRED,
 )
-S, F, W = GroupStatus.SUCCEEDED, GroupStatus.FAILED, GroupStatus.PENDING
+S, F, W, U = GroupStatus.SUCCEEDED, GroupStatus.FAILED, GroupStatus.PENDING, GroupStatus.UNKNOWN
 
 
 @pytest.mark.parametrize(
@@ -33,7 +33,13 @@ S, F, W = GroupStatus.SUCCEEDED, GroupStatus.FAILED, GroupStatus.PENDING
         (Rule.ALL, [C, C, C], S),
         (Rule.ALL, [C, C, R], W),
         (Rule.ALL, [D, P, P], F),
-        (Rule.ALL, [C, C, None], F),  # a job purged by retention cannot complete
+        # A job purged by retention may have completed: unknown, unless the
+        # others decide it.
+        (Rule.ALL, [C, C, None], U),
+        (Rule.ALL, [D, C, None], F),
+        (Rule.ALL, [C, R, None], W),
+        (Rule.ANY, [None, C, D], S),
+        (Rule.MAJORITY, [C, None, D], U),
         # any: one region completed; failed once none can.
         (Rule.ANY, [D, C, R], S),
         (Rule.ANY, [D, X, R], W),

@@ -17,7 +17,7 @@ from corral.queue import _operations as op
 from corral.queue import _params as p
 from corral.queue import groups as g
 from corral.queue import records as r
-from corral.queue.errors import GroupNotFound
+from corral.queue.errors import GroupNotFound, InvalidJob
 
 
 def list_regions(*, live_s: float = p.LIVE_WORKER_S) -> op.Operation[list[r.RegionInfo]]:
@@ -53,6 +53,13 @@ def enqueue_group(
     names = g.parse_regions(regions)
     if not allow_empty_region:
         yield from op.require_served(names)
+    target = queue or kind
+    if not (yield op._one("keeps_completed", (target,))):
+        raise InvalidJob(
+            f"queue {target!r} keeps no completed jobs (keep_completed false), and a group's "
+            "status is read from its jobs' history; fan out on another queue, or keep them: "
+            f"corral queues set {target} --keep-completed true"
+        )
     group_id = int((yield op._one("insert_group", (kind, rule_.value))))
     specs = [
         r.JobSpec(kind, payload, queue, priority, name, run_at, expires_at, max_attempts)

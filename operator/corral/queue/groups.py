@@ -10,7 +10,10 @@ up its probes:
 - `any`: succeeded once one did;
 - `majority`: succeeded once more than half did;
 - failed as soon as the rule can no longer be met (too many jobs dead,
-  cancelled, expired, or purged by retention); pending otherwise.
+  cancelled or expired); pending while it may still be met;
+- unknown when only jobs purged by retention (gone from the history) could
+  tell: a group's outcome is read from the finished jobs, so a fan-out is
+  refused on a queue that keeps no completed jobs.
 
 Unit tests: tests/unit/test_queue_groups.py.
 """
@@ -50,6 +53,7 @@ class GroupStatus(enum.StrEnum):
     PENDING = "pending"  # the rule may still be met, and is not yet
     SUCCEEDED = "succeeded"
     FAILED = "failed"  # the rule can no longer be met
+    UNKNOWN = "unknown"  # only jobs purged by retention could tell
 
 
 def needed(rule: Rule, regions: int) -> int:
@@ -63,15 +67,18 @@ def needed(rule: Rule, regions: int) -> int:
 
 def rollup(rule: Rule, states: Sequence[JobState | None]) -> GroupStatus:
     """The group's status from its jobs' states (None: the job is gone,
-    purged by retention, and counts as not completed)."""
+    purged by retention: it may have completed or not)."""
     need = needed(rule, len(states))
     completed = sum(1 for s in states if s is JobState.COMPLETED)
     still_open = sum(1 for s in states if s is not None and not s.finished)
+    gone = sum(1 for s in states if s is None)
     if completed >= need:
         return GroupStatus.SUCCEEDED
-    if completed + still_open < need:
+    if completed + still_open + gone < need:
         return GroupStatus.FAILED
-    return GroupStatus.PENDING
+    if still_open:
+        return GroupStatus.PENDING
+    return GroupStatus.UNKNOWN
 
 
 def parse_rule(value: str) -> Rule:

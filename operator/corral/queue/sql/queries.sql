@@ -570,6 +570,10 @@ SELECT r.region, coalesce(w.live, 0)::int8,
   LEFT JOIN j ON j.region = r.region
  ORDER BY r.region
 
+-- name: keeps_completed
+-- Whether a queue keeps its completed jobs (no settings row: it does).
+SELECT coalesce((SELECT keep_completed FROM corral_queues WHERE name = %s), true)
+
 -- name: insert_group
 INSERT INTO corral_job_groups (kind, rule) VALUES (%s, %s) RETURNING id
 
