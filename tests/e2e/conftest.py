@@ -97,14 +97,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """A failed test's report carries what its namespace's pods said: each
-    container's state and the last lines of its log (of the run before, when it
-    restarted), the namespace's events (kills, failed probes and hooks), and,
-    on the local platform, the logs of pods already deleted. A crash-looping
-    worker, or one killed mid-job, then shows why in CI's output."""
+    """A failed test's (or teardown's) report carries what its namespace's
+    pods said: each container's state and the last lines of its log (of the
+    run before, when it restarted), the namespace's events (kills, failed
+    probes and hooks), on the local platform the logs of pods already
+    deleted, and for a teardown the operators' logs. A crash-looping worker,
+    or one killed mid-job, then shows why in CI's output."""
     report = yield
     funcargs = getattr(item, "funcargs", {})
-    if call.when != "call" or not report.failed or "namespace" not in funcargs:
+    if call.when == "setup" or not report.failed or "namespace" not in funcargs:
         return report
     cluster, namespace = funcargs["cluster"], funcargs["namespace"]
     sections: list[tuple[str, Callable[[], str]]] = [
@@ -118,10 +119,20 @@ def pytest_runtest_makereport(
                 lambda: _gone_pods_report(agent.state_dir, namespace),
             )
         )
+    for name in ("operators", "operator") if call.when == "teardown" else ():
+        started = funcargs.get(name)  # the operator processes the test started
+        if started is not None and hasattr(started, "logs"):
+            sections.append(("operator logs (tail)", lambda o=started: _tail(o.logs(), 60)))
+        elif started is not None and hasattr(started, "log"):
+            sections.append(("operator log (tail)", lambda o=started: _tail(o.log(), 60)))
     for title, build in sections:
         with contextlib.suppress(Exception):
             report.sections.append((title, build()))
     return report
+
+
+def _tail(text: str, lines: int) -> str:
+    return "\n".join(text.splitlines()[-lines:])
 
 
 def _events_report(cluster: Cluster, namespace: str) -> str:
