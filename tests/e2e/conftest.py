@@ -23,6 +23,7 @@ or the cluster cannot start, every test fails with the reason.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -30,6 +31,7 @@ import subprocess
 import uuid
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -120,18 +122,17 @@ def pytest_runtest_makereport(
             )
         )
     for name in ("operators", "operator") if call.when == "teardown" else ():
-        started = funcargs.get(name)  # the operator processes the test started
-        if started is not None and hasattr(started, "logs"):
-            sections.append(("operator logs (tail)", lambda o=started: _tail(o.logs(), 60)))
-        elif started is not None and hasattr(started, "log"):
-            sections.append(("operator log (tail)", lambda o=started: _tail(o.log(), 60)))
+        if (started := funcargs.get(name)) is not None:  # the operators the test started
+            sections.append(("operator logs (tail)", functools.partial(_operator_logs, started)))
     for title, build in sections:
         with contextlib.suppress(Exception):
             report.sections.append((title, build()))
     return report
 
 
-def _tail(text: str, lines: int) -> str:
+def _operator_logs(started: Any, lines: int = 60) -> str:
+    """`Operators.logs()` or `OperatorProcess.log()`, the last lines."""
+    text: str = started.logs() if hasattr(started, "logs") else started.log()
     return "\n".join(text.splitlines()[-lines:])
 
 
