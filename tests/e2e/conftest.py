@@ -23,6 +23,7 @@ or the cluster cannot start, every test fails with the reason.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -30,6 +31,7 @@ import subprocess
 import uuid
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -97,14 +99,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """A failed test's report carries what its namespace's pods said: each
-    container's state and the last lines of its log (of the run before, when it
-    restarted), the namespace's events (kills, failed probes and hooks), and,
-    on the local platform, the logs of pods already deleted. A crash-looping
-    worker, or one killed mid-job, then shows why in CI's output."""
+    """A failed test's (or teardown's) report carries what its namespace's
+    pods said: each container's state and the last lines of its log (of the
+    run before, when it restarted), the namespace's events (kills, failed
+    probes and hooks), on the local platform the logs of pods already
+    deleted, and for a teardown the operators' logs. A crash-looping worker,
+    or one killed mid-job, then shows why in CI's output."""
     report = yield
     funcargs = getattr(item, "funcargs", {})
-    if call.when != "call" or not report.failed or "namespace" not in funcargs:
+    if call.when == "setup" or not report.failed or "namespace" not in funcargs:
         return report
     cluster, namespace = funcargs["cluster"], funcargs["namespace"]
     sections: list[tuple[str, Callable[[], str]]] = [
@@ -118,10 +121,19 @@ def pytest_runtest_makereport(
                 lambda: _gone_pods_report(agent.state_dir, namespace),
             )
         )
+    for name in ("operators", "operator") if call.when == "teardown" else ():
+        if (started := funcargs.get(name)) is not None:  # the operators the test started
+            sections.append(("operator logs (tail)", functools.partial(_operator_logs, started)))
     for title, build in sections:
         with contextlib.suppress(Exception):
             report.sections.append((title, build()))
     return report
+
+
+def _operator_logs(started: Any, lines: int = 60) -> str:
+    """`Operators.logs()` or `OperatorProcess.log()`, the last lines."""
+    text: str = started.logs() if hasattr(started, "logs") else started.log()
+    return "\n".join(text.splitlines()[-lines:])
 
 
 def _events_report(cluster: Cluster, namespace: str) -> str:

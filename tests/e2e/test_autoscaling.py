@@ -65,8 +65,9 @@ class Operators:
         return "\n".join(f"--- {o.log_path.name} ---\n{o.log()}" for o in self.started)
 
     def stop_all(self) -> None:
+        # kubectl's own --timeout, not the 60 s a kubectl call gets by default.
         self.cluster.kubectl("delete", "workerpools", "--all", "-n", self.namespace,
-                             "--timeout=120s", check=False)  # fmt: skip
+                             "--timeout=120s", check=False, timeout_s=150)  # fmt: skip
         for process in self.started:
             process.stop()
 

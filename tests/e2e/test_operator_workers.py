@@ -225,8 +225,9 @@ def test_pools_in_two_regions_run_only_on_their_regions_nodes_and_each_region_co
         assert {p["spec"]["nodeName"] for p in us_pods} == {"e2e-us"}
 
         def region_status(name: str, workers: int) -> dict[str, Any] | None:
+            # Counted as of one reconcile: the status converges on both.
             status = (_get(cluster, "region", name) or {}).get("status") or {}
-            return status if status.get("workers") == workers else None
+            return status if (status.get("workers"), status.get("pools")) == (workers, 1) else None
 
         eu_status = eventually(lambda: region_status(eu, 2), f"Region {eu} to count 2 workers")
         us_status = eventually(lambda: region_status(us, 1), f"Region {us} to count 1 worker")
