@@ -77,7 +77,7 @@ class WorkerSettings(BaseModel):
     queues: list[str] = Field(min_length=1, max_length=32)
     region: str | None = None
     concurrency: int = Field(default=10, ge=1, le=10_000)
-    batch_size: int = Field(default=0, ge=0, le=10_000)  # 0 -> min(concurrency, 500)
+    batch_size: int = Field(default=0, ge=0, le=10_000)  # 0 -> min(concurrency, 1000)
     name: str = Field(default_factory=socket.gethostname, min_length=1, max_length=253)
     state_dir: Path = Field(default_factory=default_state_dir)
     http_host: str = "0.0.0.0"
@@ -175,8 +175,9 @@ class WorkerSettings(BaseModel):
 
     @property
     def claim_batch(self) -> int:
-        """How many jobs one claim may take at most."""
-        return self.batch_size or min(self.concurrency, 500)
+        """How many jobs one claim may take at most (the server caps a claim at
+        1,000); `corral.worker.claimsize` sizes each claim up to it."""
+        return self.batch_size or min(self.concurrency, 1000)
 
     @property
     def safe_database_url(self) -> str:
