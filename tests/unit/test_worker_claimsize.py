@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from corral.worker.claimsize import FLOOR, ClaimSize, next_target
+from corral.worker.claimsize import FLOOR, SERVER_CAP, ClaimSize, next_target
 
 
 def drain(size: ClaimSize, backlog: int, free: int) -> list[int]:
     """Claims one worker makes against a queue of `backlog` jobs, with
-    `free` slots open at every claim (jobs finish between claims)."""
+    `free` slots open at every claim (jobs finish between claims); the
+    server returns at most SERVER_CAP jobs a claim, as corral_claim_v3 does."""
     claims = []
     while True:
         asked = size.ask(free)
-        got = min(asked, backlog)
+        got = min(asked, backlog, SERVER_CAP)
         backlog -= got
         size.claimed(asked, got)
         if got:
@@ -86,3 +87,12 @@ def test_a_cap_below_the_floor_is_the_target() -> None:
 def test_a_cap_of_zero_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         ClaimSize(0)
+
+
+def test_a_cap_above_what_the_server_returns_is_held_to_it() -> None:
+    # --batch-size 5000 against a deep queue: each claim gets the server's
+    # 1,000, which must read as full (keep claiming), not as an empty queue.
+    size = ClaimSize(5000)
+    claims = drain(size, 100_000, free=10_000)
+    assert max(claims) == SERVER_CAP
+    assert sum(claims) == 100_000

@@ -21,9 +21,12 @@ The rule, like TCP's slow start:
 
 from __future__ import annotations
 
-__all__ = ["FLOOR", "ClaimSize", "next_target"]
+__all__ = ["FLOOR", "SERVER_CAP", "ClaimSize", "next_target"]
 
 FLOOR = 2  # jobs: the smallest target; one lone job is still one claim
+# corral_claim_v2/_v3 return at most 1,000 jobs: asking for more would read
+# as a short claim (the queue looks empty) while it is deep.
+SERVER_CAP = 1000
 
 
 def next_target(target: int, asked: int, got: int, *, cap: int) -> int:
@@ -50,7 +53,7 @@ class ClaimSize:
     def __init__(self, cap: int) -> None:
         if cap < 1:
             raise ValueError(f"the claim cap must be at least 1 (got {cap})")
-        self.cap = cap
+        self.cap = min(cap, SERVER_CAP)
         self.target = min(FLOOR, cap)
 
     def ask(self, free: int) -> int:
