@@ -134,9 +134,9 @@ def test_a_bad_drain_timeout_is_named() -> None:
         settings(drain_timeout_s="soon")
 
 
-def test_the_claim_batch_defaults_to_the_concurrency_capped_at_500() -> None:
+def test_the_claim_batch_defaults_to_the_concurrency_capped_at_1000() -> None:
     assert settings(concurrency=20).claim_batch == 20
-    assert settings(concurrency=2000).claim_batch == 500
+    assert settings(concurrency=2000).claim_batch == 1000
     assert settings(concurrency=2000, batch_size=100).claim_batch == 100
 
 

@@ -173,6 +173,14 @@ def lease_params(jobs: Iterable[Leased]) -> tuple[list[int], list[Any]]:
     return ids, tokens
 
 
+def int8_array(values: list[int]) -> str:
+    """`values` as a PostgreSQL array literal (`{1,2,3}`), sent as untyped
+    text that the statement's `::int8[]` cast parses. psycopg's list dumper
+    runs a regex over every element (about 1 µs a job for a completion's ids
+    and tokens); joining the digits costs a tenth of that."""
+    return "{" + ",".join(map(str, map(int, values))) + "}"
+
+
 def complete_params(
     jobs: Iterable[Leased], results: Mapping[int, Any] | None, worker: Caller | None = None
 ) -> tuple[str, tuple[Any, ...]]:
@@ -184,11 +192,18 @@ def complete_params(
     `complete_v2`."""
     ids, tokens = lease_params(jobs)
     texts = result_texts(ids, results) if results else None
+    id_array, token_array = int8_array(ids), int8_array(tokens)
     if worker is not None:
-        return "complete_v3", (int(worker.worker_id), worker.credential, ids, tokens, texts)
+        return "complete_v3", (
+            int(worker.worker_id),
+            worker.credential,
+            id_array,
+            token_array,
+            texts,
+        )
     if texts is None:
-        return "complete_v1", (ids, tokens)
-    return "complete_v2", (ids, tokens, texts)
+        return "complete_v1", (id_array, token_array)
+    return "complete_v2", (id_array, token_array, texts)
 
 
 def result_texts(ids: list[int], results: Mapping[int, Any]) -> list[str | None]:

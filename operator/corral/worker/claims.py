@@ -1,5 +1,7 @@
-"""The claim loop: as many jobs as there are free slots, in one statement,
-whenever the queue may have some; and the listener that says when.
+"""The claim loop: jobs in one statement whenever the queue may have some,
+never more than the free slots, sized by `corral.worker.claimsize` (small
+while the queue is shallow, growing to the cap while it is deep); and the
+listener that says when.
 
 Started by `corral.worker.runtime` as the `dispatcher` and `listener` tasks.
 The dispatcher claims through `QueueSession.claim`, starts each job with
@@ -17,6 +19,7 @@ import time
 from corral.queue import ConnectionLost
 from corral.queue.dsn import scrub_password
 from corral.worker._queue import QueueSession
+from corral.worker.claimsize import ClaimSize
 from corral.worker.drain import Lifecycle
 from corral.worker.jobs import Jobs
 from corral.worker.metrics import WorkerMetrics
@@ -46,6 +49,7 @@ async def dispatch(
     stuck = jobs.stuck  # threads of sync handlers past their timeout hold slots too
     slot_freed = jobs.slot_freed
     start_job = jobs.start
+    size = ClaimSize(batch)
     outage_logged = False
     while lifecycle.accepting:
         free = concurrency - len(running) - len(stuck)
@@ -54,8 +58,9 @@ async def dispatch(
             await slot_freed.wait()
             continue
         wake.clear()
+        asked = size.ask(free)
         try:
-            claimed = await session.claim(min(free, batch))
+            claimed = await session.claim(asked)
         except ConnectionLost as exc:
             # The database is away (a restart, a failover): the jobs held
             # go on, and their results wait in the buffer; claim again once
@@ -69,6 +74,7 @@ async def dispatch(
             await asyncio.sleep(session.backoff())
             continue
         outage_logged = False
+        size.claimed(asked, len(claimed))
         if not lifecycle.accepting:
             # Drain began while the claim was in flight: run what we got
             # (it is ours now) rather than leaving it leased.
@@ -81,7 +87,7 @@ async def dispatch(
             wall = time.time()
             for job in claimed:
                 start_job(job, wall)
-            if len(claimed) == min(free, batch):
+            if len(claimed) == asked:
                 # A full batch: more are probably waiting. Let the jobs
                 # just started run (and free their slots) first.
                 await asyncio.sleep(0)

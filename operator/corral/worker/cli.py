@@ -69,7 +69,10 @@ def _env(name: str) -> dict[str, Any]:
     "--batch-size",
     type=int,
     **_env(workerenv.BATCH_SIZE),
-    help="Most jobs per claim [default: min(concurrency, 500)].",
+    help=(
+        "Most jobs per claim; claims start small and grow to this while the queue is deep "
+        "[default: min(concurrency, 1000)]."
+    ),
 )
 @click.option("--name", **_env(workerenv.NAME), help="Worker name (pod name) [default: hostname].")
 @click.option(

@@ -79,7 +79,7 @@ class WorkerSettings(BaseModel):
     # The WorkerPool that runs this worker (None: started by hand).
     pool: str | None = None
     concurrency: int = Field(default=10, ge=1, le=10_000)
-    batch_size: int = Field(default=0, ge=0, le=10_000)  # 0 -> min(concurrency, 500)
+    batch_size: int = Field(default=0, ge=0, le=10_000)  # 0 -> min(concurrency, 1000)
     name: str = Field(default_factory=socket.gethostname, min_length=1, max_length=253)
     state_dir: Path = Field(default_factory=default_state_dir)
     http_host: str = "0.0.0.0"
@@ -182,8 +182,9 @@ class WorkerSettings(BaseModel):
 
     @property
     def claim_batch(self) -> int:
-        """How many jobs one claim may take at most."""
-        return self.batch_size or min(self.concurrency, 500)
+        """How many jobs one claim may take at most (the server caps a claim at
+        1,000); `corral.worker.claimsize` sizes each claim up to it."""
+        return self.batch_size or min(self.concurrency, 1000)
 
     @property
     def safe_database_url(self) -> str:
