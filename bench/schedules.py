@@ -26,9 +26,6 @@ import statistics
 import sys
 import time
 
-import psycopg
-from psycopg import sql
-
 from corral import queue
 from corral.queue import ScheduleSpec
 from corral_local.postgres import PostgresServer
@@ -58,10 +55,7 @@ def main(argv: list[str]) -> int:
     server = PostgresServer(settings={"shared_buffers": "512MB"})
     server.start()
     try:
-        name = f"sched_{secrets.token_hex(4)}"
-        with psycopg.connect(server.dsn("postgres"), autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        dsn = server.dsn(name)
+        dsn = server.create_database(f"sched_{secrets.token_hex(4)}")
         queue.migrate(dsn)
         with queue.Queue.connect(dsn) as q:
             due = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=args.lead)

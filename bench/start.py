@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
 
 from corral import queue
 from corral_local.postgres import PostgresServer
@@ -143,10 +142,7 @@ def main(argv: list[str]) -> int:
     server.start()
     tmp = Path(tempfile.mkdtemp(prefix="corral-bench-start-"))
     try:
-        name = f"start_{secrets.token_hex(4)}"
-        with psycopg.connect(server.dsn("postgres"), autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        dsn = server.dsn(name)
+        dsn = server.create_database(f"start_{secrets.token_hex(4)}")
         queue.migrate(dsn)
         launch(dsn, tmp / "warm-up")  # page cache and bytecode, as on a node that ran one before
         ready, claim = [], []

@@ -5,22 +5,39 @@ process against the test cluster and database, and wait for things. The
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from corral.api import API_VERSION
-from corral_local.localcluster import Cluster
+from corral_local.localcluster import Cluster, ClusterError, LocalCluster
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextlib.contextmanager
+def running_cluster(directory: Path, what: str) -> Iterator[LocalCluster]:
+    """A local control plane in `directory` for the block, stopped after it;
+    when it cannot start, the tests fail naming `what` and the cause."""
+    local = LocalCluster(directory)
+    try:
+        local.start()
+    except ClusterError as exc:
+        pytest.fail(f"{what} did not start: {exc}", pytrace=False)
+    try:
+        yield local
+    finally:
+        local.stop()
 
 
 def install_crds(cluster: Cluster) -> None:
@@ -59,6 +76,22 @@ def get_json(cluster: Cluster, *args: str) -> dict[str, Any] | None:
         return None
     body: dict[str, Any] = json.loads(result.stdout)
     return body
+
+
+def dry_run_pod(
+    cluster: Cluster, namespace: str, name: str, spec: dict[str, Any]
+) -> subprocess.CompletedProcess[str]:
+    """Ask the API server to admit, not create, a Pod `name` with `spec` in
+    `namespace` (so that namespace's Pod Security level judges it)."""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+    return cluster.kubectl(
+        "create", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False
+    )
 
 
 def recreated(
@@ -150,3 +183,36 @@ class OperatorProcess:
                 self.proc.wait()
         self._log.close()
         return self.proc.returncode
+
+
+def delete_pools_then_stop(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, timeout_s: int = 60
+) -> None:
+    """Delete every WorkerPool in `namespace` while `operator` still runs, then
+    stop it. Pools carry the operator's finalizer: deleted after it is gone,
+    the namespace would wait for an operator that never comes back. kubectl
+    gives up before its process is killed (a slow deletion never fails the
+    test it follows), and the operator stops even when the delete times out
+    (it did on a loaded machine, and left the process running after the
+    session)."""
+    try:
+        cluster.kubectl(
+            "delete", "workerpools", "--all", "-n", namespace, f"--timeout={timeout_s}s",
+            check=False, timeout_s=timeout_s + 30,
+        )  # fmt: skip
+    finally:
+        operator.stop()
+
+
+def force_delete_pools(cluster: Cluster, namespace: str) -> None:
+    """Delete every WorkerPool in `namespace` without waiting for an operator:
+    mark them deleted, then drop the operator's finalizer so that they go at
+    once (for tests whose pools' workers never drain, or whose operators are
+    stopped)."""
+    cluster.kubectl("delete", "workerpools", "--all", "-n", namespace, "--wait=false", check=False)
+    names = cluster.kubectl("get", "workerpools", "-n", namespace, "-o", "name", check=False)
+    for name in names.stdout.split():
+        cluster.kubectl(
+            "patch", name, "-n", namespace, "--type=merge",
+            "-p", '{"metadata": {"finalizers": null}}', check=False,
+        )  # fmt: skip

@@ -24,7 +24,7 @@ import pytest
 
 from corral.queue import Job, JobSpec, JobState, Queue, Worker, WorkerState
 from corral_local.localcluster import Cluster
-from tests.e2e._corral import OperatorProcess, eventually, pool_manifest
+from tests.e2e._corral import OperatorProcess, delete_pools_then_stop, eventually, pool_manifest
 from tests.e2e._corral import apply as _apply
 from tests.e2e._corral import get_json as _get
 from tests.e2e._nodes import NodeAgentHandle, pod_json, shell_container
@@ -49,8 +49,7 @@ def operator(
     process = _start_operator(cluster, pod_database_url, namespace, region, tmp_path / "op.log")
     yield process
     # Pools go before the operator, so their finalizer runs and no pod outlives the test.
-    cluster.kubectl("delete", "workerpools", "--all", "-n", namespace, "--timeout=60s", check=False)
-    process.stop()
+    delete_pools_then_stop(cluster, namespace, process)
 
 
 def _start_operator(
@@ -342,9 +341,7 @@ def test_restarting_the_operator_leaves_running_workers_alone(
         now = _heartbeating(_workers(pod_database_url, f"{namespace}/calm", removed=True))
         assert sorted(w.id for w in now) == sorted(w.id for w in workers), second.log()
     finally:
-        cluster.kubectl("delete", "workerpools", "--all", "-n", namespace, "--timeout=60s",
-                        check=False)  # fmt: skip
-        second.stop()
+        delete_pools_then_stop(cluster, namespace, second)
 
 
 def test_deleting_a_pool_removes_its_deployment_secret_token_and_workers(
