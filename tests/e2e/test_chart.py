@@ -182,12 +182,24 @@ def test_the_rendered_chart_is_accepted_and_the_operator_pod_is_restricted(
     assert result.returncode == 0, result.stderr
 
 
-def _rbac_as(cluster: Cluster, namespace: str, release: tuple[str, list[dict[str, Any]]]) -> str:
+def _operator_can_i(
+    cluster: Cluster,
+    namespace: str,
+    release: tuple[str, list[dict[str, Any]]],
+    verb: str,
+    resource: str,
+    where: str,
+) -> subprocess.CompletedProcess[str]:
+    """`kubectl auth can-i VERB RESOURCE -n WHERE` as the release's operator
+    ServiceAccount, the release's RBAC applied first."""
     name, docs = release
     kinds = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
     rbac = [d for d in docs if d["kind"] in kinds]
     cluster.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in rbac))
-    return f"system:serviceaccount:{namespace}:{name}-corral"
+    service_account = f"system:serviceaccount:{namespace}:{name}-corral"
+    return cluster.kubectl(
+        "auth", "can-i", verb, resource, "-n", where, f"--as={service_account}", check=False
+    )
 
 
 @pytest.mark.parametrize(
@@ -214,10 +226,7 @@ def test_in_the_pools_namespace_the_operator_may_touch_secrets_and_pods_as_pools
     resource: str,
     allowed: bool,
 ) -> None:
-    service_account = _rbac_as(cluster, namespace, release)
-    result = cluster.kubectl(
-        "auth", "can-i", verb, resource, "-n", namespace, f"--as={service_account}", check=False
-    )
+    result = _operator_can_i(cluster, namespace, release, verb, resource, where=namespace)
     assert result.stdout.strip() == ("yes" if allowed else "no"), (verb, resource, result.stderr)
 
 
@@ -262,9 +271,5 @@ def test_the_operator_may_do_what_reconciling_needs_and_nothing_more(
     resource: str,
     allowed: bool,
 ) -> None:
-    service_account = _rbac_as(cluster, namespace, release)
-    result = cluster.kubectl(
-        "auth", "can-i", verb, resource, "-n", "some-namespace", f"--as={service_account}",
-        check=False,
-    )  # fmt: skip
+    result = _operator_can_i(cluster, namespace, release, verb, resource, "some-namespace")
     assert result.stdout.strip() == ("yes" if allowed else "no"), (verb, resource, result.stderr)

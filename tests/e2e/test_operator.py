@@ -256,15 +256,7 @@ def test_a_deleted_enrollment_secret_is_recreated_with_a_fresh_token(
         lambda: _get(cluster, "secret", "email-enrollment", "-n", namespace), "the Secret"
     )
     cluster.kubectl("delete", "secret", "email-enrollment", "-n", namespace)
-    again = eventually(
-        lambda: (
-            (s := _get(cluster, "secret", "email-enrollment", "-n", namespace))
-            and s["metadata"]["uid"] != first["metadata"]["uid"]
-            and s
-        ),
-        "the Secret to be re-created",
-        timeout_s=30,
-    )
+    again = recreated(cluster, namespace, "secret", first, "the Secret to be re-created")
     assert again["data"]["token"] != first["data"]["token"]
 
 

@@ -141,6 +141,20 @@ def _heartbeating(workers: list[Worker], within_s: float = 10.0) -> list[Worker]
     ]
 
 
+def _one_worker_pool(
+    cluster: Cluster, namespace: str, database_url: str, name: str
+) -> tuple[dict[str, Any], Worker]:
+    """A pool `name` of one worker on queue `name`, applied: its Ready pod, and
+    its worker once that heartbeats."""
+    _apply(cluster, _pool(name, [name], 1), namespace)
+    (pod,) = _ready_pods(cluster, namespace, name, 1)
+    (worker,) = eventually(
+        lambda: _heartbeating(_workers(database_url, f"{namespace}/{name}")),
+        f"the worker of pool {name} heartbeating",
+    )
+    return pod, worker
+
+
 def _table(cluster: Cluster, namespace: str) -> dict[str, dict[str, str]]:
     """`kubectl get workerpools` as {pool name: {COLUMN: cell}}."""
     lines = cluster.kubectl("get", "workerpools", "-n", namespace).stdout.splitlines()
@@ -259,11 +273,7 @@ def test_a_rotated_token_leaves_running_workers_alone_and_enrolls_new_pods(
     cluster: Cluster, namespace: str, operator: OperatorProcess, node_agent: NodeAgentHandle,
     pod_database_url: str,
 ) -> None:  # fmt: skip
-    _apply(cluster, _pool("rot", ["rot"], 1), namespace)
-    (pod,) = _ready_pods(cluster, namespace, "rot", 1)
-    (worker,) = eventually(
-        lambda: _heartbeating(_workers(pod_database_url, f"{namespace}/rot")), "the worker"
-    )
+    pod, worker = _one_worker_pool(cluster, namespace, pod_database_url, "rot")
     secret = _get(cluster, "secret", "rot-enrollment", "-n", namespace)
     assert secret is not None
     old_token_id = secret["metadata"]["annotations"][TOKEN_ID_ANNOTATION]
@@ -379,13 +389,8 @@ def test_another_pod_cannot_drain_a_worker_its_own_prestop_does_and_only_the_met
     cluster: Cluster, namespace: str, operator: OperatorProcess, node_agent: NodeAgentHandle,
     pod_database_url: str,
 ) -> None:  # fmt: skip
-    _apply(cluster, _pool("guarded", ["guarded"], 1), namespace)
-    (pod,) = _ready_pods(cluster, namespace, "guarded", 1)
+    pod, worker = _one_worker_pool(cluster, namespace, pod_database_url, "guarded")
     pod_name, pod_ip = pod["metadata"]["name"], pod["status"]["podIP"]
-    (worker,) = eventually(
-        lambda: _heartbeating(_workers(pod_database_url, f"{namespace}/guarded")),
-        "the pool's worker heartbeating",
-    )
     # The pool owns a NetworkPolicy that admits the metrics port and no other.
     policy = eventually(
         lambda: _get(cluster, "networkpolicy", "guarded", "-n", namespace),
