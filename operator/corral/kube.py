@@ -111,35 +111,42 @@ class Kube:
             message = message.decode("utf-8", "replace")
         raise KubeError(f"{what}: HTTP {status}: {message}", status)
 
+    def _read(self, path: str, what: str) -> dict[str, Any] | None:
+        """GET `path`; None when it is not there."""
+        return self._request("GET", path, f"reading {what}", missing_ok=True)
+
+    def _patch_status(self, path: str, what: str, status: dict[str, Any]) -> None:
+        """Merge `status` into the status subresource of the object at `path`;
+        an object deleted meanwhile (404) has no status left to report."""
+        self._request(
+            "PATCH",
+            f"{path}/status",
+            f"writing the status of {what}",
+            body={"status": status},
+            query=[("fieldManager", FIELD_MANAGER)],
+            content_type=_MERGE,
+            missing_ok=True,
+        )
+
     # -- reading ------------------------------------------------------------------
 
     def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self._request(
-            "GET",
+        return self._read(
             f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
-            f"reading Deployment {namespace}/{name}",
-            missing_ok=True,
+            f"Deployment {namespace}/{name}",
         )
 
     def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self._request(
-            "GET",
-            f"/api/v1/namespaces/{namespace}/secrets/{name}",
-            f"reading Secret {namespace}/{name}",
-            missing_ok=True,
+        return self._read(
+            f"/api/v1/namespaces/{namespace}/secrets/{name}", f"Secret {namespace}/{name}"
         )
 
     def get_region(self, name: str) -> dict[str, Any] | None:
-        return self._request(
-            "GET", f"{_CORRAL}/regions/{name}", f"reading Region {name}", missing_ok=True
-        )
+        return self._read(f"{_CORRAL}/regions/{name}", f"Region {name}")
 
     def get_workerpool(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self._request(
-            "GET",
-            f"{_CORRAL}/namespaces/{namespace}/workerpools/{name}",
-            f"reading WorkerPool {namespace}/{name}",
-            missing_ok=True,
+        return self._read(
+            f"{_CORRAL}/namespaces/{namespace}/workerpools/{name}", f"WorkerPool {namespace}/{name}"
         )
 
     def list_workerpools(self, namespaces: list[str] | None = None) -> list[dict[str, Any]]:
@@ -288,35 +295,21 @@ class Kube:
 
     def patch_workerpool_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         # A pool deleted meanwhile has no status left to report: 404 is fine.
-        self._request(
-            "PATCH",
-            f"{_CORRAL}/namespaces/{namespace}/workerpools/{name}/status",
-            f"writing the status of WorkerPool {namespace}/{name}",
-            body={"status": status},
-            query=[("fieldManager", FIELD_MANAGER)],
-            content_type=_MERGE,
-            missing_ok=True,
+        self._patch_status(
+            f"{_CORRAL}/namespaces/{namespace}/workerpools/{name}",
+            f"WorkerPool {namespace}/{name}",
+            status,
         )
 
     def patch_region_status(self, name: str, status: dict[str, Any]) -> None:
-        self._request(
-            "PATCH",
-            f"{_CORRAL}/regions/{name}/status",
-            f"writing the status of Region {name}",
-            body={"status": status},
-            query=[("fieldManager", FIELD_MANAGER)],
-            content_type=_MERGE,
-            missing_ok=True,
-        )
+        self._patch_status(f"{_CORRAL}/regions/{name}", f"Region {name}", status)
 
     # -- leases (leader election) ---------------------------------------------------
 
     def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self._request(
-            "GET",
+        return self._read(
             f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}",
-            f"reading Lease {namespace}/{name}",
-            missing_ok=True,
+            f"Lease {namespace}/{name}",
         )
 
     def create_lease(self, namespace: str, body: dict[str, Any]) -> bool:
