@@ -115,14 +115,15 @@ class Kube:
         """GET `path`; None when it is not there."""
         return self._request("GET", path, f"reading {what}", missing_ok=True)
 
-    def _patch_status(self, path: str, what: str, status: dict[str, Any]) -> None:
-        """Merge `status` into the status subresource of the object at `path`;
-        an object deleted meanwhile (404) has no status left to report."""
-        self._request(
+    def _merge_patch(self, path: str, what: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Merge `body` into the object at `path` as the operator's field
+        manager; the object as written, or None when it is gone (nothing left
+        to change)."""
+        return self._request(
             "PATCH",
-            f"{path}/status",
-            f"writing the status of {what}",
-            body={"status": status},
+            path,
+            what,
+            body=body,
             query=[("fieldManager", FIELD_MANAGER)],
             content_type=_MERGE,
             missing_ok=True,
@@ -208,14 +209,10 @@ class Kube:
         """Set only spec.replicas (a merge patch: an apply of this one field
         would drop every other field the operator applied). Returns the
         Deployment as written (None when it is gone)."""
-        return self._request(
-            "PATCH",
+        return self._merge_patch(
             f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
             f"scaling Deployment {namespace}/{name}",
-            body={"spec": {"replicas": replicas}},
-            query=[("fieldManager", FIELD_MANAGER)],
-            content_type=_MERGE,
-            missing_ok=True,
+            {"spec": {"replicas": replicas}},
         )
 
     def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
@@ -230,14 +227,10 @@ class Kube:
 
     def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
         """Set (or, with None, remove) annotations of a pod; a pod gone meanwhile is fine."""
-        self._request(
-            "PATCH",
+        self._merge_patch(
             f"/api/v1/namespaces/{namespace}/pods/{name}",
             f"annotating pod {namespace}/{name}",
-            body={"metadata": {"annotations": annotations}},
-            query=[("fieldManager", FIELD_MANAGER)],
-            content_type=_MERGE,
-            missing_ok=True,
+            {"metadata": {"annotations": annotations}},
         )
 
     def delete_pod(self, namespace: str, name: str) -> None:
@@ -295,14 +288,18 @@ class Kube:
 
     def patch_workerpool_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         # A pool deleted meanwhile has no status left to report: 404 is fine.
-        self._patch_status(
-            f"{_CORRAL}/namespaces/{namespace}/workerpools/{name}",
-            f"WorkerPool {namespace}/{name}",
-            status,
+        self._merge_patch(
+            f"{_CORRAL}/namespaces/{namespace}/workerpools/{name}/status",
+            f"writing the status of WorkerPool {namespace}/{name}",
+            {"status": status},
         )
 
     def patch_region_status(self, name: str, status: dict[str, Any]) -> None:
-        self._patch_status(f"{_CORRAL}/regions/{name}", f"Region {name}", status)
+        self._merge_patch(
+            f"{_CORRAL}/regions/{name}/status",
+            f"writing the status of Region {name}",
+            {"status": status},
+        )
 
     # -- leases (leader election) ---------------------------------------------------
 
