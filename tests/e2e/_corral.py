@@ -1,7 +1,9 @@
-"""Helpers of corral's own e2e tests: install the CRDs, build and apply
-WorkerPool manifests, read objects back, run `corral operator` as a real
-process against the test cluster and database, and wait for things. The
-`crds` and `region` fixtures built on them are in tests/e2e/conftest.py."""
+"""Helpers of corral's own e2e tests: start a local control plane, install the
+CRDs, build and apply WorkerPool manifests, read objects back, dry-run a Pod
+against Pod Security, run `corral operator` as a real process against the
+test cluster and database, delete a test's pools at its end, and wait for
+things. The `cluster`, `crds` and `region` fixtures built on them are in
+tests/e2e/conftest.py (the chaos drills use them too)."""
 
 from __future__ import annotations
 
