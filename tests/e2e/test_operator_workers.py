@@ -28,6 +28,9 @@ from tests.e2e._corral import OperatorProcess, delete_pools_then_stop, eventuall
 from tests.e2e._corral import apply as _apply
 from tests.e2e._corral import get_json as _get
 from tests.e2e._nodes import NodeAgentHandle, pod_json, shell_container
+from tests.e2e._pools import pods as _pods
+from tests.e2e._pools import status as _pool_status
+from tests.e2e._pools import workers as _workers
 
 API = "corral.dev/v1alpha1"
 TOKEN_EXPIRES_ANNOTATION = "corral.dev/token-expires-at"
@@ -77,19 +80,6 @@ def _region(name: str, node_region: str) -> dict[str, Any]:
     }
 
 
-def _pool_status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
-    status: dict[str, Any] = (_get(cluster, "workerpool", name, "-n", namespace) or {}).get(
-        "status"
-    ) or {}
-    return status
-
-
-def _pods(cluster: Cluster, namespace: str, pool: str) -> list[dict[str, Any]]:
-    found = _get(cluster, "pods", "-n", namespace, "-l", f"corral.dev/pool={pool}") or {}
-    pods: list[dict[str, Any]] = found.get("items", [])
-    return pods
-
-
 def _ready_pods(cluster: Cluster, namespace: str, pool: str, count: int) -> list[dict[str, Any]]:
     """Exactly `count` pods of the pool, all Running and Ready, none terminating."""
 
@@ -118,11 +108,6 @@ def _ready_pods(cluster: Cluster, namespace: str, pool: str, count: int) -> list
         ]
         raise AssertionError(f"{exc}\npods: {json.dumps(seen, indent=1)[:6000]}") from None
     return pods
-
-
-def _workers(database_url: str, pool_key: str, *, removed: bool = False) -> list[Worker]:
-    with Queue.connect(database_url) as queue:
-        return [w for w in queue.list_workers(include_removed=removed) if w.pool == pool_key]
 
 
 def _job(database_url: str, job_id: int) -> Job:
