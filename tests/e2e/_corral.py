@@ -113,8 +113,11 @@ def recreated(
     return found
 
 
-def eventually(check: Callable[[], Any], what: str, timeout_s: float = 60.0) -> Any:
-    """Poll `check` until it returns something truthy; fail naming `what` and the last value."""
+def eventually(
+    check: Callable[[], Any], what: str, timeout_s: float = 60.0, every_s: float = 0.5
+) -> Any:
+    """Poll `check` every `every_s` until it returns something truthy; fail
+    naming `what` and the last value."""
     deadline = time.monotonic() + timeout_s
     last: Any = None
     while time.monotonic() < deadline:
@@ -124,7 +127,7 @@ def eventually(check: Callable[[], Any], what: str, timeout_s: float = 60.0) -> 
             last = exc
         if last and not isinstance(last, Exception):
             return last
-        time.sleep(0.5)
+        time.sleep(every_s)
     raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}; last: {last!r}")
 
 
