@@ -26,12 +26,9 @@ import statistics
 import sys
 import time
 
-import psycopg
-from psycopg import sql
-
 from corral import queue
 from corral.queue import ScheduleSpec
-from corral_local.postgres import PostgresServer
+from corral_local.postgres import running
 
 
 def say(text: str) -> None:
@@ -55,13 +52,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     n = args.schedules
     say(f"bench-schedules: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
-    server = PostgresServer(settings={"shared_buffers": "512MB"})
-    server.start()
-    try:
-        name = f"sched_{secrets.token_hex(4)}"
-        with psycopg.connect(server.dsn("postgres"), autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        dsn = server.dsn(name)
+    with running(settings={"shared_buffers": "512MB"}) as server:
+        dsn = server.create_database(f"sched_{secrets.token_hex(4)}")
         queue.migrate(dsn)
         with queue.Queue.connect(dsn) as q:
             due = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=args.lead)
@@ -113,8 +105,6 @@ def main(argv: list[str]) -> int:
             f"empty_pass_ms_100k={idle_100k:.2f}"
         )
         return 0
-    finally:
-        server.stop()
 
 
 if __name__ == "__main__":

@@ -36,10 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
 
 from corral import queue
-from corral_local.postgres import PostgresServer
+from corral_local.postgres import running
 
 ROOT = Path(__file__).resolve().parent.parent
 CORRAL = str(Path(sys.executable).with_name("corral"))
@@ -139,14 +138,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--top", type=int, default=12, help="import offenders listed")
     args = parser.parse_args(argv)
     say(f"bench-start: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; {CORRAL}")
-    server = PostgresServer()
-    server.start()
     tmp = Path(tempfile.mkdtemp(prefix="corral-bench-start-"))
-    try:
-        name = f"start_{secrets.token_hex(4)}"
-        with psycopg.connect(server.dsn("postgres"), autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        dsn = server.dsn(name)
+    with running() as server:
+        dsn = server.create_database(f"start_{secrets.token_hex(4)}")
         queue.migrate(dsn)
         launch(dsn, tmp / "warm-up")  # page cache and bytecode, as on a node that ran one before
         ready, claim = [], []
@@ -167,8 +161,6 @@ def main(argv: list[str]) -> int:
             f"imports_ms={imports_ms:.0f} launches={args.launches}"
         )
         return 0
-    finally:
-        server.stop()
 
 
 if __name__ == "__main__":

@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+import psycopg
+from psycopg import sql
+
 __all__ = ["PostgresError", "PostgresServer", "find_bindir", "free_port"]
 
 _SEARCH_DIRS = ("/usr/lib/postgresql",)
@@ -126,6 +129,12 @@ class PostgresServer:
             f"postgresql://{quote(self.user)}:{quote(self.password, safe='')}"
             f"@{host or self.host}:{self.port}/{quote(dbname)}"
         )
+
+    def create_database(self, name: str) -> str:
+        """Create the empty database `name` on this server; returns its URL."""
+        with psycopg.connect(self.dsn("postgres"), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return self.dsn(name)
 
     def start(self) -> PostgresServer:
         bindir = find_bindir()

@@ -111,35 +111,43 @@ class Kube:
             message = message.decode("utf-8", "replace")
         raise KubeError(f"{what}: HTTP {status}: {message}", status)
 
+    def _read(self, path: str, what: str) -> dict[str, Any] | None:
+        """GET `path`; None when it is not there."""
+        return self._request("GET", path, f"reading {what}", missing_ok=True)
+
+    def _merge_patch(self, path: str, what: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Merge `body` into the object at `path` as the operator's field
+        manager; the object as written, or None when it is gone (nothing left
+        to change)."""
+        return self._request(
+            "PATCH",
+            path,
+            what,
+            body=body,
+            query=[("fieldManager", FIELD_MANAGER)],
+            content_type=_MERGE,
+            missing_ok=True,
+        )
+
     # -- reading ------------------------------------------------------------------
 
     def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self._request(
-            "GET",
+        return self._read(
             f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
-            f"reading Deployment {namespace}/{name}",
-            missing_ok=True,
+            f"Deployment {namespace}/{name}",
         )
 
     def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self._request(
-            "GET",
-            f"/api/v1/namespaces/{namespace}/secrets/{name}",
-            f"reading Secret {namespace}/{name}",
-            missing_ok=True,
+        return self._read(
+            f"/api/v1/namespaces/{namespace}/secrets/{name}", f"Secret {namespace}/{name}"
         )
 
     def get_region(self, name: str) -> dict[str, Any] | None:
-        return self._request(
-            "GET", f"{_CORRAL}/regions/{name}", f"reading Region {name}", missing_ok=True
-        )
+        return self._read(f"{_CORRAL}/regions/{name}", f"Region {name}")
 
     def get_workerpool(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self._request(
-            "GET",
-            f"{_CORRAL}/namespaces/{namespace}/workerpools/{name}",
-            f"reading WorkerPool {namespace}/{name}",
-            missing_ok=True,
+        return self._read(
+            f"{_CORRAL}/namespaces/{namespace}/workerpools/{name}", f"WorkerPool {namespace}/{name}"
         )
 
     def list_workerpools(self, namespaces: list[str] | None = None) -> list[dict[str, Any]]:
@@ -201,14 +209,10 @@ class Kube:
         """Set only spec.replicas (a merge patch: an apply of this one field
         would drop every other field the operator applied). Returns the
         Deployment as written (None when it is gone)."""
-        return self._request(
-            "PATCH",
+        return self._merge_patch(
             f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
             f"scaling Deployment {namespace}/{name}",
-            body={"spec": {"replicas": replicas}},
-            query=[("fieldManager", FIELD_MANAGER)],
-            content_type=_MERGE,
-            missing_ok=True,
+            {"spec": {"replicas": replicas}},
         )
 
     def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
@@ -223,14 +227,10 @@ class Kube:
 
     def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
         """Set (or, with None, remove) annotations of a pod; a pod gone meanwhile is fine."""
-        self._request(
-            "PATCH",
+        self._merge_patch(
             f"/api/v1/namespaces/{namespace}/pods/{name}",
             f"annotating pod {namespace}/{name}",
-            body={"metadata": {"annotations": annotations}},
-            query=[("fieldManager", FIELD_MANAGER)],
-            content_type=_MERGE,
-            missing_ok=True,
+            {"metadata": {"annotations": annotations}},
         )
 
     def delete_pod(self, namespace: str, name: str) -> None:
@@ -288,35 +288,25 @@ class Kube:
 
     def patch_workerpool_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         # A pool deleted meanwhile has no status left to report: 404 is fine.
-        self._request(
-            "PATCH",
+        self._merge_patch(
             f"{_CORRAL}/namespaces/{namespace}/workerpools/{name}/status",
             f"writing the status of WorkerPool {namespace}/{name}",
-            body={"status": status},
-            query=[("fieldManager", FIELD_MANAGER)],
-            content_type=_MERGE,
-            missing_ok=True,
+            {"status": status},
         )
 
     def patch_region_status(self, name: str, status: dict[str, Any]) -> None:
-        self._request(
-            "PATCH",
+        self._merge_patch(
             f"{_CORRAL}/regions/{name}/status",
             f"writing the status of Region {name}",
-            body={"status": status},
-            query=[("fieldManager", FIELD_MANAGER)],
-            content_type=_MERGE,
-            missing_ok=True,
+            {"status": status},
         )
 
     # -- leases (leader election) ---------------------------------------------------
 
     def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self._request(
-            "GET",
+        return self._read(
             f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}",
-            f"reading Lease {namespace}/{name}",
-            missing_ok=True,
+            f"Lease {namespace}/{name}",
         )
 
     def create_lease(self, namespace: str, body: dict[str, Any]) -> bool:

@@ -4,15 +4,15 @@ real `corral worker` processes stopped after the drill."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from corral import queue
 from corral_local.postgres import PostgresServer
 from tests._postgres import restartable_server
+from tests.chaos._audit import audit
 from tests.integration._workers import WorkerProcess, mint_token
 
 
@@ -26,9 +26,7 @@ def server() -> Iterator[PostgresServer]:
 @pytest.fixture
 def url(server: PostgresServer) -> str:
     """The queue's database on the drill's server, migrated."""
-    with psycopg.connect(server.dsn(), autocommit=True) as conn:
-        conn.execute("CREATE DATABASE corral")
-    dsn = server.dsn("corral")
+    dsn = server.create_database("corral")
     queue.migrate(dsn)
     return dsn
 
@@ -59,6 +57,16 @@ class Fleet:
 
     def output(self) -> str:
         return "\n".join(f"--- {w.name} ---\n{w.output()}" for w in self.workers)
+
+    def audit(
+        self, drill: str, injected: str, dsn: str, ids: list[int], *, dead: Iterable[int] = ()
+    ) -> dict[str, int]:
+        """`_audit.audit` of a drill this fleet ran: every worker it started
+        should still be alive, and its output shows when the audit fails."""
+        return audit(
+            drill, injected, dsn, ids,
+            alive=self.alive(), fleet_size=len(self.workers), output=self.output(), dead=dead,
+        )  # fmt: skip
 
     def stop(self) -> None:
         for w in self.workers:

@@ -16,7 +16,7 @@ import pytest
 
 from corral import queue
 from corral_local.postgres import PostgresServer
-from tests.chaos._audit import audit, finished_states
+from tests.chaos._audit import finished_states
 from tests.chaos.conftest import Fleet
 from tests.integration._workers import wait_until
 
@@ -53,14 +53,11 @@ def test_a_fast_database_restart_during_a_5000_job_run(
     server.stop()  # SIGINT: PostgreSQL's fast shutdown, every session cut
     server.start()
     down_s = time.monotonic() - started
-    audit(
+    fleet.audit(
         "restart",
         f"a fast restart of PostgreSQL after {_done(url, ids)} of 5000 jobs ({down_s:.1f}s down)",
         url,
         ids,
-        alive=fleet.alive(),
-        fleet_size=WORKERS,
-        output=fleet.output(),
     )
 
 
@@ -79,14 +76,11 @@ def test_a_storm_of_terminated_worker_sessions(url: str, fleet: Fleet) -> None:
             )
             time.sleep(0.3)
     assert killed > 0, "the storm found no worker session to terminate"
-    audit(
+    fleet.audit(
         "terminate-storm",
         f"{killed} worker sessions terminated in {rounds} rounds 0.3 s apart",
         url,
         ids,
-        alive=fleet.alive(),
-        fleet_size=WORKERS,
-        output=fleet.output(),
     )
 
 
@@ -98,15 +92,12 @@ def test_a_poison_result_and_a_poison_error_in_the_middle_of_a_run(url: str, fle
     after = _enqueue(url, 1000)
     fleet.start(url, WORKERS, "--concurrency", CONCURRENCY)
     ids = [*before, bad_result, bad_error, *after]
-    audit(
+    fleet.audit(
         "poison",
         "a result with NUL and a lone surrogate, an error with both, amid 2,000 jobs",
         url,
         ids,
-        alive=fleet.alive(),
-        fleet_size=WORKERS,
         dead={bad_error},  # one attempt allowed: its cleaned error is kept
-        output=fleet.output(),
     )
     with queue.Queue.connect(url) as q:
         assert q.get_job(bad_result).result == {"text": "nul \ufffd here", "half": "\ufffd"}
@@ -128,12 +119,9 @@ def test_a_database_frozen_longer_than_the_statement_timeout(
         time.sleep(5)
     finally:
         os.killpg(group, signal.SIGCONT)
-    audit(
+    fleet.audit(
         "freeze",
         "SIGSTOP of every PostgreSQL process for 5 s (statement_timeout 2 s)",
         url,
         ids,
-        alive=fleet.alive(),
-        fleet_size=WORKERS,
-        output=fleet.output(),
     )

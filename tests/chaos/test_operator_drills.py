@@ -22,14 +22,16 @@ from typing import Any
 import pytest
 import yaml
 
-from corral_local.localcluster import ClusterError, LocalCluster
+from corral_local.localcluster import LocalCluster
 from tests.e2e._corral import (
     OperatorProcess,
     apply,
     eventually,
+    force_delete_pools,
     get_json,
     install_crds,
     pool_manifest,
+    running_cluster,
 )
 
 pytestmark = pytest.mark.slow
@@ -39,16 +41,9 @@ OUTAGE_S = 30.0
 
 @pytest.fixture(scope="module")
 def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    local = LocalCluster(tmp_path_factory.mktemp("cluster"))
-    try:
-        local.start()
-    except ClusterError as exc:
-        pytest.fail(f"the drill's control plane did not start: {exc}", pytrace=False)
-    try:
+    with running_cluster(tmp_path_factory.mktemp("cluster"), "the drill's control plane") as local:
         install_crds(local)
         yield local
-    finally:
-        local.stop()
 
 
 class Replicas:
@@ -111,17 +106,23 @@ def _replicas(cluster: LocalCluster, namespace: str) -> Any:
     return found.get("spec", {}).get("replicas")
 
 
+def _drill_namespace(cluster: LocalCluster, drill: str, lease: str) -> tuple[str, tuple[str, ...]]:
+    """A new namespace for one drill, and the arguments that keep its operator
+    replicas to it: its pools, its region, and their leader Lease `lease` in it."""
+    namespace = f"chaos-{drill}-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "namespace", namespace)
+    return namespace, (
+        "--namespace", namespace, "--default-region", "chaos", "--http-port", "-1",
+        "--leader-lease", lease, "--operator-namespace", namespace,
+    )  # fmt: skip
+
+
 def test_the_api_server_stopped_for_30_s_under_two_operator_replicas(
     own_cluster: LocalCluster, url: str, tmp_path: Path
 ) -> None:
     cluster = own_cluster
-    namespace = f"chaos-api-{uuid.uuid4().hex[:6]}"
-    cluster.kubectl("create", "namespace", namespace)
     lease = "corral-chaos-leader"
-    common = (
-        "--namespace", namespace, "--default-region", "chaos", "--http-port", "-1",
-        "--leader-lease", lease, "--operator-namespace", namespace,
-    )  # fmt: skip
+    namespace, common = _drill_namespace(cluster, "api", lease)
     first = OperatorProcess(cluster, url, tmp_path / "a.log", *common, "--identity", "replica-a")
     second: OperatorProcess | None = None
     try:
@@ -172,26 +173,16 @@ def test_the_api_server_stopped_for_30_s_under_two_operator_replicas(
         for process in (first, second):
             if process is not None:
                 process.stop()
-        cluster.kubectl("delete", "workerpools", "--all", "-n", namespace, "--wait=false",
-                        check=False)  # fmt: skip
-        for name in cluster.kubectl("get", "workerpools", "-n", namespace, "-o", "name",
-                                    check=False).stdout.split():  # fmt: skip
-            cluster.kubectl("patch", name, "-n", namespace, "--type=merge",
-                            "-p", '{"metadata": {"finalizers": null}}', check=False)  # fmt: skip
+        force_delete_pools(cluster, namespace)
 
 
 def test_the_leader_killed_with_kill_9_in_the_middle_of_reconciles(
     own_cluster: LocalCluster, url: str, tmp_path: Path
 ) -> None:
     cluster = own_cluster
-    namespace = f"chaos-kill-{uuid.uuid4().hex[:6]}"
-    cluster.kubectl("create", "namespace", namespace)
     lease = "corral-chaos-kill"
-    replicas = Replicas(
-        cluster, url, tmp_path,
-        "--namespace", namespace, "--default-region", "chaos", "--http-port", "-1",
-        "--leader-lease", lease, "--operator-namespace", namespace,
-    )  # fmt: skip
+    namespace, common = _drill_namespace(cluster, "kill", lease)
+    replicas = Replicas(cluster, url, tmp_path, *common)
     pools = [f"p{i:02d}" for i in range(12)]
     try:
         first = replicas.start("replica-a")
@@ -242,9 +233,4 @@ def test_the_leader_killed_with_kill_9_in_the_middle_of_reconciles(
         assert holder in {"replica-a", "replica-b"}, why
     finally:
         replicas.stop()
-        cluster.kubectl("delete", "workerpools", "--all", "-n", namespace, "--wait=false",
-                        check=False)  # fmt: skip
-        for name in cluster.kubectl("get", "workerpools", "-n", namespace, "-o", "name",
-                                    check=False).stdout.split():  # fmt: skip
-            cluster.kubectl("patch", name, "-n", namespace, "--type=merge",
-                            "-p", '{"metadata": {"finalizers": null}}', check=False)  # fmt: skip
+        force_delete_pools(cluster, namespace)

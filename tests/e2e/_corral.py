@@ -1,26 +1,45 @@
-"""Helpers of corral's own e2e tests: install the CRDs, build and apply
-WorkerPool manifests, read objects back, run `corral operator` as a real
-process against the test cluster and database, and wait for things. The
-`crds` and `region` fixtures built on them are in tests/e2e/conftest.py."""
+"""Helpers of corral's own e2e tests: start a local control plane, install the
+CRDs, build and apply WorkerPool manifests, read objects back, dry-run a Pod
+against Pod Security, run `corral operator` as a real process against the
+test cluster and database, delete a test's pools at its end, and wait for
+things. The `cluster`, `crds` and `region` fixtures built on them are in
+tests/e2e/conftest.py (the chaos drills use them too)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from corral.api import API_VERSION
-from corral_local.localcluster import Cluster
+from corral_local.localcluster import Cluster, ClusterError, LocalCluster
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextlib.contextmanager
+def running_cluster(directory: Path, what: str) -> Iterator[LocalCluster]:
+    """A local control plane in `directory` for the block, stopped after it;
+    when it cannot start, the tests fail naming `what` and the cause."""
+    local = LocalCluster(directory)
+    try:
+        local.start()
+    except ClusterError as exc:
+        pytest.fail(f"{what} did not start: {exc}", pytrace=False)
+    try:
+        yield local
+    finally:
+        local.stop()
 
 
 def install_crds(cluster: Cluster) -> None:
@@ -61,6 +80,22 @@ def get_json(cluster: Cluster, *args: str) -> dict[str, Any] | None:
     return body
 
 
+def dry_run_pod(
+    cluster: Cluster, namespace: str, name: str, spec: dict[str, Any]
+) -> subprocess.CompletedProcess[str]:
+    """Ask the API server to admit, not create, a Pod `name` with `spec` in
+    `namespace` (so that namespace's Pod Security level judges it)."""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+    return cluster.kubectl(
+        "create", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False
+    )
+
+
 def recreated(
     cluster: Cluster, namespace: str, kind: str, first: dict[str, Any], what: str
 ) -> dict[str, Any]:
@@ -78,8 +113,11 @@ def recreated(
     return found
 
 
-def eventually(check: Callable[[], Any], what: str, timeout_s: float = 60.0) -> Any:
-    """Poll `check` until it returns something truthy; fail naming `what` and the last value."""
+def eventually(
+    check: Callable[[], Any], what: str, timeout_s: float = 60.0, every_s: float = 0.5
+) -> Any:
+    """Poll `check` every `every_s` until it returns something truthy; fail
+    naming `what` and the last value."""
     deadline = time.monotonic() + timeout_s
     last: Any = None
     while time.monotonic() < deadline:
@@ -89,7 +127,7 @@ def eventually(check: Callable[[], Any], what: str, timeout_s: float = 60.0) -> 
             last = exc
         if last and not isinstance(last, Exception):
             return last
-        time.sleep(0.5)
+        time.sleep(every_s)
     raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}; last: {last!r}")
 
 
@@ -150,3 +188,36 @@ class OperatorProcess:
                 self.proc.wait()
         self._log.close()
         return self.proc.returncode
+
+
+def delete_pools_then_stop(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, timeout_s: int = 60
+) -> None:
+    """Delete every WorkerPool in `namespace` while `operator` still runs, then
+    stop it. Pools carry the operator's finalizer: deleted after it is gone,
+    the namespace would wait for an operator that never comes back. kubectl
+    gives up before its process is killed (a slow deletion never fails the
+    test it follows), and the operator stops even when the delete times out
+    (it did on a loaded machine, and left the process running after the
+    session)."""
+    try:
+        cluster.kubectl(
+            "delete", "workerpools", "--all", "-n", namespace, f"--timeout={timeout_s}s",
+            check=False, timeout_s=timeout_s + 30,
+        )  # fmt: skip
+    finally:
+        operator.stop()
+
+
+def force_delete_pools(cluster: Cluster, namespace: str) -> None:
+    """Delete every WorkerPool in `namespace` without waiting for an operator:
+    mark them deleted, then drop the operator's finalizer so that they go at
+    once (for tests whose pools' workers never drain, or whose operators are
+    stopped)."""
+    cluster.kubectl("delete", "workerpools", "--all", "-n", namespace, "--wait=false", check=False)
+    names = cluster.kubectl("get", "workerpools", "-n", namespace, "-o", "name", check=False)
+    for name in names.stdout.split():
+        cluster.kubectl(
+            "patch", name, "-n", namespace, "--type=merge",
+            "-p", '{"metadata": {"finalizers": null}}', check=False,
+        )  # fmt: skip

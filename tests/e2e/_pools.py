@@ -8,20 +8,21 @@ live in the test modules.
 
 from __future__ import annotations
 
-import json
 import threading
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import yaml
-
 from corral.queue import Job, JobState, Queue, Worker
 from corral_local.localcluster import Cluster
+from tests.e2e._corral import apply as apply  # re-exported: pool tests call p.apply
+from tests.e2e._corral import eventually, get_json
 
 API = "corral.dev/v1alpha1"
+# The names the pool tests read as; one implementation each, in _corral.
+get = get_json
+wait_until = eventually
 
 
 def pool(name: str, queues: list[str], **spec: Any) -> dict[str, Any]:
@@ -31,19 +32,6 @@ def pool(name: str, queues: list[str], **spec: Any) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": {"queues": queues, **spec},
     }
-
-
-def apply(cluster: Cluster, body: dict[str, Any], namespace: str | None = None) -> None:
-    where = ["-n", namespace] if namespace else []
-    cluster.kubectl("apply", *where, "-f", "-", input=yaml.safe_dump(body))
-
-
-def get(cluster: Cluster, *args: str) -> dict[str, Any] | None:
-    result = cluster.kubectl("get", *args, "-o", "json", check=False)
-    if result.returncode != 0:
-        return None
-    body: dict[str, Any] = json.loads(result.stdout)
-    return body
 
 
 def status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
@@ -165,21 +153,6 @@ class PodWatch:
             ):
                 busy.append((pod_name, job.id))
         return busy
-
-
-def wait_until(check: Any, what: str, timeout_s: float = 60.0, every_s: float = 0.5) -> Any:
-    """Poll `check` until truthy; fail naming `what` and the last value."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except Exception as exc:
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}; last: {last!r}")
 
 
 def finished_states(database_url: str, ids: list[int]) -> dict[JobState, int]:

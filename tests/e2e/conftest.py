@@ -39,9 +39,8 @@ from corral_local.localcluster import (
     Cluster,
     ClusterError,
     ExistingCluster,
-    LocalCluster,
 )
-from tests.e2e._corral import install_crds
+from tests.e2e._corral import install_crds, running_cluster
 
 
 def _existing_kubeconfig() -> Path | None:
@@ -69,15 +68,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             pytest.fail(f"existing cluster unusable: {exc}", pytrace=False)
         yield found
         return
-    local = LocalCluster(tmp_path_factory.mktemp("cluster"))
-    try:
-        local.start()
-    except ClusterError as exc:
-        pytest.fail(f"the local control plane did not start: {exc}", pytrace=False)
-    try:
+    with running_cluster(tmp_path_factory.mktemp("cluster"), "the local control plane") as local:
         yield local
-    finally:
-        local.stop()
 
 
 # Fixtures that only the local platform provides: the node agent runs pods as

@@ -30,7 +30,7 @@ import pytest
 from psycopg import sql
 
 from corral import queue as corral_queue
-from corral.queue import JobSpec, JobState, Queue, ScheduleSpec
+from corral.queue import Job, JobSpec, JobState, Queue, ScheduleSpec
 from corral_local.localcluster import Cluster
 from corral_local.postgres import PostgresServer
 from tests.e2e import _pools as p
@@ -262,8 +262,8 @@ def test_new_work_arriving_while_workers_drain_cancels_their_drain(
 
 def _two_busy_workers(
     cluster: Cluster, namespace: str, url: str, name: str, spec: dict[str, Any]
-) -> tuple[list[int], list[Any]]:
-    """A pool of two workers, each running a 12 s job."""
+) -> list[Job]:
+    """A pool of two workers, each running a 12 s job: those two jobs."""
     p.apply(cluster, p.pool(name, [name], **spec), namespace)
     p.wait_until(
         lambda: len([x for x in p.pods(cluster, namespace, name) if p.is_ready(x)]) == 2,
@@ -279,7 +279,17 @@ def _two_busy_workers(
         ),
         "both jobs running, one per worker",
     )
-    return ids, running
+    return running
+
+
+def _assert_each_finished_where_it_started(database_url: str, running: list[Job], why: str) -> None:
+    """The `running` jobs all finish, uninterrupted, each on the worker that had
+    started it."""
+    ids = [j.id for j in running]
+    p.wait_until(lambda: p.all_finished(database_url, ids), "both jobs to finish", 180)
+    _assert_nothing_interrupted(database_url, ids, why)
+    finished = {j.id: j.worker_id for j in p.jobs(database_url, ids)}
+    assert finished == {j.id: j.worker_id for j in running}
 
 
 _KEEP_SPEC: dict[str, Any] = {
@@ -294,15 +304,12 @@ def test_deleting_a_busy_pod_lets_its_job_finish_on_it_before_it_goes(
     cluster: Cluster, namespace: str, operators: Operators, pod_database_url: str,
 ) -> None:  # fmt: skip
     operators.start(pod_database_url)
-    ids, running = _two_busy_workers(cluster, namespace, pod_database_url, "keep", _KEEP_SPEC)
+    running = _two_busy_workers(cluster, namespace, pod_database_url, "keep", _KEEP_SPEC)
     names = _worker_pods(pod_database_url, f"{namespace}/keep")
     victim = names[running[0].worker_id or 0]
     cluster.kubectl("delete", "pod", victim, "-n", namespace, "--wait=false")
-    p.wait_until(lambda: p.all_finished(pod_database_url, ids), "both jobs to finish", 180)
-    _assert_nothing_interrupted(pod_database_url, ids, operators.logs())
     # Each job finished on the worker that started it, the deleted pod's too.
-    finished = {j.id: j.worker_id for j in p.jobs(pod_database_url, ids)}
-    assert finished == {j.id: j.worker_id for j in running}
+    _assert_each_finished_where_it_started(pod_database_url, running, operators.logs())
     p.wait_until(
         lambda: len([x for x in p.pods(cluster, namespace, "keep") if p.is_ready(x)]) == 2
         and victim not in {x["metadata"]["name"] for x in p.pods(cluster, namespace, "keep")},
@@ -314,16 +321,13 @@ def test_rolling_out_a_new_spec_during_long_jobs_loses_and_interrupts_nothing(
     cluster: Cluster, namespace: str, operators: Operators, pod_database_url: str,
 ) -> None:  # fmt: skip
     operators.start(pod_database_url)
-    ids, running = _two_busy_workers(cluster, namespace, pod_database_url, "roll", _KEEP_SPEC)
+    running = _two_busy_workers(cluster, namespace, pod_database_url, "roll", _KEEP_SPEC)
     before = {x["metadata"]["name"] for x in p.pods(cluster, namespace, "roll")}
     # A busy pod deleted by hand just as the rollout starts: both paths drain.
     victim = _worker_pods(pod_database_url, f"{namespace}/roll")[running[0].worker_id or 0]
     cluster.kubectl("delete", "pod", victim, "-n", namespace, "--wait=false")
     p.apply(cluster, p.pool("roll", ["roll"], **{**_KEEP_SPEC, "concurrency": 2}), namespace)
-    p.wait_until(lambda: p.all_finished(pod_database_url, ids), "both jobs to finish", 180)
-    _assert_nothing_interrupted(pod_database_url, ids, operators.logs())
-    finished = {j.id: j.worker_id for j in p.jobs(pod_database_url, ids)}
-    assert finished == {j.id: j.worker_id for j in running}
+    _assert_each_finished_where_it_started(pod_database_url, running, operators.logs())
     p.wait_until(
         lambda: (pods := p.pods(cluster, namespace, "roll"))
         and len([x for x in pods if p.is_ready(x)]) == 2

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from corral_local.localcluster import Cluster, default_bin_dir
-from tests.e2e._corral import install_crds
+from tests.e2e._corral import dry_run_pod, install_crds
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "corral"
@@ -176,24 +176,30 @@ def test_the_rendered_chart_is_accepted_and_the_operator_pod_is_restricted(
     stream = "\n---\n".join(json.dumps(doc) for doc in docs)
     cluster.kubectl("apply", "-f", "-", input=stream)
     (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": f"{name}-probe", "namespace": namespace},
-        "spec": deployment["spec"]["template"]["spec"],
-    }
-    result = cluster.kubectl(
-        "create", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False
+    result = dry_run_pod(
+        cluster, namespace, f"{name}-probe", deployment["spec"]["template"]["spec"]
     )
     assert result.returncode == 0, result.stderr
 
 
-def _rbac_as(cluster: Cluster, namespace: str, release: tuple[str, list[dict[str, Any]]]) -> str:
+def _operator_can_i(
+    cluster: Cluster,
+    namespace: str,
+    release: tuple[str, list[dict[str, Any]]],
+    verb: str,
+    resource: str,
+    where: str,
+) -> subprocess.CompletedProcess[str]:
+    """`kubectl auth can-i VERB RESOURCE -n WHERE` as the release's operator
+    ServiceAccount, the release's RBAC applied first."""
     name, docs = release
     kinds = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
     rbac = [d for d in docs if d["kind"] in kinds]
     cluster.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in rbac))
-    return f"system:serviceaccount:{namespace}:{name}-corral"
+    service_account = f"system:serviceaccount:{namespace}:{name}-corral"
+    return cluster.kubectl(
+        "auth", "can-i", verb, resource, "-n", where, f"--as={service_account}", check=False
+    )
 
 
 @pytest.mark.parametrize(
@@ -220,10 +226,7 @@ def test_in_the_pools_namespace_the_operator_may_touch_secrets_and_pods_as_pools
     resource: str,
     allowed: bool,
 ) -> None:
-    service_account = _rbac_as(cluster, namespace, release)
-    result = cluster.kubectl(
-        "auth", "can-i", verb, resource, "-n", namespace, f"--as={service_account}", check=False
-    )
+    result = _operator_can_i(cluster, namespace, release, verb, resource, where=namespace)
     assert result.stdout.strip() == ("yes" if allowed else "no"), (verb, resource, result.stderr)
 
 
@@ -268,17 +271,5 @@ def test_the_operator_may_do_what_reconciling_needs_and_nothing_more(
     resource: str,
     allowed: bool,
 ) -> None:
-    name, docs = release
-    rbac = [
-        d
-        for d in docs
-        if d["kind"]
-        in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
-    ]
-    cluster.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in rbac))
-    service_account = f"system:serviceaccount:{namespace}:{name}-corral"
-    result = cluster.kubectl(
-        "auth", "can-i", verb, resource, "-n", "some-namespace", f"--as={service_account}",
-        check=False,
-    )  # fmt: skip
+    result = _operator_can_i(cluster, namespace, release, verb, resource, "some-namespace")
     assert result.stdout.strip() == ("yes" if allowed else "no"), (verb, resource, result.stderr)

@@ -60,6 +60,12 @@ def promtool() -> Path:
     return path
 
 
+def _promtool(*args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(promtool()), *args], capture_output=True, text=True, timeout=timeout_s, check=False
+    )
+
+
 def _rules_file(tmp_path: Path, *args: str) -> Path:
     rule = _one(_render("-f", str(MONITORING_VALUES), *args), "PrometheusRule")
     path = tmp_path / "corral-rules.yaml"
@@ -146,10 +152,7 @@ def test_a_mistyped_monitoring_value_is_rejected_by_name() -> None:
 
 def test_promtool_accepts_the_alerting_rules(tmp_path: Path) -> None:
     rules = _rules_file(tmp_path)
-    result = subprocess.run(
-        [str(promtool()), "check", "rules", str(rules)],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    result = _promtool("check", "rules", str(rules), timeout_s=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS: 5 rules found" in result.stdout
 
@@ -158,10 +161,7 @@ def test_each_alert_fires_on_its_scenario_and_stays_quiet_otherwise(tmp_path: Pa
     _rules_file(tmp_path)  # alerts.test.yaml reads corral-rules.yaml beside it
     tests = tmp_path / "alerts.test.yaml"
     tests.write_text(ALERT_TESTS.read_text())
-    result = subprocess.run(
-        [str(promtool()), "test", "rules", str(tests)],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    result = _promtool("test", "rules", str(tests), timeout_s=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from corral_local.localcluster import Cluster
+from tests.e2e._corral import dry_run_pod
 
 KIND = Path(__file__).resolve().parents[2] / "examples" / "kind"
 IMAGE = "ghcr.io/corral-dev/corral-operator:0.1.0"
@@ -89,13 +90,6 @@ def test_the_api_server_accepts_the_manifests_and_their_pods_are_restricted(
     templates = [d for d in docs if d["kind"] in ("Deployment", "Job")]
     assert templates
     for owner in templates:
-        pod = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": f"{owner['metadata']['name']}-probe", "namespace": restricted},
-            "spec": owner["spec"]["template"]["spec"],
-        }
-        result = cluster.kubectl(
-            "create", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False
-        )
+        probe = f"{owner['metadata']['name']}-probe"
+        result = dry_run_pod(cluster, restricted, probe, owner["spec"]["template"]["spec"])
         assert result.returncode == 0, result.stderr

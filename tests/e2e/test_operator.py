@@ -17,7 +17,14 @@ import yaml
 
 from corral.queue import Queue, hash_secret
 from corral_local.localcluster import Cluster
-from tests.e2e._corral import OperatorProcess, apply, eventually, pool_manifest, recreated
+from tests.e2e._corral import (
+    OperatorProcess,
+    apply,
+    delete_pools_then_stop,
+    eventually,
+    pool_manifest,
+    recreated,
+)
 from tests.e2e._corral import get_json as _get
 
 
@@ -41,16 +48,7 @@ def operator(
         "--namespace", namespace, "--default-region", default_region, "--leader-lease", "",
     )  # fmt: skip
     yield process
-    # Pools carry the operator's finalizer: delete them while it still runs,
-    # or the namespace would wait for an operator that is gone. The operator
-    # stops even when that delete times out (it did on a loaded machine, and
-    # left the process running after the session).
-    try:
-        cluster.kubectl(
-            "delete", "workerpools", "--all", "-n", namespace, "--timeout=60s", check=False
-        )
-    finally:
-        process.stop()
+    delete_pools_then_stop(cluster, namespace, process)
 
 
 def _apply(cluster: Cluster, namespace: str, body: dict[str, Any]) -> None:
@@ -247,10 +245,7 @@ def test_restarting_the_operator_converges_without_duplicates_or_a_new_token(
             tokens = [t for t in queue.list_tokens() if t.pool == f"{namespace}/email"]
         assert len(tokens) == 1
     finally:
-        cluster.kubectl(
-            "delete", "workerpools", "--all", "-n", namespace, "--timeout=60s", check=False
-        )
-        second.stop()
+        delete_pools_then_stop(cluster, namespace, second)
 
 
 def test_a_deleted_enrollment_secret_is_recreated_with_a_fresh_token(
@@ -261,15 +256,7 @@ def test_a_deleted_enrollment_secret_is_recreated_with_a_fresh_token(
         lambda: _get(cluster, "secret", "email-enrollment", "-n", namespace), "the Secret"
     )
     cluster.kubectl("delete", "secret", "email-enrollment", "-n", namespace)
-    again = eventually(
-        lambda: (
-            (s := _get(cluster, "secret", "email-enrollment", "-n", namespace))
-            and s["metadata"]["uid"] != first["metadata"]["uid"]
-            and s
-        ),
-        "the Secret to be re-created",
-        timeout_s=30,
-    )
+    again = recreated(cluster, namespace, "secret", first, "the Secret to be re-created")
     assert again["data"]["token"] != first["data"]["token"]
 
 

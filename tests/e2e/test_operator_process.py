@@ -32,6 +32,7 @@ from tests.e2e._corral import (
     apply,
     as_worker_url,
     eventually,
+    force_delete_pools,
     pool_manifest,
     recreated,
 )
@@ -64,15 +65,9 @@ class Running:
     def stop_all(self) -> None:
         # These pools' pods never reach a database, so draining them on the way
         # out would only wait for grace periods: drop the finalizer instead.
-        kubectl = self.cluster.kubectl
-        kubectl("delete", "workerpools", "--all", "-n", self.namespace, "--wait=false",
-                check=False)  # fmt: skip
         for process in self.started:
             process.stop()
-        for name in kubectl("get", "workerpools", "-n", self.namespace, "-o", "name",
-                            check=False).stdout.split():  # fmt: skip
-            kubectl("patch", name, "-n", self.namespace, "--type=merge",
-                    "-p", '{"metadata": {"finalizers": null}}', check=False)  # fmt: skip
+        force_delete_pools(self.cluster, self.namespace)
 
 
 @pytest.fixture

@@ -24,10 +24,13 @@ import pytest
 
 from corral.queue import Job, JobSpec, JobState, Queue, Worker, WorkerState
 from corral_local.localcluster import Cluster
-from tests.e2e._corral import OperatorProcess, eventually, pool_manifest
+from tests.e2e._corral import OperatorProcess, delete_pools_then_stop, eventually, pool_manifest
 from tests.e2e._corral import apply as _apply
 from tests.e2e._corral import get_json as _get
 from tests.e2e._nodes import NodeAgentHandle, pod_json, shell_container
+from tests.e2e._pools import pods as _pods
+from tests.e2e._pools import status as _pool_status
+from tests.e2e._pools import workers as _workers
 
 API = "corral.dev/v1alpha1"
 TOKEN_EXPIRES_ANNOTATION = "corral.dev/token-expires-at"
@@ -49,8 +52,7 @@ def operator(
     process = _start_operator(cluster, pod_database_url, namespace, region, tmp_path / "op.log")
     yield process
     # Pools go before the operator, so their finalizer runs and no pod outlives the test.
-    cluster.kubectl("delete", "workerpools", "--all", "-n", namespace, "--timeout=60s", check=False)
-    process.stop()
+    delete_pools_then_stop(cluster, namespace, process)
 
 
 def _start_operator(
@@ -76,19 +78,6 @@ def _region(name: str, node_region: str) -> dict[str, Any]:
             "scheduling": {"nodeSelector": {"topology.kubernetes.io/region": node_region}},
         },
     }
-
-
-def _pool_status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
-    status: dict[str, Any] = (_get(cluster, "workerpool", name, "-n", namespace) or {}).get(
-        "status"
-    ) or {}
-    return status
-
-
-def _pods(cluster: Cluster, namespace: str, pool: str) -> list[dict[str, Any]]:
-    found = _get(cluster, "pods", "-n", namespace, "-l", f"corral.dev/pool={pool}") or {}
-    pods: list[dict[str, Any]] = found.get("items", [])
-    return pods
 
 
 def _ready_pods(cluster: Cluster, namespace: str, pool: str, count: int) -> list[dict[str, Any]]:
@@ -121,11 +110,6 @@ def _ready_pods(cluster: Cluster, namespace: str, pool: str, count: int) -> list
     return pods
 
 
-def _workers(database_url: str, pool_key: str, *, removed: bool = False) -> list[Worker]:
-    with Queue.connect(database_url) as queue:
-        return [w for w in queue.list_workers(include_removed=removed) if w.pool == pool_key]
-
-
 def _job(database_url: str, job_id: int) -> Job:
     with Queue.connect(database_url) as queue:
         return queue.get_job(job_id)
@@ -140,6 +124,20 @@ def _heartbeating(workers: list[Worker], within_s: float = 10.0) -> list[Worker]
         and w.last_heartbeat is not None
         and now - w.last_heartbeat < timedelta(seconds=within_s)
     ]
+
+
+def _one_worker_pool(
+    cluster: Cluster, namespace: str, database_url: str, name: str
+) -> tuple[dict[str, Any], Worker]:
+    """A pool `name` of one worker on queue `name`, applied: its Ready pod, and
+    its worker once that heartbeats."""
+    _apply(cluster, _pool(name, [name], 1), namespace)
+    (pod,) = _ready_pods(cluster, namespace, name, 1)
+    (worker,) = eventually(
+        lambda: _heartbeating(_workers(database_url, f"{namespace}/{name}")),
+        f"the worker of pool {name} heartbeating",
+    )
+    return pod, worker
 
 
 def _table(cluster: Cluster, namespace: str) -> dict[str, dict[str, str]]:
@@ -261,11 +259,7 @@ def test_a_rotated_token_leaves_running_workers_alone_and_enrolls_new_pods(
     cluster: Cluster, namespace: str, operator: OperatorProcess, node_agent: NodeAgentHandle,
     pod_database_url: str,
 ) -> None:  # fmt: skip
-    _apply(cluster, _pool("rot", ["rot"], 1), namespace)
-    (pod,) = _ready_pods(cluster, namespace, "rot", 1)
-    (worker,) = eventually(
-        lambda: _heartbeating(_workers(pod_database_url, f"{namespace}/rot")), "the worker"
-    )
+    pod, worker = _one_worker_pool(cluster, namespace, pod_database_url, "rot")
     secret = _get(cluster, "secret", "rot-enrollment", "-n", namespace)
     assert secret is not None
     old_token_id = secret["metadata"]["annotations"][TOKEN_ID_ANNOTATION]
@@ -343,9 +337,7 @@ def test_restarting_the_operator_leaves_running_workers_alone(
         now = _heartbeating(_workers(pod_database_url, f"{namespace}/calm", removed=True))
         assert sorted(w.id for w in now) == sorted(w.id for w in workers), second.log()
     finally:
-        cluster.kubectl("delete", "workerpools", "--all", "-n", namespace, "--timeout=60s",
-                        check=False)  # fmt: skip
-        second.stop()
+        delete_pools_then_stop(cluster, namespace, second)
 
 
 def test_deleting_a_pool_removes_its_deployment_secret_token_and_workers(
@@ -383,13 +375,8 @@ def test_another_pod_cannot_drain_a_worker_its_own_prestop_does_and_only_the_met
     cluster: Cluster, namespace: str, operator: OperatorProcess, node_agent: NodeAgentHandle,
     pod_database_url: str,
 ) -> None:  # fmt: skip
-    _apply(cluster, _pool("guarded", ["guarded"], 1), namespace)
-    (pod,) = _ready_pods(cluster, namespace, "guarded", 1)
+    pod, worker = _one_worker_pool(cluster, namespace, pod_database_url, "guarded")
     pod_name, pod_ip = pod["metadata"]["name"], pod["status"]["podIP"]
-    (worker,) = eventually(
-        lambda: _heartbeating(_workers(pod_database_url, f"{namespace}/guarded")),
-        "the pool's worker heartbeating",
-    )
     # The pool owns a NetworkPolicy that admits the metrics port and no other.
     policy = eventually(
         lambda: _get(cluster, "networkpolicy", "guarded", "-n", namespace),

@@ -15,7 +15,14 @@ import pytest
 
 from corral.queue import PermissionDenied, Queue
 from corral_local.localcluster import Cluster
-from tests.e2e._corral import OperatorProcess, apply, eventually, get_json, pool_manifest
+from tests.e2e._corral import (
+    OperatorProcess,
+    apply,
+    delete_pools_then_stop,
+    eventually,
+    get_json,
+    pool_manifest,
+)
 
 
 def _start(
@@ -33,13 +40,7 @@ def operator(
 ) -> Iterator[OperatorProcess]:
     process = _start(cluster, namespace, database_url, region, tmp_path)
     yield process
-    # kubectl gives up first (check=False): a slow deletion never fails the test
-    # it follows, and the operator is stopped either way.
-    cluster.kubectl(
-        "delete", "workerpools", "--all", "-n", namespace, "--timeout=60s",
-        check=False, timeout_s=90,
-    )  # fmt: skip
-    process.stop()
+    delete_pools_then_stop(cluster, namespace, process)
 
 
 def _condition(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
@@ -100,10 +101,7 @@ def test_a_pool_without_a_worker_database_is_degraded_saying_what_to_create(
         assert "database-url" not in (secret.get("data") or {})
         assert eventually(lambda: _events(cluster, namespace, "NoWorkerDatabase"), "the Event")
     finally:
-        cluster.kubectl(
-            "delete", "workerpools", "--all", "-n", namespace, "--timeout=60s", check=False
-        )
-        process.stop()
+        delete_pools_then_stop(cluster, namespace, process)
 
 
 def test_the_operator_refuses_to_adopt_a_foreign_deployment(

@@ -47,24 +47,23 @@ def test_a_new_pool_is_due_at_once_then_every_poll_seconds() -> None:
     assert scaler.due()[0] == [("jobs", "a")]
 
 
-def test_a_notification_makes_the_pools_serving_that_queue_due_and_no_others() -> None:
+@pytest.mark.parametrize(
+    ("queues", "woken"),
+    [
+        ({"mail"}, [("jobs", "a")]),  # only the pool serving that queue
+        ({"*"}, [("jobs", "a"), ("jobs", "b")]),  # a notification for all queues: every pool
+    ],
+)
+def test_a_notification_makes_the_pools_serving_its_queues_due_and_no_others(
+    queues: set[str], woken: list[tuple[str, str]]
+) -> None:
     scaler, clock, _ = _autoscaler()
     _track(scaler, "a", ["mail"])
     _track(scaler, "b", ["sms"])
     scaler.due()
     clock.now += 1
-    assert scaler.notified({"mail"}) == 1
-    assert scaler.due()[0] == [("jobs", "a")]
-
-
-def test_a_notification_for_all_queues_wakes_every_pool() -> None:
-    scaler, clock, _ = _autoscaler()
-    _track(scaler, "a", ["mail"])
-    _track(scaler, "b", ["sms"])
-    scaler.due()
-    clock.now += 1
-    scaler.notified({"*"})
-    assert sorted(scaler.due()[0]) == [("jobs", "a"), ("jobs", "b")]
+    assert scaler.notified(queues) == len(woken)
+    assert sorted(scaler.due()[0]) == woken
 
 
 def test_a_burst_of_notifications_costs_one_evaluation_per_minimum_interval() -> None:

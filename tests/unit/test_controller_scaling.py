@@ -228,6 +228,18 @@ def _four() -> tuple[list[PodView], list[WorkerView]]:
     return pods, workers
 
 
+def _by_scaler(workers: list[WorkerView], names: str, state: str) -> list[WorkerView]:
+    """`workers` with those named in `names` idle and set to `state` by the scaler."""
+    return [
+        w if w.name not in names else _worker(w.id, w.name, 0, state, "scaler") for w in workers
+    ]
+
+
+def _draining_b_and_d() -> ScaleDown:
+    """The scale-down of `_four()` from 4 to 2 that chose b and d, begun at NOW."""
+    return ScaleDown(target_replicas=2, pods=["b", "d"], started_at=NOW)
+
+
 def test_scaling_up_is_immediate_and_says_why() -> None:
     plan = _plan(desired=7, current=2, reason="340 waiting + 12 running, 50 per worker")
     assert plan.replicas == 7
@@ -246,20 +258,18 @@ def test_scaling_down_drains_the_idlest_workers_first_and_waits() -> None:
     plan = _plan(desired=2, current=4, pods=pods, workers=workers)
     assert plan.replicas is None  # nothing is removed before the drain is done
     assert sorted(plan.drain) == [2, 4]
-    assert plan.scale_down == ScaleDown(target_replicas=2, pods=["b", "d"], started_at=NOW)
+    assert plan.scale_down == _draining_b_and_d()
     assert [e.reason for e in plan.events] == ["Draining"]
 
 
 def test_once_drained_the_chosen_pods_are_marked_and_replicas_go_down() -> None:
     pods, workers = _four()
-    started = ScaleDown(target_replicas=2, pods=["b", "d"], started_at=NOW)
-    draining = [w if w.name not in "bd" else _worker(w.id, w.name, 0, "draining", "scaler")
-                for w in workers]  # fmt: skip
+    started = _draining_b_and_d()
+    draining = _by_scaler(workers, "bd", "draining")
     waiting = _plan(desired=2, current=4, pods=pods, workers=draining, in_progress=started)
     assert (waiting.replicas, waiting.drain, waiting.events) == (None, (), ())
     assert waiting.scale_down == started
-    drained = [w if w.name not in "bd" else _worker(w.id, w.name, 0, "drained", "scaler")
-               for w in workers]  # fmt: skip
+    drained = _by_scaler(workers, "bd", "drained")
     done = _plan(
         desired=2, current=4, pods=pods, workers=drained, in_progress=started,
         now=NOW + timedelta(seconds=3),
@@ -285,9 +295,8 @@ def test_when_every_worker_is_busy_the_least_busy_drains_and_nothing_goes_until_
 
 def test_new_demand_cancels_the_drain_of_the_workers_it_needs() -> None:
     pods, workers = _four()
-    started = ScaleDown(target_replicas=2, pods=["b", "d"], started_at=NOW)
-    draining = [w if w.name not in "bd" else _worker(w.id, w.name, 0, "draining", "scaler")
-                for w in workers]  # fmt: skip
+    started = _draining_b_and_d()
+    draining = _by_scaler(workers, "bd", "draining")
     plan = _plan(desired=4, current=4, pods=pods, workers=draining, in_progress=started)
     assert sorted(plan.undrain) == [2, 4]
     assert (plan.replicas, plan.scale_down) == (None, None)
@@ -296,7 +305,7 @@ def test_new_demand_cancels_the_drain_of_the_workers_it_needs() -> None:
 
 def test_a_smaller_drop_in_demand_cancels_only_part_of_the_drain() -> None:
     pods, _ = _four()
-    started = ScaleDown(target_replicas=2, pods=["b", "d"], started_at=NOW)
+    started = _draining_b_and_d()
     draining = [
         _worker(1, "a", 3),
         _worker(2, "b", 0, "drained", "scaler"),

@@ -198,75 +198,74 @@ def workerpool_status(
     else:
         phase = WorkerPoolPhase.READY
 
-    conditions = list(previous.conditions or [])
+    # Each condition as (status, reason, message), set all at once below.
+    decided: dict[str, tuple[bool, str, str]] = {}
     if problems:
-        reason = problems[0][0]
-        message = "; ".join(text for _, text in problems)
-        conditions = set_condition(
-            conditions, type="Degraded", status=True, reason=reason, message=message,
-            now=now, generation=generation,
-        )  # fmt: skip
+        decided["Degraded"] = (True, problems[0][0], "; ".join(text for _, text in problems))
     else:
-        conditions = set_condition(
-            conditions, type="Degraded", status=False, reason="AsExpected",
-            message="", now=now, generation=generation,
-        )  # fmt: skip
+        decided["Degraded"] = (False, "AsExpected", "")
 
     if phase is WorkerPoolPhase.DRAINING and scale_down is not None:
-        progressing = (
+        decided["Progressing"] = (
             True,
             "ScalingDown",
             f"draining {len(scale_down.pods)} worker(s) before scaling "
             f"{figures.spec_replicas} -> {desired_replicas}",
         )
     elif phase is WorkerPoolPhase.DRAINING:
-        progressing = (True, "ScalingDown", f"draining to {desired_replicas} worker(s)")
+        decided["Progressing"] = (True, "ScalingDown", f"draining to {desired_replicas} worker(s)")
     elif phase is WorkerPoolPhase.PAUSED:
-        progressing = (
+        decided["Progressing"] = (
             figures.replicas > 0,
             "Paused",
             "spec.paused is true: workers drain and no new ones start",
         )
     elif rolling_out:
-        progressing = (True, "RollingOut", "rolling out a spec change")
+        decided["Progressing"] = (True, "RollingOut", "rolling out a spec change")
     elif figures.replicas < desired_replicas or ready < desired_replicas:
-        progressing = (True, "ScalingUp", f"starting workers: {ready}/{desired_replicas} ready")
+        decided["Progressing"] = (
+            True,
+            "ScalingUp",
+            f"starting workers: {ready}/{desired_replicas} ready",
+        )
     else:
-        progressing = (False, "Stable", f"{ready} worker(s) ready, none starting or stopping")
-    conditions = set_condition(
-        conditions, type="Progressing", status=progressing[0], reason=progressing[1],
-        message=progressing[2], now=now, generation=generation,
-    )  # fmt: skip
+        decided["Progressing"] = (
+            False,
+            "Stable",
+            f"{ready} worker(s) ready, none starting or stopping",
+        )
 
     if problems:
-        ready_condition = (False, problems[0][0], problems[0][1])
+        decided["Ready"] = (False, problems[0][0], problems[0][1])
     elif pool.spec.paused:
-        ready_condition = (False, "Paused", "spec.paused is true")
+        decided["Ready"] = (False, "Paused", "spec.paused is true")
     elif ready >= desired_replicas and not rolling_out:
-        ready_condition = (True, "WorkersReady", f"{ready}/{desired_replicas} workers ready")
+        decided["Ready"] = (True, "WorkersReady", f"{ready}/{desired_replicas} workers ready")
     else:
-        ready_condition = (False, "WorkersNotReady", f"{ready}/{desired_replicas} workers ready")
-    conditions = set_condition(
-        conditions, type="Ready", status=ready_condition[0], reason=ready_condition[1],
-        message=ready_condition[2], now=now, generation=generation,
-    )  # fmt: skip
+        decided["Ready"] = (False, "WorkersNotReady", f"{ready}/{desired_replicas} workers ready")
 
     if scaling is not None and scaling.wanted is not None:
         limit = pool.spec.replicas.max
         if pool.spec.autoscaling.enabled and not pool.spec.paused and scaling.wanted > limit:
-            limited = (
+            decided["ScalingLimited"] = (
                 True,
                 "AtMaxReplicas",
                 f"demand asks for {scaling.wanted} worker(s) ({scaling.reason}); "
                 f"replicas.max is {limit}",
             )
         else:
-            limited = (False, "DesiredWithinRange", f"{desired_replicas} worker(s) wanted")
-        conditions = set_condition(
-            conditions, type="ScalingLimited", status=limited[0], reason=limited[1],
-            message=limited[2], now=now, generation=generation,
-        )  # fmt: skip
+            decided["ScalingLimited"] = (
+                False,
+                "DesiredWithinRange",
+                f"{desired_replicas} worker(s) wanted",
+            )
 
+    conditions = list(previous.conditions or [])
+    for kind, (status, reason, message) in decided.items():
+        conditions = set_condition(
+            conditions, type=kind, status=status, reason=reason, message=message,
+            now=now, generation=generation,
+        )  # fmt: skip
     order = {"Ready": 0, "Progressing": 1, "Degraded": 2, "ScalingLimited": 3}
     conditions.sort(key=lambda c: order.get(c.type, len(order)))
     scaled = previous.desired_replicas != desired_replicas
