@@ -113,6 +113,12 @@ def pytest_runtest_makereport(
                 lambda: _gone_pods_report(agent.state_dir, namespace),
             )
         )
+        sections.append(
+            (
+                "the node agent's log about the namespace",
+                lambda: _agent_log_report(agent.log_file, namespace),
+            )
+        )
     for name in ("operators", "operator") if call.when == "teardown" else ():
         if (started := funcargs.get(name)) is not None:  # the operators the test started
             sections.append(("operator logs (tail)", functools.partial(_operator_logs, started)))
@@ -142,6 +148,15 @@ def _events_report(cluster: Cluster, namespace: str) -> str:
         )
         or "no events"
     )
+
+
+def _agent_log_report(log_file: Path, namespace: str, tail: int = 60) -> str:
+    """The agent's lines naming the namespace: hook failures, kills, a pod
+    worker that crashed (it SIGKILLs the pod's processes)."""
+    lines = [
+        line for line in log_file.read_text(errors="replace").splitlines() if namespace in line
+    ]
+    return "\n".join(lines[-tail:]) or "no line names the namespace"
 
 
 def _gone_pods_report(state_dir: Path, namespace: str, tail: int = 40) -> str:
