@@ -37,7 +37,7 @@ from corral.queue.errors import (
     TokenNotFound,
     WorkerNotFound,
 )
-from corral.queue.records import Job, JobGroup, JobState
+from corral.queue.records import Job, JobGroup, JobState, Worker
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -813,51 +813,48 @@ def workers_list(include_all: bool, output: str, database_url: str | None) -> No
     )
 
 
-@workers.command("drain")
-@click.argument("worker_id", type=int, metavar="ID")
-@_database_option
-@_handled
-def workers_drain(worker_id: int, database_url: str | None) -> None:
+def _worker_change(name: str, description: str, change: Callable[[Queue, int], Worker]) -> None:
+    """`corral workers NAME ID`: one registry change, then the worker's new state."""
+
+    @workers.command(name, help=description)
+    @click.argument("worker_id", type=int, metavar="ID")
+    @_database_option
+    @_handled
+    def command(worker_id: int, database_url: str | None) -> None:
+        with _queue(database_url) as queue:
+            worker = change(queue, worker_id)
+        click.echo(f"worker {worker_id} ({worker.name}) is {worker.shown_state}")
+
+
+_worker_change(
+    "drain",
     """Ask a worker to finish what it holds and stop claiming.
 
     A worker started by hand (not in a WorkerPool) then exits 0; a pool's
     worker stays up, not ready, for the operator. Undo with `workers resume`.
-    """
-    with _queue(database_url) as queue:
-        worker = queue.request_drain(worker_id)
-    click.echo(f"worker {worker_id} ({worker.name}) is {worker.shown_state}")
-
-
-@workers.command("resume")
-@click.argument("worker_id", type=int, metavar="ID")
-@_database_option
-@_handled
-def workers_resume(worker_id: int, database_url: str | None) -> None:
+    """,
+    lambda queue, worker_id: queue.request_drain(worker_id),
+)
+_worker_change(
+    "resume",
     """Undo a drain that has not finished: the worker claims again.
 
     Applies to a drain asked for through the registry (`workers drain`,
     `workers restart`, the operator's scaler), while the worker drains, or
     while a pool's worker stays up drained; not to a worker draining on its
     own (SIGTERM, preStop).
-    """
-    with _queue(database_url) as queue:
-        worker = queue.resume_worker(worker_id)
-    click.echo(f"worker {worker_id} ({worker.name}) is {worker.shown_state}")
-
-
-@workers.command("restart")
-@click.argument("worker_id", type=int, metavar="ID")
-@_database_option
-@_handled
-def workers_restart(worker_id: int, database_url: str | None) -> None:
+    """,
+    lambda queue, worker_id: queue.resume_worker(worker_id),
+)
+_worker_change(
+    "restart",
     """Drain a worker, then have it exit for its supervisor to start it again.
 
     It exits with code 75 once drained; restarted, it re-authenticates with
     the credential in its state directory (no new enrollment) and is active.
-    """
-    with _queue(database_url) as queue:
-        worker = queue.request_restart(worker_id)
-    click.echo(f"worker {worker_id} ({worker.name}) is {worker.shown_state}")
+    """,
+    lambda queue, worker_id: queue.request_restart(worker_id),
+)
 
 
 @workers.command("remove")
