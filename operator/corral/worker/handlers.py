@@ -201,8 +201,7 @@ class HandlerFunction(Generic[Params, R]):
             self.kind, _validated_payload(self.kind, self.payload_model, payload),
             queue=queue, priority=priority, region=region, run_at=run_at,
             expires_at=expires_at, max_attempts=max_attempts, dedupe_key=dedupe_key,
-            allow_empty_region=allow_empty_region,
-            result_queue=result_queue,
+            allow_empty_region=allow_empty_region, result_queue=result_queue,
         )  # fmt: skip
 
     async def defer_async(
@@ -228,8 +227,7 @@ class HandlerFunction(Generic[Params, R]):
             self.kind, _validated_payload(self.kind, self.payload_model, payload),
             queue=queue, priority=priority, region=region, run_at=run_at,
             expires_at=expires_at, max_attempts=max_attempts, dedupe_key=dedupe_key,
-            allow_empty_region=allow_empty_region,
-            result_queue=result_queue,
+            allow_empty_region=allow_empty_region, result_queue=result_queue,
         )  # fmt: skip
 
 
