@@ -6,10 +6,12 @@ controller.kubernetes.io/pod-deletion-cost.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import corral_local
 from corral_local.localcluster import Cluster
 from tests.e2e._nodes import NodeAgentHandle, pod_json, wait_for
 
@@ -24,6 +26,16 @@ stamp START
 while true; do sleep 0.1; done
 """
 _PRE_STOP = 'echo "PRESTOP_BEGIN $(date +%s.%N)" >> /events/log; sleep 1; echo "PRESTOP_END $(date +%s.%N)" >> /events/log'
+
+
+# Inside the pod, emptyDirs hide the node agent's virtualenv and its code, as
+# a pod's /tmp emptyDir hides a checkout under /tmp: the preStop hook, exec'd
+# into the pod's mount namespace, must need neither (it needed both once, and
+# every worker pod's drain failed on a checkout under /tmp).
+_HIDDEN = {
+    "hide-venv": str(Path(sys.prefix)),
+    "hide-agent": str(Path(corral_local.__file__).parent),
+}
 
 
 def _events(path: Path) -> list[tuple[str, float]]:
@@ -47,13 +59,19 @@ def test_deleting_a_pod_runs_pre_stop_then_sigterm_and_sigkill_only_after_the_gr
         "metadata": {"name": "stubborn"},
         "spec": {
             "terminationGracePeriodSeconds": grace_s,
-            "volumes": [{"name": "events", "hostPath": {"path": str(events_dir)}}],
+            "volumes": [
+                {"name": "events", "hostPath": {"path": str(events_dir)}},
+                *({"name": name, "emptyDir": {}} for name in _HIDDEN),
+            ],
             "containers": [
                 {
                     "name": "main",
                     "image": "corral-test/shell:1",
                     "command": ["sh", "-c", _SCRIPT],
-                    "volumeMounts": [{"name": "events", "mountPath": "/events"}],
+                    "volumeMounts": [
+                        {"name": "events", "mountPath": "/events"},
+                        *({"name": name, "mountPath": path} for name, path in _HIDDEN.items()),
+                    ],
                     "lifecycle": {"preStop": {"exec": {"command": ["sh", "-c", _PRE_STOP]}}},
                 }
             ],

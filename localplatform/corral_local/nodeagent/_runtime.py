@@ -172,12 +172,16 @@ def exec_in(
     quiet = LaunchSpec(
         **{**spec.__dict__, "mounts": [], "read_only_root": False, "hostname": None, "shadow": []}
     )
-    # The spec goes on stdin, not as a file: after nsenter --mount the agent's
-    # directories may be hidden (a pod with an emptyDir at /tmp), and the
-    # launcher could not open it there: every preStop hook of such a pod failed.
+    # After nsenter --mount the agent's own directories may be hidden (a pod
+    # with an emptyDir at /tmp hides a checkout under /tmp, its virtualenv and
+    # its launcher script): every preStop hook of such a pod failed. So the
+    # spec goes on stdin, the launcher as `-c` source, and the interpreter is
+    # the base one the virtualenv points at (the launcher needs only the
+    # standard library), not the virtualenv's.
     spec_line = (json.dumps(quiet.__dict__) + "\n").encode()
+    python = getattr(sys, "_base_executable", None) or sys.executable
     popen = subprocess.Popen(
-        [*prefix, sys.executable, "-I", "-S", str(LAUNCHER), "-"],
+        [*prefix, python, "-I", "-S", "-c", LAUNCHER.read_text(), "-"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
