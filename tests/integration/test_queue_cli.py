@@ -23,11 +23,11 @@ def test_db_migrate_then_status_shows_every_migration_applied(empty_database_url
     first = corral(empty_database_url, "db", "migrate")
     again = corral(empty_database_url, "db", "migrate")
     status = corral(empty_database_url, "db", "status", "--check")
-    assert first.exit_code == 0 and "applied 0001_initial" in first.output
+    assert first.exit_code == 0 and "applied 0010_baseline" in first.output
     assert again.exit_code == 0 and "applied" not in again.output.split("\n")[0]
     assert status.exit_code == 0, status.output
     assert status.output.splitlines()[0].split() == ["VERSION", "NAME", "STATE", "APPLIED"]
-    assert status.output.splitlines()[1].split()[:3] == ["0001", "initial", "applied"]
+    assert status.output.splitlines()[1].split()[:3] == ["0010", "baseline", "applied"]
 
 
 def test_db_status_check_fails_on_a_database_without_the_schema(empty_database_url: str) -> None:

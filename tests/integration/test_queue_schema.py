@@ -1,42 +1,82 @@
-"""Migrations: they add up to schema.sql, apply once, and are recorded."""
+"""Migrations: they apply once, are recorded, and the squash stands for its parts."""
 
 from __future__ import annotations
 
 import re
-import subprocess
 import threading
 
 import psycopg
+import pytest
 from psycopg.conninfo import make_conninfo
 
 from corral import queue
 from corral.queue import _sql
 
 
-def _dump(url: str) -> str:
-    out = subprocess.run(
-        ["pg_dump", "--schema-only", "--no-owner", "--no-privileges",
-         "--exclude-table=corral_schema_migrations", "--dbname", url],
-        check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
-    # Drop comments and SET lines that differ between otherwise equal dumps.
-    lines = [
-        line for line in out.splitlines()
-        if line.strip()
-        and not line.startswith(("--", "SET ", "SELECT pg_catalog.set_config", "\\restrict", "\\unrestrict"))
-    ]  # fmt: skip
-    return "\n".join(lines)
+def _baseline() -> _sql.Migration:
+    [squash] = [m for m in _sql.migrations() if len(m.covers) > 1]
+    return squash
 
 
-def test_applying_every_migration_yields_exactly_schema_sql(
-    database_url: str, empty_database_url: str
+def _record_as_before_the_squash(url: str, versions: range) -> None:
+    """A database migrated before the squash: the baseline's schema, with
+    the versions recorded one by one as the ten files did."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(_baseline().sql)
+        conn.execute(
+            "CREATE TABLE corral_schema_migrations (version integer PRIMARY KEY,"
+            " name text NOT NULL, checksum text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for version in versions:
+            conn.execute(
+                "INSERT INTO corral_schema_migrations (version, name, checksum)"
+                " VALUES (%s, %s, %s)",
+                (version, f"before_squash_{version}", f"sha-of-file-{version}"),
+            )
+
+
+def _recorded(url: str) -> list[tuple[int, str]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT version, checksum FROM corral_schema_migrations ORDER BY version"
+        ).fetchall()
+    return [(int(v), str(c)) for v, c in rows]
+
+
+def test_a_database_migrated_before_the_squash_is_recorded_once_and_not_reapplied(
+    empty_database_url: str,
 ) -> None:
-    # database_url was built by migrate(); empty_database_url gets schema.sql.
+    squash = _baseline()
+    _record_as_before_the_squash(empty_database_url, range(1, squash.version + 1))
     with psycopg.connect(empty_database_url, autocommit=True) as conn:
-        conn.execute(_sql.schema_sql())
-    migrated, from_schema = _dump(database_url), _dump(empty_database_url)
-    assert "corral_claim_v1" in migrated
-    assert migrated == from_schema
+        # Re-running the baseline's CREATE TABLEs would fail; data must survive.
+        conn.execute("INSERT INTO corral_queues (name) VALUES ('kept')")
+    before = queue.status(empty_database_url)
+    applied = queue.migrate(empty_database_url)
+    assert [s.version for s in before if s.applied and s.checksum_matches] == [
+        m.version for m in _sql.migrations() if m.version <= squash.version
+    ]
+    assert applied == [m.version for m in _sql.migrations() if m.version > squash.version]
+    assert (squash.version, squash.checksum) in _recorded(empty_database_url)
+    assert [v for v, _ in _recorded(empty_database_url)] == [m.version for m in _sql.migrations()]
+    assert all(s.applied and s.checksum_matches for s in queue.status(empty_database_url))
+    with psycopg.connect(empty_database_url) as conn:
+        assert conn.execute("SELECT 1 FROM corral_queues WHERE name = 'kept'").fetchone()
+
+
+def test_a_database_stopped_part_way_before_the_squash_is_refused_with_the_fix(
+    empty_database_url: str,
+) -> None:
+    squash = _baseline()
+    _record_as_before_the_squash(empty_database_url, range(1, 8))
+    with pytest.raises(queue.MigrationError) as refused:
+        queue.migrate(empty_database_url)
+    message = str(refused.value)
+    assert "part way through migrations 0001-0010" in message
+    assert "0007" in message and "c07dd9c" in message
+    assert [v for v, _ in _recorded(empty_database_url)] == list(range(1, 8))
+    assert squash.version not in {v for v, _ in _recorded(empty_database_url)}
 
 
 def test_migrate_applies_each_version_once_and_records_it(empty_database_url: str) -> None:
@@ -63,7 +103,10 @@ def test_concurrent_migrations_wait_for_each_other_and_apply_once(empty_database
 def test_status_reports_a_migration_edited_after_it_was_applied(empty_database_url: str) -> None:
     queue.migrate(empty_database_url)
     with psycopg.connect(empty_database_url, autocommit=True) as conn:
-        conn.execute("UPDATE corral_schema_migrations SET checksum = 'edited' WHERE version = 1")
+        conn.execute(
+            "UPDATE corral_schema_migrations SET checksum = 'edited' WHERE version = %s",
+            (_sql.migrations()[0].version,),
+        )
     [first, *_] = queue.status(empty_database_url)
     assert first.applied and not first.checksum_matches
 

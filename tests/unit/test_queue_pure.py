@@ -138,8 +138,17 @@ def test_every_query_the_client_names_exists_in_queries_sql() -> None:
 
 
 def test_shipped_migrations_start_at_one_without_gaps() -> None:
-    versions = [m.version for m in _sql.migrations()]
-    assert versions == list(range(1, len(versions) + 1))
+    # A squash answers for the versions it replaces (0010_baseline: 1 to 10).
+    covered = [v for m in _sql.migrations() for v in sorted(m.covers)]
+    assert covered == list(range(1, len(covered) + 1))
+
+
+def test_a_squash_names_the_versions_it_replaces_ending_at_its_own() -> None:
+    squash = _sql.Migration(10, "baseline", "-- replaces: 0001-0010\nSELECT 1;")
+    assert squash.covers == frozenset(range(1, 11))
+    assert _sql.Migration(11, "more", "-- a comment\nSELECT 1;").covers == {11}
+    with pytest.raises(_sql.SqlFileError, match="must end at its own version 0009"):
+        _ = _sql.Migration(9, "wrong", "-- replaces: 0001-0010\nSELECT 1;").covers
 
 
 def test_a_payload_over_the_size_limit_is_refused_at_enqueue_naming_the_limit() -> None:

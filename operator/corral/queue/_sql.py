@@ -79,16 +79,36 @@ def privileges_sql() -> str:
     return _read("privileges.sql")
 
 
-def schema_sql() -> str:
-    """The current schema (`sql/schema.sql`): what every migration adds up to."""
-    return _read("schema.sql")
+_REPLACES = re.compile(r"^--\s*replaces:\s*(\d{4})-(\d{4})\s*$")
 
 
 @dataclass(frozen=True)
 class Migration:
+    """One file of `sql/migrations/`.
+
+    A squash (`0010_baseline.sql`) starts with `-- replaces: 0001-0010`: it
+    stands for those versions, which a database migrated before the squash
+    has recorded one by one. `covers` is every version it answers for,
+    its own included.
+    """
+
     version: int
     name: str
     sql: str
+
+    @property
+    def covers(self) -> frozenset[int]:
+        first_line = self.sql.split("\n", 1)[0].strip()
+        match = _REPLACES.match(first_line)
+        if not match:
+            return frozenset({self.version})
+        low, high = int(match.group(1)), int(match.group(2))
+        if not low <= self.version == high:
+            raise SqlFileError(
+                f"migration {self.version:04d}_{self.name}: '-- replaces: {low:04d}-{high:04d}'"
+                f" must end at its own version {self.version:04d}"
+            )
+        return frozenset(range(low, high + 1))
 
     @property
     def checksum(self) -> str:

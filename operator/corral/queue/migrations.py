@@ -6,6 +6,11 @@ records each in `corral_schema_migrations`; concurrent callers (several
 workers starting at once) wait for the first and then find nothing to do.
 Then, in the same transaction and on every run, `sql/privileges.sql`: the
 `corral_worker` and `corral_admin` group roles and their grants (idempotent).
+
+A squash (`0010_baseline.sql`, `-- replaces: 0001-0010`) stands for the
+versions it replaces: a database that recorded all of them has it, and
+migrate re-records them as one row; one that recorded only some is refused
+with the fix (see `_squash_state`).
 """
 
 from __future__ import annotations
@@ -67,12 +72,43 @@ def _applied(conn: psycopg.Connection[Any]) -> dict[int, tuple[str, dt.datetime]
 
 
 def _check_known(shipped: tuple[Migration, ...], applied: dict[int, Any]) -> None:
-    unknown = sorted(set(applied) - {m.version for m in shipped})
+    known = {v for m in shipped for v in m.covers}
+    unknown = sorted(set(applied) - known)
     if unknown:
         raise MigrationError(
             f"the database has migration(s) {', '.join(f'{v:04d}' for v in unknown)} "
             "that this corral does not know: it is older than the schema; upgrade corral"
         )
+
+
+def _squash_state(migration: Migration, applied: dict[int, Any]) -> str:
+    """How a database stands against one shipped migration (squash or not).
+
+    'applied': recorded as itself; 'replaced': a squash whose every version
+    the database recorded one by one before the squash; 'partial': a squash
+    some of whose versions are recorded, not all; 'missing': none.
+    """
+    covered = migration.covers
+    if covered == {migration.version}:
+        return "applied" if migration.version in applied else "missing"
+    recorded = covered & set(applied)
+    if recorded == covered:
+        return "replaced"
+    if recorded == {migration.version}:
+        return "applied"  # as itself; `status` compares the checksum
+    return "partial" if recorded else "missing"
+
+
+def _refuse_partial(migration: Migration, applied: dict[int, Any]) -> None:
+    recorded = sorted(migration.covers & set(applied))
+    low, high = min(migration.covers), max(migration.covers)
+    raise MigrationError(
+        f"the database stopped part way through migrations {low:04d}-{high:04d}"
+        f" (it has {', '.join(f'{v:04d}' for v in recorded)}), which this corral ships"
+        f" squashed as {migration.version:04d}_{migration.name}: finish it with a corral"
+        " from before the squash (commit c07dd9c: `corral db migrate`), then run this"
+        " corral's `corral db migrate`"
+    )
 
 
 def migrate(dsn: str) -> list[int]:
@@ -88,16 +124,26 @@ def migrate(dsn: str) -> list[int]:
         _check_known(shipped, applied)
         done: list[int] = []
         for migration in shipped:
-            if migration.version in applied:
+            state = _squash_state(migration, applied)
+            if state == "applied":
                 continue
-            # Each file is trusted package content, not user input.
-            conn.execute(sql.SQL(migration.sql))
+            if state == "partial":
+                _refuse_partial(migration, applied)
+            if state == "replaced":
+                # The schema is there already; keep one row, as a fresh database has.
+                conn.execute(
+                    "DELETE FROM corral_schema_migrations WHERE version = ANY(%s)",
+                    (sorted(migration.covers),),
+                )
+            else:
+                # Each file is trusted package content, not user input.
+                conn.execute(sql.SQL(migration.sql))
+                done.append(migration.version)
             conn.execute(
                 "INSERT INTO corral_schema_migrations (version, name, checksum)"
                 " VALUES (%s, %s, %s)",
                 (migration.version, migration.name, migration.checksum),
             )
-            done.append(migration.version)
         try:
             with conn.transaction():
                 conn.execute(sql.SQL(privileges_sql()))
@@ -117,12 +163,20 @@ def status(dsn: str) -> list[MigrationStatus]:
     with connect(dsn) as conn:
         applied = _applied(conn)
     _check_known(shipped, applied)
-    return [
-        MigrationStatus(
-            version=m.version,
-            name=m.name,
-            applied_at=applied[m.version][1] if m.version in applied else None,
-            checksum_matches=m.version not in applied or applied[m.version][0] == m.checksum,
+    result = []
+    for m in shipped:
+        state = _squash_state(m, applied)
+        recorded = applied.get(m.version)
+        result.append(
+            MigrationStatus(
+                version=m.version,
+                name=m.name,
+                # A squash the database has as its parts reads applied, as
+                # the parts were; `corral db migrate` re-records it as one.
+                applied_at=recorded[1] if recorded and state in ("applied", "replaced") else None,
+                checksum_matches=(
+                    recorded is None or state == "replaced" or recorded[0] == m.checksum
+                ),
+            )
         )
-        for m in shipped
-    ]
+    return result

@@ -1,6 +1,16 @@
--- corral's current schema: what applying every file in migrations/ in order
--- produces. tests/integration/test_queue_schema.py checks the two agree.
--- When adding a migration, update this file to match.
+-- replaces: 0001-0010
+--
+-- corral's schema as of the squash of migrations 0001 to 0010 (commit
+-- c07dd9c): the ten files applied in order produced exactly this (the
+-- same pg_dump, schema, grants and data). One file instead of ten means
+-- each table and each function version is written once, here; a later
+-- change is a new migration on top (CONTRIBUTING.md, "Add a migration").
+--
+-- `corral db migrate` applies it to an empty database and records version
+-- 10. A database that already has all of 0001-0010 recorded has this
+-- schema: migrate re-records those ten rows as this one and applies only
+-- what comes after. One stopped part way (say at 0007) is refused, with
+-- the fix: finish it with a corral from before the squash (c07dd9c).
 --
 -- Design notes (why it looks like this):
 -- * `corral_jobs` is the hot table: it holds only unfinished jobs
