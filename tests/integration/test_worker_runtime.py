@@ -177,7 +177,9 @@ def test_prestop_drains_the_local_worker_and_returns_when_it_is_drained(
     database_url: str, tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
     with queue.Queue.connect(database_url) as q:
-        q.enqueue("hold", {"sleep_s": 1.0}, queue="t")
+        # 5 s, not 1: under load a 1 s job could finish between two polls of
+        # the status, and the wait below never saw it in flight.
+        q.enqueue("hold", {"sleep_s": 5.0}, queue="t")
     w = spawn(workers, database_url, tmp_path, "w1", queues="t")
     wait_until(lambda: w.status()["in_flight"] == 1, what="a job in flight")
     hook = subprocess.run(
