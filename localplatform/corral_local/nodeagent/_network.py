@@ -12,6 +12,7 @@ is the documented fallback: pods share the host's network and its address.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 import os
 import shutil
@@ -68,11 +69,28 @@ class BridgeNetwork:
         self._users = RUN_DIR / "bridge-users" / bridge
         self.host_ip = self.gateway
 
+    @property
+    def bridge_mac(self) -> str:
+        """The bridge's own MAC: fixed, locally administered, from its name.
+
+        A Linux bridge left to itself takes the lowest MAC among its ports, so
+        adding or deleting a pod's veth can change the gateway's MAC under
+        every running pod. Their ARP caches keep the old one for tens of
+        seconds, during which their traffic to the host (the database, the
+        API server) goes nowhere: a worker in a pod whose neighbour was just
+        replaced lost its database connection 30 s later and its lease with
+        it. An address set by hand stays put.
+        """
+        digest = hashlib.sha256(self.bridge.encode()).digest()
+        return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
+
     def up(self) -> None:
         self._users.mkdir(parents=True, exist_ok=True)
         (self._users / str(os.getpid())).write_text("nodeagent\n")
         if _ip("link", "show", self.bridge, check=False).returncode != 0:
             _ip("link", "add", self.bridge, "type", "bridge", check=False)
+        if self.bridge_mac not in _ip("link", "show", self.bridge).stdout:
+            _ip("link", "set", self.bridge, "address", self.bridge_mac)
         addr = f"{self.gateway}/{self.network.prefixlen}"
         if addr not in _ip("-4", "addr", "show", "dev", self.bridge).stdout:
             _ip("addr", "add", addr, "dev", self.bridge, check=False)
