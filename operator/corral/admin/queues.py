@@ -19,7 +19,7 @@ from corral.admin.cli import (
     _CONTEXT,
     _BadInput,
     _database_option,
-    _duration,
+    _duration_option,
     _handled,
     _output_option,
     _queue,
@@ -87,18 +87,8 @@ def queues_list(output: str, database_url: str | None) -> None:
 @queues.command("set")
 @click.argument("queue_name", metavar="QUEUE")
 @click.option("--max-attempts", type=click.IntRange(min=1), help="Attempt budget of its jobs.")
-@click.option(
-    "--retry-base",
-    callback=_duration("--retry-base"),
-    metavar="DURATION",
-    help="First retry's back-off (it doubles, with jitter), e.g. 1s.",
-)
-@click.option(
-    "--retry-max",
-    callback=_duration("--retry-max"),
-    metavar="DURATION",
-    help="The back-off's cap, e.g. 1h.",
-)
+@_duration_option("--retry-base", "First retry's back-off (it doubles, with jitter), e.g. 1s.")
+@_duration_option("--retry-max", "The back-off's cap, e.g. 1h.")
 @click.option(
     "--keep-completed",
     type=click.BOOL,
