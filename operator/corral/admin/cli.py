@@ -383,35 +383,20 @@ def jobs_enqueue(
     if delay:
         run_at = now + dt.timedelta(seconds=delay)
     expires_at = None if expires_in is None else now + dt.timedelta(seconds=expires_in)
-    if regions is not None:
-        with _queue(database_url) as queue:
-            group = queue.enqueue_group(
-                kind,
-                data,
-                regions=regions.split(","),
-                rule=rule or "all",
-                queue=queue_name,
-                priority=priority,
-                run_at=run_at,
-                expires_at=expires_at,
-                max_attempts=max_attempts,
-                allow_empty_region=allow_empty_region,
-            )
-        click.echo(group.name)
-        return
+    # What a single job and a fan-out's jobs both take.
+    options: dict[str, Any] = {
+        "queue": queue_name, "priority": priority, "run_at": run_at, "expires_at": expires_at,
+        "max_attempts": max_attempts, "allow_empty_region": allow_empty_region,
+    }  # fmt: skip
     with _queue(database_url) as queue:
+        if regions is not None:
+            group = queue.enqueue_group(
+                kind, data, regions=regions.split(","), rule=rule or "all", **options
+            )
+            click.echo(group.name)
+            return
         job_id = queue.enqueue(
-            kind,
-            data,
-            queue=queue_name,
-            priority=priority,
-            region=region,
-            run_at=run_at,
-            expires_at=expires_at,
-            max_attempts=max_attempts,
-            dedupe_key=dedupe_key,
-            allow_empty_region=allow_empty_region,
-            result_queue=result_queue,
+            kind, data, region=region, dedupe_key=dedupe_key, result_queue=result_queue, **options
         )
     click.echo(job_id)
 
