@@ -13,6 +13,7 @@ should use for side effects it must not repeat.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import inspect
@@ -109,18 +110,7 @@ class Handler:
             model = self.payload_model.model_validate(job.payload)
         except ValidationError as exc:
             raise _mismatch("payload", self.payload_model, exc) from None
-        return Job(
-            id=job.id,
-            kind=job.kind,
-            queue=job.queue,
-            payload=model,
-            attempt=job.attempt,
-            max_attempts=job.max_attempts,
-            region=job.region,
-            enqueued_at=job.enqueued_at,
-            meta=job.meta,
-            scheduled_for=job.scheduled_for,
-        )
+        return dataclasses.replace(job, payload=model)
 
 
 def _mismatch(what: str, model: type[BaseModel], exc: ValidationError) -> PayloadError:
