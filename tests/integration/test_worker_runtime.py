@@ -165,8 +165,7 @@ def test_draining_through_the_cli_reaches_drained_with_nothing_in_flight_and_rea
     w = spawn(workers, database_url, tmp_path, "w1", "--pool", "p1", queues="t")
     wait_until(lambda: w.status()["in_flight"] == 3, what="3 jobs in flight")
     worker_id = w.status()["worker_id"]
-    drain = admin(database_url, "workers", "drain", str(worker_id))
-    assert drain.returncode == 0, drain.stderr
+    workers_command(database_url, "drain", worker_id)
     wait_until(lambda: w.status()["state"] == "draining", 10, "the worker to see the drain")
     assert w.http("/readyz")[0] == 503
     with queue.Queue.connect(database_url) as q:
@@ -710,6 +709,15 @@ def test_the_queue_names_a_value_postgres_cannot_store(database_url: str) -> Non
 # -- corral workers drain | resume | restart ------------------------------------------
 
 
+def workers_command(
+    dsn: str, verb: str, worker_id: object, exit_code: int = 0
+) -> subprocess.CompletedProcess[str]:
+    """`corral workers VERB ID`, which must exit with `exit_code`."""
+    done = admin(dsn, "workers", verb, str(worker_id))
+    assert done.returncode == exit_code, (done.stdout, done.stderr)
+    return done
+
+
 def listed_state(dsn: str, worker_id: object) -> str:
     listing = admin(dsn, "workers", "list", "-o", "json")
     assert listing.returncode == 0, listing.stderr
@@ -722,14 +730,13 @@ def test_a_drain_exits_0_a_worker_outside_a_pool_once_its_jobs_are_done(
 ) -> None:
     w = holding_one(workers, database_url, tmp_path, 1.5)
     worker_id = w.status()["worker_id"]
-    assert admin(database_url, "workers", "drain", str(worker_id)).returncode == 0
+    workers_command(database_url, "drain", worker_id)
     assert w.wait(30) == 0, w.output()
     assert finished(database_url).get("completed") == 1  # finished, not handed back
     assert registry_row(database_url, worker_id).state == "drained"
     assert "drained, not in a pool: exiting" in w.output()
     # Nothing left to undo: resume says why.
-    resumed = admin(database_url, "workers", "resume", str(worker_id))
-    assert resumed.returncode == 1 and "start it again instead" in resumed.stderr
+    assert "start it again instead" in workers_command(database_url, "resume", worker_id, 1).stderr
 
 
 def test_resume_undoes_a_drain_under_way_and_the_worker_claims_again(
@@ -738,12 +745,10 @@ def test_resume_undoes_a_drain_under_way_and_the_worker_claims_again(
     # Its job is held through the drain and after.
     w = holding_one(workers, database_url, tmp_path, 60.0, "--drain-timeout", "1s")
     worker_id = w.status()["worker_id"]
-    assert admin(database_url, "workers", "drain", str(worker_id)).returncode == 0
+    workers_command(database_url, "drain", worker_id)
     wait_until(lambda: w.status()["state"] == "draining", 10, "the worker to see the drain")
     assert listed_state(database_url, worker_id) == "draining"
-    resumed = admin(database_url, "workers", "resume", str(worker_id))
-    assert resumed.returncode == 0, resumed.stderr
-    assert "is active" in resumed.stdout
+    assert "is active" in workers_command(database_url, "resume", worker_id).stdout
     wait_until(lambda: w.status()["state"] == "active", 10, "the worker to claim again")
     with queue.Queue.connect(database_url) as q:
         q.enqueue("hold", {"sleep_s": 0}, queue="t")
@@ -753,8 +758,7 @@ def test_resume_undoes_a_drain_under_way_and_the_worker_claims_again(
     # A worker draining on its own (SIGTERM) is not resumed: its process is going.
     w.signal(signal.SIGTERM)
     assert w.wait(30) == 0
-    refused = admin(database_url, "workers", "resume", str(worker_id))
-    assert refused.returncode == 1 and "by its own drain" in refused.stderr
+    assert "by its own drain" in workers_command(database_url, "resume", worker_id, 1).stderr
 
 
 def test_restart_drains_exits_75_and_the_worker_comes_back_with_its_credential(
@@ -762,8 +766,7 @@ def test_restart_drains_exits_75_and_the_worker_comes_back_with_its_credential(
 ) -> None:
     w = holding_one(workers, database_url, tmp_path, 2.0, "--pool", "p1")
     worker_id = w.status()["worker_id"]
-    restart = admin(database_url, "workers", "restart", str(worker_id))
-    assert restart.returncode == 0 and "is restarting" in restart.stdout, restart.stderr
+    assert "is restarting" in workers_command(database_url, "restart", worker_id).stdout
     assert listed_state(database_url, worker_id) == "restarting"
     assert w.wait(30) == 75, w.output()  # even a pool's worker exits: for a restart
     assert finished(database_url).get("completed") == 1
