@@ -157,6 +157,27 @@ def _change_command(
         click.echo(said(target, result))
 
 
+def _list_command(
+    group: click.Group,
+    description: str,
+    fetch: Callable[[Queue], list[T]],
+    headers: list[str],
+    row: Callable[[T], list[Any]],
+    shown: Callable[[T], Any] = lambda record: record,
+) -> None:
+    """`corral GROUP list`: what `fetch` reads, as a table of `row`s under
+    `headers`, or (-o json|yaml) each record as `shown`."""
+
+    @group.command("list", help=description)
+    @_output_option
+    @_database_option
+    @_handled
+    def command(output: str, database_url: str | None) -> None:
+        with _queue(database_url) as queue:
+            found = fetch(queue)
+        emit(output, [shown(r) for r in found], headers, [row(r) for r in found])
+
+
 _ID = click.argument("target", type=int, metavar="ID")  # a job's or a worker's
 
 

@@ -21,9 +21,11 @@ from corral.admin.cli import (
     _database_option,
     _duration_option,
     _handled,
+    _list_command,
     _output_option,
     _queue,
 )
+from corral.queue.client import Queue
 from corral.queue.records import UNCAPPED, QueueSettings
 
 _HEADERS = [
@@ -68,20 +70,18 @@ def queues() -> None:
     default, and how many finished jobs retention keeps (docs/queue.md)."""
 
 
-@queues.command("list")
-@_output_option
-@_database_option
-@_handled
-def queues_list(output: str, database_url: str | None) -> None:
+_list_command(
+    queues,
     """List queues with settings or jobs, and their settings.
 
     A queue never set shows the defaults: 20 attempts, back-off from 1s
     doubling up to 3600s, completed jobs kept, at most 5000 dead jobs and no
     cap on completed ones (both beside the workers' --retention age limit).
-    """
-    with _queue(database_url) as q:
-        found = q.list_queues()
-    emit(output, found, _HEADERS, [_row(s) for s in found])
+    """,
+    Queue.list_queues,
+    _HEADERS,
+    _row,
+)
 
 
 @queues.command("set")

@@ -20,6 +20,7 @@ from corral.admin.cli import (
     _change_command,
     _database_option,
     _handled,
+    _list_command,
     _output_option,
     _parse_time,
     _queue,
@@ -123,15 +124,13 @@ def schedules_create(
         emit(output, schedule, _HEADERS, [_row(schedule)])
 
 
-@schedules.command("list")
-@_output_option
-@_database_option
-@_handled
-def schedules_list(output: str, database_url: str | None) -> None:
-    """List schedules: spec, next and last occurrence, last job's state."""
-    with _queue(database_url) as queue:
-        found = queue.list_schedules()
-    emit(output, found, _HEADERS, [_row(s) for s in found])
+_list_command(
+    schedules,
+    "List schedules: spec, next and last occurrence, last job's state.",
+    Queue.list_schedules,
+    _HEADERS,
+    _row,
+)
 
 
 @schedules.command("get")
