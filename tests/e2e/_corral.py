@@ -13,8 +13,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import yaml
 
 from corral.api import API_VERSION
 from corral_local.localcluster import Cluster, ClusterError, LocalCluster
+from tests._waiting import eventually as eventually  # the e2e and chaos tests' wait
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -113,24 +113,6 @@ def recreated(
     return found
 
 
-def eventually(
-    check: Callable[[], Any], what: str, timeout_s: float = 60.0, every_s: float = 0.5
-) -> Any:
-    """Poll `check` every `every_s` until it returns something truthy; fail
-    naming `what` and the last value."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except Exception as exc:  # an object not there yet reads as a failure to retry
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}; last: {last!r}")
-
-
 E2E_WORKER_ROLE = "corral_e2e_worker"
 E2E_WORKER_PASSWORD = "e2e-worker-only"  # a test server's role, no secret
 
@@ -188,6 +170,30 @@ class OperatorProcess:
                 self.proc.wait()
         self._log.close()
         return self.proc.returncode
+
+
+class OperatorProcesses:
+    """The operator processes one test starts, each watching the test's
+    namespace with its region as the default, logging to operator-N.log in
+    the test's tmp_path. A test file's fixture adds how it starts and stops
+    them (`tests/e2e/test_autoscaling.py`, `test_operator_process.py`)."""
+
+    def __init__(self, cluster: Cluster, namespace: str, region: str, tmp_path: Path) -> None:
+        self.cluster, self.namespace, self.region, self.tmp_path = (
+            cluster, namespace, region, tmp_path,
+        )  # fmt: skip
+        self.started: list[OperatorProcess] = []
+
+    def launch(
+        self, database_url: str, *args: str, worker_database_url: str | None = None
+    ) -> OperatorProcess:
+        process = OperatorProcess(
+            self.cluster, database_url, self.tmp_path / f"operator-{len(self.started)}.log",
+            "--namespace", self.namespace, "--default-region", self.region, *args,
+            worker_database_url=worker_database_url,
+        )  # fmt: skip
+        self.started.append(process)
+        return process
 
 
 def delete_pools_then_stop(

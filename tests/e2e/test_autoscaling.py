@@ -34,7 +34,7 @@ from corral.queue import Job, JobSpec, JobState, Queue, ScheduleSpec
 from corral_local.localcluster import Cluster
 from corral_local.postgres import PostgresServer
 from tests.e2e import _pools as p
-from tests.e2e._corral import OperatorProcess
+from tests.e2e._corral import OperatorProcess, OperatorProcesses
 from tests.e2e._nodes import NodeAgentHandle
 from tests.e2e._pod_postgres import POD_GATEWAY, POD_NETWORK
 
@@ -43,23 +43,11 @@ CORRAL = str(Path(sys.executable).with_name("corral"))
 READY_S = 120  # worker pods start Python, enroll and pass a readiness probe
 
 
-class Operators:
+class Operators(OperatorProcesses):
     """Operator processes of one test, stopped at its end (its pools first)."""
 
-    def __init__(self, cluster: Cluster, namespace: str, region: str, tmp_path: Path) -> None:
-        self.cluster, self.namespace, self.region, self.tmp_path = (
-            cluster, namespace, region, tmp_path,
-        )  # fmt: skip
-        self.started: list[OperatorProcess] = []
-
     def start(self, database_url: str, *args: str) -> OperatorProcess:
-        process = OperatorProcess(
-            self.cluster, database_url, self.tmp_path / f"operator-{len(self.started)}.log",
-            "--namespace", self.namespace, "--default-region", self.region,
-            "--leader-lease", "", *args,
-        )  # fmt: skip
-        self.started.append(process)
-        return process
+        return self.launch(database_url, "--leader-lease", "", *args)
 
     def logs(self) -> str:
         return "\n".join(f"--- {o.log_path.name} ---\n{o.log()}" for o in self.started)

@@ -202,74 +202,63 @@ def _operator_can_i(
     )
 
 
-@pytest.mark.parametrize(
-    ("verb", "resource", "allowed"),
-    [
-        ("get", "secrets", True),
-        ("create", "secrets", True),
-        ("patch", "secrets", True),
-        ("list", "pods", True),
-        ("patch", "pods", True),
-        ("delete", "pods", True),
-        ("list", "secrets", False),
-        ("watch", "secrets", False),
-        ("update", "secrets", False),
-        ("get", "pods", False),
-        ("watch", "pods", False),
-    ],
-)
-def test_in_the_pools_namespace_the_operator_may_touch_secrets_and_pods_as_pools_need(
+# (where, verb, resource, allowed): in the pools' namespace (the release's by
+# default) Secrets and pods as pools need; elsewhere (a namespace with no
+# pool) what reconciling needs; nothing more anywhere.
+_CAN_I = [
+    ("pools", "get", "secrets", True),
+    ("pools", "create", "secrets", True),
+    ("pools", "patch", "secrets", True),
+    ("pools", "list", "pods", True),
+    ("pools", "patch", "pods", True),
+    ("pools", "delete", "pods", True),
+    ("pools", "list", "secrets", False),
+    ("pools", "watch", "secrets", False),
+    ("pools", "update", "secrets", False),
+    ("pools", "get", "pods", False),
+    ("pools", "watch", "pods", False),
+    ("elsewhere", "watch", "workerpools.corral.dev", True),
+    ("elsewhere", "patch", "workerpools.corral.dev/status", True),
+    ("elsewhere", "create", "deployments.apps", True),
+    ("elsewhere", "patch", "deployments.apps", True),
+    # Secrets and pods only where pools live (the release namespace by
+    # default), never in a namespace it has no pool in.
+    ("elsewhere", "create", "secrets", False),
+    ("elsewhere", "get", "secrets", False),
+    ("elsewhere", "delete", "pods", False),
+    ("elsewhere", "list", "pods", False),
+    ("elsewhere", "patch", "pods", False),
+    ("elsewhere", "update", "deployments.apps", False),
+    ("elsewhere", "update", "workerpools.corral.dev/status", False),
+    ("elsewhere", "create", "poddisruptionbudgets.policy", True),
+    ("elsewhere", "patch", "poddisruptionbudgets.policy", True),
+    ("elsewhere", "create", "networkpolicies.networking.k8s.io", True),
+    ("elsewhere", "patch", "networkpolicies.networking.k8s.io", True),
+    ("elsewhere", "create", "events", True),
+    ("elsewhere", "delete", "deployments.apps", False),
+    ("elsewhere", "list", "secrets", False),
+    ("elsewhere", "watch", "secrets", False),
+    ("elsewhere", "delete", "secrets", False),
+    ("elsewhere", "create", "configmaps", False),
+    ("elsewhere", "create", "pods", False),
+    ("elsewhere", "watch", "pods", False),
+    ("elsewhere", "delete", "poddisruptionbudgets.policy", False),
+    ("elsewhere", "delete", "networkpolicies.networking.k8s.io", False),
+    ("elsewhere", "list", "networkpolicies.networking.k8s.io", False),
+]
+
+
+@pytest.mark.parametrize(("where", "verb", "resource", "allowed"), _CAN_I)
+def test_the_operator_may_do_what_reconciling_needs_and_touch_secrets_and_pods_only_where_pools_live(
     cluster: Cluster,
     namespace: str,
     release: tuple[str, list[dict[str, Any]]],
+    where: str,
     verb: str,
     resource: str,
     allowed: bool,
 ) -> None:
-    result = _operator_can_i(cluster, namespace, release, verb, resource, where=namespace)
-    assert result.stdout.strip() == ("yes" if allowed else "no"), (verb, resource, result.stderr)
-
-
-@pytest.mark.parametrize(
-    ("verb", "resource", "allowed"),
-    [
-        ("watch", "workerpools.corral.dev", True),
-        ("patch", "workerpools.corral.dev/status", True),
-        ("create", "deployments.apps", True),
-        ("patch", "deployments.apps", True),
-        # Secrets and pods only where pools live (the release namespace by
-        # default), never in a namespace it has no pool in.
-        ("create", "secrets", False),
-        ("get", "secrets", False),
-        ("delete", "pods", False),
-        ("list", "pods", False),
-        ("patch", "pods", False),
-        ("update", "deployments.apps", False),
-        ("update", "workerpools.corral.dev/status", False),
-        ("create", "poddisruptionbudgets.policy", True),
-        ("patch", "poddisruptionbudgets.policy", True),
-        ("create", "networkpolicies.networking.k8s.io", True),
-        ("patch", "networkpolicies.networking.k8s.io", True),
-        ("create", "events", True),
-        ("delete", "deployments.apps", False),
-        ("list", "secrets", False),
-        ("watch", "secrets", False),
-        ("delete", "secrets", False),
-        ("create", "configmaps", False),
-        ("create", "pods", False),
-        ("watch", "pods", False),
-        ("delete", "poddisruptionbudgets.policy", False),
-        ("delete", "networkpolicies.networking.k8s.io", False),
-        ("list", "networkpolicies.networking.k8s.io", False),
-    ],
-)
-def test_the_operator_may_do_what_reconciling_needs_and_nothing_more(
-    cluster: Cluster,
-    namespace: str,
-    release: tuple[str, list[dict[str, Any]]],
-    verb: str,
-    resource: str,
-    allowed: bool,
-) -> None:
-    result = _operator_can_i(cluster, namespace, release, verb, resource, "some-namespace")
+    """`where`: the pools' namespace (the release's), or one with no pool."""
+    target = namespace if where == "pools" else "some-namespace"
+    result = _operator_can_i(cluster, namespace, release, verb, resource, target)
     assert result.stdout.strip() == ("yes" if allowed else "no"), (verb, resource, result.stderr)

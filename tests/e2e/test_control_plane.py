@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -16,18 +15,12 @@ from typing import Any
 import yaml
 
 from corral_local.localcluster import K8S_VERSION, Cluster, default_bin_dir
+from tests._waiting import eventually
 
 
 def _eventually(check: Callable[[], Any], what: str, timeout_s: float = 90.0) -> Any:
-    """Poll `check` until it returns something truthy; fail naming `what` and the last value."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}; last: {last!r}")
+    """`eventually`, an error raised at once."""
+    return eventually(check, what, timeout_s, retry_errors=False)
 
 
 def test_version_reports_the_pinned_release_and_readyz_is_ok(cluster: Cluster) -> None:

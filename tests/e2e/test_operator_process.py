@@ -29,6 +29,7 @@ from tests.e2e._corral import (
     E2E_WORKER_PASSWORD,
     E2E_WORKER_ROLE,
     OperatorProcess,
+    OperatorProcesses,
     apply,
     as_worker_url,
     eventually,
@@ -39,27 +40,17 @@ from tests.e2e._corral import (
 from tests.e2e._corral import get_json as _get
 
 
-class Running:
+class Running(OperatorProcesses):
     """Operator processes a test started; all stopped (pools first) at its end."""
-
-    def __init__(self, cluster: Cluster, namespace: str, region: str, tmp_path: Path) -> None:
-        self.cluster, self.namespace, self.region, self.tmp_path = (
-            cluster, namespace, region, tmp_path,
-        )  # fmt: skip
-        self.started: list[OperatorProcess] = []
 
     def start(
         self, database_url: str, *args: str, worker_database_url: str | None = None
     ) -> tuple[OperatorProcess, int]:
         """Start one operator; returns it and the port of its /metrics and /healthz."""
         port = free_port()
-        log = self.tmp_path / f"operator-{len(self.started)}.log"
-        process = OperatorProcess(
-            self.cluster, database_url, log,
-            "--namespace", self.namespace, "--default-region", self.region,
-            "--http-port", str(port), *args, worker_database_url=worker_database_url,
-        )  # fmt: skip
-        self.started.append(process)
+        process = self.launch(
+            database_url, "--http-port", str(port), *args, worker_database_url=worker_database_url
+        )
         return process, port
 
     def stop_all(self) -> None:

@@ -1,13 +1,17 @@
 """Real local servers for the executor tests, all on 127.0.0.1 in the test's
 own event loop: an HTTP/HTTPS/WebSocket app (aiohttp), a forward proxy that
 also tunnels CONNECT, a DNS responder (dnspython) and a gRPC health server.
-Each records what it saw, so a test can tell which way a request went."""
+Each records what it saw, so a test can tell which way a request went.
+`ok_server` is a plain HTTP server in a thread of its own (the worker
+process tests)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.server
 import ssl
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +20,23 @@ import dns.message
 import dns.rdatatype
 import dns.rrset
 from aiohttp import web
+
+
+class _Ok(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def ok_server(host: str = "127.0.0.1") -> http.server.ThreadingHTTPServer:
+    """An HTTP server on `host` (a free port) answering every GET with 200,
+    serving in a daemon thread until its `shutdown()`."""
+    server = http.server.ThreadingHTTPServer((host, 0), _Ok)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 def http_app() -> web.Application:

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from corral import queue
+from tests._waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 CORRAL = str(Path(sys.executable).with_name("corral"))
@@ -33,13 +33,8 @@ def mint_token(dsn: str, *, uses: int = 1, region: str = "default") -> str:
 
 
 def wait_until(predicate: Any, timeout_s: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+    """`predicate()` once it is truthy, polled every 50 ms; an error is raised at once."""
+    return eventually(predicate, what, timeout_s, 0.05, retry_errors=False)
 
 
 class WorkerProcess:

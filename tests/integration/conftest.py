@@ -13,6 +13,7 @@ import pytest
 
 from corral.queue import Queue
 from tests.integration._clients import BlockingAsyncQueue, Client
+from tests.integration._workers import WorkerProcess
 
 
 @pytest.fixture(params=["Queue", "AsyncQueue"])
@@ -27,3 +28,13 @@ def queue(connect: Callable[[str], Any], database_url: str) -> Iterator[Client]:
     """A client of each kind (see `connect`) on the test's database."""
     with connect(database_url) as client:
         yield client
+
+
+@pytest.fixture
+def workers() -> Iterator[list[WorkerProcess]]:
+    """The `corral worker` processes a test started (it appends them), killed
+    at its end."""
+    started: list[WorkerProcess] = []
+    yield started
+    for w in started:
+        w.stop()

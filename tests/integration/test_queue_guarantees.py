@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -44,17 +43,9 @@ def test_a_claim_skips_rows_another_open_claim_holds_instead_of_waiting_for_them
     assert not set(held) & set(got)
 
 
-@pytest.fixture
-def worker_procs() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for w in started:
-        w.stop()
-
-
 @pytest.mark.slow
 def test_a_worker_never_holds_more_jobs_than_its_concurrency(
-    database_url: str, tmp_path: Path, worker_procs: list[WorkerProcess]
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
     concurrency = 3
     with Queue.connect(database_url) as q:
@@ -69,7 +60,7 @@ def test_a_worker_never_holds_more_jobs_than_its_concurrency(
         database_url, tmp_path / "w", name="w", token=mint_token(database_url), queues="q",
         args=("--concurrency", str(concurrency)),
     )  # fmt: skip
-    worker_procs.append(w)
+    workers.append(w)
     w.wait_ready()
     peak = samples = 0
     deadline = time.monotonic() + 60

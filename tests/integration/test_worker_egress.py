@@ -13,7 +13,6 @@ network's doing, not the guard's.
 from __future__ import annotations
 
 import contextlib
-import http.server
 import socket
 import threading
 from collections.abc import Iterator
@@ -23,31 +22,17 @@ from typing import Any
 import pytest
 
 from corral import queue
+from tests.integration._local_servers import ok_server
 from tests.integration._workers import WorkerProcess, mint_token, wait_until
 
 pytestmark = pytest.mark.slow
-
-
-class _Ok(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 @pytest.fixture
 def servers() -> Iterator[dict[str, int]]:
     """HTTP servers on 127.0.0.2 and 127.0.0.1 (twice), and one whose status
     line never ends."""
-    started = {
-        "a": http.server.ThreadingHTTPServer(("127.0.0.2", 0), _Ok),
-        "b": http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Ok),
-        "c": http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Ok),
-    }
-    for server in started.values():
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+    started = {"a": ok_server("127.0.0.2"), "b": ok_server(), "c": ok_server()}
     endless = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
 
@@ -69,14 +54,6 @@ def servers() -> Iterator[dict[str, int]]:
     for server in started.values():
         server.shutdown()
     endless.close()
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for w in started:
-        w.stop()
 
 
 def _spawn(

@@ -32,14 +32,6 @@ def server() -> Iterator[PostgresServer]:
         yield pg
 
 
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for w in started:
-        w.stop()
-
-
 def _migrated(server: PostgresServer) -> str:
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
         conn.execute("CREATE DATABASE corral")

@@ -22,6 +22,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from corral import queue
 from corral.worker.metrics import parse_text as parse_metrics
 from tests._postgres import WORKER_ROLE
+from tests.integration._local_servers import ok_server
 from tests.integration._workers import CORRAL, ROOT, WorkerProcess, mint_token, wait_until
 
 pytestmark = pytest.mark.slow
@@ -40,13 +41,11 @@ def as_worker(dsn: str) -> str:
 
 @pytest.fixture
 def workers(
-    database_url: str, worker_database_url: str, tmp_path: Path
+    workers: list[WorkerProcess], database_url: str, worker_database_url: str
 ) -> Iterator[list[WorkerProcess]]:
+    """conftest's `workers`, each started as the worker role (`spawn`)."""
     _AS_WORKER[database_url] = worker_database_url
-    started: list[WorkerProcess] = []
-    yield started
-    for w in started:
-        w.stop()
+    yield workers
     _AS_WORKER.pop(database_url, None)
 
 
@@ -66,6 +65,18 @@ def spawn(
     )
     started.append(w)
     return w.wait_ready()
+
+
+def holding_one(
+    workers: list[WorkerProcess], dsn: str, tmp_path: Path, sleep_s: float | None, *args: str
+) -> WorkerProcess:
+    """Worker w1 on queue t (with `args`), once it holds the one `hold` job
+    enqueued before it started: `sleep_s` long (None: until cancelled)."""
+    with queue.Queue.connect(dsn) as q:
+        q.enqueue("hold", {} if sleep_s is None else {"sleep_s": sleep_s}, queue="t")
+    w = spawn(workers, dsn, tmp_path, "w1", *args, queues="t")
+    wait_until(lambda: w.status()["in_flight"] == 1, what="a job in flight")
+    return w
 
 
 def admin(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -154,8 +165,7 @@ def test_draining_through_the_cli_reaches_drained_with_nothing_in_flight_and_rea
     w = spawn(workers, database_url, tmp_path, "w1", "--pool", "p1", queues="t")
     wait_until(lambda: w.status()["in_flight"] == 3, what="3 jobs in flight")
     worker_id = w.status()["worker_id"]
-    drain = admin(database_url, "workers", "drain", str(worker_id))
-    assert drain.returncode == 0, drain.stderr
+    workers_command(database_url, "drain", worker_id)
     wait_until(lambda: w.status()["state"] == "draining", 10, "the worker to see the drain")
     assert w.http("/readyz")[0] == 503
     with queue.Queue.connect(database_url) as q:
@@ -176,12 +186,9 @@ def test_draining_through_the_cli_reaches_drained_with_nothing_in_flight_and_rea
 def test_prestop_drains_the_local_worker_and_returns_when_it_is_drained(
     database_url: str, tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
-    with queue.Queue.connect(database_url) as q:
-        # 5 s, not 1: under load a 1 s job could finish between two polls of
-        # the status, and the wait below never saw it in flight.
-        q.enqueue("hold", {"sleep_s": 5.0}, queue="t")
-    w = spawn(workers, database_url, tmp_path, "w1", queues="t")
-    wait_until(lambda: w.status()["in_flight"] == 1, what="a job in flight")
+    # 5 s, not 1: under load a 1 s job could finish between two polls of
+    # the status, and the wait for it in flight never saw it.
+    w = holding_one(workers, database_url, tmp_path, 5.0)
     hook = subprocess.run(
         [CORRAL, "worker", "prestop", "--port", str(w.port), "--state-dir", str(w.state_dir)],
         capture_output=True,
@@ -220,10 +227,7 @@ def test_sigterm_mid_job_hands_the_jobs_back_and_exits_0_within_the_deadline(
 def test_a_second_signal_stops_the_worker_at_once(
     database_url: str, tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
-    with queue.Queue.connect(database_url) as q:
-        q.enqueue("hold", {}, queue="t")
-    w = spawn(workers, database_url, tmp_path, "w1", "--term-grace", "1h", queues="t")
-    wait_until(lambda: w.status()["in_flight"] == 1, what="a job in flight")
+    w = holding_one(workers, database_url, tmp_path, None, "--term-grace", "1h")
     w.signal(signal.SIGTERM)
     wait_until(lambda: w.status()["state"] == "draining", what="draining")
     w.signal(signal.SIGTERM)
@@ -374,19 +378,7 @@ def test_a_crashed_worker_loses_no_job_and_only_its_own_jobs_run_twice(
 def test_the_builtin_http_tcp_and_dns_checks_pass_and_a_wrong_status_is_dead_lettered(
     database_url: str, tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
-    import http.server
-    import threading
-
-    class Ok(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ok)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = ok_server()
     url = f"http://127.0.0.1:{server.server_address[1]}/health"
     pg_port = int(conninfo_to_dict(database_url)["port"] or 5432)
     try:
@@ -476,10 +468,7 @@ def test_sigterm_shows_draining_then_drained_in_the_registry_and_a_restart_is_ac
     database_url: str, tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
     # 6 s: the `draining` row must be seen while the job runs, on a loaded machine too.
-    with queue.Queue.connect(database_url) as q:
-        q.enqueue("hold", {"sleep_s": 6.0}, queue="t")
-    w = spawn(workers, database_url, tmp_path, "w1", "--term-grace", "30s", queues="t")
-    wait_until(lambda: w.status()["in_flight"] == 1, what="a job in flight")
+    w = holding_one(workers, database_url, tmp_path, 6.0, "--term-grace", "30s")
     worker_id = w.status()["worker_id"]
     w.signal(signal.SIGTERM)
     # Within a heartbeat, while the job still runs, the operator can see it.
@@ -507,10 +496,7 @@ def test_post_drain_shows_draining_then_drained_with_nothing_in_flight_in_the_re
     database_url: str, tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
     # 6 s: the `draining` row must be seen while the job runs, on a loaded machine too.
-    with queue.Queue.connect(database_url) as q:
-        q.enqueue("hold", {"sleep_s": 6.0}, queue="t")
-    w = spawn(workers, database_url, tmp_path, "w1", queues="t")
-    wait_until(lambda: w.status()["in_flight"] == 1, what="a job in flight")
+    w = holding_one(workers, database_url, tmp_path, 6.0)
     worker_id = w.status()["worker_id"]
     # Neither a caller without the key (another pod, a job's `http` request)
     # nor one with a wrong key drains it; the key from its state dir does.
@@ -725,6 +711,15 @@ def test_the_queue_names_a_value_postgres_cannot_store(database_url: str) -> Non
 # -- corral workers drain | resume | restart ------------------------------------------
 
 
+def workers_command(
+    dsn: str, verb: str, worker_id: object, exit_code: int = 0
+) -> subprocess.CompletedProcess[str]:
+    """`corral workers VERB ID`, which must exit with `exit_code`."""
+    done = admin(dsn, "workers", verb, str(worker_id))
+    assert done.returncode == exit_code, (done.stdout, done.stderr)
+    return done
+
+
 def listed_state(dsn: str, worker_id: object) -> str:
     listing = admin(dsn, "workers", "list", "-o", "json")
     assert listing.returncode == 0, listing.stderr
@@ -735,35 +730,27 @@ def listed_state(dsn: str, worker_id: object) -> str:
 def test_a_drain_exits_0_a_worker_outside_a_pool_once_its_jobs_are_done(
     database_url: str, tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
-    with queue.Queue.connect(database_url) as q:
-        q.enqueue("hold", {"sleep_s": 1.5}, queue="t")
-    w = spawn(workers, database_url, tmp_path, "w1", queues="t")
-    wait_until(lambda: w.status()["in_flight"] == 1, what="a job in flight")
+    w = holding_one(workers, database_url, tmp_path, 1.5)
     worker_id = w.status()["worker_id"]
-    assert admin(database_url, "workers", "drain", str(worker_id)).returncode == 0
+    workers_command(database_url, "drain", worker_id)
     assert w.wait(30) == 0, w.output()
     assert finished(database_url).get("completed") == 1  # finished, not handed back
     assert registry_row(database_url, worker_id).state == "drained"
     assert "drained, not in a pool: exiting" in w.output()
     # Nothing left to undo: resume says why.
-    resumed = admin(database_url, "workers", "resume", str(worker_id))
-    assert resumed.returncode == 1 and "start it again instead" in resumed.stderr
+    assert "start it again instead" in workers_command(database_url, "resume", worker_id, 1).stderr
 
 
 def test_resume_undoes_a_drain_under_way_and_the_worker_claims_again(
     database_url: str, tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
-    with queue.Queue.connect(database_url) as q:
-        q.enqueue("hold", {"sleep_s": 60.0}, queue="t")  # held through the drain and after
-    w = spawn(workers, database_url, tmp_path, "w1", "--drain-timeout", "1s", queues="t")
-    wait_until(lambda: w.status()["in_flight"] == 1, what="a job in flight")
+    # Its job is held through the drain and after.
+    w = holding_one(workers, database_url, tmp_path, 60.0, "--drain-timeout", "1s")
     worker_id = w.status()["worker_id"]
-    assert admin(database_url, "workers", "drain", str(worker_id)).returncode == 0
+    workers_command(database_url, "drain", worker_id)
     wait_until(lambda: w.status()["state"] == "draining", 10, "the worker to see the drain")
     assert listed_state(database_url, worker_id) == "draining"
-    resumed = admin(database_url, "workers", "resume", str(worker_id))
-    assert resumed.returncode == 0, resumed.stderr
-    assert "is active" in resumed.stdout
+    assert "is active" in workers_command(database_url, "resume", worker_id).stdout
     wait_until(lambda: w.status()["state"] == "active", 10, "the worker to claim again")
     with queue.Queue.connect(database_url) as q:
         q.enqueue("hold", {"sleep_s": 0}, queue="t")
@@ -773,20 +760,15 @@ def test_resume_undoes_a_drain_under_way_and_the_worker_claims_again(
     # A worker draining on its own (SIGTERM) is not resumed: its process is going.
     w.signal(signal.SIGTERM)
     assert w.wait(30) == 0
-    refused = admin(database_url, "workers", "resume", str(worker_id))
-    assert refused.returncode == 1 and "by its own drain" in refused.stderr
+    assert "by its own drain" in workers_command(database_url, "resume", worker_id, 1).stderr
 
 
 def test_restart_drains_exits_75_and_the_worker_comes_back_with_its_credential(
     database_url: str, tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
-    with queue.Queue.connect(database_url) as q:
-        q.enqueue("hold", {"sleep_s": 2.0}, queue="t")
-    w = spawn(workers, database_url, tmp_path, "w1", "--pool", "p1", queues="t")
-    wait_until(lambda: w.status()["in_flight"] == 1, what="a job in flight")
+    w = holding_one(workers, database_url, tmp_path, 2.0, "--pool", "p1")
     worker_id = w.status()["worker_id"]
-    restart = admin(database_url, "workers", "restart", str(worker_id))
-    assert restart.returncode == 0 and "is restarting" in restart.stdout, restart.stderr
+    assert "is restarting" in workers_command(database_url, "restart", worker_id).stdout
     assert listed_state(database_url, worker_id) == "restarting"
     assert w.wait(30) == 75, w.output()  # even a pool's worker exits: for a restart
     assert finished(database_url).get("completed") == 1

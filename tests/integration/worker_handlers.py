@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 from pydantic import BaseModel
@@ -31,16 +31,21 @@ async def _db() -> psycopg.AsyncConnection[Any]:
     return _conn
 
 
+async def _note(job: corral.Job[Any], insert: LiteralString, value: Any) -> None:
+    """Insert (the job's id, `value`, this worker's name) with `insert`, then
+    take the payload's `sleep_s` (default 10 ms) to finish."""
+    conn = await _db()
+    async with _lock:
+        await conn.execute(insert, (job.id, value, os.environ.get("CORRAL_NAME", "?")))
+    await asyncio.sleep(float((job.payload or {}).get("sleep_s", 0.01)))
+
+
 @corral.handler("record")
 async def record(job: corral.Job[Any]) -> None:
     """Record this delivery, then take `sleep_s` (default 10 ms) to finish."""
-    conn = await _db()
-    async with _lock:
-        await conn.execute(
-            "INSERT INTO handled (job_id, attempt, worker) VALUES (%s, %s, %s)",
-            (job.id, job.attempt, os.environ.get("CORRAL_NAME", "?")),
-        )
-    await asyncio.sleep(float((job.payload or {}).get("sleep_s", 0.01)))
+    await _note(
+        job, "INSERT INTO handled (job_id, attempt, worker) VALUES (%s, %s, %s)", job.attempt
+    )
 
 
 @corral.handler("explode")
@@ -99,10 +104,8 @@ async def poison(job: corral.Job[Any]) -> Any:
 async def scheduled(job: corral.Job[Any]) -> None:
     """Record the occurrence a schedule enqueued this job for, then take
     `sleep_s` (default 10 ms)."""
-    conn = await _db()
-    async with _lock:
-        await conn.execute(
-            "INSERT INTO seen (job_id, scheduled_for, worker) VALUES (%s, %s, %s)",
-            (job.id, job.scheduled_for, os.environ.get("CORRAL_NAME", "?")),
-        )
-    await asyncio.sleep(float((job.payload or {}).get("sleep_s", 0.01)))
+    await _note(
+        job,
+        "INSERT INTO seen (job_id, scheduled_for, worker) VALUES (%s, %s, %s)",
+        job.scheduled_for,
+    )

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
 import click
+from click.decorators import FC
 
 from corral.admin._output import FORMATS, ago, emit, plain
 from corral.durations import DurationError, format_age, parse_duration
@@ -41,6 +42,7 @@ from corral.queue.records import Job, JobGroup, JobState, Worker
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND = 1, 2, 3
 _CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -133,16 +135,65 @@ def _queue(database_url: str | None) -> Iterator[Queue]:
         yield queue
 
 
-def _duration(what: str) -> Callable[[click.Context, click.Parameter, str | None], float | None]:
+def _change_command(
+    group: click.Group,
+    name: str,
+    target: Callable[[Callable[..., None]], Callable[..., None]],
+    description: str,
+    change: Callable[[Queue, T], R],
+    said: Callable[[T, R], str],
+) -> None:
+    """`corral GROUP NAME TARGET`: one change through the queue (`change`),
+    then one line saying what it did (`said`). `target` is the command's
+    `click.argument("target", ...)`."""
+
+    @group.command(name, help=description)
+    @target
+    @_database_option
+    @_handled
+    def command(target: T, database_url: str | None) -> None:
+        with _queue(database_url) as queue:
+            result = change(queue, target)
+        click.echo(said(target, result))
+
+
+def _list_command(
+    group: click.Group,
+    description: str,
+    fetch: Callable[[Queue], list[T]],
+    headers: list[str],
+    row: Callable[[T], list[Any]],
+    shown: Callable[[T], Any] = lambda record: record,
+) -> None:
+    """`corral GROUP list`: what `fetch` reads, as a table of `row`s under
+    `headers`, or (-o json|yaml) each record as `shown`."""
+
+    @group.command("list", help=description)
+    @_output_option
+    @_database_option
+    @_handled
+    def command(output: str, database_url: str | None) -> None:
+        with _queue(database_url) as queue:
+            found = fetch(queue)
+        emit(output, [shown(r) for r in found], headers, [row(r) for r in found])
+
+
+_ID = click.argument("target", type=int, metavar="ID")  # a job's or a worker's
+
+
+def _duration_option(flag: str, help: str, **options: Any) -> Callable[[FC], FC]:
+    """Option `flag`, a DURATION (30s, 5m, 7d) the command gets in seconds;
+    a bad one exits 2 naming `flag` and a valid value."""
+
     def convert(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
         if value is None:
             return None
         try:
-            return parse_duration(value, what=what)
+            return parse_duration(value, what=flag)
         except DurationError as exc:
             raise click.BadParameter(str(exc)) from None
 
-    return convert
+    return click.option(flag, callback=convert, metavar="DURATION", help=help, **options)
 
 
 # -- db ----------------------------------------------------------------------
@@ -282,12 +333,7 @@ def _parse_time(
 @click.option(
     "--priority", type=int, default=0, show_default=True, help="-1000..1000, higher first."
 )
-@click.option(
-    "--delay",
-    callback=_duration("--delay"),
-    metavar="DURATION",
-    help="Run after this long (30s, 5m).",
-)
+@_duration_option("--delay", "Run after this long (30s, 5m).")
 @click.option("--run-at", callback=_parse_time, metavar="TIME", help="Run at this ISO 8601 time.")
 @click.option("--region", metavar="R", help="Only workers of this region may run it.")
 @click.option(
@@ -316,12 +362,7 @@ def _parse_time(
     help="When the job completes, enqueue its result on Q as a job of kind 'result' "
     "(exactly once; see docs/queue.md).",
 )
-@click.option(
-    "--expires-in",
-    callback=_duration("--expires-in"),
-    metavar="DURATION",
-    help="Give up if not started within this long.",
-)
+@_duration_option("--expires-in", "Give up if not started within this long.")
 @_database_option
 @_handled
 def jobs_enqueue(
@@ -363,35 +404,20 @@ def jobs_enqueue(
     if delay:
         run_at = now + dt.timedelta(seconds=delay)
     expires_at = None if expires_in is None else now + dt.timedelta(seconds=expires_in)
-    if regions is not None:
-        with _queue(database_url) as queue:
-            group = queue.enqueue_group(
-                kind,
-                data,
-                regions=regions.split(","),
-                rule=rule or "all",
-                queue=queue_name,
-                priority=priority,
-                run_at=run_at,
-                expires_at=expires_at,
-                max_attempts=max_attempts,
-                allow_empty_region=allow_empty_region,
-            )
-        click.echo(group.name)
-        return
+    # What a single job and a fan-out's jobs both take.
+    options: dict[str, Any] = {
+        "queue": queue_name, "priority": priority, "run_at": run_at, "expires_at": expires_at,
+        "max_attempts": max_attempts, "allow_empty_region": allow_empty_region,
+    }  # fmt: skip
     with _queue(database_url) as queue:
+        if regions is not None:
+            group = queue.enqueue_group(
+                kind, data, regions=regions.split(","), rule=rule or "all", **options
+            )
+            click.echo(group.name)
+            return
         job_id = queue.enqueue(
-            kind,
-            data,
-            queue=queue_name,
-            priority=priority,
-            region=region,
-            run_at=run_at,
-            expires_at=expires_at,
-            max_attempts=max_attempts,
-            dedupe_key=dedupe_key,
-            allow_empty_region=allow_empty_region,
-            result_queue=result_queue,
+            kind, data, region=region, dedupe_key=dedupe_key, result_queue=result_queue, **options
         )
     click.echo(job_id)
 
@@ -492,39 +518,30 @@ def _show_group(output: str, group: JobGroup) -> None:
     emit(output, {**plain(group), "name": group.name}, headers, rows)
 
 
-@jobs.command("cancel")
-@click.argument("job_id", type=int, metavar="ID")
-@_database_option
-@_handled
-def jobs_cancel(job_id: int, database_url: str | None) -> None:
-    """Cancel a job that has not started yet."""
-    with _queue(database_url) as queue:
-        queue.cancel(job_id)
-    click.echo(f"job {job_id} cancelled")
-
-
-@jobs.command("requeue")
-@click.argument("job_id", type=int, metavar="ID")
-@_database_option
-@_handled
-def jobs_requeue(job_id: int, database_url: str | None) -> None:
+_change_command(
+    jobs,
+    "cancel",
+    _ID,
+    "Cancel a job that has not started yet.",
+    Queue.cancel,
+    lambda job_id, _: f"job {job_id} cancelled",
+)
+_change_command(
+    jobs,
+    "requeue",
+    _ID,
     """Requeue a dead, cancelled or expired job.
 
     The job goes back to pending with a fresh attempt budget.
-    """
-    with _queue(database_url) as queue:
-        job = queue.requeue(job_id)
-    click.echo(f"job {job_id} requeued ({job.max_attempts} attempts)")
+    """,
+    Queue.requeue,
+    lambda job_id, job: f"job {job_id} requeued ({job.max_attempts} attempts)",
+)
 
 
 @jobs.command("purge")
-@click.option(
-    "--older-than",
-    "older_than",
-    required=True,
-    callback=_duration("--older-than"),
-    metavar="DURATION",
-    help="Delete finished jobs that finished longer ago than this (7d).",
+@_duration_option(
+    "--older-than", "Delete finished jobs that finished longer ago than this (7d).", required=True
 )
 @click.option(
     "--batch",
@@ -662,14 +679,7 @@ def tokens() -> None:
 @tokens.command("create")
 @click.option("--region", required=True, metavar="R", help="Region the enrolled worker serves.")
 @click.option("--pool", metavar="P", help="WorkerPool the worker belongs to.")
-@click.option(
-    "--ttl",
-    default="15m",
-    show_default=True,
-    callback=_duration("--ttl"),
-    metavar="DURATION",
-    help="How long it can be used.",
-)
+@_duration_option("--ttl", "How long it can be used.", default="15m", show_default=True)
 @click.option(
     "--uses",
     type=click.IntRange(min=1),
@@ -760,15 +770,14 @@ def tokens_list(include_all: bool, output: str, database_url: str | None) -> Non
     )
 
 
-@tokens.command("revoke")
-@click.argument("token")
-@_database_option
-@_handled
-def tokens_revoke(token: str, database_url: str | None) -> None:
-    """Revoke a token by ID or PREFIX (see tokens list)."""
-    with _queue(database_url) as queue:
-        token_id = queue.revoke_token(token)
-    click.echo(f"token {token_id} revoked")
+_change_command(
+    tokens,
+    "revoke",
+    click.argument("target", metavar="TOKEN"),
+    "Revoke a token by ID or PREFIX (see tokens list).",
+    Queue.revoke_token,
+    lambda _, token_id: f"token {token_id} revoked",
+)
 
 
 # -- workers ---------------------------------------------------------------------
@@ -815,15 +824,14 @@ def workers_list(include_all: bool, output: str, database_url: str | None) -> No
 
 def _worker_change(name: str, description: str, change: Callable[[Queue, int], Worker]) -> None:
     """`corral workers NAME ID`: one registry change, then the worker's new state."""
-
-    @workers.command(name, help=description)
-    @click.argument("worker_id", type=int, metavar="ID")
-    @_database_option
-    @_handled
-    def command(worker_id: int, database_url: str | None) -> None:
-        with _queue(database_url) as queue:
-            worker = change(queue, worker_id)
-        click.echo(f"worker {worker_id} ({worker.name}) is {worker.shown_state}")
+    _change_command(
+        workers,
+        name,
+        _ID,
+        description,
+        change,
+        lambda worker_id, worker: f"worker {worker_id} ({worker.name}) is {worker.shown_state}",
+    )
 
 
 _worker_change(
@@ -857,15 +865,14 @@ _worker_change(
 )
 
 
-@workers.command("remove")
-@click.argument("worker_id", type=int, metavar="ID")
-@_database_option
-@_handled
-def workers_remove(worker_id: int, database_url: str | None) -> None:
+_change_command(
+    workers,
+    "remove",
+    _ID,
     """Remove a worker from the fleet.
 
     Its credential stops working and its running jobs are retried.
-    """
-    with _queue(database_url) as queue:
-        worker = queue.remove_worker(worker_id)
-    click.echo(f"worker {worker_id} ({worker.name}) removed")
+    """,
+    Queue.remove_worker,
+    lambda worker_id, worker: f"worker {worker_id} ({worker.name}) removed",
+)

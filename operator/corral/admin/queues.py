@@ -19,11 +19,13 @@ from corral.admin.cli import (
     _CONTEXT,
     _BadInput,
     _database_option,
-    _duration,
+    _duration_option,
     _handled,
+    _list_command,
     _output_option,
     _queue,
 )
+from corral.queue.client import Queue
 from corral.queue.records import UNCAPPED, QueueSettings
 
 _HEADERS = [
@@ -68,37 +70,25 @@ def queues() -> None:
     default, and how many finished jobs retention keeps (docs/queue.md)."""
 
 
-@queues.command("list")
-@_output_option
-@_database_option
-@_handled
-def queues_list(output: str, database_url: str | None) -> None:
+_list_command(
+    queues,
     """List queues with settings or jobs, and their settings.
 
     A queue never set shows the defaults: 20 attempts, back-off from 1s
     doubling up to 3600s, completed jobs kept, at most 5000 dead jobs and no
     cap on completed ones (both beside the workers' --retention age limit).
-    """
-    with _queue(database_url) as q:
-        found = q.list_queues()
-    emit(output, found, _HEADERS, [_row(s) for s in found])
+    """,
+    Queue.list_queues,
+    _HEADERS,
+    _row,
+)
 
 
 @queues.command("set")
 @click.argument("queue_name", metavar="QUEUE")
 @click.option("--max-attempts", type=click.IntRange(min=1), help="Attempt budget of its jobs.")
-@click.option(
-    "--retry-base",
-    callback=_duration("--retry-base"),
-    metavar="DURATION",
-    help="First retry's back-off (it doubles, with jitter), e.g. 1s.",
-)
-@click.option(
-    "--retry-max",
-    callback=_duration("--retry-max"),
-    metavar="DURATION",
-    help="The back-off's cap, e.g. 1h.",
-)
+@_duration_option("--retry-base", "First retry's back-off (it doubles, with jitter), e.g. 1s.")
+@_duration_option("--retry-max", "The back-off's cap, e.g. 1h.")
 @click.option(
     "--keep-completed",
     type=click.BOOL,

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import click
 
-from corral.admin._output import emit, plain
-from corral.admin.cli import _CONTEXT, _database_option, _handled, _output_option, _queue
+from corral.admin._output import plain
+from corral.admin.cli import _CONTEXT, _list_command
+from corral.queue.client import Queue
 
 _HEADERS = ["REGION", "WORKERS", "POOLS", "DEPTH", "ACCEPTS-JOBS"]
 
@@ -23,11 +24,8 @@ def regions() -> None:
     """Regions: where workers heartbeat, their pools and the jobs waiting."""
 
 
-@regions.command("list")
-@_output_option
-@_database_option
-@_handled
-def regions_list(output: str, database_url: str | None) -> None:
+_list_command(
+    regions,
     """List each region with live workers, pools or jobs waiting.
 
     WORKERS counts workers that heartbeated (or enrolled) in the last 30s;
@@ -35,15 +33,9 @@ def regions_list(output: str, database_url: str | None) -> None:
     jobs for that region not yet running. ACCEPTS-JOBS says whether `corral
     jobs enqueue --region` takes jobs for it without --allow-empty-region:
     a worker heartbeats there, or a pool there can start one.
-    """
-    with _queue(database_url) as queue:
-        found = queue.list_regions()
-    emit(
-        output,
-        [{**plain(r), "accepts_jobs": r.accepts_jobs} for r in found],
-        _HEADERS,
-        [
-            [r.name, r.workers, ",".join(r.pools), r.depth, "yes" if r.accepts_jobs else "no"]
-            for r in found
-        ],
-    )
+    """,
+    Queue.list_regions,
+    _HEADERS,
+    lambda r: [r.name, r.workers, ",".join(r.pools), r.depth, "yes" if r.accepts_jobs else "no"],
+    lambda r: {**plain(r), "accepts_jobs": r.accepts_jobs},
+)

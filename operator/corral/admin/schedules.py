@@ -17,13 +17,16 @@ import click
 from corral.admin._output import emit
 from corral.admin.cli import (
     _CONTEXT,
+    _change_command,
     _database_option,
     _handled,
+    _list_command,
     _output_option,
     _parse_time,
     _queue,
     _read_payload,
 )
+from corral.queue.client import Queue
 from corral.queue.records import Schedule
 from corral.queue.schedules import CATCH_UP, OVERLAP, ScheduleSpec, next_occurrences
 
@@ -121,15 +124,13 @@ def schedules_create(
         emit(output, schedule, _HEADERS, [_row(schedule)])
 
 
-@schedules.command("list")
-@_output_option
-@_database_option
-@_handled
-def schedules_list(output: str, database_url: str | None) -> None:
-    """List schedules: spec, next and last occurrence, last job's state."""
-    with _queue(database_url) as queue:
-        found = queue.list_schedules()
-    emit(output, found, _HEADERS, [_row(s) for s in found])
+_list_command(
+    schedules,
+    "List schedules: spec, next and last occurrence, last job's state.",
+    Queue.list_schedules,
+    _HEADERS,
+    _row,
+)
 
 
 @schedules.command("get")
@@ -144,47 +145,39 @@ def schedules_get(name: str, output: str, database_url: str | None) -> None:
     emit(output, schedule, _HEADERS, [_row(schedule)])
 
 
-@schedules.command("pause")
-@click.argument("name")
-@_database_option
-@_handled
-def schedules_pause(name: str, database_url: str | None) -> None:
-    """Stop firing NAME (missed occurrences follow --catch-up on resume)."""
-    with _queue(database_url) as queue:
-        queue.pause_schedule(name)
-    click.echo(f"schedule {name} paused")
-
-
-@schedules.command("resume")
-@click.argument("name")
-@_database_option
-@_handled
-def schedules_resume(name: str, database_url: str | None) -> None:
-    """Fire NAME again."""
-    with _queue(database_url) as queue:
-        queue.resume_schedule(name)
-    click.echo(f"schedule {name} resumed")
-
-
-@schedules.command("delete")
-@click.argument("name")
-@_database_option
-@_handled
-def schedules_delete(name: str, database_url: str | None) -> None:
-    """Delete NAME; the jobs it enqueued stay."""
-    with _queue(database_url) as queue:
-        queue.delete_schedule(name)
-    click.echo(f"schedule {name} deleted")
-
-
-@schedules.command("run-now")
-@click.argument("name")
-@_database_option
-@_handled
-def schedules_run_now(name: str, database_url: str | None) -> None:
-    """Enqueue one job of NAME now, outside its timetable; prints its id."""
-    with _queue(database_url) as queue:
-        click.echo(queue.run_schedule_now(name))
+_NAME = click.argument("target", metavar="NAME")
+_change_command(
+    schedules,
+    "pause",
+    _NAME,
+    "Stop firing NAME (missed occurrences follow --catch-up on resume).",
+    Queue.pause_schedule,
+    lambda name, _: f"schedule {name} paused",
+)
+_change_command(
+    schedules,
+    "resume",
+    _NAME,
+    "Fire NAME again.",
+    Queue.resume_schedule,
+    lambda name, _: f"schedule {name} resumed",
+)
+_change_command(
+    schedules,
+    "delete",
+    _NAME,
+    "Delete NAME; the jobs it enqueued stay.",
+    Queue.delete_schedule,
+    lambda name, _: f"schedule {name} deleted",
+)
+_change_command(
+    schedules,
+    "run-now",
+    _NAME,
+    "Enqueue one job of NAME now, outside its timetable; prints its id.",
+    Queue.run_schedule_now,
+    lambda _, job_id: str(job_id),
+)
 
 
 @schedules.command("next")

@@ -95,6 +95,20 @@ def _aware(name: str, value: dt.datetime | None) -> dt.datetime | None:
     return value.astimezone(UTC)
 
 
+def _seconds(value: float | str, flag: str, least: float, otherwise: str) -> float:
+    """A duration field (seconds, or a string such as '30s') as seconds, at
+    least `least`; else `InvalidSchedule` "FLAG: VALUE OTHERWISE"."""
+    seconds = value
+    if isinstance(seconds, str):
+        try:
+            seconds = parse_duration(seconds, what=flag)
+        except DurationError as exc:
+            raise InvalidSchedule(str(exc)) from None
+    if not math.isfinite(float(seconds)) or float(seconds) < least:
+        raise InvalidSchedule(f"{flag}: {value!r} {otherwise}")
+    return float(seconds)
+
+
 @dataclass(frozen=True, slots=True)
 class ScheduleSpec:
     """A recurring job: enqueue a `kind` job with `payload` every `every_s`
@@ -134,17 +148,10 @@ class ScheduleSpec:
                 "--every/--cron: give exactly one of them; e.g. --every 30s or --cron '0 * * * *'"
             )
         if self.every_s is not None:
-            every = self.every_s
-            if isinstance(every, str):
-                try:
-                    every = parse_duration(every, what="--every")
-                except DurationError as exc:
-                    raise InvalidSchedule(str(exc)) from None
-            if not math.isfinite(float(every)) or float(every) < 1:
-                raise InvalidSchedule(
-                    f"--every: {self.every_s!r} is under the 1 s minimum; e.g. '30s' or '5m'"
-                )
-            object.__setattr__(self, "every_s", float(every))
+            every = _seconds(
+                self.every_s, "--every", 1, "is under the 1 s minimum; e.g. '30s' or '5m'"
+            )
+            object.__setattr__(self, "every_s", every)
         if self.cron is not None:
             why = _cron_error(self.cron)
             if why is not None:
@@ -170,15 +177,8 @@ class ScheduleSpec:
             raise InvalidSchedule(f"--catch-up: {self.catch_up!r} is not one of none, one, all")
         if self.overlap not in OVERLAP:
             raise InvalidSchedule(f"--overlap: {self.overlap!r} is not one of allow, skip, queue")
-        jitter = self.jitter_s
-        if isinstance(jitter, str):
-            try:
-                jitter = parse_duration(jitter, what="--jitter")
-            except DurationError as exc:
-                raise InvalidSchedule(str(exc)) from None
-        if not math.isfinite(float(jitter)) or float(jitter) < 0:
-            raise InvalidSchedule(f"--jitter: {self.jitter_s!r} must be 0 or more; e.g. '5s'")
-        object.__setattr__(self, "jitter_s", float(jitter))
+        jitter = _seconds(self.jitter_s, "--jitter", 0, "must be 0 or more; e.g. '5s'")
+        object.__setattr__(self, "jitter_s", jitter)
         if not -1000 <= self.priority <= 1000:
             raise InvalidSchedule(f"--priority: {self.priority} is out of -1000..1000; e.g. 0")
         if self.max_attempts is not None and self.max_attempts < 1:

@@ -13,6 +13,7 @@ should use for side effects it must not repeat.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import inspect
@@ -20,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypedDict, TypeVar, Unpack, overload
 
 from pydantic import BaseModel, ValidationError
 
@@ -108,25 +109,30 @@ class Handler:
         try:
             model = self.payload_model.model_validate(job.payload)
         except ValidationError as exc:
-            fields = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '<payload>'}: {e['msg']}"
-                for e in exc.errors()
-            )
-            raise PayloadError(
-                f"payload does not match {self.payload_model.__name__}: {fields}"
-            ) from None
-        return Job(
-            id=job.id,
-            kind=job.kind,
-            queue=job.queue,
-            payload=model,
-            attempt=job.attempt,
-            max_attempts=job.max_attempts,
-            region=job.region,
-            enqueued_at=job.enqueued_at,
-            meta=job.meta,
-            scheduled_for=job.scheduled_for,
-        )
+            raise _mismatch("payload", self.payload_model, exc) from None
+        return dataclasses.replace(job, payload=model)
+
+
+def _mismatch(what: str, model: type[BaseModel], exc: ValidationError) -> PayloadError:
+    """ "WHAT does not match MODEL: field: why; ...", each field by its path."""
+    fields = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '<payload>'}: {e['msg']}" for e in exc.errors()
+    )
+    return PayloadError(f"{what} does not match {model.__name__}: {fields}")
+
+
+class DeferOptions(TypedDict, total=False):
+    """What `defer` and `defer_async` pass on to `Queue.enqueue` (its defaults)."""
+
+    queue: str | None
+    priority: int
+    region: str | None
+    run_at: datetime | None
+    expires_at: datetime | None
+    max_attempts: int | None
+    dedupe_key: str | None
+    allow_empty_region: bool
+    result_queue: str | None
 
 
 def _validated_payload(kind: str, model: type[BaseModel] | None, payload: Any) -> Any:
@@ -138,13 +144,7 @@ def _validated_payload(kind: str, model: type[BaseModel] | None, payload: Any) -
         try:
             model.model_validate(payload)
         except ValidationError as exc:
-            fields = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '<payload>'}: {e['msg']}"
-                for e in exc.errors()
-            )
-            raise PayloadError(
-                f"{kind}.defer: payload does not match {model.__name__}: {fields}"
-            ) from None
+            raise _mismatch(f"{kind}.defer: payload", model, exc) from None
     return payload
 
 
@@ -178,16 +178,7 @@ class HandlerFunction(Generic[Params, R]):
         self,
         target: Queue | Any,
         payload: Any = None,
-        *,
-        queue: str | None = None,
-        priority: int = 0,
-        region: str | None = None,
-        run_at: datetime | None = None,
-        expires_at: datetime | None = None,
-        max_attempts: int | None = None,
-        dedupe_key: str | None = None,
-        allow_empty_region: bool = False,
-        result_queue: str | None = None,
+        **options: Unpack[DeferOptions],
     ) -> int:
         """Enqueue a job of this handler's kind on `target` (a `corral.Queue`,
         or a psycopg `Connection` whose open transaction the job joins) and
@@ -198,37 +189,22 @@ class HandlerFunction(Generic[Params, R]):
         from corral.queue import Queue
 
         return Queue.of(target).enqueue(
-            self.kind, _validated_payload(self.kind, self.payload_model, payload),
-            queue=queue, priority=priority, region=region, run_at=run_at,
-            expires_at=expires_at, max_attempts=max_attempts, dedupe_key=dedupe_key,
-            allow_empty_region=allow_empty_region, result_queue=result_queue,
-        )  # fmt: skip
+            self.kind, _validated_payload(self.kind, self.payload_model, payload), **options
+        )
 
     async def defer_async(
         self,
         target: AsyncQueue | Any,
         payload: Any = None,
-        *,
-        queue: str | None = None,
-        priority: int = 0,
-        region: str | None = None,
-        run_at: datetime | None = None,
-        expires_at: datetime | None = None,
-        max_attempts: int | None = None,
-        dedupe_key: str | None = None,
-        allow_empty_region: bool = False,
-        result_queue: str | None = None,
+        **options: Unpack[DeferOptions],
     ) -> int:
         """`defer` on asyncio: `target` is a `corral.AsyncQueue` or a psycopg
         `AsyncConnection`."""
         from corral.queue import AsyncQueue
 
         return await AsyncQueue.of(target).enqueue(
-            self.kind, _validated_payload(self.kind, self.payload_model, payload),
-            queue=queue, priority=priority, region=region, run_at=run_at,
-            expires_at=expires_at, max_attempts=max_attempts, dedupe_key=dedupe_key,
-            allow_empty_region=allow_empty_region, result_queue=result_queue,
-        )  # fmt: skip
+            self.kind, _validated_payload(self.kind, self.payload_model, payload), **options
+        )
 
 
 class HandlerRegistry:

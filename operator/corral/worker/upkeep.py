@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 from corral.queue.dsn import scrub_password
@@ -69,26 +69,35 @@ async def reap(session: QueueSession, found: Callable[[], None]) -> None:
             found()
 
 
+async def _in_batches(what: str, batch: Callable[[], Awaitable[bool]], database_url: str) -> None:
+    """One pass: `batch()` again while it says a full batch was done. Between
+    batches the heartbeat and failures get the control connection. A failure
+    ends the pass with a warning naming `what` (no password); the worker's
+    removal is raised, for the runtime to act on."""
+    try:
+        while await batch():
+            await asyncio.sleep(_BETWEEN_BATCHES_S)
+    except RemovedError:
+        raise
+    except Exception as exc:
+        log.warning("%s pass failed: %s", what, scrub_password(str(exc), database_url))
+
+
 async def retain(session: QueueSession, retention_s: float, database_url: str) -> None:
     """Delete finished jobs older than `retention_s` seconds, a batch at a time."""
     await asyncio.sleep(RETENTION_FIRST_S)
     while True:
         total = 0
-        try:
-            while True:
-                deleted = await session.purge_finished_batch(retention_s, RETENTION_BATCH)
-                if deleted is None:
-                    break  # another worker is purging
-                total += deleted
-                if deleted < RETENTION_BATCH:
-                    break
-                # Between batches the heartbeat and failures get the control
-                # connection.
-                await asyncio.sleep(_BETWEEN_BATCHES_S)
-        except RemovedError:
-            raise
-        except Exception as exc:
-            log.warning("retention pass failed: %s", scrub_password(str(exc), database_url))
+
+        async def purge() -> bool:
+            nonlocal total
+            deleted = await session.purge_finished_batch(retention_s, RETENTION_BATCH)
+            if deleted is None:
+                return False  # another worker is purging
+            total += deleted
+            return deleted >= RETENTION_BATCH
+
+        await _in_batches("retention", purge, database_url)
         if total:
             log.info("retention: deleted %d finished job(s) older than %gs", total, retention_s)
         await asyncio.sleep(RETENTION_PERIOD_S)
@@ -100,24 +109,20 @@ async def fire_schedules(
     """Every second or so, turn due schedule occurrences into jobs; `found()`
     wakes the dispatcher when some were enqueued. A pass that finds nothing
     due is one cheap indexed statement."""
+
+    async def fire() -> bool:
+        fired = await session.fire_schedules(SCHEDULES_BATCH, 0.0)
+        enqueued = sum(len(f.job_ids) for f in fired)
+        metrics.count_occurrences("enqueued", enqueued)
+        metrics.count_occurrences("skipped", sum(f.skipped for f in fired))
+        if enqueued:
+            log.debug("schedules: %d job(s) enqueued", enqueued)
+            found()
+        return len(fired) >= SCHEDULES_BATCH
+
     while True:
         await asyncio.sleep(SCHEDULES_PERIOD_S * random.uniform(1.0, 1.2))
-        try:
-            while True:
-                fired = await session.fire_schedules(SCHEDULES_BATCH, 0.0)
-                enqueued = sum(len(f.job_ids) for f in fired)
-                metrics.count_occurrences("enqueued", enqueued)
-                metrics.count_occurrences("skipped", sum(f.skipped for f in fired))
-                if enqueued:
-                    log.debug("schedules: %d job(s) enqueued", enqueued)
-                    found()
-                if len(fired) < SCHEDULES_BATCH:
-                    break
-                await asyncio.sleep(_BETWEEN_BATCHES_S)
-        except RemovedError:
-            raise
-        except Exception as exc:
-            log.warning("schedules pass failed: %s", scrub_password(str(exc), database_url))
+        await _in_batches("schedules", fire, database_url)
 
 
 async def declare_schedules(

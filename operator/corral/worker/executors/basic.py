@@ -1,18 +1,21 @@
-"""The kinds that touch no network (`noop`, `sleep`) and the limit every
-network executor's `timeout` field shares. Registered by
-`corral.worker.executors.builtin_registry`."""
+"""The kinds that touch no network (`noop`, `sleep`), and what every
+network executor shares: the limit of its `timeout` field, its latency
+figure and, for those on plain sockets (`tcp`, `dns`), `socket_errors`.
+Registered by `corral.worker.executors.builtin_registry`."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from corral.worker.handlers import Job
+from corral.worker.handlers import HandlerError, Job
 
-__all__ = ["MAX_TIMEOUT_S", "Sleep", "elapsed_ms", "noop", "sleep"]
+__all__ = ["MAX_TIMEOUT_S", "Sleep", "elapsed_ms", "noop", "sleep", "socket_errors"]
 
 MAX_TIMEOUT_S = 60.0  # the most any check may wait (seconds); the job timeout also applies
 
@@ -41,3 +44,17 @@ async def sleep(job: Job[Sleep]) -> dict[str, Any]:
 def elapsed_ms(started: float) -> float:
     """Milliseconds since `started` (a `time.perf_counter()` reading)."""
     return round((time.perf_counter() - started) * 1000, 2)
+
+
+@contextlib.asynccontextmanager
+async def socket_errors(where: str, timeout: float, awaited: str) -> AsyncIterator[None]:
+    """Run a socket exchange within `timeout` seconds; running out becomes a
+    `HandlerError` "WHERE: no AWAITED within Ns", an `OSError` one naming
+    `where` and the system's reason."""
+    try:
+        async with asyncio.timeout(timeout):
+            yield
+    except TimeoutError:
+        raise HandlerError(f"{where}: no {awaited} within {timeout}s") from None
+    except OSError as exc:
+        raise HandlerError(f"{where}: {exc.strerror or exc}") from None

@@ -11,7 +11,6 @@ and `expected` values must all be among the answers.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import socket
 import time
@@ -23,7 +22,7 @@ import dns.rdatatype
 import dns.resolver
 
 from corral.worker.egress import Guard
-from corral.worker.executors.basic import elapsed_ms
+from corral.worker.executors.basic import elapsed_ms, socket_errors
 from corral.worker.executors.payloads import DnsCheck, resolver_address
 from corral.worker.handlers import HandlerError, Job
 
@@ -40,16 +39,11 @@ def dns_executor(guard: Guard) -> Any:
     async def dns_check(job: Job[DnsCheck]) -> dict[str, Any]:
         check = job.payload
         started = time.perf_counter()
-        try:
-            async with asyncio.timeout(check.timeout):
-                if check.type is None and check.resolver is None:
-                    result = await _system(guard, check)
-                else:
-                    result = await _query(guard, check)
-        except TimeoutError:
-            raise HandlerError(f"dns {check.name}: no answer within {check.timeout}s") from None
-        except OSError as exc:
-            raise HandlerError(f"dns {check.name}: {exc.strerror or exc}") from None
+        async with socket_errors(f"dns {check.name}", check.timeout, "answer"):
+            if check.type is None and check.resolver is None:
+                result = await _system(guard, check)
+            else:
+                result = await _query(guard, check)
         result["latency_ms"] = elapsed_ms(started)
         answered = {_normal(v) for v in result["values"]}
         missing = [v for v in check.expected if _normal(v) not in answered]

@@ -10,7 +10,7 @@ aiohttp skips the resolver for address literals, so `judge_url` checks those
 before each request. Behind a proxy the worker never resolves the target (the
 proxy does): the target is judged by its name (host-pattern rules) or, for a
 literal, its address; the proxy itself is judged like any target. Used by
-`http` and `websocket`.
+`http` and `websocket`, whose handlers `client_executor` builds.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import socket
 import ssl
 import time
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,12 +31,13 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from corral.worker.egress import Guard
-from corral.worker.handlers import HandlerError
+from corral.worker.handlers import HandlerError, Job
 
 __all__ = [
     "GuardResolver",
     "cert_summary",
     "client_errors",
+    "client_executor",
     "env_proxy",
     "guarded_session",
     "judge_route",
@@ -83,6 +84,22 @@ async def client_errors(where: str, timeout: float) -> AsyncIterator[None]:
         raise HandlerError(f"{where}: no answer within {timeout}s (timeout)") from None
     except aiohttp.ClientError as exc:
         raise HandlerError(f"{where}: {exc}") from None
+
+
+def client_executor(
+    guard: Guard,
+    where: Callable[[Any], str],
+    exchange: Callable[[Guard, Any], Awaitable[dict[str, Any]]],
+) -> Callable[[Job[Any]], Awaitable[dict[str, Any]]]:
+    """A handler bound to `guard` that runs `exchange(guard, payload)` within
+    the payload's `timeout`, its client errors named by `where(payload)`
+    (`client_errors`)."""
+
+    async def check(job: Job[Any]) -> dict[str, Any]:
+        async with client_errors(where(job.payload), job.payload.timeout):
+            return await exchange(guard, job.payload)
+
+    return check
 
 
 def guarded_session(guard: Guard, **options: Any) -> aiohttp.ClientSession:

@@ -23,13 +23,13 @@ from corral.worker.egress import Guard
 from corral.worker.executors.basic import elapsed_ms
 from corral.worker.executors.guarded import (
     cert_summary,
-    client_errors,
+    client_executor,
     guarded_session,
     judge_route,
     tls_context,
 )
 from corral.worker.executors.payloads import HttpCheck
-from corral.worker.handlers import HandlerError, Job
+from corral.worker.handlers import HandlerError
 
 __all__ = ["http_executor"]
 
@@ -40,12 +40,7 @@ _CREDENTIALS = {"authorization", "cookie", "proxy-authorization"}  # dropped acr
 def http_executor(guard: Guard) -> Any:
     """The `http` handler, bound to the worker's guard."""
 
-    async def http(job: Job[HttpCheck]) -> dict[str, Any]:
-        check = job.payload
-        async with client_errors(f"{check.method} {check.url}", check.timeout):
-            return await _request(guard, check)
-
-    return http
+    return client_executor(guard, lambda check: f"{check.method} {check.url}", _request)
 
 
 async def _request(guard: Guard, check: HttpCheck) -> dict[str, Any]:

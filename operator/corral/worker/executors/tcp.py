@@ -11,8 +11,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from corral.worker.egress import Guard
-from corral.worker.executors.basic import MAX_TIMEOUT_S, elapsed_ms
-from corral.worker.handlers import HandlerError, Job
+from corral.worker.executors.basic import MAX_TIMEOUT_S, elapsed_ms, socket_errors
+from corral.worker.handlers import Job
 
 __all__ = ["TcpCheck", "connect_judged", "tcp_executor"]
 
@@ -33,17 +33,10 @@ def tcp_executor(guard: Guard) -> Any:
     async def tcp(job: Job[TcpCheck]) -> dict[str, Any]:
         check = job.payload
         started = time.perf_counter()
-        try:
-            async with asyncio.timeout(check.timeout):
-                addresses = await guard.resolve(check.host, check.port)
-                _, writer = await connect_judged(addresses, check.port)
-                writer.close()
-        except TimeoutError:
-            raise HandlerError(
-                f"tcp {check.host}:{check.port}: no connection within {check.timeout}s"
-            ) from None
-        except OSError as exc:
-            raise HandlerError(f"tcp {check.host}:{check.port}: {exc.strerror or exc}") from None
+        async with socket_errors(f"tcp {check.host}:{check.port}", check.timeout, "connection"):
+            addresses = await guard.resolve(check.host, check.port)
+            _, writer = await connect_judged(addresses, check.port)
+            writer.close()
         return {"latency_ms": elapsed_ms(started)}
 
     return tcp

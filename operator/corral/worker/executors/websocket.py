@@ -18,13 +18,13 @@ from corral.worker.egress import Guard
 from corral.worker.executors.basic import elapsed_ms
 from corral.worker.executors.guarded import (
     cert_summary,
-    client_errors,
+    client_executor,
     guarded_session,
     judge_route,
     tls_context,
 )
 from corral.worker.executors.payloads import WebsocketCheck
-from corral.worker.handlers import HandlerError, Job
+from corral.worker.handlers import HandlerError
 
 __all__ = ["websocket_executor"]
 
@@ -34,12 +34,7 @@ MAX_MESSAGE_BYTES = 1024 * 1024  # the most of a reply the check reads
 def websocket_executor(guard: Guard) -> Any:
     """The `websocket` handler, bound to the worker's guard."""
 
-    async def websocket(job: Job[WebsocketCheck]) -> dict[str, Any]:
-        check = job.payload
-        async with client_errors(f"websocket {check.url}", check.timeout):
-            return await _exchange(guard, check)
-
-    return websocket
+    return client_executor(guard, lambda check: f"websocket {check.url}", _exchange)
 
 
 async def _exchange(guard: Guard, check: WebsocketCheck) -> dict[str, Any]:
