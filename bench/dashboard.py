@@ -6,16 +6,16 @@ generate_series, not the Python API): 1,000,000 finished jobs spread over
 the last day (six queues, three kinds each, four regions; 2% dead with an
 error, 5% completed after a failed attempt, a few cancelled), 100,000 waiting
 jobs, 60 workers in the registry and 10,000 audit entries. Then the bench
-runs the first rollup (it folds every finished row into the per-minute
-counters), one with nothing new, and times each read the dashboard makes
-(median of 5): the overview (`stats`, `dispatch_status`), the charts
+catches up with rollups (each folds at most 100,000 finished rows into the
+per-minute counters), times one with nothing new, and times each read the
+dashboard makes (median of 5): the overview (`stats`, `dispatch_status`), the charts
 (`throughput`, `depth_history`), the audit trail, the job browser
 (`list_jobs` by queue and state, newest first), a job by id, the workers and
 regions. Each read's statements are also EXPLAINed: any that reads
 `corral_jobs_finished` with a Seq Scan is named in `seqscan=`.
 
 The last line is the summary:
-`bench-dashboard: rows_finished=1000000 rows_waiting=100000 rollup_first_ms=… overview_ms=… … seqscan=<statement names>|none`
+`bench-dashboard: rows_finished=1000000 rows_waiting=100000 rollup_catchup_ms=… overview_ms=… … seqscan=<statement names>|none`
 
 For the web side: `from bench.dashboard import seed` and call `seed(dsn)` on
 a database of a throwaway server, then time the HTTP pages against it;
@@ -194,10 +194,19 @@ def main(argv: list[str]) -> int:
             f"in {time.perf_counter() - started:.1f} s")  # fmt: skip
         figures: dict[str, str] = {}
         with queue.Queue.connect(dsn) as q:
-            started = time.perf_counter()
-            folded = q.rollup_throughput()
-            figures["rollup_first_ms"] = f"{1000 * (time.perf_counter() - started):.0f}"
-            say(f"first rollup folded {folded:,} rows in {figures['rollup_first_ms']} ms")
+            # Catching up from nothing: calls of at most ROLLUP_LIMIT rows each.
+            folded, calls = 0, []
+            while True:
+                started = time.perf_counter()
+                n = q.rollup_throughput()
+                calls.append(1000 * (time.perf_counter() - started))
+                folded += n
+                if n < _insights.ROLLUP_LIMIT:
+                    break
+            figures["rollup_catchup_ms"] = f"{sum(calls):.0f}"
+            figures["rollup_call_max_ms"] = f"{max(calls):.0f}"
+            say(f"catching up folded {folded:,} rows in {len(calls)} rollups, "
+                f"{sum(calls):.0f} ms (slowest call {max(calls):.0f} ms)")  # fmt: skip
             figures["rollup_idle_ms"] = f"{median_ms(q.rollup_throughput):.2f}"
             hot_id = args.finished + 1
             scanned: set[str] = set()

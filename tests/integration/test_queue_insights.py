@@ -87,6 +87,17 @@ def test_a_second_rollup_counts_only_what_finished_since_the_first(
     assert _totals(queue.throughput()) == {"a": (4, 1, 0), "b": (0, 0, 1)}
 
 
+def test_a_long_backlog_is_folded_a_limited_batch_at_a_time(
+    queue: Client, database_url: str
+) -> None:
+    _finish(queue, database_url)
+    assert [queue.rollup_throughput(limit=3), queue.rollup_throughput(limit=3)] == [3, 1]
+    assert queue.rollup_throughput(limit=3) == 0
+    assert _totals(queue.throughput()) == {"a": (3, 1, 0), "b": (0, 0, 1)}
+    with pytest.raises(ValueError, match="limit must be between 1 and 1000000"):
+        queue.rollup_throughput(limit=0)
+
+
 def test_cancelled_jobs_move_the_watermark_but_count_nowhere(
     queue: Client, database_url: str
 ) -> None:

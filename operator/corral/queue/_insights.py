@@ -25,6 +25,10 @@ from corral.queue.errors import InvalidAuditEntry
 # The counters and depth samples are kept this long (the rollup deletes older ones).
 HISTORY_MINUTES = 7 * 24 * 60
 AUDIT_MAX_LIMIT = 10_000
+# Finished rows one rollup folds at most: a few hundred ms, far inside the
+# connections' statement timeout, however long nobody rolled up.
+ROLLUP_LIMIT = 100_000
+ROLLUP_LIMIT_MAX = 1_000_000
 
 
 def _minutes(minutes: int) -> int:
@@ -36,12 +40,16 @@ def _minutes(minutes: int) -> int:
     return minutes
 
 
-def rollup_throughput() -> Operation[int]:
-    """Fold the jobs finished since the last rollup into the per-minute
-    counters, and sample every queue's depth if this minute has no sample
-    yet; returns how many finished rows it read. Safe to call from many
+def rollup_throughput(*, limit: int = ROLLUP_LIMIT) -> Operation[int]:
+    """Fold the jobs finished since the last rollup (at most `limit`, the
+    oldest first) into the per-minute counters, and sample every queue's
+    depth if this minute has no sample yet; returns how many finished rows
+    it read (`limit`: there may be more, call again). Safe to call from many
     places at once: callers take turns, and no row is counted twice."""
-    return int((yield Statement("rollup_throughput", fetch=Fetch.ONE)) or 0)
+    if not 1 <= limit <= ROLLUP_LIMIT_MAX:
+        raise ValueError(f"limit must be between 1 and {ROLLUP_LIMIT_MAX}, got {limit}")
+    params = {"limit": limit}
+    return int((yield Statement("rollup_throughput", params, Fetch.ONE)) or 0)
 
 
 def throughput(minutes: int = 60) -> Operation[list[ir.ThroughputMinute]]:

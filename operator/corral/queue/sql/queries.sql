@@ -595,8 +595,9 @@ SELECT g.id, g.kind, g.rule, g.created_at, m.region, m.job_id,
 
 -- name: rollup_throughput
 -- Fold the finished rows since the last rollup into the per-minute counters
--- (and sample depth once a minute): one caller at a time, each row once.
-SELECT corral_rollup_throughput_v1()
+-- (and sample depth once a minute): one caller at a time, each row once,
+-- at most %(limit)s rows a call.
+SELECT corral_rollup_throughput_v1(%(limit)s::int4)
 
 -- name: throughput
 -- The last %(minutes)s minutes of counters (this minute included): reads

@@ -1850,12 +1850,13 @@ CREATE TABLE corral_rollup_gaps (
 COMMENT ON TABLE corral_rollup_gaps IS
     'Seqs below the watermark not seen yet (a transaction still open, or rolled back).';
 
--- Fold the finished rows not counted yet into corral_throughput_minutes and,
--- once a minute, sample the depth of every queue; returns how many finished
--- rows it read. Callers queue on an advisory lock, so concurrent rollups
+-- Fold the finished rows not counted yet (at most p_limit past the
+-- watermark, lowest seq first, so a long backlog is caught up over several
+-- short calls) into corral_throughput_minutes and, once a minute, sample the
+-- depth of every queue; returns how many finished rows it read. Callers queue on an advisory lock, so concurrent rollups
 -- never count a row twice. Counters and depth samples older than seven days
 -- are deleted as it goes.
-CREATE FUNCTION corral_rollup_throughput_v1() RETURNS bigint
+CREATE FUNCTION corral_rollup_throughput_v1(p_limit integer DEFAULT 100000) RETURNS bigint
 LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -1871,9 +1872,12 @@ BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('corral_rollup_throughput'));
     SELECT * INTO v_state FROM corral_rollup_state;
     WITH fresh AS MATERIALIZED (
-        SELECT f.seq, f.queue, f.state, f.attempt, date_trunc('minute', f.finished_at) AS minute
-          FROM corral_jobs_finished f
-         WHERE f.seq > v_state.watermark
+        (SELECT f.seq, f.queue, f.state, f.attempt,
+                date_trunc('minute', f.finished_at) AS minute
+           FROM corral_jobs_finished f
+          WHERE f.seq > v_state.watermark
+          ORDER BY f.seq
+          LIMIT greatest(p_limit, 1))
         UNION ALL
         SELECT f.seq, f.queue, f.state, f.attempt, date_trunc('minute', f.finished_at)
           FROM corral_jobs_finished f
