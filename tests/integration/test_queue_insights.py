@@ -15,7 +15,7 @@ import threading
 import psycopg
 import pytest
 
-from corral.queue import Failure, JobSpec, Queue, ThroughputMinute
+from corral.queue import Failure, JobSpec, JobState, Queue, ThroughputMinute
 from tests.integration._clients import Client, Connect
 from tests.integration._enrolled import enroll, run_sql
 
@@ -179,6 +179,18 @@ def test_depth_is_sampled_once_a_minute_per_queue(queue: Client, database_url: s
     queue.rollup_throughput()
     again = {(s.queue, s.waiting) for s in queue.depth_history(60) if s.minute == minute}
     assert again == {("a", 2), ("b", 1)}
+
+
+def test_stats_without_finished_counts_only_unfinished_jobs(
+    queue: Client, database_url: str
+) -> None:
+    _finish(queue, database_url)
+    queue.enqueue("noop", queue="a")
+    hot_only = {s.queue: s.counts for s in queue.stats(finished=False)}
+    everything = {s.queue: s.counts for s in queue.stats()}
+    assert hot_only == {"a": {JobState.PENDING: 1}}
+    assert everything["a"] == {JobState.PENDING: 1, JobState.COMPLETED: 3}
+    assert everything["b"] == {JobState.DEAD: 1}
 
 
 def test_windows_outside_the_kept_history_are_refused(queue: Client) -> None:

@@ -164,6 +164,8 @@ SELECT * FROM (
       FROM corral_jobs
      WHERE (%(queue)s::text IS NULL OR queue = %(queue)s)
        AND (%(state)s::text IS NULL OR state = %(state)s)
+       -- A finished state is never here: skip the table (a one-time filter).
+       AND (%(state)s::text IS NULL OR %(state)s::text IN ('scheduled', 'pending', 'running'))
      ORDER BY id DESC LIMIT %(limit)s
 ) hot
 UNION ALL
@@ -174,6 +176,10 @@ SELECT * FROM (
       FROM corral_jobs_finished
      WHERE (%(queue)s::text IS NULL OR queue = %(queue)s)
        AND (%(state)s::text IS NULL OR state = %(state)s)
+       -- An unfinished state is never here: without this, browsing pending
+       -- jobs walks the whole finished table's primary key finding none.
+       AND (%(state)s::text IS NULL
+            OR %(state)s::text IN ('completed', 'dead', 'cancelled', 'expired'))
      ORDER BY id DESC LIMIT %(limit)s
 ) finished
 ORDER BY id DESC LIMIT %(limit)s
