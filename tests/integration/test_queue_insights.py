@@ -15,7 +15,7 @@ import threading
 import psycopg
 import pytest
 
-from corral.queue import Failure, JobSpec, JobState, Queue, ThroughputMinute
+from corral.queue import Failure, JobSpec, JobState, Queue, ThroughputMinute, WorkerRemoved
 from tests.integration._clients import Client, Connect
 from tests.integration._enrolled import enroll, run_sql
 
@@ -160,6 +160,26 @@ def test_concurrent_rollups_count_every_job_exactly_once(
     with connect(database_url) as queue:
         queue.rollup_throughput()
         assert _totals(queue.throughput()) == {"c": (jobs * rounds, 0, 0)}
+
+
+def test_a_worker_rolls_up_with_its_own_rights_and_skips_its_turn_while_another_rolls_up(
+    connect: Connect, database_url: str, worker_database_url: str
+) -> None:
+    with connect(database_url) as admin:
+        _finish(admin, database_url)
+        caller = enroll(admin, queues=["a"], name="upkeep")
+    with psycopg.connect(database_url) as other:  # someone else mid-rollup
+        other.execute("SELECT pg_advisory_xact_lock(hashtext('corral_rollup_throughput'))")
+        with connect(worker_database_url) as worker:
+            assert worker.rollup_throughput(limit=10, worker=caller) == 0
+        other.rollback()
+    with connect(worker_database_url) as worker:
+        assert worker.rollup_throughput(limit=10, worker=caller) == 4
+    with connect(database_url) as admin:
+        assert _totals(admin.throughput()) == {"a": (3, 1, 0), "b": (0, 0, 1)}
+        admin.remove_worker(caller.worker_id)
+    with connect(worker_database_url) as worker, pytest.raises(WorkerRemoved):
+        worker.rollup_throughput(worker=caller)
 
 
 def test_depth_is_sampled_once_a_minute_per_queue(queue: Client, database_url: str) -> None:

@@ -605,6 +605,10 @@ SELECT g.id, g.kind, g.rule, g.created_at, m.region, m.job_id,
 -- at most %(limit)s rows a call.
 SELECT corral_rollup_throughput_v1(%(limit)s::int4)
 
+-- name: worker_rollup_throughput
+-- A worker's pass: NULL when another process is rolling up.
+SELECT corral_worker_rollup_throughput_v1(%(worker)s, %(credential)s, %(limit)s::int4)
+
 -- name: throughput
 -- The last %(minutes)s minutes of counters (this minute included): reads
 -- O(queues x minutes) rows of the counters' primary key.
