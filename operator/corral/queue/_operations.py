@@ -313,6 +313,53 @@ def list_jobs(
     return [p.job_from_row(row) for row in (yield Statement("list_jobs", params))]
 
 
+def browse_jobs(
+    *,
+    queue: str | None = None,
+    kind: str | None = None,
+    state: r.JobState | str | None = None,
+    region: str | None = None,
+    error: str | None = None,
+    before: int | None = None,
+    limit: int = 50,
+) -> Operation[list[r.Job]]:
+    """Jobs newest first, filtered (an empty filter is no filter; `error`: text
+    anywhere in the last error, any case), the page of ids below `before`."""
+    state = None if not state else r.JobState(state)
+    params = {
+        "queue": queue or None,
+        "kind": kind or None,
+        "state": state and str(state),
+        "region": region or None,
+        "error": error or None,
+        "before": before,
+        "limit": limit,
+    }
+    return [p.job_from_row(row) for row in (yield Statement("browse_jobs", params))]
+
+
+@transactional
+def requeue_dead(
+    *,
+    queue: str | None = None,
+    kind: str | None = None,
+    region: str | None = None,
+    error: str | None = None,
+    limit: int = 10_000,
+) -> Operation[int]:
+    """Requeue up to `limit` dead jobs matching the filters (as `requeue`
+    does one); how many went back."""
+    params = {
+        "queue": queue or None,
+        "kind": kind or None,
+        "region": region or None,
+        "error": error or None,
+        "limit": limit,
+    }
+    row = (yield Statement("requeue_dead_jobs", params))[0]
+    return int(row[0])
+
+
 def _transition(job_id: int, statement: str, allowed: str) -> Operation[r.Job]:
     """Run `statement` on one job and read the job back; a job in another
     state is left alone and named in the error (`allowed` says which may)."""

@@ -155,8 +155,10 @@ class Queue:
     # Inspection and admin.
     get_job = _method(op.get_job)
     list_jobs = _method(op.list_jobs)
+    browse_jobs = _method(op.browse_jobs)
     cancel = _method(op.cancel)
     requeue = _method(op.requeue)
+    requeue_dead = _method(op.requeue_dead)
     pause = _method(op.pause)
     resume = _method(op.resume)
     dispatch_status = _method(op.dispatch_status)

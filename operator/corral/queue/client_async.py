@@ -150,6 +150,16 @@ class AsyncQueue:
     request_restart = _method(reg.request_restart)
     resume_worker = _method(reg.resume_worker)
     remove_worker = _method(reg.remove_worker)
+    # The dashboard's (corral.dashboard): inspection and admin on asyncio.
+    get_job = _method(op.get_job)
+    browse_jobs = _method(op.browse_jobs)
+    cancel = _method(op.cancel)
+    requeue = _method(op.requeue)
+    requeue_dead = _method(op.requeue_dead)
+    pause = _method(op.pause)
+    resume = _method(op.resume)
+    dispatch_status = _method(op.dispatch_status)
+    stats = _method(op.stats)
     # Recurring schedules (the worker's firing pass, declared schedules).
     fire_due_schedules = _method(sch.fire_due_schedules)
     create_schedule = _method(sch.create_schedule)
