@@ -17,7 +17,7 @@ from aiohttp import web
 
 from corral.dashboard import routes, views
 from corral.dashboard.session import COOKIE, CSRF_FIELD, Session
-from corral.queue import ConnectionLost, QueueError, mask_dsn
+from corral.queue import ConnectionLost, DsnError, QueueError, mask_dsn
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -65,7 +65,7 @@ async def database_errors(request: web.Request, handler: Handler) -> web.StreamR
     why (its URL's password masked), not a traceback."""
     try:
         return await handler(request)
-    except (ConnectionLost, QueueError, OSError) as exc:
+    except (ConnectionLost, DsnError, QueueError, OSError) as exc:
         message = mask_dsn(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
         raise routes._error(request, 503, f"the database cannot be read: {message}") from None
 

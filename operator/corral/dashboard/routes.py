@@ -50,7 +50,7 @@ class Settings:
 
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
-SESSION_KEY = "corral.session"
+SESSION_KEY: web.RequestKey[Session] = web.RequestKey("session", Session)
 
 
 def settings(request: web.Request) -> Settings:
@@ -58,8 +58,7 @@ def settings(request: web.Request) -> Settings:
 
 
 def session(request: web.Request) -> Session:
-    value: Session = request[SESSION_KEY]
-    return value
+    return request[SESSION_KEY]
 
 
 @asynccontextmanager
@@ -130,7 +129,8 @@ async def jobs(request: web.Request) -> web.Response:
     try:
         f = views.JobFilter.parse(request.query)
     except views.FilterError as exc:
-        return render(request, "jobs", {"f": views.JobFilter(), "error": str(exc), "jobs": []}, 400)
+        context = {"f": views.JobFilter(), "error": str(exc), "jobs": [], "states": views.STATES}
+        return render(request, "jobs", context, 400)
     async with database(request) as q:
         found = await q.browse_jobs(
             queue=f.queue,
@@ -319,7 +319,7 @@ def _error(request: web.Request, status: int, message: str) -> web.HTTPException
     ):
         if candidate.status_code == status:
             cls = candidate
-    return cls(body=response.body, content_type="text/html")
+    return cls(text=response.text, content_type="text/html")
 
 
 def _check_csrf(request: web.Request, form: Any) -> None:
