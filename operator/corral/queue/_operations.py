@@ -338,7 +338,6 @@ def browse_jobs(
     return [p.job_from_row(row) for row in (yield Statement("browse_jobs", params))]
 
 
-@transactional
 def requeue_dead(
     *,
     queue: str | None = None,
@@ -348,7 +347,7 @@ def requeue_dead(
     limit: int = 10_000,
 ) -> Operation[int]:
     """Requeue up to `limit` dead jobs matching the filters (as `requeue`
-    does one); how many went back."""
+    does one), in one statement; how many went back."""
     params = {
         "queue": queue or None,
         "kind": kind or None,
