@@ -141,6 +141,10 @@ bench-start: venv ## Worker start-up: launch to ready and to first claim (median
 bench-schedules: venv ## Schedules: 10,000 due in one minute fired by one process; a pass with nothing due at 10k and 100k schedules
 	$(PY) -m bench.schedules $(BENCH_ARGS)
 
+.PHONY: bench-dashboard
+bench-dashboard: venv ## Dashboard reads at 1,000,000 finished + 100,000 waiting jobs: rollup, each read (median of 5), Seq Scans of the finished table
+	$(PY) -m bench.dashboard $(BENCH_ARGS)
+
 .PHONY: bench-scale
 bench-scale: venv cluster-bins ## Autoscaler benchmark on the local control plane: reaction, first job, drains, 200 pools (BENCH_ARGS=--quick)
 	$(PY) -m bench.scale $(BENCH_ARGS)

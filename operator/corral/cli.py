@@ -18,6 +18,11 @@ from corral._version import __version__
 
 # name -> (module, attribute, one-line help shown by `corral --help`)
 _COMMANDS: dict[str, tuple[str, str, str]] = {
+    "audit": (
+        "corral.admin.audit",
+        "audit",
+        "The audit trail: who did what to which job, queue or worker (list)",
+    ),
     "config": (
         "corral.admin.config",
         "config",

@@ -51,6 +51,7 @@ from corral.queue.errors import (
     EmptyRegion,
     EnrollmentError,
     GroupNotFound,
+    InvalidAuditEntry,
     InvalidJob,
     JobNotFound,
     JobStateError,
@@ -63,6 +64,7 @@ from corral.queue.errors import (
     WorkerRemoved,
     WorkerStateError,
 )
+from corral.queue.insight_records import AuditEntry, DepthMinute, ThroughputMinute
 from corral.queue.migrations import MigrationStatus, migrate, status
 from corral.queue.records import (
     UNCAPPED,
@@ -107,6 +109,7 @@ __all__ = [
     "PAYLOAD_MAX_BYTES",
     "UNCAPPED",
     "AsyncQueue",
+    "AuditEntry",
     "Backlog",
     "Caller",
     "ClaimedJob",
@@ -115,6 +118,7 @@ __all__ = [
     "Credentials",
     "DataRefused",
     "Depth",
+    "DepthMinute",
     "DispatchState",
     "DsnError",
     "EmptyRegion",
@@ -127,6 +131,7 @@ __all__ = [
     "GroupNotFound",
     "Interruption",
     "InterruptionReason",
+    "InvalidAuditEntry",
     "InvalidJob",
     "InvalidSchedule",
     "Job",
@@ -151,6 +156,7 @@ __all__ = [
     "ScheduleFiring",
     "ScheduleNotFound",
     "ScheduleSpec",
+    "ThroughputMinute",
     "TokenInfo",
     "TokenNotFound",
     "Worker",

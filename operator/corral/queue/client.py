@@ -29,6 +29,7 @@ import psycopg
 from psycopg import sql
 
 from corral.queue import _fleet as fleet
+from corral.queue import _insights as ins
 from corral.queue import _operations as op
 from corral.queue import _regions as regions
 from corral.queue import _registry as reg
@@ -189,6 +190,12 @@ class Queue:
     scaler_drain = _method(fleet.scaler_drain)
     scaler_undrain = _method(fleet.scaler_undrain)
     interruptions = _method(fleet.interruptions)
+    # The dashboard: per-minute charts and the audit trail.
+    rollup_throughput = _method(ins.rollup_throughput)
+    throughput = _method(ins.throughput)
+    depth_history = _method(ins.depth_history)
+    record_audit = _method(ins.record_audit)
+    audit = _method(ins.audit)
     # Recurring schedules.
     create_schedule = _method(sch.create_schedule)
     declare_schedule = _method(sch.declare_schedule)

@@ -17,6 +17,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import set_json_loads
 
+from corral.queue import _insights as ins
 from corral.queue import _operations as op
 from corral.queue import _regions as regions
 from corral.queue import _registry as reg
@@ -160,6 +161,12 @@ class AsyncQueue:
     resume = _method(op.resume)
     dispatch_status = _method(op.dispatch_status)
     stats = _method(op.stats)
+    # The dashboard: per-minute charts and the audit trail.
+    rollup_throughput = _method(ins.rollup_throughput)
+    throughput = _method(ins.throughput)
+    depth_history = _method(ins.depth_history)
+    record_audit = _method(ins.record_audit)
+    audit = _method(ins.audit)
     # Recurring schedules (the worker's firing pass, declared schedules).
     fire_due_schedules = _method(sch.fire_due_schedules)
     create_schedule = _method(sch.create_schedule)

@@ -46,6 +46,10 @@ class EmptyRegion(InvalidJob):
     one; `allow_empty_region=True` (CLI: --allow-empty-region) enqueues anyway."""
 
 
+class InvalidAuditEntry(QueueError, ValueError):
+    """An audit entry without an actor or action, or with a detail that is not JSON."""
+
+
 class DataRefused(QueueError, ValueError):
     """PostgreSQL cannot store a value sent (SQLSTATE class 22: a NUL
     character, text that is not UTF-8, a number out of range)."""
@@ -140,6 +144,7 @@ __all__ = [
     "DataRefused",
     "DsnError",
     "EnrollmentError",
+    "InvalidAuditEntry",
     "InvalidJob",
     "JobNotFound",
     "JobStateError",

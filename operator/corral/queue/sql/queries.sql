@@ -661,3 +661,38 @@ SELECT g.id, g.kind, g.rule, g.created_at, m.region, m.job_id,
   LEFT JOIN corral_jobs_finished f ON f.id = m.job_id
  WHERE g.id = %s
  ORDER BY m.region
+
+-- name: rollup_throughput
+-- Fold the finished rows since the last rollup into the per-minute counters
+-- (and sample depth once a minute): one caller at a time, each row once.
+SELECT corral_rollup_throughput_v1()
+
+-- name: throughput
+-- The last %(minutes)s minutes of counters (this minute included): reads
+-- O(queues x minutes) rows of the counters' primary key.
+SELECT minute, queue, completed, failed, dead
+  FROM corral_throughput_minutes
+ WHERE minute > date_trunc('minute', now()) - make_interval(mins => %(minutes)s::int4)
+   AND completed + failed + dead > 0
+ ORDER BY minute, queue
+
+-- name: depth_history
+SELECT minute, queue, waiting
+  FROM corral_depth_minutes
+ WHERE minute > date_trunc('minute', now()) - make_interval(mins => %(minutes)s::int4)
+ ORDER BY minute, queue
+
+-- name: record_audit
+INSERT INTO corral_audit (actor, action, target, detail)
+VALUES (%s, %s, %s, %s::jsonb)
+RETURNING id, at, actor, action, target, detail
+
+-- name: audit
+-- Newest first along corral_audit_at_idx; a filter keeps reading it until
+-- the limit is met.
+SELECT id, at, actor, action, target, detail
+  FROM corral_audit
+ WHERE (%(actor)s::text IS NULL OR actor = %(actor)s::text)
+   AND (%(action)s::text IS NULL OR action = %(action)s::text)
+ ORDER BY at DESC, id DESC
+ LIMIT %(limit)s::int8

@@ -1,0 +1,101 @@
+"""What the dashboard reads, written once like `_operations`: sans-IO
+operations that `Queue` and `AsyncQueue` turn into methods.
+
+Callers: the dashboard (`corral dashboard`: the overview's charts, the
+audit page, and `record_audit` for every action it takes), `corral audit
+list` (`corral.admin.audit`) and the dashboard benchmark.
+
+The charts read per-minute counters, never the finished table:
+`rollup_throughput` folds the finished rows that arrived since the last call
+into them (and samples each queue's depth once a minute); the dashboard calls
+it before it reads a chart. SQL: `corral_rollup_throughput_v1` (migration
+`0011_dashboard.sql`) and the named blocks at the end of `sql/queries.sql`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from corral.queue import insight_records as ir
+from corral.queue._operations import Fetch, Operation, Statement
+from corral.queue.errors import InvalidAuditEntry
+
+# The counters and depth samples are kept this long (the rollup deletes older ones).
+HISTORY_MINUTES = 7 * 24 * 60
+AUDIT_MAX_LIMIT = 10_000
+
+
+def _minutes(minutes: int) -> int:
+    if not 1 <= minutes <= HISTORY_MINUTES:
+        raise ValueError(
+            f"minutes must be between 1 and {HISTORY_MINUTES} (the counters are kept 7 days), "
+            f"got {minutes}"
+        )
+    return minutes
+
+
+def rollup_throughput() -> Operation[int]:
+    """Fold the jobs finished since the last rollup into the per-minute
+    counters, and sample every queue's depth if this minute has no sample
+    yet; returns how many finished rows it read. Safe to call from many
+    places at once: callers take turns, and no row is counted twice."""
+    return int((yield Statement("rollup_throughput", fetch=Fetch.ONE)) or 0)
+
+
+def throughput(minutes: int = 60) -> Operation[list[ir.ThroughputMinute]]:
+    """Completed, failed (retried) and dead jobs per queue and minute over the
+    last `minutes` minutes (this one included), oldest first; minutes with
+    nothing are left out. Reads what the last `rollup_throughput` folded."""
+    rows = yield Statement("throughput", {"minutes": _minutes(minutes)})
+    return [
+        ir.ThroughputMinute(minute, str(queue), int(completed), int(failed), int(dead))
+        for minute, queue, completed, failed, dead in rows
+    ]
+
+
+def depth_history(minutes: int = 60) -> Operation[list[ir.DepthMinute]]:
+    """Waiting jobs per queue, one sample a minute over the last `minutes`
+    minutes, oldest first; a queue with nothing waiting has no sample."""
+    rows = yield Statement("depth_history", {"minutes": _minutes(minutes)})
+    return [ir.DepthMinute(minute, str(queue), int(waiting)) for minute, queue, waiting in rows]
+
+
+def _entry(row: tuple[Any, ...]) -> ir.AuditEntry:
+    id_, at, actor, action, target, detail = row
+    return ir.AuditEntry(int(id_), at, str(actor), str(action), str(target), detail)
+
+
+def record_audit(
+    actor: str, action: str, target: str, detail: Mapping[str, Any] | None = None
+) -> Operation[ir.AuditEntry]:
+    """Record that `actor` did `action` to `target` (a job id, a queue, a
+    worker...), with optional JSON `detail`; returns the stored entry.
+    Never put a password or token in `detail`."""
+    for field, value in (("actor", actor), ("action", action)):
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidAuditEntry(f"audit {field} must be a non-empty string, got {value!r}")
+    if not isinstance(target, str):
+        raise InvalidAuditEntry(f"audit target must be a string, got {type(target).__name__}")
+    text = None
+    if detail is not None:
+        try:
+            text = json.dumps(dict(detail))
+        except (TypeError, ValueError) as exc:
+            raise InvalidAuditEntry(
+                f"audit detail must be a JSON object of JSON values: {exc}"
+            ) from None
+    rows = yield Statement("record_audit", (actor, action, target, text))
+    return _entry(rows[0])
+
+
+def audit(
+    limit: int = 100, *, actor: str | None = None, action: str | None = None
+) -> Operation[list[ir.AuditEntry]]:
+    """The newest `limit` audit entries, newest first, of one actor and/or
+    one action if given."""
+    if not 1 <= limit <= AUDIT_MAX_LIMIT:
+        raise ValueError(f"limit must be between 1 and {AUDIT_MAX_LIMIT}, got {limit}")
+    rows = yield Statement("audit", {"limit": limit, "actor": actor, "action": action})
+    return [_entry(row) for row in rows]

@@ -1,0 +1,183 @@
+"""The dashboard's charts: per-minute throughput folded off the hot path by
+`rollup_throughput`, and depth sampled by the same call.
+
+Both clients (the `queue` / `connect` fixtures): the dashboard serves on
+either. The guarantee under test is the watermark: every finished job is
+counted once, in its queue and minute, however many rollups run, whenever
+they run, and however late the completion that drew a lower `seq` commits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import psycopg
+import pytest
+
+from corral.queue import Failure, JobSpec, Queue, ThroughputMinute
+from tests.integration._clients import Client, Connect
+from tests.integration._enrolled import enroll, run_sql
+
+
+def _totals(rows: list[ThroughputMinute]) -> dict[str, tuple[int, int, int]]:
+    out: dict[str, tuple[int, int, int]] = {}
+    for row in rows:
+        c, f, d = out.get(row.queue, (0, 0, 0))
+        out[row.queue] = (c + row.completed, f + row.failed, d + row.dead)
+    return out
+
+
+def _minute(url: str, ago_min: int) -> dt.datetime:
+    [(minute,)] = run_sql(
+        url, "SELECT date_trunc('minute', now()) - make_interval(mins => %s)", [ago_min]
+    )
+    assert isinstance(minute, dt.datetime)
+    return minute
+
+
+def _finish(queue: Client, url: str) -> None:
+    """On queue a: 3 completed (one after a failed attempt); on b: 1 dead."""
+    queue.enqueue_many([JobSpec("noop", queue="a") for _ in range(3)])
+    queue.enqueue("noop", queue="b", max_attempts=1)
+    worker = enroll(queue, queues=["a", "b"])
+    first = queue.claim(worker.worker_id, worker.credential, ["a"], batch=1)
+    assert queue.fail_many([Failure(first[0], "boom")], worker=worker) == []
+    run_sql(url, "UPDATE corral_jobs SET run_at = now() WHERE state = 'scheduled'")
+    held = queue.claim(worker.worker_id, worker.credential, ["a", "b"], batch=10)
+    assert len(held) == 4
+    on_a = [j for j in held if j.queue == "a"]
+    on_b = [j for j in held if j.queue == "b"]
+    assert queue.complete_many(on_a, worker=worker) == []
+    assert queue.fail_many([Failure(on_b[0], "KeyError")], worker=worker) == []
+
+
+def test_completed_failed_and_dead_jobs_land_in_their_queue_and_minute(
+    queue: Client, database_url: str
+) -> None:
+    _finish(queue, database_url)
+    # The dead job finished five minutes ago: its minute is that one.
+    run_sql(
+        database_url,
+        "UPDATE corral_jobs_finished SET finished_at = now() - interval '5 min' WHERE queue = 'b'",
+    )
+    assert queue.rollup_throughput() == 4
+    rows = queue.throughput(60)
+    by_queue = {row.queue: row for row in rows}
+    assert (by_queue["a"].completed, by_queue["a"].failed, by_queue["a"].dead) == (3, 1, 0)
+    assert (by_queue["b"].completed, by_queue["b"].failed, by_queue["b"].dead) == (0, 0, 1)
+    assert by_queue["a"].minute == _minute(database_url, 0)
+    assert by_queue["b"].minute == _minute(database_url, 5)
+    assert [r.minute for r in rows] == sorted(r.minute for r in rows)
+    # A window that ends before that minute leaves it out.
+    assert {r.queue for r in queue.throughput(3)} == {"a"}
+
+
+def test_a_second_rollup_counts_only_what_finished_since_the_first(
+    queue: Client, database_url: str
+) -> None:
+    _finish(queue, database_url)
+    assert queue.rollup_throughput() == 4
+    assert queue.rollup_throughput() == 0
+    assert _totals(queue.throughput()) == {"a": (3, 1, 0), "b": (0, 0, 1)}
+    queue.enqueue("noop", queue="a")
+    worker = enroll(queue, queues=["a"], name="w2")
+    queue.complete_many(queue.claim(worker.worker_id, worker.credential, ["a"]), worker=worker)
+    assert queue.rollup_throughput() == 1
+    assert _totals(queue.throughput()) == {"a": (4, 1, 0), "b": (0, 0, 1)}
+
+
+def test_cancelled_jobs_move_the_watermark_but_count_nowhere(
+    queue: Client, database_url: str
+) -> None:
+    job_id = queue.enqueue("noop", queue="a")
+    queue.cancel(job_id)
+    assert queue.rollup_throughput() == 1
+    assert queue.throughput() == []
+
+
+def test_a_completion_that_commits_late_is_counted_once(queue: Client, database_url: str) -> None:
+    # Two completions: the first draws the lower seq but commits after the
+    # second has been folded. The watermark has passed its seq; the rollup
+    # must still count it, once.
+    queue.enqueue_many([JobSpec("noop", queue="late"), JobSpec("noop", queue="early")])
+    worker = enroll(queue, queues=["late", "early"])
+    held = {j.queue: j for j in queue.claim(worker.worker_id, worker.credential, ["late", "early"])}
+    with psycopg.connect(database_url) as slow:  # a transaction left open
+        assert Queue(slow).complete_many([held["late"]], worker=worker) == []
+        assert queue.complete_many([held["early"]], worker=worker) == []
+        assert queue.rollup_throughput() == 1
+        assert _totals(queue.throughput()) == {"early": (1, 0, 0)}
+        slow.commit()
+    assert queue.rollup_throughput() == 1
+    assert queue.rollup_throughput() == 0
+    assert _totals(queue.throughput()) == {"early": (1, 0, 0), "late": (1, 0, 0)}
+
+
+def test_concurrent_rollups_count_every_job_exactly_once(
+    connect: Connect, database_url: str
+) -> None:
+    jobs, rounds = 40, 8
+    with connect(database_url) as queue:
+        worker = enroll(queue, queues=["c"])
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def keep_rolling() -> None:
+        try:
+            with connect(database_url) as mine:
+                while not stop.is_set():
+                    mine.rollup_throughput()
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    rollers = [threading.Thread(target=keep_rolling) for _ in range(3)]
+    for thread in rollers:
+        thread.start()
+    try:
+        with connect(database_url) as queue:
+            for _ in range(rounds):
+                queue.enqueue_many([JobSpec("noop", queue="c") for _ in range(jobs)])
+                held = queue.claim(worker.worker_id, worker.credential, ["c"], batch=jobs)
+                for job in held:  # one commit each: many seqs, interleaved with rollups
+                    assert queue.complete_many([job], worker=worker) == []
+    finally:
+        stop.set()
+        for thread in rollers:
+            thread.join()
+    assert errors == []
+    with connect(database_url) as queue:
+        queue.rollup_throughput()
+        assert _totals(queue.throughput()) == {"c": (jobs * rounds, 0, 0)}
+
+
+def test_depth_is_sampled_once_a_minute_per_queue(queue: Client, database_url: str) -> None:
+    queue.enqueue_many([JobSpec("noop", queue="a") for _ in range(2)])
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    queue.enqueue_many([JobSpec("noop", queue="b", run_at=soon) for _ in range(2)])
+    run_sql(database_url, "UPDATE corral_jobs SET run_at = now() WHERE id = "
+            "(SELECT min(id) FROM corral_jobs WHERE queue = 'b')")  # fmt: skip
+    queue.rollup_throughput()
+    samples = queue.depth_history(60)
+    assert {(s.queue, s.waiting) for s in samples} == {("a", 2), ("b", 1)}
+    [minute] = {s.minute for s in samples}
+    [(sampled,)] = run_sql(database_url, "SELECT depth_minute FROM corral_rollup_state")
+    assert minute == sampled
+    # Later rollups in the same sampled minute add nothing.
+    queue.enqueue("noop", queue="a")
+    queue.rollup_throughput()
+    again = {(s.queue, s.waiting) for s in queue.depth_history(60) if s.minute == minute}
+    assert again == {("a", 2), ("b", 1)}
+
+
+def test_windows_outside_the_kept_history_are_refused(queue: Client) -> None:
+    for call in (queue.throughput, queue.depth_history):
+        with pytest.raises(ValueError, match="minutes must be between 1 and 10080"):
+            call(0)
+
+
+def test_the_rollup_refuses_a_snapshot_older_than_its_lock(database_url: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        with pytest.raises(psycopg.Error, match="must run at READ COMMITTED"):
+            conn.execute("SELECT corral_rollup_throughput_v1()")
