@@ -307,3 +307,31 @@ def test_an_unreachable_database_is_a_503_without_its_password(database_url: str
             r = requests.get(base + path)
             assert r.status_code == 503 and "the database cannot be read" in r.text
             assert "not-the-password-XYZ" not in r.text
+
+
+def test_every_action_is_recorded_in_the_audit_trail(
+    url: str, seeded: Seeded, database_url: str
+) -> None:
+    s = sign_in(url)
+    job = seeded.pending[0]
+    act(s, url, f"/jobs/{job}/cancel")
+    act(s, url, "/dispatch/pause", queue="mail", reason="smtp provider down")
+    act(s, url, f"/workers/{seeded.worker_id}/drain")
+    act(s, url, f"/jobs/{job}/cancel")  # refused (already cancelled): not recorded
+    with Queue.connect(database_url) as q:
+        entries = q.audit(limit=10)
+    assert [(e.actor, e.action, e.target) for e in reversed(entries)] == [
+        ("admin", "job.cancel", f"job:{job}"),
+        ("admin", "dispatch.pause", "mail"),
+        ("admin", "worker.drain", f"worker:{seeded.worker_id}"),
+    ]
+    assert entries[1].detail == {"reason": "smtp provider down"}
+    page = requests.get(url + "/audit").text
+    assert "worker.drain" in page and "dispatch.pause" in page
+
+
+def test_overview_charts_draw_the_last_hour_from_the_counters(url: str, seeded: Seeded) -> None:
+    html = requests.get(url + "/").text
+    # the seed's 4 dead jobs were folded into the counters by the overview's rollup
+    assert '<span class="key dead">dead 4</span>' in html
+    assert 'data-series="completed"' in html and 'data-series="waiting"' in html

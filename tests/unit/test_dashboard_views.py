@@ -127,12 +127,18 @@ def test_throughput_chart_sums_queues_per_minute_and_fills_gaps() -> None:
     assert by["completed"].path.count("L") == 4
 
 
-def test_depth_chart_carries_the_last_sample() -> None:
+def test_densify_fills_gaps_with_zero_or_carries_a_gauge() -> None:
     m = charts.minute_floor(NOW)
-    rows = [_D(m - dt.timedelta(minutes=3), "a", 5), _D(m - dt.timedelta(minutes=3), "b", 2)]
-    assert charts.densify({m - dt.timedelta(minutes=3): 7}, NOW, 5, carry=True) == [0, 7, 7, 7, 7]
+    sample = {m - dt.timedelta(minutes=3): 7}
+    assert charts.densify(sample, NOW, 5) == [0, 7, 0, 0, 0]
+    assert charts.densify(sample, NOW, 5, carry=True) == [0, 7, 7, 7, 7]
+
+
+def test_depth_chart_sums_queues_per_minute() -> None:
+    m = charts.minute_floor(NOW)
+    rows = [_D(m - dt.timedelta(minutes=1), "a", 5), _D(m - dt.timedelta(minutes=1), "b", 2)]
     chart = views.depth_chart(rows, end=NOW, minutes=5)
-    assert chart.series[0].last == 7 and chart.peak == 7
+    assert chart.series[0].total == 7 and chart.peak == 7 and chart.series[0].last == 0
 
 
 def _worker(id: int, region: str, pool: str | None, state: str, beat_s: float) -> Worker:

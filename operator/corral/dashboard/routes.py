@@ -96,8 +96,11 @@ async def overview(request: web.Request) -> web.Response:
     async with database(request) as q:
         stats = await q.stats()
         dispatch = await q.dispatch_status()
-        throughput = await _history(q, "throughput")
-        depth = await _history(q, "depth_history")
+        # Fold what finished since the last call into the per-minute
+        # counters (cheap when nothing is new), then read the last hour.
+        await q.rollup_throughput()
+        throughput = await q.throughput(minutes=60)
+        depth = await q.depth_history(minutes=60)
     return render(
         request,
         "overview",
@@ -113,15 +116,6 @@ async def overview(request: web.Request) -> web.Response:
             "now": at,
         },
     )
-
-
-async def _history(q: AsyncQueue, name: str) -> list[Any]:
-    """The last hour of a per-minute history (`throughput`, `depth_history`)."""
-    call = getattr(q, name, None)
-    if call is None:  # before the counters' migration is in
-        return []
-    rows: list[Any] = await call(minutes=60)
-    return rows
 
 
 @routes.get("/jobs", name="jobs")
@@ -248,8 +242,7 @@ async def dispatch(request: web.Request) -> web.Response:
 @routes.get("/audit", name="audit")
 async def audit(request: web.Request) -> web.Response:
     async with database(request) as q:
-        call = getattr(q, "audit", None)
-        entries = [] if call is None else await call(limit=100)
+        entries = await q.audit(limit=100)
     return render(request, "audit", {"entries": entries, "now": now()})
 
 
@@ -353,9 +346,7 @@ async def _action(request: web.Request, run: Action) -> web.StreamResponse:
             raise _error(request, 404, str(exc)) from None
         except QueueError as exc:
             raise _error(request, 409, str(exc)) from None
-        record = getattr(q, "record_audit", None)
-        if record is not None:
-            await record(user, action, target, detail)
+        await q.record_audit(user, action, target, detail)
     if not is_htmx(request):
         raise web.HTTPSeeOther(_next(form.get("next")))
     response = aiohttp_jinja2.render_template(

@@ -205,13 +205,13 @@ def throughput_chart(
 
 
 def depth_chart(rows: Iterable[DepthRecord], *, end: dt.datetime, minutes: int = 60) -> Chart:
-    """Jobs waiting, summed over queues, per minute (a gauge: a minute with no
-    sample keeps the previous value)."""
+    """Jobs waiting, summed over queues, per minute (a queue with nothing
+    waiting has no sample, so a minute with none is drawn as 0)."""
     per_minute: dict[dt.datetime, int] = defaultdict(int)
     for row in rows:
         per_minute[minute_floor(row.minute)] += int(row.waiting)
     return line_chart(
-        "Jobs waiting", [("waiting", "waiting", per_minute)], end=end, minutes=minutes, carry=True
+        "Jobs waiting", [("waiting", "waiting", per_minute)], end=end, minutes=minutes
     )
 
 
