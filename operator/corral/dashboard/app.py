@@ -6,7 +6,7 @@ integration and browser tests build it with `create_app`.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from aiohttp import web
 from corral.dashboard import routes, views
 from corral.dashboard.session import COOKIE, CSRF_FIELD, Session
 from corral.queue import ConnectionLost, DsnError, QueueError, mask_dsn
+from corral.queue.pool import AsyncQueuePool
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -84,6 +85,15 @@ async def _context(request: web.Request) -> dict[str, Any]:
     }
 
 
+async def _pool(app: web.Application) -> AsyncIterator[None]:
+    """One connection pool for the app's life (opened on start-up, closed on exit)."""
+    pool = AsyncQueuePool(app[routes.SETTINGS].dsn)
+    await pool.open()
+    app[routes.POOL] = pool
+    yield
+    await pool.close()
+
+
 FILTERS: dict[str, Callable[..., str]] = {
     "duration": views.duration,
     "stamp": views.stamp,
@@ -94,6 +104,7 @@ FILTERS: dict[str, Callable[..., str]] = {
 def create_app(settings: routes.Settings) -> web.Application:
     app = web.Application(middlewares=[session_middleware, database_errors])
     app[routes.SETTINGS] = settings
+    app.cleanup_ctx.append(_pool)
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.PackageLoader("corral.dashboard", "templates"),

@@ -32,6 +32,7 @@ from corral.queue import (
     ScheduleNotFound,
     WorkerNotFound,
 )
+from corral.queue.pool import AsyncQueuePool
 
 __all__ = ["Settings", "routes"]
 
@@ -61,14 +62,14 @@ def session(request: web.Request) -> Session:
     return request[SESSION_KEY]
 
 
+POOL: web.AppKey[AsyncQueuePool] = web.AppKey("pool", AsyncQueuePool)
+
+
 @asynccontextmanager
 async def database(request: web.Request) -> AsyncIterator[AsyncQueue]:
-    """A short-lived AsyncQueue connection for one request."""
-    q = await AsyncQueue.connect(settings(request).dsn)
-    try:
+    """An AsyncQueue on a pooled connection, for one request."""
+    async with request.app[POOL].queue() as q:
         yield q
-    finally:
-        await q.close()
 
 
 def now() -> dt.datetime:
