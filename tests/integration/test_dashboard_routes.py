@@ -50,6 +50,7 @@ def test_every_page_answers_and_a_fragment_is_only_the_live_part(url: str, seede
         assert "<html" in r.text
     r = requests.get(f"{url}/jobs/{seeded.pending[0]}")
     assert r.status_code == 200
+    assert requests.get(f"{url}/healthz").text == "ok\n"
     fragment = requests.get(f"{url}/jobs", headers=HX)
     assert fragment.status_code == 200
     assert "<html" not in fragment.text and 'id="jobs"' in fragment.text
@@ -61,7 +62,7 @@ def test_overview_shows_counts_per_queue_and_state_and_the_charts(url: str) -> N
     # mail: 3 pending, 2 dead; the row lists counts in JobState order
     row = html.split('data-queue="mail"')[1].split("</tr>")[0]
     counts = [int(c) for c in row.split('class="num">')[1:] for c in [c.split("<")[0]]]
-    states = [str(s) for s in JobState]
+    states = ["scheduled", "pending", "running", "completed", "dead"]  # dead: last 24 h
     assert counts[states.index("pending")] == 3
     assert counts[states.index("dead")] == 2
     assert "Throughput per minute" in html and "Jobs waiting" in html

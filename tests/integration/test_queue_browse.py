@@ -43,3 +43,20 @@ def test_requeue_dead_takes_only_what_the_filter_matches(queue: Client) -> None:
     assert queue.requeue_dead(queue="reports", limit=1) == 1
     assert queue.requeue_dead(queue="reports") == 1
     assert queue.requeue_dead() == 0
+
+
+def test_recent_stats_counts_finished_jobs_from_the_counters(queue: Client) -> None:
+    dead = _dead(queue, "reports", "boom", 2)
+    waiting = queue.enqueue("email", {}, queue="reports")
+    cancelled = queue.enqueue("email", {}, queue="mail")
+    queue.cancel(cancelled)
+    # before a rollup the counters hold nothing: unfinished jobs only
+    (before,) = [s for s in queue.recent_stats() if s.queue == "reports"]
+    assert JobState.DEAD not in before.counts and before.counts[JobState.PENDING] == 1
+    queue.rollup_throughput()
+    by_queue = {s.queue: s for s in queue.recent_stats(minutes=60)}
+    assert by_queue["reports"].counts[JobState.DEAD] == len(dead)
+    assert by_queue["reports"].counts[JobState.PENDING] == 1
+    assert by_queue["reports"].oldest_pending_age_s is not None
+    assert JobState.CANCELLED not in by_queue.get("mail", by_queue["reports"]).counts
+    assert queue.get_job(waiting).state is JobState.PENDING

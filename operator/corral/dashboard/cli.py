@@ -67,6 +67,14 @@ def dashboard(
 
     Read-only unless a password is configured and you sign in; every action is
     recorded in the audit table (`corral audit list`).
+
+    \b
+    Environment:
+      CORRAL_DATABASE_URL          the queue's database (or --database-url)
+      CORRAL_DASHBOARD_PASSWORD    the sign-in password (or --password-file)
+      CORRAL_DASHBOARD_SECRET_KEY  the key sessions are signed with; unset: a
+                                   random one, so sessions end on a restart
+                                   (set it when running several replicas)
     """
     from aiohttp import web
 

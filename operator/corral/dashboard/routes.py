@@ -95,19 +95,20 @@ def render(
 async def overview(request: web.Request) -> web.Response:
     at = now()
     async with database(request) as q:
-        stats = await q.stats()
-        dispatch = await q.dispatch_status()
         # Fold what finished since the last call into the per-minute
-        # counters (cheap when nothing is new), then read the last hour.
+        # counters (cheap when nothing is new), then read them: the table's
+        # finished columns and the charts never count the finished table.
         await q.rollup_throughput()
+        stats = await q.recent_stats(minutes=views.FINISHED_WINDOW_MIN)
+        dispatch = await q.dispatch_status()
         throughput = await q.throughput(minutes=60)
         depth = await q.depth_history(minutes=60)
     return render(
         request,
         "overview",
         {
-            "states": views.STATES,
-            "rows": views.stats_rows(stats),
+            "states": views.OVERVIEW_STATES,
+            "rows": views.stats_rows(stats, views.OVERVIEW_STATES),
             "oldest": views.oldest_waiting(stats),
             "paused": [d for d in dispatch if d.paused],
             "charts": [
@@ -225,7 +226,7 @@ async def schedules(request: web.Request) -> web.Response:
 async def dispatch(request: web.Request) -> web.Response:
     async with database(request) as q:
         states = await q.dispatch_status()
-        stats = await q.stats()
+        stats = await q.recent_stats(minutes=views.FINISHED_WINDOW_MIN)
     by_queue = {d.queue: d for d in states}
     queues = sorted({s.queue for s in stats} | {d.queue for d in states if d.queue != "*"})
     everything = by_queue.get("*")
@@ -245,6 +246,12 @@ async def audit(request: web.Request) -> web.Response:
     async with database(request) as q:
         entries = await q.audit(limit=100)
     return render(request, "audit", {"entries": entries, "now": now()})
+
+
+@routes.get("/healthz", name="healthz")
+async def healthz(request: web.Request) -> web.Response:
+    """The pod's probes: the server answers (the database is the pages' business)."""
+    return web.Response(text="ok\n")
 
 
 # -- signing in ---------------------------------------------------------------

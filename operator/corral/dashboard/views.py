@@ -20,6 +20,11 @@ from corral.dashboard.charts import Chart, line_chart, minute_floor
 from corral.queue import JobState, QueueStats, Worker
 
 PAGE_SIZE = 50
+# The Overview counts completed and dead jobs of this many last minutes (from
+# the per-minute counters): cheap at any size of the finished table.
+FINISHED_WINDOW_MIN = 24 * 60
+# The Overview's columns: unfinished states now, then the counters' window.
+OVERVIEW_STATES = ["scheduled", "pending", "running", "completed", "dead"]
 STATES = [str(s) for s in JobState]
 
 
@@ -145,12 +150,12 @@ class StatsRow:
     paused: bool
 
 
-def stats_rows(stats: Iterable[QueueStats]) -> list[StatsRow]:
-    """The `corral stats` table: one row per queue, a count per state in STATES order."""
+def stats_rows(stats: Iterable[QueueStats], states: Sequence[str] = STATES) -> list[StatsRow]:
+    """The `corral stats` table: one row per queue, a count per state in `states` order."""
     return [
         StatsRow(
             s.queue,
-            [s.counts.get(JobState(state), 0) for state in STATES],
+            [s.counts.get(JobState(state), 0) for state in states],
             duration(s.oldest_pending_age_s),
             s.paused,
         )

@@ -166,6 +166,7 @@ class Queue:
     set_queue_defaults = _method(op.set_queue_defaults)
     list_queues = _method(op.list_queues)
     stats = _method(op.stats)
+    recent_stats = _method(op.recent_stats)
     depth = _method(op.depth)
     # Enrollment tokens.
     create_token = _method(reg.create_token)

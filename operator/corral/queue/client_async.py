@@ -161,6 +161,7 @@ class AsyncQueue:
     resume = _method(op.resume)
     dispatch_status = _method(op.dispatch_status)
     stats = _method(op.stats)
+    recent_stats = _method(op.recent_stats)
     # The dashboard: per-minute charts and the audit trail.
     rollup_throughput = _method(ins.rollup_throughput)
     throughput = _method(ins.throughput)

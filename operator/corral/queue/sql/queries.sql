@@ -184,7 +184,8 @@ ORDER BY jobs.id DESC
 -- The dashboard's job browser: newest first, keyset-paginated by id (before),
 -- filtered by queue, kind, state, region and text in the last error. Each
 -- table is read backwards along its primary key, so a page costs O(page)
--- whatever the table holds, unless a filter matches almost nothing.
+-- whatever the table holds, unless a filter matches almost nothing; a state
+-- filter skips the table that cannot hold that state.
 SELECT jobs.*, (SELECT o.scheduled_for FROM corral_schedule_occurrences o
                    WHERE o.job_id = jobs.id LIMIT 1) AS scheduled_for
   FROM (
@@ -200,6 +201,7 @@ SELECT * FROM (
        AND (%(region)s::text IS NULL OR region = %(region)s)
        AND (%(error)s::text IS NULL OR strpos(lower(last_error), lower(%(error)s)) > 0)
        AND (%(before)s::bigint IS NULL OR id < %(before)s)
+       AND (%(state)s::text IS NULL OR %(state)s IN ('scheduled', 'pending', 'running'))
      ORDER BY id DESC LIMIT %(limit)s
 ) hot
 UNION ALL
@@ -214,6 +216,7 @@ SELECT * FROM (
        AND (%(region)s::text IS NULL OR region = %(region)s)
        AND (%(error)s::text IS NULL OR strpos(lower(last_error), lower(%(error)s)) > 0)
        AND (%(before)s::bigint IS NULL OR id < %(before)s)
+       AND (%(state)s::text IS NULL OR %(state)s IN ('completed', 'dead', 'cancelled', 'expired'))
      ORDER BY id DESC LIMIT %(limit)s
 ) finished
 ORDER BY id DESC LIMIT %(limit)s
@@ -347,6 +350,16 @@ SELECT queue, state, count(*),
        extract(epoch FROM now() - min(run_at) FILTER (
            WHERE state = 'pending' OR (state = 'scheduled' AND run_at <= now())))
   FROM corral_jobs GROUP BY queue, state
+
+-- name: stats_finished_recent
+-- The dashboard's Overview: completed and dead jobs per queue over the last
+-- %(minutes)s minutes, summed from the per-minute counters (O(queues x
+-- minutes)), never a count over the finished table.
+SELECT queue, 'completed', sum(completed) FROM corral_throughput_minutes
+ WHERE minute > now() - make_interval(mins => %(minutes)s) GROUP BY queue
+UNION ALL
+SELECT queue, 'dead', sum(dead) FROM corral_throughput_minutes
+ WHERE minute > now() - make_interval(mins => %(minutes)s) GROUP BY queue
 
 -- name: stats_finished
 SELECT queue, state, count(*) FROM corral_jobs_finished GROUP BY queue, state
