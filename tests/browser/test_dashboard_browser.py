@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -42,7 +43,7 @@ def url(database_url: str, seeded: Seeded) -> Iterator[str]:
 def sign_in(driver: webdriver.Chrome, base: str, then: str = "/") -> None:
     driver.get(f"{base}/login?next={then}")
     driver.find_element(By.ID, "password").send_keys(PASSWORD)
-    driver.find_element(By.ID, "sign-in").click()
+    click(driver, "sign-in")
     WebDriverWait(driver, 10).until(lambda d: "signed in as" in d.page_source)
 
 
@@ -58,10 +59,26 @@ def same_page(driver: webdriver.Chrome, url_before: str) -> None:
 
 
 def wait_for(driver: webdriver.Chrome, css: str, text: str) -> None:
-    """Until the element at `css` says `text` (the live fragment swapped in)."""
+    """Until the element at `css` says `text` (the live fragment swapped in).
+    Read in the page in one step: htmx replaces the fragment every 2 s, so an
+    element found a moment ago may be gone."""
+    script = "const e = document.querySelector(arguments[0]); return e ? e.textContent : null;"
     WebDriverWait(driver, 10).until(
-        lambda d: any(text in e.text for e in d.find_elements(By.CSS_SELECTOR, css)),
+        lambda d: text in (d.execute_script(script, css) or ""),
         message=f"{css} never showed {text!r}",
+    )
+
+
+def click(driver: webdriver.Chrome, element_id: str) -> None:
+    """Click the element with this id, finding it again if the live fragment
+    was swapped between finding and clicking it."""
+
+    def clicked(d: webdriver.Chrome) -> bool:
+        d.find_element(By.ID, element_id).click()
+        return True
+
+    WebDriverWait(driver, 10, ignored_exceptions=[StaleElementReferenceException]).until(
+        clicked, message=f"#{element_id} could not be clicked"
     )
 
 
@@ -92,11 +109,11 @@ def test_cancel_then_requeue_without_a_reload(
     job = seeded.pending[0]
     sign_in(driver, url, "/jobs?queue=mail")
     before = mark_page(driver)
-    driver.find_element(By.ID, f"cancel-{job}").click()
+    click(driver, f"cancel-{job}")
     wait_for(driver, f'tr[data-job="{job}"] td.state', "cancelled")
     wait_for(driver, "#flash", f"job {job} cancelled")
     same_page(driver, before)
-    driver.find_element(By.ID, f"requeue-{job}").click()
+    click(driver, f"requeue-{job}")
     wait_for(driver, f'tr[data-job="{job}"] td.state', "pending")
     same_page(driver, before)
     with Queue.connect(database_url) as q:
@@ -111,11 +128,11 @@ def test_pause_a_queue_with_a_reason_without_a_reload(
     before = mark_page(driver)
     driver.find_element(By.ID, "pause-queue").send_keys("mail")
     driver.find_element(By.ID, "pause-reason").send_keys("provider outage")
-    driver.find_element(By.ID, "pause").click()
+    click(driver, "pause")
     wait_for(driver, 'tr[data-queue="mail"]', "provider outage")
     wait_for(driver, 'tr[data-queue="mail"] td.dstate', "paused")
     same_page(driver, before)
-    driver.find_element(By.ID, "resume-q-mail").click()
+    click(driver, "resume-q-mail")
     wait_for(driver, 'tr[data-queue="mail"] td.dstate', "running")
     same_page(driver, before)
     with Queue.connect(database_url) as q:
@@ -128,7 +145,7 @@ def test_drain_a_worker_without_a_reload(
     driver = fresh_browser
     sign_in(driver, url, "/workers")
     before = mark_page(driver)
-    driver.find_element(By.ID, f"drain-{seeded.worker_id}").click()
+    click(driver, f"drain-{seeded.worker_id}")
     wait_for(driver, f'tr[data-worker="{seeded.worker_id}"] td.wstate', "draining")
     same_page(driver, before)
     with Queue.connect(database_url) as q:
