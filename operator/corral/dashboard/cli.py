@@ -9,6 +9,7 @@ end when it restarts). Binds 127.0.0.1 unless told otherwise.
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 from pathlib import Path
@@ -107,7 +108,10 @@ def dashboard(
     kube = None
     if not no_kubernetes:
 
+        @functools.cache
         def kube_client() -> object:
+            # Made on the Pools page's first visit, then kept; a failure is
+            # not cached, so a cluster that comes up later is found.
             from corral.kube import Kube
 
             return Kube.from_environment(kubeconfig)

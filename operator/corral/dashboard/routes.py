@@ -206,13 +206,20 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _read_pools(make: Callable[[], Any], at: dt.datetime) -> list[views.PoolRow]:
+    """Every WorkerPool and its Events: one Events call per namespace, not per pool."""
     kube = make()
+    pools = kube.list_workerpools()
+    by_pool: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for namespace in sorted({p.get("metadata", {}).get("namespace", "") for p in pools}):
+        for event in kube.list_events(namespace, "WorkerPool"):
+            key = (namespace, event.get("involvedObject", {}).get("name", ""))
+            by_pool.setdefault(key, []).append(event)
     rows = []
-    for pool in kube.list_workerpools():
+    for pool in pools:
         meta = pool.get("metadata", {})
-        events = kube.list_events(meta.get("namespace", "default"), "WorkerPool", meta.get("name"))
+        events = by_pool.get((meta.get("namespace", ""), meta.get("name", "")), [])
         rows.append(views.pool_row(pool, events, at))
-    return rows
+    return sorted(rows, key=lambda r: (r.namespace, r.name))
 
 
 @routes.get("/schedules", name="schedules")
