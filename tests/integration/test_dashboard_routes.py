@@ -336,3 +336,23 @@ def test_overview_charts_draw_the_last_hour_from_the_counters(url: str, seeded: 
     # the seed's 4 dead jobs were folded into the counters by the overview's rollup
     assert '<span class="key dead">dead 4</span>' in html
     assert 'data-series="completed"' in html and 'data-series="waiting"' in html
+
+
+def test_sign_out_ends_the_session(url: str, seeded: Seeded) -> None:
+    s = sign_in(url)
+    token = csrf_of(s.get(url + "/").text)
+    assert s.post(url + "/logout").status_code == 403  # CSRF applies here too
+    r = s.post(url + "/logout", data={"csrf": token})
+    assert r.status_code == 200 and "signed in as" not in r.text
+    assert act(s, url, f"/jobs/{seeded.pending[0]}/cancel").status_code == 403
+
+
+def test_secure_cookies_behind_https(database_url: str) -> None:
+    from dataclasses import replace
+
+    config = settings(database_url)
+    config = replace(config, auth=replace(config.auth, secure_cookies=True))
+    with serve(config) as base:
+        r = requests.get(base + "/")
+        assert "Secure" in r.headers["Set-Cookie"] and "HttpOnly" in r.headers["Set-Cookie"]
+        assert r.headers["X-Frame-Options"] == "DENY"
