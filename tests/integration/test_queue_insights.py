@@ -15,7 +15,7 @@ import threading
 import psycopg
 import pytest
 
-from corral.queue import Failure, JobSpec, Queue, ThroughputMinute
+from corral.queue import Failure, JobSpec, JobState, Queue, ThroughputMinute, WorkerRemoved
 from tests.integration._clients import Client, Connect
 from tests.integration._enrolled import enroll, run_sql
 
@@ -87,6 +87,17 @@ def test_a_second_rollup_counts_only_what_finished_since_the_first(
     assert _totals(queue.throughput()) == {"a": (4, 1, 0), "b": (0, 0, 1)}
 
 
+def test_a_long_backlog_is_folded_a_limited_batch_at_a_time(
+    queue: Client, database_url: str
+) -> None:
+    _finish(queue, database_url)
+    assert [queue.rollup_throughput(limit=3), queue.rollup_throughput(limit=3)] == [3, 1]
+    assert queue.rollup_throughput(limit=3) == 0
+    assert _totals(queue.throughput()) == {"a": (3, 1, 0), "b": (0, 0, 1)}
+    with pytest.raises(ValueError, match="limit must be between 1 and 1000000"):
+        queue.rollup_throughput(limit=0)
+
+
 def test_cancelled_jobs_move_the_watermark_but_count_nowhere(
     queue: Client, database_url: str
 ) -> None:
@@ -151,6 +162,26 @@ def test_concurrent_rollups_count_every_job_exactly_once(
         assert _totals(queue.throughput()) == {"c": (jobs * rounds, 0, 0)}
 
 
+def test_a_worker_rolls_up_with_its_own_rights_and_skips_its_turn_while_another_rolls_up(
+    connect: Connect, database_url: str, worker_database_url: str
+) -> None:
+    with connect(database_url) as admin:
+        _finish(admin, database_url)
+        caller = enroll(admin, queues=["a"], name="upkeep")
+    with psycopg.connect(database_url) as other:  # someone else mid-rollup
+        other.execute("SELECT pg_advisory_xact_lock(hashtext('corral_rollup_throughput'))")
+        with connect(worker_database_url) as worker:
+            assert worker.rollup_throughput(limit=10, worker=caller) == 0
+        other.rollback()
+    with connect(worker_database_url) as worker:
+        assert worker.rollup_throughput(limit=10, worker=caller) == 4
+    with connect(database_url) as admin:
+        assert _totals(admin.throughput()) == {"a": (3, 1, 0), "b": (0, 0, 1)}
+        admin.remove_worker(caller.worker_id)
+    with connect(worker_database_url) as worker, pytest.raises(WorkerRemoved):
+        worker.rollup_throughput(worker=caller)
+
+
 def test_depth_is_sampled_once_a_minute_per_queue(queue: Client, database_url: str) -> None:
     queue.enqueue_many([JobSpec("noop", queue="a") for _ in range(2)])
     soon = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
@@ -168,6 +199,18 @@ def test_depth_is_sampled_once_a_minute_per_queue(queue: Client, database_url: s
     queue.rollup_throughput()
     again = {(s.queue, s.waiting) for s in queue.depth_history(60) if s.minute == minute}
     assert again == {("a", 2), ("b", 1)}
+
+
+def test_stats_without_finished_counts_only_unfinished_jobs(
+    queue: Client, database_url: str
+) -> None:
+    _finish(queue, database_url)
+    queue.enqueue("noop", queue="a")
+    hot_only = {s.queue: s.counts for s in queue.stats(finished=False)}
+    everything = {s.queue: s.counts for s in queue.stats()}
+    assert hot_only == {"a": {JobState.PENDING: 1}}
+    assert everything["a"] == {JobState.PENDING: 1, JobState.COMPLETED: 3}
+    assert everything["b"] == {JobState.DEAD: 1}
 
 
 def test_windows_outside_the_kept_history_are_refused(queue: Client) -> None:

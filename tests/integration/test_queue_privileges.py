@@ -45,6 +45,7 @@ WORKER_FUNCTIONS = {
     "corral_worker_fire_schedule_v1",
     "corral_worker_lock_schedule_v1",
     "corral_worker_declare_schedule_v1",
+    "corral_worker_rollup_throughput_v1",
 }
 
 

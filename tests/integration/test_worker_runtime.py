@@ -551,6 +551,25 @@ def test_a_running_worker_deletes_finished_jobs_past_its_retention_and_keeps_the
     assert kept == {j.id for j in jobs[20:]}
 
 
+def test_a_running_worker_keeps_the_dashboard_counters_and_depth_samples_current(
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    # No dashboard runs: the worker's upkeep folds what it finished and
+    # samples the depth of a queue it does not serve.
+    with queue.Queue.connect(database_url) as q:
+        q.enqueue_many([queue.JobSpec("noop") for _ in range(5)])
+        q.enqueue_many([queue.JobSpec("noop", queue="elsewhere") for _ in range(3)])
+    spawn(workers, database_url, tmp_path, "w1")
+    with queue.Queue.connect(database_url) as q:
+        wait_until(
+            lambda: sum(m.completed for m in q.throughput() if m.queue == "noop") == 5,
+            60,  # the first pass may precede the jobs; the next is 20-24 s later
+            "the worker's rollup to count its 5 completions",
+        )
+        samples = {(d.queue, d.waiting) for d in q.depth_history()}
+    assert ("elsewhere", 3) in samples
+
+
 def test_a_drain_the_scaler_cancels_sends_the_worker_back_to_work_whether_draining_or_drained(
     database_url: str, tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:

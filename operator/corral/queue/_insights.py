@@ -21,10 +21,15 @@ from typing import Any
 from corral.queue import insight_records as ir
 from corral.queue._operations import Fetch, Operation, Statement
 from corral.queue.errors import InvalidAuditEntry
+from corral.queue.records import Caller
 
 # The counters and depth samples are kept this long (the rollup deletes older ones).
 HISTORY_MINUTES = 7 * 24 * 60
 AUDIT_MAX_LIMIT = 10_000
+# Finished rows one rollup folds at most: a few hundred ms, far inside the
+# connections' statement timeout, however long nobody rolled up.
+ROLLUP_LIMIT = 100_000
+ROLLUP_LIMIT_MAX = 1_000_000
 
 
 def _minutes(minutes: int) -> int:
@@ -36,12 +41,20 @@ def _minutes(minutes: int) -> int:
     return minutes
 
 
-def rollup_throughput() -> Operation[int]:
-    """Fold the jobs finished since the last rollup into the per-minute
-    counters, and sample every queue's depth if this minute has no sample
-    yet; returns how many finished rows it read. Safe to call from many
-    places at once: callers take turns, and no row is counted twice."""
-    return int((yield Statement("rollup_throughput", fetch=Fetch.ONE)) or 0)
+def rollup_throughput(*, limit: int = ROLLUP_LIMIT, worker: Caller | None = None) -> Operation[int]:
+    """Fold the jobs finished since the last rollup (at most `limit`, the
+    oldest first) into the per-minute counters, and sample every queue's
+    depth if this minute has no sample yet; returns how many finished rows
+    it read (`limit`: there may be more, call again). Safe to call from many
+    places at once: callers take turns, and no row is counted twice. A
+    worker passes itself as `worker` (its upkeep; at most 100,000 rows): it
+    does not wait its turn, and gets 0 while another process rolls up."""
+    if not 1 <= limit <= ROLLUP_LIMIT_MAX:
+        raise ValueError(f"limit must be between 1 and {ROLLUP_LIMIT_MAX}, got {limit}")
+    if worker is None:
+        return int((yield Statement("rollup_throughput", {"limit": limit}, Fetch.ONE)) or 0)
+    params = {"worker": int(worker.worker_id), "credential": worker.credential, "limit": limit}
+    return int((yield Statement("worker_rollup_throughput", params, Fetch.ONE)) or 0)
 
 
 def throughput(minutes: int = 60) -> Operation[list[ir.ThroughputMinute]]:

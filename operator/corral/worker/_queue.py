@@ -308,6 +308,14 @@ class QueueSession:
                 ),
             )
 
+    async def rollup_throughput(self, limit: int) -> int:
+        """Fold up to `limit` finished jobs into the dashboard's per-minute
+        counters and sample depth (0 when another process is rolling up)."""
+        async with self._control_lock:
+            return await self._on(
+                self._control, lambda q: q.rollup_throughput(limit=limit, worker=self._caller)
+            )
+
     async def fire_schedules(self, limit: int, lead_s: float) -> list[ScheduleFiring]:
         """One firing pass (one transaction on the control connection): the
         due schedules' occurrences become jobs, once each fleet-wide."""

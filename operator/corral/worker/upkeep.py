@@ -1,12 +1,13 @@
 """Fleet-wide upkeep every worker takes its turn at: the reaper (lapsed
 leases back through the retry path), retention (finished jobs past
-`--retention` deleted) and the schedules' firing pass (due occurrences
-become jobs).
+`--retention` deleted), the schedules' firing pass (due occurrences
+become jobs) and the dashboard's rollup (finished jobs folded into
+per-minute counters, depth sampled once a minute).
 
-Started by `corral.worker.runtime` as the `reaper`, `retention` and
-`schedules` tasks. Reaper and retention passes are one at a time across the
-fleet: the queue takes an advisory lock and a worker that finds it held
-skips its turn. Firing passes run on every worker at once: each locks the
+Started by `corral.worker.runtime` as the `reaper`, `retention`,
+`schedules` and `rollup` tasks. Reaper, retention and rollup passes are one
+at a time across the fleet: the queue takes an advisory lock and a worker
+that finds it held skips its turn. Firing passes run on every worker at once: each locks the
 due schedules it takes (`FOR UPDATE SKIP LOCKED`) and the occurrences
 ledger makes each occurrence one job whoever fires it.
 """
@@ -27,13 +28,16 @@ from corral.worker.metrics import WorkerMetrics
 
 log = logging.getLogger("corral.worker")
 
-__all__ = ["declare_schedules", "fire_schedules", "reap", "retain", "tasks"]
+__all__ = ["declare_schedules", "fire_schedules", "reap", "retain", "rollup", "tasks"]
 
 REAPER_PERIOD_S = 5.0
 RETENTION_FIRST_S = 5.0  # first retention pass this long after start
 RETENTION_PERIOD_S = 60.0  # then one pass a minute (per worker; one runs at a time)
 RETENTION_BATCH = 1000  # rows per DELETE: short statements, short locks
 _BETWEEN_BATCHES_S = 0.01
+ROLLUP_FIRST_S = 2.0  # first rollup this long after start
+ROLLUP_PERIOD_S = 20.0  # then every 20 s or so: every minute gets its depth sample
+ROLLUP_BATCH = 10_000  # finished rows a rollup statement folds: tens of ms
 SCHEDULES_PERIOD_S = 1.0  # a firing pass a second, plus up to 20% jitter
 SCHEDULES_BATCH = 100  # due schedules one pass takes at most
 
@@ -48,6 +52,7 @@ def tasks(
     runs = [
         (reap(session, found), "reaper"),
         (fire_schedules(session, metrics, found, url), "schedules"),
+        (rollup(session, url), "rollup"),
     ]
     if settings.retention_s > 0:
         runs.append((retain(session, settings.retention_s, url), "retention"))
@@ -92,6 +97,31 @@ async def retain(session: QueueSession, retention_s: float, database_url: str) -
         if total:
             log.info("retention: deleted %d finished job(s) older than %gs", total, retention_s)
         await asyncio.sleep(RETENTION_PERIOD_S)
+
+
+async def rollup(session: QueueSession, database_url: str) -> None:
+    """Every 20 s or so, fold the jobs finished since into the dashboard's
+    per-minute counters, a batch at a time, and sample each queue's depth
+    once a minute, so the charts have history whether or not a dashboard
+    runs."""
+    await asyncio.sleep(ROLLUP_FIRST_S)
+    while True:
+        try:
+            total = 0
+            while True:
+                folded = await session.rollup_throughput(ROLLUP_BATCH)
+                total += folded
+                if folded < ROLLUP_BATCH:
+                    break  # caught up, or another worker is rolling up
+                # Between batches the heartbeat and failures get the control
+                # connection.
+                await asyncio.sleep(_BETWEEN_BATCHES_S)
+            log.debug("rollup: %d finished job(s) counted", total)
+        except RemovedError:
+            raise
+        except Exception as exc:
+            log.warning("rollup pass failed: %s", scrub_password(str(exc), database_url))
+        await asyncio.sleep(ROLLUP_PERIOD_S * random.uniform(1.0, 1.2))
 
 
 async def fire_schedules(

@@ -93,5 +93,6 @@ GRANT EXECUTE ON FUNCTION
     corral_worker_declare_schedule_v1(bigint, text, text, text, jsonb, double precision, text,
                                       text, text, integer, text, integer,
                                       timestamp with time zone, timestamp with time zone, text,
-                                      text, double precision, timestamp with time zone)
+                                      text, double precision, timestamp with time zone),
+    corral_worker_rollup_throughput_v1(bigint, text, integer)
 TO corral_worker;

@@ -164,6 +164,8 @@ SELECT * FROM (
       FROM corral_jobs
      WHERE (%(queue)s::text IS NULL OR queue = %(queue)s)
        AND (%(state)s::text IS NULL OR state = %(state)s)
+       -- A finished state is never here: skip the table (a one-time filter).
+       AND (%(state)s::text IS NULL OR %(state)s::text IN ('scheduled', 'pending', 'running'))
      ORDER BY id DESC LIMIT %(limit)s
 ) hot
 UNION ALL
@@ -174,6 +176,10 @@ SELECT * FROM (
       FROM corral_jobs_finished
      WHERE (%(queue)s::text IS NULL OR queue = %(queue)s)
        AND (%(state)s::text IS NULL OR state = %(state)s)
+       -- An unfinished state is never here: without this, browsing pending
+       -- jobs walks the whole finished table's primary key finding none.
+       AND (%(state)s::text IS NULL
+            OR %(state)s::text IN ('completed', 'dead', 'cancelled', 'expired'))
      ORDER BY id DESC LIMIT %(limit)s
 ) finished
 ORDER BY id DESC LIMIT %(limit)s
@@ -677,8 +683,13 @@ SELECT g.id, g.kind, g.rule, g.created_at, m.region, m.job_id,
 
 -- name: rollup_throughput
 -- Fold the finished rows since the last rollup into the per-minute counters
--- (and sample depth once a minute): one caller at a time, each row once.
-SELECT corral_rollup_throughput_v1()
+-- (and sample depth once a minute): one caller at a time, each row once,
+-- at most %(limit)s rows a call.
+SELECT corral_rollup_throughput_v1(%(limit)s::int4)
+
+-- name: worker_rollup_throughput
+-- A worker's pass: NULL when another process is rolling up.
+SELECT corral_worker_rollup_throughput_v1(%(worker)s, %(credential)s, %(limit)s::int4)
 
 -- name: throughput
 -- The last %(minutes)s minutes of counters (this minute included): reads

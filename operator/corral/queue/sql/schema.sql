@@ -1850,12 +1850,17 @@ CREATE TABLE corral_rollup_gaps (
 COMMENT ON TABLE corral_rollup_gaps IS
     'Seqs below the watermark not seen yet (a transaction still open, or rolled back).';
 
--- Fold the finished rows not counted yet into corral_throughput_minutes and,
--- once a minute, sample the depth of every queue; returns how many finished
--- rows it read. Callers queue on an advisory lock, so concurrent rollups
--- never count a row twice. Counters and depth samples older than seven days
--- are deleted as it goes.
-CREATE FUNCTION corral_rollup_throughput_v1() RETURNS bigint
+-- Fold the finished rows not counted yet (at most p_limit past the
+-- watermark, lowest seq first, so a long backlog is caught up over several
+-- short calls) into corral_throughput_minutes and, once a minute, sample the
+-- depth of every queue; returns how many finished rows it read. Callers
+-- queue on an advisory lock, so concurrent rollups never count a row twice;
+-- with p_wait false a caller that finds it held returns NULL at once (the
+-- workers' passes: another is rolling up). Counters and depth samples older
+-- than seven days are deleted as it goes.
+CREATE FUNCTION corral_rollup_throughput_v1(
+    p_limit integer DEFAULT 100000, p_wait boolean DEFAULT true
+) RETURNS bigint
 LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -1868,12 +1873,19 @@ BEGIN
         RAISE EXCEPTION 'corral_rollup_throughput_v1 must run at READ COMMITTED, not %',
             current_setting('transaction_isolation') USING ERRCODE = '25001';
     END IF;
-    PERFORM pg_advisory_xact_lock(hashtext('corral_rollup_throughput'));
+    IF p_wait THEN
+        PERFORM pg_advisory_xact_lock(hashtext('corral_rollup_throughput'));
+    ELSIF NOT pg_try_advisory_xact_lock(hashtext('corral_rollup_throughput')) THEN
+        RETURN NULL;
+    END IF;
     SELECT * INTO v_state FROM corral_rollup_state;
     WITH fresh AS MATERIALIZED (
-        SELECT f.seq, f.queue, f.state, f.attempt, date_trunc('minute', f.finished_at) AS minute
-          FROM corral_jobs_finished f
-         WHERE f.seq > v_state.watermark
+        (SELECT f.seq, f.queue, f.state, f.attempt,
+                date_trunc('minute', f.finished_at) AS minute
+           FROM corral_jobs_finished f
+          WHERE f.seq > v_state.watermark
+          ORDER BY f.seq
+          LIMIT greatest(p_limit, 1))
         UNION ALL
         SELECT f.seq, f.queue, f.state, f.attempt, date_trunc('minute', f.finished_at)
           FROM corral_jobs_finished f
@@ -1924,5 +1936,24 @@ BEGIN
         DELETE FROM corral_depth_minutes d WHERE d.minute < v_minute - interval '7 days';
     END IF;
     RETURN v_read;
+END
+$$;
+
+-- A worker's rollup pass (worker/upkeep.py): corral_rollup_throughput_v1 for
+-- an enrolled caller, at most 100,000 rows, skipped (NULL) while another
+-- process holds the rollup's lock.
+CREATE FUNCTION corral_worker_rollup_throughput_v1(
+    p_worker_id bigint, p_credential text, p_limit integer
+) RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+BEGIN
+    IF corral_caller_state_v1(p_worker_id, p_credential) = 'removed' THEN
+        RAISE EXCEPTION 'worker % was removed from the fleet', p_worker_id
+            USING ERRCODE = 'CR410';
+    END IF;
+    RETURN corral_rollup_throughput_v1(least(greatest(p_limit, 1), 100000), false);
 END
 $$;
