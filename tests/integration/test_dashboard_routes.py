@@ -6,6 +6,7 @@ The server is the real aiohttp app on a local port (tests/_dashboard.py)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -116,8 +117,8 @@ def test_workers_are_grouped_by_region_and_pool_with_regions_counted(
 
 
 def test_pools_page_says_when_no_cluster_is_reachable(
-    database_url: str, seeded: Seeded, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
+    database_url: str, seeded: Seeded, tmp_path: Path
+) -> None:
     with serve(settings(database_url)) as base:
         html = requests.get(base + "/pools").text
         assert 'id="no-cluster"' in html and "no Kubernetes cluster configured" in html
