@@ -90,6 +90,10 @@ test-unit: venv ## Unit tier: no network, cluster or database (< 30 s)
 test-integration: venv ## Integration tier: real PostgreSQL started by the tests
 	$(PY) -m tests.tiers integration
 
+.PHONY: test-browser
+test-browser: venv ## Browser tier: the dashboard in headless Chromium (Debian's chromium + chromium-driver), real PostgreSQL; writes docs/dashboard/*.png
+	$(PY) -m tests.tiers browser
+
 .PHONY: test-e2e
 test-e2e: venv cluster-bins promtool monitoring-crds ## End-to-end tier: real kube-apiserver (local, or CORRAL_E2E_KUBECONFIG)
 	$(PY) -m tests.tiers e2e
@@ -99,8 +103,8 @@ test-chaos: venv cluster-bins ## Chaos drills: a database restarted, frozen, cut
 	$(PY) -m tests.tiers chaos
 
 .PHONY: test
-test: venv cluster-bins promtool monitoring-crds ## All four tiers; prints how many tests each tier ran
-	$(PY) -m tests.tiers unit integration e2e chaos
+test: venv cluster-bins promtool monitoring-crds ## All five tiers; prints how many tests each tier ran
+	$(PY) -m tests.tiers unit integration browser e2e chaos
 
 # --- operator API: CRDs generated from the pydantic models (corral.api) ---
 CRD_DIRS := crds charts/corral/crds

@@ -19,9 +19,12 @@ regions. Each read's statements are also EXPLAINed: any that reads
 The last line is the summary:
 `bench-dashboard: rows_finished=1000000 rows_waiting=100000 rollup_catchup_ms=… overview_ms=… … seqscan=<statement names>|none`
 
-For the web side: `from bench.dashboard import seed` and call `seed(dsn)` on
-a database of a throwaway server, then time the HTTP pages against it;
-`reads(queue)` lists the reads timed here (label, call), to print beside them.
+Then the web side: `corral dashboard` (a subprocess, as an admin runs it)
+on that database, and each page fetched over HTTP (median of 5,
+`page_<name>_ms=` in the same line): the Overview (which also runs the idle
+rollup), the job browser unfiltered, by queue and state, dead jobs of a queue,
+by text in the last error, a page deep in the keyset, a job's page, the
+workers, schedules, dispatch, audit and pools (no cluster) pages.
 
 Usage: python -m bench.dashboard [--finished N] [--waiting N]
 """
@@ -32,8 +35,10 @@ import argparse
 import os
 import secrets
 import statistics
+import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -42,7 +47,7 @@ import psycopg
 from corral import queue
 from corral.queue import _insights, _regions, _registry, _sql
 from corral.queue import _operations as op
-from corral_local.postgres import running
+from corral_local.postgres import free_port, running
 
 QUEUES = ["mail", "images", "reports", "webhooks", "billing", "search"]
 KINDS = ["send", "render", "sync"]
@@ -137,6 +142,60 @@ def reads(q: queue.Queue, *, finished_id: int = 1000, hot_id: int | None = None)
     ]  # fmt: skip
 
 
+def pages(finished_id: int) -> list[tuple[str, str]]:
+    """Each dashboard page the bench fetches: its name and path."""
+    return [
+        ("overview", "/"),
+        ("jobs", "/jobs"),
+        ("jobs_queue_state", "/jobs?queue=mail&state=completed"),
+        ("jobs_dead", "/jobs?queue=billing&state=dead"),
+        ("jobs_error", "/jobs?error=upstream+3+timed"),
+        ("jobs_deep_page", f"/jobs?queue=mail&before={finished_id}"),
+        ("job", f"/jobs/{finished_id}"),
+        ("workers", "/workers"),
+        ("schedules", "/schedules"),
+        ("dispatch", "/dispatch"),
+        ("audit", "/audit"),
+        ("pools", "/pools"),
+    ]
+
+
+def time_pages(dsn: str, finished_id: int) -> dict[str, str]:
+    """`corral dashboard` on `dsn`, each page fetched 5 times: the median ms."""
+    port = free_port()
+    env = {**os.environ, "CORRAL_DATABASE_URL": dsn}
+    env.pop("CORRAL_DASHBOARD_PASSWORD", None)
+    cmd = [sys.executable, "-c", "from corral.cli import main; main()"]
+    cmd += ["dashboard", "--port", str(port), "--no-kubernetes"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(base + "/dispatch", timeout=5).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    err = proc.stderr.read().decode() if proc.stderr else ""
+                    raise RuntimeError(f"corral dashboard did not start: {err}") from None
+                time.sleep(0.2)
+        figures: dict[str, str] = {}
+        for name, path in pages(finished_id):
+
+            def fetch(path: str = path) -> None:
+                with urllib.request.urlopen(base + path, timeout=30) as response:
+                    response.read()
+
+            fetch()  # a first fetch warms the connection and the plans
+            figures[f"page_{name}_ms"] = f"{median_ms(fetch):.1f}"
+            say(f"  page {name} {path}: {figures[f'page_{name}_ms']} ms (median of 5)")
+        return figures
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def _both(first: op.Operation[Any], second: op.Operation[Any]) -> op.Operation[Any]:
     a = yield from first
     b = yield from second
@@ -217,6 +276,7 @@ def main(argv: list[str]) -> int:
                 figures[f"{label}_ms"] = f"{median_ms(call):.2f}"
                 scanned |= seq_scans(q.conn, operation())
                 say(f"  {label}: {figures[f'{label}_ms']} ms (median of 5)")
+        figures.update(time_pages(dsn, args.finished // 2))
         summary = " ".join(f"{k}={v}" for k, v in figures.items())
         say(
             f"\nbench-dashboard: rows_finished={args.finished} rows_waiting={args.waiting} "

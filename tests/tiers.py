@@ -1,6 +1,6 @@
 """Runs the test tiers one pytest session each and prints a per-tier count.
 
-`make test` calls `python -m tests.tiers unit integration e2e chaos`. Each tier runs
+`make test` calls `python -m tests.tiers unit integration browser e2e chaos`. Each tier runs
 in its own pytest process so that a tier's servers (Postgres, the local control
 plane) start and stop with it. A tier that runs no test counts as a failure:
 every tier is required.
@@ -42,7 +42,9 @@ def _run_tier(tier: str, extra: list[str]) -> dict[str, int | float | str]:
 def main(argv: list[str]) -> int:
     tiers = [a for a in argv if not a.startswith("-")]
     extra = [a for a in argv if a.startswith("-")]
-    results = [_run_tier(t, extra) for t in tiers or ["unit", "integration", "e2e", "chaos"]]
+    results = [
+        _run_tier(t, extra) for t in tiers or ["unit", "integration", "browser", "e2e", "chaos"]
+    ]
     print("\n== tests per tier ==")
     failed = 0
     for r in results:

@@ -5,8 +5,9 @@ foreground: the local control plane (`corral_local.localcluster`), the node
 agent with three nodes in two regions (`corral_local.nodeagent`, which also
 brings up the pod bridge 10.244.0.1), PostgreSQL listening on 127.0.0.1 and the
 bridge (`corral_local.postgres`), then — only for the pieces that exist in the
-checkout — the queue schema, corral's CRDs, the operator (Helm chart) and the
-example WorkerPool. It prints what to run next and waits; Ctrl-C, SIGTERM or
+checkout — the queue schema, corral's CRDs, the operator (Helm chart), the
+example WorkerPool and the web dashboard (`corral dashboard` on 127.0.0.1, a
+random password in `.state/dev/dashboard-password`). It prints what to run next and waits; Ctrl-C, SIGTERM or
 `python -m corral_local.dev down` (make dev-down) stops everything in reverse
 order. Everything lives under `.state/dev/` (or $CORRAL_DEV_DIR).
 """
@@ -17,6 +18,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -94,7 +96,7 @@ def _stop_process(proc: subprocess.Popen[bytes], grace_s: float) -> None:
 def up() -> int:
     from corral_local import hostimage
     from corral_local.localcluster import ClusterError, LocalCluster
-    from corral_local.postgres import PostgresServer
+    from corral_local.postgres import PostgresServer, free_port
 
     state = _state_dir()
     if (pid := _own_pid(state)) is not None:
@@ -180,12 +182,31 @@ def up() -> int:
         # 4. corral itself, for the parts that exist
         installed = _install_corral(cluster.kubectl, kubeconfig, pod_dsn, state, worker_dsn)
 
+        # 5. the web dashboard, on this machine (it reads the cluster too)
+        dashboard_url = None
+        if _corral_has("dashboard"):
+            port = free_port()
+            password_file = state / "dashboard-password"
+            password_file.write_text(secrets.token_urlsafe(16) + "\n")
+            password_file.chmod(0o600)
+            with open(state / "dashboard.log", "ab") as log:
+                dashboard = subprocess.Popen(
+                    dashboard_command(corral_bin, port, kubeconfig, password_file),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    env=env,
+                )
+            stack.push("dashboard", lambda: _stop_process(dashboard, 10))
+            dashboard_url = f"http://127.0.0.1:{port}/"
+            _say(f"dashboard on {dashboard_url} (user admin, password in {password_file})")
+
         path = f"{cluster.bin_dir}:{Path(sys.executable).parent}"
         (state / "env").write_text(
             f"export KUBECONFIG={kubeconfig}\nexport CORRAL_DATABASE_URL='{host_dsn}'\n"
             f'export PATH="{path}:$PATH"\n'
         )
-        _print_next(state, installed)
+        _print_next(state, installed, dashboard_url)
         while not done.wait(1.0):
             if agent.poll() is not None:
                 _say(f"the node agent exited ({agent.returncode}); see {state / 'nodeagent.log'}")
@@ -256,7 +277,26 @@ def _install_corral(
     return installed
 
 
-def _print_next(state: Path, installed: list[str]) -> None:
+def dashboard_command(
+    corral_bin: str, port: int, kubeconfig: str, password_file: Path
+) -> list[str]:
+    """How `make dev` runs the dashboard: on 127.0.0.1 only, reading the local
+    cluster's WorkerPools, actions on for `admin` with the generated password."""
+    return [
+        corral_bin,
+        "dashboard",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--kubeconfig",
+        kubeconfig,
+        "--password-file",
+        str(password_file),
+    ]
+
+
+def _print_next(state: Path, installed: list[str], dashboard_url: str | None = None) -> None:
     lines = [
         "",
         "corral dev environment is up" + (f" ({', '.join(installed)})" if installed else ""),
@@ -271,6 +311,10 @@ def _print_next(state: Path, installed: list[str]) -> None:
     if _corral_has("jobs"):
         lines.append("  corral jobs enqueue noop --queue default     # a demo job")
         lines.append("  corral stats")
+    if dashboard_url:
+        lines.append(
+            f"  open {dashboard_url}   # the dashboard: admin / $(cat {state / 'dashboard-password'})"
+        )
     lines += [
         "  python -m corral_local.nodeagent chaos "
         f"--socket {state / 'nodeagent' / 'control.sock'} state   # pods, pids, log files",

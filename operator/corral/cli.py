@@ -53,6 +53,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "regions",
         "Regions: live workers, pools and jobs waiting in each",
     ),
+    "dashboard": (
+        "corral.dashboard.cli",
+        "dashboard",
+        "Serve the web dashboard (queues, jobs, workers, pools, schedules, dispatch)",
+    ),
     "worker": ("corral.worker.cli", "worker", "Run a queue worker (or drain one: worker prestop)"),
     "operator": (
         "corral.controller.cli",

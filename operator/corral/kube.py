@@ -165,6 +165,22 @@ class Kube:
                 items.append({"apiVersion": f"{GROUP}/{VERSION}", "kind": "WorkerPool", **item})
         return items
 
+    def list_events(
+        self, namespace: str, kind: str, name: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The Events about objects of `kind` in `namespace` (only the one named
+        `name`, when given), as the API returns them (the dashboard's Pools page)."""
+        selector = f"involvedObject.kind={kind}"
+        if name is not None:
+            selector += f",involvedObject.name={name}"
+        listing = self._request(
+            "GET",
+            f"/api/v1/namespaces/{namespace}/events",
+            f"listing events of {kind} {namespace}/{name or '*'}",
+            query=[("fieldSelector", selector)],
+        )
+        return list((listing or {}).get("items", []))
+
     def list_regions(self) -> list[dict[str, Any]]:
         listing = self._request("GET", f"{_CORRAL}/regions", "listing Regions") or {}
         return [

@@ -47,3 +47,19 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "corral.operatorSelector" -}}
 {{- default (printf "job=%q" (printf "%s-metrics" (include "corral.fullname" .))) .Values.monitoring.rules.operatorSelector -}}
 {{- end -}}
+
+{{/* The web dashboard's labels (templates/web-dashboard.yaml): its own name,
+so the operator's selector never matches its pods. */}}
+{{- define "corral.dashboardSelectorLabels" -}}
+app.kubernetes.io/name: corral-dashboard
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "corral.dashboardLabels" -}}
+{{ include "corral.dashboardSelectorLabels" . }}
+app.kubernetes.io/component: dashboard
+app.kubernetes.io/part-of: corral
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}

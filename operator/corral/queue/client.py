@@ -156,14 +156,17 @@ class Queue:
     # Inspection and admin.
     get_job = _method(op.get_job)
     list_jobs = _method(op.list_jobs)
+    browse_jobs = _method(op.browse_jobs)
     cancel = _method(op.cancel)
     requeue = _method(op.requeue)
+    requeue_dead = _method(op.requeue_dead)
     pause = _method(op.pause)
     resume = _method(op.resume)
     dispatch_status = _method(op.dispatch_status)
     set_queue_defaults = _method(op.set_queue_defaults)
     list_queues = _method(op.list_queues)
     stats = _method(op.stats)
+    recent_stats = _method(op.recent_stats)
     depth = _method(op.depth)
     # Enrollment tokens.
     create_token = _method(reg.create_token)

@@ -186,6 +186,78 @@ ORDER BY id DESC LIMIT %(limit)s
 ) jobs
 ORDER BY jobs.id DESC
 
+-- name: browse_jobs
+-- The dashboard's job browser: newest first, keyset-paginated by id (before),
+-- filtered by queue, kind, state, region and text in the last error. Each
+-- table is read backwards along its primary key, so a page costs O(page)
+-- whatever the table holds, unless a filter matches almost nothing; a state
+-- filter skips the table that cannot hold that state.
+SELECT jobs.*, (SELECT o.scheduled_for FROM corral_schedule_occurrences o
+                   WHERE o.job_id = jobs.id LIMIT 1) AS scheduled_for
+  FROM (
+SELECT * FROM (
+    SELECT id, kind, queue, payload, priority, region, state, run_at, expires_at, attempt,
+           max_attempts, dedupe_key, worker_id, lease_expires_at, last_error,
+           last_error_reason, enqueued_at, started_at, NULL::timestamptz AS finished_at,
+           NULL::jsonb AS result
+      FROM corral_jobs
+     WHERE (%(queue)s::text IS NULL OR queue = %(queue)s)
+       AND (%(kind)s::text IS NULL OR kind = %(kind)s)
+       AND (%(state)s::text IS NULL OR state = %(state)s)
+       AND (%(region)s::text IS NULL OR region = %(region)s)
+       AND (%(error)s::text IS NULL OR strpos(lower(last_error), lower(%(error)s)) > 0)
+       AND (%(before)s::bigint IS NULL OR id < %(before)s)
+       AND (%(state)s::text IS NULL OR %(state)s IN ('scheduled', 'pending', 'running'))
+     ORDER BY id DESC LIMIT %(limit)s
+) hot
+UNION ALL
+SELECT * FROM (
+    SELECT id, kind, queue, payload, priority, region, state, run_at, expires_at, attempt,
+           max_attempts, dedupe_key, worker_id, NULL::timestamptz, last_error, last_error_reason,
+           enqueued_at, started_at, finished_at, result
+      FROM corral_jobs_finished
+     WHERE (%(queue)s::text IS NULL OR queue = %(queue)s)
+       AND (%(kind)s::text IS NULL OR kind = %(kind)s)
+       AND (%(state)s::text IS NULL OR state = %(state)s)
+       AND (%(region)s::text IS NULL OR region = %(region)s)
+       AND (%(error)s::text IS NULL OR strpos(lower(last_error), lower(%(error)s)) > 0)
+       AND (%(before)s::bigint IS NULL OR id < %(before)s)
+       AND (%(state)s::text IS NULL OR %(state)s IN ('completed', 'dead', 'cancelled', 'expired'))
+     ORDER BY id DESC LIMIT %(limit)s
+) finished
+ORDER BY id DESC LIMIT %(limit)s
+) jobs
+ORDER BY jobs.id DESC
+
+-- name: requeue_dead_jobs
+-- Every dead job a browser filter matches (at most limit of them) goes back to
+-- pending with a fresh budget, like requeue_job; the dead index finds them.
+WITH gone AS (
+    DELETE FROM corral_jobs_finished
+     WHERE id IN (
+        SELECT id FROM corral_jobs_finished
+         WHERE state = 'dead'
+           AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+           AND (%(kind)s::text IS NULL OR kind = %(kind)s)
+           AND (%(region)s::text IS NULL OR region = %(region)s)
+           AND (%(error)s::text IS NULL OR strpos(lower(last_error), lower(%(error)s)) > 0)
+         ORDER BY id LIMIT %(limit)s
+         FOR UPDATE SKIP LOCKED)
+    RETURNING *
+), back AS (
+    INSERT INTO corral_jobs (id, kind, queue, payload, priority, region, state, run_at,
+        expires_at, attempt, max_attempts, dedupe_key, last_error, last_error_reason,
+        enqueued_at)
+    SELECT id, kind, queue, payload, priority, region, 'pending', now(),
+           CASE WHEN expires_at <= now() THEN NULL ELSE expires_at END, 0, max_attempts,
+           dedupe_key, last_error, last_error_reason, enqueued_at
+      FROM gone
+    RETURNING id, queue
+), woken AS (
+    SELECT DISTINCT queue FROM back
+)
+SELECT (SELECT count(*) FROM back), (SELECT count(pg_notify('corral_jobs', queue)) FROM woken)
+
 -- name: cancel_job
 -- Only a job that has not started can be cancelled; it moves to the finished table.
 WITH gone AS (
@@ -284,6 +356,16 @@ SELECT queue, state, count(*),
        extract(epoch FROM now() - min(run_at) FILTER (
            WHERE state = 'pending' OR (state = 'scheduled' AND run_at <= now())))
   FROM corral_jobs GROUP BY queue, state
+
+-- name: stats_finished_recent
+-- The dashboard's Overview: completed and dead jobs per queue over the last
+-- %(minutes)s minutes, summed from the per-minute counters (O(queues x
+-- minutes)), never a count over the finished table.
+SELECT queue, 'completed', sum(completed) FROM corral_throughput_minutes
+ WHERE minute > now() - make_interval(mins => %(minutes)s) GROUP BY queue
+UNION ALL
+SELECT queue, 'dead', sum(dead) FROM corral_throughput_minutes
+ WHERE minute > now() - make_interval(mins => %(minutes)s) GROUP BY queue
 
 -- name: stats_finished
 SELECT queue, state, count(*) FROM corral_jobs_finished GROUP BY queue, state

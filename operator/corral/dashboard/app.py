@@ -1,0 +1,121 @@
+"""Wiring of the dashboard's aiohttp application: templates (Jinja2 with
+autoescape, from this package), static files (vendored htmx), the session
+middleware and the error pages. `corral.dashboard.cli` serves it; the
+integration and browser tests build it with `create_app`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from corral.dashboard import routes, views
+from corral.dashboard.session import COOKIE, CSRF_FIELD, Session
+from corral.queue import ConnectionLost, DsnError, QueueError, mask_dsn
+from corral.queue.pool import AsyncQueuePool
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+HTMX_VERSION = "2.0.11"
+
+
+@web.middleware
+async def session_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Load the signed session cookie (a fresh anonymous one when missing,
+    tampered with or expired) and write it back when it changed."""
+    auth = request.app[routes.SETTINGS].auth
+    loaded = auth.load(request.cookies.get(COOKIE))
+    request[routes.SESSION_KEY] = loaded or Session.fresh()
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        _set_cookie(request, exc, loaded)
+        raise
+    _set_cookie(request, response, loaded)
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    return response
+
+
+def _set_cookie(request: web.Request, response: web.StreamResponse, loaded: Session | None) -> None:
+    current: Session = request[routes.SESSION_KEY]
+    if current == loaded:
+        return
+    auth = request.app[routes.SETTINGS].auth
+    response.set_cookie(
+        COOKIE,
+        auth.dump(current),
+        max_age=auth.max_age_s,
+        httponly=True,
+        samesite="Strict",
+        secure=auth.secure_cookies,
+        path="/",
+    )
+
+
+@web.middleware
+async def database_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A database that cannot be reached or refuses a read: a 503 page saying
+    why (its URL's password masked), not a traceback."""
+    try:
+        return await handler(request)
+    except (ConnectionLost, DsnError, QueueError, OSError) as exc:
+        message = mask_dsn(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+        raise routes._error(request, 503, f"the database cannot be read: {message}") from None
+
+
+async def _context(request: web.Request) -> dict[str, Any]:
+    auth = request.app[routes.SETTINGS].auth
+    current: Session = request[routes.SESSION_KEY]
+    return {
+        "auth": auth,
+        "user": current.user,
+        "can_act": auth.actions_enabled and current.user is not None,
+        "csrf": auth.csrf_token(current),
+        "csrf_field": CSRF_FIELD,
+        "request": request,
+        "htmx_version": HTMX_VERSION,
+    }
+
+
+async def _pool(app: web.Application) -> AsyncIterator[None]:
+    """One connection pool for the app's life (opened on start-up, closed on exit)."""
+    pool = AsyncQueuePool(app[routes.SETTINGS].dsn)
+    await pool.open()
+    app[routes.POOL] = pool
+    yield
+    await pool.close()
+
+
+FILTERS: dict[str, Callable[..., str]] = {
+    "duration": views.duration,
+    "stamp": views.stamp,
+    "pretty_json": views.pretty_json,
+}
+
+
+def create_app(settings: routes.Settings) -> web.Application:
+    app = web.Application(middlewares=[session_middleware, database_errors])
+    app[routes.SETTINGS] = settings
+    app.cleanup_ctx.append(_pool)
+    aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.PackageLoader("corral.dashboard", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        context_processors=[_context],
+        filters=FILTERS,
+    )
+    env = aiohttp_jinja2.get_env(app)
+    env.globals["ago"] = views.ago
+    app.router.add_routes(routes.routes)
+    static = Path(str(resources.files("corral.dashboard").joinpath("static")))
+    app.router.add_static("/static/", static, name="static")
+    return app
