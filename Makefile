@@ -91,8 +91,12 @@ test-integration: venv ## Integration tier: real PostgreSQL started by the tests
 	$(PY) -m tests.tiers integration
 
 .PHONY: test-browser
-test-browser: venv ## Browser tier: the dashboard in headless Chromium (Debian's chromium + chromium-driver), real PostgreSQL; writes docs/dashboard/*.png
+test-browser: venv ## Browser tier: the dashboard in headless Chromium (Debian's chromium + chromium-driver), real PostgreSQL
 	$(PY) -m tests.tiers browser
+
+.PHONY: dashboard-screenshots
+dashboard-screenshots: venv ## Run the browser tier and keep its screenshots in docs/dashboard/ (for docs/dashboard.md)
+	CORRAL_SCREENSHOTS_DIR=$(CURDIR)/docs/dashboard $(PY) -m tests.tiers browser
 
 .PHONY: test-e2e
 test-e2e: venv cluster-bins promtool monitoring-crds ## End-to-end tier: real kube-apiserver (local, or CORRAL_E2E_KUBECONFIG)
