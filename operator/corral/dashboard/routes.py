@@ -80,12 +80,30 @@ def is_htmx(request: web.Request) -> bool:
     return request.headers.get("HX-Request") == "true"
 
 
+# Pages that are a heading over their live fragment: one template (page.html)
+# with the title and the heading, instead of one file each.
+_PLAIN_PAGES = {
+    "overview": ("Overview", "Overview"),
+    "pools": ("Pools", "WorkerPools"),
+    "schedules": ("Schedules", "Schedules"),
+    "workers": ("Workers", "Workers and regions"),
+}
+
+
 def render(
     request: web.Request, page: str, context: dict[str, Any], status: int = 200
 ) -> web.Response:
-    """The page `page`.html, or only its live fragment `_page`.html for htmx."""
-    name = f"_{page}.html" if is_htmx(request) else f"{page}.html"
-    return aiohttp_jinja2.render_template(name, request, {**context, "page": page}, status=status)
+    """The page `page`.html (page.html for a plain one), or only its live
+    fragment `_page`.html for htmx."""
+    context = {**context, "page": page}
+    if is_htmx(request):
+        name = f"_{page}.html"
+    elif page in _PLAIN_PAGES:
+        name = "page.html"
+        context["title"], context["heading"] = _PLAIN_PAGES[page]
+    else:
+        name = f"{page}.html"
+    return aiohttp_jinja2.render_template(name, request, context, status=status)
 
 
 # -- pages --------------------------------------------------------------------
