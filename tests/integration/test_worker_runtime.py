@@ -471,13 +471,19 @@ def test_sigterm_shows_draining_then_drained_in_the_registry_and_a_restart_is_ac
     w = holding_one(workers, database_url, tmp_path, 6.0, "--term-grace", "30s")
     worker_id = w.status()["worker_id"]
     w.signal(signal.SIGTERM)
-    # Within a heartbeat, while the job still runs, the operator can see it.
+    # Within a heartbeat, while the job still runs, the operator can see it:
+    # draining, with the job in flight. (The drain is recorded at once; the
+    # in-flight count comes with the next heartbeat, so wait for both.)
     row = wait_until(
-        lambda: (r := registry_row(database_url, worker_id)).state == "draining" and r,
+        lambda: (
+            (r := registry_row(database_url, worker_id)).state == "draining"
+            and r.in_flight == 1
+            and r
+        ),
         5,
-        "the registry row to say draining",
+        "the registry row to say draining with the job in flight",
     )
-    assert row.drain_requested_by == "self" and row.in_flight == 1
+    assert row.drain_requested_by == "self"
     assert w.wait(30) == 0, w.output()
     row = registry_row(database_url, worker_id)
     assert (row.state, row.in_flight) == ("drained", 0)
