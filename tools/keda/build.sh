@@ -73,7 +73,9 @@ trap 'rm -rf "$TMP"' EXIT
 # ---- wrapper module --------------------------------------------------------------------
 log "resolving $MODULE@v$KEDA_VERSION from the module proxy"
 read -r served_mod src_dir < <(cd "$TMP" && go mod download -json "$MODULE@v$KEDA_VERSION" |
-    "$PYTHON" -c 'import json,sys; d=json.load(sys.stdin); sys.exit(d["Error"]) if d.get("Error") else print(d["GoMod"], d["Dir"])')
+    "$PYTHON" -c 'import json,sys; d=json.load(sys.stdin); sys.exit(d["Error"]) if d.get("Error") else print(d["GoMod"], d["Dir"])') || true
+[[ -n "${served_mod:-}" && -d "${src_dir:-}" ]] ||
+    die "could not download $MODULE@v$KEDA_VERSION from the module proxy (GOPROXY=$(go env GOPROXY)); check the version and the network"
 go_need="$(go mod edit -json "$served_mod" | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["Go"])')"
 go_have="$(go env GOVERSION)"; go_have="${go_have#go}"
 if [[ "$(printf '%s\n%s\n' "$go_need" "$go_have" | sort -V | head -1)" != "$go_need" ]]; then
