@@ -6,7 +6,7 @@
 #   bin/keda           github.com/kedacore/keda/v2/cmd/operator
 #   bin/keda-adapter   github.com/kedacore/keda/v2/cmd/adapter   (external metrics API server)
 #   crds/*.yaml        config/crd/bases/*.yaml from the module source
-#   build-stats.txt    wall time and peak RSS of the last real build
+#   build-stats.txt    one line per real build: wall times and peak RSS (newest last)
 # A stamp records what was built from what, so a second run with the same inputs
 # returns in about a second.
 #
@@ -62,7 +62,7 @@ all_present() {
 KEY="$(stamp_key)"
 if [[ "${FORCE:-0}" != 1 ]] && all_present && [[ -f "$STAMP" && "$(cat "$STAMP")" == "$KEY" ]]; then
     log "up to date: $BIN (KEDA $KEDA_VERSION)"
-    [[ -f "$STATS" ]] && sed 's/^/[keda-bins] last build: /' "$STATS"
+    [[ -f "$STATS" ]] && tail -1 "$STATS" | sed 's/^/[keda-bins] last build: /'
     exit 0
 fi
 
@@ -123,6 +123,7 @@ TIME=()
 if [[ -x /usr/bin/time ]] && /usr/bin/time -v true 2>/dev/null; then TIME=(/usr/bin/time -v -o); fi
 
 peak_kb=0
+times=""
 build_one() {
     local name="$1" pkg="$2" started rss
     started=$SECONDS
@@ -140,6 +141,7 @@ build_one() {
     fi
     mv -f "$TMP/$name" "$BIN/$name"
     log "built $name in $((SECONDS - started))s ($(du -h "$BIN/$name" | cut -f1))"
+    times+="${times:+, }$name $((SECONDS - started))s"
 }
 
 rm -f "$STAMP"
@@ -151,13 +153,14 @@ rm -f "$CRDS"/*.yaml
 install -m 0644 "$src_dir"/config/crd/bases/*.yaml "$CRDS/"
 log "CRDs: $(cd "$CRDS" && ls | tr '\n' ' ')"
 
-peak="unmeasured (/usr/bin/time -v not available)"
+peak="unmeasured (no GNU /usr/bin/time)"
 ((peak_kb > 0)) && peak="$((peak_kb / 1024)) MiB"
-{
-    echo "KEDA v$KEDA_VERSION built $(date -u +%Y-%m-%dT%H:%M:%SZ) with $(go env GOVERSION), -p $JOBS"
-    echo "go mod tidy: ${tidy_s}s; go build (keda + keda-adapter): ${build_s}s wall; peak RSS of one build process: $peak"
-} > "$STATS"
-sed 's/^/[keda-bins] /' "$STATS"
+# A history, not just the last build: a warm rebuild (links only) must not hide the
+# cold build's figures.
+line="$(date -u +%Y-%m-%dT%H:%M:%SZ) KEDA v$KEDA_VERSION $(go env GOVERSION) -p $JOBS: go mod tidy ${tidy_s}s;"
+line+=" go build ${build_s}s wall ($times); peak RSS of one build process $peak"
+echo "$line" >> "$STATS"
+log "$line"
 
 echo "$(stamp_key)" > "$TMP/stamp" && mv -f "$TMP/stamp" "$STAMP"
 log "binaries in $BIN, CRDs in $CRDS"
