@@ -41,6 +41,16 @@ venv: $(VENV)/.stamp ## Create the virtualenv with corral, the local platform an
 cluster-bins: ## Build etcd, kube-apiserver, controller-manager, scheduler, kubectl, helm (cached)
 	bash tools/k8s/build.sh
 
+# KEDA release built for the side-by-side benchmark (issue #13; bench/keda/README.md).
+# Not part of `make test`, CI or .ci/run. On a shared machine run it with low priority:
+# `nice -n 19 ionice -c3 make keda-bins CORRAL_BUILD_JOBS=1`.
+KEDA_VERSION  ?= 2.21.0
+export KEDA_VERSION
+
+.PHONY: keda-bins
+keda-bins: ## Build KEDA's operator and metrics adapter from the Go module proxy, copy its CRDs (cached under ~/.cache/corral/keda-v$KEDA_VERSION)
+	bash tools/keda/build.sh
+
 # Debian's `prometheus` package whose promtool checks the chart's alerts in the e2e
 # tier (Prometheus 2.42; bookworm). Fetched with apt-get download in seconds, where a
 # cold Go build took 70 minutes on CI's machine (tools/promtool/README.md).
