@@ -132,7 +132,10 @@ def test_every_query_the_client_names_exists_in_queries_sql() -> None:
     # Every statement the clients run is named in their one body: _operations.py
     # and the two modules beside it (the workers registry, the operator's view).
     here = Path(_sql.__file__).parent
-    body = "".join((here / f).read_text() for f in ("_operations.py", "_registry.py", "_fleet.py"))
+    body = "".join(
+        (here / f).read_text()
+        for f in ("_operations.py", "_registry.py", "_fleet.py", "_insights.py")
+    )
     used = set(re.findall(r'(?:Statement|_one)\(\s*"([a-z0-9_]+)"', body))
     assert used and used <= set(_sql._queries()), used - set(_sql._queries())
 

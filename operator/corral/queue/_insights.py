@@ -18,8 +18,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from corral.queue import _params as p
 from corral.queue import insight_records as ir
-from corral.queue._operations import Fetch, Operation, Statement
+from corral.queue import records as r
+from corral.queue._operations import Fetch, Operation, Statement, dispatch_status
 from corral.queue.errors import InvalidAuditEntry
 from corral.queue.records import Caller
 
@@ -112,3 +114,63 @@ def audit(
         raise ValueError(f"limit must be between 1 and {AUDIT_MAX_LIMIT}, got {limit}")
     rows = yield Statement("audit", {"limit": limit, "actor": actor, "action": action})
     return [_entry(row) for row in rows]
+
+
+# -- the job browser and the Overview's counts --------------------------------
+
+
+def browse_jobs(
+    *,
+    queue: str | None = None,
+    kind: str | None = None,
+    state: r.JobState | str | None = None,
+    region: str | None = None,
+    error: str | None = None,
+    before: int | None = None,
+    limit: int = 50,
+) -> Operation[list[r.Job]]:
+    """Jobs newest first, filtered (an empty filter is no filter; `error`: text
+    anywhere in the last error, any case), the page of ids below `before`."""
+    state = None if not state else r.JobState(state)
+    params = {
+        "queue": queue or None,
+        "kind": kind or None,
+        "state": state and str(state),
+        "region": region or None,
+        "error": error or None,
+        "before": before,
+        "limit": limit,
+    }
+    return [p.job_from_row(row) for row in (yield Statement("browse_jobs", params))]
+
+
+def requeue_dead(
+    *,
+    queue: str | None = None,
+    kind: str | None = None,
+    region: str | None = None,
+    error: str | None = None,
+    limit: int = 10_000,
+) -> Operation[int]:
+    """Requeue up to `limit` dead jobs matching the filters (as `requeue`
+    does one), in one statement; how many went back."""
+    params = {
+        "queue": queue or None,
+        "kind": kind or None,
+        "region": region or None,
+        "error": error or None,
+        "limit": limit,
+    }
+    row = (yield Statement("requeue_dead_jobs", params))[0]
+    return int(row[0])
+
+
+def recent_stats(minutes: int = 24 * 60) -> Operation[list[r.QueueStats]]:
+    """`stats` for a page that must stay cheap at any size (the dashboard's
+    Overview): unfinished jobs counted exactly, completed and dead ones over
+    the last `minutes` from the per-minute counters (as of the last
+    `rollup_throughput`); cancelled and expired ones are not counted."""
+    hot = yield Statement("stats_hot")
+    finished = yield Statement("stats_finished_recent", {"minutes": minutes})
+    dispatch = yield from dispatch_status()
+    return p.stats_from_rows(hot, finished, dispatch)

@@ -153,15 +153,15 @@ class AsyncQueue:
     remove_worker = _method(reg.remove_worker)
     # The dashboard's (corral.dashboard): inspection and admin on asyncio.
     get_job = _method(op.get_job)
-    browse_jobs = _method(op.browse_jobs)
+    browse_jobs = _method(ins.browse_jobs)
     cancel = _method(op.cancel)
     requeue = _method(op.requeue)
-    requeue_dead = _method(op.requeue_dead)
+    requeue_dead = _method(ins.requeue_dead)
     pause = _method(op.pause)
     resume = _method(op.resume)
     dispatch_status = _method(op.dispatch_status)
     stats = _method(op.stats)
-    recent_stats = _method(op.recent_stats)
+    recent_stats = _method(ins.recent_stats)
     # The dashboard: per-minute charts and the audit trail.
     rollup_throughput = _method(ins.rollup_throughput)
     throughput = _method(ins.throughput)
