@@ -443,22 +443,15 @@ async def requeue_dead(request: web.Request) -> web.StreamResponse:
     return await _action(request, run)
 
 
-@routes.post("/workers/{id:\\d+}/drain")
-async def drain_worker(request: web.Request) -> web.StreamResponse:
+@routes.post("/workers/{id:\\d+}/{verb:drain|remove}")
+async def worker_action(request: web.Request) -> web.StreamResponse:
     worker_id = _int(request, "id")
+    verb = request.match_info["verb"]
 
     async def run(q: AsyncQueue, form: Any) -> tuple[str, str, str, dict[str, Any] | None]:
-        w = await q.request_drain(worker_id)
-        return f"worker {w.name} draining", "worker.drain", f"worker:{worker_id}", None
-
-    return await _action(request, run)
-
-
-@routes.post("/workers/{id:\\d+}/remove")
-async def remove_worker(request: web.Request) -> web.StreamResponse:
-    worker_id = _int(request, "id")
-
-    async def run(q: AsyncQueue, form: Any) -> tuple[str, str, str, dict[str, Any] | None]:
+        if verb == "drain":
+            w = await q.request_drain(worker_id)
+            return f"worker {w.name} draining", "worker.drain", f"worker:{worker_id}", None
         w = await q.remove_worker(worker_id)
         return f"worker {w.name} removed", "worker.remove", f"worker:{worker_id}", None
 

@@ -308,9 +308,12 @@ def get_job(job_id: int) -> Operation[r.Job]:
 def list_jobs(
     *, queue: str | None = None, state: r.JobState | str | None = None, limit: int = 50
 ) -> Operation[list[r.Job]]:
+    """The newest jobs, of one queue and/or state (`corral jobs list`): the
+    dashboard's browser (`browse_jobs`) with no other filter."""
     state = None if state is None else r.JobState(state)
-    params = {"queue": queue, "state": state and str(state), "limit": limit}
-    return [p.job_from_row(row) for row in (yield Statement("list_jobs", params))]
+    params = dict.fromkeys(("kind", "region", "error", "before"))
+    params.update(queue=queue, state=state and str(state), limit=limit)
+    return [p.job_from_row(row) for row in (yield Statement("browse_jobs", params))]
 
 
 def _transition(job_id: int, statement: str, allowed: str) -> Operation[r.Job]:

@@ -152,42 +152,8 @@ SELECT id, kind, queue, payload, priority, region, state, run_at, expires_at, at
          WHERE o.job_id = %(id)s LIMIT 1), result_queue
   FROM corral_jobs_finished WHERE id = %(id)s
 
--- name: list_jobs
-SELECT jobs.*, (SELECT o.scheduled_for FROM corral_schedule_occurrences o
-                   WHERE o.job_id = jobs.id LIMIT 1) AS scheduled_for
-  FROM (
-SELECT * FROM (
-    SELECT id, kind, queue, payload, priority, region, state, run_at, expires_at, attempt,
-           max_attempts, dedupe_key, worker_id, lease_expires_at, last_error,
-           last_error_reason, enqueued_at, started_at, NULL::timestamptz AS finished_at,
-           NULL::jsonb AS result
-      FROM corral_jobs
-     WHERE (%(queue)s::text IS NULL OR queue = %(queue)s)
-       AND (%(state)s::text IS NULL OR state = %(state)s)
-       -- A finished state is never here: skip the table (a one-time filter).
-       AND (%(state)s::text IS NULL OR %(state)s::text IN ('scheduled', 'pending', 'running'))
-     ORDER BY id DESC LIMIT %(limit)s
-) hot
-UNION ALL
-SELECT * FROM (
-    SELECT id, kind, queue, payload, priority, region, state, run_at, expires_at, attempt,
-           max_attempts, dedupe_key, worker_id, NULL::timestamptz, last_error, last_error_reason,
-           enqueued_at, started_at, finished_at, result
-      FROM corral_jobs_finished
-     WHERE (%(queue)s::text IS NULL OR queue = %(queue)s)
-       AND (%(state)s::text IS NULL OR state = %(state)s)
-       -- An unfinished state is never here: without this, browsing pending
-       -- jobs walks the whole finished table's primary key finding none.
-       AND (%(state)s::text IS NULL
-            OR %(state)s::text IN ('completed', 'dead', 'cancelled', 'expired'))
-     ORDER BY id DESC LIMIT %(limit)s
-) finished
-ORDER BY id DESC LIMIT %(limit)s
-) jobs
-ORDER BY jobs.id DESC
-
 -- name: browse_jobs
--- The dashboard's job browser: newest first, keyset-paginated by id (before),
+-- `corral jobs list` and the dashboard's job browser: newest first, keyset-paginated by id (before),
 -- filtered by queue, kind, state, region and text in the last error. Each
 -- table is read backwards along its primary key, so a page costs O(page)
 -- whatever the table holds, unless a filter matches almost nothing; a state
