@@ -393,24 +393,15 @@ def _int(request: web.Request, name: str) -> int:
     return int(request.match_info[name])
 
 
-@routes.post("/jobs/{id:\\d+}/cancel")
-async def cancel_job(request: web.Request) -> web.StreamResponse:
+@routes.post("/jobs/{id:\\d+}/{verb:cancel|requeue}")
+async def job_action(request: web.Request) -> web.StreamResponse:
     job_id = _int(request, "id")
+    verb = request.match_info["verb"]
 
     async def run(q: AsyncQueue, form: Any) -> tuple[str, str, str, dict[str, Any] | None]:
-        await q.cancel(job_id)
-        return f"job {job_id} cancelled", "job.cancel", f"job:{job_id}", None
-
-    return await _action(request, run)
-
-
-@routes.post("/jobs/{id:\\d+}/requeue")
-async def requeue_job(request: web.Request) -> web.StreamResponse:
-    job_id = _int(request, "id")
-
-    async def run(q: AsyncQueue, form: Any) -> tuple[str, str, str, dict[str, Any] | None]:
-        await q.requeue(job_id)
-        return f"job {job_id} requeued", "job.requeue", f"job:{job_id}", None
+        await (q.cancel(job_id) if verb == "cancel" else q.requeue(job_id))
+        done = "cancelled" if verb == "cancel" else "requeued"
+        return f"job {job_id} {done}", f"job.{verb}", f"job:{job_id}", None
 
     return await _action(request, run)
 
