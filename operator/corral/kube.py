@@ -129,6 +129,13 @@ class Kube:
             missing_ok=True,
         )
 
+    def _list(
+        self, path: str, what: str, query: list[tuple[str, str]] | None = None
+    ) -> list[dict[str, Any]]:
+        """The items of the list at `path` (GET with `query`)."""
+        listing = self._request("GET", path, f"listing {what}", query=query) or {}
+        return list(listing.get("items", []))
+
     # -- reading ------------------------------------------------------------------
 
     def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -159,8 +166,7 @@ class Kube:
         )
         items: list[dict[str, Any]] = []
         for path in paths:
-            listing = self._request("GET", path, "listing WorkerPools") or {}
-            for item in listing.get("items", []):
+            for item in self._list(path, "WorkerPools"):
                 # List items carry no kind/apiVersion; the models want them.
                 items.append({"apiVersion": f"{GROUP}/{VERSION}", "kind": "WorkerPool", **item})
         return items
@@ -173,19 +179,16 @@ class Kube:
         selector = f"involvedObject.kind={kind}"
         if name is not None:
             selector += f",involvedObject.name={name}"
-        listing = self._request(
-            "GET",
+        return self._list(
             f"/api/v1/namespaces/{namespace}/events",
-            f"listing events of {kind} {namespace}/{name or '*'}",
-            query=[("fieldSelector", selector)],
+            f"events of {kind} {namespace}/{name or '*'}",
+            [("fieldSelector", selector)],
         )
-        return list((listing or {}).get("items", []))
 
     def list_regions(self) -> list[dict[str, Any]]:
-        listing = self._request("GET", f"{_CORRAL}/regions", "listing Regions") or {}
         return [
             {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Region", **item}
-            for item in listing.get("items", [])
+            for item in self._list(f"{_CORRAL}/regions", "Regions")
         ]
 
     # -- writing ------------------------------------------------------------------
@@ -233,13 +236,11 @@ class Kube:
 
     def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         """The pods matching a label selector in one namespace."""
-        listing = self._request(
-            "GET",
+        return self._list(
             f"/api/v1/namespaces/{namespace}/pods",
-            f"listing pods {selector} in {namespace}",
-            query=[("labelSelector", selector)],
+            f"pods {selector} in {namespace}",
+            [("labelSelector", selector)],
         )
-        return list((listing or {}).get("items", []))
 
     def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
         """Set (or, with None, remove) annotations of a pod; a pod gone meanwhile is fine."""
