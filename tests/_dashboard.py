@@ -1,6 +1,9 @@
 """Runs the dashboard (corral.dashboard.app) on a real port in a background
 thread, for the integration tier (tests/integration/test_dashboard_*.py, over
 HTTP with `requests`) and the browser tier (tests/browser, Chromium).
+
+The fixtures `seeded` (the queue seeded by `seed`) and `url` (the dashboard
+serving it) are shared by both tiers: their conftests import them.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from corral.dashboard.app import create_app
@@ -133,3 +137,16 @@ def seed(dsn: str) -> Seeded:
         credential=who.credential,
         schedule="nightly",
     )
+
+
+@pytest.fixture
+def seeded(database_url: str) -> Seeded:
+    """The queue at `database_url` with the jobs, worker, token and schedule of `seed`."""
+    return seed(database_url)
+
+
+@pytest.fixture
+def url(database_url: str, seeded: Seeded) -> Iterator[str]:
+    """The dashboard serving the seeded queue (signed in with PASSWORD)."""
+    with serve(settings(database_url)) as base:
+        yield base

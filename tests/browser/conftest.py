@@ -4,6 +4,8 @@ PostgreSQL (the `database_url` fixture) and the real aiohttp app.
 
 A browser that cannot start FAILS the test with the reason (install with
 `apt-get install chromium chromium-driver`; .ci/run does): never a skip.
+The fixtures `seeded` and `url` (the dashboard serving a seeded queue) come
+from `tests/_dashboard.py`, shared with the integration tier.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import pytest
 from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
+
+from tests._dashboard import seeded, url  # noqa: F401 (fixtures, shared with tests/integration)
 
 CHROMIUM = os.environ.get("CORRAL_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CORRAL_CHROMEDRIVER", "/usr/bin/chromedriver")

@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from corral.queue import JobState, Queue, WorkerState
-from tests._dashboard import PASSWORD, Seeded, seed, serve, settings
+from tests._dashboard import PASSWORD, Seeded
 
 # Where the screenshots go: a scratch folder, so `make test` leaves the tree
 # as it was; `make dashboard-screenshots` points it at docs/dashboard/.
@@ -34,17 +32,6 @@ PAGES = {
     "dispatch": "/dispatch",
     "audit": "/audit",
 }
-
-
-@pytest.fixture
-def seeded(database_url: str) -> Seeded:
-    return seed(database_url)
-
-
-@pytest.fixture
-def url(database_url: str, seeded: Seeded) -> Iterator[str]:
-    with serve(settings(database_url)) as base:
-        yield base
 
 
 def sign_in(driver: webdriver.Chrome, base: str, then: str = "/") -> None:

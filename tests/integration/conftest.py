@@ -1,7 +1,9 @@
 """Integration tier: real PostgreSQL, no Kubernetes.
 
 The fixtures `pg_server`, `database_url` and `empty_database_url` come from
-`tests/_postgres.py` (loaded by the top-level conftest).
+`tests/_postgres.py` (loaded by the top-level conftest); `seeded` and `url`
+(the dashboard serving a seeded queue) from `tests/_dashboard.py`, shared
+with the browser tier.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 
 from corral.queue import Queue
+from tests._dashboard import seeded, url  # noqa: F401 (fixtures, shared with tests/browser)
 from tests.integration._clients import BlockingAsyncQueue, Client
 from tests.integration._workers import WorkerProcess
 

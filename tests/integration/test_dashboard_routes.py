@@ -5,29 +5,16 @@ The server is the real aiohttp app on a local port (tests/_dashboard.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import requests
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from corral.queue import JobState, Queue, WorkerState
-from tests._dashboard import PASSWORD, Seeded, csrf_of, seed, serve, settings
+from tests._dashboard import PASSWORD, Seeded, csrf_of, serve, settings
 
 PAGES = ["/", "/jobs", "/workers", "/pools", "/schedules", "/dispatch", "/audit", "/login"]
 HX = {"HX-Request": "true"}
-
-
-@pytest.fixture
-def seeded(database_url: str) -> Seeded:
-    return seed(database_url)
-
-
-@pytest.fixture
-def url(database_url: str, seeded: Seeded) -> Iterator[str]:
-    with serve(settings(database_url)) as base:
-        yield base
 
 
 def sign_in(base: str) -> requests.Session:
@@ -241,6 +228,8 @@ def test_requeue_all_dead_for_a_filter(url: str, seeded: Seeded, database_url: s
     assert "2 dead jobs requeued" in r.text
     with Queue.connect(database_url) as q:
         assert {q.get_job(i).state for i in seeded.dead["mail"]} == {JobState.PENDING}
+        (entry,) = q.audit(1, action="jobs.requeue_dead")
+    assert (entry.target, entry.detail) == ("*", {"error": "SMTP", "count": 2})
 
 
 def test_drain_and_remove_a_worker(url: str, seeded: Seeded, database_url: str) -> None:

@@ -49,6 +49,7 @@ def test_filter_parses_and_round_trips() -> None:
     assert (f.queue, f.state, f.error, f.before, f.kind) == ("mail", "dead", "Timeout", 120, "")
     assert f.active
     assert f.query(before=None) == "queue=mail&state=dead&error=Timeout"
+    assert f.terms(("queue", "kind", "region", "error")) == {"queue": "mail", "error": "Timeout"}
     assert not views.JobFilter.parse({}).active
 
 

@@ -414,16 +414,7 @@ async def requeue_dead(request: web.Request) -> web.StreamResponse:
         except views.FilterError as exc:
             raise _error(request, 400, str(exc)) from None
         n = await q.requeue_dead(queue=f.queue, kind=f.kind, region=f.region, error=f.error)
-        detail = {
-            k: v
-            for k, v in (
-                ("queue", f.queue),
-                ("kind", f.kind),
-                ("region", f.region),
-                ("error", f.error),
-            )
-            if v
-        }
+        detail = f.terms(("queue", "kind", "region", "error"))  # the state is "dead"
         return (
             f"{n} dead jobs requeued",
             "jobs.requeue_dead",

@@ -74,6 +74,10 @@ def pretty_json(value: Any) -> str:
 # -- the job browser's filters ------------------------------------------------
 
 
+# The job browser's filters, in the order of its query strings.
+FILTERS = ("queue", "kind", "state", "region", "error")
+
+
 class FilterError(ValueError):
     """A filter in the job browser's query string is not valid; says which and how."""
 
@@ -113,23 +117,18 @@ class JobFilter:
 
     @property
     def active(self) -> bool:
-        return any((self.queue, self.kind, self.state, self.region, self.error))
+        return bool(self.terms())
+
+    def terms(self, names: Sequence[str] = FILTERS) -> dict[str, str]:
+        """The filters among `names` that are set, by name (blank ones left out)."""
+        return {name: getattr(self, name) for name in names if getattr(self, name)}
 
     def query(self, **change: Any) -> str:
         """This filter as a query string, with `change` applied (before=None drops the page)."""
         f = replace(self, **change)
-        pairs = {
-            k: v
-            for k, v in (
-                ("queue", f.queue),
-                ("kind", f.kind),
-                ("state", f.state),
-                ("region", f.region),
-                ("error", f.error),
-                ("before", "" if f.before is None else str(f.before)),
-            )
-            if v
-        }
+        pairs = f.terms()
+        if f.before is not None:
+            pairs["before"] = str(f.before)
         return urlencode(pairs)
 
     def next_page(self, shown: Sequence[Any], page_size: int = PAGE_SIZE) -> str | None:
