@@ -163,6 +163,10 @@ bench-dashboard: venv ## Dashboard reads at 1,000,000 finished + 100,000 waiting
 bench-scale: venv cluster-bins ## Autoscaler benchmark on the local control plane: reaction, first job, drains, 200 pools (BENCH_ARGS=--quick)
 	$(PY) -m bench.scale $(BENCH_ARGS)
 
+.PHONY: bench-scale-peers
+bench-scale-peers: venv cluster-bins keda-bins ## corral vs KEDA (defaults and tuned) on the same bursts, cluster, queue and worker pods; ~40 min (BENCH_ARGS=--quick: ~12)
+	$(PY) -m bench.scale_peers $(BENCH_ARGS)
+
 # --- images (issue 9): worker-image/Dockerfile, targets worker and operator ---
 DOCKER         ?= docker
 IMAGE_REGISTRY ?= ghcr.io/corral-dev

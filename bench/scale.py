@@ -251,6 +251,7 @@ class PodDeletions:
     def __init__(self, platform: Platform, pool: str) -> None:
         self.platform, self.pool = platform, pool
         self.deleted: dict[str, float] = {}
+        self.gone: dict[str, float] = {}  # when the DELETED event came
         self.created_at: dict[str, float] = {}
         self.alive: set[str] = set()
         self._stop = threading.Event()
@@ -281,6 +282,7 @@ class PodDeletions:
                     self.alive &= seen
                 if kind == "DELETED":
                     self.alive.discard(name)
+                    self.gone.setdefault(name, time.time())
                 else:
                     self.alive.add(name)
                     seen.add(name)
