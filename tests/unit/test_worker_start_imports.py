@@ -1,7 +1,8 @@
 """A worker's way to its first claim does not import what only a scrape, a
-preStop hook or the HTTP endpoint needs: prometheus_client (the first
-`/metrics` scrape imports it), urllib.request and http.client (`corral worker
-prestop`), aiohttp (the endpoint, imported in a thread once the claims run).
+preStop hook, a config file or the HTTP endpoint needs: prometheus_client
+(the first `/metrics` scrape imports it), urllib.request and http.client
+(`corral worker prestop`), tomllib (`--config`), aiohttp (the endpoint,
+imported in a thread once the claims run).
 Start-up is on the path of every scale-up (`make bench-start`).
 
 The real command runs, in a fresh interpreter under `-X importtime`, against
@@ -17,7 +18,14 @@ import sys
 from pathlib import Path
 
 # Imported by the first scrape, the preStop hook or the endpoint, never before.
-DEFERRED = ("prometheus_client", "urllib.request", "urllib.error", "http.client", "aiohttp")
+DEFERRED = (
+    "prometheus_client",
+    "urllib.request",
+    "urllib.error",
+    "http.client",
+    "aiohttp",
+    "tomllib",  # --config only
+)
 
 _IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)$", re.MULTILINE)
 
