@@ -407,10 +407,11 @@ async def open_session(settings: WorkerSettings) -> QueueSession:
     opened = await asyncio.gather(
         _claim_connection(url), *(AsyncQueue.connect(url) for _ in range(3)), return_exceptions=True
     )
-    queues = [q for q in opened if isinstance(q, AsyncQueue)]
-    if len(queues) < len(opened):
+    queues = [q for q in opened if not isinstance(q, BaseException)]
+    failures = [e for e in opened if isinstance(e, BaseException)]
+    if failures:
         for queue in queues:
             with contextlib.suppress(Exception):
                 await queue.close()
-        raise next(e for e in opened if isinstance(e, BaseException))
+        raise failures[0]
     return QueueSession(settings, queues)
