@@ -398,7 +398,20 @@ async def _listen_connection(url: str) -> AsyncQueue:
 
 
 async def open_session(settings: WorkerSettings) -> QueueSession:
+    """The worker's four connections (claim, completion, control, LISTEN),
+    opened at once: each costs a few round trips and a password exchange, and
+    the first claim waits for them. If one fails, the others are closed and
+    the first failure, in that order, is raised (as when they were opened one
+    after the other)."""
     url = settings.database_url
-    queues = [await _claim_connection(url)]
-    queues += [await AsyncQueue.connect(url) for _ in range(3)]
+    opened = await asyncio.gather(
+        _claim_connection(url), *(AsyncQueue.connect(url) for _ in range(3)), return_exceptions=True
+    )
+    queues = [q for q in opened if not isinstance(q, BaseException)]
+    failures = [e for e in opened if isinstance(e, BaseException)]
+    if failures:
+        for queue in queues:
+            with contextlib.suppress(Exception):
+                await queue.close()
+        raise failures[0]
     return QueueSession(settings, queues)

@@ -17,8 +17,6 @@ import os
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -308,6 +306,10 @@ def prestop(port: int, host: str, state_dir: Path | None, timeout_s: float) -> N
     then sends SIGTERM. The worker's registry row follows: `draining`, then
     `drained`.
     """
+    # urllib (with http.client and email under it) is for this hook only: a
+    # worker's start does not import it (tests/unit/test_worker_start_imports.py).
+    import urllib.error
+
     from corral.worker.config import default_state_dir
     from corral.worker.endpoint import DRAIN_KEY_FILE, read_drain_key
 
@@ -358,6 +360,8 @@ def _ask_until(
     jobs the worker was about to finish, so only a refused connection (or the
     deadline) ends the wait.
     """
+    import urllib.error
+
     while True:
         try:
             return ask()
@@ -374,6 +378,8 @@ def _ask_until(
 
 
 def _http_json(method: str, url: str, key: str | None = None) -> dict[str, Any]:
+    import urllib.request
+
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     request = urllib.request.Request(
         url, method=method, data=b"" if method == "POST" else None, headers=headers

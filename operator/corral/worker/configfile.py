@@ -11,8 +11,6 @@ validates flags, so a bad value names its flag and variable.
 
 from __future__ import annotations
 
-import difflib
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -57,6 +55,11 @@ _SCALARS = (str, int, float, bool)
 def load(path: Path) -> dict[str, Any]:
     """The file's settings, by WorkerSettings field. ConfigError names the
     file and the key (or the TOML syntax error's line)."""
+    # Only a worker started with --config reads TOML (or suggests a key): the
+    # others do not import tomllib and difflib on their way to the first claim.
+    import difflib
+    import tomllib
+
     try:
         with path.open("rb") as handle:
             document = tomllib.load(handle)

@@ -4,21 +4,21 @@ The runtime records into plain counters and bucket arrays on its hot path
 (no lock, no label lookup per job: a no-op job costs microseconds, and a
 prometheus-client `labels().observe()` would be a visible share of that); the
 collector turns them into metric families only when Prometheus scrapes.
+
+prometheus_client (and urllib, http.server and email under it) is imported by
+the first scrape, not at start: a worker claims before anyone scrapes it
+(`tests/unit/test_worker_start_imports.py` keeps it so).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import HistogramMetricFamily, Metric
 
 # seconds
 DURATION_BUCKETS = (
@@ -89,8 +89,18 @@ class WorkerMetrics:
         # outcome (enqueued, skipped) -> schedule occurrences this worker fired
         self.schedule_occurrences: dict[str, int] = {}
         self._gauges = gauges
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Collector(self))
+        self._registry: CollectorRegistry | None = None  # built by the first scrape
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """This worker's own registry (several workers in one process, as in
+        tests or embedding, never collide), built on first use."""
+        if self._registry is None:
+            from prometheus_client import CollectorRegistry
+
+            self._registry = CollectorRegistry(auto_describe=False)
+            self._registry.register(_Collector(self))
+        return self._registry
 
     def count(self, queue: str, outcome: str, n: int = 1) -> None:
         key = (queue, outcome)
@@ -113,6 +123,8 @@ class WorkerMetrics:
         h.observe(seconds)
 
     def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
         return generate_latest(self.registry)
 
 
@@ -121,6 +133,12 @@ class _Collector:
         self._m = metrics
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
         m = self._m
         jobs = CounterMetricFamily(
             "corral_worker_jobs",
@@ -177,6 +195,8 @@ _GAUGE_DOCS = {
 
 
 def _histogram(name: str, doc: str, per_queue: dict[str, Histogram]) -> HistogramMetricFamily:
+    from prometheus_client.core import HistogramMetricFamily
+
     fam = HistogramMetricFamily(name, doc, labels=["queue"])
     for queue, h in sorted(per_queue.items()):
         fam.add_metric([queue], h.buckets(), sum_value=h.total)

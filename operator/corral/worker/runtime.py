@@ -265,7 +265,10 @@ class Worker:
             if listener is not None:
                 # aiohttp's import (a tenth of a second) runs in a thread while
                 # the first claim is on its way: a worker started for a burst
-                # claims sooner. Its socket is bound already.
+                # claims sooner. Its socket is bound already. One turn of the
+                # loop first, so the tasks above (the claim among them) send
+                # their first statements before the thread holds the GIL.
+                await asyncio.sleep(0)
                 await asyncio.to_thread(importlib.import_module, "corral.worker.endpoint_http")
                 self._endpoint = await serve(self, listener)
             self._announce()

@@ -1,0 +1,76 @@
+"""A worker's way to its first claim does not import what only a scrape, a
+preStop hook, a config file or the HTTP endpoint needs: prometheus_client
+(the first `/metrics` scrape imports it), urllib.request and http.client
+(`corral worker prestop`), tomllib (`--config`), aiohttp (the endpoint,
+imported in a thread once the claims run).
+Start-up is on the path of every scale-up (`make bench-start`).
+
+The real command runs, in a fresh interpreter under `-X importtime`, against
+a database whose Unix socket does not exist: everything the worker imports
+before it connects is listed, and the worker exits with its connection error
+(no database, no network)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+# Imported by the first scrape, the preStop hook or the endpoint, never before.
+DEFERRED = (
+    "prometheus_client",
+    "urllib.request",
+    "urllib.error",
+    "http.client",
+    "aiohttp",
+    "tomllib",  # --config only
+)
+
+_IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)$", re.MULTILINE)
+
+
+def _worker_imports(tmp_path: Path) -> tuple[set[str], str]:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-c",
+            "import sys; from corral.cli import main; sys.exit(main())",
+            "worker",
+            "--database-url",
+            f"postgresql://corral@/corral?host={tmp_path / 'no-server'}",
+            "--queues",
+            "start",
+            "--state-dir",
+            str(tmp_path / "state"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return set(_IMPORTED.findall(done.stderr)), done.stderr
+
+
+def test_the_start_path_imports_none_of_the_deferred_modules(tmp_path: Path) -> None:
+    imported, stderr = _worker_imports(tmp_path)
+    # It ran the real start (settings, registry, runtime, psycopg) and
+    # stopped at the connection, where the claim would begin.
+    assert "corral worker: error: cannot connect" in stderr, stderr[-2000:]
+    assert {"corral.worker.runtime", "corral.worker.executors", "psycopg"} <= imported
+    assert sorted(imported & set(DEFERRED)) == []
+
+
+def test_a_scrape_still_renders_every_family() -> None:
+    """The deferred import is the scrape's: metrics render as before."""
+    from corral.worker.metrics import WorkerMetrics, parse_text
+
+    metrics = WorkerMetrics(lambda: {"in_flight": 1.0})
+    metrics.count("q", "completed", 3)
+    metrics.observe_duration("q", 0.002)
+    samples = parse_text(metrics.render().decode())
+    assert samples['corral_worker_jobs_total{outcome="completed",queue="q"}'] == 3.0
+    assert samples['corral_worker_job_duration_seconds_count{queue="q"}'] == 1.0
+    assert samples["corral_worker_in_flight"] == 1.0
