@@ -94,8 +94,11 @@ async def dispatch(
                 continue
         # Queue empty (or nearly): sleep until NOTIFY, a slot frees up
         # after a full claim, or the polling fallback.
+        # (asyncio.timeout: no task per wait, and no cancellation lost as
+        # wait_for can lose one on Python 3.11)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), poll_s)
+            async with asyncio.timeout(poll_s):
+                await wake.wait()
 
 
 async def listen(session: QueueSession, wake: asyncio.Event, database_url: str) -> None:

@@ -251,7 +251,9 @@ def worker(ctx: click.Context, /, config_file: Path | None, show_config: bool, *
         registry = build_registry(settings, guard)
     except (ValueError, TypeError) as exc:
         raise click.UsageError(str(exc)) from None
-    code = asyncio.run(Worker(settings, registry, guard).run())
+    runner = Worker(settings, registry, guard)
+    runner.exit_hard_if_stuck = True
+    code = asyncio.run(runner.run())
     if any(t.name.startswith("corral-job") and t.is_alive() for t in threading.enumerate()):
         # A sync handler still runs in a thread; its job was handed back to the
         # queue, so exit without joining it (it must not hold us past the deadline).

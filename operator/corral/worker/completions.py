@@ -77,7 +77,8 @@ class CompletionBuffer:
             self.flush_now.set()
             self.flushed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.flushed.wait(), timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    await self.flushed.wait()
 
 
 class _Completer(Protocol):

@@ -88,9 +88,8 @@ class Dispatcher:
                 break
             jobs.slot_freed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    jobs.slot_freed.wait(), remaining if remaining is not None else _DRAIN_POLL_S
-                )
+                async with asyncio.timeout(remaining if remaining is not None else _DRAIN_POLL_S):
+                    await jobs.slot_freed.wait()
         if lifecycle.accepting:
             return True
         await jobs.hand_back()

@@ -106,6 +106,11 @@ class Heartbeat:
             )
 
     async def _sleep_or_wake(self, seconds: float) -> None:
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+        # cancellation that lands as the event is set (the SIGTERM that wakes
+        # this beat also stops the worker), and a heartbeat loop that outlives
+        # shutdown keeps its pod Terminating until SIGKILL.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.beat_now.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self.beat_now.wait()
         self.beat_now.clear()

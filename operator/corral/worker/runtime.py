@@ -39,6 +39,7 @@ import contextlib
 import importlib
 import logging
 import math
+import os
 import sys
 import time
 import traceback
@@ -74,6 +75,29 @@ __all__ = ["EXIT_REMOVED", "EXIT_RESTART", "EXIT_STUCK", "Worker"]
 EXIT_REMOVED = 3  # the registry says this worker was removed
 EXIT_STUCK = 4  # sync handlers stuck past their timeout hold too many slots
 EXIT_FATAL = 1
+_STOP_ROUNDS, _STOP_WAIT_S = 5, 1.0  # cancel, wait; again for a task that swallowed it
+
+
+async def stop_tasks(
+    tasks: list[asyncio.Task[Any]], *, rounds: int = _STOP_ROUNDS, wait_s: float = _STOP_WAIT_S
+) -> list[str]:
+    """Cancel `tasks` until they are done, at most `rounds` times `wait_s`;
+    the names of those still running. Cancelling once and awaiting is not
+    enough: a cancellation can be lost (Python 3.11's `wait_for` drops one
+    that lands as the awaited event is set), and the worker would hang at
+    exit with its pod Terminating until SIGKILL."""
+    pending = {task for task in tasks if not task.done()}
+    for round_ in range(rounds):
+        if not pending:
+            break
+        for task in pending:
+            if round_ or not task.cancelling():  # once each, then only the stragglers
+                task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=wait_s)
+    for task in tasks:  # retrieve what they ended with: no "never retrieved" noise
+        if task.done() and not task.cancelled():
+            task.exception()
+    return sorted(task.get_name() for task in pending)
 
 
 class Worker:
@@ -93,6 +117,10 @@ class Worker:
         self.lifecycle = Lifecycle(in_pool=settings.pool is not None)
         self.worker_id: str | None = None
         self.exit_code = 0
+        # Leave with os._exit when tasks would not stop (`corral worker` sets
+        # it: asyncio.run would wait for them for ever); in-process users keep
+        # their interpreter.
+        self.exit_hard_if_stuck = False
         self.exit_message = ""
         self.metrics = WorkerMetrics(self._gauges)
         self._buffer = CompletionBuffer(settings.claim_batch)
@@ -387,7 +415,7 @@ class Worker:
 
     async def _shutdown(self) -> None:
         for task in self._tasks:
-            task.cancel()
+            task.cancel()  # again below for any that lost it (stop_tasks)
         done = sum(n for (_, outcome), n in self.metrics.jobs.items() if outcome == "completed")
         cpu_s = time.process_time()
         log.info(
@@ -396,9 +424,9 @@ class Worker:
             cpu_s,
             1e6 * cpu_s / max(done, 1),
         )
-        for task in self._tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        stuck = await stop_tasks(self._tasks)
+        if stuck:
+            log.warning("tasks still running at exit, left behind: %s", ", ".join(stuck))
         if self._jobs is not None and self._jobs.threads is not None:
             # A sync handler cannot be interrupted; its job was handed back
             # already, so do not wait for the thread (the CLI exits hard).
@@ -408,3 +436,8 @@ class Worker:
         if self._session is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._session.close(), 5)
+        if stuck and self.exit_hard_if_stuck:
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(self.exit_code)
