@@ -151,6 +151,21 @@ def test_a_reconcile_that_just_evaluated_a_pool_pushes_its_poll_back() -> None:
     assert scaler.due()[0] == [("jobs", "a")]
 
 
+def test_a_pool_draining_before_a_scale_down_is_looked_at_again_within_a_second() -> None:
+    scaler, clock, _ = _autoscaler()
+    _track(scaler, "a", ["mail"], poll=10)
+    _track(scaler, "b", ["mail"], poll=10)
+    scaler.due()  # both evaluated at t=0; next poll at t=10
+    scaler.recheck("jobs/a")  # a's evaluation asked its idle workers to drain
+    clock.now += 1
+    assert scaler.due()[0] == [("jobs", "a")]  # not b, and not at t=10
+    scaler.recheck("jobs/a", 30)  # a recheck never postpones a poll (due at t=11)
+    clock.now += 9
+    assert scaler.due()[0] == [("jobs", "b")]
+    clock.now += 1
+    assert scaler.due()[0] == [("jobs", "a")]
+
+
 def test_a_forgotten_pool_is_never_evaluated_again() -> None:
     scaler, clock, _ = _autoscaler()
     _track(scaler, "a", ["mail"])

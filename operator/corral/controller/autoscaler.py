@@ -38,7 +38,11 @@ log = logging.getLogger(__name__)
 
 MIN_INTERVAL_S = 0.2  # at most this often per pool (seconds), however many notifications
 MAX_INTERVAL_S = 2.0  # the longest a stream that changes nothing stretches it to (seconds)
-LISTEN_RETRY_S = (0.5, 10.0)  # back-off between LISTEN reconnects: first, most (seconds)
+LISTEN_RETRY_S = (0.5, 10.0)
+# A drain-first scale-down waits for its workers to report `drained` (idle
+# ones do within a second); the pool is looked at again this soon, not a
+# pollSeconds later, so drained pods do not linger (seconds).
+DRAIN_RECHECK_S = 1.0  # back-off between LISTEN reconnects: first, most (seconds)
 
 
 @dataclass
@@ -148,6 +152,16 @@ class Autoscaler:
             else:
                 most = max(self.min_interval_s, min(self.max_interval_s, pool.poll_s))
                 pool.interval_s = min(pool.interval_s * 2, most)
+
+    def recheck(self, key: str, after_s: float = DRAIN_RECHECK_S) -> None:
+        """Evaluate this pool again within `after_s` (a scale-down is waiting
+        for its workers to drain), however long its poll interval."""
+        now = self.clock()
+        with self._wake:
+            pool = self._pools.get(key)
+            if pool is not None and now + after_s < pool.due_at:
+                pool.due_at = now + after_s
+                self._wake.notify()
 
     def evaluated(self, key: str) -> None:
         """A reconcile just evaluated this pool: its next poll can wait."""

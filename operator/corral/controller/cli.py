@@ -254,6 +254,10 @@ def run(config: OperatorConfig, kubeconfig: str | None = None) -> int:
             return False
         if outcome.status is not None:
             metrics.record_pool(namespace, name, outcome.status)
+            if outcome.status.get("scaleDown"):
+                # Workers are draining before a scale-down: finish it as soon
+                # as they report drained, not a pollSeconds later.
+                autoscaler.recheck(f"{namespace}/{name}")
         return outcome.acted
 
     autoscaler = Autoscaler(_evaluate, config.database_url)
