@@ -279,6 +279,8 @@ class PodDeletions:
                 if kind != "ADDED" and not listed:
                     # The listing is over: what it did not name is gone.
                     listed = True
+                    for gone in self.alive - seen:
+                        self.gone.setdefault(gone, time.time())
                     self.alive &= seen
                 if kind == "DELETED":
                     self.alive.discard(name)

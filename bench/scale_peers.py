@@ -409,8 +409,11 @@ class Run:
             ).fetchall()
         busy = {pod for pod, started, finished in held
                 if pod in deleted and float(started) < deleted[pod] < float(finished)}  # fmt: skip
-        terminating = sum(max(0.0, self.pods.gone.get(p, time.time()) - at)
-                          for p, at in deleted.items())  # fmt: skip
+        spent = {p: max(0.0, self.pods.gone.get(p, time.time()) - at) for p, at in deleted.items()}
+        terminating = sum(spent.values())
+        longest = sorted(spent.items(), key=lambda kv: -kv[1])[:3]
+        say(f"{self.system.name}: {len(deleted)} pod(s) deleted while measured; longest "
+            "Terminating: " + (", ".join(f"{p} {s:.1f}s" for p, s in longest) or "none"))  # fmt: skip
         with Queue.connect(self.url) as q:
             ids = set(f.job_ids)
             interrupted = {i.job_id for i in q.interruptions() if i.job_id in ids}
