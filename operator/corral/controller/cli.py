@@ -198,7 +198,7 @@ def run(config: OperatorConfig, kubeconfig: str | None = None) -> int:
     from corral.controller.handlers import build_registry
     from corral.controller.leader import LeaderElection
     from corral.controller.queue_access import QueueAccess
-    from corral.controller.reconcile import Reconciler
+    from corral.controller.reconcile import Reconciler, scale_down_pending
     from corral.controller.schedules import ScheduleFirer
     from corral.kube import Kube
 
@@ -254,17 +254,23 @@ def run(config: OperatorConfig, kubeconfig: str | None = None) -> int:
             return False
         if outcome.status is not None:
             metrics.record_pool(namespace, name, outcome.status)
-            if outcome.status.get("scaleDown"):
-                # Workers are draining before a scale-down: finish it as soon
-                # as they report drained, not a pollSeconds later.
-                autoscaler.recheck(f"{namespace}/{name}")
+        if scale_down_pending(outcome):
+            # Workers are draining before a scale-down: finish it as soon as
+            # they report drained, not a pollSeconds later.
+            autoscaler.recheck(f"{namespace}/{name}")
         return outcome.acted
 
     autoscaler = Autoscaler(_evaluate, config.database_url)
 
-    def _seen(pool: WorkerPool) -> None:
+    def _seen(pool: WorkerPool, draining: bool) -> None:
+        """A reconcile evaluated the pool: its next poll can wait, unless a
+        scale-down waits for drains."""
+        key = f"{pool.metadata.namespace}/{pool.metadata.name}"
         autoscaler.track(pool)
-        autoscaler.evaluated(f"{pool.metadata.namespace}/{pool.metadata.name}")
+        if draining:
+            autoscaler.recheck(key)
+        else:
+            autoscaler.evaluated(key)
 
     reconciler.on_pool = _seen
     reconciler.on_pool_gone = autoscaler.forget

@@ -104,6 +104,11 @@ class Outcome:
     acted: bool = False  # the scaling changed something: replicas, drains, pod costs
 
 
+def scale_down_pending(outcome: Outcome) -> bool:
+    """The status written says a drain-first scale-down waits for its workers."""
+    return bool(outcome.status and outcome.status.get("scaleDown"))
+
+
 def pool_key(pool: WorkerPool) -> str:
     """How the queue's token and worker registry name a pool."""
     return f"{pool.metadata.namespace}/{pool.metadata.name}"
@@ -230,7 +235,9 @@ class Reconciler:
         self._stabilizers: dict[str, Stabilizer] = {}
         self._flows: dict[str, tuple[float, Flow]] = {}
         # Called with every pool the reconciler sees (the autoscaler tracks them).
-        self.on_pool: Callable[[WorkerPool], None] | None = None
+        # After each reconcile: the pool, and whether a drain-first scale-down
+        # waits for its workers (the autoscaler looks again soon, not later).
+        self.on_pool: Callable[[WorkerPool, bool], None] | None = None
         self.on_pool_gone: Callable[[str], None] | None = None
         # Per Deployment ("namespace/name"): the generation of the spec this
         # operator last wrote, so that the watch's echo of its own write and
@@ -440,7 +447,7 @@ class Reconciler:
             blockers=tuple(blockers),
         )  # fmt: skip
         if self.on_pool is not None:
-            self.on_pool(pool)  # the autoscaler's next poll of it can wait
+            self.on_pool(pool, scale_down_pending(outcome))
         return outcome
 
     def _initial_replicas(
