@@ -166,6 +166,22 @@ def test_a_pool_draining_before_a_scale_down_is_looked_at_again_within_a_second(
     assert scaler.due()[0] == [("jobs", "a")]
 
 
+def test_a_long_drain_is_rechecked_ever_later_up_to_poll_seconds_and_a_new_one_at_once() -> None:
+    scaler, clock, _ = _autoscaler()
+    _track(scaler, "a", ["mail"], poll=10)
+    waits = []
+    for _ in range(6):  # busy workers finishing: the scale-down waits on
+        scaler.due()
+        scaler.recheck("jobs/a")
+        waits.append(scaler.due()[1])
+        clock.now += waits[-1]
+    assert waits == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+    scaler.due()
+    scaler.drained("jobs/a")  # done; the next scale-down starts from 1 s again
+    scaler.recheck("jobs/a")
+    assert scaler.due()[1] == 1.0
+
+
 def test_a_forgotten_pool_is_never_evaluated_again() -> None:
     scaler, clock, _ = _autoscaler()
     _track(scaler, "a", ["mail"])

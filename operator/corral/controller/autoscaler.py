@@ -41,7 +41,8 @@ MAX_INTERVAL_S = 2.0  # the longest a stream that changes nothing stretches it t
 LISTEN_RETRY_S = (0.5, 10.0)
 # A drain-first scale-down waits for its workers to report `drained` (idle
 # ones do within a second); the pool is looked at again this soon, not a
-# pollSeconds later, so drained pods do not linger (seconds).
+# pollSeconds later, so drained pods do not linger; then twice as late each
+# time while the drain lasts (busy workers finishing), up to pollSeconds.
 DRAIN_RECHECK_S = 1.0  # back-off between LISTEN reconnects: first, most (seconds)
 
 
@@ -56,6 +57,7 @@ class _Tracked:
     last_at: float = -1e9  # when the last evaluation began (monotonic)
     interval_s: float = MIN_INTERVAL_S  # the least time between two evaluations now
     notified_at: float = -1e9  # the last notification for one of its queues (monotonic)
+    rechecks: int = 0  # rechecks in a row while a scale-down waits for drains
 
 
 @dataclass
@@ -154,14 +156,27 @@ class Autoscaler:
                 pool.interval_s = min(pool.interval_s * 2, most)
 
     def recheck(self, key: str, after_s: float = DRAIN_RECHECK_S) -> None:
-        """Evaluate this pool again within `after_s` (a scale-down is waiting
-        for its workers to drain), however long its poll interval."""
+        """A scale-down waits for its workers to drain: evaluate this pool
+        again within `after_s`, doubled for each recheck in a row (up to its
+        pollSeconds), however long its poll interval."""
         now = self.clock()
         with self._wake:
             pool = self._pools.get(key)
-            if pool is not None and now + after_s < pool.due_at:
-                pool.due_at = now + after_s
+            if pool is None:
+                return
+            wait_s = min(pool.poll_s, after_s * 2**pool.rechecks)
+            pool.rechecks += 1
+            if now + wait_s < pool.due_at:
+                pool.due_at = now + wait_s
                 self._wake.notify()
+
+    def drained(self, key: str) -> None:
+        """No scale-down waits for drains any more: the next one starts its
+        rechecks at `DRAIN_RECHECK_S` again."""
+        with self._wake:
+            pool = self._pools.get(key)
+            if pool is not None:
+                pool.rechecks = 0
 
     def evaluated(self, key: str) -> None:
         """A reconcile just evaluated this pool: its next poll can wait."""

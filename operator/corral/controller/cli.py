@@ -254,23 +254,27 @@ def run(config: OperatorConfig, kubeconfig: str | None = None) -> int:
             return False
         if outcome.status is not None:
             metrics.record_pool(namespace, name, outcome.status)
-        if scale_down_pending(outcome):
-            # Workers are draining before a scale-down: finish it as soon as
-            # they report drained, not a pollSeconds later.
-            autoscaler.recheck(f"{namespace}/{name}")
+        _follow_drains(f"{namespace}/{name}", scale_down_pending(outcome))
         return outcome.acted
 
     autoscaler = Autoscaler(_evaluate, config.database_url)
+
+    def _follow_drains(key: str, pending: bool) -> None:
+        # Workers draining before a scale-down: finish it as soon as they
+        # report drained, not a pollSeconds later.
+        if pending:
+            autoscaler.recheck(key)
+        else:
+            autoscaler.drained(key)
 
     def _seen(pool: WorkerPool, draining: bool) -> None:
         """A reconcile evaluated the pool: its next poll can wait, unless a
         scale-down waits for drains."""
         key = f"{pool.metadata.namespace}/{pool.metadata.name}"
         autoscaler.track(pool)
-        if draining:
-            autoscaler.recheck(key)
-        else:
+        if not draining:
             autoscaler.evaluated(key)
+        _follow_drains(key, draining)
 
     reconciler.on_pool = _seen
     reconciler.on_pool_gone = autoscaler.forget
