@@ -28,12 +28,14 @@ per worker at once.
 The workload, per system:
 
 - bursts from idle (0 -> N): 32 one-second jobs committed at once onto the
-  system at zero replicas. Between bursts the system must be back at zero: a
-  system that does not get there on its own within 20 s (keda-default: 300 s
-  cooldown, then the HPA's 300 s down-stabilisation) is scaled to 0 with
-  `kubectl scale`, which leaves KEDA and the HPA idle (an HPA does nothing at
-  0 replicas; KEDA scales from 0 at its next poll), the state its cooldown
-  would reach;
+  system at zero replicas. Between bursts the system must be back at zero:
+  corral and keda-tuned get there on their own (20 s allowed); keda-default
+  (300 s cooldown, then the HPA's 300 s down-stabilisation) is scaled to 0
+  with `kubectl scale`, which leaves KEDA and the HPA idle (an HPA does
+  nothing at 0 replicas; KEDA scales from 0 at its next poll), the state its
+  cooldown would reach. Then a random wait (seeded) up to the system's
+  polling interval (1 s; keda-default 30 s), so that bursts land at every
+  phase of the poll rather than in step with it;
 - ramps (1 -> N): two 40-second jobs bring the system to one busy pod, then
   32 one-second jobs arrive;
 - scale-down: 16 jobs of 5 to 60 s (mixed, a fixed seed) from idle; demand
@@ -122,6 +124,12 @@ class System:
     """One autoscaler driving one Deployment of worker pods named `name`."""
 
     name: str
+    # How often it looks at the queue without being told (seconds): bursts
+    # start after a random wait up to this, so they land at every phase of
+    # the poll, not in step with it.
+    poll_s = 1.0
+    # How long to let it come back to zero on its own between bursts (s).
+    settles_s = 20.0
 
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
@@ -168,6 +176,8 @@ class Keda(System):
         super().__init__(platform)
         self.tuned = tuned
         self.name = "keda-tuned" if tuned else "keda-default"
+        if not tuned:  # pollingInterval 30 s; cooldown 300 s + the HPA's 300 s
+            self.poll_s, self.settles_s = 30.0, 0.0
 
     def _pool(self) -> WorkerPool:
         return WorkerPool.model_validate(pool_body(self.name, QUEUE, **pool_spec()))
@@ -287,6 +297,7 @@ class Run:
         self.watch = DeploymentWatch(platform, system.deployment)
         self.pods = PodDeletions(platform, system.name)
         self.last_seen = ""
+        self.jitter = random.Random(f"bench-scale-peers {system.name}")
 
     def close(self) -> None:
         self.watch.close()
@@ -296,15 +307,16 @@ class Run:
         return self.watch.changes[-1][1] if self.watch.changes else 0
 
     def to_idle(self) -> None:
-        """Until the system has no pod: on its own within 20 s, else forced."""
-        deadline = time.monotonic() + 20
+        """Until the system has no pod: on its own within `settles_s`, else
+        forced; then a random wait up to its `poll_s`."""
+        deadline = time.monotonic() + self.system.settles_s
         while time.monotonic() < deadline and (self.replicas() > 0 or self.pods.alive):
             time.sleep(0.2)
         if self.replicas() > 0:
             self.system.force_zero()
             self.figures.forced_resets += 1
         self.pods.wait_empty(360)
-        time.sleep(1.0)
+        time.sleep(1.0 + self.jitter.uniform(0, self.system.poll_s))
 
     def enqueue(self, seconds: list[float]) -> tuple[float, list[int]]:
         with Queue.connect(self.url) as q:
