@@ -291,7 +291,11 @@ class PodDeletions:
                 if created:
                     self.created_at.setdefault(name, _ts(created))
                 if deleting and name not in self.deleted:
-                    self.deleted[name] = _ts(deleting) - float(grace or 0)
+                    # deletionTimestamp has whole seconds: a deletion seen as
+                    # it happens is timed by the watch, to the millisecond.
+                    self.deleted[name] = (
+                        time.time() if listed else _ts(deleting) - float(grace or 0)
+                    )
             self._stop.wait(1.0)
 
     def wait_empty(self, timeout_s: float) -> None:

@@ -36,8 +36,9 @@ The workload, per system:
   cooldown would reach. Then a random wait (seeded) up to the system's
   polling interval (1 s; keda-default 30 s), so that bursts land at every
   phase of the poll rather than in step with it;
-- ramps (1 -> N): two 40-second jobs bring the system to one busy pod, then
-  32 one-second jobs arrive;
+- ramps (1 -> N): two 40-second jobs bring the system to one busy pod, then,
+  after a random wait up to the period 1 -> N is looked at (KEDA: the HPA's
+  15 s sync; corral 1 s), 32 one-second jobs arrive;
 - scale-down: 16 jobs of 5 to 60 s (mixed, a fixed seed) from idle; demand
   falls as they finish, and the autoscaler removes pods while others work.
 
@@ -130,6 +131,9 @@ class System:
     poll_s = 1.0
     # How long to let it come back to zero on its own between bursts (s).
     settles_s = 20.0
+    # How often 1 -> N is looked at (KEDA: the HPA's 15 s sync): a ramp's
+    # burst comes a random wait up to this after the system settles at one pod.
+    resync_s = 1.0
 
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
@@ -176,6 +180,7 @@ class Keda(System):
         super().__init__(platform)
         self.tuned = tuned
         self.name = "keda-tuned" if tuned else "keda-default"
+        self.resync_s = 15.0  # kube-controller-manager's HPA sync period
         if not tuned:  # pollingInterval 30 s; cooldown 300 s + the HPA's 300 s
             self.poll_s, self.settles_s = 30.0, 0.0
 
@@ -297,6 +302,7 @@ class Run:
         self.watch = DeploymentWatch(platform, system.deployment)
         self.pods = PodDeletions(platform, system.name)
         self.last_seen = ""
+        self.reset_pods: set[str] = set()  # deleted by the bench's resets
         self.jitter = random.Random(f"bench-scale-peers {system.name}")
 
     def close(self) -> None:
@@ -313,6 +319,7 @@ class Run:
         while time.monotonic() < deadline and (self.replicas() > 0 or self.pods.alive):
             time.sleep(0.2)
         if self.replicas() > 0:
+            self.reset_pods |= self.pods.alive
             self.system.force_zero()
             self.figures.forced_resets += 1
         self.pods.wait_empty(360)
@@ -372,6 +379,7 @@ class Run:
                 f"settle at one busy pod in 180 s ({self.last_seen})")  # fmt: skip
             self.finished(keepers, 300)
             return
+        time.sleep(self.jitter.uniform(0, self.system.resync_s))
         before = set(self.pods.alive)
         committed, ids = self.enqueue([BURST_JOB_S] * BURST_JOBS)
         changed = wait_until(lambda: self.watch.first_after(committed, 1),
@@ -406,8 +414,11 @@ class Run:
     # -- the figures over the whole run --
 
     def deleted_in_windows(self) -> dict[str, float]:
+        """Pods the autoscaler deleted while jobs were measured (never those
+        the bench's own resets deleted)."""
         return {pod: at for pod, at in self.pods.deleted.items()
-                if any(a <= at <= b for a, b in self.figures.windows)}  # fmt: skip
+                if pod not in self.reset_pods
+                and any(a <= at <= b for a, b in self.figures.windows)}  # fmt: skip
 
     def summary(self) -> dict[str, float]:
         f = self.figures
