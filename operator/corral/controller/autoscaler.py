@@ -38,12 +38,12 @@ log = logging.getLogger(__name__)
 
 MIN_INTERVAL_S = 0.2  # at most this often per pool (seconds), however many notifications
 MAX_INTERVAL_S = 2.0  # the longest a stream that changes nothing stretches it to (seconds)
-LISTEN_RETRY_S = (0.5, 10.0)
+LISTEN_RETRY_S = (0.5, 10.0)  # back-off between LISTEN reconnects: first, most (seconds)
 # A drain-first scale-down waits for its workers to report `drained` (idle
 # ones do within a second); the pool is looked at again this soon, not a
 # pollSeconds later, so drained pods do not linger; then twice as late each
 # time while the drain lasts (busy workers finishing), up to pollSeconds.
-DRAIN_RECHECK_S = 1.0  # back-off between LISTEN reconnects: first, most (seconds)
+DRAIN_RECHECK_S = 1.0
 
 
 @dataclass

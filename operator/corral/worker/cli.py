@@ -244,7 +244,7 @@ def worker(ctx: click.Context, /, config_file: Path | None, show_config: bool, *
     )
     from corral.worker.egress import Guard
     from corral.worker.executors import build_registry
-    from corral.worker.runtime import Worker
+    from corral.worker.runtime import Worker, exit_now
 
     guard = Guard(settings.egress_policy())
     try:
@@ -257,10 +257,7 @@ def worker(ctx: click.Context, /, config_file: Path | None, show_config: bool, *
     if any(t.name.startswith("corral-job") and t.is_alive() for t in threading.enumerate()):
         # A sync handler still runs in a thread; its job was handed back to the
         # queue, so exit without joining it (it must not hold us past the deadline).
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        exit_now(code)
     sys.exit(code)
 
 

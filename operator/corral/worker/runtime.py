@@ -78,6 +78,15 @@ EXIT_FATAL = 1
 _STOP_ROUNDS, _STOP_WAIT_S = 5, 1.0  # cancel, wait; again for a task that swallowed it
 
 
+def exit_now(code: int) -> None:
+    """Leave at once, logs and output flushed, joining no thread and waiting
+    for no task (`corral worker`: a stuck sync handler or task)."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 async def stop_tasks(
     tasks: list[asyncio.Task[Any]], *, rounds: int = _STOP_ROUNDS, wait_s: float = _STOP_WAIT_S
 ) -> list[str]:
@@ -87,12 +96,11 @@ async def stop_tasks(
     that lands as the awaited event is set), and the worker would hang at
     exit with its pod Terminating until SIGKILL."""
     pending = {task for task in tasks if not task.done()}
-    for round_ in range(rounds):
+    for _ in range(rounds):
         if not pending:
             break
         for task in pending:
-            if round_ or not task.cancelling():  # once each, then only the stragglers
-                task.cancel()
+            task.cancel()
         _, pending = await asyncio.wait(pending, timeout=wait_s)
     for task in tasks:  # retrieve what they ended with: no "never retrieved" noise
         if task.done() and not task.cancelled():
@@ -414,8 +422,6 @@ class Worker:
         return EXIT_REMOVED
 
     async def _shutdown(self) -> None:
-        for task in self._tasks:
-            task.cancel()  # again below for any that lost it (stop_tasks)
         done = sum(n for (_, outcome), n in self.metrics.jobs.items() if outcome == "completed")
         cpu_s = time.process_time()
         log.info(
@@ -437,7 +443,4 @@ class Worker:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._session.close(), 5)
         if stuck and self.exit_hard_if_stuck:
-            logging.shutdown()
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(self.exit_code)
+            exit_now(self.exit_code)
