@@ -56,6 +56,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -523,25 +524,18 @@ def procrastinate_drain(
         bench.drop_db(dsn)
 
 
+@dataclass
 class River:
     """River (Go) through its harness, bench/river/ (built by bench/_river.py)."""
 
-    def __init__(
-        self,
-        bench: Bench,
-        binary: Path,
-        max_workers: int,
-        cooldown: str,
-        poll: str,
-        pool_conns: int = 0,
-    ) -> None:
-        self.bench = bench
-        self.binary = binary
-        self.max_workers = max_workers
-        self.cooldown = cooldown
-        self.poll = poll
-        self.pool_conns = pool_conns
-        self.cpu_s: list[float] = []  # the work process's CPU seconds, each drain run
+    bench: Bench
+    binary: Path
+    max_workers: int
+    cooldown: str
+    poll: str
+    pool_conns: int = 0
+    # the work process's CPU seconds, each drain run
+    cpu_s: list[float] = field(default_factory=list, init=False)
 
     def run(self, env: dict[str, str], command: str, *args: str) -> dict[str, str]:
         out = subprocess.run(

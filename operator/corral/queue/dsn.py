@@ -24,6 +24,20 @@ _KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORE
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
+# What the server (or libpq) said, lower-cased, as a pattern -> the part to
+# fix; the first that matches explains the failure. `(?=.*a)(?=.*b)`: both
+# words, in any order.
+_REFUSALS = {
+    r"password authentication failed|no password supplied": "password authentication for user {user!r} failed: check the password",
+    r"(?=.*role)(?=.*does not exist)": "user {user!r} does not exist on the server: check the user",
+    r"(?=.*database)(?=.*does not exist)": "database {dbname!r} does not exist: check the database name",
+    r"could not translate host name|name or service not known": "host {host!r} cannot be resolved: check the host",
+    r"connection refused|no such file or directory": "nothing is listening on {host}:{port}: check the host and port",
+    r"timeout|timed out": "connecting to {host}:{port} timed out: check the host, port and firewall",
+    r"pg_hba\.conf": "the server does not accept user {user!r} from this host (pg_hba.conf)",
+}
+
+
 class DsnError(ValueError):
     """The database URL is malformed or the server refused it; the text names the part."""
 
@@ -106,20 +120,10 @@ def connect_error(dsn: str, exc: BaseException) -> DsnError:
     detail = raw[-1] if raw else type(exc).__name__
     low = str(exc).lower()
     where = describe_dsn(dsn)
-    if "password authentication failed" in low or "no password supplied" in low:
-        part = f"password authentication for user {user!r} failed: check the password"
-    elif "role" in low and "does not exist" in low:
-        part = f"user {user!r} does not exist on the server: check the user"
-    elif "database" in low and "does not exist" in low:
-        part = f"database {dbname!r} does not exist: check the database name"
-    elif "could not translate host name" in low or "name or service not known" in low:
-        part = f"host {host!r} cannot be resolved: check the host"
-    elif "connection refused" in low or "no such file or directory" in low:
-        part = f"nothing is listening on {host}:{port}: check the host and port"
-    elif "timeout" in low or "timed out" in low:
-        part = f"connecting to {host}:{port} timed out: check the host, port and firewall"
-    elif "pg_hba.conf" in low:
-        part = f"the server does not accept user {user!r} from this host (pg_hba.conf)"
+    for said, explanation in _REFUSALS.items():
+        if re.search(said, low, re.DOTALL):
+            part = explanation.format(user=user, dbname=dbname, host=host, port=port)
+            break
     else:
         part = detail
     return DsnError(f"cannot connect to {where}: {part}")
