@@ -1,7 +1,8 @@
 """Certificates and keys for the local control plane.
 
 Called by `_cluster.LocalCluster` when it prepares a state directory, and by the
-node agent (through `LocalCluster.issue_client_cert`) for node identities. Keys are
+node agent (through `LocalCluster.issue_client_cert`) for node identities and
+(`self_signed`, from `nodeagent._logserver`) for its log endpoint. Keys are
 ECDSA P-256: every Kubernetes component accepts them and they take milliseconds to
 generate, where RSA-2048 takes noticeably longer on a busy two-core machine.
 """
@@ -116,18 +117,35 @@ def _name(common_name: str, organizations: Sequence[str] = ()) -> x509.Name:
     return x509.Name(attrs)
 
 
-def create_ca(pair: KeyPair, common_name: str) -> None:
-    key = _new_key()
+def _builder(
+    subject: x509.Name,
+    issuer: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    validity: datetime.timedelta = _VALIDITY,
+) -> x509.CertificateBuilder:
+    """A certificate of `key` for `subject`, backdated a little, before its extensions."""
     now = datetime.datetime.now(datetime.UTC)
-    subject = _name(common_name)
-    cert = (
+    return (
         x509.CertificateBuilder()
         .subject_name(subject)
-        .issuer_name(subject)
+        .issuer_name(issuer)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - _BACKDATE)
-        .not_valid_after(now + 10 * _VALIDITY)
+        .not_valid_after(now + validity)
+    )
+
+
+def _save(pair: KeyPair, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+    _write(pair.key, _key_pem(key), private=True)
+    _write(pair.cert, cert.public_bytes(serialization.Encoding.PEM), private=False)
+
+
+def create_ca(pair: KeyPair, common_name: str) -> None:
+    key = _new_key()
+    subject = _name(common_name)
+    cert = (
+        _builder(subject, subject, key, 10 * _VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             _key_usage(ca=True),
@@ -136,8 +154,7 @@ def create_ca(pair: KeyPair, common_name: str) -> None:
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write(pair.key, _key_pem(key), private=True)
-    _write(pair.cert, cert.public_bytes(serialization.Encoding.PEM), private=False)
+    _save(pair, cert, key)
 
 
 def issue_cert(
@@ -160,20 +177,13 @@ def issue_cert(
         raise ValueError("a certificate must be for server use, client use, or both")
     ca_cert, ca_key = ca.load()
     key = _new_key()
-    now = datetime.datetime.now(datetime.UTC)
     usages = []
     if server:
         usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
     if client:
         usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
     builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name, organizations))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - _BACKDATE)
-        .not_valid_after(now + _VALIDITY)
+        _builder(_name(common_name, organizations), ca_cert.subject, key)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             _key_usage(ca=False),
@@ -190,8 +200,27 @@ def issue_cert(
         names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     cert = builder.sign(ca_key, hashes.SHA256())
-    _write(pair.key, _key_pem(key), private=True)
-    _write(pair.cert, cert.public_bytes(serialization.Encoding.PEM), private=False)
+    _save(pair, cert, key)
+
+
+def self_signed(pair: KeyPair, common_name: str, hosts: Iterable[str]) -> None:
+    """A serving certificate for `hosts` (IP addresses or DNS names) that signs
+    itself: the node agent's log endpoint, whose certificate the API server
+    does not verify."""
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    key = _new_key()
+    subject = _name(common_name)
+    cert = (
+        _builder(subject, subject, key)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    _save(pair, cert, key)
 
 
 def create_signing_key(private: Path, public: Path) -> None:

@@ -11,7 +11,6 @@ are served: exec, attach and port-forward answer 501.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import ssl
 import threading
@@ -33,46 +32,12 @@ LogLookup = Callable[[str, str, str, bool], Path | None]
 def self_signed(directory: Path, hosts: list[str]) -> tuple[Path, Path] | None:
     """A serving certificate for `hosts`, made with `cryptography` (None without it)."""
     try:
-        import ipaddress
-
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
+        from corral_local.localcluster import _pki
     except ImportError:
         return None
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "corral-nodeagent")])
-    sans: list[x509.GeneralName] = []
-    for host in hosts:
-        try:
-            sans.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            sans.append(x509.DNSName(host))
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=365))
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    directory.mkdir(parents=True, exist_ok=True)
-    cert_path, key_path = directory / "kubelet.crt", directory / "kubelet.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_path.chmod(0o600)
-    return cert_path, key_path
+    pair = _pki.KeyPair(directory / "kubelet.crt", directory / "kubelet.key")
+    _pki.self_signed(pair, "corral-nodeagent", hosts)
+    return pair.cert, pair.key
 
 
 def tail_lines(data: bytes, n: int) -> bytes:
