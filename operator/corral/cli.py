@@ -16,54 +16,38 @@ import click
 
 from corral._version import __version__
 
-# name -> (module, attribute, one-line help shown by `corral --help`)
-_COMMANDS: dict[str, tuple[str, str, str]] = {
+# name -> (module, one-line help shown by `corral --help`); the command is the
+# module's attribute of the same name.
+_COMMANDS: dict[str, tuple[str, str]] = {
     "audit": (
         "corral.admin.audit",
-        "audit",
         "The audit trail: who did what to which job, queue or worker (list)",
     ),
     "config": (
         "corral.admin.config",
-        "config",
         "Named database contexts for these commands (set-context, use-context, view)",
     ),
-    "db": ("corral.admin.cli", "db", "Create and inspect the queue's schema (migrate, status)"),
-    "jobs": ("corral.admin.cli", "jobs", "Enqueue, list, get, cancel and requeue jobs"),
+    "db": ("corral.admin.cli", "Create and inspect the queue's schema (migrate, status)"),
+    "jobs": ("corral.admin.cli", "Enqueue, list, get, cancel and requeue jobs"),
     "schedules": (
         "corral.admin.schedules",
-        "schedules",
         "Recurring jobs: every N seconds or cron (create, list, pause, run-now, next)",
     ),
     "queues": (
         "corral.admin.queues",
-        "queues",
         "Per-queue settings: attempts, retry back-off, retention caps (list, set)",
     ),
-    "stats": ("corral.admin.cli", "stats", "Jobs per queue and state, oldest waiting job"),
-    "dispatch": ("corral.admin.cli", "dispatch", "Pause or resume claims per queue (or all)"),
-    "tokens": ("corral.admin.cli", "tokens", "Mint, list and revoke worker enrollment tokens"),
-    "workers": (
-        "corral.admin.cli",
-        "workers",
-        "The worker registry: list, drain, resume, restart, remove",
-    ),
-    "regions": (
-        "corral.admin.regions",
-        "regions",
-        "Regions: live workers, pools and jobs waiting in each",
-    ),
+    "stats": ("corral.admin.cli", "Jobs per queue and state, oldest waiting job"),
+    "dispatch": ("corral.admin.cli", "Pause or resume claims per queue (or all)"),
+    "tokens": ("corral.admin.cli", "Mint, list and revoke worker enrollment tokens"),
+    "workers": ("corral.admin.cli", "The worker registry: list, drain, resume, restart, remove"),
+    "regions": ("corral.admin.regions", "Regions: live workers, pools and jobs waiting in each"),
     "dashboard": (
         "corral.dashboard.cli",
-        "dashboard",
         "Serve the web dashboard (queues, jobs, workers, pools, schedules, dispatch)",
     ),
-    "worker": ("corral.worker.cli", "worker", "Run a queue worker (or drain one: worker prestop)"),
-    "operator": (
-        "corral.controller.cli",
-        "operator",
-        "Run the Kubernetes operator (WorkerPools, Regions)",
-    ),
+    "worker": ("corral.worker.cli", "Run a queue worker (or drain one: worker prestop)"),
+    "operator": ("corral.controller.cli", "Run the Kubernetes operator (WorkerPools, Regions)"),
 }
 
 
@@ -73,14 +57,14 @@ class _LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in _COMMANDS:
-            module, attr, _ = _COMMANDS[cmd_name]
-            command = getattr(importlib.import_module(module), attr)
+            module, _ = _COMMANDS[cmd_name]
+            command = getattr(importlib.import_module(module), cmd_name)
             assert isinstance(command, click.Command)
             return command
         return super().get_command(ctx, cmd_name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(name, _COMMANDS[name][2]) for name in sorted(_COMMANDS)]
+        rows = [(name, _COMMANDS[name][1]) for name in sorted(_COMMANDS)]
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
