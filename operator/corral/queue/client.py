@@ -29,13 +29,11 @@ import psycopg
 from psycopg import sql
 
 from corral.queue import _fleet as fleet
-from corral.queue import _insights as ins
 from corral.queue import _operations as op
-from corral.queue import _regions as regions
 from corral.queue import _registry as reg
-from corral.queue import _schedules as sch
 from corral.queue import _sql
 from corral.queue._connect import connect
+from corral.queue._methods import ClientMethods, client_of
 from corral.queue._params import (
     ALL_QUEUES,
     DEFAULT_DEPTH_CAP,
@@ -71,7 +69,7 @@ def _method(operation: Callable[P, op.Operation[T]]) -> Callable[Concatenate[Que
     return method
 
 
-class Queue:
+class Queue(ClientMethods, bind=_method):
     """Synchronous access (CLI, operator, tests, user code that enqueues)."""
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
@@ -94,14 +92,7 @@ class Queue:
         """`target` itself when it is a Queue, else a Queue on that connection:
         calls then run inside whatever transaction the caller has open on it
         (`handler.defer(conn, ...)` enqueues with the caller's own writes)."""
-        if isinstance(target, Queue):
-            return target
-        if isinstance(target, psycopg.Connection):
-            return cls(target)
-        raise TypeError(
-            f"expected a corral Queue (corral.connect(url)) or a psycopg Connection, "
-            f"got {type(target).__name__}"
-        )
+        return client_of(Queue, target, psycopg.Connection, "corral.connect(url)", cls)
 
     def close(self) -> None:
         self.conn.close()
@@ -135,55 +126,16 @@ class Queue:
         with self.conn.transaction():
             return self._drive(operation)
 
-    # Enqueue.
-    enqueue = _method(op.enqueue)
-    enqueue_many = _method(op.enqueue_many)
-    enqueue_group = _method(regions.enqueue_group)
-    get_group = _method(regions.get_group)
-    list_regions = _method(regions.list_regions)
-    # The worker's hot path.
-    claim = _method(op.claim)
-    complete_many = _method(op.complete_many)
-    fail_many = _method(op.fail_many)
-    release_many = _method(op.release_many)
-    heartbeat = _method(op.heartbeat)
-    reap = _method(op.reap)
+    # What only Queue offers; the calls both clients have are listed once in
+    # `_methods.ClientMethods`. Jobs and queues (the admin CLI).
     promote_due = _method(op.promote_due)
-    purge_finished_batch = _method(op.purge_finished_batch)
-    retention_batch = _method(op.retention_batch)
-    purge_finished = _method(op.purge_finished)
-    purge_registry = _method(op.purge_registry)
-    # Inspection and admin.
-    get_job = _method(op.get_job)
     list_jobs = _method(op.list_jobs)
-    browse_jobs = _method(ins.browse_jobs)
-    cancel = _method(op.cancel)
-    requeue = _method(op.requeue)
-    requeue_dead = _method(ins.requeue_dead)
-    pause = _method(op.pause)
-    resume = _method(op.resume)
-    dispatch_status = _method(op.dispatch_status)
     set_queue_defaults = _method(op.set_queue_defaults)
     list_queues = _method(op.list_queues)
-    stats = _method(op.stats)
-    recent_stats = _method(ins.recent_stats)
-    depth = _method(op.depth)
     # Enrollment tokens.
-    create_token = _method(reg.create_token)
     list_tokens = _method(reg.list_tokens)
     get_token = _method(reg.get_token)
     revoke_token = _method(reg.revoke_token)
-    # The workers registry.
-    enroll = _method(reg.enroll)
-    authenticate = _method(reg.authenticate)
-    request_drain = _method(reg.request_drain)
-    request_restart = _method(reg.request_restart)
-    resume_worker = _method(reg.resume_worker)
-    drain_self = _method(reg.drain_self)
-    mark_drained = _method(reg.mark_drained)
-    remove_worker = _method(reg.remove_worker)
-    get_worker = _method(reg.get_worker)
-    list_workers = _method(reg.list_workers)
     # The operator's autoscaler.
     backlog = _method(fleet.backlog)
     flow = _method(fleet.flow)
@@ -191,22 +143,6 @@ class Queue:
     scaler_drain = _method(fleet.scaler_drain)
     scaler_undrain = _method(fleet.scaler_undrain)
     interruptions = _method(fleet.interruptions)
-    # The dashboard: per-minute charts and the audit trail.
-    rollup_throughput = _method(ins.rollup_throughput)
-    throughput = _method(ins.throughput)
-    depth_history = _method(ins.depth_history)
-    record_audit = _method(ins.record_audit)
-    audit = _method(ins.audit)
-    # Recurring schedules.
-    create_schedule = _method(sch.create_schedule)
-    declare_schedule = _method(sch.declare_schedule)
-    list_schedules = _method(sch.list_schedules)
-    get_schedule = _method(sch.get_schedule)
-    pause_schedule = _method(sch.pause_schedule)
-    resume_schedule = _method(sch.resume_schedule)
-    delete_schedule = _method(sch.delete_schedule)
-    run_schedule_now = _method(sch.run_schedule_now)
-    fire_due_schedules = _method(sch.fire_due_schedules)
 
     def listen(self) -> None:
         """LISTEN for wake-ups (the operator's autoscaler; needs its own connection)."""

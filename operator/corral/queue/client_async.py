@@ -17,13 +17,10 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import set_json_loads
 
-from corral.queue import _insights as ins
 from corral.queue import _operations as op
-from corral.queue import _regions as regions
-from corral.queue import _registry as reg
-from corral.queue import _schedules as sch
 from corral.queue import _sql
 from corral.queue._connect import aconnect
+from corral.queue._methods import ClientMethods, client_of
 from corral.queue._params import NOTIFY_CHANNEL
 from corral.queue.errors import log_notices, translated
 
@@ -47,7 +44,7 @@ def _method(
     return method
 
 
-class AsyncQueue:
+class AsyncQueue(ClientMethods, bind=_method):
     """asyncio access for the worker runtime (Queue's hot path) and the operator
     (depth, tokens, drain, remove).
 
@@ -74,14 +71,8 @@ class AsyncQueue:
     def of(cls, target: AsyncQueue | psycopg.AsyncConnection[Any]) -> AsyncQueue:
         """`target` itself when it is an AsyncQueue, else one on that connection
         (calls run inside the caller's open transaction, if any)."""
-        if isinstance(target, AsyncQueue):
-            return target
-        if isinstance(target, psycopg.AsyncConnection):
-            return cls(target)
-        raise TypeError(
-            f"expected a corral AsyncQueue (await corral.connect_async(url)) or a psycopg "
-            f"AsyncConnection, got {type(target).__name__}"
-        )
+        how = "await corral.connect_async(url)"
+        return client_of(AsyncQueue, target, psycopg.AsyncConnection, how, cls)
 
     async def close(self) -> None:
         await self.conn.close()
@@ -119,65 +110,6 @@ class AsyncQueue:
             return await self._drive(operation)
         async with self.conn.transaction():
             return await self._drive(operation)
-
-    # The worker's calls, by connection: claims; completions; control
-    # (identity, heartbeat and drain, failures and hand-back, upkeep).
-    claim = _method(op.claim)
-    complete_many = _method(op.complete_many)
-    enroll = _method(reg.enroll)
-    authenticate = _method(reg.authenticate)
-    heartbeat = _method(op.heartbeat)
-    drain_self = _method(reg.drain_self)
-    mark_drained = _method(reg.mark_drained)
-    fail_many = _method(op.fail_many)
-    release_many = _method(op.release_many)
-    reap = _method(op.reap)
-    purge_finished_batch = _method(op.purge_finished_batch)
-    retention_batch = _method(op.retention_batch)
-    purge_finished = _method(op.purge_finished)
-    purge_registry = _method(op.purge_registry)
-    # Enqueueing from asyncio code.
-    enqueue = _method(op.enqueue)
-    enqueue_many = _method(op.enqueue_many)
-    enqueue_group = _method(regions.enqueue_group)
-    get_group = _method(regions.get_group)
-    list_regions = _method(regions.list_regions)
-    # The operator's (kopf runs on asyncio).
-    depth = _method(op.depth)
-    create_token = _method(reg.create_token)
-    get_worker = _method(reg.get_worker)
-    list_workers = _method(reg.list_workers)
-    request_drain = _method(reg.request_drain)
-    request_restart = _method(reg.request_restart)
-    resume_worker = _method(reg.resume_worker)
-    remove_worker = _method(reg.remove_worker)
-    # The dashboard's (corral.dashboard): inspection and admin on asyncio.
-    get_job = _method(op.get_job)
-    browse_jobs = _method(ins.browse_jobs)
-    cancel = _method(op.cancel)
-    requeue = _method(op.requeue)
-    requeue_dead = _method(ins.requeue_dead)
-    pause = _method(op.pause)
-    resume = _method(op.resume)
-    dispatch_status = _method(op.dispatch_status)
-    stats = _method(op.stats)
-    recent_stats = _method(ins.recent_stats)
-    # The dashboard: per-minute charts and the audit trail.
-    rollup_throughput = _method(ins.rollup_throughput)
-    throughput = _method(ins.throughput)
-    depth_history = _method(ins.depth_history)
-    record_audit = _method(ins.record_audit)
-    audit = _method(ins.audit)
-    # Recurring schedules (the worker's firing pass, declared schedules).
-    fire_due_schedules = _method(sch.fire_due_schedules)
-    create_schedule = _method(sch.create_schedule)
-    declare_schedule = _method(sch.declare_schedule)
-    list_schedules = _method(sch.list_schedules)
-    get_schedule = _method(sch.get_schedule)
-    pause_schedule = _method(sch.pause_schedule)
-    resume_schedule = _method(sch.resume_schedule)
-    delete_schedule = _method(sch.delete_schedule)
-    run_schedule_now = _method(sch.run_schedule_now)
 
     async def listen(self) -> None:
         """LISTEN on the wake-up channel (payload: the queue name, or * for all)."""
