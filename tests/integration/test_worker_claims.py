@@ -118,3 +118,35 @@ def test_a_short_burst_is_shared_by_the_workers_it_woke(
             assert sizes["5.0"] == sizes["count"], f"{process.name} claimed >5 at once: {sizes}"
         ran = finished_by(database_url)
         assert set(ran) == {"a", "b"}, f"one worker ran every burst: {ran}"
+
+
+def test_a_handler_sees_the_jobs_times_in_utc_whatever_the_servers_zone(
+    database_url: str, worker_database_url: str, tmp_path: Path
+) -> None:
+    # The database's own zone is not UTC (+05:30, no daylight saving): the
+    # claim connection's session runs in UTC regardless, so the handler gets
+    # the same instant as a datetime in UTC (corral.worker._queue).
+    with queue.Queue.connect(database_url) as q:
+        name = q.conn.execute("SELECT current_database()").fetchone()
+        assert name is not None
+        q.conn.execute(f"ALTER DATABASE \"{name[0]}\" SET TimeZone = 'Asia/Kolkata'")
+    with queue.Queue.connect(database_url) as q:
+        assert q.conn.execute("SHOW TimeZone").fetchone() == ("Asia/Kolkata",)
+        job_id = q.enqueue("clock", queue="clock")
+        enqueued = q.get_job(job_id).enqueued_at
+    assert enqueued.utcoffset() is not None and enqueued.utcoffset().total_seconds() == 19800
+    worker = WorkerProcess(
+        worker_database_url, tmp_path / "w", name="w", token=mint_token(database_url),
+        queues="clock",
+    )  # fmt: skip
+    try:
+        worker.wait_ready()
+        wait_until(lambda: _result(database_url, job_id) is not None, what="the clock job's result")
+    finally:
+        worker.stop()
+    assert _result(database_url, job_id) == {"zone": "UTC", "epoch": enqueued.timestamp()}
+
+
+def _result(database_url: str, job_id: int) -> object:
+    with queue.Queue.connect(database_url) as q:
+        return q.get_job(job_id).result

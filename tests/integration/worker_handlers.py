@@ -109,3 +109,10 @@ async def scheduled(job: corral.Job[Any]) -> None:
         "INSERT INTO seen (job_id, scheduled_for, worker) VALUES (%s, %s, %s)",
         job.scheduled_for,
     )
+
+
+@corral.handler("clock")
+async def clock(job: corral.Job[Any]) -> dict[str, Any]:
+    """What a handler sees of the job's enqueue time: its zone and instant."""
+    assert job.enqueued_at is not None
+    return {"zone": job.enqueued_at.tzname(), "epoch": job.enqueued_at.timestamp()}

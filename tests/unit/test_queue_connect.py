@@ -35,3 +35,14 @@ def test_a_dsn_that_sets_everything_gets_nothing_added() -> None:
         " options='-c statement_timeout=1s -c idle_in_transaction_session_timeout=1s'"
     )
     assert hardened(dsn) == {}
+
+
+def test_session_settings_are_added_unless_the_dsn_sets_them() -> None:
+    extra = hardened("postgresql://corral@db/corral", {"TimeZone": "UTC"})
+    assert "-c TimeZone=UTC" in extra["options"]
+    assert "-c statement_timeout=30s" in extra["options"]
+    mine = hardened(
+        "postgresql://corral@db/corral?options=-c%20TimeZone%3DEurope/Paris", {"TimeZone": "UTC"}
+    )
+    assert mine["options"].startswith("-c TimeZone=Europe/Paris")
+    assert "TimeZone=UTC" not in mine["options"]

@@ -22,6 +22,7 @@ class _Conn:
         self.n = n
         self.closed = False
         self.loads: Any = None
+        self.session: dict[str, str] | None = None
 
     async def close(self) -> None:
         self.closed = True
@@ -36,7 +37,7 @@ def _fake_connect(
     opened: list[_Conn] = []
     waiting: list[int] = []  # how many connects were under way together, at each start
 
-    async def connect(cls: Any, dsn: str) -> _Conn:
+    async def connect(cls: Any, dsn: str, *, session: dict[str, str] | None = None) -> _Conn:
         n = len(opened) + len(waiting)
         waiting.append(n)
         concurrent.append(len(waiting))
@@ -45,6 +46,7 @@ def _fake_connect(
         if n in fail:
             raise fail[n]
         conn = _Conn(n)
+        conn.session = session
         opened.append(conn)
         return conn
 
@@ -71,6 +73,13 @@ def test_the_four_connections_open_together_in_the_sessions_order(
         False,
     ]
     assert session._claimer.queue.n == 0  # type: ignore[attr-defined]
+    # Only the claim connection's session runs in UTC (its rows' timestamps).
+    assert [c.session for c in sorted(opened, key=lambda c: c.n)] == [
+        {"TimeZone": "UTC"},
+        None,
+        None,
+        None,
+    ]
     assert not any(c.closed for c in opened)
 
 

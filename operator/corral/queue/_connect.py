@@ -17,6 +17,7 @@ the URL: `?tcp_user_timeout=60000&options=-c%20statement_timeout%3D0`):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import psycopg
@@ -41,16 +42,15 @@ SESSION_DEFAULTS: dict[str, str] = {
 }
 
 
-def hardened(dsn: str) -> dict[str, Any]:
-    """Keyword arguments for psycopg's connect that add the defaults above to
-    what `dsn` does not already set (keywords override the DSN, so nothing
-    the DSN sets is ever passed)."""
+def hardened(dsn: str, session: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Keyword arguments for psycopg's connect that add the defaults above,
+    and the server settings in `session`, to what `dsn` does not already set
+    (keywords override the DSN, so nothing the DSN sets is ever passed)."""
     given = conninfo_to_dict(dsn)
     extra: dict[str, Any] = {k: v for k, v in SOCKET_DEFAULTS.items() if k not in given}
     options = str(given.get("options") or "")
-    added = [
-        f"-c {name}={value}" for name, value in SESSION_DEFAULTS.items() if name not in options
-    ]
+    wanted = {**SESSION_DEFAULTS, **(session or {})}
+    added = [f"-c {name}={value}" for name, value in wanted.items() if name not in options]
     if added:
         extra["options"] = " ".join([options, *added]).strip()
     return extra
@@ -71,16 +71,21 @@ def connect(dsn: str, *, autocommit: bool = True, **kwargs: Any) -> psycopg.Conn
 
 
 async def aconnect(
-    dsn: str, *, autocommit: bool = True, **kwargs: Any
+    dsn: str,
+    *,
+    autocommit: bool = True,
+    session: Mapping[str, str] | None = None,
+    **kwargs: Any,
 ) -> psycopg.AsyncConnection[Any]:
-    """An asyncio connection (autocommit by default)."""
+    """An asyncio connection (autocommit by default); `session`: server
+    settings beyond `SESSION_DEFAULTS`, unless the DSN's options set them."""
     check_dsn(dsn)
     try:
         return await psycopg.AsyncConnection.connect(
             dsn,
             autocommit=autocommit,
             connect_timeout=CONNECT_TIMEOUT_S,
-            **{**hardened(dsn), **kwargs},
+            **{**hardened(dsn, session), **kwargs},
         )
     except psycopg.OperationalError as exc:
         raise connect_error(dsn, exc) from None

@@ -14,6 +14,7 @@ import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from corral.frozen import builder
 from corral.queue.errors import InvalidJob
 from corral.queue.records import (
     Caller,
@@ -122,8 +123,12 @@ def enqueue_params(specs: Sequence[JobSpec]) -> tuple[str, tuple[Any, ...]]:
     return "enqueue_v1", columns
 
 
+# One per claimed job: built without the frozen __init__'s per-field cost.
+_claimed_job = builder(ClaimedJob)
+
+
 def claimed_from_row(row: tuple[Any, ...]) -> ClaimedJob:
-    return ClaimedJob(
+    return _claimed_job(
         row[0],
         row[1],
         row[2],

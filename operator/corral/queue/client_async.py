@@ -10,7 +10,7 @@ method of the same name (same signature and docstring); only the executor
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import psycopg
@@ -63,9 +63,11 @@ class AsyncQueue(ClientMethods, bind=_method):
         log_notices(conn)
 
     @classmethod
-    async def connect(cls, dsn: str) -> Self:
-        """Open an autocommit connection: every call is durable when it returns."""
-        return cls(await aconnect(dsn))
+    async def connect(cls, dsn: str, *, session: Mapping[str, str] | None = None) -> Self:
+        """Open an autocommit connection: every call is durable when it returns.
+        `session`: server settings for it (`{"TimeZone": "UTC"}`), unless the
+        DSN's `options` set them."""
+        return cls(await aconnect(dsn, session=session))
 
     @classmethod
     def of(cls, target: AsyncQueue | psycopg.AsyncConnection[Any]) -> AsyncQueue:

@@ -384,9 +384,15 @@ def _loads(data: str | bytes) -> Any:
 
 
 async def _claim_connection(url: str) -> AsyncQueue:
-    queue = await AsyncQueue.connect(url)
-    # The claim connection decodes every payload: give it the cheap decoder
-    # (a per-connection adapter setting, no SQL involved).
+    # The claim connection decodes every claimed row. Its session runs in UTC
+    # (unless the DSN's options name a TimeZone): psycopg then reads each of
+    # a row's four timestamps as a datetime in `datetime.UTC` instead of
+    # converting it to the server's zone through zoneinfo (about 2 µs a job),
+    # and a handler sees `enqueued_at` and `scheduled_for` in UTC whatever
+    # the server's zone. The claim functions do no local-time arithmetic.
+    queue = await AsyncQueue.connect(url, session={"TimeZone": "UTC"})
+    # It also decodes every payload: give it the cheap decoder (a
+    # per-connection adapter setting, no SQL involved).
     queue.decode_json_with(_loads)
     return queue
 

@@ -26,6 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from corral.frozen import builder
 from corral.queue import ClaimedJob, ConnectionLost, FailureReason
 from corral.worker._queue import RemovedError, Undecodable
 from corral.worker.completions import CompletionBuffer
@@ -72,9 +73,12 @@ class _Failures(Protocol):
     def backoff(self) -> float: ...
 
 
+_job = builder(Job)  # one per job run: built without the frozen __init__'s cost
+
+
 def handler_job(claimed: ClaimedJob) -> Job[Any]:
     """The job as its handler sees it (see the module docstring)."""
-    return Job(
+    return _job(
         claimed.id,
         claimed.kind,
         claimed.queue,
@@ -83,7 +87,8 @@ def handler_job(claimed: ClaimedJob) -> Job[Any]:
         claimed.max_attempts,
         claimed.region,
         claimed.enqueued_at,
-        scheduled_for=claimed.scheduled_for,
+        {},  # meta
+        claimed.scheduled_for,
     )
 
 
