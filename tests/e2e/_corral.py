@@ -1,6 +1,6 @@
 """Helpers of corral's own e2e tests: start a local control plane, install the
-CRDs, build and apply WorkerPool manifests, read objects back, dry-run a Pod
-against Pod Security, run `corral operator` as a real process against the
+CRDs, build WorkerPool, Pod and Deployment manifests and apply them, read
+objects back, dry-run a Pod against Pod Security, run `corral operator` as a real process against the
 test cluster and database, delete a test's pools at its end, and wait for
 things. The `cluster`, `crds` and `region` fixtures built on them are in
 tests/e2e/conftest.py (the chaos drills use them too)."""
@@ -68,6 +68,42 @@ def pool_manifest(
         "kind": "WorkerPool",
         "metadata": {"name": name},
         "spec": {"queues": queues, "replicas": replicas, **spec},
+    }
+
+
+def pod_manifest(
+    name: str, *containers: dict[str, Any], labels: dict[str, str] | None = None, **spec: Any
+) -> dict[str, Any]:
+    """A Pod `name` (with `labels`, if any) running `containers`; `spec` adds
+    the rest of its spec (restartPolicy, volumes, initContainers and the like)."""
+    metadata: dict[str, Any] = {"name": name, **({"labels": labels} if labels else {})}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "spec": {**spec, "containers": list(containers)},
+    }
+
+
+def deployment_manifest(
+    name: str, replicas: int, *containers: dict[str, Any], app: str = "", **pod_spec: Any
+) -> dict[str, Any]:
+    """A Deployment `name` of `replicas` pods labelled app=`app` (default:
+    `name`) and selected by it, running `containers`; `pod_spec` adds the rest
+    of the pods' spec."""
+    labels = {"app": app or name}
+    return {  # copies of `labels`: yaml.safe_dump would write one shared dict as an alias
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": dict(labels)},
+            "template": {
+                "metadata": {"labels": dict(labels)},
+                "spec": {**pod_spec, "containers": list(containers)},
+            },
+        },
     }
 
 

@@ -19,6 +19,7 @@ from tests.e2e._corral import (
     OperatorProcess,
     apply,
     delete_pools_then_stop,
+    deployment_manifest,
     eventually,
     get_json,
     pool_manifest,
@@ -107,19 +108,10 @@ def test_a_pool_without_a_worker_database_is_degraded_saying_what_to_create(
 def test_the_operator_refuses_to_adopt_a_foreign_deployment(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
-    theirs = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "email", "labels": {"app": "billing"}},
-        "spec": {
-            "replicas": 0,
-            "selector": {"matchLabels": {"app": "billing"}},
-            "template": {
-                "metadata": {"labels": {"app": "billing"}},
-                "spec": {"containers": [{"name": "billing", "image": "billing:1"}]},
-            },
-        },
-    }
+    theirs = deployment_manifest(
+        "email", 0, {"name": "billing", "image": "billing:1"}, app="billing"
+    )
+    theirs["metadata"]["labels"] = {"app": "billing"}  # another app's, by the pool's name
     apply(cluster, theirs, namespace)
     apply(cluster, pool_manifest("email", ["email"], 2, 4), namespace)
     condition = eventually(lambda: _condition(cluster, namespace, "email"), "the pool Degraded")
