@@ -1,8 +1,9 @@
 """Helpers of corral's own e2e tests: start a local control plane, install the
 CRDs, build WorkerPool, Pod and Deployment manifests and apply them, read
-objects back, dry-run a Pod against Pod Security, run `corral operator` as a real process against the
-test cluster and database, delete a test's pools at its end, and wait for
-things. The `cluster`, `crds` and `region` fixtures built on them are in
+objects back, dry-run a Pod against Pod Security, run `corral operator` as a
+real process against the test cluster and database (`lone_operator`: one,
+without leader election, for a block), delete a test's pools at its end, and
+wait for things. The `cluster`, `crds` and `region` fixtures built on them are in
 tests/e2e/conftest.py (the chaos drills use them too)."""
 
 from __future__ import annotations
@@ -249,6 +250,30 @@ def delete_pools_then_stop(
         )  # fmt: skip
     finally:
         operator.stop()
+
+
+@contextlib.contextmanager
+def lone_operator(
+    cluster: Cluster,
+    database_url: str,
+    namespace: str,
+    region: str,
+    log_path: Path,
+    *args: str,
+    worker_database_url: str | None = None,
+) -> Iterator[OperatorProcess]:
+    """One `corral operator` for the block, without leader election, watching
+    `namespace` with `region` as its default; its pools are deleted before it
+    stops (`delete_pools_then_stop`)."""
+    process = OperatorProcess(
+        cluster, database_url, log_path,
+        "--namespace", namespace, "--default-region", region, "--leader-lease", "", *args,
+        worker_database_url=worker_database_url,
+    )  # fmt: skip
+    try:
+        yield process
+    finally:
+        delete_pools_then_stop(cluster, namespace, process)
 
 
 def force_delete_pools(cluster: Cluster, namespace: str) -> None:
