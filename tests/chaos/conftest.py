@@ -12,7 +12,7 @@ import pytest
 from corral import queue
 from corral_local.postgres import PostgresServer
 from tests._postgres import restartable_server
-from tests.chaos._audit import audit
+from tests.chaos._audit import audit, finished_states
 from tests.integration._workers import WorkerProcess, mint_token
 
 
@@ -32,18 +32,40 @@ def url(server: PostgresServer) -> str:
 
 
 class Fleet:
-    """Real worker processes on one queue; `alive()` counts those still running."""
+    """Real worker processes on one queue of the drill's database `dsn`, and
+    the jobs the drill gives them (`ids`, which the audit checks);
+    `alive()` counts the workers still running, `done()` the jobs finished."""
 
-    def __init__(self, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
+    def __init__(self, tmp_path: Path, dsn: str) -> None:
+        self.tmp_path, self.dsn = tmp_path, dsn
         self.workers: list[WorkerProcess] = []
+        self.ids: list[int] = []
 
-    def start(self, dsn: str, count: int, *args: str, queues: str = "chaos") -> list[WorkerProcess]:
+    def enqueue(self, count: int, *, sleep_s: float = 0.01) -> None:
+        """`count` more `hold` jobs on the fleet's queue, `sleep_s` each."""
+        with queue.Queue.connect(self.dsn) as q:
+            for start in range(0, count, 1000):
+                self.ids += q.enqueue_many(
+                    [
+                        queue.JobSpec("hold", {"sleep_s": sleep_s}, queue="chaos")
+                        for _ in range(min(1000, count - start))
+                    ]
+                )
+
+    def done(self) -> int:
+        return sum(finished_states(self.dsn, self.ids).values())
+
+    def start(
+        self, count: int, *args: str, queues: str = "chaos", dsn: str = ""
+    ) -> list[WorkerProcess]:
+        """`count` more workers on the fleet's database, reaching it (and
+        enrolled) through `dsn`: the fleet's URL unless a drill gives another."""
+        url = dsn or self.dsn
         started = []
         for _ in range(count):
             name = f"w{len(self.workers) + 1}"
             w = WorkerProcess(
-                dsn, self.tmp_path / name, name=name, token=mint_token(dsn), queues=queues,
+                url, self.tmp_path / name, name=name, token=mint_token(url), queues=queues,
                 args=args,
             )  # fmt: skip
             self.workers.append(w)
@@ -58,13 +80,12 @@ class Fleet:
     def output(self) -> str:
         return "\n".join(f"--- {w.name} ---\n{w.output()}" for w in self.workers)
 
-    def audit(
-        self, drill: str, injected: str, dsn: str, ids: list[int], *, dead: Iterable[int] = ()
-    ) -> dict[str, int]:
-        """`_audit.audit` of a drill this fleet ran: every worker it started
-        should still be alive, and its output shows when the audit fails."""
+    def audit(self, drill: str, injected: str, *, dead: Iterable[int] = ()) -> dict[str, int]:
+        """`_audit.audit` of a drill this fleet ran, over the jobs it was
+        given: every worker it started should still be alive, and its output
+        shows when the audit fails."""
         return audit(
-            drill, injected, dsn, ids,
+            drill, injected, self.dsn, self.ids,
             alive=self.alive(), fleet_size=len(self.workers), output=self.output(), dead=dead,
         )  # fmt: skip
 
@@ -74,7 +95,7 @@ class Fleet:
 
 
 @pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    f = Fleet(tmp_path)
+def fleet(tmp_path: Path, url: str) -> Iterator[Fleet]:
+    f = Fleet(tmp_path, url)
     yield f
     f.stop()

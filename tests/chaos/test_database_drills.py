@@ -16,7 +16,6 @@ import pytest
 
 from corral import queue
 from corral_local.postgres import PostgresServer
-from tests.chaos._audit import finished_states
 from tests.chaos.conftest import Fleet
 from tests.integration._workers import wait_until
 
@@ -26,47 +25,28 @@ WORKERS = 3
 CONCURRENCY = "8"
 
 
-def _enqueue(dsn: str, count: int, *, sleep_s: float = 0.01) -> list[int]:
-    ids: list[int] = []
-    with queue.Queue.connect(dsn) as q:
-        for start in range(0, count, 1000):
-            ids += q.enqueue_many(
-                [
-                    queue.JobSpec("hold", {"sleep_s": sleep_s}, queue="chaos")
-                    for _ in range(min(1000, count - start))
-                ]
-            )
-    return ids
-
-
-def _done(dsn: str, ids: list[int]) -> int:
-    return sum(finished_states(dsn, ids).values())
-
-
 def test_a_fast_database_restart_during_a_5000_job_run(
     server: PostgresServer, url: str, fleet: Fleet
 ) -> None:
-    ids = _enqueue(url, 5000)
-    fleet.start(url, WORKERS, "--concurrency", CONCURRENCY)
-    wait_until(lambda: _done(url, ids) >= 1000, 120, "1,000 jobs done before the restart")
+    fleet.enqueue(5000)
+    fleet.start(WORKERS, "--concurrency", CONCURRENCY)
+    wait_until(lambda: fleet.done() >= 1000, 120, "1,000 jobs done before the restart")
     started = time.monotonic()
     server.stop()  # SIGINT: PostgreSQL's fast shutdown, every session cut
     server.start()
     down_s = time.monotonic() - started
     fleet.audit(
         "restart",
-        f"a fast restart of PostgreSQL after {_done(url, ids)} of 5000 jobs ({down_s:.1f}s down)",
-        url,
-        ids,
+        f"a fast restart of PostgreSQL after {fleet.done()} of 5000 jobs ({down_s:.1f}s down)",
     )
 
 
 def test_a_storm_of_terminated_worker_sessions(url: str, fleet: Fleet) -> None:
-    ids = _enqueue(url, 3000)
-    fleet.start(url, WORKERS, "--concurrency", CONCURRENCY)
+    fleet.enqueue(3000)
+    fleet.start(WORKERS, "--concurrency", CONCURRENCY)
     killed = rounds = 0
     with psycopg.connect(url, autocommit=True) as admin:
-        while _done(url, ids) < len(ids) and rounds < 20:
+        while fleet.done() < len(fleet.ids) and rounds < 20:
             rounds += 1
             killed += len(
                 admin.execute(
@@ -79,24 +59,20 @@ def test_a_storm_of_terminated_worker_sessions(url: str, fleet: Fleet) -> None:
     fleet.audit(
         "terminate-storm",
         f"{killed} worker sessions terminated in {rounds} rounds 0.3 s apart",
-        url,
-        ids,
     )
 
 
 def test_a_poison_result_and_a_poison_error_in_the_middle_of_a_run(url: str, fleet: Fleet) -> None:
-    before = _enqueue(url, 1000)
+    fleet.enqueue(1000)
     with queue.Queue.connect(url) as q:
         bad_result = q.enqueue("poison", {}, queue="chaos")
         bad_error = q.enqueue("poison", {"raise": True}, queue="chaos", max_attempts=1)
-    after = _enqueue(url, 1000)
-    fleet.start(url, WORKERS, "--concurrency", CONCURRENCY)
-    ids = [*before, bad_result, bad_error, *after]
+    fleet.ids += [bad_result, bad_error]
+    fleet.enqueue(1000)
+    fleet.start(WORKERS, "--concurrency", CONCURRENCY)
     fleet.audit(
         "poison",
         "a result with NUL and a lone surrogate, an error with both, amid 2,000 jobs",
-        url,
-        ids,
         dead={bad_error},  # one attempt allowed: its cleaned error is kept
     )
     with queue.Queue.connect(url) as q:
@@ -109,9 +85,9 @@ def test_a_database_frozen_longer_than_the_statement_timeout(
 ) -> None:
     # A 2 s statement limit (the default is 30 s) so that a 5 s freeze outlasts it.
     limited = url + "?options=-c%20statement_timeout%3D2000"
-    ids = _enqueue(url, 3000)
-    fleet.start(limited, WORKERS, "--concurrency", CONCURRENCY)
-    wait_until(lambda: _done(url, ids) >= 500, 120, "500 jobs done before the freeze")
+    fleet.enqueue(3000)
+    fleet.start(WORKERS, "--concurrency", CONCURRENCY, dsn=limited)
+    wait_until(lambda: fleet.done() >= 500, 120, "500 jobs done before the freeze")
     assert server._proc is not None
     group = os.getpgid(server._proc.pid)  # the postmaster and every backend
     os.killpg(group, signal.SIGSTOP)
@@ -122,6 +98,4 @@ def test_a_database_frozen_longer_than_the_statement_timeout(
     fleet.audit(
         "freeze",
         "SIGSTOP of every PostgreSQL process for 5 s (statement_timeout 2 s)",
-        url,
-        ids,
     )

@@ -106,12 +106,14 @@ def _replicas(cluster: LocalCluster, namespace: str) -> Any:
     return found.get("spec", {}).get("replicas")
 
 
-def _drill_namespace(cluster: LocalCluster, drill: str, lease: str) -> tuple[str, tuple[str, ...]]:
-    """A new namespace for one drill, and the arguments that keep its operator
-    replicas to it: its pools, its region, and their leader Lease `lease` in it."""
+def _drill_namespace(cluster: LocalCluster, drill: str) -> tuple[str, str, tuple[str, ...]]:
+    """A new namespace for one drill, the name of its operator replicas'
+    leader Lease (corral-chaos-`drill`, in it), and the arguments that keep
+    the replicas to it: its pools, its region and that Lease."""
     namespace = f"chaos-{drill}-{uuid.uuid4().hex[:6]}"
+    lease = f"corral-chaos-{drill}"
     cluster.kubectl("create", "namespace", namespace)
-    return namespace, (
+    return namespace, lease, (
         "--namespace", namespace, "--default-region", "chaos", "--http-port", "-1",
         "--leader-lease", lease, "--operator-namespace", namespace,
     )  # fmt: skip
@@ -121,8 +123,7 @@ def test_the_api_server_stopped_for_30_s_under_two_operator_replicas(
     own_cluster: LocalCluster, url: str, tmp_path: Path
 ) -> None:
     cluster = own_cluster
-    lease = "corral-chaos-leader"
-    namespace, common = _drill_namespace(cluster, "api", lease)
+    namespace, lease, common = _drill_namespace(cluster, "api")
     first = OperatorProcess(cluster, url, tmp_path / "a.log", *common, "--identity", "replica-a")
     second: OperatorProcess | None = None
     try:
@@ -180,8 +181,7 @@ def test_the_leader_killed_with_kill_9_in_the_middle_of_reconciles(
     own_cluster: LocalCluster, url: str, tmp_path: Path
 ) -> None:
     cluster = own_cluster
-    lease = "corral-chaos-kill"
-    namespace, common = _drill_namespace(cluster, "kill", lease)
+    namespace, lease, common = _drill_namespace(cluster, "kill")
     replicas = Replicas(cluster, url, tmp_path, *common)
     pools = [f"p{i:02d}" for i in range(12)]
     try:

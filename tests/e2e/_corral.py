@@ -1,8 +1,9 @@
 """Helpers of corral's own e2e tests: start a local control plane, install the
-CRDs, build and apply WorkerPool manifests, read objects back, dry-run a Pod
-against Pod Security, run `corral operator` as a real process against the
-test cluster and database, delete a test's pools at its end, and wait for
-things. The `cluster`, `crds` and `region` fixtures built on them are in
+CRDs, build WorkerPool, Pod and Deployment manifests and apply them, read
+objects back, dry-run a Pod against Pod Security, run `corral operator` as a
+real process against the test cluster and database (`lone_operator`: one,
+without leader election, for a block), delete a test's pools at its end, and
+wait for things. The `cluster`, `crds` and `region` fixtures built on them are in
 tests/e2e/conftest.py (the chaos drills use them too)."""
 
 from __future__ import annotations
@@ -68,6 +69,42 @@ def pool_manifest(
         "kind": "WorkerPool",
         "metadata": {"name": name},
         "spec": {"queues": queues, "replicas": replicas, **spec},
+    }
+
+
+def pod_manifest(
+    name: str, *containers: dict[str, Any], labels: dict[str, str] | None = None, **spec: Any
+) -> dict[str, Any]:
+    """A Pod `name` (with `labels`, if any) running `containers`; `spec` adds
+    the rest of its spec (restartPolicy, volumes, initContainers and the like)."""
+    metadata: dict[str, Any] = {"name": name, **({"labels": labels} if labels else {})}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "spec": {**spec, "containers": list(containers)},
+    }
+
+
+def deployment_manifest(
+    name: str, replicas: int, *containers: dict[str, Any], app: str = "", **pod_spec: Any
+) -> dict[str, Any]:
+    """A Deployment `name` of `replicas` pods labelled app=`app` (default:
+    `name`) and selected by it, running `containers`; `pod_spec` adds the rest
+    of the pods' spec."""
+    labels = {"app": app or name}
+    return {  # copies of `labels`: yaml.safe_dump would write one shared dict as an alias
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": dict(labels)},
+            "template": {
+                "metadata": {"labels": dict(labels)},
+                "spec": {**pod_spec, "containers": list(containers)},
+            },
+        },
     }
 
 
@@ -213,6 +250,30 @@ def delete_pools_then_stop(
         )  # fmt: skip
     finally:
         operator.stop()
+
+
+@contextlib.contextmanager
+def lone_operator(
+    cluster: Cluster,
+    database_url: str,
+    namespace: str,
+    region: str,
+    log_path: Path,
+    *args: str,
+    worker_database_url: str | None = None,
+) -> Iterator[OperatorProcess]:
+    """One `corral operator` for the block, without leader election, watching
+    `namespace` with `region` as its default; its pools are deleted before it
+    stops (`delete_pools_then_stop`)."""
+    process = OperatorProcess(
+        cluster, database_url, log_path,
+        "--namespace", namespace, "--default-region", region, "--leader-lease", "", *args,
+        worker_database_url=worker_database_url,
+    )  # fmt: skip
+    try:
+        yield process
+    finally:
+        delete_pools_then_stop(cluster, namespace, process)
 
 
 def force_delete_pools(cluster: Cluster, namespace: str) -> None:

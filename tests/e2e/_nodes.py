@@ -9,6 +9,8 @@
 - `wait_for(predicate, timeout_s, what)`: poll until the predicate returns
   something truthy and return it; fails with `what` and the last value.
 - `pod_json(cluster, namespace, name)`: the pod as a dict, or None when gone.
+- `shell_container(script, **fields)`: a container the node agent runs as a
+  host shell (for `pod_manifest` and `deployment_manifest` in _corral.py).
 """
 
 from __future__ import annotations
@@ -152,9 +154,9 @@ def node_agent(cluster: Cluster) -> Iterator[NodeAgentHandle]:
 
 
 def shell_container(script: str, **fields: Any) -> dict[str, Any]:
-    """A container named `main` that runs `script` with sh (image
-    corral-test/shell, a host shell under the node agent); `fields` add
-    probes, mounts and the like."""
+    """A container that runs `script` with sh (image corral-test/shell, a host
+    shell under the node agent), named `main`; `fields` add probes, mounts
+    and the like, or another name."""
     return {
         "name": "main",
         "image": "corral-test/shell:1",

@@ -7,6 +7,7 @@ Standard, and its RBAC grants what the operator needs and no more."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -152,21 +153,35 @@ def test_the_operator_gets_the_default_region_and_worker_image_settings() -> Non
     assert env["CORRAL_WORKER_IMAGE"] == "ghcr.io/corral-dev/corral-worker:1.2.3"
 
 
-@pytest.fixture
-def release(cluster: Cluster, namespace: str) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    # The RBAC checks ask about workerpools: the API server must know the type.
+def _restricted_namespace(cluster: Cluster, namespace: str) -> None:
+    """`namespace` held to the restricted Pod Security Standard, and the CRDs
+    installed (the RBAC checks ask about workerpools: the API server must know
+    the type)."""
     install_crds(cluster)
-    name = f"c{uuid.uuid4().hex[:8]}"
     cluster.kubectl(
         "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"
     )
-    docs = _render(name, namespace, "database.url=postgresql://corral:pw@db:5432/corral")
+
+
+@contextlib.contextmanager
+def _cluster_objects_deleted(cluster: Cluster, docs: list[dict[str, Any]]) -> Iterator[None]:
+    """For the block; then the ClusterRoles and ClusterRoleBindings among
+    `docs` are deleted (namespaced objects go with the test's namespace)."""
     try:
-        yield name, docs
+        yield
     finally:
         for doc in docs:
             if doc["kind"] in ("ClusterRole", "ClusterRoleBinding"):
                 cluster.kubectl("delete", doc["kind"], doc["metadata"]["name"], check=False)
+
+
+@pytest.fixture
+def release(cluster: Cluster, namespace: str) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    _restricted_namespace(cluster, namespace)
+    name = f"c{uuid.uuid4().hex[:8]}"
+    docs = _render(name, namespace, "database.url=postgresql://corral:pw@db:5432/corral")
+    with _cluster_objects_deleted(cluster, docs):
+        yield name, docs
 
 
 def test_the_rendered_chart_is_accepted_and_the_operator_pod_is_restricted(

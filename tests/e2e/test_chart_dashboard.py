@@ -14,27 +14,20 @@ from typing import Any
 import pytest
 
 from corral_local.localcluster import Cluster
-from tests.e2e._corral import dry_run_pod, install_crds
-from tests.e2e.test_chart import _render
+from tests.e2e._corral import dry_run_pod
+from tests.e2e.test_chart import _cluster_objects_deleted, _render, _restricted_namespace
 
 
 @pytest.fixture
 def dashboard(cluster: Cluster, namespace: str) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    install_crds(cluster)
-    cluster.kubectl(
-        "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"
-    )
+    _restricted_namespace(cluster, namespace)
     name = f"d{uuid.uuid4().hex[:8]}"
     docs = _render(
         name, namespace, "dashboard.enabled=true", "database.url=postgresql://c:pw@db:5432/c"
     )
     mine = [d for d in docs if d["metadata"]["name"].startswith(f"{name}-corral-web")]
-    try:
+    with _cluster_objects_deleted(cluster, mine):
         yield name, mine
-    finally:
-        for doc in mine:
-            if doc["kind"] in ("ClusterRole", "ClusterRoleBinding"):
-                cluster.kubectl("delete", doc["kind"], doc["metadata"]["name"], check=False)
 
 
 def test_the_dashboard_is_off_by_default() -> None:

@@ -16,6 +16,7 @@ import yaml
 
 from corral_local.localcluster import K8S_VERSION, Cluster, default_bin_dir
 from tests._waiting import eventually
+from tests.e2e._corral import deployment_manifest
 
 
 def _eventually(check: Callable[[], Any], what: str, timeout_s: float = 90.0) -> Any:
@@ -122,24 +123,15 @@ def test_a_custom_resource_is_stored_and_read_back_through_kubectl_get(
 def test_a_deployment_gets_a_replicaset_and_pods_that_stay_pending_without_a_matching_node(
     cluster: Cluster, namespace: str
 ) -> None:
-    deployment = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "web", "namespace": namespace},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {
-                "metadata": {"labels": {"app": "web"}},
-                "spec": {
-                    # Other e2e tests register nodes; this selector matches none of them,
-                    # so the pods stay Pending whatever else runs in the cluster.
-                    "nodeSelector": {"corral.dev/e2e-no-such-node": "true"},
-                    "containers": [{"name": "web", "image": "example.invalid/web:1"}],
-                },
-            },
-        },
-    }
+    deployment = deployment_manifest(
+        "web",
+        2,
+        {"name": "web", "image": "example.invalid/web:1"},
+        # Other e2e tests register nodes; this selector matches none of them,
+        # so the pods stay Pending whatever else runs in the cluster.
+        nodeSelector={"corral.dev/e2e-no-such-node": "true"},
+    )
+    deployment["metadata"]["namespace"] = namespace
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(deployment))
 
     def replicasets() -> list[dict[str, Any]]:

@@ -11,7 +11,8 @@ import urllib.request
 from typing import Any
 
 from corral_local.localcluster import Cluster
-from tests.e2e._nodes import NodeAgentHandle, pod_json, wait_for
+from tests.e2e._corral import deployment_manifest, pod_manifest
+from tests.e2e._nodes import NodeAgentHandle, pod_json, shell_container, wait_for
 
 
 def _apply(cluster: Cluster, namespace: str, manifest: dict[str, Any]) -> None:
@@ -41,52 +42,20 @@ def _container(pod: dict[str, Any] | None, name: str) -> dict[str, Any]:
 
 
 def _bare_pod(name: str, command: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "terminationGracePeriodSeconds": 2,
-            "containers": [
-                {"name": "main", "image": "corral-test/shell:1", "command": ["sh", "-c", command]}
-            ],
-            **spec,
-        },
-    }
+    spec.setdefault("terminationGracePeriodSeconds", 2)
+    return pod_manifest(name, shell_container(command), **spec)
 
 
 def test_a_deployment_of_three_http_servers_gets_three_ready_pods_with_distinct_ips_answering_their_probe(
     cluster: Cluster, namespace: str, node_agent: NodeAgentHandle
 ) -> None:
-    _apply(
-        cluster,
-        namespace,
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "web"},
-            "spec": {
-                "replicas": 3,
-                "selector": {"matchLabels": {"app": "web"}},
-                "template": {
-                    "metadata": {"labels": {"app": "web"}},
-                    "spec": {
-                        "containers": [
-                            {
-                                "name": "web",
-                                "image": "corral-test/httpserver:1",
-                                "ports": [{"containerPort": 8080, "name": "http"}],
-                                "readinessProbe": {
-                                    "httpGet": {"path": "/healthz", "port": "http"},
-                                    "periodSeconds": 1,
-                                },
-                            }
-                        ]
-                    },
-                },
-            },
-        },
-    )
+    web = {
+        "name": "web",
+        "image": "corral-test/httpserver:1",
+        "ports": [{"containerPort": 8080, "name": "http"}],
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1},
+    }
+    _apply(cluster, namespace, deployment_manifest("web", 3, web))
     pods = wait_for(
         lambda: (
             (p := _pods(cluster, namespace, "app=web"))

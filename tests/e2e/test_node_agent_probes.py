@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from corral_local.localcluster import Cluster
+from tests.e2e._corral import pod_manifest
 from tests.e2e._nodes import NodeAgentHandle, pod_json, shell_container, wait_for
 
 
@@ -16,32 +17,17 @@ def _status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
 def test_init_containers_run_in_order_to_completion_before_the_main_container(
     cluster: Cluster, namespace: str, node_agent: NodeAgentHandle
 ) -> None:
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "staged"},
-        "spec": {
-            "restartPolicy": "Never",
-            "volumes": [{"name": "work", "emptyDir": {}}],
-            "initContainers": [
-                {
-                    "name": f"init-{i}",
-                    "image": "corral-test/shell:1",
-                    "command": ["sh", "-c", f"echo step{i} >> /work/steps"],
-                    "volumeMounts": [{"name": "work", "mountPath": "/work"}],
-                }
-                for i in (1, 2)
-            ],
-            "containers": [
-                {
-                    "name": "main",
-                    "image": "corral-test/shell:1",
-                    "command": ["sh", "-c", "echo main >> /work/steps; cat /work/steps"],
-                    "volumeMounts": [{"name": "work", "mountPath": "/work"}],
-                }
-            ],
-        },
-    }
+    mounts = [{"name": "work", "mountPath": "/work"}]
+    pod = pod_manifest(
+        "staged",
+        shell_container("echo main >> /work/steps; cat /work/steps", volumeMounts=mounts),
+        restartPolicy="Never",
+        volumes=[{"name": "work", "emptyDir": {}}],
+        initContainers=[
+            shell_container(f"echo step{i} >> /work/steps", name=f"init-{i}", volumeMounts=mounts)
+            for i in (1, 2)
+        ],
+    )
     cluster.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(pod))
     status = wait_for(
         lambda: (s := _status(cluster, namespace, "staged")).get("phase") == "Succeeded" and s,
@@ -62,29 +48,20 @@ def test_an_exec_readiness_probe_gates_ready_and_a_failing_liveness_probe_restar
     # slow first look at the Running pod still sees it not ready); liveness fails
     # 3 s later, so it is restarted by the probe, not by an exit
     script = "sleep 5; touch /tmp/$HOSTNAME-ready; sleep 3; touch /tmp/$HOSTNAME-sick; while true; do sleep 0.2; done"
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": f"probed-{namespace[-6:]}"},
-        "spec": {
-            "terminationGracePeriodSeconds": 1,
-            "containers": [
-                shell_container(
-                    "rm -f /tmp/$HOSTNAME-ready /tmp/$HOSTNAME-sick; " + script,
-                    readinessProbe={
-                        "exec": {"command": ["sh", "-c", "test -f /tmp/$HOSTNAME-ready"]},
-                        "periodSeconds": 1,
-                    },
-                    livenessProbe={
-                        "exec": {"command": ["sh", "-c", "test ! -f /tmp/$HOSTNAME-sick"]},
-                        "periodSeconds": 1,
-                        "failureThreshold": 2,
-                    },
-                )
-            ],
+    name = f"probed-{namespace[-6:]}"
+    main = shell_container(
+        "rm -f /tmp/$HOSTNAME-ready /tmp/$HOSTNAME-sick; " + script,
+        readinessProbe={
+            "exec": {"command": ["sh", "-c", "test -f /tmp/$HOSTNAME-ready"]},
+            "periodSeconds": 1,
         },
-    }
-    name = pod["metadata"]["name"]  # type: ignore[index]
+        livenessProbe={
+            "exec": {"command": ["sh", "-c", "test ! -f /tmp/$HOSTNAME-sick"]},
+            "periodSeconds": 1,
+            "failureThreshold": 2,
+        },
+    )
+    pod = pod_manifest(name, main, terminationGracePeriodSeconds=1)
     cluster.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(pod))
     wait_for(lambda: _status(cluster, namespace, name).get("phase") == "Running", 30, "running")
     assert not _status(cluster, namespace, name)["containerStatuses"][0]["ready"]

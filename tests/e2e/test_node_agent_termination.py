@@ -9,11 +9,11 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import corral_local
 from corral_local.localcluster import Cluster
-from tests.e2e._nodes import NodeAgentHandle, pod_json, wait_for
+from tests.e2e._corral import deployment_manifest, pod_manifest
+from tests.e2e._nodes import NodeAgentHandle, pod_json, shell_container, wait_for
 
 # The container appends "<event> <epoch seconds>" lines to /events/log (a
 # hostPath the test reads). On SIGTERM it keeps ticking instead of exiting, so
@@ -53,30 +53,23 @@ def test_deleting_a_pod_runs_pre_stop_then_sigterm_and_sigkill_only_after_the_gr
     events_dir = tmp_path / "events"
     events_dir.mkdir()
     events_dir.chmod(0o777)
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "stubborn"},
-        "spec": {
-            "terminationGracePeriodSeconds": grace_s,
-            "volumes": [
-                {"name": "events", "hostPath": {"path": str(events_dir)}},
-                *({"name": name, "emptyDir": {}} for name in _HIDDEN),
-            ],
-            "containers": [
-                {
-                    "name": "main",
-                    "image": "corral-test/shell:1",
-                    "command": ["sh", "-c", _SCRIPT],
-                    "volumeMounts": [
-                        {"name": "events", "mountPath": "/events"},
-                        *({"name": name, "mountPath": path} for name, path in _HIDDEN.items()),
-                    ],
-                    "lifecycle": {"preStop": {"exec": {"command": ["sh", "-c", _PRE_STOP]}}},
-                }
-            ],
-        },
-    }
+    main = shell_container(
+        _SCRIPT,
+        volumeMounts=[
+            {"name": "events", "mountPath": "/events"},
+            *({"name": name, "mountPath": path} for name, path in _HIDDEN.items()),
+        ],
+        lifecycle={"preStop": {"exec": {"command": ["sh", "-c", _PRE_STOP]}}},
+    )
+    pod = pod_manifest(
+        "stubborn",
+        main,
+        terminationGracePeriodSeconds=grace_s,
+        volumes=[
+            {"name": "events", "hostPath": {"path": str(events_dir)}},
+            *({"name": name, "emptyDir": {}} for name in _HIDDEN),
+        ],
+    )
     cluster.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(pod))
     log = events_dir / "log"
     wait_for(lambda: log.exists() and "START" in log.read_text(), 30, "the container to start")
@@ -107,35 +100,12 @@ def test_deleting_a_pod_runs_pre_stop_then_sigterm_and_sigkill_only_after_the_gr
     assert _events(log)[-1][1] == events[-1][1], "nothing may tick after SIGKILL"
 
 
-def _deployment(name: str, replicas: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "terminationGracePeriodSeconds": 1,
-                    "containers": [
-                        {
-                            "name": "main",
-                            "image": "corral-test/shell:1",
-                            "command": ["sh", "-c", "while true; do sleep 0.2; done"],
-                        }
-                    ],
-                },
-            },
-        },
-    }
-
-
 def test_scaling_a_deployment_down_removes_the_pods_with_the_lowest_deletion_cost_first(
     cluster: Cluster, namespace: str, node_agent: NodeAgentHandle
 ) -> None:
-    cluster.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(_deployment("fleet", 3)))
+    loop = shell_container("while true; do sleep 0.2; done")
+    fleet = deployment_manifest("fleet", 3, loop, terminationGracePeriodSeconds=1)
+    cluster.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(fleet))
 
     def ready_pods() -> list[str]:
         items = cluster.kubectl_json("-n", namespace, "get", "pods", "-l", "app=fleet")["items"]  # type: ignore[index]

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from corral_local.localcluster import Cluster
+from tests.e2e._corral import pod_manifest
 from tests.e2e._nodes import NodeAgentHandle, pod_json, shell_container, wait_for
 
 
@@ -48,38 +49,30 @@ def test_a_pod_sees_its_secret_and_config_map_volumes_at_their_mount_paths(
         },
     ):
         cluster.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(manifest))
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "mounts", "labels": {"app": "mounts"}},
-        "spec": {
-            "restartPolicy": "Never",
-            "volumes": [
-                {"name": "tls", "secret": {"secretName": "tls"}},
-                {"name": "cfg", "configMap": {"name": "cfg"}},
-                {
-                    "name": "info",
-                    "downwardAPI": {
-                        "items": [{"path": "name", "fieldRef": {"fieldPath": "metadata.name"}}]
-                    },
-                },
-                {"name": "scratch", "emptyDir": {}},
-            ],
-            "containers": [
-                shell_container(
-                    "echo tls=$(cat /etc/tls/key.pem) cfg=$(cat /etc/cfg/mode) info=$(cat /etc/info/name);"
-                    " echo hi > /scratch/f && echo scratch=$(cat /scratch/f) host=$(hostname);"
-                    " echo x > /etc/tls/new 2>/dev/null && echo WROTE || echo DENIED",
-                    volumeMounts=[
-                        {"name": "tls", "mountPath": "/etc/tls", "readOnly": True},
-                        {"name": "cfg", "mountPath": "/etc/cfg"},
-                        {"name": "info", "mountPath": "/etc/info"},
-                        {"name": "scratch", "mountPath": "/scratch"},
-                    ],
-                )
-            ],
-        },
-    }
+    main = shell_container(
+        "echo tls=$(cat /etc/tls/key.pem) cfg=$(cat /etc/cfg/mode) info=$(cat /etc/info/name);"
+        " echo hi > /scratch/f && echo scratch=$(cat /scratch/f) host=$(hostname);"
+        " echo x > /etc/tls/new 2>/dev/null && echo WROTE || echo DENIED",
+        volumeMounts=[
+            {"name": "tls", "mountPath": "/etc/tls", "readOnly": True},
+            {"name": "cfg", "mountPath": "/etc/cfg"},
+            {"name": "info", "mountPath": "/etc/info"},
+            {"name": "scratch", "mountPath": "/scratch"},
+        ],
+    )
+    downward = {"items": [{"path": "name", "fieldRef": {"fieldPath": "metadata.name"}}]}
+    pod = pod_manifest(
+        "mounts",
+        main,
+        labels={"app": "mounts"},
+        restartPolicy="Never",
+        volumes=[
+            {"name": "tls", "secret": {"secretName": "tls"}},
+            {"name": "cfg", "configMap": {"name": "cfg"}},
+            {"name": "info", "downwardAPI": downward},
+            {"name": "scratch", "emptyDir": {}},
+        ],
+    )
     phase, lines = _run_to_completion(cluster, namespace, node_agent, pod)
     assert phase == "Succeeded", lines
     assert lines[0] == "tls=KEY cfg=fast info=mounts", lines
@@ -98,18 +91,12 @@ def test_a_pod_calls_the_api_server_with_its_service_account_token_as_a_non_root
         # the project's own python (and so `corral`) must start as a non-root user
         " python -c 'import corral, getpass; print(\"python ok\", getpass.getuser())'"
     )
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "caller"},
-        "spec": {
-            "restartPolicy": "Never",
-            "securityContext": {"runAsUser": 65532, "runAsGroup": 65532},
-            "containers": [
-                {"name": "main", "image": "corral-test/shell:1", "command": ["sh", "-c", script]}
-            ],
-        },
-    }
+    pod = pod_manifest(
+        "caller",
+        shell_container(script),
+        restartPolicy="Never",
+        securityContext={"runAsUser": 65532, "runAsGroup": 65532},
+    )
     phase, lines = _run_to_completion(cluster, namespace, node_agent, pod)
     assert phase == "Succeeded", lines
     # 65532 is unknown to the host: the agent gives it a passwd entry as an image would

@@ -20,8 +20,8 @@ from corral_local.localcluster import Cluster
 from tests.e2e._corral import (
     OperatorProcess,
     apply,
-    delete_pools_then_stop,
     eventually,
+    lone_operator,
     pool_manifest,
     recreated,
 )
@@ -43,12 +43,9 @@ def operator(
     default_region: str,
     tmp_path: Path,
 ) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(
-        cluster, database_url, tmp_path / "operator.log",
-        "--namespace", namespace, "--default-region", default_region, "--leader-lease", "",
-    )  # fmt: skip
-    yield process
-    delete_pools_then_stop(cluster, namespace, process)
+    log = tmp_path / "operator.log"
+    with lone_operator(cluster, database_url, namespace, default_region, log) as process:
+        yield process
 
 
 def _apply(cluster: Cluster, namespace: str, body: dict[str, Any]) -> None:
@@ -124,15 +121,21 @@ def test_a_pool_gets_an_owned_deployment_an_enrollment_secret_and_a_true_status(
     )
 
 
+def _deleted_by_hand(
+    cluster: Cluster, namespace: str, kind: str, name: str, what: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The operator's `kind` `name` once it is there, deleted by hand, and the
+    new one it makes in its place (another uid)."""
+    first: dict[str, Any] = eventually(lambda: _get(cluster, kind, name, "-n", namespace), what)
+    cluster.kubectl("delete", kind, name, "-n", namespace, "--wait=false")
+    return first, recreated(cluster, namespace, kind, first, f"{what} to be re-created")
+
+
 def test_a_hand_deleted_deployment_comes_back(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
     _apply(cluster, namespace, _pool())
-    first = eventually(
-        lambda: _get(cluster, "deployment", "email", "-n", namespace), "the Deployment"
-    )
-    cluster.kubectl("delete", "deployment", "email", "-n", namespace, "--wait=false")
-    again = recreated(cluster, namespace, "deployment", first, "the Deployment to be re-created")
+    _, again = _deleted_by_hand(cluster, namespace, "deployment", "email", "the Deployment")
     assert again["spec"]["replicas"] == 2, operator.log()
 
 
@@ -225,11 +228,8 @@ def test_restarting_the_operator_converges_without_duplicates_or_a_new_token(
         lambda: _get(cluster, "deployment", "email", "-n", namespace), "the Deployment"
     )
     assert operator.stop() == 0, operator.log()
-    second = OperatorProcess(
-        cluster, database_url, tmp_path / "second.log",
-        "--namespace", namespace, "--default-region", default_region, "--leader-lease", "",
-    )  # fmt: skip
-    try:
+    log = tmp_path / "second.log"
+    with lone_operator(cluster, database_url, namespace, default_region, log) as second:
         eventually(lambda: "Resuming is processed" in second.log(), "the second operator to resume")
         cluster.kubectl(
             "annotate", "workerpool", "email", "-n", namespace, f"poke={uuid.uuid4().hex}"
@@ -244,19 +244,13 @@ def test_restarting_the_operator_converges_without_duplicates_or_a_new_token(
         with Queue.connect(database_url) as queue:
             tokens = [t for t in queue.list_tokens() if t.pool == f"{namespace}/email"]
         assert len(tokens) == 1
-    finally:
-        delete_pools_then_stop(cluster, namespace, second)
 
 
 def test_a_deleted_enrollment_secret_is_recreated_with_a_fresh_token(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
     _apply(cluster, namespace, _pool())
-    first = eventually(
-        lambda: _get(cluster, "secret", "email-enrollment", "-n", namespace), "the Secret"
-    )
-    cluster.kubectl("delete", "secret", "email-enrollment", "-n", namespace)
-    again = recreated(cluster, namespace, "secret", first, "the Secret to be re-created")
+    first, again = _deleted_by_hand(cluster, namespace, "secret", "email-enrollment", "the Secret")
     assert again["data"]["token"] != first["data"]["token"]
 
 

@@ -18,29 +18,21 @@ from corral_local.localcluster import Cluster
 from tests.e2e._corral import (
     OperatorProcess,
     apply,
-    delete_pools_then_stop,
+    deployment_manifest,
     eventually,
     get_json,
+    lone_operator,
     pool_manifest,
 )
-
-
-def _start(
-    cluster: Cluster, namespace: str, database_url: str, region: str, tmp_path: Path, **kw: Any
-) -> OperatorProcess:
-    return OperatorProcess(
-        cluster, database_url, tmp_path / "operator.log",
-        "--namespace", namespace, "--default-region", region, "--leader-lease", "", **kw,
-    )  # fmt: skip
 
 
 @pytest.fixture
 def operator(
     crds: None, cluster: Cluster, namespace: str, database_url: str, region: str, tmp_path: Path
 ) -> Iterator[OperatorProcess]:
-    process = _start(cluster, namespace, database_url, region, tmp_path)
-    yield process
-    delete_pools_then_stop(cluster, namespace, process)
+    log = tmp_path / "operator.log"
+    with lone_operator(cluster, database_url, namespace, region, log) as process:
+        yield process
 
 
 def _condition(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
@@ -90,8 +82,10 @@ def test_the_url_in_a_pools_secret_is_a_worker_role_that_can_touch_no_table(
 def test_a_pool_without_a_worker_database_is_degraded_saying_what_to_create(
     crds: None, cluster: Cluster, namespace: str, database_url: str, region: str, tmp_path: Path
 ) -> None:
-    process = _start(cluster, namespace, database_url, region, tmp_path, worker_database_url="")
-    try:
+    log = tmp_path / "operator.log"
+    with lone_operator(
+        cluster, database_url, namespace, region, log, worker_database_url=""
+    ) as process:
         apply(cluster, pool_manifest("email", ["email"], 1, 2), namespace)
         condition = eventually(lambda: _condition(cluster, namespace, "email"), "the pool Degraded")
         assert condition["reason"] == "NoWorkerDatabase", process.log()
@@ -100,26 +94,15 @@ def test_a_pool_without_a_worker_database_is_degraded_saying_what_to_create(
         secret = get_json(cluster, "secret", "email-enrollment", "-n", namespace) or {}
         assert "database-url" not in (secret.get("data") or {})
         assert eventually(lambda: _events(cluster, namespace, "NoWorkerDatabase"), "the Event")
-    finally:
-        delete_pools_then_stop(cluster, namespace, process)
 
 
 def test_the_operator_refuses_to_adopt_a_foreign_deployment(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
-    theirs = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "email", "labels": {"app": "billing"}},
-        "spec": {
-            "replicas": 0,
-            "selector": {"matchLabels": {"app": "billing"}},
-            "template": {
-                "metadata": {"labels": {"app": "billing"}},
-                "spec": {"containers": [{"name": "billing", "image": "billing:1"}]},
-            },
-        },
-    }
+    theirs = deployment_manifest(
+        "email", 0, {"name": "billing", "image": "billing:1"}, app="billing"
+    )
+    theirs["metadata"]["labels"] = {"app": "billing"}  # another app's, by the pool's name
     apply(cluster, theirs, namespace)
     apply(cluster, pool_manifest("email", ["email"], 2, 4), namespace)
     condition = eventually(lambda: _condition(cluster, namespace, "email"), "the pool Degraded")

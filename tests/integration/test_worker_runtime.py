@@ -67,16 +67,30 @@ def spawn(
     return w.wait_ready()
 
 
-def holding_one(
-    workers: list[WorkerProcess], dsn: str, tmp_path: Path, sleep_s: float | None, *args: str
-) -> WorkerProcess:
-    """Worker w1 on queue t (with `args`), once it holds the one `hold` job
-    enqueued before it started: `sleep_s` long (None: until cancelled)."""
+def holding(
+    workers: list[WorkerProcess],
+    dsn: str,
+    tmp_path: Path,
+    sleep_s: float | None,
+    *args: str,
+    jobs: int = 1,
+) -> tuple[WorkerProcess, str]:
+    """Worker w1 on queue t (with `args`), once it holds the `jobs` `hold`
+    jobs enqueued before it started, each `sleep_s` long (None: until
+    cancelled); and its id in the registry."""
+    payload = {} if sleep_s is None else {"sleep_s": sleep_s}
     with queue.Queue.connect(dsn) as q:
-        q.enqueue("hold", {} if sleep_s is None else {"sleep_s": sleep_s}, queue="t")
+        q.enqueue_many([queue.JobSpec("hold", payload, queue="t") for _ in range(jobs)])
     w = spawn(workers, dsn, tmp_path, "w1", *args, queues="t")
-    wait_until(lambda: w.status()["in_flight"] == 1, what="a job in flight")
-    return w
+    wait_until(lambda: w.status()["in_flight"] == jobs, what=f"{jobs} job(s) in flight")
+    return w, str(w.status()["worker_id"])
+
+
+def a_noop_job_completes(dsn: str) -> None:
+    """Enqueue a `noop` job and wait (30 s) for a worker to complete it."""
+    with queue.Queue.connect(dsn) as q:
+        job_id = q.enqueue("noop")
+        wait_until(lambda: q.get_job(job_id).state == "completed", 30, "the job to complete")
 
 
 def admin(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -159,12 +173,8 @@ def test_failures_of_every_kind_are_dead_lettered_with_their_error_and_the_worke
 def test_draining_through_the_cli_reaches_drained_with_nothing_in_flight_and_readyz_fails(
     database_url: str, tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
-    with queue.Queue.connect(database_url) as q:
-        # Long enough that a loaded machine still sees the transient `draining`.
-        q.enqueue_many([queue.JobSpec("hold", {"sleep_s": 8.0}, queue="t") for _ in range(3)])
-    w = spawn(workers, database_url, tmp_path, "w1", "--pool", "p1", queues="t")
-    wait_until(lambda: w.status()["in_flight"] == 3, what="3 jobs in flight")
-    worker_id = w.status()["worker_id"]
+    # 8 s: long enough that a loaded machine still sees the transient `draining`.
+    w, worker_id = holding(workers, database_url, tmp_path, 8.0, "--pool", "p1", jobs=3)
     workers_command(database_url, "drain", worker_id)
     wait_until(lambda: w.status()["state"] == "draining", 10, "the worker to see the drain")
     assert w.http("/readyz")[0] == 503
@@ -188,7 +198,7 @@ def test_prestop_drains_the_local_worker_and_returns_when_it_is_drained(
 ) -> None:
     # 5 s, not 1: under load a 1 s job could finish between two polls of
     # the status, and the wait for it in flight never saw it.
-    w = holding_one(workers, database_url, tmp_path, 5.0)
+    w, _ = holding(workers, database_url, tmp_path, 5.0)
     hook = subprocess.run(
         [CORRAL, "worker", "prestop", "--port", str(w.port), "--state-dir", str(w.state_dir)],
         capture_output=True,
@@ -227,7 +237,7 @@ def test_sigterm_mid_job_hands_the_jobs_back_and_exits_0_within_the_deadline(
 def test_a_second_signal_stops_the_worker_at_once(
     database_url: str, tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
-    w = holding_one(workers, database_url, tmp_path, None, "--term-grace", "1h")
+    w, _ = holding(workers, database_url, tmp_path, None, "--term-grace", "1h")
     w.signal(signal.SIGTERM)
     wait_until(lambda: w.status()["state"] == "draining", what="draining")
     w.signal(signal.SIGTERM)
@@ -272,9 +282,7 @@ def test_an_idle_worker_is_woken_by_notify_long_before_its_polling_interval(
     # Polling once an hour: a job that completes at all was woken by NOTIFY.
     spawn(workers, database_url, tmp_path, "w1", "--poll-interval", "1h")
     time.sleep(0.5)  # the worker has found the queue empty and sleeps
-    with queue.Queue.connect(database_url) as q:
-        job_id = q.enqueue("noop")
-        wait_until(lambda: q.get_job(job_id).state == "completed", 30, "the job to complete")
+    a_noop_job_completes(database_url)
 
 
 def test_a_job_that_becomes_due_without_a_notification_is_found_by_polling(
@@ -418,9 +426,7 @@ def test_a_worker_whose_connections_are_all_cut_opens_them_again_and_works_on(
             (dbname,),
         ).fetchall()
     assert len(cut) >= 4  # claims, completions, control, LISTEN
-    with queue.Queue.connect(database_url) as q:
-        job_id = q.enqueue("noop")
-        wait_until(lambda: q.get_job(job_id).state == "completed", 30, "the job to complete")
+    a_noop_job_completes(database_url)
     assert w.proc.poll() is None, w.output()
     assert "connection to the database open again" in w.output()
 
@@ -441,9 +447,7 @@ def test_a_broken_listen_connection_is_reopened_and_wakes_the_worker_again(
             lambda: [r for r in conn.execute(listeners, (dbname,)).fetchall() if r != old[0]],
             what="a new LISTEN connection",
         )
-    with queue.Queue.connect(database_url) as q:
-        job_id = q.enqueue("noop")
-        wait_until(lambda: q.get_job(job_id).state == "completed", 30, "the job to complete")
+    a_noop_job_completes(database_url)
 
 
 def test_sigterm_does_not_wait_for_a_sync_handler_stuck_in_its_thread(
@@ -468,8 +472,7 @@ def test_sigterm_shows_draining_then_drained_in_the_registry_and_a_restart_is_ac
     database_url: str, tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
     # 6 s: the `draining` row must be seen while the job runs, on a loaded machine too.
-    w = holding_one(workers, database_url, tmp_path, 6.0, "--term-grace", "30s")
-    worker_id = w.status()["worker_id"]
+    w, worker_id = holding(workers, database_url, tmp_path, 6.0, "--term-grace", "30s")
     w.signal(signal.SIGTERM)
     # Within a heartbeat, while the job still runs, the operator can see it:
     # draining, with the job in flight. (The drain is recorded at once; the
@@ -502,8 +505,7 @@ def test_post_drain_shows_draining_then_drained_with_nothing_in_flight_in_the_re
     database_url: str, tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
     # 6 s: the `draining` row must be seen while the job runs, on a loaded machine too.
-    w = holding_one(workers, database_url, tmp_path, 6.0)
-    worker_id = w.status()["worker_id"]
+    w, worker_id = holding(workers, database_url, tmp_path, 6.0)
     # Neither a caller without the key (another pod, a job's `http` request)
     # nor one with a wrong key drains it; the key from its state dir does.
     assert w.http("/drain", "POST")[0] == 401
@@ -567,11 +569,8 @@ def test_a_running_worker_keeps_the_dashboard_counters_and_depth_samples_current
 def test_a_drain_the_scaler_cancels_sends_the_worker_back_to_work_whether_draining_or_drained(
     database_url: str, tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
-    with queue.Queue.connect(database_url) as q:
-        q.enqueue_many([queue.JobSpec("hold", {"sleep_s": 2.0}, queue="t") for _ in range(2)])
-    w = spawn(workers, database_url, tmp_path, "w1", "--pool", "p1", queues="t")
-    wait_until(lambda: w.status()["in_flight"] == 2, what="2 jobs in flight")
-    worker_id = int(w.status()["worker_id"])
+    w, registered = holding(workers, database_url, tmp_path, 2.0, "--pool", "p1", jobs=2)
+    worker_id = int(registered)
     with queue.Queue.connect(database_url) as q:
         # Cancelled while still draining (jobs held): they go on, claims resume.
         assert q.scaler_drain([worker_id]) == [worker_id]
@@ -755,8 +754,7 @@ def listed_state(dsn: str, worker_id: object) -> str:
 def test_a_drain_exits_0_a_worker_outside_a_pool_once_its_jobs_are_done(
     database_url: str, tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
-    w = holding_one(workers, database_url, tmp_path, 1.5)
-    worker_id = w.status()["worker_id"]
+    w, worker_id = holding(workers, database_url, tmp_path, 1.5)
     workers_command(database_url, "drain", worker_id)
     assert w.wait(30) == 0, w.output()
     assert finished(database_url).get("completed") == 1  # finished, not handed back
@@ -770,8 +768,7 @@ def test_resume_undoes_a_drain_under_way_and_the_worker_claims_again(
     database_url: str, tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
     # Its job is held through the drain and after.
-    w = holding_one(workers, database_url, tmp_path, 60.0, "--drain-timeout", "1s")
-    worker_id = w.status()["worker_id"]
+    w, worker_id = holding(workers, database_url, tmp_path, 60.0, "--drain-timeout", "1s")
     workers_command(database_url, "drain", worker_id)
     wait_until(lambda: w.status()["state"] == "draining", 10, "the worker to see the drain")
     assert listed_state(database_url, worker_id) == "draining"
@@ -791,8 +788,7 @@ def test_resume_undoes_a_drain_under_way_and_the_worker_claims_again(
 def test_restart_drains_exits_75_and_the_worker_comes_back_with_its_credential(
     database_url: str, tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:
-    w = holding_one(workers, database_url, tmp_path, 2.0, "--pool", "p1")
-    worker_id = w.status()["worker_id"]
+    w, worker_id = holding(workers, database_url, tmp_path, 2.0, "--pool", "p1")
     assert "is restarting" in workers_command(database_url, "restart", worker_id).stdout
     assert listed_state(database_url, worker_id) == "restarting"
     assert w.wait(30) == 75, w.output()  # even a pool's worker exits: for a restart
