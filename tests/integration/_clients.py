@@ -17,12 +17,14 @@ from collections.abc import Callable
 from typing import Any
 
 from corral.queue import AsyncQueue, Queue
+from corral.queue._methods import ClientMethods
 
 
 class BlockingAsyncQueue:
-    """AsyncQueue, call by call. The admin calls AsyncQueue does not have
-    (get_job, list_tokens, ...) go to a sync Queue on the same database: they
-    are how a test looks at the outcome, not what it tests."""
+    """AsyncQueue, call by call. The calls only Queue has (list_tokens,
+    list_jobs, ...) go to a sync Queue on the same database: they are how a
+    test looks at the outcome, not what it tests. A call of
+    `ClientMethods` (both clients') is always AsyncQueue's own."""
 
     def __init__(self, dsn: str) -> None:
         self._loop = asyncio.new_event_loop()
@@ -33,6 +35,10 @@ class BlockingAsyncQueue:
         method = getattr(self._async, name, None)
         if inspect.iscoroutinefunction(method):
             return lambda *args, **kwargs: self._loop.run_until_complete(method(*args, **kwargs))
+        if name in vars(ClientMethods):
+            # A call both clients must have: never let the sync client stand
+            # in for it, or a missing AsyncQueue method would pass the suite.
+            raise AttributeError(f"AsyncQueue has no coroutine method {name!r}")
         return getattr(self._sync, name)
 
     def close(self) -> None:
