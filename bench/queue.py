@@ -787,10 +787,19 @@ def main(argv: list[str]) -> int:
     best_peer = max(pgq.rate, proc.rate)  # the Python peers, as before River joined
     ratio = corral_rate / best_peer if best_peer else float("nan")
     ratio_river = corral_rate / river.rate if river.rate else float("nan")
-    say(
-        f"\ntargets: ratio_vs_best_peer {ratio:.2f} (>= 1.5), p50 {p50:.2f} ms (<= 10), "
-        f"1M backlog {100 * big / small:.0f}% of 1k (>= 80%)"
-    )
+    # Issue #16's targets, each with this run's figure: met or not.
+    targets = [
+        ("ratio_vs_best_peer", ratio, ">=", 3.0, "{:.2f}"),
+        ("ratio_vs_river", ratio_river, ">=", 1.5, "{:.2f}"),
+        ("share of the SQL ceiling %", 100 * corral_rate / ceiling, ">=", 30.0, "{:.0f}"),
+        ("p99 ms at 1,000 jobs/s", p99, "<=", 5.0, "{:.2f}"),
+        ("worker CPU per job µs", per_job_us, "<=", 25.0, "{:.1f}"),
+        ("1M backlog % of 1k", 100 * big / small, ">=", 80.0, "{:.0f}"),
+    ]
+    say("\ntargets:")
+    for name, value, op, bound, fmt in targets:
+        met = value >= bound if op == ">=" else value <= bound
+        say(f"  {name} {fmt.format(value)} ({op} {bound:g}): {'met' if met else 'NOT met'}")
     say(
         f"bench-queue: corral={corral_rate:.0f} pgqueuer={pgq.rate:.0f} "
         f"procrastinate={proc.rate:.0f} river={river.rate:.0f} jobs/s "
