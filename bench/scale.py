@@ -342,9 +342,9 @@ def bursts(platform: Platform, count: int, deletions: PodDeletions) -> dict[str,
                 lambda t=committed: watch.first_after(t, 0), "replicas to rise", 30
             )
             reactions.append(changed - committed)
-            wait_until(lambda b=ids: all(j.state.finished for j in _jobs(url, b)),
+            wait_until(lambda b=ids: all(j.state.finished for j in jobs_by_id(url, b)),
                        "the burst's jobs", 240, 0.5)  # fmt: skip
-            jobs = _jobs(url, ids)
+            jobs = jobs_by_id(url, ids)
             starts = [j.started_at.timestamp() for j in jobs if j.started_at is not None]
             first_jobs.append(min(starts) - committed)
             # "Ready" is the worker's enrollment in the registry: from then on
@@ -377,7 +377,8 @@ def bursts(platform: Platform, count: int, deletions: PodDeletions) -> dict[str,
     }
 
 
-def _jobs(url: str, ids: list[int]) -> list[Any]:
+def jobs_by_id(url: str, ids: list[int]) -> list[Any]:
+    """The queue's record of each job in `ids`, in that order."""
     with Queue.connect(url) as q:
         return [q.get_job(i) for i in ids]
 

@@ -78,7 +78,15 @@ import psycopg
 import yaml
 
 from bench import _keda
-from bench.scale import NAMESPACE, DeploymentWatch, Platform, PodDeletions, pool_body, wait_until
+from bench.scale import (
+    NAMESPACE,
+    DeploymentWatch,
+    Platform,
+    PodDeletions,
+    jobs_by_id,
+    pool_body,
+    wait_until,
+)
 from corral.api import Region, WorkerPool
 from corral.controller.config import DEFAULT_WORKER_IMAGE
 from corral.controller.deployment import desired_deployment
@@ -333,8 +341,7 @@ class Run:
         return committed, ids
 
     def jobs(self, ids: list[int]) -> list[Any]:
-        with Queue.connect(self.url) as q:
-            return [q.get_job(i) for i in ids]
+        return jobs_by_id(self.url, ids)
 
     def finished(self, ids: list[int], timeout_s: float) -> list[Any]:
         wait_until(lambda: all(j.state.finished for j in self.jobs(ids)),
