@@ -31,8 +31,10 @@ WORKER_FUNCTIONS = {
     "corral_enroll_v2",
     "corral_authenticate_v2",
     "corral_claim_v2",  # workers of the previous release, during a rolling upgrade
-    "corral_claim_v3",
-    "corral_complete_v3",
+    "corral_claim_v3",  # workers of the previous release
+    "corral_claim_v4",
+    "corral_complete_v3",  # workers of the previous release
+    "corral_complete_v4",
     "corral_fail_v2",
     "corral_release_v2",
     "corral_heartbeat_v2",  # workers of the previous release

@@ -312,6 +312,48 @@ def test_a_claimed_job_and_corral_jobs_get_carry_scheduled_for(database_url: str
     assert dt.datetime.fromisoformat(json.loads(out.output)["scheduled_for"]) == occurrence
 
 
+def test_a_job_fired_while_a_claim_is_under_way_still_carries_scheduled_for(
+    connect: Connect, database_url: str
+) -> None:
+    """A claim that reaches the backlog after a firing committed returns
+    that firing's occurrence too. The claim is held between its start and
+    its read of the backlog (the workers table locked), the schedule fires
+    meanwhile: the job is claimed, so its occurrence must come with it (an
+    every-second schedule with three workers hit this window in CI)."""
+    with connect(database_url) as q:
+        q.create_schedule(ScheduleSpec("tick", "noop", every_s=5, queue="q"))
+        worker = enroll(q)
+    claimed: list[Any] = []
+
+    def claim() -> None:
+        with connect(database_url) as mine:
+            claimed.extend(mine.claim(worker.worker_id, worker.credential, ["q"]))
+
+    with psycopg.connect(database_url) as holder:
+        holder.execute("LOCK TABLE corral_workers IN ACCESS EXCLUSIVE MODE")
+        claimer = threading.Thread(target=claim)
+        claimer.start()
+        wait_until(
+            lambda: (
+                run_sql(
+                    database_url,
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND query LIKE %s",
+                    ["%corral_claim%"],
+                )[0][0]
+                == 1
+            ),
+            what="the claim waits for the workers table",
+        )
+        with Queue.connect(database_url) as q:
+            job_id = q.fire_due_schedules()[0].job_ids[0]
+            occurrence = q.get_schedule("tick").last_occurrence
+        holder.commit()
+    claimer.join(timeout=30)
+    assert occurrence is not None
+    assert [(j.id, j.scheduled_for) for j in claimed] == [(job_id, occurrence)]
+
+
 def test_the_worker_role_fires_through_its_wrappers_only(
     database_url: str, worker_database_url: str
 ) -> None:

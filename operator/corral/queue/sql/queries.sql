@@ -21,6 +21,14 @@ SELECT * FROM corral_claim_v2(%s::int8, %s::text, %s::text[], %s::int4, %s::floa
 -- claim_v2's rows plus the schedule occurrence each job was enqueued for.
 SELECT * FROM corral_claim_v3(%s::int8, %s::text, %s::text[], %s::int4, %s::float8)
 
+-- name: claim_v4
+-- claim_v3's rows, each job's occurrence read after the claim (0012).
+SELECT * FROM corral_claim_v4(%s::int8, %s::text, %s::text[], %s::int4, %s::float8)
+
+-- name: complete_v4
+-- complete_v3's answer without a per-id pass when the caller holds every job.
+SELECT corral_complete_v4(%s::int8, %s::text, %s::int8[], %s::int8[], %s::text[]::jsonb[])
+
 -- name: complete_v3
 -- A worker's completions: credential checked once, only jobs it holds.
 SELECT corral_complete_v3(%s::int8, %s::text, %s::int8[], %s::int8[], %s::text[]::jsonb[])

@@ -1,0 +1,100 @@
+-- 0012: a claim's scheduled_for read after the claim, and completions
+-- without a per-id pass when the caller holds every job.
+--
+-- * corral_claim_v4: claim_v3 read each job's schedule occurrence in the
+--   snapshot its statement started with, while claim_v2, which it calls,
+--   reads the backlog in later snapshots (each of its statements takes its
+--   own). A job fired between the two was claimed with scheduled_for NULL,
+--   though its occurrence is committed with it. claim_v4 reads the
+--   occurrences in a statement of its own, after claim_v2 has returned: it
+--   sees every occurrence of a job claim_v2 could see.
+-- * corral_complete_v4: complete_v3 checked each id against the kept ones
+--   and the lost ones (O(batch^2)) to build its answer. When the caller holds
+--   every job (the usual case, checked first anyway) the ids rejected are
+--   exactly the ones complete_v2 lost, in the same order.
+--
+-- The _v3 functions stay for workers of the previous release.
+
+-- A row of corral_claim_v2, to keep a claim's rows in a variable.
+CREATE TYPE corral_claimed_v1 AS (
+    id bigint, kind text, queue text, payload jsonb, priority smallint, region text,
+    attempt integer, max_attempts integer, lease_token bigint, lease_expires_at timestamptz,
+    enqueued_at timestamptz, run_at timestamptz
+);
+
+CREATE FUNCTION corral_claim_v4(
+    p_worker_id bigint, p_credential text, p_queues text[], p_batch integer,
+    p_lease_s double precision
+) RETURNS TABLE (
+    id bigint, kind text, queue text, payload jsonb, priority smallint, region text,
+    attempt integer, max_attempts integer, lease_token bigint, lease_expires_at timestamptz,
+    enqueued_at timestamptz, run_at timestamptz, scheduled_for timestamptz
+)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_claimed corral_claimed_v1[];
+BEGIN
+    -- In claim_v2's order (its rows are read in sequence, never sorted).
+    SELECT array_agg(c::corral_claimed_v1) INTO v_claimed
+      FROM corral_claim_v2(p_worker_id, p_credential, p_queues, p_batch, p_lease_s) AS c;
+    IF v_claimed IS NULL THEN
+        RETURN;
+    END IF;
+    -- A statement of its own, so a snapshot taken after the claim: a job and
+    -- its occurrence are committed together.
+    RETURN QUERY
+    SELECT j.id, j.kind, j.queue, j.payload, j.priority, j.region, j.attempt, j.max_attempts,
+           j.lease_token, j.lease_expires_at, j.enqueued_at, j.run_at,
+           (SELECT o.scheduled_for FROM corral_schedule_occurrences o WHERE o.job_id = j.id)
+      FROM unnest(v_claimed) WITH ORDINALITY AS j
+     ORDER BY j.ordinality;
+END
+$$;
+
+CREATE FUNCTION corral_complete_v4(
+    p_worker_id bigint, p_credential text, p_ids bigint[], p_tokens bigint[], p_results jsonb[]
+) RETURNS bigint[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    v_ids bigint[] := p_ids;
+    v_tokens bigint[] := p_tokens;
+    v_results jsonb[] := p_results;
+    v_lost bigint[];
+BEGIN
+    PERFORM 1 FROM corral_workers w
+     WHERE w.id = p_worker_id
+       AND w.credential_hash = encode(sha256(convert_to(p_credential, 'UTF8')), 'hex')
+       AND (w.credential_expires_at IS NULL OR w.credential_expires_at > now())
+       AND w.state <> 'removed';
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'worker % is not enrolled, removed, or its credential is wrong or expired',
+            p_worker_id USING ERRCODE = 'CR401';
+    END IF;
+    -- The holder check is its own primary-key pass (see corral_complete_v3).
+    IF NOT EXISTS (SELECT 1 FROM corral_jobs o
+                    WHERE o.id = ANY(p_ids) AND o.worker_id IS DISTINCT FROM p_worker_id) THEN
+        -- The caller holds them all: what complete_v2 lost is the answer.
+        RETURN corral_complete_v2(p_ids, p_tokens, p_results);
+    END IF;
+    SELECT coalesce(array_agg(x.id ORDER BY x.ord), '{}'),
+           coalesce(array_agg(x.token ORDER BY x.ord), '{}'),
+           CASE WHEN p_results IS NOT NULL THEN array_agg(x.result ORDER BY x.ord) END
+      INTO v_ids, v_tokens, v_results
+      FROM unnest(p_ids, p_tokens, p_results) WITH ORDINALITY AS x(id, token, result, ord)
+     WHERE EXISTS (SELECT 1 FROM corral_jobs o
+                    WHERE o.id = x.id AND o.worker_id = p_worker_id);
+    v_lost := corral_complete_v2(v_ids, v_tokens, v_results);
+    RETURN ARRAY(SELECT x.id FROM unnest(p_ids) WITH ORDINALITY AS x(id, ord)
+                  WHERE NOT x.id = ANY(v_ids) OR x.id = ANY(v_lost)
+                  ORDER BY x.ord);
+END
+$$;
