@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,23 +161,52 @@ class Column:
         return column
 
 
+def _model_of(root: type[BaseModel], name: str) -> type[BaseModel]:
+    """The model of field `name` of `root` (`Spec`, or `Status | None`)."""
+    annotation = root.model_fields[name].annotation
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    raise TypeError(f"{root.__name__}.{name} is not a model (annotation: {annotation!r})")
+
+
 @dataclass(frozen=True)
 class Definition:
-    """Everything about one CRD that is not its schema."""
+    """Everything about one CRD that is not its schema. Its names, its spec
+    and status models, and whether a spec is required are read from the
+    object's model (`root_model`), so they cannot drift from it."""
 
-    kind: str
-    plural: str
-    singular: str
+    root_model: type[v1alpha1.KubeObject]
     scope: str
-    spec_model: type[BaseModel]
-    status_model: type[BaseModel]
-    root_model: type[BaseModel]
     short_names: tuple[str, ...]
     columns: tuple[Column, ...]
-    spec_required: bool
     categories: tuple[str, ...] = ("corral",)
     scale: dict[str, str] | None = None
     root_rules: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        return self.root_model.KIND
+
+    @property
+    def plural(self) -> str:
+        return self.root_model.PLURAL
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+    @property
+    def spec_model(self) -> type[BaseModel]:
+        return _model_of(self.root_model, "spec")
+
+    @property
+    def status_model(self) -> type[BaseModel]:
+        return _model_of(self.root_model, "status")
+
+    @property
+    def spec_required(self) -> bool:
+        return self.root_model.model_fields["spec"].is_required()
 
     @property
     def name(self) -> str:
@@ -190,15 +220,9 @@ class Definition:
 _AGE = Column("Age", "date", ".metadata.creationTimestamp", "Time since the object was created.")
 
 WORKERPOOL = Definition(
-    kind="WorkerPool",
-    plural="workerpools",
-    singular="workerpool",
-    scope="Namespaced",
-    spec_model=v1alpha1.WorkerPoolSpec,
-    status_model=v1alpha1.WorkerPoolStatus,
     root_model=v1alpha1.WorkerPool,
+    scope="Namespaced",
     short_names=("wp",),
-    spec_required=True,
     # `kubectl scale workerpool` moves the floor: with autoscaling off that is
     # the pool's size, with it on the autoscaler never goes below it. Scaling
     # past replicas.max is refused by the min <= max rule, naming both fields.
@@ -233,15 +257,9 @@ WORKERPOOL = Definition(
 )
 
 REGION = Definition(
-    kind="Region",
-    plural="regions",
-    singular="region",
-    scope="Cluster",
-    spec_model=v1alpha1.RegionSpec,
-    status_model=v1alpha1.RegionStatus,
     root_model=v1alpha1.Region,
+    scope="Cluster",
     short_names=("rg",),
-    spec_required=False,
     root_rules=v1alpha1.NAME_RULES,
     columns=(
         Column("Display Name", "string", ".spec.displayName", "Human-readable name."),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import (
     AfterValidator,
@@ -565,45 +565,45 @@ class ObjectMeta(KubeModel):
     deletion_timestamp: datetime | None = None
 
 
-class WorkerPool(KubeModel):
+class KubeObject(KubeModel):
+    """What every corral object has: its kind (KIND; PLURAL names it in
+    the API's paths), metadata and a name that is a DNS label. The CRDs'
+    names are derived from these (`corral.api.crdgen`)."""
+
+    KIND: ClassVar[str]
+    PLURAL: ClassVar[str]
+
+    api_version: str = API_VERSION
+    kind: str  # each kind's default: its KIND
+    metadata: ObjectMeta
+
+    @model_validator(mode="after")
+    def _name_is_dns_label(self) -> Self:
+        _check_object_name(self.metadata.name)
+        return self
+
+    @classmethod
+    def from_kube(cls, body: dict[str, Any]) -> Self:
+        return cls.model_validate(body)
+
+
+class WorkerPool(KubeObject):
     """A fleet of `corral worker` pods serving some queues in one region."""
 
     KIND: ClassVar[str] = "WorkerPool"
     PLURAL: ClassVar[str] = "workerpools"
 
-    api_version: str = API_VERSION
     kind: str = "WorkerPool"
-    metadata: ObjectMeta
     spec: WorkerPoolSpec
     status: WorkerPoolStatus | None = None
 
-    @model_validator(mode="after")
-    def _name_is_dns_label(self) -> WorkerPool:
-        _check_object_name(self.metadata.name)
-        return self
 
-    @classmethod
-    def from_kube(cls, body: dict[str, Any]) -> WorkerPool:
-        return cls.model_validate(body)
-
-
-class Region(KubeModel):
+class Region(KubeObject):
     """A region workers run in; cluster-scoped."""
 
     KIND: ClassVar[str] = "Region"
     PLURAL: ClassVar[str] = "regions"
 
-    api_version: str = API_VERSION
     kind: str = "Region"
-    metadata: ObjectMeta
     spec: RegionSpec = Field(default_factory=RegionSpec)
     status: RegionStatus | None = None
-
-    @model_validator(mode="after")
-    def _name_is_dns_label(self) -> Region:
-        _check_object_name(self.metadata.name)
-        return self
-
-    @classmethod
-    def from_kube(cls, body: dict[str, Any]) -> Region:
-        return cls.model_validate(body)
