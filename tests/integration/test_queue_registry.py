@@ -102,6 +102,9 @@ def test_a_removed_worker_is_refused_and_its_running_jobs_are_retried(queue: Cli
     assert queue.heartbeat(worker.worker_id, worker.credential, in_flight=1) == WorkerState.REMOVED
     with pytest.raises(WorkerRemoved):
         queue.claim(worker.worker_id, worker.credential, ["q"])
+    # It still holds the job, but cannot complete it: the job is retried.
+    with pytest.raises(CredentialError):
+        queue.complete_many([held], worker=worker)
     with pytest.raises(WorkerRemoved):
         queue.authenticate(worker.worker_id, worker.credential)
     assert queue.reap() == 1

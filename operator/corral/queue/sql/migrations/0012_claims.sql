@@ -64,37 +64,18 @@ SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 SET plan_cache_mode = force_generic_plan
 AS $$
-DECLARE
-    v_ids bigint[] := p_ids;
-    v_tokens bigint[] := p_tokens;
-    v_results jsonb[] := p_results;
-    v_lost bigint[];
 BEGIN
-    PERFORM 1 FROM corral_workers w
-     WHERE w.id = p_worker_id
-       AND w.credential_hash = encode(sha256(convert_to(p_credential, 'UTF8')), 'hex')
-       AND (w.credential_expires_at IS NULL OR w.credential_expires_at > now())
-       AND w.state <> 'removed';
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'worker % is not enrolled, removed, or its credential is wrong or expired',
-            p_worker_id USING ERRCODE = 'CR401';
+    -- complete_v3's holder check first: a batch with a job the caller does
+    -- not hold goes through complete_v3's per-id pass (credential and all).
+    IF EXISTS (SELECT 1 FROM corral_jobs o
+                WHERE o.id = ANY(p_ids) AND o.worker_id IS DISTINCT FROM p_worker_id) THEN
+        RETURN corral_complete_v3(p_worker_id, p_credential, p_ids, p_tokens, p_results);
     END IF;
-    -- The holder check is its own primary-key pass (see corral_complete_v3).
-    IF NOT EXISTS (SELECT 1 FROM corral_jobs o
-                    WHERE o.id = ANY(p_ids) AND o.worker_id IS DISTINCT FROM p_worker_id) THEN
-        -- The caller holds them all: what complete_v2 lost is the answer.
-        RETURN corral_complete_v2(p_ids, p_tokens, p_results);
+    IF corral_caller_state_v1(p_worker_id, p_credential) = 'removed' THEN
+        RAISE EXCEPTION 'worker % was removed from the fleet', p_worker_id
+            USING ERRCODE = 'CR401';
     END IF;
-    SELECT coalesce(array_agg(x.id ORDER BY x.ord), '{}'),
-           coalesce(array_agg(x.token ORDER BY x.ord), '{}'),
-           CASE WHEN p_results IS NOT NULL THEN array_agg(x.result ORDER BY x.ord) END
-      INTO v_ids, v_tokens, v_results
-      FROM unnest(p_ids, p_tokens, p_results) WITH ORDINALITY AS x(id, token, result, ord)
-     WHERE EXISTS (SELECT 1 FROM corral_jobs o
-                    WHERE o.id = x.id AND o.worker_id = p_worker_id);
-    v_lost := corral_complete_v2(v_ids, v_tokens, v_results);
-    RETURN ARRAY(SELECT x.id FROM unnest(p_ids) WITH ORDINALITY AS x(id, ord)
-                  WHERE NOT x.id = ANY(v_ids) OR x.id = ANY(v_lost)
-                  ORDER BY x.ord);
+    -- The caller holds them all: what complete_v2 lost is the answer.
+    RETURN corral_complete_v2(p_ids, p_tokens, p_results);
 END
 $$;
