@@ -15,32 +15,28 @@
 --
 -- The _v3 functions stay for workers of the previous release.
 
--- A row of corral_claim_v2, to keep a claim's rows in a variable.
+-- A claimed job: corral_claim_v2's row and the occurrence a scheduled job
+-- was enqueued for (NULL for any other job). corral_claim_v4 returns it.
 CREATE TYPE corral_claimed_v1 AS (
     id bigint, kind text, queue text, payload jsonb, priority smallint, region text,
     attempt integer, max_attempts integer, lease_token bigint, lease_expires_at timestamptz,
-    enqueued_at timestamptz, run_at timestamptz
+    enqueued_at timestamptz, run_at timestamptz, scheduled_for timestamptz
 );
 
 CREATE FUNCTION corral_claim_v4(
     p_worker_id bigint, p_credential text, p_queues text[], p_batch integer,
     p_lease_s double precision
-) RETURNS TABLE (
-    id bigint, kind text, queue text, payload jsonb, priority smallint, region text,
-    attempt integer, max_attempts integer, lease_token bigint, lease_expires_at timestamptz,
-    enqueued_at timestamptz, run_at timestamptz, scheduled_for timestamptz
-)
+) RETURNS SETOF corral_claimed_v1
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 SET plan_cache_mode = force_generic_plan
 AS $$
-#variable_conflict use_column
 DECLARE
     v_claimed corral_claimed_v1[];
 BEGIN
     -- In claim_v2's order (its rows are read in sequence, never sorted).
-    SELECT array_agg(c::corral_claimed_v1) INTO v_claimed
+    SELECT array_agg(ROW(c.*, NULL)::corral_claimed_v1) INTO v_claimed
       FROM corral_claim_v2(p_worker_id, p_credential, p_queues, p_batch, p_lease_s) AS c;
     IF v_claimed IS NULL THEN
         RETURN;
