@@ -24,6 +24,7 @@ from typing import Any
 import click
 
 from corral import workerenv
+from corral.entry import resume_collector
 from corral.worker import configfile
 from corral.worker.config import ConfigError, WorkerSettings
 
@@ -212,6 +213,7 @@ def worker(ctx: click.Context, /, config_file: Path | None, show_config: bool, *
          with its stored credential)
     """
     if ctx.invoked_subcommand is not None:
+        resume_collector()  # `worker prestop`: not a worker's start (corral.entry)
         return
 
     given = {
