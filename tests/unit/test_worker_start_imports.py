@@ -32,6 +32,9 @@ DEFERRED = (
     "pydantic_core",
     "corral.worker.settingsmodel",
     "corral.worker.executors.payloads",
+    # The records only reads show (jobs as get_job shows them, stats, workers,
+    # tokens, schedules, regions): corral.queue.records names them lazily.
+    "corral.queue.view_records",
 )
 
 _IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)$", re.MULTILINE)
