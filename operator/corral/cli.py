@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from corral._version import __version__
+from corral.entry import resume_collector
 
 # name -> (module, one-line help shown by `corral --help`); the command is the
 # module's attribute of the same name.
@@ -60,6 +61,9 @@ class _LazyGroup(click.Group):
             module, _ = _COMMANDS[cmd_name]
             command = getattr(importlib.import_module(module), cmd_name)
             assert isinstance(command, click.Command)
+            if cmd_name != "worker":
+                # The worker resumes it once its first claim is sent (corral.entry).
+                resume_collector()
             return command
         return super().get_command(ctx, cmd_name)
 

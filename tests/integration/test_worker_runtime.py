@@ -134,6 +134,18 @@ def test_jobs_complete_end_to_end_in_a_real_worker_process(
     assert w.http("/healthz")[0] == 200 and w.http("/readyz")[0] == 200
 
 
+def test_the_garbage_collector_paused_for_the_start_runs_again_once_the_worker_claims(
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    # The console script pauses it while the modules load (corral.entry,
+    # tests/unit/test_entry.py); a handler sees it on again.
+    with queue.Queue.connect(database_url) as q:
+        job_id = q.enqueue("collector", queue="noop")
+        spawn(workers, database_url, tmp_path, "w1")
+        wait_until(lambda: q.get_job(job_id).state == "completed", what="the job to complete")
+        assert q.get_job(job_id).result == {"gc_enabled": True}
+
+
 def test_failures_of_every_kind_are_dead_lettered_with_their_error_and_the_worker_keeps_running(
     database_url: str, tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:

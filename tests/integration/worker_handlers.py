@@ -8,6 +8,7 @@ test's ledger of what ran where; the others fail in each way a job can fail.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import time
 from typing import Any, LiteralString
@@ -46,6 +47,13 @@ async def record(job: corral.Job[Any]) -> None:
     await _note(
         job, "INSERT INTO handled (job_id, attempt, worker) VALUES (%s, %s, %s)", job.attempt
     )
+
+
+@corral.handler("collector")
+async def collector(job: corral.Job[Any]) -> dict[str, bool]:
+    """Whether this worker's garbage collector runs (paused only until the
+    first claim is sent: corral.entry)."""
+    return {"gc_enabled": gc.isenabled()}
 
 
 @corral.handler("explode")

@@ -152,3 +152,98 @@ def test_an_unreadable_token_file_is_named_with_its_path(tmp_path: Path) -> None
     missing = tmp_path / "nope"
     with pytest.raises(ConfigError, match=f"--enrollment-token-file .*{missing}"):
         settings(enrollment_token_file=missing).read_enrollment_token()
+
+
+# -- the quick check and the full model agree -------------------------------------
+
+# Values as flags (click's types), CORRAL_* variables and TOML give them.
+ACCEPTED: list[dict[str, object]] = [
+    {},
+    {"queues": ["a,b", "c a"], "region": "eu", "pool": "demo", "name": "w-1"},
+    {"region": "", "pool": ""},
+    {"concurrency": 10_000, "batch_size": 0, "http_port": -1, "http_host": "127.0.0.1"},
+    {"concurrency": 1, "batch_size": 10_000, "http_port": 65535},
+    {"state_dir": "/tmp/corral-state", "enrollment_token_file": Path("/run/token")},
+    {"state_dir": Path("/var/lib/corral"), "enrollment_token": "tok"},
+    {"handlers": "myapp.jobs, other:fn", "egress_deny": ["10.96.0.1:443", "*.internal"]},
+    {"egress_allow": "169.254.169.254:80", "egress_deny": ("10.0.0.0/8",)},
+    {"job_timeout_s": "30s", "drain_timeout_s": "0", "term_grace_s": 5, "lease_s": 2},
+    {"heartbeat_interval_s": "1s", "lease_s": "2s", "poll_interval_s": 0.25},
+    {"flush_interval_s": "1s", "retention_s": "14d", "stuck_share": 1},
+    {"flush_interval_s": 0, "retention_s": 0, "stuck_share": 0.25, "poll_interval_s": "1d"},
+]
+
+# Each left to the model: out of bounds, missing, or of a type flags never give.
+DECLINED: list[dict[str, object]] = [
+    {"concurrency": 0},
+    {"concurrency": True},
+    {"concurrency": 2.0},
+    {"concurrency": "10"},
+    {"batch_size": 10_001},
+    {"http_port": 65536},
+    {"queues": ""},
+    {"queues": [f"q{i}" for i in range(33)]},
+    {"queues": "bad/name"},
+    {"name": ""},
+    {"name": "n" * 254},
+    {"job_timeout_s": 0},
+    {"job_timeout_s": "soon"},
+    {"heartbeat_interval_s": 61},
+    {"heartbeat_interval_s": "20s"},  # more than half of the 30 s lease
+    {"lease_s": 0.5},
+    {"flush_interval_s": 1.5},
+    {"stuck_share": 0},
+    {"stuck_share": "0.5"},
+    {"drain_timeout_s": float("inf")},
+    {"egress_deny": ["10.0.0.1/8"]},
+    {"region": 5},
+    {"unknown": 1},
+    {"database_url": "mysql://u@h/db"},
+]
+
+
+@pytest.mark.parametrize("raw", ACCEPTED, ids=lambda raw: ",".join(raw) or "defaults")
+def test_the_quick_check_takes_plain_values_as_the_full_model_does(raw: dict[str, object]) -> None:
+    from corral.worker.settingsmodel import validate
+
+    given = {"database_url": DSN, "queues": "emails", **raw}
+    quick = config.quick_check(given)
+    assert quick is not None
+    assert quick == validate(given)
+    assert {key: type(value) for key, value in quick.items()} == {
+        key: type(value) for key, value in validate(given).items()
+    }
+
+
+@pytest.mark.parametrize("raw", DECLINED, ids=lambda raw: ",".join(raw))
+def test_the_quick_check_leaves_every_doubtful_value_to_the_full_model(
+    raw: dict[str, object],
+) -> None:
+    given = {"database_url": DSN, "queues": "emails", **raw}
+    assert config.quick_check(given) is None
+
+
+def test_a_missing_url_or_queue_is_left_to_the_model_too() -> None:
+    assert config.quick_check({"queues": "q"}) is None
+    assert config.quick_check({"database_url": DSN}) is None
+
+
+def test_the_settings_have_the_full_models_fields_in_its_order() -> None:
+    from corral.worker.settingsmodel import SettingsModel
+
+    assert tuple(SettingsModel.model_fields) == WorkerSettings.FIELDS
+
+
+def test_settings_are_frozen_and_compare_by_value() -> None:
+    s = settings()
+    with pytest.raises(AttributeError, match="frozen"):
+        s.concurrency = 5  # type: ignore[misc]
+    assert s == settings()
+    assert s != settings(concurrency=11)
+
+
+def test_direct_construction_validates_with_the_full_models_error() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="concurrency"):
+        WorkerSettings(database_url=DSN, queues=["q"], concurrency=0)

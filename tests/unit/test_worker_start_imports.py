@@ -1,8 +1,9 @@
 """A worker's way to its first claim does not import what only a scrape, a
-preStop hook, a config file or the HTTP endpoint needs: prometheus_client
-(the first `/metrics` scrape imports it), urllib.request and http.client
-(`corral worker prestop`), tomllib (`--config`), aiohttp (the endpoint,
-imported in a thread once the claims run).
+preStop hook, a config file, the HTTP endpoint or a payload needs:
+prometheus_client (the first `/metrics` scrape imports it), urllib.request
+and http.client (`corral worker prestop`), tomllib (`--config`), aiohttp (the
+endpoint, imported in a thread once the claims run), pydantic (a bad setting,
+the first payload validated, the first result converted).
 Start-up is on the path of every scale-up (`make bench-start`).
 
 The real command runs, in a fresh interpreter under `-X importtime`, against
@@ -25,6 +26,15 @@ DEFERRED = (
     "http.client",
     "aiohttp",
     "tomllib",  # --config only
+    # Settings pass a quick check of their rules (corral.worker.config); the
+    # built-ins' payload models load with the first payload (LazyPayload).
+    "pydantic",
+    "pydantic_core",
+    "corral.worker.settingsmodel",
+    "corral.worker.executors.payloads",
+    # The records only reads show (jobs as get_job shows them, stats, workers,
+    # tokens, schedules, regions): corral.queue.records names them lazily.
+    "corral.queue.view_records",
 )
 
 _IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)$", re.MULTILINE)

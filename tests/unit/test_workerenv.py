@@ -34,9 +34,9 @@ def test_the_deployment_sets_exactly_the_variables_the_contract_says_the_operato
 
 
 def test_every_variable_the_operator_sets_is_a_worker_setting_the_worker_reads() -> None:
-    settings_vars = {ENV_VARS[field] for field in WorkerSettings.model_fields if field in ENV_VARS}
+    settings_vars = {ENV_VARS[field] for field in WorkerSettings.FIELDS if field in ENV_VARS}
     assert set(workerenv.SET_BY_OPERATOR) <= settings_vars
-    assert set(ENV_VARS) <= set(WorkerSettings.model_fields)
+    assert set(ENV_VARS) <= set(WorkerSettings.FIELDS)
 
 
 def test_every_worker_flag_reads_the_variable_the_contract_names() -> None:

@@ -33,6 +33,9 @@ wake up.
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from corral.queue._params import LIVE_WORKER_S, PAYLOAD_MAX_BYTES
 from corral.queue.client import (
     ALL_QUEUES,
@@ -68,37 +71,41 @@ from corral.queue.insight_records import AuditEntry, DepthMinute, ThroughputMinu
 from corral.queue.migrations import MigrationStatus, migrate, status
 from corral.queue.records import (
     UNCAPPED,
-    Backlog,
     Caller,
     ClaimedJob,
     Credentials,
-    Depth,
-    DispatchState,
     Enrollment,
     Failure,
     FailureReason,
-    Flow,
-    GroupJob,
-    Interruption,
-    InterruptionReason,
-    Job,
-    JobGroup,
     JobSpec,
     JobState,
     Lease,
     Leased,
-    NewToken,
-    QueueSettings,
-    QueueStats,
-    RegionInfo,
-    RegistryPurge,
-    Schedule,
     ScheduleFiring,
-    TokenInfo,
-    Worker,
     WorkerState,
 )
 from corral.queue.schedules import InvalidSchedule, ScheduleSpec
+
+if TYPE_CHECKING:
+    from corral.queue.view_records import (
+        Backlog,
+        Depth,
+        DispatchState,
+        Flow,
+        GroupJob,
+        Interruption,
+        InterruptionReason,
+        Job,
+        JobGroup,
+        NewToken,
+        QueueSettings,
+        QueueStats,
+        RegionInfo,
+        RegistryPurge,
+        Schedule,
+        TokenInfo,
+        Worker,
+    )
 
 __all__ = [
     "ALL_QUEUES",
@@ -170,3 +177,15 @@ __all__ = [
     "migrate",
     "status",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The records only reads show (`corral.queue.view_records`), imported
+    on first use so that a worker's start does not build them (PEP 562)."""
+    from corral.queue import records
+
+    if name not in records._VIEWS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module("corral.queue.view_records"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value

@@ -12,25 +12,30 @@ import hashlib
 import json
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from corral.frozen import builder
+from corral.queue import records
 from corral.queue.errors import InvalidJob
 from corral.queue.records import (
     Caller,
     ClaimedJob,
-    DispatchState,
     Failure,
-    Job,
     JobSpec,
     JobState,
     Leased,
-    QueueStats,
-    Schedule,
-    TokenInfo,
-    Worker,
     WorkerState,
 )
+
+if TYPE_CHECKING:
+    from corral.queue.view_records import (
+        DispatchState,
+        Job,
+        QueueStats,
+        Schedule,
+        TokenInfo,
+        Worker,
+    )
 
 NOTIFY_CHANNEL = "corral_jobs"
 ALL_QUEUES = "*"
@@ -149,24 +154,24 @@ def job_from_row(row: tuple[Any, ...]) -> Job:
     values = list(row)
     values[5] = values[5] or None
     values[6] = JobState(values[6])
-    return Job(*values)
+    return records.Job(*values)
 
 
 def schedule_from_row(row: tuple[Any, ...]) -> Schedule:
     values = list(row)
     values[8] = values[8] or None  # region '' means any
     values[19] = None if values[19] is None else JobState(values[19])
-    return Schedule(*values)
+    return records.Schedule(*values)
 
 
 def worker_from_row(row: tuple[Any, ...]) -> Worker:
     values = list(row)
     values[6] = WorkerState(values[6])
-    return Worker(*values)
+    return records.Worker(*values)
 
 
 def token_from_row(row: tuple[Any, ...]) -> TokenInfo:
-    return TokenInfo(*row)
+    return records.TokenInfo(*row)
 
 
 def lease_params(jobs: Iterable[Leased]) -> tuple[list[int], list[Any]]:
@@ -252,7 +257,7 @@ def stats_from_rows(
     for queue, state, count in finished:
         counts.setdefault(queue, {})[JobState(state)] = int(count)
     return [
-        QueueStats(
+        records.QueueStats(
             queue=queue,
             counts=counts[queue],
             oldest_pending_age_s=oldest.get(queue),

@@ -24,6 +24,7 @@ from typing import Any
 import click
 
 from corral import workerenv
+from corral.entry import resume_collector
 from corral.worker import configfile
 from corral.worker.config import ConfigError, WorkerSettings
 
@@ -212,6 +213,7 @@ def worker(ctx: click.Context, /, config_file: Path | None, show_config: bool, *
          with its stored credential)
     """
     if ctx.invoked_subcommand is not None:
+        resume_collector()  # `worker prestop`: not a worker's start (corral.entry)
         return
 
     given = {
@@ -264,7 +266,7 @@ def worker(ctx: click.Context, /, config_file: Path | None, show_config: bool, *
 def _shown(settings: WorkerSettings, log_level: str) -> dict[str, Any]:
     """The settings by config-file key, the database password masked and the
     enrollment token left out (`--show-config`)."""
-    fields = settings.model_dump(mode="json")
+    fields = settings.as_json()
     shown = {key: fields[field] for key, field in configfile.KEYS.items() if field in fields}
     shown["database-url"] = settings.safe_database_url
     shown["log-level"] = log_level

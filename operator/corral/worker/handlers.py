@@ -21,11 +21,23 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypedDict, TypeVar, Unpack, overload
-
-from pydantic import BaseModel, ValidationError
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    ParamSpec,
+    TypedDict,
+    TypeGuard,
+    TypeVar,
+    Unpack,
+    overload,
+)
 
 if TYPE_CHECKING:
+    # pydantic is imported by what uses it (a handler's payload model, the
+    # first payload validated, `defer`), never by a worker's start.
+    from pydantic import BaseModel, ValidationError
+
     from corral.queue import AsyncQueue, Queue
     from corral.queue.schedules import ScheduleSpec
 
@@ -37,6 +49,7 @@ __all__ = [
     "HandlerFunction",
     "HandlerRegistry",
     "Job",
+    "LazyPayload",
     "PayloadError",
     "declared_schedules",
     "every",
@@ -92,6 +105,32 @@ class PayloadError(HandlerError):
 HandlerFn = Callable[[Job[Any]], Awaitable[Any]] | Callable[[Job[Any]], Any]
 
 
+class LazyPayload:
+    """A payload model named by its module and class, imported by the first
+    payload it validates: the built-in kinds' (`corral.worker.executors`), so
+    that neither their models nor pydantic load on a worker's way to its
+    first claim. Stands in for the model where `Handler` uses it."""
+
+    __slots__ = ("__name__", "_model", "module")
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module = module
+        self.__name__ = name
+        self._model: type[BaseModel] | None = None
+
+    @property
+    def model(self) -> type[BaseModel]:
+        if self._model is None:
+            self._model = getattr(importlib.import_module(self.module), self.__name__)
+        return self._model
+
+    def model_validate(self, data: Any) -> BaseModel:
+        return self.model.model_validate(data)
+
+    def __repr__(self) -> str:
+        return f"<payload model {self.module}.{self.__name__}, imported on first use>"
+
+
 @dataclass(frozen=True, slots=True)
 class Handler:
     """A registered handler: how to call it and what it expects."""
@@ -99,7 +138,7 @@ class Handler:
     name: str
     fn: Callable[..., Any]
     is_async: bool
-    payload_model: type[BaseModel] | None = None
+    payload_model: type[BaseModel] | LazyPayload | None = None
     timeout_s: float | None = None  # None: the worker's --job-timeout
 
     def prepare(self, job: Job[Any]) -> Job[Any]:
@@ -108,12 +147,22 @@ class Handler:
             return job
         try:
             model = self.payload_model.model_validate(job.payload)
-        except ValidationError as exc:
+        except ValueError as exc:  # pydantic's ValidationError is one
+            if not _is_validation_error(exc):
+                raise
             raise _mismatch("payload", self.payload_model, exc) from None
         return dataclasses.replace(job, payload=model)
 
 
-def _mismatch(what: str, model: type[BaseModel], exc: ValidationError) -> PayloadError:
+def _is_validation_error(exc: BaseException) -> TypeGuard[ValidationError]:
+    from pydantic import ValidationError  # loaded already: the model is pydantic's
+
+    return isinstance(exc, ValidationError)
+
+
+def _mismatch(
+    what: str, model: type[BaseModel] | LazyPayload, exc: ValidationError
+) -> PayloadError:
     """ "WHAT does not match MODEL: field: why; ...", each field by its path."""
     fields = "; ".join(
         f"{'.'.join(str(p) for p in e['loc']) or '<payload>'}: {e['msg']}" for e in exc.errors()
@@ -138,6 +187,8 @@ class DeferOptions(TypedDict, total=False):
 def _validated_payload(kind: str, model: type[BaseModel] | None, payload: Any) -> Any:
     """What `defer` stores: a pydantic model as JSON data, and a payload checked
     against the handler's model before it is enqueued, not when a worker runs it."""
+    from pydantic import BaseModel, ValidationError
+
     if isinstance(payload, BaseModel):
         return payload.model_dump(mode="json")
     if model is not None:
@@ -219,7 +270,7 @@ class HandlerRegistry:
         name: str,
         fn: Callable[..., Any],
         *,
-        payload: type[BaseModel] | None = None,
+        payload: type[BaseModel] | LazyPayload | None = None,
         timeout_s: float | None = None,
         replace: bool = False,
     ) -> Handler:

@@ -12,9 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
-
-from pydantic_core import to_jsonable_python
 
 from corral.queue import ClaimedJob
 
@@ -33,7 +32,7 @@ def result_value(claimed: ClaimedJob, result: Any, max_bytes: int = RESULT_MAX_B
     hold is kept as its repr, one past `max_bytes` as a preview, so that one
     odd result never blocks a completion batch."""
     try:
-        value = storable(to_jsonable_python(result))
+        value = storable(_jsonable(result))
         text = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep
         log.warning(
@@ -53,6 +52,19 @@ def result_value(claimed: ClaimedJob, result: Any, max_bytes: int = RESULT_MAX_B
         )
         return {"result_too_large": len(text), "preview": text[:1000]}
     return value
+
+
+def _first_jsonable(value: Any) -> Any:
+    """pydantic_core's `to_jsonable_python`, imported by the first result that
+    needs it (not by a worker's start); later calls go straight to it."""
+    global _jsonable
+    from pydantic_core import to_jsonable_python
+
+    _jsonable = to_jsonable_python
+    return to_jsonable_python(value)
+
+
+_jsonable: Callable[[Any], Any] = _first_jsonable
 
 
 def _short_repr(value: Any) -> str:

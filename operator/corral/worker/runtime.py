@@ -47,6 +47,7 @@ from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from corral.entry import resume_collector
 from corral.queue import ConnectionLost
 from corral.queue.dsn import scrub_password
 from corral.worker import claims, enrollment, probes, upkeep
@@ -298,13 +299,16 @@ class Worker:
                 settings, identity.worker_id, self._exit,
             )  # fmt: skip
             spawn(dispatcher.run(), "dispatcher")
+            # One turn of the loop: the tasks above (the claim among them)
+            # send their first statements. Then the garbage collector, paused
+            # by the console script while the modules loaded, runs again.
+            await asyncio.sleep(0)
+            resume_collector()
             if listener is not None:
                 # aiohttp's import (a tenth of a second) runs in a thread while
                 # the first claim is on its way: a worker started for a burst
-                # claims sooner. Its socket is bound already. One turn of the
-                # loop first, so the tasks above (the claim among them) send
-                # their first statements before the thread holds the GIL.
-                await asyncio.sleep(0)
+                # claims sooner. Its socket is bound already, and the claim was
+                # sent before the thread holds the GIL.
                 await asyncio.to_thread(importlib.import_module, "corral.worker.endpoint_http")
                 self._endpoint = await serve(self, listener)
             self._announce()

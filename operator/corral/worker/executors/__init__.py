@@ -13,14 +13,15 @@ first, then connected to by address, and each has a `timeout` capped at
 `MAX_TIMEOUT_S`.
 
 Start-up is on the path of every scale-up, so building the registry imports
-only the payload models: the modules imported *on first run* below (and
-aiohttp, dnspython or icmplib under them) are imported when the first job of
-their kind runs (`_on_first_run`).
+neither the payload models (nor pydantic under them: each kind names its
+model, `LazyPayload`, which the first job with a payload imports) nor the
+modules imported *on first run* below (nor aiohttp, dnspython or icmplib
+under them: the first job of their kind imports them, `_on_first_run`).
 
 | module | kinds | imported |
 |---|---|---|
 | `basic` | `noop`, `sleep`, `MAX_TIMEOUT_S` and `elapsed_ms` | at start-up |
-| `payloads` | the payloads of `http`, `websocket`, `dns` and `ping` | at start-up |
+| `payloads` | the payloads of `sleep`, `http`, `tcp`, `websocket`, `dns`, `ping` and `grpc` | by the first job with a payload |
 | `tcp` | `tcp` | at start-up |
 | `grpchealth` | `grpc` (grpc.health.v1; the `corral[grpc]` extra) | at start-up; grpc by the job |
 | `guarded` | the guard inside aiohttp (resolver, literal and proxy checks), TLS | on first run |
@@ -33,17 +34,28 @@ their kind runs (`_on_first_run`).
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from corral.worker.config import WorkerSettings
 from corral.worker.egress import Guard
-from corral.worker.executors.basic import MAX_TIMEOUT_S, Sleep, noop, sleep
-from corral.worker.executors.grpchealth import GrpcCheck, grpc_executor
-from corral.worker.executors.payloads import DnsCheck, HttpCheck, PingCheck, WebsocketCheck
-from corral.worker.executors.tcp import TcpCheck, tcp_executor
-from corral.worker.handlers import HandlerRegistry, Job
+from corral.worker.executors.basic import MAX_TIMEOUT_S, noop, sleep
+from corral.worker.executors.grpchealth import grpc_executor
+from corral.worker.executors.tcp import tcp_executor
+from corral.worker.handlers import HandlerRegistry, Job, LazyPayload
 from corral.worker.handlers import registry as decorated
+
+if TYPE_CHECKING:
+    from corral.worker.executors.payloads import (
+        DnsCheck,
+        GrpcCheck,
+        HttpCheck,
+        PingCheck,
+        Sleep,
+        TcpCheck,
+        WebsocketCheck,
+    )
 
 __all__ = [
     "MAX_TIMEOUT_S",
@@ -68,14 +80,34 @@ def builtin_registry(guard: Guard | None = None) -> HandlerRegistry:
     reg.register("noop", noop)
     # No timeout of its own: a sleep longer than the worker's job timeout
     # fails like any overrunning job would.
-    reg.register("sleep", sleep, payload=Sleep)
-    reg.register("http", _on_first_run("http", _httpcheck, guard), payload=HttpCheck)
-    reg.register("tcp", tcp_executor(guard), payload=TcpCheck)
-    reg.register("dns", _on_first_run("dns", _dnscheck, guard), payload=DnsCheck)
-    reg.register("ping", _on_first_run("ping", _ping, guard), payload=PingCheck)
-    reg.register("websocket", _on_first_run("websocket", _websocket, guard), payload=WebsocketCheck)
-    reg.register("grpc", grpc_executor(guard), payload=GrpcCheck)
+    reg.register("sleep", sleep, payload=_payload("Sleep"))
+    reg.register("http", _on_first_run("http", _httpcheck, guard), payload=_payload("HttpCheck"))
+    reg.register("tcp", tcp_executor(guard), payload=_payload("TcpCheck"))
+    reg.register("dns", _on_first_run("dns", _dnscheck, guard), payload=_payload("DnsCheck"))
+    reg.register("ping", _on_first_run("ping", _ping, guard), payload=_payload("PingCheck"))
+    reg.register(
+        "websocket",
+        _on_first_run("websocket", _websocket, guard),
+        payload=_payload("WebsocketCheck"),
+    )
+    reg.register("grpc", grpc_executor(guard), payload=_payload("GrpcCheck"))
     return reg
+
+
+_PAYLOADS = "corral.worker.executors.payloads"
+_MODELS = ("DnsCheck", "GrpcCheck", "HttpCheck", "PingCheck", "Sleep", "TcpCheck", "WebsocketCheck")
+
+
+def _payload(name: str) -> LazyPayload:
+    return LazyPayload(_PAYLOADS, name)
+
+
+def __getattr__(name: str) -> Any:
+    """The payload models by name (`from corral.worker.executors import
+    HttpCheck`), imported on first use like the registry's."""
+    if name in _MODELS:
+        return getattr(importlib.import_module(_PAYLOADS), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_registry(settings: WorkerSettings, guard: Guard | None = None) -> HandlerRegistry:

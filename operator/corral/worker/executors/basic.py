@@ -9,24 +9,16 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import TYPE_CHECKING, Any
 
 from corral.worker.handlers import HandlerError, Job
 
-__all__ = ["MAX_TIMEOUT_S", "Sleep", "elapsed_ms", "noop", "sleep", "socket_errors"]
+if TYPE_CHECKING:
+    from corral.worker.executors.payloads import Sleep
+
+__all__ = ["MAX_TIMEOUT_S", "elapsed_ms", "noop", "sleep", "socket_errors"]
 
 MAX_TIMEOUT_S = 60.0  # the most any check may wait (seconds); the job timeout also applies
-
-
-class Sleep(BaseModel):
-    """Payload of a `sleep` job: hold a slot for a while (a stand-in for real
-    work in demos, drain tests and the scaling benchmark)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    seconds: float = Field(default=1.0, ge=0, le=86_400, description="how long to sleep")
 
 
 async def noop(job: Job[Any]) -> None:

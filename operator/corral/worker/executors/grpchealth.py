@@ -14,36 +14,21 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import TYPE_CHECKING, Any
 
 from corral.worker.egress import Guard
-from corral.worker.executors.basic import MAX_TIMEOUT_S, elapsed_ms
+from corral.worker.executors.basic import elapsed_ms
 from corral.worker.handlers import HandlerError, Job
 
-__all__ = ["GRPC_EXTRA_MISSING", "GrpcCheck", "grpc_executor"]
+if TYPE_CHECKING:
+    from corral.worker.executors.payloads import GrpcCheck
+
+__all__ = ["GRPC_EXTRA_MISSING", "grpc_executor"]
 
 GRPC_EXTRA_MISSING = (
     "the grpc executor needs the grpc extra, which this worker does not have: "
     "install it with `pip install corral[grpc]` (grpcio and grpcio-health-checking)"
 )
-
-
-class GrpcCheck(BaseModel):
-    """Payload of a `grpc` job."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    target: str = Field(
-        pattern=r"^(\[[0-9a-fA-F:.]+\]|[^\s:\[\]/]+):\d{1,5}$",
-        description="host:port or [IPv6]:port of the gRPC server",
-    )
-    service: str = Field(
-        default="", max_length=200, description="the service to ask about; '' is the server"
-    )
-    tls: bool = Field(default=False, description="TLS, verified against the system's roots")
-    timeout: float = Field(default=5.0, gt=0, le=MAX_TIMEOUT_S, description="seconds")
 
 
 def grpc_executor(guard: Guard) -> Any:

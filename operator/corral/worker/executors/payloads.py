@@ -1,8 +1,11 @@
-"""The payloads of the `http`, `websocket`, `dns` and `ping` kinds: pydantic
-models only, so the worker validates a payload without importing the
-libraries that run the check (aiohttp, dnspython, icmplib load when a job of
-that kind first runs; see `corral.worker.executors`). Unknown fields are
-refused, and every validation error names its field.
+"""The payloads of the built-in kinds with one (`sleep`, `http`, `tcp`,
+`dns`, `ping`, `websocket`, `grpc`): pydantic models only, so the worker
+validates a payload without importing the libraries that run the check
+(aiohttp, dnspython, icmplib load when a job of that kind first runs; see
+`corral.worker.executors`). This module, and pydantic with it, is itself
+imported by the first job that has a payload to validate, never by a
+worker's start. Unknown fields are refused, and every validation error names
+its field.
 """
 
 from __future__ import annotations
@@ -19,8 +22,11 @@ __all__ = [
     "MAX_BODY_BYTES",
     "MAX_REDIRECTS",
     "DnsCheck",
+    "GrpcCheck",
     "HttpCheck",
     "PingCheck",
+    "Sleep",
+    "TcpCheck",
     "WebsocketCheck",
     "resolver_address",
 ]
@@ -178,3 +184,38 @@ class WebsocketCheck(BaseModel):
     verify_tls: bool = True
     proxy: str | None = Field(default=None, pattern=r"^http://[^\x00-\x20\x7f]+$")
     timeout: float = Field(default=10.0, gt=0, le=MAX_TIMEOUT_S, description="seconds, in all")
+
+
+class Sleep(BaseModel):
+    """Payload of a `sleep` job: hold a slot for a while (a stand-in for real
+    work in demos, drain tests and the scaling benchmark)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seconds: float = Field(default=1.0, ge=0, le=86_400, description="how long to sleep")
+
+
+class TcpCheck(BaseModel):
+    """Payload of a `tcp` job: can we connect?"""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(min_length=1, max_length=253, pattern=r"^[^\x00-\x20\x7f]+$")
+    port: int = Field(ge=1, le=65535)
+    timeout: float = Field(default=5.0, gt=0, le=MAX_TIMEOUT_S, description="seconds")
+
+
+class GrpcCheck(BaseModel):
+    """Payload of a `grpc` job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: str = Field(
+        pattern=r"^(\[[0-9a-fA-F:.]+\]|[^\s:\[\]/]+):\d{1,5}$",
+        description="host:port or [IPv6]:port of the gRPC server",
+    )
+    service: str = Field(
+        default="", max_length=200, description="the service to ask about; '' is the server"
+    )
+    tls: bool = Field(default=False, description="TLS, verified against the system's roots")
+    timeout: float = Field(default=5.0, gt=0, le=MAX_TIMEOUT_S, description="seconds")

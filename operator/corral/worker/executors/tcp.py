@@ -6,25 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import TYPE_CHECKING, Any
 
 from corral.worker.egress import Guard
-from corral.worker.executors.basic import MAX_TIMEOUT_S, elapsed_ms, socket_errors
+from corral.worker.executors.basic import elapsed_ms, socket_errors
 from corral.worker.handlers import Job
 
-__all__ = ["TcpCheck", "connect_judged", "tcp_executor"]
+if TYPE_CHECKING:
+    from corral.worker.executors.payloads import TcpCheck
 
-
-class TcpCheck(BaseModel):
-    """Payload of a `tcp` job: can we connect?"""
-
-    model_config = ConfigDict(extra="forbid")
-
-    host: str = Field(min_length=1, max_length=253, pattern=r"^[^\x00-\x20\x7f]+$")
-    port: int = Field(ge=1, le=65535)
-    timeout: float = Field(default=5.0, gt=0, le=MAX_TIMEOUT_S, description="seconds")
+__all__ = ["connect_judged", "tcp_executor"]
 
 
 def tcp_executor(guard: Guard) -> Any:
