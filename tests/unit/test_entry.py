@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests.unit._worker_start import start_until_connect
+
 _SCRIPT = """
 import gc, json, sys
 from corral.entry import main
@@ -47,15 +49,7 @@ def _run(*args: str) -> dict[str, Any]:
 def test_a_workers_start_runs_no_garbage_collection(tmp_path: Path) -> None:
     # The real start (settings, registry, runtime, psycopg), stopped at the
     # connection (no server at that socket), where the claim would begin.
-    ran = _run(
-        "worker",
-        "--database-url",
-        f"postgresql://corral@/corral?host={tmp_path / 'no-server'}",
-        "--queues",
-        "start",
-        "--state-dir",
-        str(tmp_path / "state"),
-    )
+    ran = _run(*start_until_connect(tmp_path))
     assert ran["code"] == 1  # cannot connect
     assert ran["collections"] == 0
 

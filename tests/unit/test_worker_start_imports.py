@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.unit._worker_start import start_until_connect
+
 # Imported by the first scrape, the preStop hook or the endpoint, never before.
 DEFERRED = (
     "prometheus_client",
@@ -48,13 +50,7 @@ def _worker_imports(tmp_path: Path) -> tuple[set[str], str]:
             "importtime",
             "-c",
             "import sys; from corral.cli import main; sys.exit(main())",
-            "worker",
-            "--database-url",
-            f"postgresql://corral@/corral?host={tmp_path / 'no-server'}",
-            "--queues",
-            "start",
-            "--state-dir",
-            str(tmp_path / "state"),
+            *start_until_connect(tmp_path),
         ],
         capture_output=True,
         text=True,

@@ -33,7 +33,6 @@ wake up.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 from corral.queue._params import LIVE_WORKER_S, PAYLOAD_MAX_BYTES
@@ -182,10 +181,10 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     """The records only reads show (`corral.queue.view_records`), imported
     on first use so that a worker's start does not build them (PEP 562)."""
-    from corral.queue import records
+    from corral.queue.records import view_record
 
-    if name not in records._VIEWS:
+    value = view_record(name)
+    if value is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module("corral.queue.view_records"), name)
     globals()[name] = value  # later lookups skip this function
     return value

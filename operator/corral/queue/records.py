@@ -187,34 +187,20 @@ class ScheduleFiring:
     queue: str
 
 
-# Read by `__getattr__`: the records `corral.queue.view_records` defines.
-_VIEWS = frozenset(
-    {
-        "Backlog",
-        "DispatchState",
-        "Depth",
-        "Flow",
-        "GroupJob",
-        "Interruption",
-        "InterruptionReason",
-        "Job",
-        "JobGroup",
-        "NewToken",
-        "QueueSettings",
-        "QueueStats",
-        "RegionInfo",
-        "RegistryPurge",
-        "Schedule",
-        "TokenInfo",
-        "Worker",
-    }
-)
-
-
 def __getattr__(name: str) -> Any:
     """A view record by name, its module imported on first use (PEP 562)."""
-    if name not in _VIEWS:
+    value = view_record(name)
+    if value is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module("corral.queue.view_records"), name)
     globals()[name] = value  # later lookups skip this function
     return value
+
+
+def view_record(name: str) -> Any:
+    """The record `corral.queue.view_records` exports as `name` (None for any
+    other name), importing that module on first use. A dunder name (a probe
+    such as `__path__`) never imports it."""
+    if name.startswith("__"):
+        return None
+    views = importlib.import_module("corral.queue.view_records")
+    return getattr(views, name) if name in views.__all__ else None

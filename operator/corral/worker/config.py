@@ -164,6 +164,16 @@ def egress_texts(value: str | list[str] | tuple[str, ...]) -> list[str]:
     return [rule.text for rule in egressrules.parse_rules(value)]
 
 
+# The list fields: each one's parser of a comma-separated string or a list
+# (ValueError names a bad item). The quick check and the model both use it.
+LISTS: dict[str, Callable[[str | list[str] | tuple[str, ...]], list[str]]] = {
+    "queues": queue_names,
+    "handlers": parse_queues,
+    "egress_deny": egress_texts,
+    "egress_allow": egress_texts,
+}
+
+
 def seconds(text: str) -> float:
     """A duration flag's seconds (DurationError, a ValueError, explains the format)."""
     return parse_duration(text, what="value")
@@ -224,9 +234,14 @@ def _path(value: Any) -> Path:
     raise _Declined
 
 
+def _listed(field: str) -> Callable[[Any], list[str]]:
+    parse = LISTS[field]
+    return lambda value: parse(_strings(value))
+
+
 _QUICK: dict[str, Callable[[Any], Any]] = {
     "database_url": lambda value: validate_dsn(_text(value)),
-    "queues": lambda value: queue_names(_strings(value)),
+    "queues": _listed("queues"),
     "region": lambda value: _optional_text(value) or None,
     "pool": lambda value: _optional_text(value) or None,
     "concurrency": _integer,
@@ -237,11 +252,11 @@ _QUICK: dict[str, Callable[[Any], Any]] = {
     "http_port": _integer,
     "enrollment_token": _optional_text,
     "enrollment_token_file": lambda value: None if value is None else _path(value),
-    "handlers": lambda value: parse_queues(_strings(value)),
+    "handlers": _listed("handlers"),
     **dict.fromkeys(DURATIONS, _duration),
     "stuck_share": _number,
-    "egress_deny": lambda value: egress_texts(_strings(value)),
-    "egress_allow": lambda value: egress_texts(_strings(value)),
+    "egress_deny": _listed("egress_deny"),
+    "egress_allow": _listed("egress_allow"),
 }
 FIELDS: tuple[str, ...] = tuple(_QUICK)
 

@@ -23,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -78,25 +79,12 @@ class SettingsModel(BaseModel):
     def _dsn(cls, value: str) -> str:
         return config.validate_dsn(value)
 
-    @field_validator("queues", mode="before")
+    @field_validator(*config.LISTS, mode="before")
     @classmethod
-    def _queues(cls, value: Any) -> Any:
+    def _lists(cls, value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, str | list | tuple):
-            return config.queue_names(value)
-        return value
-
-    @field_validator("handlers", mode="before")
-    @classmethod
-    def _handlers(cls, value: Any) -> Any:
-        if isinstance(value, str | list | tuple):
-            return config.parse_queues(value)
-        return value
-
-    @field_validator("egress_deny", "egress_allow", mode="before")
-    @classmethod
-    def _egress(cls, value: Any) -> Any:
-        if isinstance(value, str | list | tuple):
-            return config.egress_texts(value)  # ValueError names the rule
+            # ValueError names the bad queue, module or egress rule.
+            return config.LISTS[info.field_name](value)  # type: ignore[index]
         return value
 
     @field_validator(*config.DURATIONS, mode="before")
