@@ -27,11 +27,12 @@ from typing import (
     Generic,
     ParamSpec,
     TypedDict,
-    TypeGuard,
     TypeVar,
     Unpack,
     overload,
 )
+
+from corral.worker.payloadmodel import LazyPayload, is_validation_error
 
 if TYPE_CHECKING:
     # pydantic is imported by what uses it (a handler's payload model, the
@@ -49,7 +50,7 @@ __all__ = [
     "HandlerFunction",
     "HandlerRegistry",
     "Job",
-    "LazyPayload",
+    "LazyPayload",  # corral.worker.payloadmodel's, named here too
     "PayloadError",
     "declared_schedules",
     "every",
@@ -105,32 +106,6 @@ class PayloadError(HandlerError):
 HandlerFn = Callable[[Job[Any]], Awaitable[Any]] | Callable[[Job[Any]], Any]
 
 
-class LazyPayload:
-    """A payload model named by its module and class, imported by the first
-    payload it validates: the built-in kinds' (`corral.worker.executors`), so
-    that neither their models nor pydantic load on a worker's way to its
-    first claim. Stands in for the model where `Handler` uses it."""
-
-    __slots__ = ("__name__", "_model", "module")
-
-    def __init__(self, module: str, name: str) -> None:
-        self.module = module
-        self.__name__ = name
-        self._model: type[BaseModel] | None = None
-
-    @property
-    def model(self) -> type[BaseModel]:
-        if self._model is None:
-            self._model = getattr(importlib.import_module(self.module), self.__name__)
-        return self._model
-
-    def model_validate(self, data: Any) -> BaseModel:
-        return self.model.model_validate(data)
-
-    def __repr__(self) -> str:
-        return f"<payload model {self.module}.{self.__name__}, imported on first use>"
-
-
 @dataclass(frozen=True, slots=True)
 class Handler:
     """A registered handler: how to call it and what it expects."""
@@ -148,16 +123,10 @@ class Handler:
         try:
             model = self.payload_model.model_validate(job.payload)
         except ValueError as exc:  # pydantic's ValidationError is one
-            if not _is_validation_error(exc):
+            if not is_validation_error(exc):
                 raise
             raise _mismatch("payload", self.payload_model, exc) from None
         return dataclasses.replace(job, payload=model)
-
-
-def _is_validation_error(exc: BaseException) -> TypeGuard[ValidationError]:
-    from pydantic import ValidationError  # loaded already: the model is pydantic's
-
-    return isinstance(exc, ValidationError)
 
 
 def _mismatch(

@@ -299,16 +299,14 @@ class Worker:
                 settings, identity.worker_id, self._exit,
             )  # fmt: skip
             spawn(dispatcher.run(), "dispatcher")
-            # One turn of the loop: the tasks above (the claim among them)
-            # send their first statements. Then the garbage collector, paused
-            # by the console script while the modules loaded, runs again.
+            # One turn of the loop: the tasks above send their first statements
+            # (the claim among them). Then the garbage collector (corral.entry)
+            # runs again, and aiohttp's import (a tenth of a second) runs in a
+            # thread while the claim is on its way; the endpoint's socket is
+            # bound already.
             await asyncio.sleep(0)
             resume_collector()
             if listener is not None:
-                # aiohttp's import (a tenth of a second) runs in a thread while
-                # the first claim is on its way: a worker started for a burst
-                # claims sooner. Its socket is bound already, and the claim was
-                # sent before the thread holds the GIL.
                 await asyncio.to_thread(importlib.import_module, "corral.worker.endpoint_http")
                 self._endpoint = await serve(self, listener)
             self._announce()
