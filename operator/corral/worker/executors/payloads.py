@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -38,11 +38,23 @@ MAX_REDIRECTS = 20  # the most `max_redirects` may allow
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # controls but tab (CR, LF, NUL...)
 
+# A host name or address: no spaces or control characters, 253 at most.
+HostName = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[^\x00-\x20\x7f]+$")]
 
-class HttpCheck(BaseModel):
-    """Payload of an `http` job."""
+
+def timeout_field(default: float, description: str = "seconds, in all") -> Any:
+    """A check's `timeout`: more than 0, at most MAX_TIMEOUT_S seconds."""
+    return Field(default=default, gt=0, le=MAX_TIMEOUT_S, description=description)
+
+
+class Payload(BaseModel):
+    """A built-in kind's payload: unknown fields are refused."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class HttpCheck(Payload):
+    """Payload of an `http` job."""
 
     url: str = Field(
         pattern=r"^https?://[^\x00-\x20\x7f]+$",
@@ -50,7 +62,7 @@ class HttpCheck(BaseModel):
     )
     method: str = Field(default="GET", description="an HTTP method token: no spaces, CR or LF")
     expected_status: int | list[int] = Field(default=200, description="a status or a list")
-    timeout: float = Field(default=10.0, gt=0, le=MAX_TIMEOUT_S, description="seconds, in all")
+    timeout: float = timeout_field(10.0)
     headers: dict[str, str] = Field(default_factory=dict)
     body: str | None = None
     verify_tls: bool = True
@@ -103,12 +115,10 @@ _RESOLVER = re.compile(
 )
 
 
-class DnsCheck(BaseModel):
+class DnsCheck(Payload):
     """Payload of a `dns` job."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, max_length=253, pattern=r"^[^\x00-\x20\x7f]+$")
+    name: HostName
     type: Literal["A", "AAAA", "CNAME", "MX", "TXT", "NS"] | None = Field(
         default=None, description="record type; unset: the addresses a connection would use"
     )
@@ -121,7 +131,7 @@ class DnsCheck(BaseModel):
     family: Literal["any", "ipv4", "ipv6"] = Field(
         default="any", description="without type or resolver: which addresses"
     )
-    timeout: float = Field(default=5.0, gt=0, le=MAX_TIMEOUT_S, description="seconds")
+    timeout: float = timeout_field(5.0, "seconds")
 
     @field_validator("type", mode="before")
     @classmethod
@@ -158,22 +168,18 @@ def resolver_address(text: str) -> tuple[str, int]:
     return str(parsed), port
 
 
-class PingCheck(BaseModel):
+class PingCheck(Payload):
     """Payload of a `ping` job."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    host: str = Field(min_length=1, max_length=253, pattern=r"^[^\x00-\x20\x7f]+$")
+    host: HostName
     count: int = Field(default=3, ge=1, le=20, description="echo requests to send")
     interval: float = Field(default=0.2, ge=0.01, le=5, description="seconds between them")
     max_loss: float = Field(default=0.0, ge=0, le=1, description="fraction lost before failing")
-    timeout: float = Field(default=5.0, gt=0, le=MAX_TIMEOUT_S, description="seconds, in all")
+    timeout: float = timeout_field(5.0)
 
 
-class WebsocketCheck(BaseModel):
+class WebsocketCheck(Payload):
     """Payload of a `websocket` job."""
-
-    model_config = ConfigDict(extra="forbid")
 
     url: str = Field(
         pattern=r"^wss?://[^\x00-\x20\x7f]+$",
@@ -183,32 +189,26 @@ class WebsocketCheck(BaseModel):
     expect: str | None = Field(default=None, description="text the first reply must contain")
     verify_tls: bool = True
     proxy: str | None = Field(default=None, pattern=r"^http://[^\x00-\x20\x7f]+$")
-    timeout: float = Field(default=10.0, gt=0, le=MAX_TIMEOUT_S, description="seconds, in all")
+    timeout: float = timeout_field(10.0)
 
 
-class Sleep(BaseModel):
+class Sleep(Payload):
     """Payload of a `sleep` job: hold a slot for a while (a stand-in for real
     work in demos, drain tests and the scaling benchmark)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     seconds: float = Field(default=1.0, ge=0, le=86_400, description="how long to sleep")
 
 
-class TcpCheck(BaseModel):
+class TcpCheck(Payload):
     """Payload of a `tcp` job: can we connect?"""
 
-    model_config = ConfigDict(extra="forbid")
-
-    host: str = Field(min_length=1, max_length=253, pattern=r"^[^\x00-\x20\x7f]+$")
+    host: HostName
     port: int = Field(ge=1, le=65535)
-    timeout: float = Field(default=5.0, gt=0, le=MAX_TIMEOUT_S, description="seconds")
+    timeout: float = timeout_field(5.0, "seconds")
 
 
-class GrpcCheck(BaseModel):
+class GrpcCheck(Payload):
     """Payload of a `grpc` job."""
-
-    model_config = ConfigDict(extra="forbid")
 
     target: str = Field(
         pattern=r"^(\[[0-9a-fA-F:.]+\]|[^\s:\[\]/]+):\d{1,5}$",
@@ -218,4 +218,4 @@ class GrpcCheck(BaseModel):
         default="", max_length=200, description="the service to ask about; '' is the server"
     )
     tls: bool = Field(default=False, description="TLS, verified against the system's roots")
-    timeout: float = Field(default=5.0, gt=0, le=MAX_TIMEOUT_S, description="seconds")
+    timeout: float = timeout_field(5.0, "seconds")
