@@ -95,7 +95,6 @@ def builtin_registry(guard: Guard | None = None) -> HandlerRegistry:
 
 
 _PAYLOADS = "corral.worker.executors.payloads"
-_MODELS = ("DnsCheck", "GrpcCheck", "HttpCheck", "PingCheck", "Sleep", "TcpCheck", "WebsocketCheck")
 
 
 def _payload(name: str) -> LazyPayload:
@@ -105,8 +104,10 @@ def _payload(name: str) -> LazyPayload:
 def __getattr__(name: str) -> Any:
     """The payload models by name (`from corral.worker.executors import
     HttpCheck`), imported on first use like the registry's."""
-    if name in _MODELS:
-        return getattr(importlib.import_module(_PAYLOADS), name)
+    if not name.startswith("__"):  # a probe such as __path__ never imports them
+        payloads = importlib.import_module(_PAYLOADS)
+        if name in payloads.__all__:
+            return getattr(payloads, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
