@@ -16,10 +16,10 @@ import socket
 import sys
 import threading
 from types import FrameType
-from typing import Any
 
 import click
 
+from corral.cli_options import database_url_option, env_option, log_level_option
 from corral.controller.config import DEFAULT_WORKER_IMAGE, OperatorConfig, OperatorConfigError
 from corral.durations import DurationError, format_age, parse_duration
 
@@ -37,112 +37,95 @@ def _duration(value: str, flag: str) -> float:
         raise OperatorConfigError(str(exc)) from None
 
 
-def _env(name: str) -> dict[str, Any]:
-    return {"envvar": name, "show_envvar": True}
-
-
 @click.command(
-    "operator", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+    "operator",
+    context_settings={
+        "help_option_names": ["-h", "--help"],
+        "max_content_width": 100,
+        "show_default": True,
+    },
 )
-@click.option("--database-url", **_env("CORRAL_DATABASE_URL"), help="PostgreSQL URL of the queue.")
-@click.option(
+@database_url_option()
+@env_option(
     "--worker-database-url",
-    default=None,
-    **_env("CORRAL_WORKER_DATABASE_URL"),
+    envvar="CORRAL_WORKER_DATABASE_URL",
     help="URL the workers of pools without spec.database use: a worker role "
     "(`corral db create-worker-role NAME`), never the operator's own.",
 )
-@click.option(
+@env_option(
     "--worker-image",
+    envvar="CORRAL_WORKER_IMAGE",
     default=DEFAULT_WORKER_IMAGE,
-    show_default=True,
-    **_env("CORRAL_WORKER_IMAGE"),
     help="Image of pools that name none.",
 )
-@click.option(
+@env_option(
     "--default-region",
+    envvar="CORRAL_DEFAULT_REGION",
     default="default",
-    show_default=True,
-    **_env("CORRAL_DEFAULT_REGION"),
     help="Region of pools that name none.",
 )
-@click.option(
+@env_option(
     "--create-default-region/--no-create-default-region",
+    envvar="CORRAL_DEFAULT_REGION_CREATE",
     default=True,
-    show_default=True,
-    **_env("CORRAL_DEFAULT_REGION_CREATE"),
     help="Create the default Region when it is missing.",
 )
-@click.option(
-    "--default-region-display-name",
-    default="Default",
-    show_default=True,
-    **_env("CORRAL_DEFAULT_REGION_DISPLAY_NAME"),
+@env_option(
+    "--default-region-display-name", envvar="CORRAL_DEFAULT_REGION_DISPLAY_NAME", default="Default"
 )
-@click.option(
+@env_option(
     "--namespace",
     "namespaces",
+    envvar="CORRAL_WATCH_NAMESPACES",
     default="",
-    **_env("CORRAL_WATCH_NAMESPACES"),
+    show_default=False,
     help="Comma-separated namespaces to watch for WorkerPools; empty: all.",
 )
-@click.option(
+@env_option(
     "--operator-namespace",
+    envvar="CORRAL_OPERATOR_NAMESPACE",
     default="default",
-    show_default=True,
-    **_env("CORRAL_OPERATOR_NAMESPACE"),
     help="Namespace of the leader Lease.",
 )
-@click.option(
+@env_option(
     "--identity",
-    default=None,
-    **_env("CORRAL_OPERATOR_POD"),
+    envvar="CORRAL_OPERATOR_POD",
     help="Holder name in the leader Lease [default: hostname].",
 )
-@click.option(
+@env_option(
     "--leader-lease",
+    envvar="CORRAL_LEADER_LEASE",
     default="corral-operator-leader",
-    show_default=True,
-    **_env("CORRAL_LEADER_LEASE"),
     help="Lease name; empty disables leader election.",
 )
-@click.option(
+@env_option(
     "--http-port",
+    envvar="CORRAL_HTTP_PORT",
     type=int,
     default=8080,
-    show_default=True,
-    **_env("CORRAL_HTTP_PORT"),
     help="Port of /metrics and /healthz; -1 = off.",
 )
-@click.option(
+@env_option(
     "--resync",
     "resync_s",
+    envvar="CORRAL_RESYNC_SECONDS",
     type=float,
     default=10.0,
-    show_default=True,
-    **_env("CORRAL_RESYNC_SECONDS"),
     help="Seconds between full re-reads of each object.",
 )
-@click.option(
+@env_option(
     "--registry-retention",
+    envvar="CORRAL_REGISTRY_RETENTION",
     default="7d",
-    show_default=True,
-    **_env("CORRAL_REGISTRY_RETENTION"),
     help="Delete workers removed or silent, and enrollment tokens revoked, expired or "
     "used up, this long ago (checked hourly); 0 keeps them.",
 )
-@click.option(
+@env_option(
     "--kubeconfig",
-    default=None,
-    **_env("KUBECONFIG"),
+    envvar="KUBECONFIG",
     help="Kubeconfig outside a cluster [default: in-cluster, else ~/.kube/config].",
 )
-@click.option(
-    "--log-level",
-    default="INFO",
-    **_env("CORRAL_LOG_LEVEL"),
-    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-)
+@log_level_option(default="INFO", show_default=False)
 def operator(
     database_url: str | None,
     worker_database_url: str | None,

@@ -17,14 +17,11 @@ from pathlib import Path
 import click
 
 
-@click.command("dashboard")
-@click.option(
-    "--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 in a pod)."
-)
+@click.command("dashboard", context_settings={"show_default": True})
+@click.option("--host", default="127.0.0.1", help="Address to bind (0.0.0.0 in a pod).")
 @click.option(
     "--port",
     default=8080,
-    show_default=True,
     type=click.IntRange(0, 65535),
     help="Port to listen on.",
 )
@@ -42,7 +39,7 @@ import click
 @click.option(
     "--no-kubernetes", is_flag=True, help="Do not read the Kubernetes API (the Pools page says so)."
 )
-@click.option("--user", default="admin", show_default=True, help="The user name to sign in with.")
+@click.option("--user", default="admin", help="The user name to sign in with.")
 @click.option(
     "--password-file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -51,7 +48,6 @@ import click
 @click.option(
     "--secure-cookies/--no-secure-cookies",
     default=False,
-    show_default=True,
     help="Mark the session cookie Secure: set it when the dashboard is served over https.",
 )
 def dashboard(

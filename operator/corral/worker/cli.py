@@ -22,15 +22,23 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.decorators import FC
 
 from corral import workerenv
+from corral.cli_options import LOG_LEVELS, database_url_option, env_option, log_level_option
 from corral.entry import resume_collector
 from corral.worker import configfile
-from corral.worker.config import ConfigError, WorkerSettings
+from corral.worker.config import LISTS, ConfigError, WorkerSettings
 
 
-def _env(name: str) -> dict[str, Any]:
-    return {"envvar": name, "show_envvar": True}
+def _setting(*param_decls: str, **attrs: Any) -> Callable[[FC], FC]:
+    """The option of a WorkerSettings field, named by its flag: its variable
+    is the field's (`configfile.KEYS`, then `workerenv.BY_SETTING`), and the
+    flag of a list field (`config.LISTS`) may be repeated."""
+    field = configfile.KEYS[param_decls[0].removeprefix("--")]
+    return env_option(
+        *param_decls, envvar=workerenv.BY_SETTING[field], multiple=field in LISTS, **attrs
+    )
 
 
 @click.group(
@@ -38,141 +46,91 @@ def _env(name: str) -> dict[str, Any]:
     invoke_without_command=True,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-@click.option("--database-url", **_env(workerenv.DATABASE_URL), help="PostgreSQL URL of the queue.")
-@click.option(
+@database_url_option()
+@_setting(
     "--queues",
     "-q",
-    multiple=True,
-    **_env(workerenv.QUEUES),
     help="Queues to claim from (comma-separated or repeated).",
 )
-@click.option(
-    "--region",
-    **_env(workerenv.REGION),
-    help="Region this worker runs in; must match its enrollment token's region.",
-)
-@click.option(
+@_setting("--region", help="Region this worker runs in; must match its enrollment token's region.")
+@_setting(
     "--pool",
-    **_env(workerenv.POOL),
     help="The WorkerPool running this worker (set by the operator). A worker outside a pool "
     "exits 0 once a `corral workers drain` finishes; one in a pool stays up, not ready.",
 )
-@click.option(
-    "--concurrency",
-    "-c",
-    type=int,
-    **_env(workerenv.CONCURRENCY),
-    help="Jobs in flight at once [default: 10].",
-)
-@click.option(
+@_setting("--concurrency", "-c", type=int, help="Jobs in flight at once [default: 10].")
+@_setting(
     "--batch-size",
     type=int,
-    **_env(workerenv.BATCH_SIZE),
     help=(
         "Most jobs per claim; claims start small and grow to this while the queue is deep "
         "[default: min(concurrency, 1000)]."
     ),
 )
-@click.option("--name", **_env(workerenv.NAME), help="Worker name (pod name) [default: hostname].")
-@click.option(
+@_setting("--name", help="Worker name (pod name) [default: hostname].")
+@_setting(
     "--state-dir",
     type=click.Path(path_type=Path),
-    **_env(workerenv.STATE_DIR),
     help="Where the worker keeps its credential [default: ~/.local/state/corral].",
 )
-@click.option(
-    "--http-host", **_env(workerenv.HTTP_HOST), help="Endpoint address [default: 0.0.0.0]."
-)
-@click.option(
+@_setting("--http-host", help="Endpoint address [default: 0.0.0.0].")
+@_setting(
     "--http-port",
     type=int,
-    **_env(workerenv.HTTP_PORT),
     help="Port of /metrics, /healthz, /readyz, POST /drain; 0 = any, -1 = off [default: 8080].",
 )
-@click.option(
+@_setting(
     "--enrollment-token-file",
     type=click.Path(path_type=Path),
-    **_env(workerenv.ENROLLMENT_TOKEN_FILE),
     help="File holding the enrollment token (else CORRAL_ENROLLMENT_TOKEN).",
 )
-@click.option(
+@_setting(
     "--handlers",
-    multiple=True,
-    **_env(workerenv.HANDLERS),
     help="Modules defining @corral.handler functions (module or module:function).",
 )
-@click.option(
-    "--job-timeout",
-    **_env(workerenv.JOB_TIMEOUT),
-    help="Default per-job timeout, e.g. 30s or 5m [default: 5m].",
-)
-@click.option(
+@_setting("--job-timeout", help="Default per-job timeout, e.g. 30s or 5m [default: 5m].")
+@_setting(
     "--drain-timeout",
-    **_env(workerenv.DRAIN_TIMEOUT),
     help="On SIGQUIT, how long held jobs may finish before the rest are handed back "
     "[default: 10m].",
 )
-@click.option(
+@_setting(
     "--term-grace",
-    **_env(workerenv.TERM_GRACE),
     help="On SIGTERM or SIGINT, how long held jobs may finish before the rest are handed "
     "back [default: 10s].",
 )
-@click.option("--heartbeat-interval", **_env(workerenv.HEARTBEAT_INTERVAL), help="[default: 1s]")
-@click.option(
-    "--poll-interval",
-    **_env(workerenv.POLL_INTERVAL),
-    help="Polling fallback when no NOTIFY arrives [default: 1s].",
-)
-@click.option(
-    "--flush-interval",
-    **_env(workerenv.FLUSH_INTERVAL),
-    help="How long completions gather before one write [default: 2ms].",
-)
-@click.option(
-    "--lease",
-    **_env(workerenv.LEASE),
-    help="How long a claimed job stays ours without a heartbeat [default: 30s].",
-)
-@click.option(
+@_setting("--heartbeat-interval", help="[default: 1s]")
+@_setting("--poll-interval", help="Polling fallback when no NOTIFY arrives [default: 1s].")
+@_setting("--flush-interval", help="How long completions gather before one write [default: 2ms].")
+@_setting("--lease", help="How long a claimed job stays ours without a heartbeat [default: 30s].")
+@_setting(
     "--retention",
-    **_env(workerenv.RETENTION),
     help="Delete finished jobs older than this (one worker of the fleet at a time, in small "
     "batches); 0 = never, leave it to `corral jobs purge` [default: 7d].",
 )
-@click.option(
+@_setting(
     "--stuck-share",
     type=float,
-    **_env(workerenv.STUCK_SHARE),
     help="Restart (exit 4) once this share of the slots is held by sync handlers stuck past "
     "their timeout [default: 0.5].",
 )
-@click.option(
+@_setting(
     "--egress-deny",
-    multiple=True,
-    **_env(workerenv.EGRESS_DENY),
     help="Targets the built-in executors refuse, beyond link-local and cloud metadata: "
     "CIDR, host pattern and/or :PORT, e.g. 10.96.0.1:443,*.internal (comma-separated or "
     "repeated).",
 )
-@click.option(
+@_setting(
     "--egress-allow",
-    multiple=True,
-    **_env(workerenv.EGRESS_ALLOW),
     help="Targets opened although a deny rule (built-in or --egress-deny) matches them, "
     "e.g. 169.254.169.254:80. Never opens the worker's own endpoint.",
 )
-@click.option(
-    "--log-level",
-    **_env(workerenv.LOG_LEVEL),
-    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-    help="[default: INFO]",
-)
-@click.option(
+@log_level_option(help="[default: INFO]")
+@env_option(
     "--config",
     "config_file",
+    envvar=workerenv.WORKER_CONFIG,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    **_env(workerenv.WORKER_CONFIG),
     help="TOML file of settings, keyed by these flags' names (concurrency = 20, "
     'drain-timeout = "5m"); flags, then CORRAL_* variables, win over it.',
 )
@@ -232,9 +190,9 @@ def worker(ctx: click.Context, /, config_file: Path | None, show_config: bool, *
         if config_file is not None and not text.startswith("--config"):
             text += f" (flags, then CORRAL_* variables, then --config {config_file})"
         raise click.UsageError(text) from None
-    if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+    if log_level.upper() not in LOG_LEVELS:
         raise click.UsageError(
-            f"--log-level in {config_file}: {log_level!r} is not one of DEBUG, INFO, WARNING, ERROR"
+            f"--log-level in {config_file}: {log_level!r} is not one of {', '.join(LOG_LEVELS)}"
         )
     if show_config:
         click.echo(json.dumps(_shown(settings, log_level.upper()), indent=2))
@@ -273,20 +231,18 @@ def _shown(settings: WorkerSettings, log_level: str) -> dict[str, Any]:
     return shown
 
 
-@worker.command("prestop")
-@click.option(
+@worker.command("prestop", context_settings={"show_default": True})
+@env_option(
     "--port",
+    envvar=workerenv.HTTP_PORT,
     type=int,
-    **_env(workerenv.HTTP_PORT),
     default=8080,
-    show_default=True,
     help="Port of the local worker's endpoint.",
 )
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option(
+@click.option("--host", default="127.0.0.1")
+@_setting(
     "--state-dir",
     type=click.Path(path_type=Path),
-    **_env(workerenv.STATE_DIR),
     help="The worker's state directory, where it keeps its drain key "
     "[default: ~/.local/state/corral].",
 )
@@ -295,7 +251,6 @@ def _shown(settings: WorkerSettings, log_level: str) -> dict[str, Any]:
     "timeout_s",
     type=float,
     default=3600.0,
-    show_default=True,
     help="Seconds to wait for `drained` (the pod's grace period bounds it anyway).",
 )
 def prestop(port: int, host: str, state_dir: Path | None, timeout_s: float) -> None:
