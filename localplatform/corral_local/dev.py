@@ -60,7 +60,7 @@ def _own_pid(state: Path) -> int | None:
 def _corral_has(command: str) -> bool:
     from corral import cli
 
-    return command in cli._COMMANDS
+    return command in cli._MODULE_OF
 
 
 class _Stack:

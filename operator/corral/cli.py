@@ -3,7 +3,7 @@ the admin commands.
 
 Sub-command groups live in their own modules and are imported lazily, so that
 `corral --help` stays fast and `corral worker` never imports kopf. A module is
-added by naming it in `_COMMANDS`.
+added by naming it, and its commands, in `_COMMANDS`.
 """
 
 from __future__ import annotations
@@ -17,49 +17,53 @@ import click
 from corral._version import __version__
 from corral.entry import resume_collector
 
-# name -> (module, one-line help shown by `corral --help`); the command is the
-# module's attribute of the same name.
-_COMMANDS: dict[str, tuple[str, str]] = {
-    "audit": (
-        "corral.admin.audit",
-        "The audit trail: who did what to which job, queue or worker (list)",
-    ),
-    "config": (
-        "corral.admin.config",
-        "Named database contexts for these commands (set-context, use-context, view)",
-    ),
-    "db": ("corral.admin.cli", "Create and inspect the queue's schema (migrate, status)"),
-    "jobs": ("corral.admin.cli", "Enqueue, list, get, cancel and requeue jobs"),
-    "schedules": (
-        "corral.admin.schedules",
-        "Recurring jobs: every N seconds or cron (create, list, pause, run-now, next)",
-    ),
-    "queues": (
-        "corral.admin.queues",
-        "Per-queue settings: attempts, retry back-off, retention caps (list, set)",
-    ),
-    "stats": ("corral.admin.cli", "Jobs per queue and state, oldest waiting job"),
-    "dispatch": ("corral.admin.cli", "Pause or resume claims per queue (or all)"),
-    "tokens": ("corral.admin.cli", "Mint, list and revoke worker enrollment tokens"),
-    "workers": ("corral.admin.cli", "The worker registry: list, drain, resume, restart, remove"),
-    "regions": ("corral.admin.regions", "Regions: live workers, pools and jobs waiting in each"),
-    "dashboard": (
-        "corral.dashboard.cli",
-        "Serve the web dashboard (queues, jobs, workers, pools, schedules, dispatch)",
-    ),
-    "worker": ("corral.worker.cli", "Run a queue worker (or drain one: worker prestop)"),
-    "operator": ("corral.controller.cli", "Run the Kubernetes operator (WorkerPools, Regions)"),
+# module -> {command: one-line help shown by `corral --help`}; the command is
+# the module's attribute of the same name.
+_COMMANDS: dict[str, dict[str, str]] = {
+    "corral.admin.audit": {
+        "audit": "The audit trail: who did what to which job, queue or worker (list)",
+    },
+    "corral.admin.config": {
+        "config": "Named database contexts for these commands (set-context, use-context, view)",
+    },
+    "corral.admin.cli": {
+        "db": "Create and inspect the queue's schema (migrate, status)",
+        "jobs": "Enqueue, list, get, cancel and requeue jobs",
+        "stats": "Jobs per queue and state, oldest waiting job",
+        "dispatch": "Pause or resume claims per queue (or all)",
+        "tokens": "Mint, list and revoke worker enrollment tokens",
+        "workers": "The worker registry: list, drain, resume, restart, remove",
+    },
+    "corral.admin.schedules": {
+        "schedules": "Recurring jobs: every N seconds or cron (create, list, pause, run-now, next)",
+    },
+    "corral.admin.queues": {
+        "queues": "Per-queue settings: attempts, retry back-off, retention caps (list, set)",
+    },
+    "corral.admin.regions": {
+        "regions": "Regions: live workers, pools and jobs waiting in each",
+    },
+    "corral.dashboard.cli": {
+        "dashboard": "Serve the web dashboard (queues, jobs, workers, pools, schedules, dispatch)",
+    },
+    "corral.worker.cli": {"worker": "Run a queue worker (or drain one: worker prestop)"},
+    "corral.controller.cli": {
+        "operator": "Run the Kubernetes operator (WorkerPools, Regions)",
+    },
 }
+# command -> its module
+_MODULE_OF = {name: module for module, names in _COMMANDS.items() for name in names}
+# command -> its help, in the order `corral --help` lists them
+_HELP = dict(sorted((n, text) for names in _COMMANDS.values() for n, text in names.items()))
 
 
 class _LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *_COMMANDS})
+        return sorted({*super().list_commands(ctx), *_MODULE_OF})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in _COMMANDS:
-            module, _ = _COMMANDS[cmd_name]
-            command = getattr(importlib.import_module(module), cmd_name)
+        if cmd_name in _MODULE_OF:
+            command = getattr(importlib.import_module(_MODULE_OF[cmd_name]), cmd_name)
             assert isinstance(command, click.Command)
             if cmd_name != "worker":
                 # The worker resumes it once its first claim is sent (corral.entry).
@@ -68,10 +72,8 @@ class _LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(name, _COMMANDS[name][1]) for name in sorted(_COMMANDS)]
-        if rows:
-            with formatter.section("Commands"):
-                formatter.write_dl(rows)
+        with formatter.section("Commands"):
+            formatter.write_dl(list(_HELP.items()))
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
