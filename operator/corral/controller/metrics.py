@@ -38,30 +38,31 @@ RECONCILES = Counter(
     "Reconciles run, by kind of object and outcome.",
     ["kind", "outcome"],
 )
-POOL_QUEUE_DEPTH = Gauge(
-    "corral_pool_queue_depth",
-    "Jobs waiting in a pool's queues for its region.",
-    ["namespace", "pool"],
+_POOL_LABELS = ("namespace", "pool")  # the first labels of every pool series
+
+
+def _pool_gauge(name: str, help: str, *extra_labels: str) -> Gauge:
+    """A gauge of one pool, labelled by its namespace and name (then `extra_labels`)."""
+    return Gauge(name, help, [*_POOL_LABELS, *extra_labels])
+
+
+POOL_QUEUE_DEPTH = _pool_gauge(
+    "corral_pool_queue_depth", "Jobs waiting in a pool's queues for its region."
 )
-POOL_REPLICAS = Gauge(
-    "corral_pool_replicas",
-    "Worker pods of a pool: desired, existing and ready.",
-    ["namespace", "pool", "which"],
+POOL_REPLICAS = _pool_gauge(
+    "corral_pool_replicas", "Worker pods of a pool: desired, existing and ready.", "which"
 )
-POOL_WORKERS = Gauge(
-    "corral_pool_workers",
-    "Workers of a pool heartbeating into the registry.",
-    ["namespace", "pool"],
+POOL_WORKERS = _pool_gauge(
+    "corral_pool_workers", "Workers of a pool heartbeating into the registry."
 )
-POOL_INFO = Gauge(
+POOL_INFO = _pool_gauge(
     "corral_pool_info",
     "Always 1: names the Region a pool resolved to (join on namespace and pool).",
-    ["namespace", "pool", "region"],
+    "region",
 )
-POOL_SCALING_LIMITED = Gauge(
+POOL_SCALING_LIMITED = _pool_gauge(
     "corral_pool_scaling_limited",
     "1 while demand asks for more workers than the pool's replicas.max allows.",
-    ["namespace", "pool"],
 )
 # seconds; a drain waits for the jobs in flight, which may run for minutes
 SCALE_DOWN_BUCKETS = (1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -69,7 +70,7 @@ POOL_SCALE_DOWN = Histogram(
     "corral_pool_scale_down_duration_seconds",
     "Drain-first scale-downs, from the start of the drain until the pool's status "
     "no longer carries it (replicas lowered, or the drain called off).",
-    ["namespace", "pool"],
+    _POOL_LABELS,
     buckets=SCALE_DOWN_BUCKETS,
 )
 LEADER = Gauge("corral_operator_leader", "1 while this replica is the active operator.")
