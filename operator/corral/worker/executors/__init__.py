@@ -47,28 +47,18 @@ from corral.worker.handlers import HandlerRegistry, Job, LazyPayload
 from corral.worker.handlers import registry as decorated
 
 if TYPE_CHECKING:
-    from corral.worker.executors.payloads import (
-        DnsCheck,
-        GrpcCheck,
-        HttpCheck,
-        PingCheck,
-        Sleep,
-        TcpCheck,
-        WebsocketCheck,
-    )
+    # The payload models, which `__getattr__` imports on first use: re-exported
+    # for the type checker (`X as X`), so they stay out of the runtime's
+    # `__all__`, which would otherwise list `payloads.__all__` a second time.
+    from corral.worker.executors.payloads import DnsCheck as DnsCheck
+    from corral.worker.executors.payloads import GrpcCheck as GrpcCheck
+    from corral.worker.executors.payloads import HttpCheck as HttpCheck
+    from corral.worker.executors.payloads import PingCheck as PingCheck
+    from corral.worker.executors.payloads import Sleep as Sleep
+    from corral.worker.executors.payloads import TcpCheck as TcpCheck
+    from corral.worker.executors.payloads import WebsocketCheck as WebsocketCheck
 
-__all__ = [
-    "MAX_TIMEOUT_S",
-    "DnsCheck",
-    "GrpcCheck",
-    "HttpCheck",
-    "PingCheck",
-    "Sleep",
-    "TcpCheck",
-    "WebsocketCheck",
-    "build_registry",
-    "builtin_registry",
-]
+__all__ = ["MAX_TIMEOUT_S", "build_registry", "builtin_registry"]
 
 
 def builtin_registry(guard: Guard | None = None) -> HandlerRegistry:
