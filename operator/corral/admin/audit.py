@@ -34,7 +34,6 @@ def _at(when: dt.datetime) -> str:
     "--limit",
     type=click.IntRange(1, 10_000),
     default=100,
-    show_default=True,
     help="Show at most this many entries (the newest).",
 )
 @click.option("--actor", help="Only entries of this actor (exact match).")

@@ -45,7 +45,7 @@ R = TypeVar("R")
 T = TypeVar("T")
 
 EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND = 1, 2, 3
-_CONTEXT = {"help_option_names": ["-h", "--help"]}
+_CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 
 
 class _Failed(click.ClickException):
@@ -122,7 +122,6 @@ def _output_option(command: Callable[P, R]) -> Callable[P, R]:
         "--output",
         type=click.Choice(FORMATS),
         default="table",
-        show_default=True,
         help="Output format.",
     )(command)
 
@@ -258,7 +257,6 @@ def db_status(database_url: str | None, output: str, check: bool) -> None:
 @click.option(
     "--secret-name",
     default="corral-worker-database",
-    show_default=True,
     help="Name of the Kubernetes Secret the printed kubectl command creates.",
 )
 @_database_option
@@ -330,9 +328,7 @@ def _parse_time(
 @click.argument("kind")
 @click.argument("payload", required=False)
 @click.option("--queue", "queue_name", metavar="Q", help="Queue to put it on (default: KIND).")
-@click.option(
-    "--priority", type=int, default=0, show_default=True, help="-1000..1000, higher first."
-)
+@click.option("--priority", type=int, default=0, help="-1000..1000, higher first.")
 @_duration_option("--delay", "Run after this long (30s, 5m).")
 @click.option("--run-at", callback=_parse_time, metavar="TIME", help="Run at this ISO 8601 time.")
 @click.option("--region", metavar="R", help="Only workers of this region may run it.")
@@ -461,7 +457,7 @@ def _job_row(job: Job) -> list[Any]:
 @jobs.command("list")
 @click.option("--queue", "queue_name", metavar="Q", help="Only this queue.")
 @click.option("--state", type=click.Choice([s.value for s in JobState]), help="Only this state.")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=50)
 @_output_option
 @_database_option
 @_handled
@@ -547,7 +543,6 @@ _change_command(
     "--batch",
     type=click.IntRange(min=1),
     default=10_000,
-    show_default=True,
     help="Rows deleted per statement.",
 )
 @_database_option
@@ -679,12 +674,11 @@ def tokens() -> None:
 @tokens.command("create")
 @click.option("--region", required=True, metavar="R", help="Region the enrolled worker serves.")
 @click.option("--pool", metavar="P", help="WorkerPool the worker belongs to.")
-@_duration_option("--ttl", "How long it can be used.", default="15m", show_default=True)
+@_duration_option("--ttl", "How long it can be used.", default="15m")
 @click.option(
     "--uses",
     type=click.IntRange(min=1),
     default=1,
-    show_default=True,
     help="How many workers it can enroll.",
 )
 @click.option(
@@ -699,7 +693,6 @@ def tokens() -> None:
     "--output",
     type=click.Choice(["token", "json", "yaml"]),
     default="token",
-    show_default=True,
     help="token prints only the secret.",
 )
 @_database_option

@@ -224,7 +224,7 @@ def get_contexts(output: str) -> None:
 
 @config.command("view")
 @click.option(
-    "-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True,
+    "-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml",
     help="Output format.",
 )  # fmt: skip
 @_handled

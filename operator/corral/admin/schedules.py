@@ -65,9 +65,9 @@ def _row(s: Schedule) -> list[Any]:
 @click.argument("payload", required=False)
 @click.option("--every", metavar="DURATION", help="Fire every DURATION (30s, 5m, 1h; >= 1s).")
 @click.option("--cron", metavar="EXPR", help="Fire on a cron expression ('0 3 * * *', '@hourly').")
-@click.option("--timezone", default="UTC", show_default=True, help="Cron's timezone (IANA name).")
+@click.option("--timezone", default="UTC", help="Cron's timezone (IANA name).")
 @click.option("--queue", "queue_name", metavar="Q", help="Queue of its jobs (default: KIND).")
-@click.option("--priority", type=int, default=0, show_default=True, help="-1000..1000.")
+@click.option("--priority", type=int, default=0, help="-1000..1000.")
 @click.option("--region", metavar="R", help="Only workers of this region run its jobs.")
 @click.option("--max-attempts", type=int, help="Attempt budget per job (default: the queue's).")
 @click.option("--start-at", callback=_parse_time, metavar="TIME", help="First occurrence at/after.")
@@ -76,17 +76,21 @@ def _row(s: Schedule) -> list[Any]:
     "--catch-up",
     type=click.Choice(CATCH_UP),
     default="one",
-    show_default=True,
     help="Occurrences missed by over a minute: fire none, the latest one, or all.",
 )
 @click.option(
     "--overlap",
     type=click.Choice(OVERLAP),
     default="skip",
-    show_default=True,
     help="While the previous job is unfinished: skip, queue (wait for it) or allow.",
 )
-@click.option("--jitter", default="0", metavar="DURATION", help="Delay each job by 0..DURATION.")
+@click.option(
+    "--jitter",
+    default="0",
+    show_default=False,
+    metavar="DURATION",
+    help="Delay each job by 0..DURATION.",
+)
 @_output_option
 @_database_option
 @_handled
@@ -182,7 +186,7 @@ _change_command(
 
 @schedules.command("next")
 @click.argument("name")
-@click.option("-n", "count", type=click.IntRange(min=1, max=1000), default=5, show_default=True)
+@click.option("-n", "count", type=click.IntRange(min=1, max=1000), default=5)
 @_database_option
 @_handled
 def schedules_next(name: str, count: int, database_url: str | None) -> None:
