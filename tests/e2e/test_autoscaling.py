@@ -81,6 +81,30 @@ def _worker_pods(database_url: str, key: str) -> dict[int, str]:
     return {w.id: w.name for w in p.workers(database_url, key, removed=True)}
 
 
+def _pod_of(database_url: str, namespace: str, pool: str, job: Job) -> str:
+    """The pod whose worker runs `job`."""
+    return _worker_pods(database_url, f"{namespace}/{pool}")[job.worker_id or 0]
+
+
+def _delete_pod_of(cluster: Cluster, namespace: str, database_url: str, pool: str, job: Job) -> str:
+    """Delete the pod running `job` without waiting (its preStop drains it); the pod."""
+    victim = _pod_of(database_url, namespace, pool, job)
+    cluster.kubectl("delete", "pod", victim, "-n", namespace, "--wait=false")
+    return victim
+
+
+def _wait_for_fresh_pods(
+    cluster: Cluster, namespace: str, pool: str, ready: int, gone: set[str], what: str
+) -> None:
+    """Wait until `ready` pods of `pool` are ready and none of the pods `gone` is left."""
+    p.wait_until(
+        lambda: (pods := p.pods(cluster, namespace, pool))
+        and len([x for x in pods if p.is_ready(x)]) == ready
+        and not gone & {x["metadata"]["name"] for x in pods},
+        what, READY_S,
+    )  # fmt: skip
+
+
 def _assert_nothing_interrupted(database_url: str, ids: list[int], why: str) -> None:
     jobs = p.jobs(database_url, ids)
     with Queue.connect(database_url) as q:
@@ -293,16 +317,10 @@ def test_deleting_a_busy_pod_lets_its_job_finish_on_it_before_it_goes(
 ) -> None:  # fmt: skip
     operators.start(pod_database_url)
     running = _two_busy_workers(cluster, namespace, pod_database_url, "keep", _KEEP_SPEC)
-    names = _worker_pods(pod_database_url, f"{namespace}/keep")
-    victim = names[running[0].worker_id or 0]
-    cluster.kubectl("delete", "pod", victim, "-n", namespace, "--wait=false")
+    victim = _delete_pod_of(cluster, namespace, pod_database_url, "keep", running[0])
     # Each job finished on the worker that started it, the deleted pod's too.
     _assert_each_finished_where_it_started(pod_database_url, running, operators.logs())
-    p.wait_until(
-        lambda: len([x for x in p.pods(cluster, namespace, "keep") if p.is_ready(x)]) == 2
-        and victim not in {x["metadata"]["name"] for x in p.pods(cluster, namespace, "keep")},
-        "a fresh pod in its place", READY_S,
-    )  # fmt: skip
+    _wait_for_fresh_pods(cluster, namespace, "keep", 2, {victim}, "a fresh pod in its place")
 
 
 def test_rolling_out_a_new_spec_during_long_jobs_loses_and_interrupts_nothing(
@@ -312,16 +330,10 @@ def test_rolling_out_a_new_spec_during_long_jobs_loses_and_interrupts_nothing(
     running = _two_busy_workers(cluster, namespace, pod_database_url, "roll", _KEEP_SPEC)
     before = {x["metadata"]["name"] for x in p.pods(cluster, namespace, "roll")}
     # A busy pod deleted by hand just as the rollout starts: both paths drain.
-    victim = _worker_pods(pod_database_url, f"{namespace}/roll")[running[0].worker_id or 0]
-    cluster.kubectl("delete", "pod", victim, "-n", namespace, "--wait=false")
+    _delete_pod_of(cluster, namespace, pod_database_url, "roll", running[0])
     p.apply(cluster, p.pool("roll", ["roll"], **{**_KEEP_SPEC, "concurrency": 2}), namespace)
     _assert_each_finished_where_it_started(pod_database_url, running, operators.logs())
-    p.wait_until(
-        lambda: (pods := p.pods(cluster, namespace, "roll"))
-        and len([x for x in pods if p.is_ready(x)]) == 2
-        and not before & {x["metadata"]["name"] for x in pods},
-        "two ready workers of the new spec", READY_S,
-    )  # fmt: skip
+    _wait_for_fresh_pods(cluster, namespace, "roll", 2, before, "two ready workers of the new spec")
 
 
 def test_a_worker_drained_by_hand_finishes_its_job_and_its_pod_is_replaced(
@@ -339,7 +351,7 @@ def test_a_worker_drained_by_hand_finishes_its_job_and_its_pod_is_replaced(
         lambda: (js := p.jobs(pod_database_url, ids))[0].state is JobState.RUNNING and js,
         "the job to run",
     )  # fmt: skip
-    victim = _worker_pods(pod_database_url, f"{namespace}/hand")[job.worker_id or 0]
+    victim = _pod_of(pod_database_url, namespace, "hand", job)
     drained = subprocess.run(
         [CORRAL, "workers", "drain", str(job.worker_id), "--database-url", pod_database_url],
         capture_output=True, text=True, check=True,
@@ -349,12 +361,9 @@ def test_a_worker_drained_by_hand_finishes_its_job_and_its_pod_is_replaced(
     _assert_nothing_interrupted(pod_database_url, ids, operators.logs())
     assert p.jobs(pod_database_url, ids)[0].worker_id == job.worker_id
     # The drained worker does not linger not ready: a fresh pod takes its place.
-    p.wait_until(
-        lambda: (pods := p.pods(cluster, namespace, "hand"))
-        and victim not in {x["metadata"]["name"] for x in pods}
-        and len([x for x in pods if p.is_ready(x)]) == 1,
-        "a fresh worker in the drained one's place", READY_S,
-    )  # fmt: skip
+    _wait_for_fresh_pods(
+        cluster, namespace, "hand", 1, {victim}, "a fresh worker in the drained one's place"
+    )
 
 
 def test_an_unreachable_queue_holds_replicas_degrades_the_pool_and_scaling_resumes_after(
