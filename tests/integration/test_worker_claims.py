@@ -1,8 +1,10 @@
 """How real `corral worker` processes size their claims (corral.worker.claimsize):
-a claim never takes more jobs than the worker has free slots, and a short
-burst is claimed in small batches so that every worker woken for it runs
-some. Read from each worker's `corral_worker_claim_batch_size` histogram and
-from who finished which job in the database."""
+a claim never takes more jobs than the worker has free slots; a short burst
+of jobs that outlast a claim is claimed in small batches so that every
+worker woken for it runs some; a burst of jobs that finish before a claim
+comes back is taken in one claim. Read from each worker's
+`corral_worker_claim_batch_size` histogram and from who finished which job
+in the database."""
 
 from __future__ import annotations
 
@@ -88,12 +90,12 @@ def test_a_claim_never_takes_more_jobs_than_the_free_slots(
 def test_a_short_burst_is_shared_by_the_workers_it_woke(
     database_url: str, worker_database_url: str, tmp_path: Path
 ) -> None:
-    # Two idle workers with a hundred slots each; eight jobs arrive in one
-    # statement (one NOTIFY wakes both). Claimed whole, one worker would take
-    # all eight in its first claim. Claimed from a small start (2, then 4),
-    # no claim takes more than five, whatever the timing; three bursts let
-    # the other worker's claims land even on a machine busy enough to delay
-    # one process by a few claims.
+    # Two idle workers with a hundred slots each; eight jobs that run 0.3 s
+    # (far longer than a claim) arrive in one statement (one NOTIFY wakes
+    # both). Claimed whole, one worker would take all eight in its first
+    # claim. Claimed from a small start (2, then 4), no claim takes more than
+    # five, whatever the timing; three bursts let the other worker's claims
+    # land even on a machine busy enough to delay one process by a few claims.
     with ExitStack() as stack:
         pair = []
         for name in ("a", "b"):
@@ -107,7 +109,9 @@ def test_a_short_burst_is_shared_by_the_workers_it_woke(
             process.wait_ready()
         for burst in range(1, 4):
             with queue.Queue.connect(database_url) as q:
-                q.enqueue_many([queue.JobSpec("noop", {}, queue="bursts") for _ in range(8)])
+                q.enqueue_many(
+                    [queue.JobSpec("hold", {"sleep_s": 0.3}, queue="bursts") for _ in range(8)]
+                )
             wait_until(
                 lambda n=8 * burst: sum(finished_by(database_url).values()) == n,
                 30,
@@ -118,6 +122,32 @@ def test_a_short_burst_is_shared_by_the_workers_it_woke(
             assert sizes["5.0"] == sizes["count"], f"{process.name} claimed >5 at once: {sizes}"
         ran = finished_by(database_url)
         assert set(ran) == {"a", "b"}, f"one worker ran every burst: {ran}"
+
+
+def test_a_burst_of_jobs_quicker_than_a_claim_is_taken_in_one_claim(
+    database_url: str, worker_database_url: str, tmp_path: Path
+) -> None:
+    # No-op jobs finish in microseconds, a claim takes a round trip: once the
+    # worker has timed both (the first jobs), another worker's claim could
+    # not start such jobs sooner, so a burst is claimed whole (no 2, 4, 2).
+    worker = WorkerProcess(
+        worker_database_url, tmp_path / "w", name="quick", token=mint_token(database_url),
+        queues="bursts", args=("--concurrency", "100"),
+    )  # fmt: skip
+    try:
+        worker.wait_ready()
+        with queue.Queue.connect(database_url) as q:
+            q.enqueue_many([queue.JobSpec("noop", {}, queue="bursts") for _ in range(3)])
+            wait_until(lambda: finished_by(database_url).get("quick") == 3, 30, "warm-up done")
+            before = claim_sizes(worker)
+            q.enqueue_many([queue.JobSpec("noop", {}, queue="bursts") for _ in range(8)])
+        wait_until(lambda: finished_by(database_url).get("quick") == 11, 30, "the burst done")
+        after = claim_sizes(worker)
+        # One claim of 6 to 10 jobs: the whole burst (the small start would
+        # have claimed 2, 4 and 2).
+        assert after["10.0"] - after["5.0"] - (before["10.0"] - before["5.0"]) == 1, after
+    finally:
+        worker.stop()
 
 
 def test_a_handler_sees_the_jobs_times_in_utc_whatever_the_servers_zone(

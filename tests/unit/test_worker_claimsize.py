@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from corral.worker.claimsize import FLOOR, SERVER_CAP, ClaimSize, next_target
+from corral.worker.claimsize import FLOOR, SERVER_CAP, ClaimSize, next_target, smoothed
 
 
 def drain(size: ClaimSize, backlog: int, free: int) -> list[int]:
@@ -96,3 +96,48 @@ def test_a_cap_above_what_the_server_returns_is_held_to_it() -> None:
     claims = drain(size, 100_000, free=10_000)
     assert max(claims) == SERVER_CAP
     assert sum(claims) == 100_000
+
+
+def test_jobs_that_finish_before_a_claim_returns_are_claimed_up_to_the_free_slots() -> None:
+    # No-op jobs (50 µs) against a 2 ms claim: another worker's claim could
+    # not start them sooner, so the burst is taken whole, in one claim.
+    size = ClaimSize(100)
+    size.round_trip(0.002)
+    assert size.ask(100, job_s=0.00005) == 100
+    assert size.ask(7, job_s=0.00005) == 7  # still never past the free slots
+    assert size.ask(0, job_s=0.00005) == 0
+    claims = []
+    backlog = 8
+    while backlog:
+        asked = size.ask(100, job_s=0.00005)
+        got = min(asked, backlog)
+        backlog -= got
+        size.claimed(asked, got)
+        claims.append(got)
+    assert claims == [8]
+
+
+def test_jobs_that_outlast_a_claim_keep_the_small_start() -> None:
+    # 200 ms jobs against a 2 ms claim: a burst is worth sharing.
+    size = ClaimSize(100)
+    size.round_trip(0.002)
+    assert size.ask(100, job_s=0.2) == FLOOR
+
+
+def test_before_any_job_or_claim_is_timed_claims_start_small() -> None:
+    size = ClaimSize(100)
+    assert size.ask(100, job_s=0.00005) == FLOOR  # no claim timed yet
+    size.round_trip(0.002)
+    assert size.ask(100, job_s=None) == FLOOR  # no job finished yet
+    assert size.ask(100) == FLOOR
+
+
+def test_the_round_trip_is_a_moving_average() -> None:
+    # One slow claim (a checkpoint, a busy moment) does not flip the rule.
+    size = ClaimSize(100)
+    for _ in range(20):
+        size.round_trip(0.002)
+    size.round_trip(0.5)
+    assert size.round_trip_s == pytest.approx(0.002 + 0.2 * (0.5 - 0.002))
+    assert smoothed(None, 3.0) == 3.0
+    assert smoothed(1.0, 2.0) == pytest.approx(1.2)

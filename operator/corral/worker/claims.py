@@ -58,7 +58,8 @@ async def dispatch(
             await slot_freed.wait()
             continue
         wake.clear()
-        asked = size.ask(free)
+        asked = size.ask(free, job_s=jobs.run_s)
+        sent = time.perf_counter()
         try:
             claimed = await session.claim(asked)
         except ConnectionLost as exc:
@@ -74,6 +75,7 @@ async def dispatch(
             await asyncio.sleep(session.backoff())
             continue
         outage_logged = False
+        size.round_trip(time.perf_counter() - sent)
         size.claimed(asked, len(claimed))
         if not lifecycle.accepting:
             # Drain began while the claim was in flight: run what we got

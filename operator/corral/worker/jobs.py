@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from corral.frozen import builder
 from corral.queue import ClaimedJob, ConnectionLost, FailureReason
 from corral.worker._queue import RemovedError, Undecodable
+from corral.worker.claimsize import smoothed
 from corral.worker.completions import CompletionBuffer
 from corral.worker.handlers import Handler, HandlerRegistry, Job, PayloadError
 from corral.worker.metrics import WorkerMetrics
@@ -111,6 +112,9 @@ class Jobs:
     threads: ThreadPoolExecutor | None = None  # sync handlers run here
     stuck: dict[int, Stuck] = field(default_factory=dict)  # job id -> its lost slot
     on_stuck: Callable[[int], None] | None = None  # told how many are stuck now
+    # How long recent jobs ran (moving average; None until one finished): the
+    # dispatcher sizes claims by it (corral.worker.claimsize).
+    run_s: float | None = None
     _io_tasks: set[asyncio.Future[Any]] = field(default_factory=set)
 
     def __len__(self) -> int:
@@ -243,13 +247,17 @@ class Jobs:
         queue = claimed.queue
         m = self.metrics
         m.count(queue, "completed")
-        m.observe_duration(queue, time.monotonic() - running.started)
+        ran = time.monotonic() - running.started
+        m.observe_duration(queue, ran)
+        self.run_s = smoothed(self.run_s, ran)
 
     def _fail(self, running: Running, reason: FailureReason, error: str) -> None:
         claimed = running.job
         error = clean_text(error[:2000])
         self.metrics.count(claimed.queue, reason.value)
-        self.metrics.observe_duration(claimed.queue, time.monotonic() - running.started)
+        ran = time.monotonic() - running.started
+        self.metrics.observe_duration(claimed.queue, ran)
+        self.run_s = smoothed(self.run_s, ran)
         log.warning(
             "job %s (%s, attempt %d) failed: %s", claimed.id, claimed.kind, claimed.attempt, error
         )
