@@ -15,7 +15,7 @@ import pytest
 
 from corral import queue
 from tests._metrics_doc import samples
-from tests.integration._workers import WorkerProcess, mint_token, wait_until
+from tests.integration._workers import WorkerProcess, mint_token, starting_workers, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -130,24 +130,20 @@ def test_a_burst_of_jobs_quicker_than_a_claim_is_taken_in_one_claim(
     # No-op jobs finish in microseconds, a claim takes a round trip: once the
     # worker has timed both (the first jobs), another worker's claim could
     # not start such jobs sooner, so a burst is claimed whole (no 2, 4, 2).
-    worker = WorkerProcess(
-        worker_database_url, tmp_path / "w", name="quick", token=mint_token(database_url),
-        queues="bursts", args=("--concurrency", "100"),
-    )  # fmt: skip
-    try:
-        worker.wait_ready()
-        with queue.Queue.connect(database_url) as q:
-            q.enqueue_many([queue.JobSpec("noop", {}, queue="bursts") for _ in range(3)])
-            wait_until(lambda: finished_by(database_url).get("quick") == 3, 30, "warm-up done")
-            before = claim_sizes(worker)
-            q.enqueue_many([queue.JobSpec("noop", {}, queue="bursts") for _ in range(8)])
+    with (
+        starting_workers(database_url, worker_database_url, tmp_path, queues="bursts") as start,
+        queue.Queue.connect(database_url) as q,
+    ):
+        worker = start("quick", "--concurrency", "100")
+        q.enqueue_many([queue.JobSpec("noop", {}, queue="bursts") for _ in range(3)])
+        wait_until(lambda: finished_by(database_url).get("quick") == 3, 30, "warm-up done")
+        before = claim_sizes(worker)
+        q.enqueue_many([queue.JobSpec("noop", {}, queue="bursts") for _ in range(8)])
         wait_until(lambda: finished_by(database_url).get("quick") == 11, 30, "the burst done")
         after = claim_sizes(worker)
-        # One claim of 6 to 10 jobs: the whole burst (the small start would
-        # have claimed 2, 4 and 2).
-        assert after["10.0"] - after["5.0"] - (before["10.0"] - before["5.0"]) == 1, after
-    finally:
-        worker.stop()
+    # One claim of 6 to 10 jobs: the whole burst (the small start would have
+    # claimed 2, 4 and 2).
+    assert after["10.0"] - after["5.0"] - (before["10.0"] - before["5.0"]) == 1, after
 
 
 def test_a_handler_sees_the_jobs_times_in_utc_whatever_the_servers_zone(
