@@ -160,7 +160,8 @@ def test_a_handler_sees_the_jobs_times_in_utc_whatever_the_servers_zone(
         assert q.conn.execute("SHOW TimeZone").fetchone() == ("Asia/Kolkata",)
         job_id = q.enqueue("clock", queue="clock")
         enqueued = q.get_job(job_id).enqueued_at
-    assert enqueued.utcoffset() is not None and enqueued.utcoffset().total_seconds() == 19800
+    offset = enqueued.utcoffset()
+    assert offset is not None and offset.total_seconds() == 19800
     worker = WorkerProcess(
         worker_database_url, tmp_path / "w", name="w", token=mint_token(database_url),
         queues="clock",
