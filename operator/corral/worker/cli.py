@@ -63,7 +63,8 @@ def _setting(*param_decls: str, **attrs: Any) -> Callable[[FC], FC]:
     "--batch-size",
     type=int,
     help=(
-        "Most jobs per claim; claims start small and grow to this while the queue is deep "
+        "Most jobs per claim; claims start small and grow to this while the queue is deep, "
+        "or take up to this at once while jobs finish faster than a claim "
         "[default: min(concurrency, 1000)]."
     ),
 )
