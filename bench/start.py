@@ -10,14 +10,28 @@ useless until it claims. Each of `--launches` runs (median printed):
   ready, and to the job's `started_at` (the server's clock, on this machine);
 - the worker is stopped with SIGTERM.
 
+Beside it, in the same run and with the same number of launches (medians):
+
+- the floor of corral's stack: the same interpreter importing asyncio and
+  psycopg (the collector paused, as `corral.entry` pauses it), timed to the
+  line it prints then: what any asyncio worker on psycopg pays before it can
+  open a connection;
+- PgQueuer 1.6.0, the fastest Python peer of `make bench-queue`, from its
+  own virtualenv (bench.queue.peer_venv): `pgq run` with one job waiting,
+  timed to the `created` of the job's 'picked' row in its log table (the
+  server's clock at the pick, as corral's `started_at` is at the claim).
+  `--skip-peers` leaves it out (no package index needed then).
+
 Then one launch with `python -X importtime` lists the modules whose import
 costs most on the way to the first claim (self time; the import of the
 command line and what it pulls in before `corral worker` runs).
 
 The last line is the summary:
-`bench-start: ready_ms=<median> first_claim_ms=<median> imports_ms=<X> launches=<N>`
+`bench-start: ready_ms=<median> first_claim_ms=<median> imports_ms=<X> launches=<N>
+pgqueuer_first_pick_ms=<median> floor_ms=<median>` (one line; the PgQueuer
+figure is `nan` with `--skip-peers`)
 
-Usage: python -m bench.start [--launches N]
+Usage: python -m bench.start [--launches N] [--skip-peers]
 """
 
 from __future__ import annotations
@@ -35,10 +49,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, LiteralString
 
 import psycopg
 
 import corral
+from bench.queue import peer_env, peer_venv, run_quietly
 from corral import queue
 from corral_local.postgres import running
 
@@ -92,31 +108,112 @@ def launch(dsn: str, state_dir: Path, **extra_env: str) -> Launch:
         else:
             raise RuntimeError("the worker exited before it was ready (its stderr follows)")
         with psycopg.connect(dsn, autocommit=True) as conn:
-            deadline = time.monotonic() + 30
-            started = None
-            while started is None and time.monotonic() < deadline:
-                row = conn.execute(
-                    "SELECT extract(epoch FROM started_at) FROM corral_jobs_finished WHERE id = %s"
-                    " UNION ALL SELECT extract(epoch FROM started_at) FROM corral_jobs"
-                    " WHERE id = %s AND started_at IS NOT NULL",
-                    (job_id, job_id),
-                ).fetchone()
-                started = None if row is None else float(row[0])
-                time.sleep(0.005)
-        if started is None:
-            raise RuntimeError("the worker did not claim the waiting job within 30 s")
+            started = _wait_for(
+                conn,
+                "SELECT extract(epoch FROM started_at) FROM corral_jobs_finished WHERE id = %(id)s"
+                " UNION ALL SELECT extract(epoch FROM started_at) FROM corral_jobs"
+                " WHERE id = %(id)s AND started_at IS NOT NULL",
+                "the claim of the waiting job",
+                {"id": job_id},
+            )
         result.claim_s = started - launched
         return result
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            _, err = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, err = proc.communicate()
-        result.stderr = err
+        result.stderr = _stop(proc)
         if not result.claim_s:
-            print(err, file=sys.stderr)
+            print(result.stderr, file=sys.stderr)
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    """SIGTERM, then its stderr (killed if it takes over 30 s to exit)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    return err or ""
+
+
+def _wait_for(
+    conn: psycopg.Connection[Any], query: LiteralString, what: str, params: Any = None
+) -> float:
+    """Poll `query` (one epoch value, or no row) for up to 30 s."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        row = conn.execute(query, params).fetchone()
+        if row is not None:
+            return float(row[0])
+        time.sleep(0.005)
+    raise RuntimeError(f"{what} did not happen within 30 s")
+
+
+# The stack's floor: an interpreter importing asyncio and psycopg, with the
+# collector paused as corral's console script pauses it (corral.entry), timed
+# to the line it prints once they are imported (its exit is not counted, as a
+# worker's is not).
+_FLOOR = "import gc; gc.disable(); import asyncio, psycopg; print('imported', flush=True)"
+
+
+def floor_launch() -> float:
+    """Seconds for this interpreter to start and import asyncio and psycopg."""
+    launched = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", _FLOOR], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    took = time.perf_counter() - launched
+    proc.communicate()
+    if line.strip() != "imported" or proc.returncode != 0:
+        raise RuntimeError(f"{sys.executable} could not import asyncio and psycopg")
+    return took
+
+
+def pgqueuer_launch(dsn: str, bindir: Path) -> float:
+    """Seconds from launching `pgq run` with one job waiting to its pick."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM pgqueuer_log")
+        conn.execute(
+            "INSERT INTO pgqueuer (priority, entrypoint, payload, status)"
+            " VALUES (0, 'noop', NULL, 'queued')"
+        )
+    cmd = [str(bindir / "pgq"), "run", "bench._peers:pgqueuer_factory", "--log-level", "WARNING"]
+    launched = time.time()
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=peer_env(PGDSN=dsn), stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            picked = _wait_for(
+                conn,
+                "SELECT extract(epoch FROM created) FROM pgqueuer_log WHERE status = 'picked'",
+                "PgQueuer's first pick",
+            )
+        return picked - launched
+    finally:
+        _stop(proc)
+
+
+def peer_medians(server: Any, launches: int, skip_peers: bool) -> tuple[float, float]:
+    """Median seconds of the stack's floor and of PgQueuer's start to its pick
+    (nan when skipped); each launch printed."""
+    floor = [floor_launch() for _ in range(launches)]
+    say(f"\n[floor] python: import asyncio, psycopg (no collector), median of {launches}: "
+        f"{1000 * statistics.median(floor):.0f} ms")  # fmt: skip
+    if skip_peers:
+        say("[pgqueuer 1.6.0] skipped (--skip-peers)")
+        return statistics.median(floor), float("nan")
+    bindir = peer_venv()
+    dsn = server.create_database(f"start_pgq_{secrets.token_hex(4)}")
+    run_quietly([str(bindir / "pgq"), "--pg-dsn", dsn, "install"], peer_env(PGDSN=dsn))
+    say("[pgqueuer 1.6.0] `pgq run`, one job waiting, launch to its pick")
+    pgqueuer_launch(dsn, bindir)  # the page cache, as for corral's warm-up
+    picks = []
+    for i in range(launches):
+        picks.append(pgqueuer_launch(dsn, bindir))
+        say(f"  launch {i + 1:2d}: first pick {1000 * picks[-1]:6.0f} ms")
+    say(f"median of {launches}: first pick {1000 * statistics.median(picks):.0f} ms")
+    return statistics.median(floor), statistics.median(picks)
 
 
 def import_offenders(dsn: str, state_dir: Path, top: int) -> tuple[float, list[str]]:
@@ -138,6 +235,9 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--launches", type=int, default=10, help="launches timed (median)")
     parser.add_argument("--top", type=int, default=12, help="import offenders listed")
+    parser.add_argument(
+        "--skip-peers", action="store_true", help="corral and the floor only: no PgQueuer"
+    )
     args = parser.parse_args(argv)
     say(f"bench-start: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; {CORRAL}")
     tmp = Path(tempfile.mkdtemp(prefix="corral-bench-start-"))
@@ -158,13 +258,15 @@ def main(argv: list[str]) -> int:
                 f"first claim {1000 * one.claim_s:6.0f} ms")  # fmt: skip
         ready_ms, claim_ms = 1000 * statistics.median(ready), 1000 * statistics.median(claim)
         say(f"median of {args.launches}: ready {ready_ms:.0f} ms, first claim {claim_ms:.0f} ms")
+        floor_s, pgqueuer_s = peer_medians(server, args.launches, args.skip_peers)
         imports_ms, offenders = import_offenders(dsn, tmp / "importtime", args.top)
         say(f"\nimports of one launch: {imports_ms:.0f} ms; the most self time:")
         for line in offenders:
             say(f"  {line}")
         say(
             f"\nbench-start: ready_ms={ready_ms:.0f} first_claim_ms={claim_ms:.0f} "
-            f"imports_ms={imports_ms:.0f} launches={args.launches}"
+            f"imports_ms={imports_ms:.0f} launches={args.launches} "
+            f"pgqueuer_first_pick_ms={1000 * pgqueuer_s:.0f} floor_ms={1000 * floor_s:.0f}"
         )
         return 0
 
