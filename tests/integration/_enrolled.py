@@ -6,11 +6,12 @@ from collections.abc import Sequence
 
 import psycopg
 
-from corral.queue import Enrollment, Queue
+from corral.queue import Enrollment
+from tests.integration._clients import Client
 
 
 def enroll(
-    queue: Queue,
+    queue: Client,
     *,
     region: str = "eu",
     queues: Sequence[str] = ("q",),
