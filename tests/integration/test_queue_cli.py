@@ -245,7 +245,7 @@ def test_a_job_for_a_region_without_workers_is_refused_naming_the_regions_that_h
                     "--allow-empty-region")  # fmt: skip
     assert served.exit_code == 0 and forced.exit_code == 0, served.output + forced.output
     with Queue.connect(database_url) as queue:
-        assert sorted(j.region for j in queue.list_jobs()) == ["iad", "sin"]
+        assert sorted(str(j.region) for j in queue.list_jobs()) == ["iad", "sin"]
         # A worker silent for longer than LIVE_WORKER_S no longer counts.
         run_sql(database_url, "UPDATE corral_workers SET last_heartbeat = now() - interval '1 hour',"
                 " enrolled_at = now() - interval '1 hour' WHERE region = 'iad'")  # fmt: skip
