@@ -89,7 +89,7 @@ lint: venv ## ruff check + format check + import contracts (pyproject.toml [tool
 	$(VENV)/bin/lint-imports --no-cache
 
 .PHONY: typecheck
-typecheck: venv ## mypy --strict on corral and the local platform (corral_local)
+typecheck: venv ## mypy --strict on corral, the local platform (corral_local), tests/ and bench/
 	$(VENV)/bin/mypy
 
 .PHONY: test-unit

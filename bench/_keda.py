@@ -90,9 +90,13 @@ class Keda:
         self.platform.kubectl("apply", "--server-side", "-f", str(home / "crds"), timeout_s=120)
         for crd in ("scaledobjects.keda.sh", "triggerauthentications.keda.sh"):
             # (`kubectl wait` fails outright while a new CRD has no conditions yet)
-            wait_until(lambda c=crd: "True" in self.platform.kubectl(
-                "get", "crd", c, "-o", "jsonpath={.status.conditions[?(@.type=='Established')].status}"),
-                f"the CRD {crd} Established", 60)  # fmt: skip
+            def established(c: str = crd) -> bool:
+                return "True" in self.platform.kubectl(
+                    "get", "crd", c, "-o",
+                    "jsonpath={.status.conditions[?(@.type=='Established')].status}",
+                )  # fmt: skip
+
+            wait_until(established, f"the CRD {crd} Established", 60)
         self.platform.kubectl("create", "namespace", NAMESPACE)
         kubeconfig = str(self.platform.cluster.kubeconfig)
         env = {

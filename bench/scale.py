@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import re
@@ -339,11 +340,10 @@ def bursts(platform: Platform, count: int, deletions: PodDeletions) -> dict[str,
                 ids = q.enqueue_many(JobSpec("sleep", {"seconds": 0.3}, queue="burst")
                                      for _ in range(32))  # fmt: skip
             changed = wait_until(
-                lambda t=committed: watch.first_after(t, 0), "replicas to rise", 30
+                functools.partial(watch.first_after, committed, 0), "replicas to rise", 30
             )
             reactions.append(changed - committed)
-            wait_until(lambda b=ids: all(j.state.finished for j in jobs_by_id(url, b)),
-                       "the burst's jobs", 240, 0.5)  # fmt: skip
+            wait_until(functools.partial(all_finished, url, ids), "the burst's jobs", 240, 0.5)
             jobs = jobs_by_id(url, ids)
             starts = [j.started_at.timestamp() for j in jobs if j.started_at is not None]
             first_jobs.append(min(starts) - committed)
@@ -375,6 +375,10 @@ def bursts(platform: Platform, count: int, deletions: PodDeletions) -> dict[str,
         if ready_to_first
         else float("nan"),
     }
+
+
+def all_finished(url: str, ids: list[int]) -> bool:
+    return all(j.state.finished for j in jobs_by_id(url, ids))
 
 
 def jobs_by_id(url: str, ids: list[int]) -> list[Any]:

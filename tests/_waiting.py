@@ -6,23 +6,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Literal, TypeVar
+
+T = TypeVar("T")
 
 
 def eventually(
-    check: Callable[[], Any],
+    check: Callable[[], T | Literal[False] | None],
     what: str,
     timeout_s: float = 60.0,
     every_s: float = 0.5,
     *,
     retry_errors: bool = True,
-) -> Any:
+) -> T:
     """Poll `check` every `every_s` until it returns something truthy, and
     return that; fail naming `what` and the last value after `timeout_s`.
     With `retry_errors`, an exception counts as a failed try (an object not
     there yet); without, it propagates at once."""
     deadline = time.monotonic() + timeout_s
-    last: Any = None
+    last: T | Literal[False] | Exception | None = None
     while time.monotonic() < deadline:
         try:
             last = check()

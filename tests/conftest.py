@@ -22,7 +22,7 @@ _counts: Counter[str] = Counter()
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-        outcome = report.outcome
+        outcome: str = report.outcome
         if report.when == "setup" and outcome == "failed":
             outcome = "error"
         _counts[outcome] += 1

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import pytest
 
@@ -39,9 +39,15 @@ T = TypeVar("T")
 NODES = {"e2e-eu": {"region": "eu", "zone": "eu-a"}, "e2e-us": {"region": "us", "zone": "us-a"}}
 
 
-def wait_for(predicate: Callable[[], T], timeout_s: float, what: str, every_s: float = 0.25) -> T:
+def wait_for(
+    predicate: Callable[[], T | Literal[False] | None],
+    timeout_s: float,
+    what: str,
+    every_s: float = 0.25,
+) -> T:
+    """Poll `predicate` until it returns something truthy, and return that
+    (so `x and y` lambdas type as y, not `Literal[False] | y`)."""
     deadline = time.monotonic() + timeout_s
-    last: Any = None
     while True:
         last = predicate()
         if last:
@@ -76,7 +82,7 @@ class NodeAgentHandle:
 def _nodes_ready(cluster: Cluster) -> bool:
     nodes = cluster.kubectl_json("get", "nodes")
     ready = set()
-    for node in nodes.get("items", []):  # type: ignore[union-attr]
+    for node in nodes.get("items", []):
         conditions = {c["type"]: c["status"] for c in node["status"].get("conditions", [])}
         if conditions.get("Ready") == "True" and not node["spec"].get("taints"):
             ready.add(node["metadata"]["name"])

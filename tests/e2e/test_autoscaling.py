@@ -12,6 +12,7 @@ Timings are for waiting only; nothing here asserts how fast anything was
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 import json
 import shutil
@@ -225,7 +226,7 @@ def test_scaling_down_during_long_jobs_interrupts_no_job_and_deletes_no_busy_pod
             # while the others still run.
             batch = _sleep_jobs(pod_database_url, "long", [3, 7, 11, 15])
             ids += batch
-            p.wait_until(lambda b=batch: p.all_finished(pod_database_url, b),  # type: ignore[misc]
+            p.wait_until(functools.partial(p.all_finished, pod_database_url, batch),
                          "a cycle of long jobs", 240)  # fmt: skip
         p.wait_until(lambda: p.replicas(cluster, namespace, "long") == 0, "zero replicas", 90)
         p.wait_until(lambda: p.pods(cluster, namespace, "long") == [], "every pod gone", 90)

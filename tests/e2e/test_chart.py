@@ -62,9 +62,11 @@ def _values_args(values: Path | None) -> list[str]:
 
 def monitoring_crds() -> list[Path]:
     """The Prometheus Operator's CRDs as `make monitoring-crds` fetched them."""
-    version = os.environ.get("PROMETHEUS_OPERATOR_VERSION") or re.search(
+    pinned = re.search(
         r"^PROMETHEUS_OPERATOR_VERSION \?= (\S+)$", (ROOT / "Makefile").read_text(), re.MULTILINE
-    ).group(1)  # type: ignore[union-attr]
+    )
+    assert pinned is not None, "the Makefile no longer pins PROMETHEUS_OPERATOR_VERSION"
+    version = os.environ.get("PROMETHEUS_OPERATOR_VERSION") or pinned.group(1)
     cache = Path(os.environ.get("CORRAL_CACHE") or Path.home() / ".cache" / "corral")
     found = sorted((cache / f"prometheus-operator-v{version}" / "crds").glob("*.yaml"))
     assert len(found) == 3, "the Prometheus Operator's CRDs are missing: run `make monitoring-crds`"

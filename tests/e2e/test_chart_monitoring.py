@@ -51,9 +51,11 @@ def _one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
 def promtool() -> Path:
     """$CORRAL_CACHE/promtool-deb-<PROMTOOL_DEB_VERSION>/bin/promtool, as `make promtool`
     unpacks it from Debian's `prometheus` package."""
-    version = os.environ.get("PROMTOOL_DEB_VERSION") or re.search(
+    pinned = re.search(
         r"^PROMTOOL_DEB_VERSION \?= (\S+)$", (ROOT / "Makefile").read_text(), re.MULTILINE
-    ).group(1)  # type: ignore[union-attr]
+    )
+    assert pinned is not None, "the Makefile no longer pins PROMTOOL_DEB_VERSION"
+    version = os.environ.get("PROMTOOL_DEB_VERSION") or pinned.group(1)
     cache = Path(os.environ.get("CORRAL_CACHE") or Path.home() / ".cache" / "corral")
     path = cache / f"promtool-deb-{version}" / "bin" / "promtool"
     assert path.exists(), f"{path} is missing: run `make promtool`"

@@ -12,7 +12,7 @@ from tests.e2e._nodes import NodeAgentHandle, pod_json, wait_for
 
 def _renew_time(cluster: Cluster, node: str) -> str:
     lease = cluster.kubectl_json("-n", "kube-node-lease", "get", "lease", node)
-    return str(lease["spec"]["renewTime"])  # type: ignore[index]
+    return str(lease["spec"]["renewTime"])
 
 
 def test_stopping_a_node_kills_its_pods_processes_and_stops_its_lease_until_it_starts_again(

@@ -21,7 +21,7 @@ def _apply(cluster: Cluster, namespace: str, manifest: dict[str, Any]) -> None:
 
 def _pods(cluster: Cluster, namespace: str, selector: str) -> list[dict[str, Any]]:
     listing = cluster.kubectl_json("-n", namespace, "get", "pods", "-l", selector)
-    return list(listing["items"])  # type: ignore[call-overload]
+    return list(listing["items"])
 
 
 def _running_ready(pod: dict[str, Any]) -> bool:

@@ -108,7 +108,7 @@ def test_scaling_a_deployment_down_removes_the_pods_with_the_lowest_deletion_cos
     cluster.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(fleet))
 
     def ready_pods() -> list[str]:
-        items = cluster.kubectl_json("-n", namespace, "get", "pods", "-l", "app=fleet")["items"]  # type: ignore[index]
+        items = cluster.kubectl_json("-n", namespace, "get", "pods", "-l", "app=fleet")["items"]
         names = [
             p["metadata"]["name"]
             for p in items

@@ -237,7 +237,7 @@ def test_pools_in_two_regions_run_only_on_their_regions_nodes_and_each_region_co
             queue.pause("geo")
             job = queue.enqueue("noop", queue="geo", region=us)
         eventually(
-            lambda: region_status(us, 1) and region_status(us, 1)["queueDepth"] == 1,  # type: ignore[index]
+            lambda: (s := region_status(us, 1)) is not None and s["queueDepth"] == 1,
             f"Region {us} to count the waiting job",
         )
         assert (region_status(eu, 2) or {}).get("queueDepth") == 0

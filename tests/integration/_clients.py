@@ -55,7 +55,7 @@ class BlockingAsyncQueue:
         self.close()
 
 
-# The `connect` fixture's type: Queue.connect or BlockingAsyncQueue.
-Connect = Callable[[str], Any]
 # The `queue` fixture's type: a Queue, or a BlockingAsyncQueue standing in for one.
 Client = Queue | BlockingAsyncQueue
+# The `connect` fixture's type: Queue.connect or BlockingAsyncQueue.
+Connect = Callable[[str], Client]

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import psycopg
 
-from corral.queue import Enrollment, Queue
+from corral.queue import Enrollment
+from tests.integration._clients import Client
 
 
 def enroll(
-    queue: Queue,
+    queue: Client,
     *,
     region: str = "eu",
     queues: Sequence[str] = ("q",),
@@ -21,8 +23,9 @@ def enroll(
     return queue.enroll(token.secret, name=name, queues=list(queues), concurrency=4)
 
 
-def run_sql(url: str, statement: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
-    """Poke at the database directly (test set-up and inspection only)."""
+def run_sql(url: str, statement: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+    """Poke at the database directly (test set-up and inspection only). Rows
+    are psycopg's `tuple[Any, ...]`: the column types are the statement's."""
     with psycopg.connect(url, autocommit=True) as conn:
         cur = conn.execute(statement, params)
         return cur.fetchall() if cur.description else []

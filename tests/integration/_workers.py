@@ -18,10 +18,10 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from corral import queue
-from tests._waiting import eventually
+from tests._waiting import T, eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 CORRAL = str(Path(sys.executable).with_name("corral"))
@@ -32,7 +32,11 @@ def mint_token(dsn: str, *, uses: int = 1, region: str = "default") -> str:
         return q.create_token(region, ttl_s=600, uses=uses).secret
 
 
-def wait_until(predicate: Any, timeout_s: float = 30.0, what: str = "condition") -> Any:
+def wait_until(
+    predicate: Callable[[], T | Literal[False] | None],
+    timeout_s: float = 30.0,
+    what: str = "condition",
+) -> T:
     """`predicate()` once it is truthy, polled every 50 ms; an error is raised at once."""
     return eventually(predicate, what, timeout_s, 0.05, retry_errors=False)
 

@@ -8,26 +8,25 @@ with the browser tier.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
 from corral.queue import Queue
 from tests._dashboard import seeded, url  # noqa: F401 (fixtures, shared with tests/browser)
-from tests.integration._clients import BlockingAsyncQueue, Client
+from tests.integration._clients import BlockingAsyncQueue, Client, Connect
 from tests.integration._workers import WorkerProcess
 
 
 @pytest.fixture(params=["Queue", "AsyncQueue"])
-def connect(request: pytest.FixtureRequest) -> Callable[[str], Any]:
+def connect(request: pytest.FixtureRequest) -> Connect:
     """`Queue.connect`, or the same calls through AsyncQueue: the conformance
     suite (claims, leases, registry, tokens) runs once per client."""
     return Queue.connect if request.param == "Queue" else BlockingAsyncQueue
 
 
 @pytest.fixture
-def queue(connect: Callable[[str], Any], database_url: str) -> Iterator[Client]:
+def queue(connect: Connect, database_url: str) -> Iterator[Client]:
     """A client of each kind (see `connect`) on the test's database."""
     with connect(database_url) as client:
         yield client

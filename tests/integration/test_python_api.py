@@ -5,7 +5,8 @@ own kind on a queue or inside the caller's transaction."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -22,8 +23,12 @@ class Email(BaseModel):
     subject: str = "hello"
 
 
+# What `@corral.handler` makes of the async `send_email` below.
+SendEmail = corral.HandlerFunction[[corral.Job[Email]], Coroutine[Any, Any, object]]
+
+
 @pytest.fixture
-def send_email() -> Iterator[corral.HandlerFunction[[corral.Job[Email]], object]]:
+def send_email() -> Iterator[SendEmail]:
     """A `send-email` handler, registered in a registry of this test's own."""
     original, handlers.registry = handlers.registry, handlers.HandlerRegistry()
     try:
@@ -60,7 +65,7 @@ def test_connect_async_opens_an_async_queue(database_url: str) -> None:
 
 
 def test_a_handler_defers_a_job_of_its_own_kind_with_options(
-    database_url: str, send_email: corral.HandlerFunction[[corral.Job[Email]], object]
+    database_url: str, send_email: SendEmail
 ) -> None:
     with corral.connect(database_url) as queue:
         job_id = send_email.defer(queue, {"to": "ada@example.com"}, queue="email", priority=5)
@@ -72,7 +77,7 @@ def test_a_handler_defers_a_job_of_its_own_kind_with_options(
 
 
 def test_a_handler_deferring_to_a_region_without_workers_is_refused_unless_allowed(
-    database_url: str, send_email: corral.HandlerFunction[[corral.Job[Email]], object]
+    database_url: str, send_email: SendEmail
 ) -> None:
     with corral.connect(database_url) as queue:
         with pytest.raises(corral.queue.EmptyRegion, match="region 'ap'"):
@@ -84,7 +89,7 @@ def test_a_handler_deferring_to_a_region_without_workers_is_refused_unless_allow
 
 
 def test_a_deferred_job_lands_only_if_the_callers_transaction_commits(
-    database_url: str, send_email: corral.HandlerFunction[[corral.Job[Email]], object]
+    database_url: str, send_email: SendEmail
 ) -> None:
     with psycopg.connect(database_url) as conn:
         with conn.transaction(force_rollback=True):
@@ -98,7 +103,7 @@ def test_a_deferred_job_lands_only_if_the_callers_transaction_commits(
 
 
 def test_defer_async_joins_the_callers_async_transaction(
-    database_url: str, send_email: corral.HandlerFunction[[corral.Job[Email]], object]
+    database_url: str, send_email: SendEmail
 ) -> None:
     async def defer() -> int:
         conn = await psycopg.AsyncConnection.connect(database_url)
@@ -112,7 +117,7 @@ def test_defer_async_joins_the_callers_async_transaction(
 
 
 def test_defer_rejects_a_payload_the_handler_would_refuse_before_writing_anything(
-    database_url: str, send_email: corral.HandlerFunction[[corral.Job[Email]], object]
+    database_url: str, send_email: SendEmail
 ) -> None:
     with (
         corral.connect(database_url) as queue,

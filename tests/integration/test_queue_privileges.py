@@ -69,7 +69,7 @@ def _corral_tables(url: str) -> list[tuple[str, str]]:
 def _corral_functions(url: str) -> list[tuple[str, list[str]]]:
     """Every corral function with its argument types."""
     return [
-        (str(name), list(types))  # type: ignore[call-overload]
+        (str(name), list(types))
         for name, types in run_sql(
             url,
             "SELECT p.proname, p.proargtypes::regtype[]::text[] FROM pg_proc p"
@@ -78,7 +78,7 @@ def _corral_functions(url: str) -> list[tuple[str, list[str]]]:
     ]
 
 
-def _refused(url: str, statement: sql.Composable) -> str:
+def _refused(url: str, statement: sql.SQL | sql.Composed) -> str:
     with (
         psycopg.connect(url, autocommit=True) as conn,
         pytest.raises(psycopg.errors.InsufficientPrivilege) as refused,

@@ -505,7 +505,6 @@ def test_a_fleet_restart_fires_late_what_it_missed_without_duplicates(
     )[0]
     assert old[0] == 1  # one catch-up job for the four missed minutes
     assert old[1] >= 61
-    assert run_sql(database_url, "SELECT count(*) FROM corral_jobs")[0][0] >= 0
     dupes = run_sql(database_url, "SELECT count(*) - count(DISTINCT scheduled_for) FROM seen")[0][0]
     assert dupes == 0
 

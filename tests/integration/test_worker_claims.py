@@ -112,11 +112,11 @@ def test_a_short_burst_is_shared_by_the_workers_it_woke(
                 q.enqueue_many(
                     [queue.JobSpec("hold", {"sleep_s": 0.3}, queue="bursts") for _ in range(8)]
                 )
-            wait_until(
-                lambda n=8 * burst: sum(finished_by(database_url).values()) == n,
-                30,
-                f"burst {burst} done",
-            )
+
+            def burst_done(n: int = 8 * burst) -> bool:
+                return sum(finished_by(database_url).values()) == n
+
+            wait_until(burst_done, 30, f"burst {burst} done")
         for process in pair:
             sizes = claim_sizes(process)
             assert sizes["5.0"] == sizes["count"], f"{process.name} claimed >5 at once: {sizes}"

@@ -20,13 +20,13 @@ _MESSAGE = (
 
 
 class _GuardedSocket(socket.socket):
-    def connect(self, *args: Any) -> None:  # type: ignore[override]
+    def connect(self, *args: Any) -> None:
         raise RuntimeError(_MESSAGE.format(what="connect", args=args))
 
-    def connect_ex(self, *args: Any) -> int:  # type: ignore[override]
+    def connect_ex(self, *args: Any) -> int:
         raise RuntimeError(_MESSAGE.format(what="connect_ex", args=args))
 
-    def bind(self, *args: Any) -> None:  # type: ignore[override]
+    def bind(self, *args: Any) -> None:
         if self.family != socket.AF_UNIX:
             raise RuntimeError(_MESSAGE.format(what="bind", args=args))
         super().bind(*args)

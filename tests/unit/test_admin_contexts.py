@@ -8,6 +8,7 @@ import json
 import stat
 from pathlib import Path
 
+import click
 import pytest
 import yaml
 from click.testing import CliRunner, Result
@@ -59,11 +60,12 @@ def test_view_and_get_contexts_never_show_the_password() -> None:
 def test_the_flag_wins_over_the_variable_which_wins_over_the_current_context(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    ctx, param = None, None
-    assert _database_url(ctx, param, None) is None  # type: ignore[arg-type]  # no context yet
+    # The callback's context and parameter go unused: any will do.
+    ctx, param = click.Context(cli), click.Option(["--database-url"])
+    assert _database_url(ctx, param, None) is None  # no context yet
     corral("set-context", "prod", "--database-url", URL)
-    assert _database_url(ctx, param, None) == URL  # type: ignore[arg-type]
-    assert _database_url(ctx, param, "postgresql://flag/db") == "postgresql://flag/db"  # type: ignore[arg-type]
+    assert _database_url(ctx, param, None) == URL
+    assert _database_url(ctx, param, "postgresql://flag/db") == "postgresql://flag/db"
     # Through a real command: the variable (click reads it into the option)
     # wins over the context; `view` says which applies.
     monkeypatch.setenv("CORRAL_DATABASE_URL", "postgresql://env/db")

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -19,6 +20,7 @@ from corral.controller.leader import (
     LeaderElection,
     claim,
 )
+from corral.kube import Kube
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -131,12 +133,12 @@ class _Leases:
 def _election(leases: _Leases, clock: _Clock, identity: str) -> LeaderElection:
     # exit: never the real os._exit, which would end the test run itself
     return LeaderElection(
-        leases,
+        cast(Kube, leases),
         "ns",
         "lead",
         identity,
         clock=clock,
-        exit=lambda code: None,  # type: ignore[arg-type]
+        exit=lambda code: None,
     )
 
 
@@ -185,7 +187,8 @@ def test_stepping_down_fails_health_stops_the_operator_and_signals_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     sent: list[int] = []
-    monkeypatch.setattr(leader_module.os, "kill", lambda pid, sig: sent.append(sig))
+    # leader.py's `os` is this module: patching os.kill is what the signal goes through.
+    monkeypatch.setattr(os, "kill", lambda pid, sig: sent.append(sig))
     leader = _election(_Leases(), _Clock(), "a")
     stop = threading.Event()
     leader.step_down(stop)
@@ -199,7 +202,7 @@ def test_a_stepped_down_leader_that_does_not_stop_in_time_exits_hard(
 ) -> None:
     # kopf blocked in a call to an unreachable API server must not keep the
     # process acting until that call returns (the chaos tier's API outage).
-    monkeypatch.setattr(leader_module.os, "kill", lambda pid, sig: None)
+    monkeypatch.setattr(os, "kill", lambda pid, sig: None)
     monkeypatch.setattr(leader_module, "STEP_DOWN_EXIT_S", 0.05)
     exited: list[int] = []
     done = threading.Event()
@@ -209,12 +212,12 @@ def test_a_stepped_down_leader_that_does_not_stop_in_time_exits_hard(
         done.set()
 
     leader = leader_module.LeaderElection(
-        _Leases(),
+        cast(Kube, _Leases()),
         "ns",
         "lease",
         "a",
         clock=_Clock(),
-        exit=fake_exit,  # type: ignore[arg-type]
+        exit=fake_exit,
     )
     leader.step_down(threading.Event())
     assert done.wait(5) and exited == [1]

@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 from corral.controller import metrics
 from corral.queue.records import JobState, QueueStats
@@ -17,7 +17,7 @@ T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
 def _value(name: str, **labels: str) -> float | None:
-    return metrics.REGISTRY.get_sample_value(name, labels)
+    return REGISTRY.get_sample_value(name, labels)
 
 
 def _status(**extra: Any) -> dict[str, Any]:
@@ -94,7 +94,7 @@ def test_a_deleted_pool_leaves_no_series() -> None:
     namespace, pool = _pool()
     metrics.record_pool(namespace, pool, _status())
     metrics.forget_pool(namespace, pool)
-    page = generate_latest(metrics.REGISTRY).decode()
+    page = generate_latest(REGISTRY).decode()
     assert f'pool="{pool}"' not in page
 
 

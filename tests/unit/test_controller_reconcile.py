@@ -18,7 +18,7 @@ from corral.controller.config import OperatorConfig
 from corral.controller.queue_access import DatabaseUnavailable, QueueAccess
 from corral.controller.reconcile import PoolSnapshot, Reconciler, StillDraining
 from corral.kube import Kube
-from corral.queue import Backlog, Depth, Flow, TokenNotFound, WorkerState
+from corral.queue import Backlog, Depth, Flow, TokenNotFound, Worker, WorkerState
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 DSN = "postgresql://corral:pw@db:5432/corral"
@@ -532,7 +532,8 @@ def test_a_worker_that_claimed_before_its_first_heartbeat_counts_as_live_and_bus
         id=2, name="email-b", state=WorkerState.ACTIVE, in_flight=1, last_heartbeat=None,
         enrolled_at=NOW - timedelta(minutes=5),
     )  # fmt: skip
-    snapshot = PoolSnapshot(Backlog(1, 1, capped=False), [fresh, silent], None)
+    workers = [cast(Worker, fresh), cast(Worker, silent)]  # the fields _live reads
+    snapshot = PoolSnapshot(Backlog(1, 1, capped=False), workers, None)
     demand = snapshot.demand(NOW, concurrency=4)
     assert (demand.waiting, demand.running, demand.busy_workers) == (1, 2, 1)
 

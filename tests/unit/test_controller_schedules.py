@@ -9,8 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
-from corral.controller import metrics
 from corral.controller.autoscaler import Autoscaler
 from corral.controller.queue_access import DatabaseUnavailable
 from corral.controller.schedules import DEFAULT_LEAD_S, MAX_LEAD_S, ScheduleFirer, firing_lead
@@ -59,7 +59,7 @@ def _firer(
 
 
 def _count(outcome: str) -> float:
-    value = metrics.REGISTRY.get_sample_value(
+    value = REGISTRY.get_sample_value(
         "corral_operator_schedule_occurrences_total", {"outcome": outcome}
     )
     return value or 0.0
@@ -152,7 +152,11 @@ def test_with_the_real_autoscaler_a_pass_fires_with_its_pools_lead_and_makes_the
     scaler.due()  # both evaluated; next due after pollSeconds
     now[0] += 1
     queue = FakeQueue([[ScheduleFiring("nightly", [1], 0, "reports")]])
-    firer = ScheduleFirer(lambda fn: fn(queue), scaler.activation_leads, scaler.notified)
+
+    def run(fn: Callable[[Any], list[ScheduleFiring]]) -> list[ScheduleFiring]:
+        return fn(queue)
+
+    firer = ScheduleFirer(run, scaler.activation_leads, scaler.notified)
     firer.fire_once()
     assert queue.calls == [(100, 20.0)]
     assert scaler.due()[0] == [("jobs", "reports")]  # at once, not after pollSeconds

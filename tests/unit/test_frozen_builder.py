@@ -26,10 +26,11 @@ def distinct_values(cls: type) -> list[object]:
 @pytest.mark.parametrize("cls", [ClaimedJob, Job])
 def test_builds_what_the_init_builds(cls: type) -> None:
     values = distinct_values(cls)
-    built = builder(cls)(*values)
+    names = [f.name for f in dataclasses.fields(cls)]
+    built: object = builder(cls)(*values)
     assert type(built) is cls
     assert built == cls(*values)
-    assert [getattr(built, f.name) for f in dataclasses.fields(cls)] == values
+    assert [getattr(built, name) for name in names] == values
     with pytest.raises(dataclasses.FrozenInstanceError):
         built.kind = "other"  # type: ignore[attr-defined]
 

@@ -122,10 +122,13 @@ def test_env_from_prefixes_keys_skips_invalid_names_and_env_entries_win() -> Non
 
 
 def test_a_missing_secret_is_a_config_error_unless_the_reference_is_optional() -> None:
-    ref = {"name": "PW", "valueFrom": {"secretKeyRef": {"name": "nope", "key": "k"}}}
+    ref: dict[str, Any] = {
+        "name": "PW",
+        "valueFrom": {"secretKeyRef": {"name": "nope", "key": "k"}},
+    }
     with pytest.raises(ConfigError, match='secret "nope" not found'):
         container_env(POD, {"env": [ref]}, _sources())
-    ref["valueFrom"]["secretKeyRef"]["optional"] = True  # type: ignore[index]
+    ref["valueFrom"]["secretKeyRef"]["optional"] = True
     assert "PW" not in container_env(POD, {"env": [ref]}, _sources())
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -52,7 +53,7 @@ def test_defer_refuses_a_target_that_is_not_a_queue_or_connection() -> None:
     try:
 
         @corral.handler("unit-defer")
-        def job(job: corral.Job) -> None: ...
+        def job(job: corral.Job[Any]) -> None: ...
 
         with pytest.raises(TypeError, match=r"expected a corral Queue .* got str"):
             job.defer("postgresql://db/corral", {})
@@ -68,7 +69,7 @@ def test_a_decorated_handler_stays_callable_and_registers_the_function_itself() 
     try:
 
         @corral.handler("unit-echo")
-        async def echo(job: corral.Job) -> object:
+        async def echo(job: corral.Job[Any]) -> object:
             return job.payload
 
         assert asyncio.run(echo(corral.Job(1, "unit-echo", "q", {"a": 1}))) == {"a": 1}

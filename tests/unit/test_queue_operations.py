@@ -39,7 +39,7 @@ def _job_row(state: JobState) -> tuple[Any, ...]:
 
 
 def test_a_claim_is_one_prepared_binary_statement_and_an_empty_batch_costs_no_round_trip() -> None:
-    row = (1, "noop", "q", {}, 0, "", 1, 3, 99, _NOW, _NOW, _NOW)
+    row: tuple[object, ...] = (1, "noop", "q", {}, 0, "", 1, 3, 99, _NOW, _NOW, _NOW)
     seen, jobs = drive(op.claim(5, "crl_wc_x", ["q"], batch=10), iter([[row]]))
     assert [(s.name, s.prepare, s.binary) for s in seen] == [("claim_v4", True, True)]
     assert seen[0].params == (5, "crl_wc_x", ["q"], 10, DEFAULT_LEASE_S)

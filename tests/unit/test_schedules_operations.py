@@ -13,7 +13,7 @@ from corral.queue.schedules import ScheduleSpec
 
 UTC = dt.UTC
 NOW = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
-SCHEDULE_ROW = (
+SCHEDULE_ROW: tuple[object, ...] = (
     "tick", "noop", {}, 60.0, None, "UTC", "noop", 0, "", None, None, None, "one", "skip", 0.0,
     False, NOW, None, None, None, NOW, NOW,
 )  # fmt: skip

@@ -20,8 +20,8 @@ UTC = dt.UTC
 T0 = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 
 
-def at(*args: int) -> dt.datetime:
-    return dt.datetime(*args, tzinfo=UTC)  # type: ignore[arg-type,misc]
+def at(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> dt.datetime:
+    return dt.datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def s(seconds: float) -> dt.timedelta:

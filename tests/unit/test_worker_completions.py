@@ -43,6 +43,12 @@ class FakeSession:
             raise self.error
         return self.lost
 
+    async def fail(
+        self, job: ClaimedJob, reason: FailureReason, error: str, *, retry: bool = True
+    ) -> None:
+        # Only a refused result fails a job (RefusingSession); these batches have none.
+        raise AssertionError(f"job {job.id} failed unexpectedly: {reason} {error}")
+
 
 def test_the_first_job_and_a_full_batch_wake_the_flusher_and_results_are_kept() -> None:
     async def scenario() -> None:
@@ -166,7 +172,7 @@ def test_a_refused_result_costs_its_own_job_its_result_never_the_batch() -> None
         freed: list[int] = []
         flusher = Flusher(
             buffer, session, WorkerMetrics(dict), lambda d: freed.extend(j.id for j in d), 0
-        )  # type: ignore[arg-type]
+        )
         await flusher.flush_once()
         assert session.stored == {1: {"n": 1}, 3: {"n": 3}}
         reason, error, retry = session.failed[2]  # dead as `result`, not retried

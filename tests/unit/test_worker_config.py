@@ -237,7 +237,7 @@ def test_the_settings_have_the_full_models_fields_in_its_order() -> None:
 def test_settings_are_frozen_and_compare_by_value() -> None:
     s = settings()
     with pytest.raises(AttributeError, match="frozen"):
-        s.concurrency = 5  # type: ignore[misc]
+        s.concurrency = 5
     assert s == settings()
     assert s != settings(concurrency=11)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from corral.queue import ConnectionLost
+from corral.queue import AsyncQueue, ConnectionLost
 from corral.worker import _queue
 from corral.worker.config import WorkerSettings
 
@@ -51,7 +51,7 @@ def _fake_connect(
         return conn
 
     concurrent: list[int] = []
-    monkeypatch.setattr(_queue.AsyncQueue, "connect", classmethod(connect))
+    monkeypatch.setattr(AsyncQueue, "connect", classmethod(connect))  # the class _queue uses
     return opened, concurrent
 
 

@@ -180,6 +180,8 @@ class HandlerFunction(Generic[Params, R]):
     transaction open on it: the job commits, or rolls back, with your writes.
     """
 
+    __name__: str  # with __doc__, __module__ ...: the function's, set by update_wrapper
+
     def __init__(
         self, fn: Callable[Params, R], kind: str, payload_model: type[BaseModel] | None
     ) -> None:
