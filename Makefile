@@ -151,6 +151,10 @@ bench-queue: venv ## Queue benchmark vs PgQueuer, procrastinate and River (throw
 bench-start: venv ## Worker start-up: launch to ready and to first claim (median of 10) beside PgQueuer and the stack's floor; the slowest imports
 	$(PY) -m bench.start $(BENCH_ARGS)
 
+.PHONY: bench-herd
+bench-herd: venv ## Idle workers woken by every NOTIFY: worker and server CPU a job with 1, 2, 4 and 8 idle workers at 100 jobs/s
+	$(PY) -m bench.herd $(BENCH_ARGS)
+
 .PHONY: bench-schedules
 bench-schedules: venv ## Schedules: 10,000 due in one minute fired by one process; a pass with nothing due at 10k and 100k schedules
 	$(PY) -m bench.schedules $(BENCH_ARGS)
