@@ -182,6 +182,7 @@ def pgqueuer_launch(dsn: str, bindir: Path) -> float:
         cmd, cwd=ROOT, env=peer_env(PGDSN=dsn), stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    picked = 0.0
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
             picked = _wait_for(
@@ -191,7 +192,9 @@ def pgqueuer_launch(dsn: str, bindir: Path) -> float:
             )
         return picked - launched
     finally:
-        _stop(proc)
+        err = _stop(proc)
+        if not picked:
+            print(err, file=sys.stderr)
 
 
 def peer_medians(server: Any, launches: int, skip_peers: bool) -> tuple[float, float]:
