@@ -152,7 +152,7 @@ bench-start: venv ## Worker start-up: launch to ready and to first claim (median
 	$(PY) -m bench.start $(BENCH_ARGS)
 
 .PHONY: bench-herd
-bench-herd: venv ## Idle workers woken by every NOTIFY: worker and server CPU a job with 1, 2, 4 and 8 idle workers at 100 jobs/s
+bench-herd: venv ## Idle workers woken by every NOTIFY: worker and server CPU a job with 1, 2, 4 and 8 idle workers at 100 jobs/s, beside PgQueuer
 	$(PY) -m bench.herd $(BENCH_ARGS)
 
 .PHONY: bench-schedules

@@ -2,6 +2,7 @@
 virtualenv (~/.cache/corral/bench-venv), never imports corral.
 
     python -m bench._peers pgqueuer-enqueue DSN N
+    python -m bench._peers pgqueuer-trickle DSN N RATE   (N single enqueues, RATE a second)
     python -m bench._peers procrastinate-enqueue DSN N
     pgq run bench._peers:pgqueuer_factory --batch-size 100     (PGDSN set)
     procrastinate --app bench._peers.procrastinate_app worker  (PROCRASTINATE_DSN set)
@@ -60,6 +61,25 @@ async def _pgqueuer_enqueue(dsn: str, n: int) -> float:
     return took
 
 
+async def _pgqueuer_trickle(dsn: str, n: int, rate: float) -> float:
+    """`n` enqueue calls of one job each, paced at `rate` a second."""
+    import asyncpg
+    from pgqueuer.db import AsyncpgDriver
+    from pgqueuer.queries import Queries
+
+    connection = await asyncpg.connect(dsn)
+    queries = Queries(AsyncpgDriver(connection))
+    started = time.perf_counter()
+    for sent in range(n):
+        pause = started + sent / rate - time.perf_counter()
+        if pause > 0:
+            await asyncio.sleep(pause)
+        await queries.enqueue("noop", None, 0)
+    took = time.perf_counter() - started
+    await connection.close()
+    return took
+
+
 # -- procrastinate ------------------------------------------------------------
 
 
@@ -100,6 +120,8 @@ def main(argv: list[str]) -> None:
     what, dsn, n = argv[0], argv[1], int(argv[2])
     if what == "pgqueuer-enqueue":
         took = asyncio.run(_pgqueuer_enqueue(dsn, n))
+    elif what == "pgqueuer-trickle":
+        took = asyncio.run(_pgqueuer_trickle(dsn, n, float(argv[3])))
     elif what == "procrastinate-enqueue":
         took = asyncio.run(_procrastinate_enqueue(dsn, n))
     else:

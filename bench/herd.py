@@ -16,15 +16,20 @@ workers grows, on one throwaway PostgreSQL server (fsync on):
 
 Printed per fleet size: worker CPU and server CPU per job, and the
 enqueue-to-start p50/p99. The last line is the summary:
-`bench-herd: rate=<R> workers=<a,b,..> worker_cpu_us=<..> server_cpu_us=<..>`
-(one line; one value per fleet size, in order).
+`bench-herd: rate=<R> workers=<a,b,..> worker_cpu_us=<..> server_cpu_us=<..>
+pgqueuer_worker_cpu_us=<..> pgqueuer_server_cpu_us=<..>` (one line; one value
+per fleet size, in order).
 
-No peer runs here: the cost is the same design in PgQueuer and River (every
-listener fetches on a notification; River spaces its fetches by
-FetchCooldown, 100 ms by default). docs/worker.md ("How claims are sized")
-says when it matters.
+Then the same for PgQueuer 1.6.0, whose workers also each fetch on every
+notification, from its own virtualenv (bench.queue.peer_venv): that many
+`pgq run` processes (its defaults), and a producer in that virtualenv making
+one `enqueue` call a job at the same pace (`bench._peers pgqueuer-trickle`);
+its latency is the job's 'picked' log row against its 'queued' one.
+`--skip-peers` leaves it out. (River spaces each worker's fetches by its
+FetchCooldown, 100 ms by default, so it pays for the herd in latency.)
+docs/worker.md ("How claims are sized") says when the cost matters.
 
-Usage: python -m bench.herd [--workers 1,2,4,8] [--rate N] [--seconds S]
+Usage: python -m bench.herd [--workers 1,2,4,8] [--rate N] [--seconds S] [--skip-peers]
 """
 
 from __future__ import annotations
@@ -41,7 +46,17 @@ from typing import Any
 
 import psycopg
 
-from bench.queue import Bench, Corral, processes, say, wait_empty, wait_until_true
+from bench.queue import (
+    Bench,
+    Corral,
+    peer_env,
+    peer_venv,
+    processes,
+    run_quietly,
+    say,
+    wait_empty,
+    wait_until_true,
+)
 from corral import queue
 from corral_local.postgres import running
 
@@ -93,21 +108,86 @@ def fleet(bench: Bench, workers: int, rate: int, seconds: float, tmp: Path) -> d
                 q.enqueue("noop")
             wait_empty(dsn, "SELECT NOT EXISTS (SELECT 1 FROM corral_jobs)")
             workers1, server1 = cpu_s(pids), cpu_s(backends)
-            waits = sorted(
+            waits = [
                 float(r[0])
                 for r in conn.execute(
                     "SELECT extract(epoch FROM started_at - enqueued_at) * 1000"
                     " FROM corral_jobs_finished"
                 )
-            )
+            ]
+        p50, p99 = _percentiles(waits)
         return {
             "worker_cpu_us": (workers1 - workers0) / total * 1e6,
             "server_cpu_us": (server1 - server0) / total * 1e6,
-            "p50_ms": statistics.median(waits),
-            "p99_ms": waits[min(len(waits) - 1, int(len(waits) * 0.99))],
+            "p50_ms": p50,
+            "p99_ms": p99,
         }
     finally:
         bench.drop_db(dsn)
+
+
+def _percentiles(waits: list[float]) -> tuple[float, float]:
+    waits = sorted(waits)
+    return statistics.median(waits), waits[min(len(waits) - 1, int(len(waits) * 0.99))]
+
+
+def pgqueuer_fleet(
+    bench: Bench, bindir: Path, workers: int, rate: int, seconds: float
+) -> dict[str, float]:
+    """The same window for `workers` idle `pgq run` processes."""
+    dsn = bench.fresh_db("herd_pgq")
+    try:
+        env = peer_env(PGDSN=dsn)
+        run_quietly([str(bindir / "pgq"), "--pg-dsn", dsn, "install"], env)
+        cmd = [
+            str(bindir / "pgq"),
+            "run",
+            "bench._peers:pgqueuer_factory",
+            "--log-level",
+            "WARNING",
+        ]
+        with (
+            processes([(cmd, env)] * workers) as procs,
+            psycopg.connect(dsn, autocommit=True) as conn,
+        ):
+            wait_until_true(lambda: len(_backends(conn)) >= workers)
+            time.sleep(2.0)  # past start-up: idle, listening
+            backends = _backends(conn)  # the producer connects after this
+            pids = [p.pid for p in procs]
+            workers0, server0 = cpu_s(pids), cpu_s(backends)
+            total = int(rate * seconds)
+            run_quietly(
+                [str(bindir / "python"), "-m", "bench._peers", "pgqueuer-trickle", dsn,
+                 str(total), str(rate)],
+                env,
+            )  # fmt: skip
+            wait_empty(dsn, "SELECT NOT EXISTS (SELECT 1 FROM pgqueuer)")
+            workers1, server1 = cpu_s(pids), cpu_s(backends)
+            waits = [
+                float(r[0])
+                for r in conn.execute(
+                    "SELECT extract(epoch FROM p.created - q.created) * 1000"
+                    " FROM pgqueuer_log p JOIN pgqueuer_log q ON q.job_id = p.job_id"
+                    " WHERE p.status = 'picked' AND q.status = 'queued'"
+                )
+            ]
+        p50, p99 = _percentiles(waits) if waits else (float("nan"), float("nan"))
+        return {
+            "worker_cpu_us": (workers1 - workers0) / total * 1e6,
+            "server_cpu_us": (server1 - server0) / total * 1e6,
+            "p50_ms": p50,
+            "p99_ms": p99,
+        }
+    finally:
+        bench.drop_db(dsn)
+
+
+def _line(n: int, got: dict[str, float]) -> str:
+    return (
+        f"  {n} idle worker(s): worker CPU {got['worker_cpu_us']:,.0f} µs a job, "
+        f"server CPU {got['server_cpu_us']:,.0f} µs a job, "
+        f"enqueue-to-start p50 {got['p50_ms']:.2f} ms, p99 {got['p99_ms']:.2f} ms"
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -115,29 +195,34 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--workers", default="1,2,4,8", help="fleet sizes, comma-separated")
     parser.add_argument("--rate", type=int, default=100, help="single-job enqueues a second")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the window")
+    parser.add_argument("--skip-peers", action="store_true", help="corral only: no PgQueuer")
     args = parser.parse_args(argv)
     sizes = [int(n) for n in args.workers.split(",")]
     say(f"bench-herd: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; "
         f"{args.rate} jobs/s one at a time for {args.seconds:g}s onto idle workers")  # fmt: skip
-    results = []
+    results, peer = [], []
     with running() as server, tempfile.TemporaryDirectory(prefix="corral-herd-") as tmp:
         bench = Bench(server)
+        say("[corral] concurrency 10 each")
         for n in sizes:
-            got = fleet(bench, n, args.rate, args.seconds, Path(tmp) / f"n{n}")
-            results.append(got)
-            say(
-                f"  {n} idle worker(s): worker CPU {got['worker_cpu_us']:,.0f} µs a job, "
-                f"server CPU {got['server_cpu_us']:,.0f} µs a job, "
-                f"enqueue-to-start p50 {got['p50_ms']:.2f} ms, p99 {got['p99_ms']:.2f} ms"
-            )
+            results.append(fleet(bench, n, args.rate, args.seconds, Path(tmp) / f"n{n}"))
+            say(_line(n, results[-1]))
+        if not args.skip_peers:
+            bindir = peer_venv()
+            say("[pgqueuer 1.6.0] `pgq run`, its defaults")
+            for n in sizes:
+                peer.append(pgqueuer_fleet(bench, bindir, n, args.rate, args.seconds))
+                say(_line(n, peer[-1]))
 
-    def column(key: str, spec: str) -> str:
-        return ",".join(format(r[key], spec) for r in results)
+    def column(key: str, rows: list[dict[str, float]]) -> str:
+        return ",".join(f"{r[key]:.0f}" for r in rows) or "nan"
 
     say(
         f"\nbench-herd: rate={args.rate} workers={args.workers} "
-        f"worker_cpu_us={column('worker_cpu_us', '.0f')} "
-        f"server_cpu_us={column('server_cpu_us', '.0f')}"
+        f"worker_cpu_us={column('worker_cpu_us', results)} "
+        f"server_cpu_us={column('server_cpu_us', results)} "
+        f"pgqueuer_worker_cpu_us={column('worker_cpu_us', peer)} "
+        f"pgqueuer_server_cpu_us={column('server_cpu_us', peer)}"
     )
     return 0
 
