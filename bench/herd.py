@@ -40,9 +40,9 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 
@@ -97,38 +97,51 @@ def fleet(bench: Bench, workers: int, rate: int, seconds: float, tmp: Path) -> d
             wait_until_true(lambda: len(q.list_workers()) == workers)
             time.sleep(1.0)  # past start-up: idle, listening
             backends = _backends(conn, q.conn.info.backend_pid)
-            pids = [p.pid for p in procs]
-            workers0, server0 = cpu_s(pids), cpu_s(backends)
             total = int(rate * seconds)
-            started = time.perf_counter()
-            for sent in range(total):
-                pause = started + sent / rate - time.perf_counter()
-                if pause > 0:
-                    time.sleep(pause)
-                q.enqueue("noop")
-            wait_empty(dsn, "SELECT NOT EXISTS (SELECT 1 FROM corral_jobs)")
-            workers1, server1 = cpu_s(pids), cpu_s(backends)
-            waits = [
-                float(r[0])
-                for r in conn.execute(
-                    "SELECT extract(epoch FROM started_at - enqueued_at) * 1000"
-                    " FROM corral_jobs_finished"
-                )
-            ]
-        p50, p99 = _percentiles(waits)
-        return {
-            "worker_cpu_us": (workers1 - workers0) / total * 1e6,
-            "server_cpu_us": (server1 - server0) / total * 1e6,
-            "p50_ms": p50,
-            "p99_ms": p99,
-        }
+
+            def produce() -> None:
+                started = time.perf_counter()
+                for sent in range(total):
+                    pause = started + sent / rate - time.perf_counter()
+                    if pause > 0:
+                        time.sleep(pause)
+                    q.enqueue("noop")
+
+            return window(
+                dsn, conn, [p.pid for p in procs], backends, total, produce,
+                "SELECT NOT EXISTS (SELECT 1 FROM corral_jobs)",
+                "SELECT extract(epoch FROM started_at - enqueued_at) * 1000"
+                " FROM corral_jobs_finished",
+            )  # fmt: skip
     finally:
         bench.drop_db(dsn)
 
 
-def _percentiles(waits: list[float]) -> tuple[float, float]:
-    waits = sorted(waits)
-    return statistics.median(waits), waits[min(len(waits) - 1, int(len(waits) * 0.99))]
+def window(
+    dsn: str,
+    conn: psycopg.Connection[Any],
+    pids: list[int],
+    backends: list[int],
+    total: int,
+    produce: Callable[[], object],
+    empty: LiteralString,
+    waits_query: LiteralString,
+) -> dict[str, float]:
+    """Per-job figures of `total` jobs sent by `produce` into `dsn`: CPU of the worker
+    processes `pids` and of the server processes `backends` from before it
+    to when `empty` holds, and the p50/p99 of `waits_query` (ms, one a job)."""
+    workers0, server0 = cpu_s(pids), cpu_s(backends)
+    produce()
+    wait_empty(dsn, empty)
+    workers1, server1 = cpu_s(pids), cpu_s(backends)
+    waits = sorted(float(r[0]) for r in conn.execute(waits_query))
+    nan = float("nan")
+    return {
+        "worker_cpu_us": (workers1 - workers0) / total * 1e6,
+        "server_cpu_us": (server1 - server0) / total * 1e6,
+        "p50_ms": statistics.median(waits) if waits else nan,
+        "p99_ms": waits[min(len(waits) - 1, int(len(waits) * 0.99))] if waits else nan,
+    }
 
 
 def pgqueuer_fleet(
@@ -153,31 +166,19 @@ def pgqueuer_fleet(
             wait_until_true(lambda: len(_backends(conn)) >= workers)
             time.sleep(2.0)  # past start-up: idle, listening
             backends = _backends(conn)  # the producer connects after this
-            pids = [p.pid for p in procs]
-            workers0, server0 = cpu_s(pids), cpu_s(backends)
             total = int(rate * seconds)
-            run_quietly(
-                [str(bindir / "python"), "-m", "bench._peers", "pgqueuer-trickle", dsn,
-                 str(total), str(rate)],
-                env,
+            trickle = [
+                str(bindir / "python"), "-m", "bench._peers", "pgqueuer-trickle", dsn,
+                str(total), str(rate),
+            ]  # fmt: skip
+            return window(
+                dsn, conn, [p.pid for p in procs], backends, total,
+                lambda: run_quietly(trickle, env),
+                "SELECT NOT EXISTS (SELECT 1 FROM pgqueuer)",
+                "SELECT extract(epoch FROM p.created - q.created) * 1000"
+                " FROM pgqueuer_log p JOIN pgqueuer_log q ON q.job_id = p.job_id"
+                " WHERE p.status = 'picked' AND q.status = 'queued'",
             )  # fmt: skip
-            wait_empty(dsn, "SELECT NOT EXISTS (SELECT 1 FROM pgqueuer)")
-            workers1, server1 = cpu_s(pids), cpu_s(backends)
-            waits = [
-                float(r[0])
-                for r in conn.execute(
-                    "SELECT extract(epoch FROM p.created - q.created) * 1000"
-                    " FROM pgqueuer_log p JOIN pgqueuer_log q ON q.job_id = p.job_id"
-                    " WHERE p.status = 'picked' AND q.status = 'queued'"
-                )
-            ]
-        p50, p99 = _percentiles(waits) if waits else (float("nan"), float("nan"))
-        return {
-            "worker_cpu_us": (workers1 - workers0) / total * 1e6,
-            "server_cpu_us": (server1 - server0) / total * 1e6,
-            "p50_ms": p50,
-            "p99_ms": p99,
-        }
     finally:
         bench.drop_db(dsn)
 
