@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -49,8 +48,10 @@ import psycopg
 from bench.queue import (
     Bench,
     Corral,
+    cpu_ticks,
     peer_env,
     peer_venv,
+    percentile,
     processes,
     run_quietly,
     say,
@@ -60,19 +61,11 @@ from bench.queue import (
 from corral import queue
 from corral_local.postgres import running
 
-_TICK = os.sysconf("SC_CLK_TCK")
-
 
 def cpu_s(pids: Iterable[int]) -> float:
     """User + system CPU seconds of the live processes among `pids`."""
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # gone
-        total += (int(fields[11]) + int(fields[12])) / _TICK
-    return total
+    ticks = (cpu_ticks(pid) for pid in pids)
+    return sum(t[1] for t in ticks if t is not None) / os.sysconf("SC_CLK_TCK")
 
 
 def _backends(conn: psycopg.Connection[Any], *not_these: int) -> list[int]:
@@ -134,13 +127,12 @@ def window(
     produce()
     wait_empty(dsn, empty)
     workers1, server1 = cpu_s(pids), cpu_s(backends)
-    waits = sorted(float(r[0]) for r in conn.execute(waits_query))
-    nan = float("nan")
+    waits = [float(r[0]) for r in conn.execute(waits_query)]
     return {
         "worker_cpu_us": (workers1 - workers0) / total * 1e6,
         "server_cpu_us": (server1 - server0) / total * 1e6,
-        "p50_ms": statistics.median(waits) if waits else nan,
-        "p99_ms": waits[min(len(waits) - 1, int(len(waits) * 0.99))] if waits else nan,
+        "p50_ms": percentile(waits, 50) if waits else float("nan"),
+        "p99_ms": percentile(waits, 99) if waits else float("nan"),
     }
 
 

@@ -640,18 +640,25 @@ def median_drain(runs: int, what: str, fn: Callable[[], Drain]) -> Drain:
     return result
 
 
+def cpu_ticks(pid: int) -> tuple[str, int] | None:
+    """A process's name and user + system CPU in clock ticks (/proc), or
+    None when it is gone."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return name, int(fields[11]) + int(fields[12])
+    return None
+
+
 def busiest(top: int = 5, interval_s: float = 1.0) -> list[str]:
     """The processes using the most CPU over the next `interval_s` (from /proc)."""
 
     def sample() -> dict[int, tuple[str, int]]:
         out = {}
         for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                with contextlib.suppress(OSError, ValueError, IndexError):
-                    stat = (entry / "stat").read_text()
-                    name = stat[stat.index("(") + 1 : stat.rindex(")")]
-                    fields = stat[stat.rindex(")") + 2 :].split()
-                    out[int(entry.name)] = (name, int(fields[11]) + int(fields[12]))
+            if entry.name.isdigit() and (got := cpu_ticks(int(entry.name))) is not None:
+                out[int(entry.name)] = got
         return out
 
     before = sample()
