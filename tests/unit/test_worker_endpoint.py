@@ -1,21 +1,21 @@
-"""The worker's HTTP routes and metrics, without sockets: readiness follows
-enrollment and drain, POST /drain drains, /metrics counts by queue and outcome."""
+"""The worker's HTTP endpoint: its routes (readiness follows enrollment and
+drain, POST /drain drains, /metrics counts by queue and outcome) and its
+HTTP/1.1 over a socket pair (keep-alive, HEAD, 405, malformed and oversized
+requests), without network sockets."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import stat
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import make_mocked_request
-from aiohttp.web_urldispatcher import MatchInfoError
 
 from corral.worker.endpoint import DRAIN_KEY_FILE, read_drain_key, write_drain_key
-from corral.worker.endpoint_http import Endpoint
+from corral.worker.endpoint_http import MAX_BODY_BYTES, Endpoint
 from corral.worker.metrics import Histogram, WorkerMetrics, parse_text
 
 
@@ -46,20 +46,10 @@ KEY = "k3y"
 def _call(
     endpoint: Endpoint, method: str, path: str, headers: dict[str, str] | None = None
 ) -> tuple[int, bytes]:
-    """Route a request through the endpoint's aiohttp app, without a socket."""
-    return asyncio.run(_route(endpoint, method, path, headers or {}))
-
-
-async def _route(
-    endpoint: Endpoint, method: str, path: str, headers: dict[str, str]
-) -> tuple[int, bytes]:
-    request = make_mocked_request(method, path, headers=headers, app=endpoint.app)
-    match = await endpoint.app.router.resolve(request)
-    if isinstance(match, MatchInfoError):
-        return match.http_exception.status, b""
-    response = await match.handler(request)
-    assert isinstance(response, web.Response)
-    return response.status, bytes(response.body or b"")  # type: ignore[arg-type]
+    """Route a request through the endpoint, without a socket."""
+    lowered = {name.lower(): value for name, value in (headers or {}).items()}
+    reply = endpoint.respond(method, path, lowered, "test")
+    return reply.status, reply.body
 
 
 def _endpoint(worker: FakeWorker) -> Endpoint:
@@ -140,3 +130,174 @@ def test_histogram_buckets_are_cumulative_with_an_inf_bucket() -> None:
         h.observe(value)
     assert h.buckets() == [("1.0", 2.0), ("5.0", 3.0), ("+Inf", 4.0)]
     assert h.total == 13.5
+
+
+# ------------------------------------------------- HTTP/1.1 over a socket pair
+def _exchange(endpoint: Endpoint, raw: bytes) -> bytes:
+    """Send `raw` on one end of a socket pair served by the endpoint, then
+    half-close it; everything the endpoint sent back until it closed."""
+
+    async def run() -> bytes:
+        ours, theirs = socket.socketpair()
+        server_side = asyncio.ensure_future(_serve(endpoint, theirs))
+        reader, writer = await asyncio.open_connection(sock=ours)
+        writer.write(raw)
+        await writer.drain()
+        writer.write_eof()
+        received = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        await asyncio.wait_for(server_side, 10)
+        return received
+
+    return asyncio.run(run())
+
+
+async def _serve(endpoint: Endpoint, sock: socket.socket) -> None:
+    reader, writer = await asyncio.open_connection(sock=sock)
+    await endpoint.serve_connection(reader, writer)
+
+
+def _responses(received: bytes) -> list[tuple[int, dict[str, str], bytes]]:
+    """(status, headers, body) of each response in `received`, framed by
+    Content-Length (every response the endpoint sends carries one)."""
+    out = []
+    rest = received
+    while rest:
+        head, _, rest = rest.partition(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+        length = int(headers["content-length"])
+        body = b"" if status_line.startswith("HEAD") else rest[:length]
+        out.append((int(status_line.split()[1]), headers, body))
+        rest = rest[len(body) :]
+    return out
+
+
+def test_one_connection_answers_requests_in_turn_keep_alive() -> None:
+    worker = FakeWorker()
+    raw = (
+        b"GET /readyz HTTP/1.1\r\nHost: w\r\n\r\n"
+        b"GET /status?verbose=1 HTTP/1.1\r\nHost: w\r\n\r\n"
+        + f"POST /drain HTTP/1.1\r\nHost: w\r\nAuthorization: Bearer {KEY}\r\n"
+        "Content-Length: 0\r\n\r\n".encode()
+        + b"GET /readyz HTTP/1.1\r\nHost: w\r\n\r\n"
+    )
+    replies = _responses(_exchange(_endpoint(worker), raw))
+    assert [status for status, _, _ in replies] == [200, 200, 202, 503]
+    assert replies[0][2] == b"active\n"
+    assert json.loads(replies[1][2]) == {"state": "active", "in_flight": 2}
+    assert replies[1][1]["content-type"].startswith("application/json")
+    assert worker.state == "draining"
+
+
+def test_head_sends_the_headers_of_get_and_no_body() -> None:
+    received = _exchange(
+        _endpoint(FakeWorker()),
+        b"HEAD /healthz HTTP/1.1\r\nHost: w\r\n\r\nGET /healthz HTTP/1.1\r\nHost: w\r\n\r\n",
+    )
+    head, _, rest = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"content-length: 3" in head.lower()
+    # The next bytes are the GET's response, not a body for the HEAD.
+    assert rest.startswith(b"HTTP/1.1 200 ") and rest.endswith(b"\r\n\r\nok\n")
+
+
+def test_a_wrong_method_is_405_with_allow_and_an_unknown_path_404() -> None:
+    replies = _responses(
+        _exchange(
+            _endpoint(FakeWorker()),
+            b"GET /drain HTTP/1.1\r\nHost: w\r\n\r\n"
+            b"POST /readyz HTTP/1.1\r\nHost: w\r\nContent-Length: 0\r\n\r\n"
+            b"GET /nope HTTP/1.1\r\nHost: w\r\n\r\n",
+        )
+    )
+    assert [(status, headers.get("allow")) for status, headers, _ in replies] == [
+        (405, "POST"),
+        (405, "GET, HEAD"),
+        (404, None),
+    ]
+
+
+def test_a_malformed_request_is_answered_400_and_the_connection_closed() -> None:
+    worker = FakeWorker()
+    raw = b"this is not http\r\n\r\nGET /readyz HTTP/1.1\r\nHost: w\r\n\r\n"
+    replies = _responses(_exchange(_endpoint(worker), raw))
+    assert len(replies) == 1 and replies[0][0] == 400
+    assert replies[0][1]["connection"] == "close"
+
+
+def test_a_body_over_the_cap_is_refused_413_without_draining() -> None:
+    worker = FakeWorker()
+    body = b"x" * (MAX_BODY_BYTES + 1)
+    raw = (
+        f"POST /drain HTTP/1.1\r\nHost: w\r\nAuthorization: Bearer {KEY}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    replies = _responses(_exchange(_endpoint(worker), raw))
+    assert [status for status, _, _ in replies] == [413]
+    assert worker.state == "active"
+
+
+def test_a_chunked_body_over_the_cap_is_refused_too() -> None:
+    worker = FakeWorker()
+    chunk = b"x" * 4096
+    chunks = b"".join(b"1000\r\n" + chunk + b"\r\n" for _ in range(MAX_BODY_BYTES // 4096 + 1))
+    raw = (
+        f"POST /drain HTTP/1.1\r\nHost: w\r\nAuthorization: Bearer {KEY}\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n".encode()
+        + chunks
+        + b"0\r\n\r\n"
+    )
+    replies = _responses(_exchange(_endpoint(worker), raw))
+    assert [status for status, _, _ in replies] == [413]
+    assert worker.state == "active"
+
+
+def test_a_route_that_raises_is_500_and_the_connection_serves_on() -> None:
+    class Broken(FakeWorker):
+        def render_metrics(self) -> bytes:
+            raise RuntimeError("boom")
+
+    replies = _responses(
+        _exchange(
+            _endpoint(Broken()),
+            b"GET /metrics HTTP/1.1\r\nHost: w\r\n\r\nGET /healthz HTTP/1.1\r\nHost: w\r\n\r\n",
+        )
+    )
+    assert [status for status, _, _ in replies] == [500, 200]
+
+
+def test_connection_close_from_the_client_is_honoured() -> None:
+    replies = _responses(
+        _exchange(
+            _endpoint(FakeWorker()),
+            b"GET /healthz HTTP/1.1\r\nHost: w\r\nConnection: close\r\n\r\n"
+            b"GET /healthz HTTP/1.1\r\nHost: w\r\n\r\n",
+        )
+    )
+    assert [status for status, _, _ in replies] == [200]
+
+
+def test_stop_closes_the_listening_socket_and_every_open_connection(tmp_path: Path) -> None:
+    async def run() -> tuple[bytes, bool]:
+        listening = socket.socket(socket.AF_UNIX)
+        listening.bind(str(tmp_path / "endpoint.sock"))
+        listening.listen()
+        endpoint = Endpoint(FakeWorker(), "", 0, drain_key=KEY, sock=listening)
+        await endpoint.start()
+        # A kept-alive connection, served as the server serves one it accepted.
+        ours, theirs = socket.socketpair()
+        server_side = asyncio.ensure_future(_serve(endpoint, theirs))
+        reader, writer = await asyncio.open_connection(sock=ours)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: w\r\n\r\n")
+        await writer.drain()
+        first = await asyncio.wait_for(reader.readuntil(b"ok\n"), 5)
+        await asyncio.wait_for(endpoint.stop(), 5)
+        rest = await asyncio.wait_for(reader.read(), 5)  # EOF, nothing more
+        await asyncio.wait_for(server_side, 5)
+        writer.close()
+        return first + rest, listening.fileno() == -1
+
+    received, listener_closed = asyncio.run(run())
+    assert received.startswith(b"HTTP/1.1 200 ") and received.endswith(b"\r\n\r\nok\n")
+    assert listener_closed

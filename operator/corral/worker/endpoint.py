@@ -1,8 +1,8 @@
 """The worker's small HTTP endpoint: `/metrics`, `/healthz`, `/readyz`,
 `GET /status` and `POST /drain`. This module binds its socket and keeps the
-drain key; the routes and aiohttp's server are `corral.worker.endpoint_http`,
-imported by `serve` once the worker is claiming (aiohttp's import is the
-costliest of the worker's start).
+drain key; the routes and their HTTP/1.1 server (h11 on asyncio streams) are
+`corral.worker.endpoint_http`, imported by `serve` once the worker is
+claiming: nothing of them is on the way to the first claim.
 
 Started by `corral.worker.runtime.Worker`; probed by the kubelet (readiness,
 liveness), scraped by Prometheus, and called by `corral worker prestop` (the

@@ -301,9 +301,8 @@ class Worker:
             spawn(dispatcher.run(), "dispatcher")
             # One turn of the loop: the tasks above send their first statements
             # (the claim among them). Then the garbage collector (corral.entry)
-            # runs again, and aiohttp's import (a tenth of a second) runs in a
-            # thread while the claim is on its way; the endpoint's socket is
-            # bound already.
+            # runs again, and the endpoint's routes and h11 are imported in a
+            # thread while the claim is on its way; its socket is bound already.
             await asyncio.sleep(0)
             resume_collector()
             if listener is not None:
