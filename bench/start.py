@@ -8,6 +8,8 @@ useless until it claims. Each of `--launches` runs (median printed):
 - `corral worker` is launched (as a pod would run it: enroll, HTTP endpoint,
   one queue) and timed from just before the launch to the line saying it is
   ready, and to the job's `started_at` (the server's clock, on this machine);
+  its resident memory is read at the ready line (/proc; the endpoint is
+  serving then);
 - the worker is stopped with SIGTERM.
 
 Beside it, in the same run and with the same number of launches (medians):
@@ -19,7 +21,8 @@ Beside it, in the same run and with the same number of launches (medians):
 - PgQueuer 1.6.0, the fastest Python peer of `make bench-queue`, from its
   own virtualenv (bench.queue.peer_venv): `pgq run` with one job waiting,
   timed to the `created` of the job's 'picked' row in its log table (the
-  server's clock at the pick, as corral's `started_at` is at the claim).
+  server's clock at the pick, as corral's `started_at` is at the claim),
+  its resident memory read once that row is seen.
   `--skip-peers` leaves it out (no package index needed then).
 
 Then one launch with `python -X importtime` lists the modules whose import
@@ -28,8 +31,9 @@ command line and what it pulls in before `corral worker` runs).
 
 The last line is the summary:
 `bench-start: ready_ms=<median> first_claim_ms=<median> imports_ms=<X> launches=<N>
-pgqueuer_first_pick_ms=<median> floor_ms=<median>` (one line; the PgQueuer
-figure is `nan` with `--skip-peers`)
+pgqueuer_first_pick_ms=<median> floor_ms=<median> ready_rss_mib=<median>
+pgqueuer_rss_mib=<median>` (one line; the PgQueuer figures are `nan` with
+`--skip-peers`)
 
 Usage: python -m bench.start [--launches N] [--skip-peers]
 """
@@ -84,6 +88,7 @@ def _env(dsn: str, token: str, state_dir: Path, **extra: str) -> dict[str, str]:
 class Launch:
     ready_s: float = 0.0  # launch to the "ready" line
     claim_s: float = 0.0  # launch to the waiting job's started_at
+    rss_mib: float = float("nan")  # resident memory at the ready line
     stderr: str = ""
 
 
@@ -104,6 +109,7 @@ def launch(dsn: str, state_dir: Path, **extra_env: str) -> Launch:
         for line in proc.stdout:
             if " ready" in line:
                 result.ready_s = time.time() - launched
+                result.rss_mib = resident_mib(proc.pid)
                 break
         else:
             raise RuntimeError("the worker exited before it was ready (its stderr follows)")
@@ -122,6 +128,18 @@ def launch(dsn: str, state_dir: Path, **extra_env: str) -> Launch:
         result.stderr = _stop(proc)
         if not result.claim_s:
             print(result.stderr, file=sys.stderr)
+
+
+def resident_mib(pid: int) -> float:
+    """The process's resident memory (VmRSS) in MiB; nan where /proc has none."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return float("nan")
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def _stop(proc: subprocess.Popen[str]) -> str:
@@ -168,8 +186,9 @@ def floor_launch() -> float:
     return took
 
 
-def pgqueuer_launch(dsn: str, bindir: Path) -> float:
-    """Seconds from launching `pgq run` with one job waiting to its pick."""
+def pgqueuer_launch(dsn: str, bindir: Path) -> tuple[float, float]:
+    """Seconds from launching `pgq run` with one job waiting to its pick, and
+    its resident memory (MiB) once the pick is seen."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("DELETE FROM pgqueuer_log")
         conn.execute(
@@ -190,33 +209,36 @@ def pgqueuer_launch(dsn: str, bindir: Path) -> float:
                 "SELECT extract(epoch FROM created) FROM pgqueuer_log WHERE status = 'picked'",
                 "PgQueuer's first pick",
             )
-        return picked - launched
+        return picked - launched, resident_mib(proc.pid)
     finally:
         err = _stop(proc)
         if not picked:
             print(err, file=sys.stderr)
 
 
-def peer_medians(server: Any, launches: int, skip_peers: bool) -> tuple[float, float]:
-    """Median seconds of the stack's floor and of PgQueuer's start to its pick
-    (nan when skipped); each launch printed."""
+def peer_medians(server: Any, launches: int, skip_peers: bool) -> tuple[float, float, float]:
+    """Median seconds of the stack's floor and of PgQueuer's start to its pick,
+    and PgQueuer's resident MiB then (both nan when skipped); each launch printed."""
     floor = [floor_launch() for _ in range(launches)]
     say(f"\n[floor] python: import asyncio, psycopg (no collector), median of {launches}: "
         f"{1000 * statistics.median(floor):.0f} ms")  # fmt: skip
     if skip_peers:
         say("[pgqueuer 1.6.0] skipped (--skip-peers)")
-        return statistics.median(floor), float("nan")
+        return statistics.median(floor), float("nan"), float("nan")
     bindir = peer_venv()
     dsn = server.create_database(f"start_pgq_{secrets.token_hex(4)}")
     run_quietly([str(bindir / "pgq"), "--pg-dsn", dsn, "install"], peer_env(PGDSN=dsn))
     say("[pgqueuer 1.6.0] `pgq run`, one job waiting, launch to its pick")
     pgqueuer_launch(dsn, bindir)  # the page cache, as for corral's warm-up
-    picks = []
+    picks, rss = [], []
     for i in range(launches):
-        picks.append(pgqueuer_launch(dsn, bindir))
-        say(f"  launch {i + 1:2d}: first pick {1000 * picks[-1]:6.0f} ms")
-    say(f"median of {launches}: first pick {1000 * statistics.median(picks):.0f} ms")
-    return statistics.median(floor), statistics.median(picks)
+        took, mib = pgqueuer_launch(dsn, bindir)
+        picks.append(took)
+        rss.append(mib)
+        say(f"  launch {i + 1:2d}: first pick {1000 * took:6.0f} ms, {mib:.1f} MiB")
+    say(f"median of {launches}: first pick {1000 * statistics.median(picks):.0f} ms, "
+        f"resident then {statistics.median(rss):.1f} MiB")  # fmt: skip
+    return statistics.median(floor), statistics.median(picks), statistics.median(rss)
 
 
 def import_offenders(dsn: str, state_dir: Path, top: int) -> tuple[float, list[str]]:
@@ -252,16 +274,19 @@ def main(argv: list[str]) -> int:
         # PYTHONDONTWRITEBYTECODE=1 would have every launch compile corral anew).
         compileall.compile_dir(str(Path(corral.__file__).parent), quiet=1)
         launch(dsn, tmp / "warm-up")  # the page cache, as on a node that ran one before
-        ready, claim = [], []
+        ready, claim, rss = [], [], []
         for i in range(args.launches):
             one = launch(dsn, tmp / f"w{i}")
             ready.append(one.ready_s)
             claim.append(one.claim_s)
+            rss.append(one.rss_mib)
             say(f"  launch {i + 1:2d}: ready {1000 * one.ready_s:6.0f} ms, "
-                f"first claim {1000 * one.claim_s:6.0f} ms")  # fmt: skip
+                f"first claim {1000 * one.claim_s:6.0f} ms, {one.rss_mib:.1f} MiB")  # fmt: skip
         ready_ms, claim_ms = 1000 * statistics.median(ready), 1000 * statistics.median(claim)
-        say(f"median of {args.launches}: ready {ready_ms:.0f} ms, first claim {claim_ms:.0f} ms")
-        floor_s, pgqueuer_s = peer_medians(server, args.launches, args.skip_peers)
+        rss_mib = statistics.median(rss)
+        say(f"median of {args.launches}: ready {ready_ms:.0f} ms, first claim {claim_ms:.0f} ms, "
+            f"resident at ready {rss_mib:.1f} MiB")  # fmt: skip
+        floor_s, pgqueuer_s, pgqueuer_mib = peer_medians(server, args.launches, args.skip_peers)
         imports_ms, offenders = import_offenders(dsn, tmp / "importtime", args.top)
         say(f"\nimports of one launch: {imports_ms:.0f} ms; the most self time:")
         for line in offenders:
@@ -269,7 +294,8 @@ def main(argv: list[str]) -> int:
         say(
             f"\nbench-start: ready_ms={ready_ms:.0f} first_claim_ms={claim_ms:.0f} "
             f"imports_ms={imports_ms:.0f} launches={args.launches} "
-            f"pgqueuer_first_pick_ms={1000 * pgqueuer_s:.0f} floor_ms={1000 * floor_s:.0f}"
+            f"pgqueuer_first_pick_ms={1000 * pgqueuer_s:.0f} floor_ms={1000 * floor_s:.0f} "
+            f"ready_rss_mib={rss_mib:.1f} pgqueuer_rss_mib={pgqueuer_mib:.1f}"
         )
         return 0
 
