@@ -301,3 +301,15 @@ def test_stop_closes_the_listening_socket_and_every_open_connection(tmp_path: Pa
     received, listener_closed = asyncio.run(run())
     assert received.startswith(b"HTTP/1.1 200 ") and received.endswith(b"\r\n\r\nok\n")
     assert listener_closed
+
+
+def test_an_http_1_0_probe_gets_its_answer_and_the_connection_closes() -> None:
+    """Load balancers' checks (HAProxy's `option httpchk`) still speak HTTP/1.0,
+    with no Host header."""
+    received = _exchange(
+        _endpoint(FakeWorker()),
+        b"GET /readyz HTTP/1.0\r\n\r\nGET /readyz HTTP/1.0\r\n\r\n",
+    )
+    replies = _responses(received)
+    assert [(status, body) for status, _, body in replies] == [(200, b"active\n")]
+    assert received.startswith(b"HTTP/1.1 200 OK\r\n")
