@@ -6,6 +6,7 @@ requests), without network sockets."""
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import socket
 import stat
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from corral.worker.endpoint import DRAIN_KEY_FILE, read_drain_key, write_drain_key
-from corral.worker.endpoint_http import MAX_BODY_BYTES, Endpoint
+from corral.worker.endpoint_http import MAX_BODY_BYTES, Endpoint, http_date
 from corral.worker.metrics import Histogram, WorkerMetrics, parse_text
 
 
@@ -188,6 +189,12 @@ def test_one_connection_answers_requests_in_turn_keep_alive() -> None:
     assert json.loads(replies[1][2]) == {"state": "active", "in_flight": 2}
     assert replies[1][1]["content-type"].startswith("application/json")
     assert worker.state == "draining"
+    assert all(email.utils.parsedate_to_datetime(h["date"]) for _, h, _ in replies)
+
+
+def test_dates_are_rfc_9110_imf_fixdates() -> None:
+    assert http_date(784111777) == "Sun, 06 Nov 1994 08:49:37 GMT"  # RFC 9110's own example
+    assert http_date(0) == "Thu, 01 Jan 1970 00:00:00 GMT"
 
 
 def test_head_sends_the_headers_of_get_and_no_body() -> None:

@@ -22,6 +22,7 @@ import hmac
 import json
 import logging
 import socket
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -241,6 +242,7 @@ class Endpoint:
         close: bool = False,
     ) -> bool:
         headers = [
+            ("Date", http_date(time.time())),
             ("Content-Type", reply.content_type),
             ("Content-Length", str(len(reply.body))),
             *reply.headers,
@@ -254,6 +256,21 @@ class Endpoint:
         writer.write(out)
         await writer.drain()
         return conn.our_state is h11.DONE and conn.their_state is h11.DONE
+
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def http_date(epoch: float) -> str:
+    """RFC 9110's IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), which every
+    response of a server with a clock carries; English names whatever the
+    locale."""
+    t = time.gmtime(epoch)
+    return (
+        f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"
+    )
 
 
 def _content_length(request: h11.Request) -> int | None:
