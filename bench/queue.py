@@ -651,6 +651,18 @@ def cpu_ticks(pid: int) -> tuple[str, int] | None:
     return None
 
 
+def resident_mib(pid: int) -> float:
+    """A process's resident memory (VmRSS) in MiB; nan where /proc has none."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return float("nan")
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def busiest(top: int = 5, interval_s: float = 1.0) -> list[str]:
     """The processes using the most CPU over the next `interval_s` (from /proc)."""
 

@@ -34,7 +34,6 @@ import contextlib
 import functools
 import json
 import os
-import re
 import signal
 import statistics
 import subprocess
@@ -52,6 +51,7 @@ import psycopg
 import yaml
 from psycopg import sql
 
+from bench.queue import resident_mib
 from corral import queue as corral_queue
 from corral.queue import JobSpec, Queue, roles
 from corral_local.localcluster import LocalCluster
@@ -173,9 +173,7 @@ class Platform:
 
     def operator_rss_mb(self) -> float:
         assert self.operator is not None
-        text = Path(f"/proc/{self.operator.pid}/status").read_text()
-        match = re.search(r"VmRSS:\s+(\d+) kB", text)
-        return int(match.group(1)) / 1024 if match else float("nan")
+        return resident_mib(self.operator.pid)
 
     def metric(self, name: str) -> float:
         """The sum of a metric's samples on the operator's /metrics (0 when absent)."""

@@ -58,7 +58,7 @@ from typing import Any, LiteralString
 import psycopg
 
 import corral
-from bench.queue import peer_env, peer_venv, run_quietly
+from bench.queue import peer_env, peer_venv, resident_mib, run_quietly
 from corral import queue
 from corral_local.postgres import running
 
@@ -128,18 +128,6 @@ def launch(dsn: str, state_dir: Path, **extra_env: str) -> Launch:
         result.stderr = _stop(proc)
         if not result.claim_s:
             print(result.stderr, file=sys.stderr)
-
-
-def resident_mib(pid: int) -> float:
-    """The process's resident memory (VmRSS) in MiB; nan where /proc has none."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return float("nan")
-    for line in status.splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def _stop(proc: subprocess.Popen[str]) -> str:
