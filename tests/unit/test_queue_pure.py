@@ -178,8 +178,8 @@ def test_a_payload_nested_too_deeply_to_encode_is_refused_at_enqueue() -> None:
 
 
 def test_the_claim_decoder_turns_a_payload_it_cannot_decode_into_undecodable() -> None:
-    from corral.worker._queue import Undecodable, _loads
+    from corral.worker.connections import Undecodable, loads
 
-    assert _loads('{"a": [1, 2]}') == {"a": [1, 2]}
-    bad = _loads("[" * 5000 + "]" * 5000)  # jsonb takes it; Python's parser does not
+    assert loads('{"a": [1, 2]}') == {"a": [1, 2]}
+    bad = loads("[" * 5000 + "]" * 5000)  # jsonb takes it; Python's parser does not
     assert isinstance(bad, Undecodable) and "RecursionError" in bad.error

@@ -4,13 +4,21 @@ The runtime's parts call these methods (`claims`, `jobs`, `completions`,
 `heartbeat`, `upkeep`; `enrollment` at start); they call `corral.queue`'s
 `AsyncQueue` (the only code that talks to PostgreSQL). A worker holds four
 connections so that no kind of traffic waits behind another: claims,
-completions, control (enrollment, heartbeat, failures, release, reaper) and
-LISTEN.
+completions, control (heartbeat, failures, release, reaper) and LISTEN.
+
+Only the claim connection is open before the first claim: the worker's
+enrollment and its first claim run on it. Each of the other three opens when
+a call first needs it, or once the first claim is sent
+(`open_connections`), whichever comes first. Each opening costs round trips,
+a backend started on the server and a password exchange on both sides; four
+opened together took 30 ms of a worker's start where one takes 12, and
+opened behind the enrollment they slowed it down as much (`make bench-start`).
 
 A connection that breaks (a database restart or failover, a terminated
-backend, a network cut) is opened again by the next call that needs it; while
-the server is away that call raises `ConnectionLost` at once, and its caller
-waits `QueueSession.backoff()` (jittered, doubling up to a few seconds) before
+backend, a network cut), or whose first opening failed, is opened again by
+the next call that needs it (`corral.worker.connections.Link`); while the
+server is away that call raises `ConnectionLost` at once, and its caller waits
+`QueueSession.backoff()` (jittered, doubling up to a few seconds) before
 trying again. `outage_s()` says how long the database has been away, which the
 heartbeat compares with the lease: a worker exits only once the leases of the
 jobs it holds would already have lapsed.
@@ -24,7 +32,6 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from json import loads as _json_loads
 from typing import Any, TypeVar
 
 from corral._version import __version__
@@ -44,6 +51,7 @@ from corral.queue import (
 from corral.queue import EnrollmentError as TokenRefused
 from corral.queue.schedules import ScheduleSpec
 from corral.worker.config import WorkerSettings
+from corral.worker.connections import Link, Undecodable, claim_connection, listen_connection
 from corral.worker.drain import Directive, Lifecycle
 from corral.worker.enrollment import EnrollmentError, Identity
 
@@ -76,43 +84,16 @@ class _Refused:
 _refused = _Refused()
 
 
-class _Link:
-    """One of the worker's connections, opened again when it broke."""
-
-    def __init__(self, name: str, queue: AsyncQueue, reopen: Callable[[], Awaitable[AsyncQueue]]):
-        self.name = name
-        self.queue = queue
-        self._reopen = reopen
-
-    async def ready(self) -> AsyncQueue:
-        """The open connection; a new one in place of a broken one (raises
-        ConnectionLost while the server cannot be reached)."""
-        if not self.queue.conn.closed:
-            return self.queue
-        try:
-            fresh = await self._reopen()
-        except Exception as exc:
-            raise ConnectionLost(f"{self.name} connection: {exc}") from None
-        with contextlib.suppress(Exception):
-            await self.queue.close()
-        self.queue = fresh
-        log.info("%s connection to the database open again", self.name)
-        return fresh
-
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.queue.close()
-
-
 class QueueSession:
-    def __init__(self, settings: WorkerSettings, queues: Sequence[AsyncQueue]) -> None:
+    def __init__(self, settings: WorkerSettings, claimer: AsyncQueue) -> None:
+        """`claimer`: the open claim connection; the other three open when
+        first needed, or at `open_connections()`."""
         self.settings = settings
-        claimer, completer, control, listener = queues
         url = settings.database_url
-        self._claimer = _Link("claim", claimer, lambda: _claim_connection(url))
-        self._completer = _Link("completion", completer, lambda: AsyncQueue.connect(url))
-        self._control = _Link("control", control, lambda: AsyncQueue.connect(url))
-        self._listener = _Link("LISTEN", listener, lambda: _listen_connection(url))
+        self._claimer = Link("claim", lambda: claim_connection(url), claimer)
+        self._completer = Link("completion", lambda: AsyncQueue.connect(url))
+        self._control = Link("control", lambda: AsyncQueue.connect(url))
+        self._listener = Link("LISTEN", lambda: listen_connection(url))
         self._control_lock = asyncio.Lock()
         self.identity: Identity | None = None
         self._worker_id = 0
@@ -121,6 +102,12 @@ class QueueSession:
         self._queues = list(settings.queues)
         self._down_since: float | None = None  # monotonic; None while the database answers
         self._failures = 0  # calls lost in a row, for the back-off
+
+    def open_connections(self) -> None:
+        """Start opening the connections no call has needed yet (the worker
+        runtime calls this once its first claim is sent)."""
+        for link in (self._completer, self._control, self._listener):
+            link.open()
 
     async def close(self) -> None:
         for link in (self._claimer, self._completer, self._control, self._listener):
@@ -135,12 +122,12 @@ class QueueSession:
         self._caller = Credentials(self._worker_id, identity.credential)
 
     # ----------------------------------------------------------- connections
-    async def _on(self, link: _Link, call: Callable[[AsyncQueue], Awaitable[T]]) -> T:
+    async def _on(self, link: Link, call: Callable[[AsyncQueue], Awaitable[T]]) -> T:
         """`call` on `link`'s connection; notes an outage when it is lost."""
         try:
             result = await call(await link.ready())
         except ConnectionLost:
-            if link.queue.conn.closed:  # not a cancelled statement: the line is gone
+            if not link.usable():  # not a cancelled statement: the line is gone
                 self._lost()
             raise
         if self._down_since is not None:
@@ -171,19 +158,20 @@ class QueueSession:
         return base * random.uniform(0.5, 1.5)
 
     # -------------------------------------------------------------- identity
+    # Enrollment runs once, at start, before the first claim: on the claim
+    # connection, the one open by then (the dispatcher is not running yet).
     async def enroll(self, token: str) -> Identity:
         try:
-            async with self._control_lock:
-                enrolled = await self._on(
-                    self._control,
-                    lambda q: q.enroll(
-                        token,
-                        name=self.settings.name,
-                        queues=self._queues,
-                        concurrency=self.settings.concurrency,
-                        version=__version__,
-                    ),
-                )
+            enrolled = await self._on(
+                self._claimer,
+                lambda q: q.enroll(
+                    token,
+                    name=self.settings.name,
+                    queues=self._queues,
+                    concurrency=self.settings.concurrency,
+                    version=__version__,
+                ),
+            )
         except TokenRefused as exc:
             raise EnrollmentError(f"enrollment refused: {exc}") from None
         if self.settings.region and self.settings.region != enrolled.region:
@@ -198,18 +186,17 @@ class QueueSession:
     async def authenticate(self, identity: Identity) -> str:
         self._use(identity)
         with _refused:
-            async with self._control_lock:
-                state = await self._on(
-                    self._control,
-                    lambda q: q.authenticate(
-                        self._worker_id,
-                        identity.credential,
-                        name=self.settings.name,
-                        queues=self._queues,
-                        concurrency=self.settings.concurrency,
-                        version=__version__,
-                    ),
-                )
+            state = await self._on(
+                self._claimer,
+                lambda q: q.authenticate(
+                    self._worker_id,
+                    identity.credential,
+                    name=self.settings.name,
+                    queues=self._queues,
+                    concurrency=self.settings.concurrency,
+                    version=__version__,
+                ),
+            )
         return str(state)
 
     # ------------------------------------------------------------------ jobs
@@ -341,83 +328,25 @@ class QueueSession:
         return bool(named) and ("*" in named or not named.isdisjoint(self._queues))
 
     async def listen(self) -> None:
-        await self._listener.queue.listen()
+        """Wait until the LISTEN connection listens (it does from its opening:
+        `_listen_connection`)."""
+        await self._listener.ready()
 
     async def reconnect_listener(self) -> None:
         """A fresh LISTEN connection after the old one broke (it listens
         from the start: `_listen_connection`)."""
-        if not self._listener.queue.conn.closed:
+        queue = self._listener.queue
+        if queue is not None and not queue.conn.closed:
             # Broken without psycopg noticing yet (a wait that timed out on a
             # dead line): close it so that ready() opens a new one.
             with contextlib.suppress(Exception):
-                await self._listener.queue.close()
+                await queue.close()
         await self._listener.ready()
 
 
-class Undecodable:
-    """A claimed payload Python could not decode (nested deeper than its
-    parser goes, for one: PostgreSQL's jsonb allows more). It stands in for
-    the payload so that the rest of the batch runs; the job fails as
-    `payload`, straight to dead, with `error` in its message."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: str) -> None:
-        self.error = error
-
-
-def _loads(data: str | bytes) -> Any:
-    """JSON payload decoder for claimed rows: `{}` (most jobs) without the
-    decoder's encoding detection and regex passes, always a new object so
-    that no two jobs share a payload; anything else through `json.loads`.
-    One payload that cannot be decoded never fails the claim (its batch is
-    leased already): it becomes `Undecodable`."""
-    text = data if isinstance(data, str) else bytes(data).decode()
-    if text == "{}":
-        return {}
-    if text == "null":
-        return None
-    try:
-        return _json_loads(text)
-    except (RecursionError, ValueError) as exc:
-        return Undecodable(f"{type(exc).__name__}: {exc}"[:300])
-
-
-async def _claim_connection(url: str) -> AsyncQueue:
-    # The claim connection decodes every claimed row. Its session runs in UTC
-    # (unless the DSN's options name a TimeZone): psycopg then reads each of
-    # a row's four timestamps as a datetime in `datetime.UTC` instead of
-    # converting it to the server's zone through zoneinfo (about 2 µs a job),
-    # and a handler sees `enqueued_at` and `scheduled_for` in UTC whatever
-    # the server's zone. The claim functions do no local-time arithmetic.
-    queue = await AsyncQueue.connect(url, session={"TimeZone": "UTC"})
-    # It also decodes every payload: give it the cheap decoder (a
-    # per-connection adapter setting, no SQL involved).
-    queue.decode_json_with(_loads)
-    return queue
-
-
-async def _listen_connection(url: str) -> AsyncQueue:
-    queue = await AsyncQueue.connect(url)
-    await queue.listen()
-    return queue
-
-
 async def open_session(settings: WorkerSettings) -> QueueSession:
-    """The worker's four connections (claim, completion, control, LISTEN),
-    opened at once: each costs a few round trips and a password exchange, and
-    the first claim waits for them. If one fails, the others are closed and
-    the first failure, in that order, is raised (as when they were opened one
-    after the other)."""
-    url = settings.database_url
-    opened = await asyncio.gather(
-        _claim_connection(url), *(AsyncQueue.connect(url) for _ in range(3)), return_exceptions=True
-    )
-    queues = [q for q in opened if not isinstance(q, BaseException)]
-    failures = [e for e in opened if isinstance(e, BaseException)]
-    if failures:
-        for queue in queues:
-            with contextlib.suppress(Exception):
-                await queue.close()
-        raise failures[0]
-    return QueueSession(settings, queues)
+    """The worker's session, once its claim connection is open (its failure
+    is raised: the worker cannot start). The completion, control and LISTEN
+    connections open later (see the module's docstring); one whose opening
+    fails is opened again by the next call that needs it, as after a break."""
+    return QueueSession(settings, await claim_connection(settings.database_url))

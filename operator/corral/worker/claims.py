@@ -105,8 +105,15 @@ async def dispatch(
 
 async def listen(session: QueueSession, wake: asyncio.Event, database_url: str) -> None:
     """Wake the dispatcher when a NOTIFY names one of this worker's queues;
-    reconnect the LISTEN connection when it breaks."""
-    await session.listen()
+    reconnect the LISTEN connection when it breaks.
+
+    Each time LISTEN takes effect (the connection opens behind the first
+    claim, or again after a break) the dispatcher is woken once: a job
+    enqueued before then sent its NOTIFY to nobody, and would otherwise wait
+    for the next poll."""
+    with contextlib.suppress(Exception):  # failing, it is reopened below
+        await session.listen()
+        wake.set()
     while True:
         try:
             if await session.wait_for_jobs(_LISTEN_WAIT_S):
@@ -120,3 +127,4 @@ async def listen(session: QueueSession, wake: asyncio.Event, database_url: str) 
             await asyncio.sleep(_RECONNECT_AFTER_S)
             with contextlib.suppress(Exception):
                 await session.reconnect_listener()
+                wake.set()

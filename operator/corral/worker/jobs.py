@@ -28,9 +28,10 @@ from typing import Any, Protocol
 
 from corral.frozen import builder
 from corral.queue import ClaimedJob, ConnectionLost, FailureReason
-from corral.worker._queue import RemovedError, Undecodable
+from corral.worker._queue import RemovedError
 from corral.worker.claimsize import smoothed
 from corral.worker.completions import CompletionBuffer
+from corral.worker.connections import Undecodable
 from corral.worker.handlers import Handler, HandlerRegistry, Job, PayloadError
 from corral.worker.metrics import WorkerMetrics
 from corral.worker.results import clean_text, result_value

@@ -287,6 +287,11 @@ class Worker:
                 self._buffer, session, self.metrics, jobs.written, settings.flush_interval_s
             )
             spawn = self._spawn
+            dispatcher = Dispatcher(
+                session, jobs, self._buffer, beat, self.lifecycle, self.metrics, self._wake,
+                settings, identity.worker_id, self._exit,
+            )  # fmt: skip
+            spawn(dispatcher.run(), "dispatcher")  # first: its claim goes out first
             spawn(beat.run(), "heartbeat")
             spawn(claims.listen(session, self._wake, settings.database_url), "listener")
             spawn(flusher.run(), "flusher")
@@ -294,16 +299,13 @@ class Worker:
             spawn(self._loop_watch().run(), "loopwatch")
             for task, name in upkeep.tasks(session, settings, self.metrics, self._wake.set):
                 spawn(task, name)
-            dispatcher = Dispatcher(
-                session, jobs, self._buffer, beat, self.lifecycle, self.metrics, self._wake,
-                settings, identity.worker_id, self._exit,
-            )  # fmt: skip
-            spawn(dispatcher.run(), "dispatcher")
             # One turn of the loop: the tasks above send their first statements
-            # (the claim among them). Then the garbage collector (corral.entry)
+            # (the claim among them). Then the other connections open
+            # (`_queue.open_session`), the garbage collector (corral.entry)
             # runs again, and the endpoint's routes and h11 are imported in a
             # thread while the claim is on its way; its socket is bound already.
             await asyncio.sleep(0)
+            session.open_connections()
             resume_collector()
             if listener is not None:
                 await asyncio.to_thread(importlib.import_module, "corral.worker.endpoint_http")
