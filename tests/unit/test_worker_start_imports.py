@@ -19,6 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.unit._worker_start import start_until_connect
 
 # Imported by the first scrape, the preStop hook or the endpoint, never before.
@@ -40,6 +42,11 @@ DEFERRED = (
     # The records only reads show (jobs as get_job shows them, stats, workers,
     # tokens, schedules, regions): corral.queue.records names them lazily.
     "corral.queue.view_records",
+    # Schedules (the firing pass, handlers that declare one) and the
+    # dashboard's records: corral.queue names them lazily.
+    "corral.queue.schedules",
+    "cronsim",
+    "corral.queue.insight_records",
 )
 
 _IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)$", re.MULTILINE)
@@ -101,3 +108,22 @@ def test_the_endpoint_serves_without_importing_aiohttp() -> None:
         check=True,
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_the_names_corral_queue_defers_are_the_modules_own() -> None:
+    """`corral.queue.ScheduleSpec` and the dashboard's records resolve on first
+    use to the very classes their modules define; an unknown name still
+    raises AttributeError."""
+    import corral
+    import corral.queue as q
+    from corral.queue import insight_records, schedules
+
+    assert q.ScheduleSpec is schedules.ScheduleSpec is corral.ScheduleSpec
+    assert q.InvalidSchedule is schedules.InvalidSchedule is corral.InvalidSchedule
+    assert (q.AuditEntry, q.DepthMinute, q.ThroughputMinute) == (
+        insight_records.AuditEntry,
+        insight_records.DepthMinute,
+        insight_records.ThroughputMinute,
+    )
+    with pytest.raises(AttributeError, match="has no attribute 'Nope'"):
+        q.Nope  # noqa: B018

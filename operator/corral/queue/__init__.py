@@ -33,6 +33,7 @@ wake up.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from corral.queue._params import LIVE_WORKER_S, PAYLOAD_MAX_BYTES
@@ -66,7 +67,6 @@ from corral.queue.errors import (
     WorkerRemoved,
     WorkerStateError,
 )
-from corral.queue.insight_records import AuditEntry, DepthMinute, ThroughputMinute
 from corral.queue.migrations import MigrationStatus, migrate, status
 from corral.queue.records import (
     UNCAPPED,
@@ -83,9 +83,10 @@ from corral.queue.records import (
     ScheduleFiring,
     WorkerState,
 )
-from corral.queue.schedules import InvalidSchedule, ScheduleSpec
 
 if TYPE_CHECKING:
+    from corral.queue.insight_records import AuditEntry, DepthMinute, ThroughputMinute
+    from corral.queue.schedules import InvalidSchedule, ScheduleSpec
     from corral.queue.view_records import (
         Backlog,
         Depth,
@@ -178,12 +179,25 @@ __all__ = [
 ]
 
 
+# Names whose modules a worker's way to its first claim does not need:
+# schedules (and cronsim under them) and the dashboard's records.
+_LAZY = {
+    "InvalidSchedule": "corral.queue.schedules",
+    "ScheduleSpec": "corral.queue.schedules",
+    "AuditEntry": "corral.queue.insight_records",
+    "DepthMinute": "corral.queue.insight_records",
+    "ThroughputMinute": "corral.queue.insight_records",
+}
+
+
 def __getattr__(name: str) -> Any:
-    """The records only reads show (`corral.queue.view_records`), imported
-    on first use so that a worker's start does not build them (PEP 562)."""
+    """The names above, and the records only reads show
+    (`corral.queue.view_records`), imported on first use so that a worker's
+    start does not build them (PEP 562)."""
     from corral.queue.records import view_record
 
-    value = view_record(name)
+    module = _LAZY.get(name)
+    value = getattr(importlib.import_module(module), name) if module else view_record(name)
     if value is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = value  # later lookups skip this function

@@ -16,14 +16,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from corral.queue import _params as p
-from corral.queue import insight_records as ir
 from corral.queue import records as r
 from corral.queue._operations import Fetch, Operation, Statement, dispatch_status
 from corral.queue.errors import InvalidAuditEntry
 from corral.queue.records import Caller
+
+if TYPE_CHECKING:
+    from corral.queue import insight_records as ir
+
+# The records below are built by the dashboard's reads, which import their
+# module themselves: a worker's start passes through here and needs none.
 
 # The counters and depth samples are kept this long (the rollup deletes older ones).
 HISTORY_MINUTES = 7 * 24 * 60
@@ -63,6 +68,8 @@ def throughput(minutes: int = 60) -> Operation[list[ir.ThroughputMinute]]:
     """Completed, failed (retried) and dead jobs per queue and minute over the
     last `minutes` minutes (this one included), oldest first; minutes with
     nothing are left out. Reads what the last `rollup_throughput` folded."""
+    from corral.queue import insight_records as ir
+
     rows = yield Statement("throughput", {"minutes": _minutes(minutes)})
     return [
         ir.ThroughputMinute(minute, str(queue), int(completed), int(failed), int(dead))
@@ -73,11 +80,15 @@ def throughput(minutes: int = 60) -> Operation[list[ir.ThroughputMinute]]:
 def depth_history(minutes: int = 60) -> Operation[list[ir.DepthMinute]]:
     """Waiting jobs per queue, one sample a minute over the last `minutes`
     minutes, oldest first; a queue with nothing waiting has no sample."""
+    from corral.queue import insight_records as ir
+
     rows = yield Statement("depth_history", {"minutes": _minutes(minutes)})
     return [ir.DepthMinute(minute, str(queue), int(waiting)) for minute, queue, waiting in rows]
 
 
 def _entry(row: tuple[Any, ...]) -> ir.AuditEntry:
+    from corral.queue import insight_records as ir
+
     id_, at, actor, action, target, detail = row
     return ir.AuditEntry(int(id_), at, str(actor), str(action), str(target), detail)
 

@@ -18,13 +18,19 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from corral.queue import _operations as op
 from corral.queue import _params as p
 from corral.queue import records as r
 from corral.queue.errors import ScheduleNotFound
-from corral.queue.schedules import InvalidSchedule, ScheduleSpec, first_occurrence, plan_firing
+
+if TYPE_CHECKING:
+    from corral.queue.schedules import ScheduleSpec
+
+# corral.queue.schedules (and cronsim under it) is imported by the functions
+# that compute occurrences, not here: a worker's way to its first claim passes
+# through this module (corral.queue.client) and needs neither.
 
 _COLUMNS = ("name", "kind", "payload", "every_s", "cron", "timezone", "queue", "priority",
             "region", "max_attempts", "start_at", "end_at", "catch_up", "overlap", "jitter_s")  # fmt: skip
@@ -75,6 +81,8 @@ def _upsert(spec: ScheduleSpec, worker: r.Caller | None) -> op.Operation[bool]:
     # A new schedule starts at start_at (missed occurrences then follow its
     # catch-up policy) or now; a changed one goes on from now.
     start = spec.start_at if spec.start_at is not None and not rows else now
+    from corral.queue.schedules import first_occurrence
+
     next_at = first_occurrence(spec, max(start, spec.start_at or start), anchor=anchor)
     params = {**columns, "payload": json.dumps(columns["payload"]), "next_at": next_at}
     if worker is None:
@@ -148,6 +156,8 @@ def run_schedule_now(name: str) -> op.Operation[int]:
 
 
 def _spec_from_due(row: tuple[Any, ...]) -> ScheduleSpec:
+    from corral.queue.schedules import ScheduleSpec
+
     (name, kind, every_s, cron, timezone, queue, start_at, end_at, catch_up, overlap,
      jitter_s) = row[:11]  # fmt: skip
     return ScheduleSpec(name, kind, None, every_s, cron, timezone, queue, 0, None, None,
@@ -168,6 +178,8 @@ def fire_due_schedules(
     else:
         caller = (int(worker.worker_id), worker.credential)
         rows = yield op.Statement("worker_due_schedules_v1", (*caller, limit, lead_s))
+    from corral.queue.schedules import InvalidSchedule, plan_firing
+
     fired: list[r.ScheduleFiring] = []
     for row in rows:
         next_at, last, anchor, now = row[11], row[12], row[13], row[14]

@@ -32,7 +32,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from corral._version import __version__
 from corral.queue import (
@@ -49,11 +49,13 @@ from corral.queue import (
     WorkerState,
 )
 from corral.queue import EnrollmentError as TokenRefused
-from corral.queue.schedules import ScheduleSpec
 from corral.worker.config import WorkerSettings
 from corral.worker.connections import Link, Undecodable, claim_connection, listen_connection
 from corral.worker.drain import Directive, Lifecycle
 from corral.worker.enrollment import EnrollmentError, Identity
+
+if TYPE_CHECKING:
+    from corral.queue.schedules import ScheduleSpec
 
 __all__ = ["ClaimedJob", "QueueSession", "RemovedError", "Undecodable", "open_session"]
 

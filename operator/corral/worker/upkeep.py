@@ -18,13 +18,15 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from corral.queue.dsn import scrub_password
-from corral.queue.schedules import ScheduleSpec
 from corral.worker._queue import QueueSession, RemovedError
 from corral.worker.config import WorkerSettings
 from corral.worker.metrics import WorkerMetrics
+
+if TYPE_CHECKING:
+    from corral.queue.schedules import ScheduleSpec
 
 log = logging.getLogger("corral.worker")
 
