@@ -148,7 +148,7 @@ bench-queue: venv ## Queue benchmark vs PgQueuer, procrastinate and River (throw
 # --- end worker runtime ---
 
 .PHONY: bench-start
-bench-start: venv ## Worker start-up: launch to ready and to first claim (median of 10) beside PgQueuer and the stack's floor; the slowest imports; resident memory at ready beside PgQueuer's
+bench-start: venv ## Worker start-up: launch to ready and to first claim (median of 10) beside PgQueuer and the stack's floor (and the first claim over it, launch by launch); the slowest imports; resident memory at ready beside PgQueuer's
 	$(PY) -m bench.start $(BENCH_ARGS)
 
 .PHONY: bench-herd

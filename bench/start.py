@@ -17,7 +17,12 @@ Beside it, in the same run and with the same number of launches (medians):
 - the floor of corral's stack: the same interpreter importing asyncio and
   psycopg (the collector paused, as `corral.entry` pauses it), timed to the
   line it prints then: what any asyncio worker on psycopg pays before it can
-  open a connection;
+  open a connection. One floor launch follows each worker launch, and the
+  median of the pairs' differences is printed as the worker's time over the
+  floor: the machine's speed drifts between runs a minute apart by more
+  than a change to the worker's start moves it (the floor alone measured
+  177, 230 and 264 ms in three runs), and a pair's two launches share the
+  moment;
 - PgQueuer 1.6.0, the fastest Python peer of `make bench-queue`, from its
   own virtualenv (bench.queue.peer_venv): `pgq run` with one job waiting,
   timed to the `created` of the job's 'picked' row in its log table (the
@@ -32,8 +37,8 @@ command line and what it pulls in before `corral worker` runs).
 The last line is the summary:
 `bench-start: ready_ms=<median> first_claim_ms=<median> imports_ms=<X> launches=<N>
 pgqueuer_first_pick_ms=<median> floor_ms=<median> ready_rss_mib=<median>
-pgqueuer_rss_mib=<median>` (one line; the PgQueuer figures are `nan` with
-`--skip-peers`)
+pgqueuer_rss_mib=<median> over_floor_ms=<median>` (one line; the PgQueuer
+figures are `nan` with `--skip-peers`)
 
 Usage: python -m bench.start [--launches N] [--skip-peers]
 """
@@ -204,15 +209,12 @@ def pgqueuer_launch(dsn: str, bindir: Path) -> tuple[float, float]:
             print(err, file=sys.stderr)
 
 
-def peer_medians(server: Any, launches: int, skip_peers: bool) -> tuple[float, float, float]:
-    """Median seconds of the stack's floor and of PgQueuer's start to its pick,
-    and PgQueuer's resident MiB then (both nan when skipped); each launch printed."""
-    floor = [floor_launch() for _ in range(launches)]
-    say(f"\n[floor] python: import asyncio, psycopg (no collector), median of {launches}: "
-        f"{1000 * statistics.median(floor):.0f} ms")  # fmt: skip
+def peer_medians(server: Any, launches: int, skip_peers: bool) -> tuple[float, float]:
+    """Median seconds of PgQueuer's start to its pick, and its resident MiB
+    then (both nan when skipped); each launch printed."""
     if skip_peers:
         say("[pgqueuer 1.6.0] skipped (--skip-peers)")
-        return statistics.median(floor), float("nan"), float("nan")
+        return float("nan"), float("nan")
     bindir = peer_venv()
     dsn = server.create_database(f"start_pgq_{secrets.token_hex(4)}")
     run_quietly([str(bindir / "pgq"), "--pg-dsn", dsn, "install"], peer_env(PGDSN=dsn))
@@ -226,7 +228,7 @@ def peer_medians(server: Any, launches: int, skip_peers: bool) -> tuple[float, f
         say(f"  launch {i + 1:2d}: first pick {1000 * took:6.0f} ms, {mib:.1f} MiB")
     say(f"median of {launches}: first pick {1000 * statistics.median(picks):.0f} ms, "
         f"resident then {statistics.median(rss):.1f} MiB")  # fmt: skip
-    return statistics.median(floor), statistics.median(picks), statistics.median(rss)
+    return statistics.median(picks), statistics.median(rss)
 
 
 def import_offenders(dsn: str, state_dir: Path, top: int) -> tuple[float, list[str]]:
@@ -262,19 +264,27 @@ def main(argv: list[str]) -> int:
         # PYTHONDONTWRITEBYTECODE=1 would have every launch compile corral anew).
         compileall.compile_dir(str(Path(corral.__file__).parent), quiet=1)
         launch(dsn, tmp / "warm-up")  # the page cache, as on a node that ran one before
-        ready, claim, rss = [], [], []
+        floor_launch()  # the floor's own warm-up
+        ready, claim, rss, floor = [], [], [], []
         for i in range(args.launches):
             one = launch(dsn, tmp / f"w{i}")
+            floor.append(floor_launch())  # its pair: the same moment's machine
             ready.append(one.ready_s)
             claim.append(one.claim_s)
             rss.append(one.rss_mib)
             say(f"  launch {i + 1:2d}: ready {1000 * one.ready_s:6.0f} ms, "
-                f"first claim {1000 * one.claim_s:6.0f} ms, {one.rss_mib:.1f} MiB")  # fmt: skip
+                f"first claim {1000 * one.claim_s:6.0f} ms, {one.rss_mib:.1f} MiB; "
+                f"floor {1000 * floor[-1]:4.0f} ms")  # fmt: skip
         ready_ms, claim_ms = 1000 * statistics.median(ready), 1000 * statistics.median(claim)
         rss_mib = statistics.median(rss)
+        floor_ms = 1000 * statistics.median(floor)
+        over_ms = 1000 * statistics.median(c - f for c, f in zip(claim, floor, strict=True))
         say(f"median of {args.launches}: ready {ready_ms:.0f} ms, first claim {claim_ms:.0f} ms, "
             f"resident at ready {rss_mib:.1f} MiB")  # fmt: skip
-        floor_s, pgqueuer_s, pgqueuer_mib = peer_medians(server, args.launches, args.skip_peers)
+        say(f"[floor] python: import asyncio, psycopg (no collector), median of "
+            f"{args.launches}: {floor_ms:.0f} ms; the first claim over it, median of the "
+            f"pairs: {over_ms:.0f} ms")  # fmt: skip
+        pgqueuer_s, pgqueuer_mib = peer_medians(server, args.launches, args.skip_peers)
         imports_ms, offenders = import_offenders(dsn, tmp / "importtime", args.top)
         say(f"\nimports of one launch: {imports_ms:.0f} ms; the most self time:")
         for line in offenders:
@@ -282,8 +292,9 @@ def main(argv: list[str]) -> int:
         say(
             f"\nbench-start: ready_ms={ready_ms:.0f} first_claim_ms={claim_ms:.0f} "
             f"imports_ms={imports_ms:.0f} launches={args.launches} "
-            f"pgqueuer_first_pick_ms={1000 * pgqueuer_s:.0f} floor_ms={1000 * floor_s:.0f} "
-            f"ready_rss_mib={rss_mib:.1f} pgqueuer_rss_mib={pgqueuer_mib:.1f}"
+            f"pgqueuer_first_pick_ms={1000 * pgqueuer_s:.0f} floor_ms={floor_ms:.0f} "
+            f"ready_rss_mib={rss_mib:.1f} pgqueuer_rss_mib={pgqueuer_mib:.1f} "
+            f"over_floor_ms={over_ms:.0f}"
         )
         return 0
 
