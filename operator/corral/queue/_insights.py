@@ -86,11 +86,13 @@ def depth_history(minutes: int = 60) -> Operation[list[ir.DepthMinute]]:
     return [ir.DepthMinute(minute, str(queue), int(waiting)) for minute, queue, waiting in rows]
 
 
-def _entry(row: tuple[Any, ...]) -> ir.AuditEntry:
-    from corral.queue import insight_records as ir
+def _entries(rows: list[tuple[Any, ...]]) -> list[ir.AuditEntry]:
+    from corral.queue import insight_records as ir  # once per read, not per row
 
-    id_, at, actor, action, target, detail = row
-    return ir.AuditEntry(int(id_), at, str(actor), str(action), str(target), detail)
+    return [
+        ir.AuditEntry(int(id_), at, str(actor), str(action), str(target), detail)
+        for id_, at, actor, action, target, detail in rows
+    ]
 
 
 def record_audit(
@@ -113,7 +115,7 @@ def record_audit(
                 f"audit detail must be a JSON object of JSON values: {exc}"
             ) from None
     rows = yield Statement("record_audit", (actor, action, target, text))
-    return _entry(rows[0])
+    return _entries(rows)[0]
 
 
 def audit(
@@ -124,7 +126,7 @@ def audit(
     if not 1 <= limit <= AUDIT_MAX_LIMIT:
         raise ValueError(f"limit must be between 1 and {AUDIT_MAX_LIMIT}, got {limit}")
     rows = yield Statement("audit", {"limit": limit, "actor": actor, "action": action})
-    return [_entry(row) for row in rows]
+    return _entries(rows)
 
 
 # -- the job browser and the Overview's counts --------------------------------
