@@ -9,7 +9,11 @@ every scale-up. The collector is turned back on with `resume_collector()`:
 by `corral.cli` before any command but `corral worker` runs, and by the
 worker runtime once its first claim is sent (`corral.worker.runtime`).
 Importing `corral.cli` or running a `Worker` in-process never pauses it.
-A leaf: it imports nothing of corral until `main` runs.
+
+Before the command's imports, `main` also has psycopg's version modules
+read their versions without importlib.metadata (`corral.distinfo`), which
+saves a worker about 20 ms more. A leaf: it imports nothing of corral
+until `main` runs.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ def main() -> Any:
     if gc.isenabled():
         gc.disable()
         _paused = True
+    from corral.distinfo import serve_psycopg_versions
+
+    serve_psycopg_versions()  # psycopg's import without importlib.metadata's
     from corral.cli import main as run
 
     return run()

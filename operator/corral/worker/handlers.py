@@ -20,7 +20,6 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from importlib.metadata import entry_points
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -32,6 +31,7 @@ from typing import (
     overload,
 )
 
+from corral.distinfo import entry_points
 from corral.worker.payloadmodel import LazyPayload, is_validation_error
 
 if TYPE_CHECKING:
