@@ -298,13 +298,12 @@ class Corral:
                 CORRAL_NAME=f"bench-{i}",
                 CORRAL_HTTP_PORT="-1",
                 CORRAL_LOG_LEVEL="INFO",
+                CORRAL_QUEUES="noop",
+                CORRAL_CONCURRENCY=str(self.concurrency),
+                CORRAL_BATCH_SIZE=str(self.batch),
             )
-            cmd = [
-                CORRAL, "worker", "-q", "noop",
-                "--concurrency", str(self.concurrency),
-                "--batch-size", str(self.batch),
-                *extra,
-            ]  # fmt: skip
+            # As a pod runs it: `corral worker`, its settings in CORRAL_* variables.
+            cmd = [CORRAL, "worker", *extra]
             commands.append((cmd, env))
         return commands
 

@@ -5,8 +5,8 @@ A scale-up is only as quick as its new workers: a pod started for a burst is
 useless until it claims. Each of `--launches` runs (median printed):
 
 - one no-op job waits in the queue, and a fresh enrollment token;
-- `corral worker` is launched (as a pod would run it: enroll, HTTP endpoint,
-  one queue) and timed from just before the launch to the line saying it is
+- `corral worker` is launched as a pod runs it (no argument, its settings in
+  CORRAL_* variables: enroll, HTTP endpoint, one queue) and timed from just before the launch to the line saying it is
   ready, and to the job's `started_at` (the server's clock, on this machine);
   its resident memory is read at the ready line (/proc; the endpoint is
   serving then);
@@ -85,6 +85,7 @@ def _env(dsn: str, token: str, state_dir: Path, **extra: str) -> dict[str, str]:
         CORRAL_NAME=f"start-{secrets.token_hex(2)}",
         CORRAL_HTTP_HOST="127.0.0.1",
         CORRAL_HTTP_PORT="0",
+        CORRAL_QUEUES="start",
         **extra,
     )
 
@@ -106,7 +107,7 @@ def launch(dsn: str, state_dir: Path, **extra_env: str) -> Launch:
     env = _env(dsn, token, state_dir, **extra_env)
     launched = time.time()
     proc = subprocess.Popen(
-        [CORRAL, "worker", "-q", "start"],
+        [CORRAL, "worker"],  # as a pod runs it: its settings in CORRAL_* variables
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

@@ -17,8 +17,9 @@ import click
 from click.decorators import FC
 
 from corral import workerenv
+from corral.workerenv import LOG_LEVELS
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+__all__ = ["LOG_LEVELS", "database_url_option", "env_option", "log_level_option"]
 
 
 def env_option(*param_decls: str, envvar: str, **attrs: Any) -> Callable[[FC], FC]:

@@ -12,13 +12,16 @@ Importing `corral.cli` or running a `Worker` in-process never pauses it.
 
 Before the command's imports, `main` also has psycopg's version modules
 read their versions without importlib.metadata (`corral.distinfo`), which
-saves a worker about 20 ms more. A leaf: it imports nothing of corral
-until `main` runs.
+saves a worker about 20 ms more; and a bare `corral worker` (every pod's
+command) starts from its CORRAL_* variables without importing click
+(`corral.worker.launch`). A leaf: it imports nothing of corral until
+`main` runs.
 """
 
 from __future__ import annotations
 
 import gc
+import sys
 from typing import Any
 
 __all__ = ["main", "resume_collector"]
@@ -35,6 +38,12 @@ def main() -> Any:
     from corral.distinfo import serve_psycopg_versions
 
     serve_psycopg_versions()  # psycopg's import without importlib.metadata's
+    if sys.argv[1:] == ["worker"]:
+        # A pod's command: its settings are all in CORRAL_* variables. Started
+        # from them without click, unless they need click to say what is wrong.
+        from corral.worker.launch import start_from_environment
+
+        start_from_environment()
     from corral.cli import main as run
 
     return run()

@@ -39,6 +39,7 @@ STUCK_SHARE = "CORRAL_STUCK_SHARE"
 EGRESS_DENY = "CORRAL_EGRESS_DENY"  # executor guard rules (corral.egressrules)
 EGRESS_ALLOW = "CORRAL_EGRESS_ALLOW"
 LOG_LEVEL = "CORRAL_LOG_LEVEL"  # read by the CLI only, not a WorkerSettings field
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")  # what it takes, in any case
 WORKER_CONFIG = "CORRAL_WORKER_CONFIG"  # `corral worker --config` (corral.worker.configfile)
 
 # WorkerSettings field -> its variable; error messages name both.

@@ -10,12 +10,7 @@ Every option has a `CORRAL_*` environment fallback (shown in `--help`).
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
-import os
-import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +22,7 @@ from click.decorators import FC
 from corral import workerenv
 from corral.cli_options import LOG_LEVELS, database_url_option, env_option, log_level_option
 from corral.entry import resume_collector
-from corral.worker import configfile
+from corral.worker import configfile, launch
 from corral.worker.config import LISTS, ConfigError, WorkerSettings
 
 
@@ -181,11 +176,7 @@ def worker(ctx: click.Context, /, config_file: Path | None, show_config: bool, *
         if (value := raw[key.replace("-", "_")]) is not None and value != ()
     }
     try:
-        from_file = configfile.load(config_file) if config_file is not None else {}
-        values = configfile.merge(from_file, given)
-        log_level = str(values.pop(configfile.LOG_LEVEL, None) or "INFO")
-        values["enrollment_token"] = os.environ.get(workerenv.ENROLLMENT_TOKEN) or None
-        settings = WorkerSettings.from_raw(**values)
+        settings, log_level = launch.settings_from(given, config_file)
     except ConfigError as exc:
         text = str(exc)
         if config_file is not None and not text.startswith("--config"):
@@ -198,28 +189,12 @@ def worker(ctx: click.Context, /, config_file: Path | None, show_config: bool, *
     if show_config:
         click.echo(json.dumps(_shown(settings, log_level.upper()), indent=2))
         return
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    from corral.worker.egress import Guard
-    from corral.worker.executors import build_registry
-    from corral.worker.runtime import Worker, exit_now
-
-    guard = Guard(settings.egress_policy())
+    launch.configure_logging(log_level)
     try:
-        registry = build_registry(settings, guard)
+        runner = launch.prepared(settings)
     except (ValueError, TypeError) as exc:
         raise click.UsageError(str(exc)) from None
-    runner = Worker(settings, registry, guard)
-    runner.exit_hard_if_stuck = True
-    code = asyncio.run(runner.run())
-    if any(t.name.startswith("corral-job") and t.is_alive() for t in threading.enumerate()):
-        # A sync handler still runs in a thread; its job was handed back to the
-        # queue, so exit without joining it (it must not hold us past the deadline).
-        exit_now(code)
-    sys.exit(code)
+    launch.run(runner)
 
 
 def _shown(settings: WorkerSettings, log_level: str) -> dict[str, Any]:
