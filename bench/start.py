@@ -6,8 +6,9 @@ useless until it claims. Each of `--launches` runs (median printed):
 
 - one no-op job waits in the queue, and a fresh enrollment token;
 - `corral worker` is launched as a pod runs it (no argument, its settings in
-  CORRAL_* variables: enroll, HTTP endpoint, one queue) and timed from just before the launch to the line saying it is
-  ready, and to the job's `started_at` (the server's clock, on this machine);
+  CORRAL_* variables: enroll, HTTP endpoint, one queue) and timed from just
+  before the launch to the line saying it is ready, and to the job's
+  `started_at` (the server's clock, on this machine);
   its resident memory is read at the ready line (/proc; the endpoint is
   serving then);
 - the worker is stopped with SIGTERM.
