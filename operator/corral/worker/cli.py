@@ -25,12 +25,23 @@ from corral.entry import resume_collector
 from corral.worker import configfile, launch
 from corral.worker.config import LISTS, ConfigError, WorkerSettings
 
+# launch.CONVERTED's conversions as click types: one declaration of each
+# setting's type for the flag, its variable and a pod's bare start.
+_CLICK_TYPES: dict[Any, click.ParamType[Any]] = {
+    int: click.INT,
+    float: click.FLOAT,
+    Path: click.Path(path_type=Path),
+}
+
 
 def _setting(*param_decls: str, **attrs: Any) -> Callable[[FC], FC]:
     """The option of a WorkerSettings field, named by its flag: its variable
     is the field's (`configfile.KEYS`, then `workerenv.BY_SETTING`), and the
-    flag of a list field (`config.LISTS`) may be repeated."""
+    flag of a list field (`config.LISTS`) may be repeated, and its type is the
+    one a pod's bare start converts the variable with (`launch.CONVERTED`)."""
     field = configfile.KEYS[param_decls[0].removeprefix("--")]
+    if field in launch.CONVERTED:
+        attrs["type"] = _CLICK_TYPES[launch.CONVERTED[field]]
     return env_option(
         *param_decls, envvar=workerenv.BY_SETTING[field], multiple=field in LISTS, **attrs
     )
@@ -53,10 +64,9 @@ def _setting(*param_decls: str, **attrs: Any) -> Callable[[FC], FC]:
     help="The WorkerPool running this worker (set by the operator). A worker outside a pool "
     "exits 0 once a `corral workers drain` finishes; one in a pool stays up, not ready.",
 )
-@_setting("--concurrency", "-c", type=int, help="Jobs in flight at once [default: 10].")
+@_setting("--concurrency", "-c", help="Jobs in flight at once [default: 10].")
 @_setting(
     "--batch-size",
-    type=int,
     help=(
         "Most jobs per claim; claims start small and grow to this while the queue is deep, "
         "or take up to this at once while jobs finish faster than a claim "
@@ -66,18 +76,15 @@ def _setting(*param_decls: str, **attrs: Any) -> Callable[[FC], FC]:
 @_setting("--name", help="Worker name (pod name) [default: hostname].")
 @_setting(
     "--state-dir",
-    type=click.Path(path_type=Path),
     help="Where the worker keeps its credential [default: ~/.local/state/corral].",
 )
 @_setting("--http-host", help="Endpoint address [default: 0.0.0.0].")
 @_setting(
     "--http-port",
-    type=int,
     help="Port of /metrics, /healthz, /readyz, POST /drain; 0 = any, -1 = off [default: 8080].",
 )
 @_setting(
     "--enrollment-token-file",
-    type=click.Path(path_type=Path),
     help="File holding the enrollment token (else CORRAL_ENROLLMENT_TOKEN).",
 )
 @_setting(
@@ -106,7 +113,6 @@ def _setting(*param_decls: str, **attrs: Any) -> Callable[[FC], FC]:
 )
 @_setting(
     "--stuck-share",
-    type=float,
     help="Restart (exit 4) once this share of the slots is held by sync handlers stuck past "
     "their timeout [default: 0.5].",
 )
@@ -218,7 +224,6 @@ def _shown(settings: WorkerSettings, log_level: str) -> dict[str, Any]:
 @click.option("--host", default="127.0.0.1")
 @_setting(
     "--state-dir",
-    type=click.Path(path_type=Path),
     help="The worker's state directory, where it keeps its drain key "
     "[default: ~/.local/state/corral].",
 )
