@@ -32,9 +32,11 @@ WORKER_FUNCTIONS = {
     "corral_authenticate_v2",
     "corral_claim_v2",  # workers of the previous release, during a rolling upgrade
     "corral_claim_v3",  # workers of the previous release
-    "corral_claim_v4",
+    "corral_claim_v4",  # workers of the previous release
+    "corral_claim_v5",
     "corral_complete_v3",  # workers of the previous release
-    "corral_complete_v4",
+    "corral_complete_v4",  # workers of the previous release
+    "corral_complete_v5",
     "corral_fail_v2",
     "corral_release_v2",
     "corral_heartbeat_v2",  # workers of the previous release
@@ -175,6 +177,34 @@ def test_a_second_worker_cannot_complete_fail_release_or_extend_a_job_it_does_no
             # ... and the holder can.
             assert client.complete_many([held], worker=first) == []
             assert admin.get_job(job_id).state == "completed"
+
+
+def test_a_batch_with_another_workers_job_completes_the_callers_own_and_leaves_that_one_untouched(
+    database_url: str, worker_database_url: str, connect: Connect
+) -> None:
+    """complete_v5 deletes first and checks the holder of what it deleted:
+    the other worker's job (its lease token copied) must come back whole,
+    with no finished row and no forwarded result left behind."""
+    with Queue.connect(database_url) as admin:
+        theirs = admin.enqueue("noop", queue="q", result_queue="results")
+        client, first, second = _two_workers(admin, worker_database_url, connect)
+        with client:
+            [held_by_first] = client.claim(first.worker_id, first.credential, ["q"], batch=1)
+            mine = admin.enqueue("noop", queue="q", result_queue="results")
+            [held_by_second] = client.claim(second.worker_id, second.credential, ["q"], batch=1)
+            assert held_by_second.id == mine
+            results = {theirs: {"stolen": True}, mine: {"n": 2}}
+            rejected = client.complete_many([held_by_first, held_by_second], results, worker=second)
+            assert rejected == [theirs]
+        still = admin.get_job(theirs)
+        assert (still.state, still.worker_id, still.result) == ("running", first.worker_id, None)
+        done = admin.get_job(mine)
+        assert (done.state, done.result) == ("completed", {"n": 2})
+        forwarded = run_sql(
+            database_url,
+            "SELECT payload->'job_id' FROM corral_jobs WHERE kind = 'result' ORDER BY id",
+        )
+        assert forwarded == [(mine,)]
 
 
 def test_a_claim_outside_the_enrollment_returns_nothing_and_says_why(

@@ -41,7 +41,7 @@ def _job_row(state: JobState) -> tuple[Any, ...]:
 def test_a_claim_is_one_prepared_binary_statement_and_an_empty_batch_costs_no_round_trip() -> None:
     row: tuple[object, ...] = (1, "noop", "q", {}, 0, "", 1, 3, 99, _NOW, _NOW, _NOW)
     seen, jobs = drive(op.claim(5, "crl_wc_x", ["q"], batch=10), iter([[row]]))
-    assert [(s.name, s.prepare, s.binary) for s in seen] == [("claim_v4", True, True)]
+    assert [(s.name, s.prepare, s.binary) for s in seen] == [("claim_v5", True, True)]
     assert seen[0].params == (5, "crl_wc_x", ["q"], 10, DEFAULT_LEASE_S)
     assert jobs[0].id == 1 and jobs[0].region is None and jobs[0].lease_token == 99
     assert drive(op.enqueue_many([]), iter([])) == ([], [])

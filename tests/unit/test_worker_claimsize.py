@@ -11,7 +11,7 @@ from corral.worker.claimsize import FLOOR, SERVER_CAP, ClaimSize, next_target, s
 def drain(size: ClaimSize, backlog: int, free: int) -> list[int]:
     """Claims one worker makes against a queue of `backlog` jobs, with
     `free` slots open at every claim (jobs finish between claims); the
-    server returns at most SERVER_CAP jobs a claim, as corral_claim_v4 does."""
+    server returns at most SERVER_CAP jobs a claim, as corral_claim_v5 does."""
     claims = []
     while True:
         asked = size.ask(free)

@@ -156,13 +156,13 @@ def claim(
     batch: int = 100,
     lease_s: float = p.DEFAULT_LEASE_S,
 ) -> Operation[list[r.ClaimedJob]]:
-    """Claim up to `batch` ready jobs from `queues` (corral_claim_v4: v2's
+    """Claim up to `batch` ready jobs from `queues` (corral_claim_v5: v2's
     rows plus each job's schedule occurrence, `scheduled_for`):
     only queues the worker enrolled for (others are not served, and the
     server says so in a WARNING), in its region; the server caps `batch` at
     1,000 and `lease_s` at 1 s to 1 h."""
     rows = yield Statement(
-        "claim_v4",
+        "claim_v5",
         (worker_id, credential, list(queues), batch, lease_s),
         prepare=True,
         binary=True,

@@ -195,7 +195,7 @@ def complete_params(
     jobs: Iterable[Leased], results: Mapping[int, Any] | None, worker: Caller | None = None
 ) -> tuple[str, tuple[Any, ...]]:
     """The statement and parameters of one completion batch. A worker
-    (`worker` given) calls `complete_v4`, which checks its credential and
+    (`worker` given) calls `complete_v5`, which checks its credential and
     that it holds each job, with one JSON text (or NULL) per job or no
     results at all. Without a caller (an admin's connection, a worker of the
     previous release): `complete_v1` when no job has a result, else
@@ -204,7 +204,7 @@ def complete_params(
     texts = result_texts(ids, results) if results else None
     id_array, token_array = int8_array(ids), int8_array(tokens)
     if worker is not None:
-        return "complete_v4", (
+        return "complete_v5", (
             int(worker.worker_id),
             worker.credential,
             id_array,

@@ -76,11 +76,13 @@ GRANT EXECUTE ON FUNCTION
     corral_authenticate_v2(bigint, text, text, text[], integer, text),
     -- claim_v2 stays for workers of the previous release during a rolling upgrade.
     corral_claim_v2(bigint, text, text[], integer, double precision),
-    -- claim_v3 and complete_v3 stay for workers of the previous release too.
+    -- claim_v3/_v4 and complete_v3/_v4 stay for workers of earlier releases too.
     corral_claim_v3(bigint, text, text[], integer, double precision),
     corral_claim_v4(bigint, text, text[], integer, double precision),
+    corral_claim_v5(bigint, text, text[], integer, double precision),
     corral_complete_v3(bigint, text, bigint[], bigint[], jsonb[]),
     corral_complete_v4(bigint, text, bigint[], bigint[], jsonb[]),
+    corral_complete_v5(bigint, text, bigint[], bigint[], jsonb[]),
     corral_fail_v2(bigint, text, bigint[], bigint[], text[], text[], boolean[]),
     corral_release_v2(bigint, text, bigint[], bigint[]),
     corral_heartbeat_v2(bigint, text, integer, double precision, bigint[]),

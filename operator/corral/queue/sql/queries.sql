@@ -25,6 +25,14 @@ SELECT * FROM corral_claim_v3(%s::int8, %s::text, %s::text[], %s::int4, %s::floa
 -- claim_v3's rows, each job's occurrence read after the claim (0012).
 SELECT * FROM corral_claim_v4(%s::int8, %s::text, %s::text[], %s::int4, %s::float8)
 
+-- name: claim_v5
+-- claim_v4's rows in one pass: the occurrence read in the claim's UPDATE (0013).
+SELECT * FROM corral_claim_v5(%s::int8, %s::text, %s::text[], %s::int4, %s::float8)
+
+-- name: complete_v5
+-- complete_v4's answer; the holder checked on the rows deleted, not before (0013).
+SELECT corral_complete_v5(%s::int8, %s::text, %s::int8[], %s::int8[], %s::text[]::jsonb[])
+
 -- name: complete_v4
 -- complete_v3's answer without a per-id pass when the caller holds every job.
 SELECT corral_complete_v4(%s::int8, %s::text, %s::int8[], %s::int8[], %s::text[]::jsonb[])
