@@ -151,6 +151,10 @@ bench-queue: venv ## Queue benchmark vs PgQueuer, procrastinate and River (throw
 bench-start: venv ## Worker start-up: launch to ready and to first claim (median of 10) beside PgQueuer and the stack's floor (and the first claim over it, launch by launch); the slowest imports; resident memory at ready beside PgQueuer's
 	$(PY) -m bench.start $(BENCH_ARGS)
 
+.PHONY: bench-ack-versions
+bench-ack-versions: venv ## Server time a job of claim+complete, this release's functions (v5) beside the previous release's (v4), batches alternating on one server
+	$(PY) -m bench.ack_versions $(BENCH_ARGS)
+
 .PHONY: bench-herd
 bench-herd: venv ## Idle workers woken by every NOTIFY: worker and server CPU a job with 1, 2, 4 and 8 idle workers at 100 jobs/s, beside PgQueuer
 	$(PY) -m bench.herd $(BENCH_ARGS)
