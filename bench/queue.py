@@ -23,8 +23,10 @@ Figures, each printed as it is measured:
 - a raw-SQL ceiling: 2 sessions `DELETE ... WHERE id IN (SELECT ... FOR UPDATE
   SKIP LOCKED LIMIT 100)` on the same table, no Python work per job.
 
-The Python peers run from their own virtualenv (~/.cache/corral/bench-venv,
-made on first use with pinned versions); River runs from a small Go harness
+Corral's modules are compiled to bytecode first, as the worker image has
+them (bench/_bytecode.py). The Python peers run from their own virtualenv
+(~/.cache/corral/bench-venv, made on first use with pinned versions, pip's
+bytecode with them); River runs from a small Go harness
 (bench/river/, built once from the Go module proxy into
 ~/.cache/corral/river-v<version>/ by bench/_river.py; Go >= 1.26 needed, the
 run fails at once without it). The last line is the summary:
@@ -66,6 +68,7 @@ import psycopg
 from psycopg import sql
 
 from bench import _river
+from bench._bytecode import compile_corral
 from corral import queue
 from corral_local.postgres import PostgresServer
 
@@ -726,6 +729,9 @@ def main(argv: list[str]) -> int:
         f"corral: {args.procs} worker processes x concurrency {args.concurrency}, "
         f"claim batch {args.batch}; {args.jobs:,} no-op jobs per drain, median of {runs}"
     )
+    # Bytecode as the worker image has it, and as the peers' virtualenv has
+    # theirs: without it each worker launched would compile corral anew.
+    compile_corral()
     server = PostgresServer(
         settings={"shared_buffers": "1GB", "max_connections": "300"},
     )

@@ -47,7 +47,6 @@ Usage: python -m bench.start [--launches N] [--skip-peers]
 from __future__ import annotations
 
 import argparse
-import compileall
 import os
 import re
 import secrets
@@ -63,7 +62,7 @@ from typing import Any, LiteralString
 
 import psycopg
 
-import corral
+from bench._bytecode import compile_corral
 from bench.queue import peer_env, peer_venv, resident_mib, run_quietly
 from corral import queue
 from corral_local.postgres import running
@@ -261,10 +260,7 @@ def main(argv: list[str]) -> int:
     with running() as server:
         dsn = server.create_database(f"start_{secrets.token_hex(4)}")
         queue.migrate(dsn)
-        # Bytecode as an image has it (pip compiles what it installs; the
-        # editable checkout here has none, and a shell exporting
-        # PYTHONDONTWRITEBYTECODE=1 would have every launch compile corral anew).
-        compileall.compile_dir(str(Path(corral.__file__).parent), quiet=1)
+        compile_corral()  # bytecode as an image has it (bench/_bytecode.py)
         launch(dsn, tmp / "warm-up")  # the page cache, as on a node that ran one before
         floor_launch()  # the floor's own warm-up
         ready, claim, rss, floor = [], [], [], []
