@@ -21,7 +21,6 @@ Usage: python -m bench.ack_versions [--jobs N] [--batch N]
 from __future__ import annotations
 
 import argparse
-import hashlib
 import secrets
 import sys
 import time
@@ -97,18 +96,11 @@ def prepared(server: Any, version: str, jobs: int) -> Loop:
         for start in range(0, jobs, 10_000):
             q.enqueue_many([queue.JobSpec("noop", queue="q")] * min(10_000, jobs - start))
         token = q.create_token("eu", ttl_s=3600, uses=1).secret
+        me = q.enroll(token, name=f"bench-{version}", queues=["q"], concurrency=1000)
     conn = psycopg.connect(dsn, autocommit=True)
     conn.execute("ANALYZE")
-    # As a worker enrolls (its credential's hash stored), without the runtime.
-    credential = "crl_wc_" + secrets.token_urlsafe(24)
-    digest = hashlib.sha256(credential.encode()).hexdigest()
-    row = conn.execute(
-        "SELECT worker_id FROM corral_enroll_v2(%s, %s, %s, %s, %s, %s)",
-        (token, f"bench-{version}", ["q"], 1000, None, digest),
-    ).fetchone()
-    assert row is not None
     conn.execute("SET track_functions = 'pl'")
-    return Loop(version, dsn, conn, int(row[0]), credential)
+    return Loop(version, dsn, conn, me.worker_id, me.credential)
 
 
 def main(argv: list[str]) -> int:
