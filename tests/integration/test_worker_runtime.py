@@ -431,12 +431,15 @@ def test_a_worker_whose_connections_are_all_cut_opens_them_again_and_works_on(
 ) -> None:
     w = spawn(workers, database_url, tmp_path, "w1", "--poll-interval", "200ms")
     dbname = conninfo_to_dict(database_url)["dbname"]
+    others = "FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
     with psycopg.connect(database_url, autocommit=True) as conn:
-        cut = conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = %s AND pid <> pg_backend_pid()",
-            (dbname,),
-        ).fetchall()
+        # "ready" is printed while the other connections are still opening
+        # (the first claim goes out first): wait for all four, then cut them.
+        wait_until(
+            lambda: len(conn.execute(f"SELECT pid {others}", (dbname,)).fetchall()) >= 4,
+            what="the worker's four connections",
+        )
+        cut = conn.execute(f"SELECT pg_terminate_backend(pid) {others}", (dbname,)).fetchall()
     assert len(cut) >= 4  # claims, completions, control, LISTEN
     a_noop_job_completes(database_url)
     assert w.proc.poll() is None, w.output()
