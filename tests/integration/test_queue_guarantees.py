@@ -18,23 +18,28 @@ from corral.queue import JobSpec, Queue
 from tests.integration._enrolled import enroll, run_sql
 from tests.integration._workers import WorkerProcess, mint_token
 
-CLAIM = "SELECT id FROM corral_claim_v1(%s::int8, %s::text, %s::text[], %s::int4, %s::float8)"
+CLAIM = "SELECT id FROM {}(%s::int8, %s::text, %s::text[], %s::int4, %s::float8)"
 
 
+# _v1: the admins' claim; _v5: the one workers call (queries.sql `claim_v5`).
+@pytest.mark.parametrize("claim", ["corral_claim_v1", "corral_claim_v5"])
 def test_a_claim_skips_rows_another_open_claim_holds_instead_of_waiting_for_them(
-    database_url: str,
+    database_url: str, claim: str
 ) -> None:
+    statement = CLAIM.format(claim)
     with Queue.connect(database_url) as q:
         q.enqueue_many([JobSpec("noop", queue="q") for _ in range(10)])
         first, second = enroll(q, name="first"), enroll(q, name="second")
     with psycopg.connect(database_url) as holder, psycopg.connect(database_url) as other:
         # The first claim's transaction stays open: its rows stay locked.
         held = [
-            r[0] for r in holder.execute(CLAIM, (first.worker_id, first.credential, ["q"], 5, 30))
+            r[0]
+            for r in holder.execute(statement, (first.worker_id, first.credential, ["q"], 5, 30))
         ]
         other.execute("SET lock_timeout = '500ms'")  # waiting on a lock would fail, not hang
         got = [
-            r[0] for r in other.execute(CLAIM, (second.worker_id, second.credential, ["q"], 5, 30))
+            r[0]
+            for r in other.execute(statement, (second.worker_id, second.credential, ["q"], 5, 30))
         ]
         other.commit()
         holder.commit()
