@@ -6,9 +6,10 @@ Figures, each printed as it is measured:
 - bulk enqueue rate (corral `enqueue_many`, one statement per 10,000 jobs);
 - end-to-end drain rate: N jobs bulk-enqueued, `ANALYZE`, `CHECKPOINT`, then
   worker processes started and timed until no unfinished job is left
-  (startup included), median of 3 — for corral, PgQueuer (batch 100, 2
-  processes), procrastinate (concurrency 10, 2 processes) and River (Go; one
-  process, MaxWorkers 10,000, FetchCooldown 100 ms), each at its best setting
+  (startup included), median of 3 — for corral (2 processes x concurrency
+  2,000, claims up to 1,000), PgQueuer (batch 1,000, 2 processes),
+  procrastinate (concurrency 10, 2 processes) and River (Go; one process,
+  MaxWorkers 10,000, FetchCooldown 100 ms), each at its best setting
   (docs/benchmarks.md), each in its own fresh database; beside each end-to-end
   figure, the steady rate: jobs finished after the first second of the drain
   divided by the time they took (startup and warm-up left out);
@@ -21,7 +22,9 @@ Figures, each printed as it is measured:
   (a window of a few seconds, so the backlog stays deep); no enqueue runs
   while either is measured;
 - a raw-SQL ceiling: 2 sessions `DELETE ... WHERE id IN (SELECT ... FOR UPDATE
-  SKIP LOCKED LIMIT 100)` on the same table, no Python work per job.
+  SKIP LOCKED LIMIT 100)` on the same table, no Python work per job (issue
+  #16's reference); and the same at `LIMIT 1000`, the batch corral and
+  PgQueuer run at, printed beside it (`sql_ceiling_1000=`).
 
 Corral's modules are compiled to bytecode first, as the worker image has
 them (bench/_bytecode.py). The Python peers run from their own virtualenv
@@ -32,12 +35,14 @@ bytecode with them); River runs from a small Go harness
 run fails at once without it). The last line is the summary:
 `bench-queue: corral=<N> pgqueuer=<N> procrastinate=<N> river=<N> jobs/s
 ratio_vs_best_peer=<R> ratio_vs_river=<R> steady_jobs_s=<N>
-river_steady_jobs_s=<N> sql_ceiling=<N> p50_ms=<X>` (one line), where
+river_steady_jobs_s=<N> sql_ceiling=<N> p50_ms=<X> sql_ceiling_1000=<N>` (one
+line), where
 ratio_vs_best_peer is corral against the better of PgQueuer and procrastinate,
 ratio_vs_river corral against River, and steady_jobs_s corral's steady rate.
 
 Usage: python bench/queue.py [--quick] [--jobs N] [--runs N] [--procs N]
-       [--concurrency N] [--batch N] [--skip-peers] [--river-max-workers N]
+       [--concurrency N] [--batch N] [--pgqueuer-batch N] [--skip-peers]
+       [--river-max-workers N]
        [--river-fetch-cooldown D] [--river-fetch-poll-interval D]
 """
 
@@ -494,7 +499,7 @@ def peer_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def pgqueuer_drain(bench: Bench, bindir: Path, n: int, procs: int = 2, batch: int = 100) -> Drain:
+def pgqueuer_drain(bench: Bench, bindir: Path, n: int, procs: int = 2, batch: int = 1000) -> Drain:
     dsn = bench.fresh_db("pgqueuer")
     try:
         env = peer_env(PGDSN=dsn)
@@ -697,8 +702,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--jobs", type=int, default=50_000, help="jobs per drain run")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--procs", type=int, default=2, help="corral worker processes")
-    parser.add_argument("--concurrency", type=int, default=500)
-    parser.add_argument("--batch", type=int, default=250)
+    # Corral's and PgQueuer's best settings on this machine (docs/benchmarks.md,
+    # "Runs of 2026-12-03 ...: every queue at its best batch size").
+    parser.add_argument("--concurrency", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--pgqueuer-batch", type=int, default=1000)
     parser.add_argument(
         "--skip-peers", action="store_true", help="corral only: no PgQueuer, procrastinate, River"
     )
@@ -771,6 +779,10 @@ def main(argv: list[str]) -> int:
             "\n[raw SQL ceiling] 2 sessions, DELETE ... IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 100)"
         )
         ceiling = median_of(runs, "sql ceiling", lambda: sql_ceiling(bench, args.jobs))
+        say("\n[raw SQL ceiling] the same, LIMIT 1000")
+        ceiling_1000 = median_of(
+            runs, "sql ceiling, LIMIT 1000", lambda: sql_ceiling(bench, args.jobs, batch=1000)
+        )
 
         say("\n[corral] enqueue-to-start latency under a steady 1,000 jobs/s")
         lat = corral.latency(1000, latency_s, tmp / "lat")
@@ -801,9 +813,14 @@ def main(argv: list[str]) -> int:
         pgq = proc = river = nothing
         if river_binary is not None:
             bindir = peer_venv()
-            say("\n[pgqueuer 1.6.0] batch 100, 2 processes, ANALYZE after enqueue")
+            say(
+                f"\n[pgqueuer 1.6.0] batch {args.pgqueuer_batch}, 2 processes, "
+                "ANALYZE after enqueue"
+            )
             pgq = median_drain(
-                runs, "pgqueuer drain", lambda: pgqueuer_drain(bench, bindir, args.jobs)
+                runs,
+                "pgqueuer drain",
+                lambda: pgqueuer_drain(bench, bindir, args.jobs, batch=args.pgqueuer_batch),
             )
             say(
                 f"\n[procrastinate 3.10.0] concurrency 10, 2 processes, {procrastinate_jobs:,} jobs"
@@ -856,11 +873,15 @@ def main(argv: list[str]) -> int:
         met = value >= bound if op == ">=" else value <= bound
         say(f"  {name} {fmt.format(value)} ({op} {bound:g}): {'met' if met else 'NOT met'}")
     say(
+        f"  (not a target: {100 * corral_rate / ceiling_1000:.0f}% of the raw SQL at LIMIT 1000, "
+        f"{ceiling_1000:,.0f} rows/s)"
+    )
+    say(
         f"bench-queue: corral={corral_rate:.0f} pgqueuer={pgq.rate:.0f} "
         f"procrastinate={proc.rate:.0f} river={river.rate:.0f} jobs/s "
         f"ratio_vs_best_peer={ratio:.2f} ratio_vs_river={ratio_river:.2f} "
         f"steady_jobs_s={corral_drain.steady:.0f} river_steady_jobs_s={river.steady:.0f} "
-        f"sql_ceiling={ceiling:.0f} p50_ms={p50:.2f}"
+        f"sql_ceiling={ceiling:.0f} p50_ms={p50:.2f} sql_ceiling_1000={ceiling_1000:.0f}"
     )
     return 0
 
