@@ -438,7 +438,13 @@ class Corral:
             self.bench.drop_db(dsn)
 
 
-def sql_ceiling(bench: Bench, n: int, sessions: int = 2, batch: int = 100) -> float:
+# The raw SQL's batches: issue #16's reference (`sql_ceiling=`), and the
+# batch corral and PgQueuer run at here (`sql_ceiling_1000=`).
+CEILING_LIMIT = 100
+WIDE_LIMIT = 1000
+
+
+def sql_ceiling(bench: Bench, n: int, *, batch: int, sessions: int = 2) -> float:
     """Rows/s of claim-and-delete in plain SQL on corral's table: no Python per job."""
     dsn = bench.fresh_db("ceiling")
     try:
@@ -499,7 +505,7 @@ def peer_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def pgqueuer_drain(bench: Bench, bindir: Path, n: int, procs: int = 2, batch: int = 1000) -> Drain:
+def pgqueuer_drain(bench: Bench, bindir: Path, n: int, *, batch: int, procs: int = 2) -> Drain:
     dsn = bench.fresh_db("pgqueuer")
     try:
         env = peer_env(PGDSN=dsn)
@@ -776,12 +782,17 @@ def main(argv: list[str]) -> int:
         )
 
         say(
-            "\n[raw SQL ceiling] 2 sessions, DELETE ... IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 100)"
+            "\n[raw SQL ceiling] 2 sessions, DELETE ... IN (SELECT ... FOR UPDATE SKIP LOCKED "
+            f"LIMIT {CEILING_LIMIT})"
         )
-        ceiling = median_of(runs, "sql ceiling", lambda: sql_ceiling(bench, args.jobs))
-        say("\n[raw SQL ceiling] the same, LIMIT 1000")
+        ceiling = median_of(
+            runs, "sql ceiling", lambda: sql_ceiling(bench, args.jobs, batch=CEILING_LIMIT)
+        )
+        say(f"\n[raw SQL ceiling] the same, LIMIT {WIDE_LIMIT}")
         ceiling_1000 = median_of(
-            runs, "sql ceiling, LIMIT 1000", lambda: sql_ceiling(bench, args.jobs, batch=1000)
+            runs,
+            f"sql ceiling, LIMIT {WIDE_LIMIT}",
+            lambda: sql_ceiling(bench, args.jobs, batch=WIDE_LIMIT),
         )
 
         say("\n[corral] enqueue-to-start latency under a steady 1,000 jobs/s")
@@ -873,7 +884,8 @@ def main(argv: list[str]) -> int:
         met = value >= bound if op == ">=" else value <= bound
         say(f"  {name} {fmt.format(value)} ({op} {bound:g}): {'met' if met else 'NOT met'}")
     say(
-        f"  (not a target: {100 * corral_rate / ceiling_1000:.0f}% of the raw SQL at LIMIT 1000, "
+        f"  (not a target: {100 * corral_rate / ceiling_1000:.0f}% of the raw SQL at "
+        f"LIMIT {WIDE_LIMIT}, "
         f"{ceiling_1000:,.0f} rows/s)"
     )
     say(
