@@ -6,8 +6,8 @@ generate_series, not the Python API): 1,000,000 finished jobs spread over
 the last day (six queues, three kinds each, four regions; 2% dead with an
 error, 5% completed after a failed attempt, a few cancelled), 100,000 waiting
 jobs, 60 workers in the registry and 10,000 audit entries. Then the bench
-catches up with rollups (each folds at most 100,000 finished rows into the
-per-minute counters), times one with nothing new, and times each read the
+catches up with rollups (each folds at most 100,000 counts rows into the
+per-minute counters; the seed's one INSERT wrote one a queue and minute), times one with nothing new, and times each read the
 dashboard makes (median of 5): the overview (`stats(finished=False)` and
 `dispatch_status`; `stats_all` is `corral stats`, which counts the finished
 table too), the charts
@@ -256,7 +256,7 @@ def main(argv: list[str]) -> int:
             f"in {time.perf_counter() - started:.1f} s")  # fmt: skip
         figures: dict[str, str] = {}
         with queue.Queue.connect(dsn) as q:
-            # Catching up from nothing: calls of at most ROLLUP_LIMIT rows each.
+            # Catching up from nothing: calls of at most ROLLUP_LIMIT counts rows each.
             folded, calls = 0, []
             while True:
                 started = time.perf_counter()
@@ -267,7 +267,7 @@ def main(argv: list[str]) -> int:
                     break
             figures["rollup_catchup_ms"] = f"{sum(calls):.0f}"
             figures["rollup_call_max_ms"] = f"{max(calls):.0f}"
-            say(f"catching up folded {folded:,} rows in {len(calls)} rollups, "
+            say(f"catching up folded {folded:,} jobs in {len(calls)} rollups, "
                 f"{sum(calls):.0f} ms (slowest call {max(calls):.0f} ms)")  # fmt: skip
             figures["rollup_idle_ms"] = f"{median_ms(q.rollup_throughput):.2f}"
             hot_id = args.finished + 1

@@ -2,9 +2,10 @@
 `rollup_throughput`, and depth sampled by the same call.
 
 Both clients (the `queue` / `connect` fixtures): the dashboard serves on
-either. The guarantee under test is the watermark: every finished job is
-counted once, in its queue and minute, however many rollups run, whenever
-they run, and however late the completion that drew a lower `seq` commits.
+either. The guarantee under test: every finished job is counted once, in
+its queue and minute, however many rollups run, whenever they run, and
+however late the completion commits (its counts row is committed with it,
+by the history's statement trigger, migration 0015).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import threading
 import psycopg
 import pytest
 
-from corral.queue import Failure, JobSpec, JobState, Queue, ThroughputMinute, WorkerRemoved
+from corral.queue import Failure, JobSpec, JobState, Queue, ThroughputMinute, WorkerRemoved, migrate
+from corral.queue import _sql as queue_sql
 from tests.integration._clients import Client, Connect
 from tests.integration._enrolled import enroll, run_sql
 
@@ -56,21 +58,27 @@ def test_completed_failed_and_dead_jobs_land_in_their_queue_and_minute(
     queue: Client, database_url: str
 ) -> None:
     _finish(queue, database_url)
-    # The dead job finished five minutes ago: its minute is that one.
+    # A job of b that died five minutes ago (a row written by hand, as the
+    # history holds it): its minute is that one, not the rollup's.
     run_sql(
         database_url,
-        "UPDATE corral_jobs_finished SET finished_at = now() - interval '5 min' WHERE queue = 'b'",
+        "INSERT INTO corral_jobs_finished (id, kind, queue, payload, priority, region, state,"
+        " run_at, attempt, max_attempts, enqueued_at, finished_at)"
+        " SELECT -1, 'noop', 'b', '{}', 0, '', 'dead', now(), 2, 2, now(),"
+        " now() - interval '5 min'",
     )
-    assert queue.rollup_throughput() == 4
+    assert queue.rollup_throughput() == 5
     rows = queue.throughput(60)
-    by_queue = {row.queue: row for row in rows}
-    assert (by_queue["a"].completed, by_queue["a"].failed, by_queue["a"].dead) == (3, 1, 0)
-    assert (by_queue["b"].completed, by_queue["b"].failed, by_queue["b"].dead) == (0, 0, 1)
-    assert by_queue["a"].minute == _minute(database_url, 0)
-    assert by_queue["b"].minute == _minute(database_url, 5)
+    by_minute = {(row.queue, row.minute): row for row in rows}
+    now, ago = _minute(database_url, 0), _minute(database_url, 5)
+    assert set(by_minute) == {("a", now), ("b", now), ("b", ago)}
+    a, b_now, b_ago = by_minute["a", now], by_minute["b", now], by_minute["b", ago]
+    assert (a.completed, a.failed, a.dead) == (3, 1, 0)
+    assert (b_now.completed, b_now.failed, b_now.dead) == (0, 0, 1)
+    assert (b_ago.completed, b_ago.failed, b_ago.dead) == (0, 1, 1)
     assert [r.minute for r in rows] == sorted(r.minute for r in rows)
     # A window that ends before that minute leaves it out.
-    assert {r.queue for r in queue.throughput(3)} == {"a"}
+    assert {(r.queue, r.minute) for r in queue.throughput(3)} == {("a", now), ("b", now)}
 
 
 def test_a_second_rollup_counts_only_what_finished_since_the_first(
@@ -90,17 +98,18 @@ def test_a_second_rollup_counts_only_what_finished_since_the_first(
 def test_a_long_backlog_is_folded_a_limited_batch_at_a_time(
     queue: Client, database_url: str
 ) -> None:
+    # _finish's jobs are counted by two statements (a's 3 completions in one,
+    # b's dead job in another); the limit counts those statements' rows.
     _finish(queue, database_url)
-    assert [queue.rollup_throughput(limit=3), queue.rollup_throughput(limit=3)] == [3, 1]
-    assert queue.rollup_throughput(limit=3) == 0
+    first, second = queue.rollup_throughput(limit=1), queue.rollup_throughput(limit=1)
+    assert sorted([first, second]) == [1, 3]
+    assert queue.rollup_throughput(limit=1) == 0
     assert _totals(queue.throughput()) == {"a": (3, 1, 0), "b": (0, 0, 1)}
     with pytest.raises(ValueError, match="limit must be between 1 and 1000000"):
         queue.rollup_throughput(limit=0)
 
 
-def test_cancelled_jobs_move_the_watermark_but_count_nowhere(
-    queue: Client, database_url: str
-) -> None:
+def test_cancelled_jobs_are_folded_but_count_nowhere(queue: Client, database_url: str) -> None:
     job_id = queue.enqueue("noop", queue="a")
     queue.cancel(job_id)
     assert queue.rollup_throughput() == 1
@@ -108,9 +117,8 @@ def test_cancelled_jobs_move_the_watermark_but_count_nowhere(
 
 
 def test_a_completion_that_commits_late_is_counted_once(queue: Client, database_url: str) -> None:
-    # Two completions: the first draws the lower seq but commits after the
-    # second has been folded. The watermark has passed its seq; the rollup
-    # must still count it, once.
+    # Two completions: the first is written first but commits after the
+    # second has been folded; the rollup must still count it, once.
     queue.enqueue_many([JobSpec("noop", queue="late"), JobSpec("noop", queue="early")])
     worker = enroll(queue, queues=["late", "early"])
     held = {j.queue: j for j in queue.claim(worker.worker_id, worker.credential, ["late", "early"])}
@@ -224,3 +232,42 @@ def test_the_rollup_refuses_a_snapshot_older_than_its_lock(database_url: str) ->
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         with pytest.raises(psycopg.Error, match="must run at READ COMMITTED"):
             conn.execute("SELECT corral_rollup_throughput_v1()")
+
+
+def test_an_upgrade_counts_the_rows_finished_before_it_once(empty_database_url: str) -> None:
+    """A database at 0014 whose rollup has folded part of its history (and
+    the rest not yet): 0015 counts the rest as 0011 would have, once, and
+    every job finished after it through the trigger."""
+    url = empty_database_url
+    before = [m for m in queue_sql.migrations() if m.version < 15]
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE corral_schema_migrations (version integer PRIMARY KEY,"
+            " name text NOT NULL, checksum text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for m in before:
+            conn.execute(m.sql)
+            conn.execute(
+                "INSERT INTO corral_schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                (m.version, m.name, m.checksum),
+            )
+        finish = (
+            "INSERT INTO corral_jobs_finished (id, kind, queue, payload, priority, region, state,"
+            " run_at, attempt, max_attempts, enqueued_at)"
+            " SELECT i, 'noop', 'q', '{}', 0, '', 'completed', now(), 1, 3, now()"
+            " FROM generate_series(%s::int, %s::int) i"
+        )
+        conn.execute(finish, (1, 3))
+        [(folded,)] = conn.execute("SELECT corral_rollup_throughput_v1()").fetchall()
+        assert folded == 3
+        conn.execute(finish, (4, 10))  # past the watermark at the upgrade
+    assert migrate(url) == [m.version for m in queue_sql.migrations() if m.version >= 15]
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(finish, (11, 12))
+        [(folded,)] = conn.execute("SELECT corral_rollup_throughput_v1()").fetchall()
+        assert folded == 2
+        [(completed,)] = conn.execute(
+            "SELECT sum(completed) FROM corral_throughput_minutes WHERE queue = 'q'"
+        ).fetchall()
+    assert completed == 12

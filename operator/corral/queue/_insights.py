@@ -6,10 +6,12 @@ audit page, and `record_audit` for every action it takes), `corral audit
 list` (`corral.admin.audit`) and the dashboard benchmark.
 
 The charts read per-minute counters, never the finished table:
-`rollup_throughput` folds the finished rows that arrived since the last call
+`rollup_throughput` folds the counts of the jobs finished since the last call
 into them (and samples each queue's depth once a minute); the dashboard calls
-it before it reads a chart. SQL: `corral_rollup_throughput_v1` (migration
-`0011_dashboard.sql`) and the named blocks at the end of `sql/queries.sql`.
+it before it reads a chart. SQL: `corral_rollup_throughput_v1` (migrations
+`0011_dashboard.sql` and `0015_finished_counts.sql`, whose trigger counts
+each statement's finished rows as they are written) and the named blocks at
+the end of `sql/queries.sql`.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ if TYPE_CHECKING:
 # The counters and depth samples are kept this long (the rollup deletes older ones).
 HISTORY_MINUTES = 7 * 24 * 60
 AUDIT_MAX_LIMIT = 10_000
-# Finished rows one rollup folds at most: a few hundred ms, far inside the
-# connections' statement timeout, however long nobody rolled up.
+# Counts rows one rollup folds at most (each a statement's finished jobs in
+# one queue and minute): far inside the connections' statement timeout,
+# however long nobody rolled up.
 ROLLUP_LIMIT = 100_000
 ROLLUP_LIMIT_MAX = 1_000_000
 
@@ -49,13 +52,15 @@ def _minutes(minutes: int) -> int:
 
 
 def rollup_throughput(*, limit: int = ROLLUP_LIMIT, worker: Caller | None = None) -> Operation[int]:
-    """Fold the jobs finished since the last rollup (at most `limit`, the
-    oldest first) into the per-minute counters, and sample every queue's
-    depth if this minute has no sample yet; returns how many finished rows
-    it read (`limit`: there may be more, call again). Safe to call from many
-    places at once: callers take turns, and no row is counted twice. A
-    worker passes itself as `worker` (its upkeep; at most 100,000 rows): it
-    does not wait its turn, and gets 0 while another process rolls up."""
+    """Fold the counts of the jobs finished since the last rollup into the
+    per-minute counters, and sample every queue's depth if this minute has
+    no sample yet; returns how many finished jobs it folded. `limit` bounds
+    the counts rows read (one per statement that finished jobs, queue and
+    minute, so at least one job each): a return of `limit` or more may leave
+    some, call again. Safe to call from many places at once: callers take
+    turns, and no job is counted twice. A worker passes itself as `worker`
+    (its upkeep; a limit of at most 100,000): it does not wait its turn, and
+    gets 0 while another process rolls up."""
     if not 1 <= limit <= ROLLUP_LIMIT_MAX:
         raise ValueError(f"limit must be between 1 and {ROLLUP_LIMIT_MAX}, got {limit}")
     if worker is None:

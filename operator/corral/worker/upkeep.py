@@ -39,7 +39,7 @@ RETENTION_BATCH = 1000  # rows per DELETE: short statements, short locks
 _BETWEEN_BATCHES_S = 0.01
 ROLLUP_FIRST_S = 2.0  # first rollup this long after start
 ROLLUP_PERIOD_S = 20.0  # then every 20 s or so: every minute gets its depth sample
-ROLLUP_BATCH = 10_000  # finished rows a rollup statement folds: tens of ms
+ROLLUP_BATCH = 10_000  # counts rows a rollup statement folds (a statement's jobs each)
 SCHEDULES_PERIOD_S = 1.0  # a firing pass a second, plus up to 20% jitter
 SCHEDULES_BATCH = 100  # due schedules one pass takes at most
 
