@@ -16,7 +16,16 @@ import threading
 import psycopg
 import pytest
 
-from corral.queue import Failure, JobSpec, JobState, Queue, ThroughputMinute, WorkerRemoved, migrate
+from corral.queue import (
+    Failure,
+    JobSpec,
+    JobState,
+    Queue,
+    ThroughputMinute,
+    WorkerRemoved,
+    migrate,
+    migrations,
+)
 from corral.queue import _sql as queue_sql
 from tests.integration._clients import Client, Connect
 from tests.integration._enrolled import enroll, run_sql
@@ -241,11 +250,7 @@ def test_an_upgrade_counts_the_rows_finished_before_it_once(empty_database_url: 
     url = empty_database_url
     before = [m for m in queue_sql.migrations() if m.version < 15]
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "CREATE TABLE corral_schema_migrations (version integer PRIMARY KEY,"
-            " name text NOT NULL, checksum text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
+        conn.execute(migrations._CREATE_TABLE)  # the ledger as migrate() makes it
         for m in before:
             conn.execute(m.sql)
             conn.execute(
