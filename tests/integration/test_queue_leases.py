@@ -96,6 +96,57 @@ def test_a_heartbeat_naming_its_held_jobs_lets_a_claim_the_worker_never_saw_laps
     assert not leases[unseen[0].id]  # it lapses with its claim's lease, and is retried
 
 
+def test_a_heartbeat_renews_only_the_leases_with_less_than_renew_below_left(
+    database_url: str, queue: Client
+) -> None:
+    queue.enqueue_many([JobSpec("noop", queue="q") for _ in range(2)])
+    worker = enroll(queue)
+    [fresh] = queue.claim(worker.worker_id, worker.credential, ["q"], batch=1, lease_s=600)
+    [low] = queue.claim(worker.worker_id, worker.credential, ["q"], batch=1, lease_s=5)
+    versions = "SELECT id, xmin::text, lease_expires_at - now() > interval '500 s' FROM corral_jobs"
+    before = {row[0]: row[1] for row in run_sql(database_url, versions)}
+    state = queue.heartbeat(
+        worker.worker_id,
+        worker.credential,
+        in_flight=2,
+        lease_s=600,
+        held=[fresh.id, low.id],
+        renew_below_s=300,
+    )
+    assert state == "active"
+    after = {row[0]: (row[1], row[2]) for row in run_sql(database_url, versions)}
+    # 600 s left, renewed below 300: the row is not written at all.
+    assert after[fresh.id] == (before[fresh.id], True)
+    # 5 s left: renewed to 600 s, a new row version.
+    assert after[low.id][0] != before[low.id] and after[low.id][1]
+
+
+def test_earlier_releases_beats_renew_every_lease_and_answer_as_they_did(
+    database_url: str, queue: Client
+) -> None:
+    # Workers of earlier releases call _v3 (or _v2) during a rolling upgrade:
+    # both go through _v4 now, with no threshold.
+    queue.enqueue_many([JobSpec("noop", queue="q") for _ in range(2)])
+    worker = enroll(queue)
+    held = queue.claim(worker.worker_id, worker.credential, ["q"], batch=2, lease_s=600)
+    ids = [job.id for job in held]
+    versions = "SELECT id, xmin::text FROM corral_jobs ORDER BY id"
+
+    def beat(version: int) -> str:
+        sql = f"SELECT corral_heartbeat_v{version}(%s, %s, 2, 600, %s)"
+        [(state,)] = run_sql(database_url, sql, [worker.worker_id, worker.credential, ids])
+        return str(state)
+
+    for version in (3, 2):
+        before = run_sql(database_url, versions)
+        assert beat(version) == "active"
+        after = run_sql(database_url, versions)
+        assert all(a[1] != b[1] for a, b in zip(after, before, strict=True)), version
+    queue.request_restart(worker.worker_id)
+    assert beat(3) == "restarting"
+    assert beat(2) == "draining"
+
+
 def test_released_jobs_go_back_to_pending_without_spending_an_attempt(queue: Client) -> None:
     job_id = queue.enqueue("noop", queue="q")
     worker = enroll(queue)

@@ -40,7 +40,8 @@ WORKER_FUNCTIONS = {
     "corral_fail_v2",
     "corral_release_v2",
     "corral_heartbeat_v2",  # workers of the previous release
-    "corral_heartbeat_v3",
+    "corral_heartbeat_v3",  # workers of the previous release
+    "corral_heartbeat_v4",
     "corral_drain_self_v1",
     "corral_mark_drained_v1",
     "corral_reap_v1",

@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -353,6 +354,36 @@ def test_heartbeats_keep_the_lease_of_a_job_that_outlives_it(
     with queue.Queue.connect(database_url) as q:
         job = q.get_job(job_id)
     assert job is not None and job.attempt == 1, job
+
+
+def test_beats_rewrite_a_held_jobs_lease_only_once_less_than_the_lease_is_left(
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    # --lease 8s: claimed for 8 s plus a quarter (10 s); the beats, every
+    # 300 ms, leave the row alone until less than 8 s is left, then renew it
+    # to 10 s again. A beat that renewed every lease would write it each time.
+    holding(workers, database_url, tmp_path, None, "--lease", "8s", "--heartbeat-interval", "300ms")
+    lease = (
+        "SELECT xmin::text, state, attempt, extract(epoch FROM lease_expires_at - started_at),"
+        " extract(epoch FROM lease_expires_at - now()) FROM corral_jobs WHERE queue = 't'"
+    )
+
+    def read() -> tuple[Any, ...]:
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute(lease).fetchone()
+        assert row is not None
+        return tuple(row)
+
+    claimed, _, _, granted, _ = read()
+    assert 9.5 <= granted <= 10.5, granted
+    time.sleep(1.2)  # 4 beats
+    assert read()[0] == claimed
+    wait_until(lambda: read()[0] != claimed, 10, "the lease to be renewed")
+    _, state, attempt, _, left = read()
+    # Renewed by a beat while held (not reaped and claimed again), before it
+    # fell far below 8 s.
+    assert (state, attempt) == ("running", 1)
+    assert left > 7.5, left
 
 
 def test_a_crashed_worker_loses_no_job_and_only_its_own_jobs_run_twice(

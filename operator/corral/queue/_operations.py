@@ -226,17 +226,21 @@ def heartbeat(
     in_flight: int,
     lease_s: float = p.DEFAULT_LEASE_S,
     held: Sequence[int] | None = None,
+    renew_below_s: float | None = None,
 ) -> Operation[r.WorkerState]:
-    """Record liveness, extend the leases of the jobs the worker holds, return
-    the state the fleet wants it in (draining means stop claiming;
-    restarting: drain, then exit for the supervisor to start it again). With
-    `held` (the ids it knows it holds) only those leases are extended, so a
-    claim the worker never saw lapses; without it, every lease leased to the
-    worker. Raises CredentialError when the credential is not known or
-    expired; renews it for a day. The server caps `lease_s` at 1 s to 1 h."""
+    """Record liveness, extend the leases of the jobs the worker holds to
+    `lease_s` from now, return the state the fleet wants it in (draining
+    means stop claiming; restarting: drain, then exit for the supervisor to
+    start it again). With `held` (the ids it knows it holds) only those
+    leases are extended, so a claim the worker never saw lapses; without it,
+    every lease leased to the worker. With `renew_below_s`, only the leases
+    with less than that left are extended (the others keep their row
+    untouched); without it, every one. Raises CredentialError when the
+    credential is not known or expired; renews it for a day. The server caps
+    `lease_s` at 1 s to 1 h."""
     ids = None if held is None else list(held)
-    params = (worker_id, credential, in_flight, lease_s, ids)
-    return r.WorkerState((yield _one("heartbeat_v3", params, prepare=True)))
+    params = (worker_id, credential, in_flight, lease_s, ids, renew_below_s)
+    return r.WorkerState((yield _one("heartbeat_v4", params, prepare=True)))
 
 
 def reap(limit: int = 1000) -> Operation[int | None]:

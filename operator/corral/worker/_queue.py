@@ -57,7 +57,31 @@ from corral.worker.enrollment import EnrollmentError, Identity
 if TYPE_CHECKING:
     from corral.queue.schedules import ScheduleSpec
 
-__all__ = ["ClaimedJob", "QueueSession", "RemovedError", "Undecodable", "open_session"]
+__all__ = [
+    "ClaimedJob",
+    "QueueSession",
+    "RemovedError",
+    "Undecodable",
+    "lease_grant_s",
+    "open_session",
+]
+
+# A claim or a renewing beat grants --lease plus this share of it (at most
+# LEASE_SLACK_MAX_S), and a beat renews only the leases with less than
+# --lease left (corral_heartbeat_v4, migration 0016).
+LEASE_SLACK_SHARE = 0.25
+LEASE_SLACK_MAX_S = 60.0
+
+
+def lease_grant_s(lease_s: float) -> float:
+    """The lease a claim or a renewing beat asks for: `lease_s` (--lease) and
+    a slack on top. Beats renew a lease once less than `lease_s` is left, so
+    right after each beat every held job has at least `lease_s` left (an
+    outage shorter than --lease costs no job a second run), while a held
+    job's row is rewritten once per slack instead of once per beat. The
+    price: a dead worker's jobs run again up to the slack later."""
+    return lease_s + min(lease_s * LEASE_SLACK_SHARE, LEASE_SLACK_MAX_S)
+
 
 log = logging.getLogger("corral.worker")
 
@@ -211,7 +235,7 @@ class QueueSession:
                     self._credential,
                     self._queues,
                     batch=limit,
-                    lease_s=self.settings.lease_s,
+                    lease_s=lease_grant_s(self.settings.lease_s),
                 ),
             )
 
@@ -275,8 +299,9 @@ class QueueSession:
                         self._worker_id,
                         self._credential,
                         in_flight=in_flight,
-                        lease_s=self.settings.lease_s,
+                        lease_s=lease_grant_s(self.settings.lease_s),
                         held=list(held),
+                        renew_below_s=self.settings.lease_s,
                     ),
                 )
         if registry_state is WorkerState.REMOVED:

@@ -105,7 +105,11 @@ def _setting(*param_decls: str, **attrs: Any) -> Callable[[FC], FC]:
 @_setting("--heartbeat-interval", help="[default: 1s]")
 @_setting("--poll-interval", help="Polling fallback when no NOTIFY arrives [default: 1s].")
 @_setting("--flush-interval", help="How long completions gather before one write [default: 2ms].")
-@_setting("--lease", help="How long a claimed job stays ours without a heartbeat [default: 30s].")
+@_setting(
+    "--lease",
+    help="How long a claimed job stays ours without a heartbeat; granted with a quarter more "
+    "(at most 1m), so a beat rewrites it only once that slack has passed [default: 30s].",
+)
 @_setting(
     "--retention",
     help="Delete finished jobs older than this (one worker of the fleet at a time, in small "

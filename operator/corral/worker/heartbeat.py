@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from corral.queue.dsn import scrub_password
-from corral.worker._queue import QueueSession, RemovedError
+from corral.worker._queue import QueueSession, RemovedError, lease_grant_s
 from corral.worker.drain import Directive, Lifecycle
 
 log = logging.getLogger("corral.worker")
@@ -29,7 +29,8 @@ _LOG_EVERY_S = 10.0  # while beats fail, say so at most this often
 
 class LeasesLapsed(RuntimeError):
     """No beat reached the database for longer than the lease: the jobs this
-    worker holds are already due to run again elsewhere, so it exits."""
+    worker holds are due to run again elsewhere (their leases lapsed, or lapse
+    within the slack a beat grants on top of --lease), so it exits."""
 
 
 @dataclass(slots=True)
@@ -69,7 +70,9 @@ class Heartbeat:
                     raise LeasesLapsed(
                         f"no heartbeat has reached the database for {silent:.0f}s, longer than "
                         f"--lease ({self.lease_s:g}s), so the leases of the jobs this worker "
-                        f"holds have lapsed and they run again elsewhere; exiting "
+                        f"holds have lapsed (or lapse within the "
+                        f"{lease_grant_s(self.lease_s) - self.lease_s:g}s of slack a beat "
+                        f"grants) and they run again elsewhere; exiting "
                         f"(last error: {scrub_password(str(exc).strip(), self.database_url)})"
                     ) from None
                 if now - logged >= _LOG_EVERY_S:

@@ -28,8 +28,8 @@ worker prestop`, `corral workers drain|restart`), stops the dispatcher;
 `draining` then waits for held jobs until the drain deadline, hands back the
 rest, reports `drained` and exits, stays up or claims again.
 
-Delivery is at-least-once: a job whose worker dies runs again after its lease
-lapses; handlers get `job.id`/`job.attempt` to stay idempotent.
+Delivery is at-least-once: a job whose worker dies runs again once its lease
+lapses (`_queue.lease_grant_s`); handlers get `job.id`/`job.attempt`.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from corral.entry import resume_collector
 from corral.queue import ConnectionLost
 from corral.queue.dsn import scrub_password
 from corral.worker import claims, enrollment, probes, upkeep
-from corral.worker._queue import QueueSession, RemovedError, open_session
+from corral.worker._queue import QueueSession, RemovedError, lease_grant_s, open_session
 from corral.worker.completions import CompletionBuffer, Flusher
 from corral.worker.config import WorkerSettings
 from corral.worker.drain import Lifecycle, State
@@ -357,7 +357,7 @@ class Worker:
             self._fatal(
                 f"lost the database connection ({task.get_name()}): "
                 f"{scrub_password(str(exc).strip(), url)}; exiting, held jobs "
-                f"return to the queue within --lease ({self.settings.lease_s:g}s)"
+                f"return to the queue within {lease_grant_s(self.settings.lease_s):g}s"
             )
         else:
             text = "".join(traceback.format_exception(exc))

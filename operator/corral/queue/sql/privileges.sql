@@ -87,6 +87,8 @@ GRANT EXECUTE ON FUNCTION
     corral_release_v2(bigint, text, bigint[], bigint[]),
     corral_heartbeat_v2(bigint, text, integer, double precision, bigint[]),
     corral_heartbeat_v3(bigint, text, integer, double precision, bigint[]),
+    -- heartbeat_v4 renews only the leases running low (0016).
+    corral_heartbeat_v4(bigint, text, integer, double precision, bigint[], double precision),
     corral_drain_self_v1(bigint, text),
     corral_mark_drained_v1(bigint, text),
     corral_reap_v1(integer),

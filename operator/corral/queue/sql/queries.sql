@@ -54,6 +54,10 @@ SELECT corral_heartbeat_v2(%s::int8, %s::text, %s::int4, %s::float8, %s::int8[])
 -- heartbeat_v2, answering 'restarting' while a restart is asked for.
 SELECT corral_heartbeat_v3(%s::int8, %s::text, %s::int4, %s::float8, %s::int8[])
 
+-- name: heartbeat_v4
+-- heartbeat_v3, renewing only the leases with less than the threshold left (0016).
+SELECT corral_heartbeat_v4(%s::int8, %s::text, %s::int4, %s::float8, %s::int8[], %s::float8)
+
 -- name: enroll_v2
 SELECT * FROM corral_enroll_v2(%s::text, %s::text, %s::text[], %s::int4, %s::text, %s::text)
 
