@@ -159,6 +159,10 @@ bench-ack-versions: venv ## Server time a job of claim+complete, this release's 
 bench-herd: venv ## Idle workers woken by every NOTIFY: worker and server CPU a job with 1, 2, 4 and 8 idle workers at 100 jobs/s, beside PgQueuer
 	$(PY) -m bench.herd $(BENCH_ARGS)
 
+.PHONY: bench-leases
+bench-leases: venv ## Held jobs' leases: row writes, WAL and server CPU a held job and minute (1,000 jobs held 20 s), this release's renewal beside every lease on every beat
+	$(PY) -m bench.leases $(BENCH_ARGS)
+
 .PHONY: bench-schedules
 bench-schedules: venv ## Schedules: 10,000 due in one minute fired by one process; a pass with nothing due at 10k and 100k schedules
 	$(PY) -m bench.schedules $(BENCH_ARGS)
