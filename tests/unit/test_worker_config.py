@@ -129,6 +129,13 @@ def test_retention_defaults_to_a_week_reads_days_and_a_bad_one_is_named() -> Non
         settings(retention_s="forever")
 
 
+def test_a_lease_longer_than_the_database_grants_is_refused_naming_the_flag() -> None:
+    assert settings(lease_s="1h").lease_s == 3600
+    refused = "--lease / CORRAL_LEASE: .*less than or equal to 3600"
+    with pytest.raises(ConfigError, match=refused):
+        settings(lease_s="2h")
+
+
 def test_a_bad_drain_timeout_is_named() -> None:
     with pytest.raises(ConfigError, match="--drain-timeout / CORRAL_DRAIN_TIMEOUT"):
         settings(drain_timeout_s="soon")

@@ -71,6 +71,7 @@ __all__ = [
 # --lease left (corral_heartbeat_v4, migration 0016).
 LEASE_SLACK_SHARE = 0.25
 LEASE_SLACK_MAX_S = 60.0
+LEASE_MAX_S = 3600.0  # the database's cap on any lease
 
 
 def lease_grant_s(lease_s: float) -> float:
@@ -79,8 +80,9 @@ def lease_grant_s(lease_s: float) -> float:
     right after each beat every held job has at least `lease_s` left (an
     outage shorter than --lease costs no job a second run), while a held
     job's row is rewritten once per slack instead of once per beat. The
-    price: a dead worker's jobs run again up to the slack later."""
-    return lease_s + min(lease_s * LEASE_SLACK_SHARE, LEASE_SLACK_MAX_S)
+    price: a dead worker's jobs run again up to the slack later. Within the
+    database's cap of an hour (near it, every beat renews)."""
+    return min(lease_s + min(lease_s * LEASE_SLACK_SHARE, LEASE_SLACK_MAX_S), LEASE_MAX_S)
 
 
 log = logging.getLogger("corral.worker")

@@ -108,7 +108,8 @@ def _setting(*param_decls: str, **attrs: Any) -> Callable[[FC], FC]:
 @_setting(
     "--lease",
     help="How long a claimed job stays ours without a heartbeat; granted with a quarter more "
-    "(at most 1m), so a beat rewrites it only once that slack has passed [default: 30s].",
+    "(at most 1m), so a beat rewrites it only once that slack has passed; 1s to 1h "
+    "[default: 30s].",
 )
 @_setting(
     "--retention",

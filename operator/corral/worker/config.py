@@ -98,7 +98,10 @@ BOUNDS: dict[str, Bounds] = {
     "heartbeat_interval_s": {"gt": 0, "le": 60},
     "poll_interval_s": {"gt": 0, "le": 86_400},
     "flush_interval_s": {"ge": 0, "le": 1},
-    "lease_s": {"ge": 1, "le": 86_400},
+    # The database grants a lease of 1 s to 1 h (corral_claim_v5,
+    # corral_heartbeat_v4): a longer --lease would be cut to an hour there
+    # while the worker waited out the longer one before giving its jobs up.
+    "lease_s": {"ge": 1, "le": 3_600},
     # Finished jobs older than this are deleted by the fleet (one worker at a
     # time); 0 leaves retention to `corral jobs purge`.
     "retention_s": {"ge": 0},
