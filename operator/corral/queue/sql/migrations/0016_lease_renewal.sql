@@ -50,15 +50,16 @@ BEGIN
     END IF;
     -- corral_heartbeat_v2's rules (only the jobs named as held; SKIP LOCKED:
     -- a row locked now is being completed, failed or released elsewhere),
-    -- and only the leases running low.
+    -- and only the leases running low: a range of the lease index
+    -- (worker_id, lease_expires_at), so the leases not due are not read.
     UPDATE corral_jobs j
        SET lease_expires_at = now() + make_interval(secs => v_lease_s)
      WHERE j.id = ANY(ARRAY(SELECT h.id FROM corral_jobs h
                              WHERE h.state = 'running' AND h.worker_id = p_worker_id
+                               AND h.lease_expires_at
+                                   < coalesce(now() + make_interval(secs => p_renew_below_s),
+                                              'infinity')
                                AND (p_held IS NULL OR h.id = ANY(p_held))
-                               AND (p_renew_below_s IS NULL
-                                    OR h.lease_expires_at
-                                       < now() + make_interval(secs => p_renew_below_s))
                                FOR UPDATE SKIP LOCKED));
     -- corral_heartbeat_v3's answer: 'restarting' while `corral workers
     -- restart` asks this worker to drain and exit for its supervisor.
