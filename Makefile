@@ -160,7 +160,7 @@ bench-herd: venv ## Idle workers woken by every NOTIFY: worker and server CPU a 
 	$(PY) -m bench.herd $(BENCH_ARGS)
 
 .PHONY: bench-leases
-bench-leases: venv ## Held jobs' leases: row writes, WAL and server CPU a held job and minute (1,000 jobs held 20 s), this release's renewal beside every lease on every beat
+bench-leases: venv ## Held jobs' leases: row writes, WAL and server CPU a held job and minute (1,000 jobs held 20 s), this release's renewal beside every lease on every beat and beside PgQueuer
 	$(PY) -m bench.leases $(BENCH_ARGS)
 
 .PHONY: bench-schedules

@@ -1,14 +1,15 @@
 """The peer queues' side of `make bench-queue`: runs inside the peers' own
 virtualenv (~/.cache/corral/bench-venv), never imports corral.
 
-    python -m bench._peers pgqueuer-enqueue DSN N
+    python -m bench._peers pgqueuer-enqueue DSN N [KIND]   (KIND: noop, or hold)
     python -m bench._peers pgqueuer-trickle DSN N RATE   (N single enqueues, RATE a second)
     python -m bench._peers procrastinate-enqueue DSN N
     pgq run bench._peers:pgqueuer_factory --batch-size 100     (PGDSN set)
     procrastinate --app bench._peers.procrastinate_app worker  (PROCRASTINATE_DSN set)
 
 Each defines a no-op job, as corral's `noop` kind, so the three queues do
-the same (no) work per job.
+the same (no) work per job. PgQueuer's `hold` job sleeps (BENCH_HOLD_S,
+default 600 s), as corral's `sleep` kind, for `make bench-leases`.
 """
 
 from __future__ import annotations
@@ -38,13 +39,17 @@ async def pgqueuer_factory() -> AsyncIterator[Any]:
     async def noop(job: Job) -> None:
         return None
 
+    @pgq.entrypoint("hold")
+    async def hold(job: Job) -> None:
+        await asyncio.sleep(float(os.environ.get("BENCH_HOLD_S", "600")))
+
     try:
         yield pgq
     finally:
         await connection.close()
 
 
-async def _pgqueuer_enqueue(dsn: str, n: int) -> float:
+async def _pgqueuer_enqueue(dsn: str, n: int, kind: str = "noop") -> float:
     import asyncpg
     from pgqueuer.db import AsyncpgDriver
     from pgqueuer.queries import Queries
@@ -55,7 +60,7 @@ async def _pgqueuer_enqueue(dsn: str, n: int) -> float:
     chunk = 10_000
     for i in range(0, n, chunk):
         size = min(chunk, n - i)
-        await queries.enqueue(["noop"] * size, [None] * size, [0] * size)
+        await queries.enqueue([kind] * size, [None] * size, [0] * size)
     took = time.perf_counter() - started
     await connection.close()
     return took
@@ -119,7 +124,7 @@ async def _procrastinate_enqueue(dsn: str, n: int) -> float:
 def main(argv: list[str]) -> None:
     what, dsn, n = argv[0], argv[1], int(argv[2])
     if what == "pgqueuer-enqueue":
-        took = asyncio.run(_pgqueuer_enqueue(dsn, n))
+        took = asyncio.run(_pgqueuer_enqueue(dsn, n, *argv[3:4]))
     elif what == "pgqueuer-trickle":
         took = asyncio.run(_pgqueuer_trickle(dsn, n, float(argv[3])))
     elif what == "procrastinate-enqueue":

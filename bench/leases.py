@@ -14,7 +14,12 @@ lease-index entry, WAL for all three). On one throwaway PostgreSQL server
 - **every lease, every beat** (the previous release's heartbeat,
   `corral_heartbeat_v3`): a worker enrolled by this script claims the same
   jobs for 30 s and beats once a second naming them all, with no
-  threshold, as a worker of the previous release did.
+  threshold, as a worker of the previous release did;
+- **PgQueuer 1.6.0** (`--skip-peers` leaves it out), from its own
+  virtualenv (bench.queue.peer_venv): one `pgq run` process (its defaults:
+  a job is re-picked after 30 s without a heartbeat, which it writes every
+  15 s; `--max-concurrent-tasks` = jobs) running `hold` jobs that sleep
+  longer than the window; its rows are in its `pgqueuer` table.
 
 Over the window only, read from the server: row versions written to
 `corral_jobs` (`pg_stat_user_tables.n_tup_upd`), WAL bytes
@@ -23,9 +28,11 @@ the worker. Printed per held job and minute. The last line is the summary:
 `bench-leases: jobs=<N> seconds=<S> row_writes_per_job_min=<x>
 every_beat_row_writes_per_job_min=<x> wal_kib_per_job_min=<x>
 every_beat_wal_kib_per_job_min=<x> server_cpu_ms_per_job_min=<x>
-every_beat_server_cpu_ms_per_job_min=<x>` (one line).
+every_beat_server_cpu_ms_per_job_min=<x> pgqueuer_row_writes_per_job_min=<x>
+pgqueuer_wal_kib_per_job_min=<x> pgqueuer_server_cpu_ms_per_job_min=<x>` (one
+line).
 
-Usage: python -m bench.leases [--jobs N] [--seconds S]
+Usage: python -m bench.leases [--jobs N] [--seconds S] [--skip-peers]
 """
 
 from __future__ import annotations
@@ -43,7 +50,17 @@ from typing import Any
 import psycopg
 
 from bench.herd import _backends, cpu_s
-from bench.queue import Bench, Corral, processes, say, scalar, wait_until_true
+from bench.queue import (
+    Bench,
+    Corral,
+    peer_env,
+    peer_venv,
+    processes,
+    run_quietly,
+    say,
+    scalar,
+    wait_until_true,
+)
 from corral import queue
 from corral_local.postgres import running
 
@@ -51,18 +68,24 @@ LEASE_S = 30.0  # corral worker's default --lease
 BEAT_S = 1.0  # and --heartbeat-interval
 
 
-def _counters(conn: psycopg.Connection[Any]) -> tuple[int, int]:
-    """(row updates of corral_jobs so far, WAL insert position in bytes)."""
+def _counters(conn: psycopg.Connection[Any], table: str) -> tuple[int, int]:
+    """(row updates of `table` so far, WAL insert position in bytes)."""
     conn.execute("SELECT pg_stat_clear_snapshot()")
-    updates = scalar(
-        conn, "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'corral_jobs'"
-    )
+    row = conn.execute(
+        "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = %s", (table,)
+    ).fetchone()
+    updates = row[0] if row else 0
     wal = scalar(conn, "SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn")
     return int(updates), int(wal)
 
 
 def measure(
-    dsn: str, backends: Callable[[], list[int]], jobs: int, seconds: float, beat: Callable[[], None]
+    dsn: str,
+    backends: Callable[[], list[int]],
+    jobs: int,
+    seconds: float,
+    beat: Callable[[], None],
+    table: str = "corral_jobs",
 ) -> dict[str, float]:
     """Per held job and minute over a window of `seconds`: row writes, WAL,
     server CPU of `backends()`. `beat()` is called once a second (the
@@ -70,7 +93,7 @@ def measure(
     with psycopg.connect(dsn, autocommit=True) as conn:
         pids = backends()
         time.sleep(1.5)  # every backend's statistics flushed (at most once a second)
-        updates0, wal0 = _counters(conn)
+        updates0, wal0 = _counters(conn, table)
         cpu0 = cpu_s(pids)
         ends = time.monotonic() + seconds
         while (left := ends - time.monotonic()) > 0:
@@ -78,7 +101,7 @@ def measure(
             time.sleep(min(BEAT_S, left))
         cpu1 = cpu_s(pids)
         time.sleep(1.5)
-        updates1, wal1 = _counters(conn)
+        updates1, wal1 = _counters(conn, table)
     per = jobs * seconds / 60.0
     return {
         "row_writes": (updates1 - updates0) / per,
@@ -128,10 +151,33 @@ def every_beat(bench: Bench, jobs: int, seconds: float) -> dict[str, float]:
         bench.drop_db(dsn)
 
 
+def pgqueuer(bench: Bench, jobs: int, seconds: float) -> dict[str, float]:
+    bindir = peer_venv()
+    dsn = bench.fresh_db("leases_pgq")
+    try:
+        env = peer_env(PGDSN=dsn)
+        run_quietly([str(bindir / "pgq"), "--pg-dsn", dsn, "install"], env)
+        enqueue = [str(bindir / "python"), "-m", "bench._peers", "pgqueuer-enqueue", dsn]
+        run_quietly([*enqueue, str(jobs), "hold"], env)
+        cmd = [
+            str(bindir / "pgq"), "run", "bench._peers:pgqueuer_factory",
+            "--max-concurrent-tasks", str(jobs), "--log-level", "WARNING",
+        ]  # fmt: skip
+        with processes([(cmd, env)]) as procs, psycopg.connect(dsn, autocommit=True) as conn:
+            picked = "SELECT count(*) FROM pgqueuer WHERE status = 'picked'"
+            wait_until_true(lambda: scalar(conn, picked) == jobs, 120)
+            got = measure(dsn, lambda: _backends(conn), jobs, seconds, lambda: None, "pgqueuer")
+            os.killpg(procs[0].pid, signal.SIGKILL)
+            return got
+    finally:
+        bench.drop_db(dsn)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=1000, help="jobs held through the window")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the window")
+    parser.add_argument("--skip-peers", action="store_true", help="no PgQueuer")
     args = parser.parse_args(argv)
     say(
         f"bench-leases: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; {args.jobs:,} "
@@ -143,6 +189,11 @@ def main(argv: list[str]) -> int:
         say(f"[this release] renew below --lease, granted with its slack: {_line(mine)}")
         old = every_beat(bench, args.jobs, args.seconds)
         say(f"[every lease, every beat] (corral_heartbeat_v3's renewal): {_line(old)}")
+        nan = float("nan")
+        peer = {"row_writes": nan, "wal_kib": nan, "server_cpu_ms": nan}
+        if not args.skip_peers:
+            peer = pgqueuer(bench, args.jobs, args.seconds)
+            say(f"[pgqueuer 1.6.0] `pgq run`, heartbeat timeout 30 s (its default): {_line(peer)}")
     say(
         f"\nbench-leases: jobs={args.jobs} seconds={args.seconds:g} "
         f"row_writes_per_job_min={mine['row_writes']:.2f} "
@@ -150,7 +201,10 @@ def main(argv: list[str]) -> int:
         f"wal_kib_per_job_min={mine['wal_kib']:.2f} "
         f"every_beat_wal_kib_per_job_min={old['wal_kib']:.2f} "
         f"server_cpu_ms_per_job_min={mine['server_cpu_ms']:.3f} "
-        f"every_beat_server_cpu_ms_per_job_min={old['server_cpu_ms']:.3f}"
+        f"every_beat_server_cpu_ms_per_job_min={old['server_cpu_ms']:.3f} "
+        f"pgqueuer_row_writes_per_job_min={peer['row_writes']:.2f} "
+        f"pgqueuer_wal_kib_per_job_min={peer['wal_kib']:.2f} "
+        f"pgqueuer_server_cpu_ms_per_job_min={peer['server_cpu_ms']:.3f}"
     )
     return 0
 
