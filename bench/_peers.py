@@ -5,11 +5,13 @@ virtualenv (~/.cache/corral/bench-venv), never imports corral.
     python -m bench._peers pgqueuer-trickle DSN N RATE   (N single enqueues, RATE a second)
     python -m bench._peers procrastinate-enqueue DSN N
     pgq run bench._peers:pgqueuer_factory --batch-size 100     (PGDSN set)
+    pgq run bench._peers:pgqueuer_hold_factory                 (PGDSN set)
     procrastinate --app bench._peers.procrastinate_app worker  (PROCRASTINATE_DSN set)
 
 Each defines a no-op job, as corral's `noop` kind, so the three queues do
-the same (no) work per job. PgQueuer's `hold` job sleeps (BENCH_HOLD_S,
-default 600 s), as corral's `sleep` kind, for `make bench-leases`.
+the same (no) work per job. PgQueuer's `hold` job (its own factory) sleeps
+(BENCH_HOLD_S, default 600 s), as corral's `sleep` kind, for `make
+bench-leases`.
 """
 
 from __future__ import annotations
@@ -38,6 +40,24 @@ async def pgqueuer_factory() -> AsyncIterator[Any]:
     @pgq.entrypoint("noop")
     async def noop(job: Job) -> None:
         return None
+
+    try:
+        yield pgq
+    finally:
+        await connection.close()
+
+
+@contextlib.asynccontextmanager
+async def pgqueuer_hold_factory() -> AsyncIterator[Any]:
+    """PgQueuer with only the `hold` entrypoint (`make bench-leases`): the
+    drain benchmarks' factory keeps its one entrypoint, as measured before."""
+    import asyncpg
+    from pgqueuer import PgQueuer
+    from pgqueuer.db import AsyncpgDriver
+    from pgqueuer.models import Job
+
+    connection = await asyncpg.connect(os.environ["PGDSN"])
+    pgq = PgQueuer(AsyncpgDriver(connection))
 
     @pgq.entrypoint("hold")
     async def hold(job: Job) -> None:

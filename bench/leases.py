@@ -160,7 +160,7 @@ def pgqueuer(bench: Bench, jobs: int, seconds: float) -> dict[str, float]:
         enqueue = [str(bindir / "python"), "-m", "bench._peers", "pgqueuer-enqueue", dsn]
         run_quietly([*enqueue, str(jobs), "hold"], env)
         cmd = [
-            str(bindir / "pgq"), "run", "bench._peers:pgqueuer_factory",
+            str(bindir / "pgq"), "run", "bench._peers:pgqueuer_hold_factory",
             "--max-concurrent-tasks", str(jobs), "--log-level", "WARNING",
         ]  # fmt: skip
         with processes([(cmd, env)]) as procs, psycopg.connect(dsn, autocommit=True) as conn:
