@@ -21,52 +21,45 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 # -- pgqueuer -----------------------------------------------------------------
 
 
 @contextlib.asynccontextmanager
-async def pgqueuer_factory() -> AsyncIterator[Any]:
+async def _pgqueuer(kind: str, handler: Callable[[Any], Awaitable[None]]) -> AsyncIterator[Any]:
+    """PgQueuer on PGDSN with one entrypoint, `kind`, running `handler`."""
     import asyncpg
     from pgqueuer import PgQueuer
     from pgqueuer.db import AsyncpgDriver
-    from pgqueuer.models import Job
 
     connection = await asyncpg.connect(os.environ["PGDSN"])
     pgq = PgQueuer(AsyncpgDriver(connection))
-
-    @pgq.entrypoint("noop")
-    async def noop(job: Job) -> None:
-        return None
-
+    pgq.entrypoint(kind)(handler)
     try:
         yield pgq
     finally:
         await connection.close()
 
 
-@contextlib.asynccontextmanager
-async def pgqueuer_hold_factory() -> AsyncIterator[Any]:
-    """PgQueuer with only the `hold` entrypoint (`make bench-leases`): the
-    drain benchmarks' factory keeps its one entrypoint, as measured before."""
-    import asyncpg
-    from pgqueuer import PgQueuer
-    from pgqueuer.db import AsyncpgDriver
-    from pgqueuer.models import Job
+async def _noop(job: Any) -> None:
+    return None
 
-    connection = await asyncpg.connect(os.environ["PGDSN"])
-    pgq = PgQueuer(AsyncpgDriver(connection))
 
-    @pgq.entrypoint("hold")
-    async def hold(job: Job) -> None:
-        await asyncio.sleep(float(os.environ.get("BENCH_HOLD_S", "600")))
+async def _hold(job: Any) -> None:
+    await asyncio.sleep(float(os.environ.get("BENCH_HOLD_S", "600")))
 
-    try:
-        yield pgq
-    finally:
-        await connection.close()
+
+def pgqueuer_factory() -> contextlib.AbstractAsyncContextManager[Any]:
+    """The drain benchmarks' PgQueuer: the `noop` entrypoint alone."""
+    return _pgqueuer("noop", _noop)
+
+
+def pgqueuer_hold_factory() -> contextlib.AbstractAsyncContextManager[Any]:
+    """`make bench-leases`' PgQueuer: the `hold` entrypoint alone (the drain
+    benchmarks' factory keeps its one entrypoint, as measured before)."""
+    return _pgqueuer("hold", _hold)
 
 
 async def _pgqueuer_enqueue(dsn: str, n: int, kind: str = "noop") -> float:

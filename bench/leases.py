@@ -4,7 +4,7 @@ A worker that holds jobs for a long time (jobs waiting on the network, at a
 high concurrency) keeps their leases with its heartbeat. Each renewal is a
 non-HOT update of the job's row (a new row version, a primary-key and a
 lease-index entry, WAL for all three). On one throwaway PostgreSQL server
-(fsync on), two runs, each in a fresh database, each holding `--jobs` jobs
+(fsync on), three runs, each in a fresh database, each holding `--jobs` jobs
 (default 1,000) for a window of `--seconds` (default 20) once all are held:
 
 - **this release**: one `corral worker` (concurrency = jobs, its default
