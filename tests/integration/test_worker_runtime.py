@@ -361,11 +361,14 @@ def test_beats_rewrite_a_held_jobs_lease_only_once_less_than_the_lease_is_left(
 ) -> None:
     # --lease 8s: claimed for 8 s plus a quarter (10 s); the beats, every
     # 300 ms, leave the row alone until less than 8 s is left, then renew it
-    # to 10 s again. A beat that renewed every lease would write it each time.
+    # to 10 s again. A beat that renewed every lease would write it each time
+    # (with 9.7 s or more left); one that waited for less (the slack, half
+    # the lease) would leave a database outage shorter than --lease room to
+    # cost the job a second run.
     holding(workers, database_url, tmp_path, None, "--lease", "8s", "--heartbeat-interval", "300ms")
     lease = (
-        "SELECT xmin::text, state, attempt, extract(epoch FROM lease_expires_at - started_at),"
-        " extract(epoch FROM lease_expires_at - now()) FROM corral_jobs WHERE queue = 't'"
+        "SELECT xmin::text, state, attempt, extract(epoch FROM lease_expires_at),"
+        " extract(epoch FROM lease_expires_at - started_at) FROM corral_jobs WHERE queue = 't'"
     )
 
     def read() -> tuple[Any, ...]:
@@ -374,16 +377,16 @@ def test_beats_rewrite_a_held_jobs_lease_only_once_less_than_the_lease_is_left(
         assert row is not None
         return tuple(row)
 
-    claimed, _, _, granted, _ = read()
+    claimed, _, _, claimed_until, granted = read()
     assert 9.5 <= granted <= 10.5, granted
-    time.sleep(1.2)  # 4 beats
-    assert read()[0] == claimed
     wait_until(lambda: read()[0] != claimed, 10, "the lease to be renewed")
-    _, state, attempt, _, left = read()
-    # Renewed by a beat while held (not reaped and claimed again), before it
-    # fell far below 8 s.
+    _, state, attempt, renewed_until, _ = read()
+    # Renewed by a beat while held (not reaped and claimed again).
     assert (state, attempt) == ("running", 1)
-    assert left > 7.5, left
+    # The beat that renewed it set it to its now() + 10 s: what was left of
+    # the claim's lease then, from the database's own clock.
+    left_at_renewal = float(claimed_until) - (float(renewed_until) - 10.0)
+    assert 6.5 < left_at_renewal < 8.0, left_at_renewal
 
 
 def test_a_crashed_worker_loses_no_job_and_only_its_own_jobs_run_twice(

@@ -52,11 +52,15 @@ class Heartbeat:
     held: Callable[[], list[int]] = list
     on_restart: Callable[[], None] = lambda: None  # the registry asks for a restart
     beat_now: asyncio.Event = field(default_factory=asyncio.Event)
-    last_ok: float = 0.0  # monotonic time of the last successful beat
+    # Monotonic time the last successful beat was sent: the leases it renewed
+    # run from its transaction's start, which is no earlier, so silence is
+    # counted from here (a beat that waited on a lock does not stretch it).
+    last_ok: float = 0.0
 
     async def run(self) -> None:
         logged = 0.0
         while True:
+            sent = time.monotonic()
             try:
                 directive = await self.session.heartbeat(
                     self.in_flight(), self.lifecycle, self.held()
@@ -67,12 +71,13 @@ class Heartbeat:
                 now = time.monotonic()
                 silent = now - self.last_ok
                 if silent > self.lease_s:
+                    slack_s = lease_grant_s(self.lease_s) - self.lease_s
+                    within = f" (or lapse within the {slack_s:g}s of slack a beat grants)"
                     raise LeasesLapsed(
                         f"no heartbeat has reached the database for {silent:.0f}s, longer than "
                         f"--lease ({self.lease_s:g}s), so the leases of the jobs this worker "
-                        f"holds have lapsed (or lapse within the "
-                        f"{lease_grant_s(self.lease_s) - self.lease_s:g}s of slack a beat "
-                        f"grants) and they run again elsewhere; exiting "
+                        f"holds have lapsed{within if slack_s > 0 else ''} and they run "
+                        f"again elsewhere; exiting "
                         f"(last error: {scrub_password(str(exc).strip(), self.database_url)})"
                     ) from None
                 if now - logged >= _LOG_EVERY_S:
@@ -85,7 +90,7 @@ class Heartbeat:
                 # Back as soon as the database is: leases want extending.
                 await self._sleep_or_wake(min(self.interval_s, self.session.backoff()))
                 continue
-            self.last_ok = time.monotonic()
+            self.last_ok = sent
             if logged:
                 log.info("heartbeat reaches the database again")
                 logged = 0.0
