@@ -15,8 +15,9 @@ Guarantees (each has an integration test named after it):
   skipped;
 * every claim carries a lease token: completing or failing a job whose lease
   was lost (reaped, released, re-claimed) is rejected;
-* the heartbeat extends all of a worker's leases in one statement; one reaper
-  at a time (advisory lock) sends lapsed leases through the retry path;
+* the heartbeat extends, in one statement, the leases of the jobs a worker
+  names as held that run low; one reaper at a time (advisory lock) sends
+  lapsed leases through the retry path;
 * retries back off exponentially with jitter up to `max_attempts`, then the
   job is `dead` with its last error kept; `requeue` restores a fresh budget;
 * delivery is AT-LEAST-ONCE: handlers should use `(job.id, job.attempt)` as
