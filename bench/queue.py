@@ -908,10 +908,10 @@ def main(argv: list[str]) -> int:
     targets = [
         ("ratio_vs_best_peer", ratio, ">=", 3.0, "{:.2f}"),
         ("ratio_vs_river", ratio_river, ">=", 1.5, "{:.2f}"),
-        ("share of the SQL ceiling %", 100 * corral_rate / ceiling, ">=", 30.0, "{:.0f}"),
+        ("share of the SQL ceiling %", 100 * corral_rate / ceiling, ">=", 30.0, "{:.1f}"),
         ("p99 ms at 1,000 jobs/s", p99, "<=", 5.0, "{:.2f}"),
         ("worker CPU per job µs", per_job_us, "<=", 25.0, "{:.1f}"),
-        ("1M backlog % of 1k", 100 * big / small, ">=", 80.0, "{:.0f}"),
+        ("1M backlog % of 1k", 100 * big / small, ">=", 80.0, "{:.1f}"),
     ]
     say("\ntargets:")
     for name, value, op, bound, fmt in targets:
