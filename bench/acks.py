@@ -4,10 +4,12 @@ hot path, measured side by side on one throwaway PostgreSQL server.
 Two raw client loops (no worker runtime, no handler) claim a batch and
 complete it, alternating round by round so that machine load hits both
 alike: one as an admin would (`corral_complete_v1`: id + lease token only),
-one as a worker (`corral_complete_v3`: the caller's id and credential
-checked once per batch, only jobs it holds). Both claim with
-`corral_claim_v2`. Prints the completion time per batch of each and their
-ratio; never asserts.
+one as a worker (`corral_complete_v5` today, `_v3` when this was written:
+the caller's id and credential checked once per batch, only jobs it holds).
+Both claim as the worker (`Queue.claim`: `corral_claim_v5` today). Prints
+the completion time per batch of each and their ratio; never asserts. Not
+a `make` target: a one-off question (commit da4d832, the caller check);
+`make bench-ack-versions` compares whole releases' claim + complete.
 
 Usage: python -m bench.acks [--jobs N] [--batch N]
 """
