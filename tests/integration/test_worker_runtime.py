@@ -341,6 +341,29 @@ def test_a_wrong_password_is_reported_without_showing_it(tmp_path: Path, databas
     assert "password authentication" in out and "wrong-pw-4711" not in out
 
 
+def test_a_handlers_own_deadline_and_context_variables_stay_its_own(
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    # A handler that enters asyncio.timeout before it first waits: the
+    # deadline fails that job (a TimeoutError of its own) and the worker
+    # goes on claiming; a context variable one job sets, the next never sees.
+    with queue.Queue.connect(database_url) as q:
+        late = q.enqueue("own_deadline", {"within_s": 0.2}, queue="t", max_attempts=1)
+    w = spawn(workers, database_url, tmp_path, "w1", queues="t")
+    wait_until(lambda: finished(database_url).get("dead") == 1, 30, "the job past its deadline")
+    with queue.Queue.connect(database_url) as q:
+        job = q.get_job(late)
+        assert job.last_error_reason == "exception", job
+        assert "TimeoutError" in (job.last_error or ""), job.last_error
+        first = q.enqueue("context", queue="t")
+        wait_until(lambda: q.get_job(first).state == "completed", 30, "the first context job")
+        second = q.enqueue("context", queue="t")
+        wait_until(lambda: q.get_job(second).state == "completed", 30, "the second")
+        results = [q.get_job(first).result, q.get_job(second).result]
+    assert results == [{"seen": None}, {"seen": None}]
+    assert w.proc.poll() is None
+
+
 def test_heartbeats_keep_the_lease_of_a_job_that_outlives_it(
     database_url: str, tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import gc
 import os
 import time
+from contextvars import ContextVar
 from typing import Any, LiteralString
 
 import psycopg
@@ -64,6 +65,25 @@ async def explode(job: corral.Job[Any]) -> None:
 @corral.handler("sleepy", timeout=0.3)
 async def sleepy(job: corral.Job[Any]) -> None:
     await asyncio.sleep(30)
+
+
+@corral.handler("own_deadline")
+async def own_deadline(job: corral.Job[Any]) -> None:
+    # Its own deadline, entered before it first waits: asyncio.timeout binds
+    # to the task that runs it.
+    async with asyncio.timeout(float(job.payload.get("within_s", 0.2))):
+        await asyncio.sleep(30)
+
+
+_seen: ContextVar[int | None] = ContextVar("corral_tests_seen", default=None)
+
+
+@corral.handler("context")
+async def context(job: corral.Job[Any]) -> dict[str, int | None]:
+    # What an earlier job left in a context variable (None: nothing).
+    seen = _seen.get()
+    _seen.set(job.id)
+    return {"seen": seen}
 
 
 class Resize(BaseModel):

@@ -20,16 +20,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import (
-    TYPE_CHECKING,
-    Any,
-    Generic,
-    ParamSpec,
-    TypedDict,
-    TypeVar,
-    Unpack,
-    overload,
-)
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypedDict, TypeVar, Unpack, overload
 
 from corral.distinfo import entry_points
 from corral.worker.payloadmodel import LazyPayload, is_validation_error
@@ -115,6 +106,8 @@ class Handler:
     is_async: bool
     payload_model: type[BaseModel] | LazyPayload | None = None
     timeout_s: float | None = None  # None: the worker's --job-timeout
+    # Safe to start in the claim loop's own task (corral.worker.jobs.Jobs.start).
+    eager: bool = False
 
     def prepare(self, job: Job[Any]) -> Job[Any]:
         """Validate the payload into the handler's model, if it declares one."""
@@ -244,6 +237,7 @@ class HandlerRegistry:
         payload: type[BaseModel] | LazyPayload | None = None,
         timeout_s: float | None = None,
         replace: bool = False,
+        eager: bool = False,
     ) -> Handler:
         if not name or not isinstance(name, str):
             raise ValueError("a handler needs a non-empty name, e.g. @corral.handler('send-email')")
@@ -264,6 +258,7 @@ class HandlerRegistry:
             is_async=inspect.iscoroutinefunction(fn),
             payload_model=payload,
             timeout_s=timeout_s,
+            eager=eager,
         )
         self._handlers[name] = handler_
         return handler_

@@ -141,8 +141,16 @@ class Jobs:
         running = Running(claimed, None, now + timeout, now)
         self.running[claimed.id] = running
         coro = self._run(running, handler)
-        # Run the handler eagerly up to its first real suspension: a handler
-        # that never awaits (no-op, cached lookups) costs no Task at all.
+        if handler is not None and handler.is_async and not handler.eager:
+            # The handler's own code runs in a Task of its own from its first
+            # line: an asyncio.timeout or TaskGroup it enters binds to the
+            # running task (run here, its deadline would cancel the claim
+            # loop), and a context variable it sets stays its own.
+            running.task = asyncio.ensure_future(coro)
+            return
+        # Otherwise run it eagerly up to its first real suspension: only
+        # corral's code runs here (a sync handler's runs in a thread), and a
+        # job that never waits (no-op) costs no Task at all.
         try:
             pending = coro.send(None)
         except StopIteration:

@@ -67,10 +67,13 @@ def builtin_registry(guard: Guard | None = None) -> HandlerRegistry:
     none is given)."""
     guard = guard if guard is not None else Guard()
     reg = HandlerRegistry()
-    reg.register("noop", noop)
+    # Started in the claim loop's task (Handler.eager): neither enters a
+    # timeout or sets a context variable before it first waits; the network
+    # checks do (their own timeouts), so each runs in a Task of its own.
+    reg.register("noop", noop, eager=True)
     # No timeout of its own: a sleep longer than the worker's job timeout
     # fails like any overrunning job would.
-    reg.register("sleep", sleep, payload=_payload("Sleep"))
+    reg.register("sleep", sleep, payload=_payload("Sleep"), eager=True)
     reg.register("http", _on_first_run("http", _httpcheck, guard), payload=_payload("HttpCheck"))
     reg.register("tcp", tcp_executor(guard), payload=_payload("TcpCheck"))
     reg.register("dns", _on_first_run("dns", _dnscheck, guard), payload=_payload("DnsCheck"))
