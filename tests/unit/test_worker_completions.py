@@ -185,3 +185,37 @@ def test_a_refused_result_costs_its_own_job_its_result_never_the_batch() -> None
         assert buffer.done == []
 
     asyncio.run(scenario())
+
+
+def test_the_drain_waits_for_the_batch_being_written() -> None:
+    # The flusher took the last batch and its write is still on the wire:
+    # nothing is left in the buffer, yet the drain must not report it written
+    # (the worker would exit and the jobs run again).
+    async def scenario() -> None:
+        buffer = CompletionBuffer(batch=10)
+        answer = asyncio.Event()
+
+        class SlowSession(FakeSession):
+            async def complete_many(
+                self, jobs: list[ClaimedJob], results: dict[int, Any] | None = None
+            ) -> list[int]:
+                await answer.wait()
+                return await super().complete_many(jobs, results)
+
+        freed: list[int] = []
+        flusher = Flusher(
+            buffer, SlowSession(), WorkerMetrics(dict), lambda d: freed.extend(j.id for j in d), 0
+        )
+        buffer.add(_job(1), None)
+        writing = asyncio.ensure_future(flusher.flush_once())
+        await asyncio.sleep(0)
+        assert len(buffer) == 0 and buffer.writing == 1
+        drained = asyncio.ensure_future(buffer.written_out(timeout_s=5))
+        await asyncio.sleep(0.05)
+        assert not drained.done() and freed == []
+        answer.set()
+        await asyncio.wait_for(drained, 1)
+        await writing
+        assert freed == [1] and buffer.writing == 0
+
+    asyncio.run(scenario())

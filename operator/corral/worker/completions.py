@@ -33,14 +33,15 @@ class CompletionBuffer:
     """Jobs finished but not yet written, and their results (job id -> JSON
     data; jobs that returned None have no entry)."""
 
-    __slots__ = ("batch", "done", "flush_now", "flushed", "results")
+    __slots__ = ("batch", "done", "flush_now", "flushed", "results", "writing")
 
     def __init__(self, batch: int) -> None:
         self.batch = batch  # a full batch is written without waiting
         self.done: list[ClaimedJob] = []
         self.results: dict[int, Any] = {}
         self.flush_now = asyncio.Event()
-        self.flushed = asyncio.Event()  # set after each written batch
+        self.flushed = asyncio.Event()  # set after each write, written or not
+        self.writing = 0  # jobs taken by the flusher, neither written nor put back yet
 
     def __len__(self) -> int:
         return len(self.done)
@@ -71,9 +72,10 @@ class CompletionBuffer:
         self.results.update(results)
 
     async def written_out(self, timeout_s: float = 5.0) -> None:
-        """Until the flusher has written everything (the drain's last step);
-        each wait for a batch gives up after `timeout_s`."""
-        while self.done:
+        """Until the flusher has written everything (the drain's last step),
+        the batch it is writing now included; each wait for a batch gives up
+        after `timeout_s`."""
+        while self.done or self.writing:
             self.flush_now.set()
             self.flushed.clear()
             with contextlib.suppress(TimeoutError):
@@ -123,6 +125,14 @@ class Flusher:
         done, results = buffer.take()
         if not done:
             return
+        buffer.writing = len(done)
+        try:
+            await self._write(done, results)
+        finally:
+            buffer.writing = 0
+            buffer.flushed.set()
+
+    async def _write(self, done: list[ClaimedJob], results: dict[int, Any]) -> None:
         try:
             lost = await self.session.complete_many(done, results)
         except RemovedError:
@@ -142,9 +152,9 @@ class Flusher:
         except Exception as exc:
             log.error("could not record %d completion(s), retrying: %s", len(done), exc)
             self.failing_since = self.failing_since or time.monotonic()
-            buffer.put_back(done, results)
+            self.buffer.put_back(done, results)
             await asyncio.sleep(_RETRY_AFTER_S)
-            buffer.flush_now.set()
+            self.buffer.flush_now.set()
             return
         self._written(done, lost)
 
@@ -212,4 +222,3 @@ class Flusher:
         self.written(done)
         if buffer.done:
             buffer.flush_now.set()
-        buffer.flushed.set()
