@@ -247,6 +247,24 @@ def test_sigterm_mid_job_hands_the_jobs_back_and_exits_0_within_the_deadline(
             assert (job.state, job.attempt, job.last_error) == ("pending", 0, None)
 
 
+def test_a_job_handed_back_stays_handed_back_when_its_handler_wraps_the_cancellation(
+    database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    # Its handler turns the cancellation into an error of its own: still a
+    # hand-back, not a failed attempt, even on its last try.
+    with queue.Queue.connect(database_url) as q:
+        ids = [q.enqueue("wraps_cancel", {}, queue="t", max_attempts=1) for _ in range(2)]
+    w = spawn(workers, database_url, tmp_path, "w1", "--term-grace", "1s", queues="t")
+    wait_until(lambda: w.status()["in_flight"] == 2, what="2 jobs in flight")
+    w.signal(signal.SIGTERM)
+    assert w.wait(30) == 0, w.output()
+    assert "handed 2 unfinished job(s) back" in w.output()
+    with queue.Queue.connect(database_url) as q:
+        for job_id in ids:
+            job = q.get_job(job_id)
+            assert (job.state, job.attempt, job.last_error) == ("pending", 0, None), job
+
+
 def test_a_second_signal_stops_the_worker_at_once(
     database_url: str, tmp_path: Path, workers: list[WorkerProcess]
 ) -> None:

@@ -67,6 +67,15 @@ async def sleepy(job: corral.Job[Any]) -> None:
     await asyncio.sleep(30)
 
 
+@corral.handler("wraps_cancel")
+async def wraps_cancel(job: corral.Job[Any]) -> None:
+    # As a client library may: its cancellation comes out as an error of its own.
+    try:
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        raise RuntimeError("request aborted") from None
+
+
 @corral.handler("own_deadline")
 async def own_deadline(job: corral.Job[Any]) -> None:
     # Its own deadline, entered before it first waits: asyncio.timeout binds

@@ -198,11 +198,17 @@ class Jobs:
                 self._fail(running, FailureReason.PAYLOAD, str(exc))
                 return
             except Exception as exc:
+                if running.released:
+                    return  # its cancellation, wrapped: handed back all the same
                 self._fail(running, FailureReason.EXCEPTION, _describe(exc))
                 return
         except BaseException:
             self.forget(running)
             raise
+        if running.released:
+            # It swallowed its cancellation: handed back (its completion would
+            # be refused by the released lease anyway).
+            return
         self._complete(running, result)
 
     async def _in_thread(self, running: Running, handler: Handler, job: Job[Any]) -> Any:
