@@ -82,13 +82,21 @@ def test_moves_the_machine_does_not_allow_are_refused() -> None:
     assert life.resume() is False  # ...and only for a drain the registry asked for
 
 
-def test_a_drain_asked_for_during_startup_ends_when_startup_does() -> None:
-    # Today's behaviour, kept: the endpoint and signal handlers are up before
-    # the worker claims, and activation ends such an early drain.
+@pytest.mark.parametrize(("reason", "deadline_s"), [("POST /drain", None), ("SIGTERM", 30.0)])
+def test_a_drain_asked_for_during_startup_outlives_it(
+    reason: str, deadline_s: float | None
+) -> None:
+    # The endpoint and signal handlers are up before the worker claims: a
+    # pod told to stop while it started must never claim (it finishes the
+    # drain holding nothing).
     life = Lifecycle()
-    assert life.begin_drain("POST /drain") is True
+    assert life.begin_drain(reason, deadline_s) is True
     life.activate()
-    assert life.state is State.ACTIVE and life.reason == "POST /drain"
+    assert life.state is State.DRAINING and not life.accepting and life.reason == reason
+    with pytest.raises(IllegalMove):
+        life.activate()
+    assert life.finish_drain() is True
+    assert _state(life) is State.DRAINED
 
 
 @pytest.mark.parametrize(

@@ -69,9 +69,9 @@ class RegistryCalls:
 
 # The moves each state allows. STARTING -> DRAINING: a drain asked for while
 # the worker is still starting (its endpoint and signal handlers are up
-# before it claims). DRAINING -> ACTIVE is taken only by `activate`, which
-# ends startup: such an early drain does not outlive startup today (the
-# worker goes active; the reason and deadline stay recorded).
+# before it claims); `activate` then leaves it draining, so a pod told to
+# stop while it started never claims. DRAINING -> ACTIVE: `resume`, when the
+# registry cancels the drain it asked for.
 _MOVES: dict[State, frozenset[State]] = {
     State.STARTING: frozenset({State.ACTIVE, State.DRAINING, State.STOPPED}),
     State.ACTIVE: frozenset({State.DRAINING, State.STOPPED}),
@@ -132,12 +132,15 @@ class Lifecycle:
     # -- local transitions ---------------------------------------------------
 
     def activate(self) -> None:
-        """Startup is over: claim jobs. Once only: coming back from a drain is
+        """Startup is over: claim jobs, unless a drain was asked for during
+        startup (a SIGTERM, POST /drain): that one stands, and the worker
+        finishes it holding nothing. Once only: coming back from a drain is
         `resume`, which only a drain the registry asked for allows."""
         if self.state not in (State.STARTING, State.DRAINING) or self.activated:
             raise IllegalMove(f"worker state {self.state} cannot be activated again")
         self.activated = True
-        self._move(State.ACTIVE)
+        if self.state is State.STARTING:
+            self._move(State.ACTIVE)
 
     def begin_drain(
         self, reason: str, deadline_s: float | None = None, *, by_registry: bool = False
