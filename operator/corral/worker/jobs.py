@@ -303,14 +303,19 @@ class Jobs:
             self.forget(running)
 
     def forget(self, running: Running) -> None:
-        if self.running.pop(running.job.id, None) is not None:
+        # By identity, here and in `written`: a job this worker claimed again
+        # (its lease lapsed while it ran here) has an entry of its own by now.
+        if self.running.get(running.job.id) is running:
+            del self.running[running.job.id]
             self.slot_freed.set()
 
     def written(self, done: list[ClaimedJob]) -> None:
         """The flusher wrote these completions: their slots are free."""
         running = self.running
         for job in done:
-            running.pop(job.id, None)
+            held = running.get(job.id)
+            if held is not None and held.job is job:
+                del running[job.id]
         self.slot_freed.set()
 
     # -- timeouts, removal and hand-back -------------------------------------------
