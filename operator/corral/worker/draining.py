@@ -95,6 +95,8 @@ class Dispatcher:
         await jobs.hand_back()
         # Let the last completions land.
         await buffer.written_out()
+        if lifecycle.accepting:
+            return True  # the registry cancelled the drain meanwhile: claim again
         if not lifecycle.finish_drain():
             return False
         await self.heartbeat.report_drained()
