@@ -37,6 +37,21 @@ def test_db_status_check_fails_on_a_database_without_the_schema(empty_database_u
     assert "pending" in result.output and "corral db migrate" in result.output
 
 
+@pytest.mark.parametrize(
+    "args", [("jobs", "list"), ("jobs", "enqueue", "noop"), ("stats",), ("workers", "list")]
+)
+def test_commands_on_a_database_without_the_schema_say_to_migrate(
+    empty_database_url: str, args: tuple[str, ...]
+) -> None:
+    # Not the server's raw "relation ... does not exist" with its LINE and
+    # caret, nor a function's nine-argument signature: what to run.
+    result = corral(empty_database_url, *args)
+    assert result.exit_code == 1, result.output
+    assert "this database has no corral schema" in result.output, result.output
+    assert "run `corral db migrate`" in result.output
+    assert "LINE" not in result.output and "HINT" not in result.output
+
+
 def test_jobs_enqueue_prints_the_id_and_jobs_get_shows_every_field(database_url: str) -> None:
     enqueued = corral(
         database_url, "jobs", "enqueue", "http", '{"url": "https://example.com"}',

@@ -75,6 +75,11 @@ class CredentialError(QueueError):
     """The worker id / credential pair is not known (SQLSTATE CR401): enroll again."""
 
 
+class SchemaMissing(QueueError):
+    """The database lacks a table or function this corral uses: its schema
+    was never migrated, or by an older corral (`corral db migrate`)."""
+
+
 class PermissionDenied(QueueError):
     """This connection's database role may not do that (SQLSTATE 42501): a
     worker role may only call corral's worker functions."""
@@ -129,6 +134,11 @@ def translated() -> Iterator[None]:
                 f"{text}: this DSN's role lacks the right (a worker role may only call "
                 "corral's worker functions; admin calls need a member of corral_admin)"
             ) from None
+        if state in ("42P01", "42883"):  # undefined_table, undefined_function
+            raise SchemaMissing(
+                f"{message}: this database has no corral schema, or an older one than this "
+                "corral's; run `corral db migrate` with an admin's URL"
+            ) from None
         if state.startswith("22"):  # data exception: this value cannot be stored
             raise DataRefused(text) from None
         if state == "23514":  # check_violation: name the constraint, it says what is wrong
@@ -152,6 +162,7 @@ __all__ = [
     "PermissionDenied",
     "QueueError",
     "ScheduleNotFound",
+    "SchemaMissing",
     "TokenNotFound",
     "WorkerNotFound",
     "WorkerRemoved",
