@@ -159,6 +159,16 @@ def test_tokens_create_prints_only_the_secret_on_stdout_then_list_and_revoke(
     assert corral(database_url, "tokens", "revoke", "crl_et_nope").exit_code == 3
 
 
+def test_tokens_create_takes_queues_repeated_or_comma_separated(database_url: str) -> None:
+    # As `corral worker -q a,b` serves two queues: never one named "a,b".
+    created = corral(
+        database_url, "tokens", "create", "--region", "eu", "--queue", "a, b", "--queue", "c"
+    )
+    assert created.exit_code == 0, created.output
+    rows = run_sql(database_url, "SELECT queues FROM corral_enrollment_tokens")
+    assert rows == [(["a", "b", "c"],)]
+
+
 def test_workers_list_drain_and_remove_change_the_registry(database_url: str) -> None:
     with Queue.connect(database_url) as queue:
         worker = enroll(queue, name="pod-a", queues=["q1", "q2"])

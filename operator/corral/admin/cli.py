@@ -686,7 +686,8 @@ def tokens() -> None:
     "queues",
     multiple=True,
     metavar="Q",
-    help="A queue the enrolled workers may serve (repeat for more); unset: any queue.",
+    help="Queues the enrolled workers may serve (repeat, or comma-separated as for "
+    "`corral worker -q`); unset: any queue.",
 )
 @click.option(
     "-o",
@@ -711,10 +712,10 @@ def tokens_create(
     The secret is printed once (stdout) and stored only as a hash. With
     --queue, a worker enrolled with it serves those queues only.
     """
+    # a,b is two queues, as `corral worker -q a,b` serves (a queue's name has no comma).
+    names = [name.strip() for given in queues for name in given.split(",") if name.strip()]
     with _queue(database_url) as queue:
-        new = queue.create_token(
-            region, pool=pool, ttl_s=ttl, uses=uses, queues=list(queues) or None
-        )
+        new = queue.create_token(region, pool=pool, ttl_s=ttl, uses=uses, queues=names or None)
     if output == "token":
         click.echo(new.secret)
         click.echo(
