@@ -24,7 +24,7 @@ _COMMANDS: dict[str, dict[str, str]] = {
         "audit": "The audit trail: who did what to which job, queue or worker (list)",
     },
     "corral.admin.config": {
-        "config": "Named database contexts for these commands (set-context, use-context, view)",
+        "config": "Named database contexts for these commands (set-context, use-context, get-contexts, view, delete-context)",
     },
     "corral.admin.cli": {
         "db": "Create and inspect the queue's schema (migrate, status)",

@@ -25,11 +25,11 @@ def _option_help(path: list[str], flag: str) -> str:
     ("path", "flag", "default"),
     [
         (["operator"], "--http-port", "8080"),
-        (["operator"], "--resync", "10.0"),
+        (["operator"], "--resync", "10s"),
         (["operator"], "--create-default-region", "create-default-region"),
         (["dashboard"], "--host", "127.0.0.1"),
         (["dashboard"], "--secure-cookies", "no-secure-cookies"),
-        (["worker", "prestop"], "--timeout", "3600.0"),
+        (["worker", "prestop"], "--timeout", "1h"),
         (["jobs", "purge"], "--batch", "10000"),
         (["tokens", "create"], "--ttl", "15m"),
         (["tokens", "create"], "--uses", "1"),

@@ -457,7 +457,9 @@ def _job_row(job: Job) -> list[Any]:
 @jobs.command("list")
 @click.option("--queue", "queue_name", metavar="Q", help="Only this queue.")
 @click.option("--state", type=click.Choice([s.value for s in JobState]), help="Only this state.")
-@click.option("--limit", type=click.IntRange(min=1), default=50)
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=50, help="Show at most this many jobs."
+)
 @_output_option
 @_database_option
 @_handled

@@ -186,7 +186,14 @@ _change_command(
 
 @schedules.command("next")
 @click.argument("name")
-@click.option("-n", "count", type=click.IntRange(min=1, max=1000), default=5)
+@click.option(
+    "-n",
+    "--count",
+    "count",
+    type=click.IntRange(min=1, max=1000),
+    default=5,
+    help="How many of the next runs to show.",
+)
 @_database_option
 @_handled
 def schedules_next(name: str, count: int, database_url: str | None) -> None:

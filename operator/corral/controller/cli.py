@@ -71,7 +71,10 @@ def _duration(value: str, flag: str) -> float:
     help="Create the default Region when it is missing.",
 )
 @env_option(
-    "--default-region-display-name", envvar="CORRAL_DEFAULT_REGION_DISPLAY_NAME", default="Default"
+    "--default-region-display-name",
+    envvar="CORRAL_DEFAULT_REGION_DISPLAY_NAME",
+    default="Default",
+    help="Display name of the default Region the operator creates.",
 )
 @env_option(
     "--namespace",
@@ -109,9 +112,9 @@ def _duration(value: str, flag: str) -> float:
     "--resync",
     "resync_s",
     envvar="CORRAL_RESYNC_SECONDS",
-    type=float,
-    default=10.0,
-    help="Seconds between full re-reads of each object.",
+    default="10s",
+    metavar="DURATION",
+    help="Between full re-reads of each object: 30s, 2m (a bare number is seconds).",
 )
 @env_option(
     "--registry-retention",
@@ -138,7 +141,7 @@ def operator(
     identity: str | None,
     leader_lease: str,
     http_port: int,
-    resync_s: float,
+    resync_s: str,
     registry_retention: str,
     kubeconfig: str | None,
     log_level: str,
@@ -158,7 +161,7 @@ def operator(
             watch_namespaces=tuple(n.strip() for n in namespaces.split(",") if n.strip()),
             lease_name=leader_lease or None,
             http_port=http_port,
-            resync_s=resync_s,
+            resync_s=_duration(resync_s, "--resync"),
             registry_retention_s=_duration(registry_retention, "--registry-retention"),
         )
     except OperatorConfigError as exc:

@@ -21,6 +21,7 @@ from click.decorators import FC
 
 from corral import workerenv
 from corral.cli_options import LOG_LEVELS, database_url_option, env_option, log_level_option
+from corral.durations import DurationError, parse_duration
 from corral.entry import resume_collector
 from corral.worker import configfile, launch
 from corral.worker.config import LISTS, ConfigError, WorkerSettings
@@ -32,6 +33,14 @@ _CLICK_TYPES: dict[Any, click.ParamType[Any]] = {
     float: click.FLOAT,
     Path: click.Path(path_type=Path),
 }
+
+
+def _seconds(value: str, flag: str) -> float:
+    """A DURATION flag's value in seconds; a bad one exits 2 naming the flag."""
+    try:
+        return parse_duration(value, what=flag)
+    except DurationError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _setting(*param_decls: str, **attrs: Any) -> Callable[[FC], FC]:
@@ -102,7 +111,11 @@ def _setting(*param_decls: str, **attrs: Any) -> Callable[[FC], FC]:
     help="On SIGTERM or SIGINT, how long held jobs may finish before the rest are handed "
     "back [default: 10s].",
 )
-@_setting("--heartbeat-interval", help="[default: 1s]")
+@_setting(
+    "--heartbeat-interval",
+    help="How often the worker tells the registry it lives and renews the leases running "
+    "low; at most half of --lease [default: 1s].",
+)
 @_setting("--poll-interval", help="Polling fallback when no NOTIFY arrives [default: 1s].")
 @_setting("--flush-interval", help="How long completions gather before one write [default: 2ms].")
 @_setting(
@@ -226,7 +239,7 @@ def _shown(settings: WorkerSettings, log_level: str) -> dict[str, Any]:
     default=8080,
     help="Port of the local worker's endpoint.",
 )
-@click.option("--host", default="127.0.0.1")
+@click.option("--host", default="127.0.0.1", help="Address of the local worker's endpoint.")
 @_setting(
     "--state-dir",
     help="The worker's state directory, where it keeps its drain key "
@@ -235,12 +248,15 @@ def _shown(settings: WorkerSettings, log_level: str) -> dict[str, Any]:
 @click.option(
     "--timeout",
     "timeout_s",
-    type=float,
-    default=3600.0,
-    help="Seconds to wait for `drained` (the pod's grace period bounds it anyway).",
+    default="1h",
+    metavar="DURATION",
+    callback=lambda _ctx, _param, value: _seconds(value, "--timeout"),
+    help="How long to wait for `drained`: 90s, 10m, 1h (a bare number is seconds); the "
+    "pod's grace period bounds it anyway.",
 )
 def prestop(port: int, host: str, state_dir: Path | None, timeout_s: float) -> None:
-    """Drain the local worker and wait until it is drained (a preStop hook).
+    """Drain the local worker and wait until it is drained (a preStop hook;
+    `corral worker drain` is the same command).
 
     POSTs /drain to the worker on this host with the drain key the worker
     wrote to its state directory (only the pod itself can read it), then
