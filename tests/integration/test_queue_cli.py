@@ -212,6 +212,10 @@ def test_jobs_purge_deletes_only_finished_jobs_past_the_retention(database_url: 
         "UPDATE corral_jobs_finished SET finished_at = now() - interval '8 days' WHERE id = %s",
         [int(old)],
     )
+    # A bare number would be seconds: refused, nothing deleted.
+    bare = corral(database_url, "jobs", "purge", "--older-than", "7")
+    assert bare.exit_code == 2 and "'7' has no unit: write 7d for days" in bare.output, bare.output
+    assert corral(database_url, "jobs", "get", old).exit_code == 0
     result = corral(database_url, "jobs", "purge", "--older-than", "7d")
     assert result.exit_code == 0 and "deleted 1 finished job(s)" in result.output
     assert corral(database_url, "jobs", "get", old).exit_code == 3

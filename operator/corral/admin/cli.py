@@ -180,13 +180,22 @@ def _list_command(
 _ID = click.argument("target", type=int, metavar="ID")  # a job's or a worker's
 
 
-def _duration_option(flag: str, help: str, **options: Any) -> Callable[[FC], FC]:
+def _duration_option(
+    flag: str, help: str, *, unit_required: bool = False, **options: Any
+) -> Callable[[FC], FC]:
     """Option `flag`, a DURATION (30s, 5m, 7d) the command gets in seconds;
-    a bad one exits 2 naming `flag` and a valid value."""
+    a bad one exits 2 naming `flag` and a valid value. `unit_required`: a
+    bare number (seconds elsewhere) is refused, for a flag where reading 7
+    as seven seconds would delete what the user meant to keep."""
 
     def convert(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
         if value is None:
             return None
+        if unit_required and value.strip().replace(".", "", 1).isdigit():
+            raise click.BadParameter(
+                f"{flag} {value!r} has no unit: write {value.strip()}d for days, "
+                f"{value.strip()}h for hours, or {value.strip()}s if seconds are meant"
+            )
         try:
             return parse_duration(value, what=flag)
         except DurationError as exc:
@@ -539,7 +548,10 @@ _change_command(
 
 @jobs.command("purge")
 @_duration_option(
-    "--older-than", "Delete finished jobs that finished longer ago than this (7d).", required=True
+    "--older-than",
+    "Delete finished jobs that finished longer ago than this: 7d, 12h (a unit is required).",
+    unit_required=True,
+    required=True,
 )
 @click.option(
     "--batch",
