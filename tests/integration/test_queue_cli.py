@@ -127,6 +127,12 @@ def test_stats_prints_one_row_per_queue_with_counts_by_state(database_url: str) 
     assert rows[0][:4] == ["QUEUE", "PAUSED", "SCHEDULED", "PENDING"]
     assert [r[0] for r in rows[1:]] == ["a", "b"]
     assert rows[1][3] == "1"
+    # JSON names every state too, 0 included, as the table shows them.
+    (a, _b) = json.loads(corral(database_url, "stats", "-o", "json").output)
+    assert a["counts"] == {
+        "scheduled": 0, "pending": 1, "running": 0, "completed": 0, "dead": 0,
+        "cancelled": 0, "expired": 0,
+    }  # fmt: skip
 
 
 def test_dispatch_pause_status_and_resume_round_trip(database_url: str) -> None:

@@ -12,6 +12,7 @@ state), 2 bad usage or input, 3 the named job / worker / token does not exist.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import json
@@ -596,6 +597,11 @@ def stats(output: str, database_url: str | None) -> None:
     """Jobs per queue and state, and how long the oldest ready job has waited."""
     with _queue(database_url) as queue:
         found = queue.stats()
+    # Every state in JSON/YAML too, 0 included, as the table shows them.
+    found = [
+        dataclasses.replace(s, counts={st: s.counts.get(st, 0) for st in _STAT_STATES})
+        for s in found
+    ]
     emit(
         output,
         found,
