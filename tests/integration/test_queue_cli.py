@@ -165,6 +165,23 @@ def test_tokens_create_prints_only_the_secret_on_stdout_then_list_and_revoke(
     assert corral(database_url, "tokens", "revoke", "crl_et_nope").exit_code == 3
 
 
+def test_workers_are_named_by_id_or_by_name(database_url: str) -> None:
+    with Queue.connect(database_url) as queue:
+        worker = enroll(queue, name="pod-b", queues=["q1"])
+        enroll(queue, name="twin", queues=["q1"])
+        enroll(queue, name="twin", queues=["q1"])
+    drained = corral(database_url, "workers", "drain", "pod-b")
+    assert drained.exit_code == 0, drained.output
+    assert f"worker {worker.worker_id} (pod-b) is draining" in drained.output
+    resumed = corral(database_url, "workers", "resume", str(worker.worker_id))
+    assert resumed.exit_code == 0 and "(pod-b) is active" in resumed.output, resumed.output
+    missing = corral(database_url, "workers", "remove", "pod-z")
+    assert missing.exit_code == 3 and "no worker is named 'pod-z'" in missing.output
+    twins = corral(database_url, "workers", "drain", "twin")
+    assert twins.exit_code == 2 and "2 workers are named 'twin'" in twins.output, twins.output
+    assert "pass the ID" in twins.output
+
+
 def test_tokens_create_takes_queues_repeated_or_comma_separated(database_url: str) -> None:
     # As `corral worker -q a,b` serves two queues: never one named "a,b".
     created = corral(

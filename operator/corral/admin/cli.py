@@ -799,7 +799,10 @@ _change_command(
 
 @click.group(context_settings=_CONTEXT)
 def workers() -> None:
-    """The worker registry: list, drain, resume, restart, remove."""
+    """The worker registry: list, drain, resume, restart, remove.
+
+    WORKER is a worker's ID or its NAME, as `workers list` shows them.
+    """
 
 
 @workers.command("list")
@@ -836,15 +839,37 @@ def workers_list(include_all: bool, output: str, database_url: str | None) -> No
     )
 
 
+# A worker by its ID or its NAME (the pod's name, as `workers list` shows it).
+_WORKER = click.argument("target", metavar="WORKER")
+
+
+def _worker_id(queue: Queue, target: str) -> int:
+    """The ID of the worker `target` names: an ID, or the name of one worker
+    not removed (a removed worker's name may be a new pod's again)."""
+    if target.strip().isdigit():
+        return int(target)
+    named = [w for w in queue.list_workers() if w.name == target]
+    if not named:
+        raise WorkerNotFound(f"no worker is named {target!r} (see `corral workers list`)")
+    if len(named) > 1:
+        ids = ", ".join(str(w.id) for w in named)
+        raise _BadInput(f"{len(named)} workers are named {target!r} (IDs {ids}): pass the ID")
+    return named[0].id
+
+
 def _worker_change(name: str, description: str, change: Callable[[Queue, int], Worker]) -> None:
-    """`corral workers NAME ID`: one registry change, then the worker's new state."""
+    """`corral workers NAME WORKER`: one registry change, then the worker's new state."""
+
+    def changed(queue: Queue, target: str) -> Worker:
+        return change(queue, _worker_id(queue, target))
+
     _change_command(
         workers,
         name,
-        _ID,
+        _WORKER,
         description,
-        change,
-        lambda worker_id, worker: f"worker {worker_id} ({worker.name}) is {worker.shown_state}",
+        changed,
+        lambda _target, worker: f"worker {worker.id} ({worker.name}) is {worker.shown_state}",
     )
 
 
@@ -882,11 +907,11 @@ _worker_change(
 _change_command(
     workers,
     "remove",
-    _ID,
-    """Remove a worker from the fleet.
+    _WORKER,
+    """Remove a worker (by ID or NAME) from the fleet.
 
     Its credential stops working and its running jobs are retried.
     """,
-    Queue.remove_worker,
-    lambda worker_id, worker: f"worker {worker_id} ({worker.name}) removed",
+    lambda queue, target: queue.remove_worker(_worker_id(queue, str(target))),
+    lambda _target, worker: f"worker {worker.id} ({worker.name}) removed",
 )
