@@ -3,9 +3,10 @@ option read from an environment variable when its flag is not given, and the
 two flags they share (`corral dashboard` declares its own `--database-url`,
 whose help says the URL is never shown on a page).
 
-Imported by `corral.controller.cli` and `corral.worker.cli`. A leaf beside `corral.workerenv` (it imports click and
-that contract, nothing else of corral), so every command module may import it
-under the import contracts, and a worker's start imports nothing more for it.
+Imported by `corral.controller.cli` and `corral.worker.cli`. A leaf beside
+`corral.workerenv` (it imports click and that contract, nothing else of
+corral), so every command module may import it under the import contracts,
+and a worker's start imports nothing more for it.
 """
 
 from __future__ import annotations
