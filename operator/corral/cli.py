@@ -21,7 +21,7 @@ from corral.entry import resume_collector
 # the module's attribute of the same name.
 _COMMANDS: dict[str, dict[str, str]] = {
     "corral.admin.audit": {
-        "audit": "The audit trail: who did what to which job, queue or worker (list)",
+        "audit": "The dashboard's audit trail: who did what to which job, queue or worker (list)",
     },
     "corral.admin.config": {
         "config": "Named database contexts for these commands (set-context, use-context, get-contexts, view, delete-context)",

@@ -22,7 +22,12 @@ _HEADERS = ["AT", "ACTOR", "ACTION", "TARGET", "DETAIL"]
 
 @click.group(context_settings=_CONTEXT)
 def audit() -> None:
-    """The audit trail: who did what, to what, and when."""
+    """The dashboard's audit trail: who did what, to what, and when.
+
+    It holds the actions taken in the dashboard (and by callers of
+    Queue.record_audit); what the admin commands change is not written
+    here.
+    """
 
 
 def _at(when: dt.datetime) -> str:
