@@ -84,8 +84,8 @@ cluster-status: venv ## Say whether the local control plane is up, and where
 
 .PHONY: lint
 lint: venv ## ruff check + format check + import contracts (pyproject.toml [tool.importlinter])
-	$(VENV)/bin/ruff check operator localplatform tests
-	$(VENV)/bin/ruff format --check operator localplatform tests
+	$(VENV)/bin/ruff check operator localplatform tests bench
+	$(VENV)/bin/ruff format --check operator localplatform tests bench
 	$(VENV)/bin/lint-imports --no-cache
 
 .PHONY: typecheck
