@@ -9,7 +9,9 @@ import pytest
 
 from corral.durations import DurationError, format_age, parse_duration
 from corral.queue import _sql
+from corral.queue._params import token_params
 from corral.queue.dsn import DsnError, check_dsn, connect_error, mask_dsn
+from corral.queue.errors import InvalidJob
 
 
 @pytest.mark.parametrize(
@@ -183,3 +185,13 @@ def test_the_claim_decoder_turns_a_payload_it_cannot_decode_into_undecodable() -
     assert loads('{"a": [1, 2]}') == {"a": [1, 2]}
     bad = loads("[" * 5000 + "]" * 5000)  # jsonb takes it; Python's parser does not
     assert isinstance(bad, Undecodable) and "RecursionError" in bad.error
+
+
+@pytest.mark.parametrize(
+    ("ttl_s", "uses", "named"),
+    [(0, 1, r"\(--ttl\) must be positive, such as 15m \(got 0s\)"),
+     (900, 0, r"\(--uses\) must be at least 1 \(got 0\)")],
+)  # fmt: skip
+def test_a_bad_token_ttl_or_uses_names_the_flag(ttl_s: float, uses: int, named: str) -> None:
+    with pytest.raises(InvalidJob, match=named):
+        token_params("eu", None, ttl_s, uses)

@@ -273,9 +273,9 @@ def token_params(
     if not region:
         raise InvalidJob("an enrollment token needs a region (--region)")
     if ttl_s <= 0:
-        raise InvalidJob(f"token ttl must be positive (got {ttl_s} s)")
+        raise InvalidJob(f"a token's ttl (--ttl) must be positive, such as 15m (got {ttl_s:g}s)")
     if uses < 1:
-        raise InvalidJob(f"token uses must be at least 1 (got {uses})")
+        raise InvalidJob(f"a token's uses (--uses) must be at least 1 (got {uses})")
     secret = new_secret(TOKEN_PREFIX)
     prefix = secret[: len(TOKEN_PREFIX) + 6]
     if queues is not None and not list(queues):
