@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import secrets
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from corral.queue import (
     CredentialError,
     EnrollmentError,
     Failure,
+    MigrationError,
     PermissionDenied,
     Queue,
+    migrate,
 )
 from tests.integration._clients import Connect
 from tests.integration._enrolled import run_sql
@@ -334,3 +338,45 @@ def test_create_worker_role_prints_a_dsn_that_can_only_call_worker_functions(
         cli, ["db", "create-worker-role", str(admin)], env={"CORRAL_DATABASE_URL": database_url}
     )
     assert refused.exit_code != 0 and "more rights than a worker may have" in refused.output
+
+
+_PLANT = sql.SQL(
+    "CREATE FUNCTION public.array_fill(text, integer[]) RETURNS text[]"
+    " LANGUAGE sql AS 'SELECT ARRAY[current_user::text]'"
+)
+
+
+def test_migrate_takes_create_on_public_away_from_every_role(
+    database_url: str, worker_database_url: str
+) -> None:
+    # PostgreSQL 14's default (and a pg_upgrade'd database's): anyone may
+    # create in public, where the SECURITY DEFINER functions look names up.
+    # A worker could plant a function that an exact type match prefers to
+    # pg_catalog's, and corral_reap_v1 would run it as the schema owner.
+    run_sql(database_url, "GRANT CREATE ON SCHEMA public TO PUBLIC")
+    with psycopg.connect(worker_database_url, autocommit=True) as conn:
+        conn.execute(_PLANT)  # the hole is there
+        conn.execute("DROP FUNCTION public.array_fill(text, integer[])")
+    migrate(database_url)
+    assert "permission denied for schema public" in _refused(worker_database_url, _PLANT)
+
+
+def test_migrate_refuses_while_anyone_may_create_in_public_and_it_cannot_revoke(
+    empty_database_url: str, _worker_role: tuple[str, str]
+) -> None:
+    # A migrating role that owns its tables but not the schema cannot revoke.
+    role = f"corral_mig_{secrets.token_hex(3)}"
+    password = secrets.token_urlsafe(12)
+    run_sql(empty_database_url, f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+    try:
+        run_sql(empty_database_url, "GRANT CREATE ON SCHEMA public TO PUBLIC")
+        as_migrator = make_conninfo(empty_database_url, user=role, password=password)
+        with pytest.raises(MigrationError) as refused:
+            migrate(as_migrator)
+        message = str(refused.value)
+        assert "every role may create objects in schema public" in message, message
+        assert "REVOKE CREATE ON SCHEMA public FROM PUBLIC" in message, message
+        assert password not in message
+    finally:
+        run_sql(empty_database_url, f"DROP OWNED BY {role}")
+        run_sql(empty_database_url, f"DROP ROLE {role}")

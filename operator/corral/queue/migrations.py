@@ -148,11 +148,14 @@ def migrate(dsn: str) -> list[int]:
             with conn.transaction():
                 conn.execute(sql.SQL(privileges_sql()))
         except psycopg.errors.InsufficientPrivilege as exc:
+            # privileges.sql's own refusals carry their fix as the hint.
+            fix = exc.diag.message_hint or (
+                "Migrate as the owner of corral's tables with CREATEROLE, or have a "
+                "superuser run once: CREATE ROLE corral_worker NOLOGIN; "
+                "CREATE ROLE corral_admin NOLOGIN"
+            )
             raise MigrationError(
-                "granting corral's roles failed: "
-                f"{exc.diag.message_primary or exc}. Migrate as the owner of corral's "
-                "tables with CREATEROLE, or have a superuser run once: "
-                "CREATE ROLE corral_worker NOLOGIN; CREATE ROLE corral_admin NOLOGIN"
+                f"granting corral's roles failed: {exc.diag.message_primary or exc}. {fix}"
             ) from None
     return done
 

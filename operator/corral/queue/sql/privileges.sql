@@ -70,6 +70,43 @@ BEGIN
 END
 $$;
 
+-- Nobody but the owner creates objects in corral's schema, nor in public.
+-- The SECURITY DEFINER functions run as the schema owner with search_path
+-- pg_catalog, public, pg_temp: a role that could CREATE in public could plant
+-- a function there that PostgreSQL prefers to a built-in one for its exact
+-- argument types (public.array_fill(text, integer[]) over
+-- pg_catalog.array_fill(anyelement, integer[]), which corral_reap_v1 calls)
+-- and so run its own code as the owner. PostgreSQL 15 stopped granting
+-- CREATE on public to PUBLIC; a database made by 14 or earlier (or
+-- pg_upgrade'd from one) still grants it. Revoke it; where the migrating
+-- role may not (it does not own the schema), refuse to go on, naming the fix.
+DO $$
+DECLARE
+    v_schema text;
+BEGIN
+    FOREACH v_schema IN ARRAY ARRAY['public', current_schema()] LOOP
+        CONTINUE WHEN to_regnamespace(v_schema) IS NULL;
+        IF has_schema_privilege('public', v_schema, 'CREATE')
+           OR has_schema_privilege('corral_worker', v_schema, 'CREATE') THEN
+            BEGIN
+                EXECUTE format('REVOKE CREATE ON SCHEMA %I FROM PUBLIC, corral_worker', v_schema);
+            EXCEPTION WHEN insufficient_privilege THEN
+                NULL;  -- reported below
+            END;
+        END IF;
+        IF has_schema_privilege('public', v_schema, 'CREATE')
+           OR has_schema_privilege('corral_worker', v_schema, 'CREATE') THEN
+            RAISE EXCEPTION 'every role may create objects in schema %, where corral''s '
+                            'functions look up names: a worker could run its own code as '
+                            'the schema''s owner', v_schema
+                USING ERRCODE = '42501',
+                      HINT = format('have the owner of schema %I run: REVOKE CREATE ON SCHEMA %I '
+                                    'FROM PUBLIC', v_schema, v_schema);
+        END IF;
+    END LOOP;
+END
+$$;
+
 -- What a worker of this release calls, and only that.
 GRANT EXECUTE ON FUNCTION
     corral_enroll_v2(text, text, text[], integer, text, text),
