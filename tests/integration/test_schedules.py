@@ -358,8 +358,8 @@ def test_the_worker_role_fires_through_its_wrappers_only(
     database_url: str, worker_database_url: str
 ) -> None:
     with Queue.connect(database_url) as q:
-        q.create_schedule(ScheduleSpec("tick", "noop", every_s=1))
-        worker = enroll(q)
+        q.create_schedule(ScheduleSpec("tick", "noop", every_s=1, queue="q"))
+        worker = enroll(q)  # serves queue q
     with Queue.connect(worker_database_url) as w:
         fired = w.fire_due_schedules(worker=worker)
         assert len(fired) == 1 and len(fired[0].job_ids) == 1
