@@ -76,6 +76,46 @@ def test_a_malformed_dsn_names_the_wrong_part_without_the_password(
     assert "s3cret" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("dsn", "secret", "names"),
+    [
+        ("postgresql://owner:50%off@db/corral", "50%off", "password contains a '%' that is not percent-encoding: percent-encode it as %25"),
+        ("postgresql://app:pa ss@db/corral", "pa ss", "password contains a space: percent-encode it as %20"),
+        ("postgresql://owner:p@zq9@host/db", "zq9", "password contains an '@': percent-encode it as %40"),
+        ("postgresql://owner:pa/zq9@host/db", "zq9", "percent-encode a '/' in the password as %2F"),
+        ("postgresql://owner@db/x?password=50%off", "50%off", "password contains a '%'"),
+        ("postgresql://owner:s3%00cret@db/x", "cret", "password contains %00"),
+        ("host=db password=correct horse battery staple", "horse", "if the password contains spaces, quote it"),
+        ("host=db password='correct horse battery staple", "horse", "unterminated quoted string"),
+        ("postgresql://owner:s3cret@[::1/x", "s3cret", "IPv6"),
+    ],
+)  # fmt: skip
+def test_a_dsn_libpq_cannot_parse_names_the_part_and_never_echoes_the_password(
+    dsn: str, secret: str, names: str
+) -> None:
+    with pytest.raises(DsnError) as caught:
+        check_dsn(dsn)
+    assert names in str(caught.value)
+    assert secret not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("dsn", "secrets"),
+    [
+        ("postgresql://owner:p@ss@host/db", ["p@ss", "ss@"]),
+        ("postgresql://app:pa ss@db/corral", ["pa", "ss@"]),
+        ("postgresql://user@domain:s3cret@db/corral", ["s3cret"]),
+        ("host=db password=correct horse battery staple", ["correct", "horse", "staple"]),
+        ("host=db password='correct horse battery staple' user=u", ["correct", "horse", "staple"]),
+        ("host=db password=correct\\ horse user=u", ["correct", "horse"]),
+    ],
+)
+def test_masking_covers_the_whole_password(dsn: str, secrets: list[str]) -> None:
+    masked = mask_dsn(dsn)
+    assert not [s for s in secrets if s in masked], masked
+    assert "host" in masked or "db" in masked
+
+
 def test_a_good_dsn_passes_unchanged() -> None:
     assert check_dsn(" postgresql://u@db:5432/x ") == "postgresql://u@db:5432/x"
 

@@ -18,9 +18,24 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 ENV_VAR = "CORRAL_DATABASE_URL"
 _MASK = "********"
-# A password inside a URL (scheme://user:PASSWORD@host) or a conninfo pair.
-_URL_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)([^@\s]*)(@)")
-_KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+# A password inside a URL: scheme://user:PASSWORD@host, up to the last '@'
+# before the path, so an unencoded '@', '%' or space in it is masked whole;
+# else one with an unencoded '/' (libpq misreads it: check_dsn refuses it).
+_URL_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/\s]*:)([^/\n]*|[^\s@?]*/[^\s@?]*)(@)")
+# A conninfo (or query) pair: a quoted value (unterminated: to the end of the
+# line), or an unquoted one with the words after it that are not `key=`.
+_KV_PASSWORD = re.compile(
+    r"(password\s*=\s*)"
+    r"('(?:[^'\\\n]|\\.)*'?|(?:\\.|[^\s\\])+(?:[ \t]+(?![^\s=]+\s*=)(?:\\.|[^\s\\])+)*)",
+    re.IGNORECASE,
+)
+# What is wrong in a URL's user or password (which libpq's message would quote).
+_URL_TROUBLES = {
+    r"@": "an '@': percent-encode it as %40",
+    r"\s": "a space: percent-encode it as %20",
+    r"%(?![0-9A-Fa-f]{2})": "a '%' that is not percent-encoding: percent-encode it as %25",
+    r"%00": "%00, which libpq refuses",
+}
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
@@ -52,6 +67,7 @@ def check_dsn(dsn: str | None) -> str:
     """Validate `dsn` without connecting and return it unchanged.
 
     Raises DsnError naming the wrong part: a missing URL, a wrong scheme, a
+    user or password holding a character libpq misreads (never its value), a
     port that is not a number in range, an empty database name.
     """
     if dsn is None or not dsn.strip():
@@ -67,12 +83,11 @@ def check_dsn(dsn: str | None) -> str:
                 f"database URL scheme {scheme!r} is not supported: "
                 "use postgresql://user@host:port/database"
             )
+        _check_url_credentials(dsn)
     try:
         params = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as exc:
-        raise DsnError(
-            f"database URL {mask_dsn(dsn)!r} cannot be parsed: {mask_dsn(str(exc))}"
-        ) from None
+        raise _unparsable(dsn, str(exc)) from None
     port = params.get("port")
     if port is not None:
         for part in str(port).split(","):
@@ -87,6 +102,53 @@ def check_dsn(dsn: str | None) -> str:
     if sslmode is not None and sslmode not in SSLMODES:
         raise DsnError(f"sslmode {sslmode!r} is not one of {', '.join(sorted(SSLMODES))}")
     return dsn
+
+
+def _url_credentials(url: str) -> tuple[str, list[str]]:
+    """The raw user and passwords (user info's, the query's) of URL `url`,
+    the user info read up to the last '@' before the first '/'."""
+    authority = url.split("://", 1)[1].partition("/")[0]
+    user, colon, password = authority.rpartition("@")[0].partition(":")
+    query = url.partition("?")[2].split("&")
+    passwords = [v for k, _, v in (pair.partition("=") for pair in query) if k == "password"]
+    return user, ([password] if colon else []) + passwords
+
+
+def _check_url_credentials(url: str) -> None:
+    """Raise DsnError if the user or password of `url` holds a character
+    libpq misreads or refuses; the message names the part, never its value."""
+    authority, _, path = url.split("://", 1)[1].partition("/")
+    if "@" not in authority and "@" in path.partition("?")[0]:
+        raise DsnError(
+            "database URL has an '@' after the first '/': percent-encode a '/' in "
+            "the password as %2F (and an '@' in the database name as %40)"
+        )
+    user, passwords = _url_credentials(url)
+    for part, value in [("user name", user), *(("password", pw) for pw in passwords)]:
+        for trouble, fix in _URL_TROUBLES.items():
+            if re.search(trouble, value):
+                raise DsnError(f"database URL: the {part} contains {fix}")
+
+
+def _unparsable(dsn: str, said: str) -> DsnError:
+    """libpq could not parse `dsn` and `said` why: its reason, masked, unless
+    it still quotes a word of the password (then only which part is wrong)."""
+    if "://" in dsn:
+        words = _url_credentials(dsn)[1]
+    else:
+        found = _KV_PASSWORD.search(dsn)
+        value = found.group(2) if found else ""
+        words = re.findall(r"(?:\\.|[^\s\\'])+", value)
+        if not value.startswith("'") and len(words) > 1:
+            return DsnError(
+                "database URL cannot be parsed: words without '=' follow the password: "
+                "if the password contains spaces, quote it in single quotes (a ' or \\ "
+                "in it escaped with a backslash)"
+            )
+    reason = mask_dsn(said.strip().splitlines()[0] if said.strip() else "")
+    if any(word and word in reason for word in words):
+        return DsnError("database URL cannot be parsed: libpq rejects the password")
+    return DsnError(f"database URL {mask_dsn(dsn)!r} cannot be parsed: {reason}")
 
 
 def scrub_password(text: str, dsn: str) -> str:
@@ -116,7 +178,7 @@ def connect_error(dsn: str, exc: BaseException) -> DsnError:
     port = str(params.get("port") or 5432)
     user = str(params.get("user") or "(default user)")
     dbname = str(params.get("dbname") or "(default database)")
-    raw = mask_dsn(str(exc)).strip().splitlines()
+    raw = scrub_password(str(exc), dsn).strip().splitlines()
     detail = raw[-1] if raw else type(exc).__name__
     low = str(exc).lower()
     where = describe_dsn(dsn)
