@@ -380,3 +380,44 @@ def test_migrate_refuses_while_anyone_may_create_in_public_and_it_cannot_revoke(
     finally:
         run_sql(empty_database_url, f"DROP OWNED BY {role}")
         run_sql(empty_database_url, f"DROP ROLE {role}")
+
+
+@pytest.mark.parametrize(
+    ("grant", "found"),
+    [
+        ("ALTER DATABASE {db} OWNER TO {role}", "owner of this database"),
+        ("CREATE SCHEMA {role} AUTHORIZATION {role}", "owner of 1 schemas in it"),
+        (
+            "ALTER FUNCTION corral_claim_v5(bigint, text, text[], integer, double precision)"
+            " OWNER TO {role}",
+            "owner of 1 functions in it",
+        ),
+        ("GRANT SELECT ON corral_jobs TO {role}", "privileges on corral tables directly"),
+        ("ALTER ROLE {role} REPLICATION", "REPLICATION"),
+    ],
+)
+def test_create_worker_role_refuses_an_owner_and_keeps_its_password(
+    database_url: str, grant: str, found: str
+) -> None:
+    from click.testing import CliRunner
+
+    from corral.cli import cli
+
+    role = f"svc_{secrets.token_hex(4)}"
+    [(db,)] = run_sql(database_url, "SELECT current_database()")
+    run_sql(database_url, f"CREATE ROLE {role} LOGIN PASSWORD 'operator-login'")
+    try:
+        run_sql(database_url, grant.format(db=db, role=role))
+        password = f"SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'"
+        before = run_sql(database_url, password)
+        refused = CliRunner().invoke(
+            cli, ["db", "create-worker-role", role], env={"CORRAL_DATABASE_URL": database_url}
+        )
+        assert refused.exit_code != 0, refused.output
+        assert "more rights than a worker may have" in refused.output
+        assert found in refused.output and "pick another name" in refused.output
+        assert run_sql(database_url, password) == before  # the owner's login still works
+    finally:
+        run_sql(database_url, f"REASSIGN OWNED BY {role} TO current_user")
+        run_sql(database_url, f"DROP OWNED BY {role}")
+        run_sql(database_url, f"DROP ROLE {role}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote
 
 from psycopg import sql
@@ -26,6 +27,25 @@ __all__ = ["WORKER_GROUP", "WorkerRole", "create_worker_role", "worker_dsn"]
 WORKER_GROUP = "corral_worker"
 ADMIN_GROUP = "corral_admin"
 _ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# What an existing role holds beyond a worker's: attributes, other groups,
+# being the role this connection logs in as, objects it owns in this
+# database, privileges granted to it directly on corral's tables.
+_RIGHTS = """
+SELECT r.rolsuper, r.rolcreaterole, r.rolcreatedb, r.rolbypassrls, r.rolreplication,
+       ARRAY(SELECT g.rolname::text FROM pg_auth_members m
+              JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = r.oid),
+       r.rolname IN (current_user, session_user),
+       EXISTS (SELECT FROM pg_database d
+                WHERE d.datname = current_database() AND d.datdba = r.oid),
+       (SELECT count(*) FROM pg_namespace n WHERE n.nspowner = r.oid),
+       (SELECT count(*) FROM pg_class c WHERE c.relowner = r.oid),
+       (SELECT count(*) FROM pg_proc p WHERE p.proowner = r.oid),
+       (SELECT count(*) FROM pg_class c, aclexplode(c.relacl) a
+         WHERE c.relname LIKE 'corral\\_%%' AND a.grantee = r.oid)
+  FROM pg_roles r WHERE r.rolname = %s
+"""
+_ATTRIBUTES = ("superuser", "CREATEROLE", "CREATEDB", "BYPASSRLS", "REPLICATION")
+_OWNED = ("schemas", "tables, views or sequences", "functions")
 
 
 @dataclass(frozen=True)
@@ -58,17 +78,36 @@ def worker_dsn(admin_dsn: str, name: str, password: str) -> str:
     return url
 
 
+def _more_than_a_worker(row: tuple[Any, ...]) -> list[str]:
+    """What a `_RIGHTS` row shows its role holds beyond a worker's."""
+    *attributes, groups, connecting, owns_database, schemas, relations, functions, granted = row
+    found = [what for what, has in zip(_ATTRIBUTES, attributes, strict=True) if has]
+    extra = sorted(set(groups) - {WORKER_GROUP})
+    found += [f"member of {', '.join(extra)}"] if extra else []
+    found += ["the role this command connects as"] if connecting else []
+    found += ["owner of this database"] if owns_database else []
+    owned = zip(_OWNED, (schemas, relations, functions), strict=True)
+    found += [f"owner of {n} {what} in it" for what, n in owned if n]
+    found += [f"holds {granted} privileges on corral tables directly"] if granted else []
+    return found
+
+
 def create_worker_role(admin_dsn: str, name: str, password: str | None = None) -> WorkerRole:
     """Create (or update) login role `name` as a member of corral_worker only,
     with `password` (None: a random one). Needs CREATEROLE (or a superuser)
     and a migrated database (the group role exists after `corral db migrate`).
-    Refuses a role that is a superuser or a member of corral_admin: a worker
-    role must hold nothing but the worker functions."""
+    Refuses an existing role that holds more: an attribute (superuser,
+    CREATEROLE, CREATEDB, BYPASSRLS, REPLICATION), another group, objects it
+    owns in the database, direct privileges on corral's tables, or being the
+    role `admin_dsn` logs in as: a worker role holds nothing but the worker
+    functions."""
     if not _ROLE_NAME.match(name):
         raise DsnError(
             f"worker role name {name!r}: use lower-case letters, digits and '_' "
             "(at most 63, not starting with a digit)"
         )
+    if name in (WORKER_GROUP, ADMIN_GROUP):
+        raise DsnError(f"{name!r} is corral's group role: pick another name for the worker role")
     password = password or secrets.token_urlsafe(24)
     with connect(admin_dsn, autocommit=False) as conn, conn.transaction():
         group = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (WORKER_GROUP,))
@@ -76,22 +115,14 @@ def create_worker_role(admin_dsn: str, name: str, password: str | None = None) -
             raise DsnError(
                 f"the group role {WORKER_GROUP} does not exist: run `corral db migrate` first"
             )
-        row = conn.execute(
-            "SELECT r.rolsuper, r.rolcreaterole, r.rolcreatedb, r.rolbypassrls,"
-            "       ARRAY(SELECT g.rolname FROM pg_auth_members m"
-            "              JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = r.oid)"
-            "  FROM pg_roles r WHERE r.rolname = %s",
-            (name,),
-        ).fetchone()
+        row = conn.execute(_RIGHTS, (name,)).fetchone()
         if row is not None:
-            superuser, createrole, createdb, bypassrls, groups = row
-            extra = sorted(set(groups) - {WORKER_GROUP})
-            if superuser or createrole or createdb or bypassrls or extra:
+            found = _more_than_a_worker(row)
+            if found:
                 raise DsnError(
                     f"role {name!r} exists with more rights than a worker may have "
-                    f"(superuser={superuser}, createrole={createrole}, createdb={createdb}, "
-                    f"bypassrls={bypassrls}, member of {extra or 'nothing else'}): pick "
-                    "another name, or strip those rights first"
+                    f"({'; '.join(found)}): pick another name for the worker role "
+                    "(a new one, or one this command made)"
                 )
             conn.execute(
                 sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(
