@@ -12,6 +12,7 @@ from corral.queue import _sql
 from corral.queue._params import token_params
 from corral.queue.dsn import DsnError, check_dsn, connect_error, mask_dsn
 from corral.queue.errors import InvalidJob
+from corral.queue.roles import worker_dsn
 
 
 @pytest.mark.parametrize(
@@ -140,6 +141,22 @@ def test_a_refused_connection_names_the_part_to_fix_without_the_password(
     assert names in message
     assert "s3cret" not in message
     assert message.startswith("cannot connect to corral@db:5433/jobs")
+
+
+def test_a_worker_url_keeps_the_servers_tls_settings_but_none_of_the_admins_credentials() -> None:
+    admin = (
+        "host=db.example port=5433 dbname=corral user=owner password=owner-pw sslmode=verify-full"
+        " sslrootcert=/etc/ca.pem sslcert=/etc/owner.crt sslkey=/etc/owner.key"
+        " sslpassword=key-pw passfile=/home/owner/.pgpass connect_timeout=5"
+        " application_name=corral target_session_attrs=read-write krbsrvname=owner-krb"
+    )
+    url = worker_dsn(admin, "w", "w-pw")
+    assert url == (
+        "postgresql://w:w-pw@db.example:5433/corral?application_name=corral&connect_timeout=5"
+        "&sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem&target_session_attrs=read-write"
+    )
+    for secret in ("owner", "key-pw", "pgpass", "krb"):
+        assert secret not in url
 
 
 def test_named_queries_are_split_at_name_lines_and_keep_their_comments() -> None:

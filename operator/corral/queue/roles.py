@@ -27,6 +27,19 @@ __all__ = ["WORKER_GROUP", "WorkerRole", "create_worker_role", "worker_dsn"]
 WORKER_GROUP = "corral_worker"
 ADMIN_GROUP = "corral_admin"
 _ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# The admin DSN's parameters a worker's URL keeps: how to reach and trust the
+# server, never a credential of the admin (sslkey, sslcert, sslpassword,
+# passfile, service, Kerberos/GSS names) nor how the admin authenticates.
+_WORKER_DSN_OPTIONS = frozenset(
+    {
+        "hostaddr", "connect_timeout", "application_name", "fallback_application_name",
+        "options", "client_encoding", "target_session_attrs", "load_balance_hosts",
+        "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
+        "tcp_user_timeout", "sslmode", "sslnegotiation", "sslrootcert", "sslcrl",
+        "sslcrldir", "sslsni", "ssl_min_protocol_version", "ssl_max_protocol_version",
+        "gssencmode", "channel_binding",
+    }
+)  # fmt: skip
 # What an existing role holds beyond a worker's: attributes, other groups,
 # being the role this connection logs in as, objects it owns in this
 # database, privileges granted to it directly on corral's tables.
@@ -58,7 +71,8 @@ class WorkerRole:
 
 def worker_dsn(admin_dsn: str, name: str, password: str) -> str:
     """`admin_dsn` (URL or conninfo) with `name`/`password` as the user: a
-    postgresql:// URL, what a Secret's `url` key holds."""
+    postgresql:// URL, what a Secret's `url` key holds. Of the admin's other
+    parameters it keeps only `_WORKER_DSN_OPTIONS`."""
     parts = conninfo_to_dict(admin_dsn)
     host = str(parts.get("host") or "localhost")
     if ":" in host and not host.startswith("["):
@@ -68,11 +82,7 @@ def worker_dsn(admin_dsn: str, name: str, password: str) -> str:
     url = f"postgresql://{quote(name, safe='')}:{quote(password, safe='')}@{host}"
     url += f":{port}" if port else ""
     url += f"/{quote(dbname, safe='')}"
-    options = {
-        k: str(v)
-        for k, v in parts.items()
-        if k not in ("host", "port", "dbname", "user", "password") and v
-    }
+    options = {k: str(v) for k, v in parts.items() if k in _WORKER_DSN_OPTIONS and v}
     if options:
         url += "?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in sorted(options.items()))
     return url
