@@ -127,6 +127,16 @@ def test_the_operator_disruption_budget_is_off_by_default_and_takes_one_bound() 
     )  # fmt: skip
     assert both.returncode != 0
     assert "set minAvailable or maxUnavailable, not both" in both.stderr
+    # 0 is a bound (no voluntary eviction at all), not "unset".
+    for bound in ("maxUnavailable", "minAvailable"):
+        (zero,) = [
+            d["spec"]
+            for d in _render(
+                "t", "corral", "podDisruptionBudget.enabled=true", f"podDisruptionBudget.{bound}=0"
+            )
+            if d["kind"] == "PodDisruptionBudget"
+        ]
+        assert {k: zero[k] for k in ("minAvailable", "maxUnavailable") if k in zero} == {bound: 0}
 
 
 def test_a_mistyped_value_is_rejected_by_name() -> None:
