@@ -101,6 +101,16 @@ def test_the_service_monitor_scrapes_the_operator_keeping_the_pools_namespace() 
     assert endpoint["interval"] == "30s"
 
 
+def test_a_long_release_name_keeps_the_metrics_service_a_dns_label_the_alerts_select() -> None:
+    release = "r" * 53  # the longest release name helm accepts
+    docs = _render("-f", str(MONITORING_VALUES), release=release)
+    name = _one(docs, "Service")["metadata"]["name"]
+    assert len(name) <= 63 and name.startswith(release) and not name.endswith("-"), name
+    rule = _one(docs, "PrometheusRule")
+    for alert in (r for group in rule["spec"]["groups"] for r in group["rules"]):
+        assert f'job="{name}"' in alert["expr"]  # the job the ServiceMonitor gives it
+
+
 def test_the_service_monitor_needs_the_metrics_service() -> None:
     result = _helm(
         "template", "corral", str(CHART), "-f", str(MONITORING_VALUES),

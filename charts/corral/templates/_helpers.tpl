@@ -43,9 +43,15 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- printf "%s-leader" (include "corral.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/* The operator's metrics Service (a DNS label: at most 63 characters as a
+whole, so the suffix is added before truncating) and its scrape job. */}}
+{{- define "corral.metricsServiceName" -}}
+{{- printf "%s-metrics" (include "corral.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
 {{/* PromQL label matchers selecting the operator's series in the alerts. */}}
 {{- define "corral.operatorSelector" -}}
-{{- default (printf "job=%q" (printf "%s-metrics" (include "corral.fullname" .))) .Values.monitoring.rules.operatorSelector -}}
+{{- default (printf "job=%q" (include "corral.metricsServiceName" .)) .Values.monitoring.rules.operatorSelector -}}
 {{- end -}}
 
 {{/* The web dashboard's labels (templates/web-dashboard.yaml): its own name,
