@@ -257,6 +257,7 @@ deploy: ## Install corral on the kind cluster: a throwaway PostgreSQL (NOT for p
 	$(KUBECTL) -n corral-system delete job corral-migrate --ignore-not-found; \
 	sed 's|CORRAL_OPERATOR_IMAGE|$(OPERATOR_IMAGE)|' examples/kind/migrate.yaml | $(KUBECTL) apply -f -; \
 	$(KUBECTL) -n corral-system wait --for=condition=complete job/corral-migrate --timeout=180s; \
+	$(KUBECTL) apply --server-side --force-conflicts -f charts/corral/crds/; \
 	$(HELM) upgrade --install corral charts/corral --namespace corral-system \
 	  --set image.repository=$(IMAGE_REGISTRY)/corral-operator --set image.tag=$(IMAGE_TAG) \
 	  --set workerImage.repository=$(IMAGE_REGISTRY)/corral-worker --set workerImage.tag=$(IMAGE_TAG) \
