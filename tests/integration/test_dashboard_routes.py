@@ -5,12 +5,13 @@ The server is the real aiohttp app on a local port (tests/_dashboard.py)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import requests
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from corral.queue import JobState, Queue, WorkerState
+from corral.queue import JobState, Queue, ScheduleSpec, WorkerState
 from tests._dashboard import PASSWORD, Seeded, csrf_of, serve, settings
 
 PAGES = ["/", "/jobs", "/workers", "/pools", "/schedules", "/dispatch", "/audit", "/login"]
@@ -258,6 +259,27 @@ def test_schedule_pause_resume_and_run_now(url: str, seeded: Seeded, database_ur
         assert not q.get_schedule(seeded.schedule).paused
         assert q.browse_jobs(kind="report")
     assert act(s, url, "/schedules/nope/pause").status_code == 404
+
+
+def test_schedule_buttons_carry_the_name_as_one_path_segment(url: str, database_url: str) -> None:
+    # Workers name schedules: a "/" in a name must not reach the path, or
+    # "../dispatch"'s Pause (resolved by the client) pauses every queue.
+    names = ["../dispatch", "reports/nightly", "50% off?#now"]
+    with Queue.connect(database_url) as q:
+        for name in names:
+            q.create_schedule(ScheduleSpec(name, "report", every_s=3600))
+    s = sign_in(url)
+    page = s.get(url + "/schedules").text
+    for name in names:
+        row = page.split(f'data-schedule="{name}"')[1].split("</tr>")[0]
+        found = re.search(r'action="(/schedules/[^"]+/pause)"', row)
+        assert found, row
+        r = act(s, url, found.group(1))
+        assert r.status_code == 200 and f"schedule {name} paused" in r.text, r.text
+    with Queue.connect(database_url) as q:
+        assert all(q.get_schedule(name).paused for name in names)
+        assert not any(d.paused for d in q.dispatch_status())
+        assert {e.action for e in q.audit(10)} == {"schedule.pause"}
 
 
 def test_dispatch_pause_with_a_reason_and_resume(url: str, database_url: str) -> None:

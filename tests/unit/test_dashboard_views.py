@@ -42,6 +42,13 @@ def test_ago_says_past_and_future() -> None:
     assert views.ago(None, NOW) == "-"
 
 
+def test_segment_encodes_every_reserved_character_and_the_slash() -> None:
+    # One path segment: "../dispatch" must not become a path of its own.
+    assert views.segment("../dispatch") == "..%2Fdispatch"
+    assert views.segment("50% off?#now") == "50%25%20off%3F%23now"
+    assert views.segment("nightly") == "nightly"
+
+
 def test_filter_parses_and_round_trips() -> None:
     f = views.JobFilter.parse(
         {"queue": " mail ", "state": "dead", "error": "Timeout", "before": "120", "kind": ""}

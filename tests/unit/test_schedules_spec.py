@@ -5,6 +5,7 @@ firing pass enqueues under each catch-up policy."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 
@@ -206,6 +207,15 @@ def test_an_empty_name_or_kind_is_refused() -> None:
         ScheduleSpec("", "noop", every_s=1)
     with pytest.raises(InvalidSchedule, match=r"^kind: "):
         ScheduleSpec("s", " ", every_s=1)
+
+
+@pytest.mark.parametrize("name", [".", ".."])
+def test_a_dot_segment_is_not_a_name(name: str) -> None:
+    # The dashboard's buttons put the name in a URL path, where a browser
+    # resolves "." and ".." (even encoded) instead of sending them.
+    with pytest.raises(InvalidSchedule, match=rf"^name: '{re.escape(name)}' is not a schedule"):
+        ScheduleSpec(name, "noop", every_s=1)
+    assert ScheduleSpec(f"{name}/x", "noop", every_s=1).name == f"{name}/x"
 
 
 def test_invalid_schedule_is_a_queue_error() -> None:

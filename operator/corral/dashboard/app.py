@@ -98,6 +98,7 @@ FILTERS: dict[str, Callable[..., str]] = {
     "duration": views.duration,
     "stamp": views.stamp,
     "pretty_json": views.pretty_json,
+    "segment": views.segment,
 }
 
 

@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from corral.dashboard.charts import Chart, line_chart, minute_floor
 from corral.queue import JobState, QueueStats, Worker
@@ -69,6 +69,14 @@ def pretty_json(value: Any) -> str:
     if value is None:
         return ""
     return json.dumps(value, indent=2, sort_keys=True, default=str)
+
+
+def segment(name: str) -> str:
+    """`name` as one path segment of a URL: every reserved character encoded,
+    `/` too (Jinja's urlencode keeps it), so a schedule named
+    `../dispatch` posts to `/schedules/..%2Fdispatch/pause`, never to
+    `/dispatch/pause`. aiohttp's match_info decodes it back."""
+    return quote(name, safe="")
 
 
 # -- the job browser's filters ------------------------------------------------

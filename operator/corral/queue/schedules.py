@@ -141,6 +141,11 @@ class ScheduleSpec:
     def __post_init__(self) -> None:
         if not self.name or not self.name.strip():
             raise InvalidSchedule("name: a schedule needs a name; e.g. 'nightly-report'")
+        if self.name in (".", ".."):
+            raise InvalidSchedule(
+                f"name: {self.name!r} is not a schedule name (a URL path cannot carry it); "
+                "e.g. 'nightly-report'"
+            )
         if not self.kind or not self.kind.strip():
             raise InvalidSchedule("kind: a schedule needs the job kind it enqueues; e.g. 'roll-up'")
         if (self.every_s is None) == (self.cron is None):
