@@ -5,7 +5,10 @@ they make of the rows sent back."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
+
+import pytest
 
 from corral.queue import _schedules as sch
 from corral.queue import records as r
@@ -112,3 +115,24 @@ def test_a_workers_firing_pass_names_its_caller() -> None:
         "crl_wc_x",
         "tick",
     )
+
+
+def test_a_schedule_that_cannot_be_planned_is_left_and_the_pass_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # "far": its next occurrence is past year 9999 (OverflowError); "typo":
+    # stored before the 366-day cap. Neither may stop "tick" from firing.
+    end = dt.datetime(9999, 12, 31, 12, 0, tzinfo=UTC)
+    far = ("far", "noop", 86400.0, None, "UTC", "noop", None, None, "one", "allow", 0.0,
+           end, None, end, end)  # fmt: skip
+    typo = ("typo", "noop", 1e12, *due_row(NOW)[3:])
+    with caplog.at_level(logging.WARNING, logger="corral.queue"):
+        sent, fired = drive(
+            sch.fire_due_schedules(),
+            {"due_schedules_v1": [far, typo, due_row(NOW)], "fire_schedule_v1": [11]},
+        )
+    assert [stmt.params[0] for stmt in sent[1:]] == ["tick"]
+    assert fired == [r.ScheduleFiring("tick", [11], 0, "noop")]
+    logged = caplog.text
+    assert "schedule 'far' not fired: date value out of range" in logged
+    assert "schedule 'typo' not fired: --every: 1000000000000.0 is over" in logged

@@ -10,6 +10,7 @@ import re
 import pytest
 
 from corral.queue.schedules import (
+    MAX_PERIOD_S,
     MISSED_AFTER_S,
     InvalidSchedule,
     ScheduleSpec,
@@ -191,6 +192,8 @@ def test_a_missed_cron_occurrence_catches_up_once() -> None:
         ({"every_s": 1, "catch_up": "some"}, "--catch-up: 'some' is not one of none, one, all"),
         ({"every_s": 1, "overlap": "never"}, "--overlap: 'never' is not one of allow, skip, queue"),
         ({"every_s": 1, "jitter_s": -1}, "--jitter: -1 must be 0 or more"),
+        ({"every_s": "1e12"}, "--every: '1e12' is over the 366-day maximum (31622400 s)"),
+        ({"every_s": 1, "jitter_s": "367d"}, "--jitter: '367d' is over the 366-day maximum"),
         ({"every_s": 1, "priority": 5000}, "--priority: 5000 is out of -1000..1000"),
     ],
 )
@@ -200,6 +203,11 @@ def test_bad_input_names_the_field_and_a_valid_example(
     with pytest.raises(InvalidSchedule) as err:
         ScheduleSpec("s", "noop", **kwargs)  # type: ignore[arg-type]
     assert str(err.value).startswith(message), str(err.value)
+
+
+def test_a_year_is_the_longest_interval_and_jitter() -> None:
+    spec = ScheduleSpec("yearly", "noop", every_s="366d", jitter_s=MAX_PERIOD_S)
+    assert spec.every_s == spec.jitter_s == MAX_PERIOD_S
 
 
 def test_an_empty_name_or_kind_is_refused() -> None:

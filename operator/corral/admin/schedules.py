@@ -63,7 +63,7 @@ def _row(s: Schedule) -> list[Any]:
 @click.argument("name")
 @click.argument("kind")
 @click.argument("payload", required=False)
-@click.option("--every", metavar="DURATION", help="Fire every DURATION (30s, 5m, 1h; >= 1s).")
+@click.option("--every", metavar="DURATION", help="Fire every DURATION (30s, 5m, 1h; 1s to 366d).")
 @click.option("--cron", metavar="EXPR", help="Fire on a cron expression ('0 3 * * *', '@hourly').")
 @click.option("--timezone", default="UTC", help="Cron's timezone (IANA name).")
 @click.option("--queue", "queue_name", metavar="Q", help="Queue of its jobs (default: KIND).")
@@ -89,7 +89,7 @@ def _row(s: Schedule) -> list[Any]:
     default="0",
     show_default=False,
     metavar="DURATION",
-    help="Delay each job by 0..DURATION.",
+    help="Delay each job by 0..DURATION (at most 366d).",
 )
 @_output_option
 @_database_option

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import random
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,8 @@ from corral.queue.errors import ScheduleNotFound
 
 if TYPE_CHECKING:
     from corral.queue.schedules import ScheduleSpec
+
+_log = logging.getLogger("corral.queue")
 
 # corral.queue.schedules (and cronsim under it) is imported by the functions
 # that compute occurrences, not here: a worker's way to its first claim passes
@@ -178,21 +181,25 @@ def fire_due_schedules(
     else:
         caller = (int(worker.worker_id), worker.credential)
         rows = yield op.Statement("worker_due_schedules_v1", (*caller, limit, lead_s))
-    from corral.queue.schedules import InvalidSchedule, plan_firing
+    from corral.queue.schedules import plan_firing
 
     fired: list[r.ScheduleFiring] = []
     for row in rows:
         next_at, last, anchor, now = row[11], row[12], row[13], row[14]
         try:
             spec = _spec_from_due(row)
-        except InvalidSchedule:
-            continue  # stored before a rule changed (a zone gone from tzdata): left as is
-        plan = plan_firing(spec, next_at, last, now, lead_s, anchor=anchor)
-        jitter = float(spec.jitter_s)
-        run_at = [
-            at + dt.timedelta(seconds=random.uniform(0, jitter)) if jitter else at
-            for at in plan.occurrences
-        ]
+            plan = plan_firing(spec, next_at, last, now, lead_s, anchor=anchor)
+            jitter = float(spec.jitter_s)
+            run_at = [
+                at + dt.timedelta(seconds=random.uniform(0, jitter)) if jitter else at
+                for at in plan.occurrences
+            ]
+        except (OverflowError, ValueError) as exc:
+            # InvalidSchedule (a ValueError): stored before a rule changed (a
+            # zone gone from tzdata, an interval over the cap); OverflowError:
+            # an occurrence past year 9999. Left as is, so the rest still fire.
+            _log.warning("schedule %r not fired: %s", row[0], exc)
+            continue
         params: tuple[Any, ...] = (spec.name, plan.occurrences, run_at, plan.new_next_at)
         if worker is None:
             ids = yield op._one("fire_schedule_v1", params)

@@ -32,6 +32,7 @@ from corral.queue.errors import InvalidJob
 __all__ = [
     "CATCH_UP",
     "MAX_CATCH_UP",
+    "MAX_PERIOD_S",
     "MISSED_AFTER_S",
     "OVERLAP",
     "Firing",
@@ -47,6 +48,9 @@ UTC = dt.UTC
 # policy decides whether it still fires. A younger one simply fires late.
 MISSED_AFTER_S = 60.0
 MAX_CATCH_UP = 1000  # occurrences one pass enqueues at most (catch_up="all")
+# The longest --every and --jitter: 366 days (a longer one is a typo, and
+# occurrences reckoned from it soon pass year 9999, which datetime refuses).
+MAX_PERIOD_S = 366 * 86400
 CATCH_UP = ("none", "one", "all")
 OVERLAP = ("allow", "skip", "queue")
 SHORTHANDS = {
@@ -97,7 +101,8 @@ def _aware(name: str, value: dt.datetime | None) -> dt.datetime | None:
 
 def _seconds(value: float | str, flag: str, least: float, otherwise: str) -> float:
     """A duration field (seconds, or a string such as '30s') as seconds, at
-    least `least`; else `InvalidSchedule` "FLAG: VALUE OTHERWISE"."""
+    least `least` and at most MAX_PERIOD_S; else `InvalidSchedule`
+    "FLAG: VALUE OTHERWISE" (or naming the maximum)."""
     seconds = value
     if isinstance(seconds, str):
         try:
@@ -106,6 +111,10 @@ def _seconds(value: float | str, flag: str, least: float, otherwise: str) -> flo
             raise InvalidSchedule(str(exc)) from None
     if not math.isfinite(float(seconds)) or float(seconds) < least:
         raise InvalidSchedule(f"{flag}: {value!r} {otherwise}")
+    if float(seconds) > MAX_PERIOD_S:
+        raise InvalidSchedule(
+            f"{flag}: {value!r} is over the 366-day maximum ({MAX_PERIOD_S} s); e.g. '30d'"
+        )
     return float(seconds)
 
 
