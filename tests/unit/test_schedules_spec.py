@@ -14,6 +14,7 @@ from corral.queue.schedules import (
     MISSED_AFTER_S,
     InvalidSchedule,
     ScheduleSpec,
+    first_occurrence,
     next_occurrences,
     plan_firing,
 )
@@ -90,6 +91,34 @@ def test_berlins_repeated_half_past_two_fires_once() -> None:
     spec = ScheduleSpec("nightly", "roll-up", cron="30 2 * * *", timezone="Europe/Berlin")
     got = local(spec, at(2026, 10, 24, 12), 2)
     assert got == ["2026-10-25T02:30:00+02:00", "2026-10-26T02:30:00+01:00"]
+
+
+@pytest.mark.parametrize(
+    ("zone", "cron", "second_copy", "fired", "next_day"),
+    [
+        ("America/New_York", "30 1 * * *", at(2025, 11, 2, 6, 10), at(2025, 11, 2, 5, 30),
+         at(2025, 11, 3, 6, 30)),
+        ("Europe/Berlin", "30 2 * * *", at(2025, 10, 26, 1, 10), at(2025, 10, 26, 0, 30),
+         at(2025, 10, 27, 1, 30)),
+    ],
+)  # fmt: skip
+def test_from_the_second_copy_of_a_repeated_hour_the_days_occurrence_is_past(
+    zone: str, cron: str, second_copy: dt.datetime, fired: dt.datetime, next_day: dt.datetime
+) -> None:
+    # `second_copy` is 01:10 EST (02:10 CET): the clock shows it for the
+    # second time (fold=1), after the day's 01:30 EDT (02:30 CEST) fired.
+    # cronsim reads the wall time without the fold, an hour early.
+    spec = ScheduleSpec("nightly", "roll-up", cron=cron, timezone=zone, catch_up="one")
+    assert second_copy.astimezone(spec.zone).fold == 1
+    assert next_occurrences(spec, second_copy, 2) == [next_day, next_day + s(86400)]
+    assert first_occurrence(spec, second_copy) == next_day  # created then: not before
+    # The fleet was down since before the day's occurrence: catch_up="one"
+    # fires that one (the latest missed), not the day before's.
+    plan = plan_firing(spec, fired - s(86400), None, second_copy + s(MISSED_AFTER_S))
+    assert plan.occurrences == [fired] and plan.new_next_at == next_day
+    # A wildcard hour fires on both copies: the second copy's half past.
+    wildcard = ScheduleSpec("half-hourly", "roll-up", cron="*/30 * * * *", timezone=zone)
+    assert next_occurrences(wildcard, second_copy, 1) == [second_copy + s(20 * 60)]
 
 
 def test_shorthands_are_cron_expressions() -> None:

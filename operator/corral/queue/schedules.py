@@ -9,7 +9,9 @@ of `Queue`/`AsyncQueue`), the admin CLI (`corral schedules`) and
 Cron expressions are evaluated by cronsim in the schedule's timezone, which
 follows Debian cron across DST changes: a local time the clock skips (02:30
 on a spring-forward night) fires once, right after the jump; a local time
-that happens twice (fall-back) fires once, at its first instance. Intervals
+that happens twice (fall-back) fires once, at its first instance (cronsim
+reads a wall time without its fold, so `_after` and `_last_before` keep only
+the instants after, or before, the one asked about). Intervals
 (`every_s`) are plain elapsed time from an anchor (`start_at`, else when the
 schedule was created), untouched by DST.
 """
@@ -249,7 +251,23 @@ def _after(
     expression = spec.expression
     assert expression is not None
     for local in CronSim(expression, after.astimezone(spec.zone)):
-        yield local.astimezone(UTC)
+        at = local.astimezone(UTC)
+        if at > after:  # from a repeated hour's second copy cronsim can answer
+            yield at  # the first copy's time, before `after` (see `_wall`)
+
+
+def _wall(spec: ScheduleSpec, before: dt.datetime) -> dt.datetime:
+    """Where cronsim starts a backward walk to find what comes before
+    `before`. cronsim reads a wall time without its fold: from the second
+    copy of a repeated hour (fall-back) it would walk back from the first
+    copy and miss what lies between. So start from the same instant plus
+    the hour the clock went back: after both copies."""
+    local = before.astimezone(spec.zone)
+    if not local.fold:
+        return local
+    first, second = local.replace(fold=0).utcoffset(), local.utcoffset()
+    assert first is not None and second is not None
+    return (before + max(first - second, dt.timedelta(0))).astimezone(spec.zone)
 
 
 def _last_before(
@@ -266,8 +284,8 @@ def _last_before(
     else:
         expression = spec.expression
         assert expression is not None
-        local = next(CronSim(expression, before.astimezone(spec.zone), reverse=True), None)
-        found = None if local is None else local.astimezone(UTC)
+        older = (t.astimezone(UTC) for t in CronSim(expression, _wall(spec, before), reverse=True))
+        found = next((t for t in older if t < before), None)
     if found is not None and spec.start_at is not None and found < spec.start_at:
         return None
     return found
