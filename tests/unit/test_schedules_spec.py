@@ -205,6 +205,20 @@ def test_a_missed_cron_occurrence_catches_up_once() -> None:
             "e.g. '*/5 * * * *' or '@hourly'",
         ),
         ({"cron": "* * *"}, "--cron: '* * *' is not a cron expression (it has 3 field(s)"),
+        (
+            {"cron": "*/90 * * * *"},
+            "--cron: '*/90 * * * *' is not a cron expression "
+            "(minute step 90 exceeds 0-59; use --every 90m); e.g.",
+        ),
+        (
+            {"cron": "0 0-23/24 * * *"},
+            "--cron: '0 0-23/24 * * *' is not a cron expression "
+            "(hour step 24 exceeds 0-23; use --every 24h)",
+        ),
+        (
+            {"cron": "0 0 1 */13 *"},
+            "--cron: '0 0 1 */13 *' is not a cron expression (month step 13 exceeds 1-12)",
+        ),
         ({"cron": "@hourly", "timezone": "Mars/Olympus"}, "--timezone: 'Mars/Olympus' is not"),
         ({"every_s": 0.5}, "--every: 0.5 is under the 1 s minimum; e.g. '30s'"),
         ({"every_s": "soon"}, "--every 'soon' is not a duration"),
@@ -232,6 +246,11 @@ def test_bad_input_names_the_field_and_a_valid_example(
     with pytest.raises(InvalidSchedule) as err:
         ScheduleSpec("s", "noop", **kwargs)  # type: ignore[arg-type]
     assert str(err.value).startswith(message), str(err.value)
+
+
+def test_a_step_within_its_fields_range_is_a_cron_expression() -> None:
+    for cron in ("*/59 * * * *", "0 */23 * * *", "0 0 */30 * *", "0 0 1 */11 *", "0 0 * * */7"):
+        assert ScheduleSpec("s", "noop", cron=cron).cron == cron
 
 
 def test_a_year_is_the_longest_interval_and_jitter() -> None:

@@ -68,6 +68,8 @@ _CRON_EXAMPLE = "e.g. '*/5 * * * *' or '@hourly'"
 _FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12),
            ("day of week", 0, 7))  # fmt: skip
 _NUMBER = re.compile(r"(?<![/\d])\d+")  # numbers that are values, not steps
+_STEP = re.compile(r"/(\d+)")
+_EVERY_UNIT = {"minute": "m", "hour": "h", "day of month": "d"}  # a too long step's --every
 
 
 class InvalidSchedule(InvalidJob):
@@ -84,6 +86,11 @@ def _cron_error(expr: str) -> str | None:
         for number in _NUMBER.findall(part):
             if not low <= int(number) <= high:
                 return f"{what} {number} is out of {low}-{high}"
+        for step in _STEP.findall(part):
+            if int(step) > high - low:  # it never reaches a second value: */90 fires hourly
+                unit = _EVERY_UNIT.get(what)
+                hint = f"; use --every {int(step)}{unit}" if unit else ""
+                return f"{what} step {step} exceeds {low}-{high}{hint}"
     try:
         CronSim(text, dt.datetime(2000, 1, 1, tzinfo=UTC))
     except CronSimError as exc:
