@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import click
 import pytest
 from click.testing import CliRunner
 
+from corral.admin import audit, regions
 from corral.admin import cli as admin
-from corral.admin import regions
 from corral.cli import cli
 
 _GROUPS = {"db": admin.db, "jobs": admin.jobs, "dispatch": admin.dispatch,
@@ -34,3 +37,18 @@ def test_listings_offer_table_json_and_yaml() -> None:
     for path in (["jobs", "list"], ["stats"], ["tokens", "list"], ["workers", "list"],
                  ["regions", "list"], ["jobs", "get"]):  # fmt: skip
         assert "table|json|yaml" in CliRunner().invoke(cli, [*path, "--help"]).output
+
+
+def test_audit_list_help_names_the_actions_the_dashboard_records() -> None:
+    from corral.dashboard import routes
+
+    source = Path(routes.__file__).read_text(encoding="utf-8")
+    recorded = set(re.findall(r'"((?:jobs?|worker|schedule|dispatch)\.[a-z_]+)"', source))
+    assert 'f"job.{verb}"' in source  # the job actions: one per verb of the route
+    verbs = re.search(r"/jobs/\{id:[^}]+\}/\{verb:([a-z|]+)\}", source)
+    assert verbs
+    recorded |= {f"job.{verb}" for verb in verbs.group(1).split("|")}
+    shown = " ".join(CliRunner().invoke(cli, ["audit", "list", "--help"]).output.split())
+    assert [action for action in sorted(recorded) if action not in shown] == [], shown
+    assert "jobs.cancel" not in shown
+    assert set(audit.ACTIONS) == recorded

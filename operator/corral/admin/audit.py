@@ -18,6 +18,11 @@ from corral.admin._output import emit
 from corral.admin.cli import _CONTEXT, _database_option, _handled, _output_option, _queue
 
 _HEADERS = ["AT", "ACTOR", "ACTION", "TARGET", "DETAIL"]
+# The ACTIONs the dashboard records (corral.dashboard.routes): what --action
+# matches, beside whatever other callers of Queue.record_audit write.
+ACTIONS = ("job.cancel", "job.requeue", "jobs.requeue_dead", "worker.drain", "worker.remove",
+           "schedule.pause", "schedule.resume", "schedule.run_now", "dispatch.pause",
+           "dispatch.resume")  # fmt: skip
 
 
 @click.group(context_settings=_CONTEXT)
@@ -42,7 +47,10 @@ def _at(when: dt.datetime) -> str:
     help="Show at most this many entries (the newest).",
 )
 @click.option("--actor", help="Only entries of this actor (exact match).")
-@click.option("--action", help="Only entries of this action (exact match, e.g. jobs.cancel).")
+@click.option(
+    "--action",
+    help=f"Only entries of this action (exact match): the dashboard records {', '.join(ACTIONS)}.",
+)
 @_output_option
 @_database_option
 @_handled
@@ -52,8 +60,8 @@ def audit_list(
     """List recorded actions, newest first.
 
     AT is when it happened (UTC), ACTOR who did it, ACTION what they did,
-    TARGET what they did it to (a job id, a queue, a worker), DETAIL the
-    rest, as JSON.
+    TARGET what they did it to (job:ID, worker:ID, schedule:NAME, or a
+    queue, * for every queue), DETAIL the rest, as JSON.
     """
     with _queue(database_url) as queue:
         found = queue.audit(limit, actor=actor, action=action)
