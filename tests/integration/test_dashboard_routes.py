@@ -368,3 +368,24 @@ def test_secure_cookies_behind_https(database_url: str) -> None:
         r = requests.get(base + "/")
         assert "Secure" in r.headers["Set-Cookie"] and "HttpOnly" in r.headers["Set-Cookie"]
         assert r.headers["X-Frame-Options"] == "DENY"
+
+
+def test_every_response_sends_the_security_headers(url: str, seeded: Seeded) -> None:
+    s = requests.Session()
+    responses = {
+        "page": s.get(url + "/"),
+        "not found": s.get(url + "/no-such-page"),
+        "missing job": s.get(url + "/jobs/999999"),
+        "bad filter": s.get(url + "/jobs", params={"state": "finished"}),
+        "no csrf": s.post(f"{url}/jobs/{seeded.pending[0]}/cancel", headers=HX),
+        "redirect": s.post(url + "/logout", data={"csrf": csrf_of(s.get(url + "/").text)},
+                           allow_redirects=False),
+        "static": s.get(url + "/static/dashboard.css"),
+    }  # fmt: skip
+    statuses = {name: r.status_code for name, r in responses.items()}
+    assert statuses == {"page": 200, "not found": 404, "missing job": 404, "bad filter": 400,
+                        "no csrf": 403, "redirect": 303, "static": 200}  # fmt: skip
+    for name, r in responses.items():
+        headers = (r.headers.get("X-Frame-Options"), r.headers.get("X-Content-Type-Options"),
+                   r.headers.get("Referrer-Policy"))  # fmt: skip
+        assert headers == ("DENY", "nosniff", "same-origin"), name

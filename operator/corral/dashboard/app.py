@@ -1,6 +1,6 @@
 """Wiring of the dashboard's aiohttp application: templates (Jinja2 with
 autoescape, from this package), static files (vendored htmx), the session
-middleware and the error pages. `corral.dashboard.cli` serves it; the
+middleware, the security headers and the error pages. `corral.dashboard.cli` serves it; the
 integration and browser tests build it with `create_app`.
 """
 
@@ -38,10 +38,16 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
         _set_cookie(request, exc, loaded)
         raise
     _set_cookie(request, response, loaded)
+    return response
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """On every response as it is sent (error pages, redirects and static
+    files too, which skip the middleware's return): no framing, no MIME
+    sniffing, no referrer to other sites."""
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")
-    return response
 
 
 def _set_cookie(request: web.Request, response: web.StreamResponse, loaded: Session | None) -> None:
@@ -106,6 +112,7 @@ def create_app(settings: routes.Settings) -> web.Application:
     app = web.Application(middlewares=[session_middleware, database_errors])
     app[routes.SETTINGS] = settings
     app.cleanup_ctx.append(_pool)
+    app.on_response_prepare.append(security_headers)
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.PackageLoader("corral.dashboard", "templates"),
