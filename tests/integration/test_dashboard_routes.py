@@ -359,6 +359,19 @@ def test_sign_out_ends_the_session(url: str, seeded: Seeded) -> None:
     assert act(s, url, f"/jobs/{seeded.pending[0]}/cancel").status_code == 403
 
 
+def test_a_new_password_ends_the_sessions_signed_before(database_url: str, seeded: Seeded) -> None:
+    from dataclasses import replace
+
+    with serve(settings(database_url)) as base:
+        s = sign_in(base)  # with PASSWORD, which leaked
+    config = settings(database_url)
+    config = replace(config, auth=replace(config.auth, password="a-new-password"))
+    with serve(config) as base:  # the same secret key, a new password
+        assert "signed in as" not in s.get(base + "/").text
+        r = act(s, base, f"/jobs/{seeded.pending[0]}/cancel")
+        assert r.status_code == 403 and "sign in" in r.text
+
+
 def test_secure_cookies_behind_https(database_url: str) -> None:
     from dataclasses import replace
 

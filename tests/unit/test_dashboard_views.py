@@ -218,6 +218,14 @@ def test_session_cookie_round_trips_and_rejects_tampering_and_age() -> None:
     assert expired.load(cookie) is None
 
 
+def test_changing_the_password_or_user_ends_every_session() -> None:
+    cookie = Auth(secret_key="k", password="leaked").dump(Session.fresh(user="admin"))
+    assert Auth(secret_key="k", password="leaked").load(cookie) is not None
+    assert Auth(secret_key="k", password="replaced").load(cookie) is None
+    assert Auth(secret_key="k", user="ops", password="leaked").load(cookie) is None
+    assert Auth(secret_key="k").load(cookie) is None  # no password: read-only
+
+
 def test_csrf_token_is_bound_to_the_session() -> None:
     auth = Auth(secret_key="k", password="pw")
     a, b = Session.fresh(), Session.fresh()

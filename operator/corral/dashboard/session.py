@@ -3,7 +3,8 @@
 The session is a signed, expiring cookie: itsdangerous's URLSafeTimedSerializer
 (an HMAC over the JSON and a timestamp, checked with `max_age`). The cookie
 holds nothing secret (who signed in and a random nonce), so signing is enough
-and nothing is kept on the server; aiohttp-session's encrypted cookie would add
+and nothing is kept on the server; the signature is bound to the user name and
+password too, so changing the password ends every session; aiohttp-session's encrypted cookie would add
 a middleware, cryptography's Fernet and a storage layer for no gain here.
 
 Every visitor gets a session (signed in or not): its nonce keys the CSRF token
@@ -57,7 +58,12 @@ class Auth:
         return bool(self.password)
 
     def _serializer(self) -> URLSafeTimedSerializer:
-        return URLSafeTimedSerializer(self.secret_key, salt="corral-dashboard-session")
+        # The salt carries an HMAC of the user name and password: changing
+        # either ends every session signed before (a leaked password stops
+        # working once replaced), without storing anything on the server.
+        sign_in = f"{self.user}\0{self.password or ''}".encode()
+        bound = hmac.new(self.secret_key.encode(), sign_in, hashlib.sha256).hexdigest()
+        return URLSafeTimedSerializer(self.secret_key, salt=f"corral-dashboard-session:{bound}")
 
     def dump(self, session: Session) -> str:
         """The cookie value for `session`: signed and timestamped."""
