@@ -336,20 +336,55 @@ def test_a_token_near_its_end_is_rotated_without_touching_the_deployment() -> No
     assert "TokenRotated" in [e.reason for e in outcome.events]
 
 
+def _terminating(kube: FakeKube, *names: str) -> None:
+    """The ReplicaSet deleted these pods: their preStop hooks are draining."""
+    for name in names:
+        meta = kube.objects[("Pod", "jobs", name)]["metadata"]
+        meta["deletionTimestamp"] = "2026-11-22T12:00:01Z"
+
+
 def test_deleting_a_pool_first_scales_it_to_zero_and_waits_for_its_workers_to_drain() -> None:
     reconciler, kube, queue = _setup()
     _reconcile(reconciler, _pool(), now=NOW)
     deployment = kube.objects[("Deployment", "jobs", "email")]
     deployment["status"] = {"replicas": 2}
+    _pods(kube, "p1", "p2")
     with pytest.raises(StillDraining, match="scaling 2 worker"):
-        reconciler.finalize_pool(_pool(), waited_s=0)
+        reconciler.finalize_pool(_pool(), waited_s=0, now=NOW)
     assert deployment["spec"]["replicas"] == 0
+    # As Kubernetes counts: terminating pods leave status.replicas at once.
+    deployment["status"] = {"replicas": 0, "terminatingReplicas": 2}
+    _terminating(kube, "p1", "p2")
     with pytest.raises(StillDraining, match="waiting for 2 worker"):
-        reconciler.finalize_pool(_pool(), waited_s=10)
+        reconciler.finalize_pool(_pool(), waited_s=10, now=NOW)
     assert queue.tokens[1]["revoked"] is False  # nothing retired while pods drain
-    deployment["status"] = {"replicas": 0}
-    reconciler.finalize_pool(_pool(), waited_s=20)
+    del kube.objects[("Pod", "jobs", "p1")], kube.objects[("Pod", "jobs", "p2")]
+    reconciler.finalize_pool(_pool(), waited_s=20, now=NOW)
     assert queue.tokens[1]["revoked"] is True
+
+
+def test_a_deleted_pool_waits_for_terminating_pods_and_busy_workers_not_status_replicas() -> None:
+    reconciler, kube, queue = _setup()
+    _reconcile(reconciler, _pool(), now=NOW)
+    kube.objects[("Deployment", "jobs", "email")]["spec"]["replicas"] = 0
+    kube.objects[("Deployment", "jobs", "email")]["status"] = {"terminatingReplicas": 1}
+    _pods(kube, "p1", "p0")
+    _terminating(kube, "p1")
+    kube.objects[("Pod", "jobs", "p0")]["status"] = {"phase": "Failed", "reason": "Evicted"}
+    busy = _live_worker(7, "p1", in_flight=3)
+    busy.state = WorkerState.DRAINING
+    queue.workers = [busy]
+    # p1 drains its three jobs in its preStop hook (the evicted p0 runs nothing).
+    with pytest.raises(StillDraining, match="waiting for 1 worker"):
+        reconciler.finalize_pool(_pool(), waited_s=2, now=NOW)
+    # Its pod gone from the list, the worker still heartbeats with jobs.
+    del kube.objects[("Pod", "jobs", "p1")]
+    with pytest.raises(StillDraining, match="waiting for 1 worker"):
+        reconciler.finalize_pool(_pool(), waited_s=4, now=NOW)
+    assert busy.state == WorkerState.DRAINING and queue.tokens[1]["revoked"] is False
+    busy.state, busy.in_flight = WorkerState.DRAINED, 0
+    reconciler.finalize_pool(_pool(), waited_s=6, now=NOW)
+    assert busy.state == WorkerState.REMOVED and queue.tokens[1]["revoked"] is True
 
 
 def test_a_deleted_pool_stops_waiting_for_stuck_pods_after_the_drain_timeout() -> None:
@@ -364,10 +399,10 @@ def test_deleting_a_pool_revokes_its_token_and_removes_its_workers() -> None:
     reconciler, kube, queue = _setup()
     _reconcile(reconciler, _pool(), now=NOW)
     del kube.objects[("Deployment", "jobs", "email")]  # garbage-collected already
-    mine = SimpleNamespace(id=7, pool="jobs/email", state=WorkerState.ACTIVE)
+    mine = _live_worker(7, "p1")  # its pod gone; idle
     other = SimpleNamespace(id=8, pool="jobs/sms", state=WorkerState.ACTIVE)
     queue.workers = [mine, other]
-    events = reconciler.finalize_pool(_pool())
+    events = reconciler.finalize_pool(_pool(), now=NOW)
     assert queue.tokens[1]["revoked"] is True
     assert (mine.state, other.state) == (WorkerState.REMOVED, WorkerState.ACTIVE)
     assert "1 worker(s) left the registry" in events[0].message

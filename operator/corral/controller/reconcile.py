@@ -179,6 +179,12 @@ class PoolSnapshot:
         )
 
 
+def _finished(pod: dict[str, Any]) -> bool:
+    """A pod whose containers have all stopped for good (an evicted pod is
+    Failed): no worker runs in it, whether or not it is deleted yet."""
+    return (pod.get("status") or {}).get("phase") in ("Failed", "Succeeded")
+
+
 def _pod_view(pod: dict[str, Any]) -> PodView:
     meta = pod.get("metadata") or {}
     conditions = (pod.get("status") or {}).get("conditions") or []
@@ -658,27 +664,51 @@ class Reconciler:
             with contextlib.suppress(TokenNotFound):
                 self.queue.run(lambda q: q.revoke_token(int(token_id)))
 
-    def finalize_pool(self, body: dict[str, Any], waited_s: float = 0.0) -> list[Event]:
+    def _still_draining(self, pool: WorkerPool, now: datetime) -> int:
+        """How many of a deleted pool's workers may still hold jobs: its pods
+        that have not finished (terminating ones included) or its live
+        workers draining or holding jobs, whichever is more. Not the
+        Deployment's status.replicas: it leaves out terminating pods, the
+        very ones whose preStop hooks are draining."""
+        namespace = pool.metadata.namespace or "default"
+        pods = [
+            p
+            for p in self.kube.list_pods(namespace, naming.selector_string(pool))
+            if not _finished(p)
+        ]
+        busy = [
+            w
+            for w in self.queue.run(lambda q: q.pool_workers(pool_key(pool)))
+            if _live(w, now) and (w.in_flight > 0 or w.state == WorkerState.DRAINING)
+        ]
+        return max(len(pods), len(busy))
+
+    def finalize_pool(
+        self, body: dict[str, Any], waited_s: float = 0.0, now: datetime | None = None
+    ) -> list[Event]:
         """The pool is being deleted: drain its workers, then revoke its token
         and take its workers out of the registry. Its Deployment and Secret go
         with it (owner references).
 
         Draining first means deleting a pool interrupts no job: the Deployment
-        is scaled to zero, each pod's preStop hook drains its worker, and until
-        the pods are gone this raises `StillDraining` (the handler retries).
-        After drain.timeoutSeconds plus the margin it stops waiting.
+        is scaled to zero, each pod's preStop hook drains its worker, and
+        until the pods are gone (terminating ones too) and no live worker of
+        the pool drains or holds a job this raises `StillDraining` (the
+        handler retries). After drain.timeoutSeconds plus the margin it stops
+        waiting.
         """
         pool = WorkerPool.from_kube(body)
         namespace = pool.metadata.namespace or "default"
         key = pool_key(pool)
         deployment = self.kube.get_deployment(namespace, naming.deployment_name(pool))
-        if deployment is not None and waited_s < grace_period_s(pool):
-            pods = int((deployment.get("status") or {}).get("replicas") or 0)
-            if (deployment.get("spec") or {}).get("replicas") != 0:
+        if waited_s < grace_period_s(pool):
+            if deployment is not None and (deployment.get("spec") or {}).get("replicas") != 0:
+                pods = int((deployment.get("status") or {}).get("replicas") or 0)
                 self.kube.scale_deployment(namespace, naming.deployment_name(pool), 0)
                 raise StillDraining(f"scaling {pods} worker(s) to zero before the pool goes")
-            if pods > 0:
-                raise StillDraining(f"waiting for {pods} worker(s) to drain")
+            draining = self._still_draining(pool, now or datetime.now(UTC))
+            if draining > 0:
+                raise StillDraining(f"waiting for {draining} worker(s) to drain")
         secret = self.kube.get_secret(namespace, naming.secret_name(pool))
         if foreign_object("Secret", secret, pool) is not None:
             secret = None  # not the pool's: its token annotations mean nothing here
