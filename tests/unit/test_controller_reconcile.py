@@ -679,6 +679,33 @@ def test_scaling_down_waits_for_the_delay_then_drains_idle_workers_before_loweri
     assert [r for r, _ in kube.events][-2:] == ["Draining", "Scaled"]
 
 
+def test_an_evaluation_before_the_replicaset_acts_on_a_scale_down_keeps_its_pods_drained() -> None:
+    reconciler, kube, queue, _ = _autoscaled(
+        autoscaling={"jobsPerWorker": 1, "scaleDownDelaySeconds": 0}
+    )
+    queue.pending = 3
+    reconciler.autoscale("jobs", "email", now=NOW)
+    _pods(kube, "p1", "p2", "p3")
+    queue.pending = 0
+    queue.workers = [_live_worker(1, "p1", 1), _live_worker(2, "p2"), _live_worker(3, "p3")]
+    reconciler.autoscale("jobs", "email", now=NOW)
+    for worker in queue.workers[1:]:
+        worker.state = WorkerState.DRAINED
+    reconciler.autoscale("jobs", "email", now=NOW + timedelta(seconds=1))
+    assert _replicas(kube) == 1
+    # A NOTIFY 0.2 s later, before the ReplicaSet marked p2 and p3 deleted.
+    outcome = reconciler.autoscale("jobs", "email", now=NOW + timedelta(seconds=1.2))
+    assert outcome is not None and not outcome.acted
+    assert [w.state for w in queue.workers] == [
+        WorkerState.ACTIVE, WorkerState.DRAINED, WorkerState.DRAINED,
+    ]  # fmt: skip
+    cost = "controller.kubernetes.io/pod-deletion-cost"
+    assert all(
+        kube.objects[("Pod", "jobs", n)]["metadata"]["annotations"][cost] == "-2147483648"
+        for n in ("p2", "p3")
+    )
+
+
 def test_an_unreadable_queue_holds_replicas_and_degrades_the_pool_with_an_event() -> None:
     reconciler, kube, queue, _ = _autoscaled()
     queue.pending = 40

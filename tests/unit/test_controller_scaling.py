@@ -162,8 +162,14 @@ def test_the_stabilizer_keeps_few_samples_however_often_it_is_asked() -> None:
 # ------------------------------------------------------------- choosing pods
 
 
-def _pod(name: str, ready: bool = True, terminating: bool = False, created: str = "") -> PodView:
-    return PodView(name=name, ready=ready, terminating=terminating, created=created)
+def _pod(
+    name: str,
+    ready: bool = True,
+    terminating: bool = False,
+    created: str = "",
+    marked: bool = False,
+) -> PodView:
+    return PodView(name=name, ready=ready, terminating=terminating, created=created, marked=marked)
 
 
 def _worker(
@@ -316,6 +322,24 @@ def test_a_smaller_drop_in_demand_cancels_only_part_of_the_drain() -> None:
     # b has drained already and is kept for removal; d (still busy) goes back to work.
     assert plan.undrain == (4,)
     assert plan.replicas == 3 and plan.lowest_cost == ("b",)
+
+
+def test_pods_marked_by_a_finished_scale_down_stay_drained_until_the_replicaset_removes_them() -> (
+    None
+):
+    # Replicas went 3 -> 1 a moment ago; the ReplicaSet has not deleted b and c yet.
+    pods = [_pod("a"), _pod("b", ready=False, marked=True), _pod("c", ready=False, marked=True)]
+    workers = _by_scaler([_worker(1, "a", 1), _worker(2, "b"), _worker(3, "c")], "bc", "drained")
+    assert _plan(desired=1, current=1, pods=pods, workers=workers) == ScalePlan()
+    # Demand falls further: the busy worker drains, the leaving ones are not chosen again.
+    down = _plan(desired=0, current=1, pods=pods, workers=workers)
+    assert (down.drain, down.undrain, down.replicas) == ((1,), (), None)
+    # Demand for two: one of them is needed (the ReplicaSet removes the other).
+    up = _plan(desired=2, current=1, pods=pods, workers=workers)
+    assert (up.replicas, up.undrain) == (2, (2,))
+    # As many pods as replicas: the ReplicaSet passed b over (the cost is best effort).
+    passed_over = _plan(desired=2, current=2, pods=pods[:2], workers=workers)
+    assert passed_over.undrain == (2,)
 
 
 def test_a_drain_past_its_timeout_goes_ahead_and_says_so() -> None:

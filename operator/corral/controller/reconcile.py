@@ -193,6 +193,7 @@ def _pod_view(pod: dict[str, Any]) -> PodView:
         ready=any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions),
         terminating=meta.get("deletionTimestamp") is not None,
         created=str(meta.get("creationTimestamp") or ""),
+        marked=(meta.get("annotations") or {}).get(DELETION_COST) == LOWEST_DELETION_COST,
     )
 
 

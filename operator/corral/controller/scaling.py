@@ -176,6 +176,7 @@ class PodView:
     ready: bool
     terminating: bool
     created: str = ""  # RFC 3339; a newer pod goes first among equals, as the ReplicaSet does
+    marked: bool = False  # has the lowest pod-deletion-cost: a finished scale-down chose it
 
 
 @dataclass(frozen=True)
@@ -250,6 +251,25 @@ def _drained(worker: WorkerView | None) -> bool:
     return worker is None or not worker.live or (worker.state == DRAINED and worker.in_flight == 0)
 
 
+def _leaving(live: list[PodView], replicas: int) -> set[str]:
+    """The marked pods of a finished scale-down that the ReplicaSet has not
+    deleted yet: while more pods run than `replicas`, up to that many marked
+    ones are on their way out (not-ready ones go first, then the newest, as
+    the ReplicaSet picks). The Deployment and ReplicaSet take a moment to act
+    on lowered replicas; an evaluation in that moment must neither send
+    their drained workers back to work nor strip their mark, or the
+    ReplicaSet may remove another, busy pod instead. Once the pods are as
+    many as the replicas, a marked pod still there was passed over (the cost
+    is best effort) and counts as live again."""
+    surplus = len(live) - replicas
+    if surplus <= 0:
+        return set()
+    marked = sorted(
+        (p for p in live if p.marked), key=lambda p: (not p.ready, p.created, p.name), reverse=True
+    )
+    return {p.name for p in marked[:surplus]}
+
+
 def plan_scale(
     *,
     desired: int,
@@ -270,6 +290,8 @@ def plan_scale(
     """
     by_pod = _workers_by_pod(workers)
     live = [p for p in pods if not p.terminating]
+    leaving = _leaving(live, max(current, desired))
+    live = [p for p in live if p.name not in leaving]
     live_names = {p.name for p in live}
 
     def scaler_drains(keep: set[str]) -> tuple[int, ...]:
