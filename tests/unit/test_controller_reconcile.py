@@ -706,6 +706,28 @@ def test_an_evaluation_before_the_replicaset_acts_on_a_scale_down_keeps_its_pods
     )
 
 
+def test_an_evicted_pod_is_no_live_pod_and_the_idle_worker_drains_before_replicas_drop() -> None:
+    reconciler, kube, queue, _ = _autoscaled(
+        autoscaling={"jobsPerWorker": 1, "scaleDownDelaySeconds": 0}
+    )
+    queue.pending = 3
+    reconciler.autoscale("jobs", "email", now=NOW)
+    _pods(kube, "p0", "p1", "p2", "p3")
+    # Evicted, and replaced by the ReplicaSet: Failed, not deleted.
+    kube.objects[("Pod", "jobs", "p0")]["status"] = {"phase": "Failed", "reason": "Evicted"}
+    queue.pending = 0
+    queue.workers = [_live_worker(1, "p1", 1), _live_worker(2, "p2", 1), _live_worker(3, "p3")]
+    reconciler.autoscale("jobs", "email", now=NOW)
+    assert _replicas(kube) == 3  # 3 -> 2 waits for the idle p3 to drain
+    assert [w.state for w in queue.workers] == [
+        WorkerState.ACTIVE, WorkerState.ACTIVE, WorkerState.DRAINING,
+    ]  # fmt: skip
+    assert kube.statuses[("WorkerPool", "jobs", "email")]["scaleDown"]["pods"] == ["p3"]
+    cost = "controller.kubernetes.io/pod-deletion-cost"
+    assert not any(cost in body["metadata"].get("annotations", {}) for body in (
+        kube.objects[("Pod", "jobs", n)] for n in ("p0", "p1", "p2", "p3")))  # fmt: skip
+
+
 def test_an_unreadable_queue_holds_replicas_and_degrades_the_pool_with_an_event() -> None:
     reconciler, kube, queue, _ = _autoscaled()
     queue.pending = 40

@@ -549,11 +549,14 @@ class Reconciler:
             desired = max(spec.replicas.min, min(spec.replicas.max, held))
         pods: list[PodView] = []
         if _needs_pods(current, desired, pool, snapshot.workers):
+            # Only the pods the ReplicaSet counts (and terminating ones): a
+            # Failed (evicted) pod is neither live nor there to remove.
             pods = [
                 _pod_view(p)
                 for p in self.kube.list_pods(
                     pool.metadata.namespace or "default", naming.selector_string(pool)
                 )
+                if not _finished(p)
             ]
         plan = plan_scale(
             desired=desired,

@@ -170,7 +170,8 @@ class Stabilizer:
 
 @dataclass(frozen=True)
 class PodView:
-    """A pod of the pool, as far as choosing one to remove goes."""
+    """A pod of the pool that has not finished (Failed or Succeeded pods are
+    left out, as the ReplicaSet does), as far as choosing one to remove goes."""
 
     name: str
     ready: bool
