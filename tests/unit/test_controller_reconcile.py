@@ -122,6 +122,7 @@ class FakeQueue:
     tokens: dict[int, dict[str, Any]] = field(default_factory=dict)
     token_uses: dict[int, int] = field(default_factory=dict)
     token_queues: dict[int, list[str]] = field(default_factory=dict)
+    token_expiry: dict[int, datetime] = field(default_factory=dict)  # unset: far off
     workers: list[Any] = field(default_factory=list)
     pending: int = 0
     backlog_leads: list[float] = field(default_factory=list)
@@ -134,7 +135,7 @@ class FakeQueue:
     def create_token(
         self, region: str, *, pool: str, ttl_s: float, uses: int, queues: list[str]
     ) -> Any:
-        token_id = len(self.tokens) + 1
+        token_id = len(self.token_uses) + 1  # a sequence: ids of deleted tokens are not reused
         self.tokens[token_id] = {"region": region, "pool": pool, "revoked": False}
         self.token_uses[token_id] = uses
         self.token_queues[token_id] = queues
@@ -143,7 +144,11 @@ class FakeQueue:
     def get_token(self, token_id: int) -> Any:
         if token_id not in self.tokens:
             raise TokenNotFound("no such token")
-        return SimpleNamespace(uses_remaining=self.token_uses[token_id])
+        return SimpleNamespace(
+            uses_remaining=self.token_uses[token_id],
+            expires_at=self.token_expiry.get(token_id, datetime(9999, 1, 1, tzinfo=UTC)),
+            revoked_at=NOW if self.tokens[token_id]["revoked"] else None,
+        )
 
     def revoke_token(self, token_id: int) -> int:
         if token_id not in self.tokens:
@@ -464,6 +469,29 @@ def test_a_token_running_out_of_uses_is_rotated_and_the_old_one_revoked_after_th
     assert queue.tokens[1]["revoked"] is True and queue.tokens[2]["revoked"] is False
     secret = kube.objects[("Secret", "jobs", "email-enrollment")]
     assert "corral.dev/previous-token-id" not in secret["metadata"]["annotations"]
+
+
+@pytest.mark.parametrize("why", ["revoked", "gone", "expired"])
+def test_a_token_that_can_no_longer_enroll_is_replaced_at_once_saying_why(why: str) -> None:
+    reconciler, kube, queue = _setup()
+    pool = _pool()
+    _reconcile(reconciler, pool, now=NOW)
+    if why == "revoked":
+        queue.tokens[1]["revoked"] = True  # `corral tokens revoke 1`
+    elif why == "gone":
+        del queue.tokens[1]  # purged, or the database restored from before it
+    else:
+        queue.token_expiry[1] = NOW + timedelta(minutes=30)  # the database's clock says so
+    outcome = _reconcile(reconciler, pool, now=NOW + timedelta(hours=1))
+    secret = kube.objects[("Secret", "jobs", "email-enrollment")]
+    assert secret["metadata"]["annotations"]["corral.dev/token-id"] == "2"
+    assert base64.b64decode(secret["data"]["token"]).decode() == "crl_et_secret2"
+    [rotated] = [e for e in outcome.events if e.reason == "TokenRotated"]
+    assert {
+        "revoked": "the enrollment token 1 was revoked at 2026-11-22T12:00:00Z",
+        "gone": "the database has no enrollment token 1",
+        "expired": "the enrollment token 1 expired at 2026-11-22T12:30:00Z",
+    }[why] == rotated.message
 
 
 def test_a_pool_whose_queues_change_gets_a_token_for_its_new_queues() -> None:

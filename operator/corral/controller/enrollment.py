@@ -154,6 +154,15 @@ def token_expiry(now: datetime, ttl_s: int) -> datetime:
 
 
 @dataclass(frozen=True)
+class StoredToken:
+    """The database's record of the token a Secret names (`Queue.get_token`)."""
+
+    uses_left: int
+    expires_at: datetime
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class Rotation:
     """Whether to mint a new token now, why, and when to look again."""
 
@@ -179,16 +188,21 @@ def rotation(
     now: datetime,
     region: str | None = None,
     queues: list[str] | None = None,
-    uses_left: int | None = None,
+    stored: StoredToken | None = None,
+    token_gone: bool = False,
     min_uses: int = 0,
 ) -> Rotation:
     """Decide from the Secret as it is whether the pool needs a new token.
 
     A missing or hand-edited Secret gets a new token (the convergence path
     when someone deletes it); so does one minted for another region or other
-    queues (a token is bound to both), one with fewer than `min_uses` uses
-    left (`uses_left`, None: unknown), or one whose token outlives a
-    shortened TTL; otherwise rotate once less than a third of the TTL is left.
+    queues (a token is bound to both), one that can no longer enroll (the
+    database has no such token, `token_gone`: purged, or restored from before
+    it; or `stored`, its record, says revoked or expired), one with fewer
+    than `min_uses` uses left, or one whose token outlives a shortened TTL;
+    otherwise rotate once less than a third of the TTL is left. A token that
+    cannot enroll is replaced at once, not at its next rotation: every pod
+    starting meanwhile would fail to enroll. `stored` None: not read.
     """
     if secret is None:
         return Rotation(True, "the enrollment Secret does not exist")
@@ -203,8 +217,19 @@ def rotation(
         return Rotation(True, f"the pool moved to region {region!r}")
     if queues is not None and annotations.get(TOKEN_QUEUES_ANNOTATION) != ",".join(queues):
         return Rotation(True, "the pool's queues changed (a pool token admits only its queues)")
-    if uses_left is not None and uses_left < min_uses:
-        return Rotation(True, f"the enrollment token has {uses_left} use(s) left")
+    token_id = annotations[TOKEN_ID_ANNOTATION]
+    if token_gone:
+        return Rotation(True, f"the database has no enrollment token {token_id}")
+    if stored is not None and stored.revoked_at is not None:
+        revoked = _timestamp(stored.revoked_at)
+        return Rotation(True, f"the enrollment token {token_id} was revoked at {revoked}")
+    expired_at = min(expires_at, stored.expires_at) if stored is not None else expires_at
+    if expired_at <= now:
+        return Rotation(
+            True, f"the enrollment token {token_id} expired at {_timestamp(expired_at)}"
+        )
+    if stored is not None and stored.uses_left < min_uses:
+        return Rotation(True, f"the enrollment token has {stored.uses_left} use(s) left")
     if expires_at - now > timedelta(seconds=ttl_s):
         return Rotation(True, "enrollment.tokenTTLSeconds was shortened below the token's lifetime")
     rotate_at = expires_at - timedelta(seconds=ttl_s * ROTATE_WHEN_LEFT)

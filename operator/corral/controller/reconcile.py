@@ -33,6 +33,7 @@ from corral.controller.deployment import (
 from corral.controller.enrollment import (
     PREVIOUS_TOKEN_GRACE_S,
     PreviousToken,
+    StoredToken,
     current_token_id,
     desired_secret,
     held_token,
@@ -612,13 +613,16 @@ class Reconciler:
         ttl_s = pool.spec.enrollment.token_ttl_seconds
         queues = list(pool.spec.queues)
         current_id = current_token_id(secret)
-        uses_left = None
+        stored, gone = None, False
         if current_id is not None and current_id.isdigit():
-            with contextlib.suppress(TokenNotFound):
-                uses_left = self.queue.run(lambda q: q.get_token(int(current_id))).uses_remaining
+            try:
+                info = self.queue.run(lambda q: q.get_token(int(current_id)))
+                stored = StoredToken(info.uses_remaining, info.expires_at, info.revoked_at)
+            except TokenNotFound:
+                gone = True
         decision = rotation(
             secret, ttl_s=ttl_s, now=now, region=region, queues=queues,
-            uses_left=uses_left, min_uses=pool.spec.replicas.max,
+            stored=stored, token_gone=gone, min_uses=pool.spec.replicas.max,
         )  # fmt: skip
         held = None if decision.rotate else held_token(secret)
         previous = previous_token(secret)
