@@ -451,6 +451,37 @@ def test_the_operator_refuses_to_take_over_a_deployment_or_secret_it_does_not_ow
             assert reconciler.autoscale("jobs", "email", now=NOW) is None
 
 
+def test_autoscale_keeps_the_reconciles_blockers_neither_flapping_nor_scaling() -> None:
+    reconciler, kube, queue = _setup()
+    pool = _pool(autoscaling={"jobsPerWorker": 1})
+    _reconcile(reconciler, pool, now=NOW)
+    secret = kube.objects[("Secret", "jobs", "email-enrollment")]
+    secret["metadata"]["ownerReferences"] = [
+        {"kind": "Release", "name": "x", "uid": "u-9", "controller": True}
+    ]  # someone else's Secret now
+    queue.pending = 4  # demand for two more workers
+    warnings = []
+    for i in range(3):
+        out = _reconcile(reconciler, copy.deepcopy(pool), now=NOW + timedelta(seconds=10 * i))
+        warnings += [e.reason for e in out.events if e.type == "Warning"]
+        assert kube.statuses[("WorkerPool", "jobs", "email")]["phase"] == "Degraded"
+        reconciler.autoscale("jobs", "email", now=NOW + timedelta(seconds=10 * i + 5))
+        status = kube.statuses[("WorkerPool", "jobs", "email")]
+        degraded = {c["type"]: c for c in status["conditions"]}["Degraded"]
+        assert (status["phase"], degraded["reason"]) == ("Degraded", "ForeignSecret")
+    assert warnings == ["ForeignSecret"]  # once, not every round
+    assert [r for r, _ in kube.events if r == "ForeignSecret"] == []
+    assert _replicas(kube) == 2  # held while the reconcile writes nothing
+    # Handed back (the owner fixed): the next reconcile clears it, and scaling resumes.
+    secret["metadata"]["ownerReferences"] = kube.objects[("Deployment", "jobs", "email")][
+        "metadata"
+    ]["ownerReferences"]
+    _reconcile(reconciler, copy.deepcopy(pool), now=NOW + timedelta(seconds=40))
+    reconciler.autoscale("jobs", "email", now=NOW + timedelta(seconds=45))
+    assert kube.statuses[("WorkerPool", "jobs", "email")]["phase"] != "Degraded"
+    assert _replicas(kube) == 4
+
+
 def test_a_token_running_out_of_uses_is_rotated_and_the_old_one_revoked_after_the_grace() -> None:
     reconciler, kube, queue = _setup()
     pool = _pool()

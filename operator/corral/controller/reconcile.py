@@ -252,6 +252,10 @@ class Reconciler:
         # the kubelet's status updates do not each cost a full reconcile.
         self._written: dict[str, int] = {}
         self._written_guard = threading.Lock()
+        # Per pool: what kept its last reconcile from writing (reason, message).
+        # The autoscaler evaluates only pools this operator has reconciled, so
+        # an evaluation always finds the pool's entry here.
+        self._blockers: dict[str, tuple[tuple[str, str], ...]] = {}
 
     def _lock(self, key: str) -> threading.Lock:
         with self._locks_guard:
@@ -330,6 +334,7 @@ class Reconciler:
             # written status (a drain begun or cancelled) that this one must see.
             body = self.kube.get_workerpool(namespace, name)
             if body is None:
+                self._blockers.pop(f"{namespace}/{name}", None)
                 if self.on_pool_gone is not None:
                     self.on_pool_gone(f"{namespace}/{name}")
                 return None
@@ -344,9 +349,13 @@ class Reconciler:
             outcome = Outcome()
             now = now or datetime.now(UTC)
             snapshot, database_error = self._snapshot(pool, region_name)
+            # The reconcile's blockers stand until it runs again: without them
+            # the pool would flip out of Degraded (and back, with a Warning)
+            # and be scaled while the reconcile writes nothing.
             self._scale_and_report(
                 pool, body, deployment, snapshot, database_error,
                 region_name=region_name, region_exists=region_exists, now=now, outcome=outcome,
+                blockers=self._blockers.get(pool_key(pool), ()),
             )  # fmt: skip
         # Outside kopf's handlers, so the events go out through corral.kube.
         for event in outcome.events:
@@ -449,6 +458,7 @@ class Reconciler:
             policy["metadata"]["ownerReferences"] = [owner_reference(body)]
             self.kube.apply(policy)
 
+        self._blockers[pool_key(pool)] = tuple(blockers)
         self._scale_and_report(
             pool, body, deployment, snapshot, snapshot_error,
             region_name=region_name, region_exists=region is not None, now=now, outcome=outcome,
@@ -485,13 +495,14 @@ class Reconciler:
         previous = pool.status
         current = int(((deployment or {}).get("spec") or {}).get("replicas") or 0)
         scaling: ScalingFigures | None = None
-        # No figures (database down), no Deployment (missing Region): hold.
+        # No figures (database down), no Deployment (missing Region), or a
+        # blocker (the pool's objects are not written): hold.
         desired = (
             previous.desired_replicas
             if previous and previous.desired_replicas is not None
             else current
         )
-        if snapshot is not None and deployment is not None:
+        if snapshot is not None and deployment is not None and not blockers:
             try:
                 desired, scaling = self._scale(pool, deployment, snapshot, current, now, outcome)
             except DatabaseUnavailable as exc:
@@ -738,6 +749,7 @@ class Reconciler:
         if self.on_pool_gone is not None:
             self.on_pool_gone(key)
         with self._lock(f"pool/{key}"):
+            self._blockers.pop(key, None)
             removed = self.queue.run(_retire)
         return [Event("Normal", "Retired", f"token revoked, {removed} worker(s) left the registry")]
 
