@@ -482,6 +482,35 @@ def test_autoscale_keeps_the_reconciles_blockers_neither_flapping_nor_scaling() 
     assert _replicas(kube) == 4
 
 
+def test_a_token_minted_for_a_secret_that_cannot_be_written_is_revoked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from corral.kube import KubeError
+
+    reconciler, kube, queue = _setup()
+    original = kube.apply
+
+    def apply(body: dict[str, Any]) -> dict[str, Any]:
+        if body["kind"] == "Secret":  # a ResourceQuota on secrets, a policy webhook
+            raise KubeError("applying Secret: HTTP 403: exceeded quota", 403)
+        return original(body)
+
+    kube.apply = apply  # type: ignore[method-assign]
+    for i in range(3):
+        outcome = _reconcile(reconciler, _pool(), now=NOW + timedelta(seconds=10 * i))
+        assert outcome.status["phase"] == "Degraded"
+    assert [t["revoked"] for t in queue.tokens.values()] == [True, True, True]
+
+    def unreachable(token_id: int) -> int:
+        raise DatabaseUnavailable("database unreachable: connection reset")
+
+    queue.revoke_token = unreachable  # type: ignore[method-assign]
+    outcome = _reconcile(reconciler, _pool(), now=NOW + timedelta(seconds=30))
+    degraded = {c["type"]: c for c in outcome.status["conditions"]}["Degraded"]
+    assert degraded["reason"] == "SecretsForbidden"  # the write's error, not the revoke's
+    assert "could not revoke enrollment token 4, never written" in caplog.text
+
+
 def test_a_token_running_out_of_uses_is_rotated_and_the_old_one_revoked_after_the_grace() -> None:
     reconciler, kube, queue = _setup()
     pool = _pool()

@@ -674,8 +674,23 @@ class Reconciler:
         desired["metadata"]["ownerReferences"] = [owner_reference(body)]
         if held is not None and not revoked and secret_is_current(secret, desired):
             return None
-        self.kube.apply(desired)
+        try:
+            self.kube.apply(desired)
+        except KubeError:
+            if held is None:
+                self._revoke_unwritten(token_id)
+            raise
         return None
+
+    def _revoke_unwritten(self, token_id: str) -> None:
+        """Revoke a token just minted for a Secret that could not be written:
+        each failed write (a quota or a webhook refusing it, retried every
+        resync) would otherwise leave a valid token behind for its whole TTL.
+        Best effort: the write's error is the one to report."""
+        try:
+            self._revoke(token_id)
+        except DatabaseUnavailable as exc:
+            log.warning("could not revoke enrollment token %s, never written: %s", token_id, exc)
 
     def _revoke(self, token_id: str) -> None:
         """Revoke a rotated-out token (gone already, or never stored: fine)."""
