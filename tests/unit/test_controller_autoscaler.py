@@ -5,6 +5,9 @@ notifications arrive."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -29,6 +32,13 @@ def _autoscaler() -> tuple[Autoscaler, Clock, list[tuple[str, str]]]:
         clock=clock,
     )  # fmt: skip
     return scaler, clock, calls
+
+
+def wait_until_true(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
 
 
 def _track(scaler: Autoscaler, name: str, queues: list[str], poll: int = 10) -> Any:
@@ -214,3 +224,44 @@ def test_the_autoscaler_reports_each_tracked_pools_activation_lead_and_a_change_
     assert scaler.due()[0] == [("jobs", "b")]  # a changed spec is due at once
     scaler.forget("jobs/b")
     assert scaler.activation_leads() == [5.0]
+
+
+def test_a_slow_evaluation_holds_up_neither_other_pools_nor_a_second_run_of_its_own() -> None:
+    # Real threads and clock: "slow" waits (a reconcile's lock, a late API
+    # server) until released; "fast" must be evaluated meanwhile, and
+    # "slow", due again, must not be evaluated twice at once.
+    release, fast_done = threading.Event(), threading.Event()
+    running: dict[str, int] = {}
+    most: dict[str, int] = {}
+    guard = threading.Lock()
+
+    def evaluate(_namespace: str, name: str) -> bool:
+        with guard:
+            running[name] = running.get(name, 0) + 1
+            most[name] = max(most.get(name, 0), running[name])
+        try:
+            if name == "slow":
+                release.wait(10)
+            else:
+                fast_done.set()
+        finally:
+            with guard:
+                running[name] -= 1
+        return True
+
+    scaler = Autoscaler(evaluate, "postgresql://x@db/x", min_interval_s=0.01)
+    _track(scaler, "slow", ["s"])
+    stop = threading.Event()
+    loop = threading.Thread(target=scaler._evaluate_loop, args=(stop,), daemon=True)
+    loop.start()
+    try:
+        wait_until_true(lambda: running.get("slow") == 1)
+        _track(scaler, "fast", ["f"])
+        scaler.notified({"s", "f"})  # "slow" is due again while it is evaluated
+        assert fast_done.wait(5), "the fast pool waited for the slow pool's evaluation"
+        time.sleep(0.1)
+        assert most["slow"] == 1
+    finally:
+        release.set()
+        stop.set()
+        loop.join(5)

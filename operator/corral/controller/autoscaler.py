@@ -7,9 +7,13 @@ nothing about replicas (that is `corral.controller.scaling`, carried out by
 - a listener thread LISTENs on the queue's wake-up channel (`corral.queue`
   sends one NOTIFY per enqueue statement, naming the queue) and marks every
   pool serving that queue due at once;
-- an evaluator thread evaluates due pools, and every pool again after its
-  `autoscaling.pollSeconds` (the fallback when a notification is lost, and
-  how falling demand is noticed: completions send no notification).
+- an evaluator thread hands due pools to a few evaluation threads
+  (`EVALUATORS`), one evaluation of a pool at a time, and every pool is due
+  again after its `autoscaling.pollSeconds` (the fallback when a
+  notification is lost, and how falling demand is noticed: completions send
+  no notification). A pool whose evaluation is slow (waiting for its
+  reconcile's lock, or for an API server or database that answers late)
+  holds up one thread, not every other pool's reaction.
 
 Bursts are coalesced: a pool is evaluated at most once per interval, and
 notifications arriving meanwhile fold into the next evaluation. The interval
@@ -28,6 +32,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from corral.api import WorkerPool
@@ -44,6 +49,9 @@ LISTEN_RETRY_S = (0.5, 10.0)  # back-off between LISTEN reconnects: first, most 
 # pollSeconds later, so drained pods do not linger; then twice as late each
 # time while the drain lasts (busy workers finishing), up to pollSeconds.
 DRAIN_RECHECK_S = 1.0
+# Evaluations run at once (threads): each takes a database connection of the
+# operator's few (`queue_access.DEFAULT_SIZE`) for a moment only.
+EVALUATORS = 4
 
 
 @dataclass
@@ -73,6 +81,7 @@ class Autoscaler:
     clock: Callable[[], float] = time.monotonic
     _pools: dict[str, _Tracked] = field(default_factory=dict)
     _wake: threading.Condition = field(default_factory=threading.Condition)
+    _evaluating: set[str] = field(default_factory=set)  # keys of evaluations under way
 
     # -- the pool index (called from kopf's handler threads) ----------------------
 
@@ -133,12 +142,16 @@ class Autoscaler:
             return self._take_due()
 
     def _take_due(self) -> tuple[list[tuple[str, str]], float]:
+        """Under the lock: the due pools not being evaluated (marked as
+        started), and the seconds until the next one; a pool being evaluated
+        waits for that evaluation to end (`_finished` wakes the loop)."""
         now = self.clock()
-        ready = [p for p in self._pools.values() if p.due_at <= now]
+        idle = [p for key, p in self._pools.items() if key not in self._evaluating]
+        ready = [p for p in idle if p.due_at <= now]
         for pool in ready:
             pool.last_at = now
             pool.due_at = now + pool.poll_s
-        upcoming = min((p.due_at for p in self._pools.values()), default=now + 1.0)
+        upcoming = min((p.due_at for p in idle), default=now + 1.0)
         return [(p.namespace, p.name) for p in ready], max(0.0, upcoming - now)
 
     def settled(self, key: str, changed: bool) -> None:
@@ -197,23 +210,33 @@ class Autoscaler:
         ).start()
 
     def _evaluate_loop(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            with self._wake:
-                ready, wait_s = self._take_due()
-                if not ready:
-                    # Checked and waited under one lock: a notification cannot
-                    # slip in between and be missed until the next timeout.
-                    self._wake.wait(timeout=min(wait_s, 1.0))
-                    continue
-            for namespace, name in ready:
-                metrics.SCALE_EVALUATIONS.inc()
-                changed = True  # a failed evaluation does not stretch the interval
-                try:
-                    with metrics.SCALE_EVALUATION_SECONDS.time():
-                        changed = bool(self.evaluate(namespace, name))
-                except Exception as exc:  # the next round retries; the loop must not die
-                    log.warning("autoscaling %s/%s failed: %s", namespace, name, exc)
-                self.settled(f"{namespace}/{name}", changed)
+        with ThreadPoolExecutor(EVALUATORS, thread_name_prefix="autoscaler-eval") as pool:
+            while not stop.is_set():
+                with self._wake:
+                    ready, wait_s = self._take_due()
+                    if not ready:
+                        # Checked and waited under one lock: a notification cannot
+                        # slip in between and be missed until the next timeout.
+                        self._wake.wait(timeout=min(wait_s, 1.0))
+                        continue
+                    self._evaluating.update(f"{ns}/{name}" for ns, name in ready)
+                for namespace, name in ready:
+                    pool.submit(self._evaluate_one, namespace, name)
+
+    def _evaluate_one(self, namespace: str, name: str) -> None:
+        key = f"{namespace}/{name}"
+        metrics.SCALE_EVALUATIONS.inc()
+        changed = True  # a failed evaluation does not stretch the interval
+        try:
+            with metrics.SCALE_EVALUATION_SECONDS.time():
+                changed = bool(self.evaluate(namespace, name))
+        except Exception as exc:  # the next round retries; the thread must not die
+            log.warning("autoscaling %s failed: %s", key, exc)
+        finally:
+            with self._wake:  # a re-entrant lock: settled takes it too
+                self.settled(key, changed)
+                self._evaluating.discard(key)
+                self._wake.notify()  # it may be due again already
 
     def _listen_loop(self, stop: threading.Event) -> None:
         delay = LISTEN_RETRY_S[0]
