@@ -18,7 +18,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from corral.api import API_VERSION, Region, WorkerPool
@@ -30,32 +30,23 @@ from corral.controller.deployment import (
     desired_network_policy,
     grace_period_s,
 )
-from corral.controller.enrollment import (
-    PREVIOUS_TOKEN_GRACE_S,
-    PreviousToken,
-    StoredToken,
-    current_token_id,
-    desired_secret,
-    held_token,
-    pool_token_uses,
-    previous_token,
-    rotation,
-    secret_is_current,
-    token_expiry,
-)
+from corral.controller.enrollment import current_token_id, previous_token
 from corral.controller.events import Event
-from corral.controller.ownership import foreign_object, worker_database_problem
-from corral.controller.queue_access import DatabaseUnavailable, QueueAccess
-from corral.controller.scaling import (
-    Demand,
-    FlowRate,
-    PodView,
-    ScalePlan,
-    Stabilizer,
-    WorkerView,
-    plan_scale,
-    recommend,
+from corral.controller.observed import (
+    DELETION_COST,
+    LOWEST_DELETION_COST,
+    PoolSnapshot,
+    finished_pod,
+    live_worker,
+    needs_pods,
+    pod_view,
+    pool_key,
+    worker_view,
 )
+from corral.controller.ownership import foreign_object, worker_database_problem
+from corral.controller.pool_secret import PoolSecrets
+from corral.controller.queue_access import DatabaseUnavailable, QueueAccess
+from corral.controller.scaling import PodView, ScalePlan, Stabilizer, plan_scale, recommend
 from corral.controller.status import (
     DeploymentFigures,
     QueueFigures,
@@ -65,31 +56,25 @@ from corral.controller.status import (
     workerpool_status,
 )
 from corral.kube import Kube, KubeError, owner_reference
-from corral.queue import (
-    DEFAULT_DEPTH_CAP,
-    LIVE_WORKER_S,
-    Backlog,
-    Flow,
-    Queue,
-    TokenNotFound,
-    Worker,
-    WorkerState,
-)
+from corral.queue import DEFAULT_DEPTH_CAP, Flow, Queue, TokenNotFound, Worker, WorkerState
+
+# Re-exported: the handlers and tests name them here.
+__all__ = [
+    "Outcome",
+    "PoolSnapshot",
+    "Reconciler",
+    "StillDraining",
+    "pool_key",
+    "scale_down_pending",
+]
 
 log = logging.getLogger(__name__)
 
-# A worker whose last heartbeat is older than this no longer counts as live:
-# the queue's own measure (its region check and `corral regions list`).
-HEARTBEAT_FRESH_S = LIVE_WORKER_S
 # Target-wait mode: arrivals and durations are measured over this window
 # (seconds) and read again at most this often (seconds).
 FLOW_WINDOW_S = 60.0
 FLOW_REFRESH_S = 5.0
-# The pods chosen for a scale-down get the lowest cost there is (an int32), so
-# the ReplicaSet removes them before any pod a user gave a cost of its own.
-DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 COMPONENT = "corral-operator"  # the source of the Events the autoscaler posts
-LOWEST_DELETION_COST = str(-(2**31))
 
 
 class StillDraining(Exception):
@@ -108,22 +93,6 @@ class Outcome:
 def scale_down_pending(outcome: Outcome) -> bool:
     """The status written says a drain-first scale-down waits for its workers."""
     return bool(outcome.status and outcome.status.get("scaleDown"))
-
-
-def pool_key(pool: WorkerPool) -> str:
-    """How the queue's token and worker registry name a pool."""
-    return f"{pool.metadata.namespace}/{pool.metadata.name}"
-
-
-def _live(worker: Any, now: datetime) -> bool:
-    # A worker just enrolled is alive before its first beat: it may claim
-    # jobs first, and those must count.
-    beat = worker.last_heartbeat or worker.enrolled_at
-    return (
-        worker.state != WorkerState.REMOVED
-        and beat is not None
-        and now - beat <= timedelta(seconds=HEARTBEAT_FRESH_S)
-    )
 
 
 def _template(deployment: dict[str, Any]) -> Any:
@@ -150,77 +119,6 @@ def _deployment_events(
     return events
 
 
-@dataclass(frozen=True)
-class PoolSnapshot:
-    """What the queue said about one pool in one round of reads."""
-
-    backlog: Backlog
-    workers: list[Worker]  # the pool's registry rows (removed ones left out)
-    flow: Flow | None  # target-wait mode only
-
-    def figures(self, now: datetime) -> QueueFigures:
-        live = [w for w in self.workers if _live(w, now)]
-        return QueueFigures(
-            depth=self.backlog.waiting,
-            running=sum(w.in_flight for w in live),
-            workers=len(live),
-        )
-
-    def demand(self, now: datetime, concurrency: int) -> Demand:
-        live = [w for w in self.workers if _live(w, now)]
-        rate = None
-        flow = self.flow
-        if flow is not None and flow.mean_duration_s is not None and flow.completed > 0:
-            rate = FlowRate(flow.arrivals_per_s, flow.mean_duration_s)
-        return Demand(
-            waiting=self.backlog.dispatchable,
-            running=sum(w.in_flight for w in live),
-            busy_workers=sum(1 for w in live if w.in_flight > 0),
-            rate=rate,
-        )
-
-
-def _finished(pod: dict[str, Any]) -> bool:
-    """A pod whose containers have all stopped for good (an evicted pod is
-    Failed): no worker runs in it, whether or not it is deleted yet."""
-    return (pod.get("status") or {}).get("phase") in ("Failed", "Succeeded")
-
-
-def _pod_view(pod: dict[str, Any]) -> PodView:
-    meta = pod.get("metadata") or {}
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return PodView(
-        name=str(meta.get("name")),
-        ready=any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions),
-        terminating=meta.get("deletionTimestamp") is not None,
-        created=str(meta.get("creationTimestamp") or ""),
-        marked=(meta.get("annotations") or {}).get(DELETION_COST) == LOWEST_DELETION_COST,
-    )
-
-
-def _worker_view(worker: Worker, now: datetime) -> WorkerView:
-    return WorkerView(
-        id=worker.id,
-        name=worker.name,
-        state=str(worker.state),
-        in_flight=worker.in_flight,
-        drain_by=worker.drain_requested_by,
-        live=_live(worker, now),
-    )
-
-
-def _needs_pods(
-    plan_input_current: int, desired: int, pool: WorkerPool, workers: list[Worker]
-) -> bool:
-    """Whether deciding needs the pool's pods: a scale-down, a drain in
-    progress, or a worker someone drained (the API call is skipped otherwise)."""
-    return (
-        desired < plan_input_current
-        or (pool.status is not None and pool.status.scale_down is not None)
-        or any(w.state in (WorkerState.DRAINING, WorkerState.DRAINED) for w in workers)
-    )
-
-
 class Reconciler:
     def __init__(
         self,
@@ -232,6 +130,7 @@ class Reconciler:
         self.kube = kube
         self.queue = queue
         self.config = config
+        self.secrets = PoolSecrets(kube, queue, config)
         self._clock = clock
         # One reconcile per object at a time: a timer and a watch event for the
         # same pool must not both mint a token, and the autoscaler must not
@@ -420,7 +319,7 @@ class Reconciler:
 
         database_error: str | None = None
         try:
-            foreign = self._reconcile_secret(pool, body, region_name, now, outcome)
+            foreign = self.secrets.reconcile(pool, body, region_name, now, outcome.events)
             if foreign is not None:
                 blockers.append(("ForeignSecret", foreign))
         except DatabaseUnavailable as exc:
@@ -560,22 +459,22 @@ class Reconciler:
             held = stabilizer.add(clock, rec.replicas, spec.autoscaling.scale_down_delay_seconds)
             desired = max(spec.replicas.min, min(spec.replicas.max, held))
         pods: list[PodView] = []
-        if _needs_pods(current, desired, pool, snapshot.workers):
+        if needs_pods(current, desired, pool, snapshot.workers):
             # Only the pods the ReplicaSet counts (and terminating ones): a
             # Failed (evicted) pod is neither live nor there to remove.
             pods = [
-                _pod_view(p)
+                pod_view(p)
                 for p in self.kube.list_pods(
                     pool.metadata.namespace or "default", naming.selector_string(pool)
                 )
-                if not _finished(p)
+                if not finished_pod(p)
             ]
         plan = plan_scale(
             desired=desired,
             reason=rec.reason,
             current=current,
             pods=pods,
-            workers=[_worker_view(w, now) for w in snapshot.workers],
+            workers=[worker_view(w, now) for w in snapshot.workers],
             in_progress=in_progress,
             drain_timeout_s=spec.drain.timeout_seconds,
             now=now,
@@ -611,93 +510,6 @@ class Reconciler:
         for pod in plan.replace:
             self.kube.delete_pod(namespace, pod)
 
-    def _reconcile_secret(
-        self, pool: WorkerPool, body: dict[str, Any], region: str, now: datetime, outcome: Outcome
-    ) -> str | None:
-        """Mint, rotate and write the enrollment Secret; the problem instead
-        when a Secret of that name is someone else's (it is left alone)."""
-        namespace = pool.metadata.namespace or "default"
-        secret = self.kube.get_secret(namespace, naming.secret_name(pool))
-        foreign = foreign_object("Secret", secret, pool)
-        if foreign is not None:
-            return foreign
-        ttl_s = pool.spec.enrollment.token_ttl_seconds
-        queues = list(pool.spec.queues)
-        current_id = current_token_id(secret)
-        stored, gone = None, False
-        if current_id is not None and current_id.isdigit():
-            try:
-                info = self.queue.run(lambda q: q.get_token(int(current_id)))
-                stored = StoredToken(info.uses_remaining, info.expires_at, info.revoked_at)
-            except TokenNotFound:
-                gone = True
-        decision = rotation(
-            secret, ttl_s=ttl_s, now=now, region=region, queues=queues,
-            stored=stored, token_gone=gone, min_uses=pool.spec.replicas.max,
-        )  # fmt: skip
-        held = None if decision.rotate else held_token(secret)
-        previous = previous_token(secret)
-        revoked = False  # the Secret must drop the previous token's annotations
-        if held is None:
-            if previous is not None:
-                self._revoke(previous.token_id)  # a second rotation within the grace
-            minted = self.queue.run(
-                lambda q: q.create_token(
-                    region, pool=pool_key(pool), ttl_s=ttl_s, uses=pool_token_uses(pool),
-                    queues=queues,
-                )
-            )  # fmt: skip
-            token, token_id = minted.secret, str(minted.info.id)
-            created_at, expires_at = now, token_expiry(now, ttl_s)
-            previous = None
-            if current_id is not None:
-                grace = now + timedelta(seconds=PREVIOUS_TOKEN_GRACE_S)
-                previous = PreviousToken(current_id, grace)
-            if secret is not None:
-                outcome.events.append(Event("Normal", "TokenRotated", decision.reason))
-        else:
-            token, token_id = held.token, held.token_id
-            created_at, expires_at = held.created_at, held.expires_at
-            if previous is not None and previous.revoke_at <= now:
-                self._revoke(previous.token_id)
-                previous, revoked = None, True
-        desired = desired_secret(
-            pool,
-            region=region,
-            token=token,
-            token_id=token_id,
-            created_at=created_at,
-            expires_at=expires_at,
-            database_url=None if pool.spec.database else self.config.worker_database_url,
-            previous=previous,
-        )
-        desired["metadata"]["ownerReferences"] = [owner_reference(body)]
-        if held is not None and not revoked and secret_is_current(secret, desired):
-            return None
-        try:
-            self.kube.apply(desired)
-        except KubeError:
-            if held is None:
-                self._revoke_unwritten(token_id)
-            raise
-        return None
-
-    def _revoke_unwritten(self, token_id: str) -> None:
-        """Revoke a token just minted for a Secret that could not be written:
-        each failed write (a quota or a webhook refusing it, retried every
-        resync) would otherwise leave a valid token behind for its whole TTL.
-        Best effort: the write's error is the one to report."""
-        try:
-            self._revoke(token_id)
-        except DatabaseUnavailable as exc:
-            log.warning("could not revoke enrollment token %s, never written: %s", token_id, exc)
-
-    def _revoke(self, token_id: str) -> None:
-        """Revoke a rotated-out token (gone already, or never stored: fine)."""
-        if token_id.isdigit():
-            with contextlib.suppress(TokenNotFound):
-                self.queue.run(lambda q: q.revoke_token(int(token_id)))
-
     def _still_draining(self, pool: WorkerPool, now: datetime) -> int:
         """How many of a deleted pool's workers may still hold jobs: its pods
         that have not finished (terminating ones included) or its live
@@ -708,12 +520,12 @@ class Reconciler:
         pods = [
             p
             for p in self.kube.list_pods(namespace, naming.selector_string(pool))
-            if not _finished(p)
+            if not finished_pod(p)
         ]
         busy = [
             w
             for w in self.queue.run(lambda q: q.pool_workers(pool_key(pool)))
-            if _live(w, now) and (w.in_flight > 0 or w.state == WorkerState.DRAINING)
+            if live_worker(w, now) and (w.in_flight > 0 or w.state == WorkerState.DRAINING)
         ]
         return max(len(pods), len(busy))
 
@@ -788,7 +600,7 @@ class Reconciler:
                 workers = [
                     w
                     for w in queue.list_workers()
-                    if w.region == region.metadata.name and _live(w, now)
+                    if w.region == region.metadata.name and live_worker(w, now)
                 ]
                 depth = queue.depth(queues, region.metadata.name).pending if queues else 0
                 return QueueFigures(
