@@ -16,6 +16,25 @@
 -- end_at, once it is over). The operator's and the admin CLI's firing
 -- (corral_fire_schedule_v1, corral_due_schedules_v1) is unchanged.
 
+-- The queues a worker serves, once its credential checks out (a removed
+-- worker is refused, as by every worker function). Not granted to
+-- workers: the SECURITY DEFINER functions below call it as the owner.
+CREATE FUNCTION corral_worker_queues_v1(p_worker_id bigint, p_credential text)
+RETURNS text[]
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_served text[];
+BEGIN
+    IF corral_caller_state_v1(p_worker_id, p_credential) = 'removed' THEN
+        RAISE EXCEPTION 'worker % was removed from the fleet', p_worker_id
+            USING ERRCODE = 'CR410';
+    END IF;
+    SELECT w.queues INTO v_served FROM corral_workers w WHERE w.id = p_worker_id;
+    RETURN coalesce(v_served, '{}');
+END
+$$;
+
 CREATE OR REPLACE FUNCTION corral_worker_due_schedules_v1(
     p_worker_id bigint, p_credential text, p_limit integer, p_lead_s double precision
 ) RETURNS TABLE (
@@ -31,18 +50,14 @@ AS $$
 DECLARE
     v_served text[];
 BEGIN
-    IF corral_caller_state_v1(p_worker_id, p_credential) = 'removed' THEN
-        RAISE EXCEPTION 'worker % was removed from the fleet', p_worker_id
-            USING ERRCODE = 'CR410';
-    END IF;
-    SELECT w.queues INTO v_served FROM corral_workers w WHERE w.id = p_worker_id;
+    v_served := corral_worker_queues_v1(p_worker_id, p_credential);
     RETURN QUERY
     SELECT s.name, s.kind, s.every_s, s.cron, s.timezone, s.queue, s.start_at, s.end_at,
            s.catch_up, s.overlap, s.jitter_s, s.next_at, s.last_occurrence, s.created_at,
            now()
       FROM corral_schedules s
      WHERE NOT s.paused
-       AND s.queue = ANY(coalesce(v_served, '{}'))
+       AND s.queue = ANY(v_served)
        AND s.next_at <= now() + make_interval(secs => least(greatest(coalesce(p_lead_s, 0), 0), 60))
      ORDER BY s.next_at
      LIMIT least(greatest(coalesce(p_limit, 100), 1), 1000)
@@ -65,11 +80,7 @@ AS $$
 DECLARE
     v_served text[];
 BEGIN
-    IF corral_caller_state_v1(p_worker_id, p_credential) = 'removed' THEN
-        RAISE EXCEPTION 'worker % was removed from the fleet', p_worker_id
-            USING ERRCODE = 'CR410';
-    END IF;
-    SELECT w.queues INTO v_served FROM corral_workers w WHERE w.id = p_worker_id;
+    v_served := corral_worker_queues_v1(p_worker_id, p_credential);
     -- A schedule on another queue reads as absent: the declare that follows
     -- refuses to take its name over, without showing its payload.
     RETURN QUERY
@@ -77,7 +88,7 @@ BEGIN
            s.region, s.max_attempts, s.start_at, s.end_at, s.catch_up, s.overlap, s.jitter_s,
            s.created_at, now()
       FROM corral_schedules s
-     WHERE s.name = p_name AND s.queue = ANY(coalesce(v_served, '{}'))
+     WHERE s.name = p_name AND s.queue = ANY(v_served)
        FOR UPDATE;
 END
 $$;
@@ -96,20 +107,16 @@ DECLARE
     v_count integer := coalesce(array_length(p_occurrences, 1), 0);
     v_latest timestamptz;
 BEGIN
-    IF corral_caller_state_v1(p_worker_id, p_credential) = 'removed' THEN
-        RAISE EXCEPTION 'worker % was removed from the fleet', p_worker_id
-            USING ERRCODE = 'CR410';
-    END IF;
+    v_served := corral_worker_queues_v1(p_worker_id, p_credential);
     IF v_count > 1000 THEN
         RAISE EXCEPTION 'at most 1000 occurrences per firing (got %)', v_count
             USING ERRCODE = '22023';
     END IF;
-    SELECT w.queues INTO v_served FROM corral_workers w WHERE w.id = p_worker_id;
     SELECT * INTO s FROM corral_schedules c WHERE c.name = p_name FOR UPDATE;
     IF NOT FOUND THEN
         RETURN '{}';
     END IF;
-    IF NOT s.queue = ANY(coalesce(v_served, '{}')) THEN
+    IF NOT s.queue = ANY(v_served) THEN
         RAISE EXCEPTION 'worker % may not fire schedule %: it is on a queue it does not serve',
             p_worker_id, p_name USING ERRCODE = '42501';
     END IF;
