@@ -99,6 +99,7 @@ class PodWatch:
     every_s: float = 0.5
     deleted_at: dict[str, datetime] = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)
+    failed_listings: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -114,10 +115,21 @@ class PodWatch:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            # A failed listing (kubectl timing out on a loaded machine) says
+            # nothing: read as "no pods", it would date every pod's deletion
+            # now, and a busy pod deleted later would go unnoticed.
             try:
-                current = pods(self.cluster, self.namespace, self.pool_name)
-            except Exception:  # a failed listing is retried at the next tick
-                current = []
+                listing = get(
+                    self.cluster, "pods", "-n", self.namespace,
+                    "-l", f"corral.dev/pool={self.pool_name}",
+                )  # fmt: skip
+            except Exception:
+                listing = None
+            if listing is None:
+                self.failed_listings += 1
+                self._stop.wait(self.every_s)
+                continue
+            current: list[dict[str, Any]] = listing.get("items", [])
             now = datetime.now(UTC)
             names = set()
             for pod in current:
