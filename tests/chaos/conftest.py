@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from corral import queue
@@ -54,6 +55,16 @@ class Fleet:
 
     def done(self) -> int:
         return sum(finished_states(self.dsn, self.ids).values())
+
+    def running(self) -> int:
+        """The fleet's jobs held by a worker now: a fault that found none
+        would test nothing of what workers do with the jobs they hold."""
+        with psycopg.connect(self.dsn) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM corral_jobs WHERE id = ANY(%s) AND state = 'running'",
+                (self.ids,),
+            ).fetchone()
+        return int(row[0]) if row else 0
 
     def start(
         self, count: int, *args: str, queues: str = "chaos", dsn: str = ""

@@ -31,13 +31,15 @@ def test_a_fast_database_restart_during_a_5000_job_run(
     fleet.enqueue(5000)
     fleet.start(WORKERS, "--concurrency", CONCURRENCY)
     wait_until(lambda: fleet.done() >= 1000, 120, "1,000 jobs done before the restart")
+    done, held = fleet.done(), fleet.running()
+    assert held > 0 and done < 5000, f"no job held at the restart ({done} of 5000 done)"
     started = time.monotonic()
     server.stop()  # SIGINT: PostgreSQL's fast shutdown, every session cut
     server.start()
     down_s = time.monotonic() - started
     fleet.audit(
         "restart",
-        f"a fast restart of PostgreSQL after {fleet.done()} of 5000 jobs ({down_s:.1f}s down)",
+        f"a fast restart of PostgreSQL after {done} of 5000 jobs, {held} held ({down_s:.1f}s down)",
     )
 
 
@@ -88,6 +90,8 @@ def test_a_database_frozen_longer_than_the_statement_timeout(
     fleet.enqueue(3000)
     fleet.start(WORKERS, "--concurrency", CONCURRENCY, dsn=limited)
     wait_until(lambda: fleet.done() >= 500, 120, "500 jobs done before the freeze")
+    held = fleet.running()
+    assert held > 0, f"no job held at the freeze ({fleet.done()} of 3000 done)"
     assert server._proc is not None
     group = os.getpgid(server._proc.pid)  # the postmaster and every backend
     os.killpg(group, signal.SIGSTOP)
@@ -97,5 +101,5 @@ def test_a_database_frozen_longer_than_the_statement_timeout(
         os.killpg(group, signal.SIGCONT)
     fleet.audit(
         "freeze",
-        "SIGSTOP of every PostgreSQL process for 5 s (statement_timeout 2 s)",
+        f"SIGSTOP of every PostgreSQL process for 5 s (statement_timeout 2 s), {held} jobs held",
     )
