@@ -109,6 +109,10 @@ def test_a_storm_of_terminated_sessions_loses_no_job_and_repeats_none(
     assert w.proc.poll() is None, f"the worker exited:\n{w.output()}"
     reruns = {i: a for i, a in _attempts(database_url, ids).items() if a != 1}
     assert reruns == {}, f"jobs that ran twice: {reruns}\n{w.output()}"
+    # A job handed back (released) runs again at the same attempt: only the
+    # interruptions record tells such a second run apart.
+    with queue.Queue.connect(database_url) as q:
+        assert q.interruptions() == [], w.output()
 
 
 def test_a_worker_cut_off_for_longer_than_its_lease_exits_and_says_why(
