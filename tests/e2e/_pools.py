@@ -8,6 +8,8 @@ live in the test modules.
 
 from __future__ import annotations
 
+import json
+import subprocess
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -165,6 +167,67 @@ class PodWatch:
             ):
                 busy.append((pod_name, job.id))
         return busy
+
+
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+LOWEST_DELETION_COST = str(-(2**31))  # what the operator marks a pod to remove with
+
+
+@dataclass
+class CostWatch:
+    """`kubectl get pods --watch` on a pool's pods, keeping every
+    pod-deletion-cost each pod carried. A watch sees each change of a pod,
+    where polling could miss one marked and removed between two looks; a
+    watch the server ends is opened again."""
+
+    cluster: Cluster
+    namespace: str
+    pool_name: str
+    costs: dict[str, set[str]] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _proc: subprocess.Popen[str] | None = None
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> CostWatch:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._proc is not None:
+            self._proc.terminate()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._proc = subprocess.Popen(
+                [self.cluster.kubectl_bin, "--kubeconfig", str(self.cluster.kubeconfig),
+                 "get", "pods", "-n", self.namespace, "-l", f"corral.dev/pool={self.pool_name}",
+                 "--watch", "-o", "json"],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            )  # fmt: skip
+            assert self._proc.stdout is not None
+            # One indented JSON object per change, closed by a "}" at column 0.
+            lines: list[str] = []
+            for line in self._proc.stdout:
+                lines.append(line)
+                if line.rstrip("\n") == "}":
+                    self._saw(json.loads("".join(lines)))
+                    lines = []
+            self._proc.wait()
+            self._stop.wait(0.2)
+
+    def _saw(self, body: dict[str, Any]) -> None:
+        for pod in body.get("items", [body]):
+            meta = pod.get("metadata") or {}
+            cost = (meta.get("annotations") or {}).get(DELETION_COST, "")
+            self.costs.setdefault(str(meta.get("name")), set()).add(cost)
+
+    def unmarked(self, pods: Iterable[str]) -> list[str]:
+        """Those of `pods` never seen carrying the lowest deletion cost."""
+        return sorted(p for p in pods if LOWEST_DELETION_COST not in self.costs.get(p, set()))
 
 
 def finished_states(database_url: str, ids: list[int]) -> dict[JobState, int]:

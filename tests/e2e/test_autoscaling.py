@@ -220,7 +220,10 @@ def test_scaling_down_during_long_jobs_interrupts_no_job_and_deletes_no_busy_pod
                             autoscaling={"jobsPerWorker": 1, "scaleDownDelaySeconds": 3,
                                          "pollSeconds": 1}), namespace)  # fmt: skip
     ids: list[int] = []
-    with p.PodWatch(cluster, namespace, "long") as watch:
+    with (
+        p.PodWatch(cluster, namespace, "long") as watch,
+        p.CostWatch(cluster, namespace, "long") as costs,
+    ):
         for _cycle in range(2):
             # Jobs of different lengths: as each ends, demand falls by one
             # while the others still run.
@@ -239,6 +242,10 @@ def test_scaling_down_during_long_jobs_interrupts_no_job_and_deletes_no_busy_pod
     downs = [m for r, m in p.events(cluster, namespace, "long") if r == "Scaled" and "drained" in m]
     # Scale-downs happened while other jobs still ran (not only at the very end).
     assert len(downs) >= 2, p.events(cluster, namespace, "long")
+    # Each pod a scale-down drained was marked for the ReplicaSet to remove
+    # first (without the mark it removes by its own ranking, busy or not).
+    drained = {pod for m in downs for pod in m.rsplit("drained: ", 1)[1].split(", ")}
+    assert drained and costs.unmarked(drained) == [], (downs, costs.costs)
 
 
 def test_new_work_arriving_while_workers_drain_cancels_their_drain(
