@@ -25,6 +25,7 @@ from corral.queue import (
     MigrationError,
     PermissionDenied,
     Queue,
+    dsn_user,
     migrate,
 )
 from tests.integration._clients import Connect
@@ -421,3 +422,15 @@ def test_create_worker_role_refuses_an_owner_and_keeps_its_password(
         run_sql(database_url, f"REASSIGN OWNED BY {role} TO current_user")
         run_sql(database_url, f"DROP OWNED BY {role}")
         run_sql(database_url, f"DROP ROLE {role}")
+
+
+def test_the_operator_can_tell_a_worker_role_from_a_privileged_one(
+    database_url: str, worker_database_url: str
+) -> None:
+    worker = dsn_user(worker_database_url)
+    [(admin,)] = run_sql(database_url, "SELECT current_user")
+    with Queue.connect(database_url) as q:
+        assert worker is not None and q.worker_role_rights(worker) == []
+        found = q.worker_role_rights(str(admin))
+        assert found and "the role this connection logs in as" in found, found
+        assert q.worker_role_rights("no_such_role_here") is None

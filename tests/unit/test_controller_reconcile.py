@@ -126,6 +126,7 @@ class FakeQueue:
     workers: list[Any] = field(default_factory=list)
     pending: int = 0
     backlog_leads: list[float] = field(default_factory=list)
+    role_rights: dict[str, list[str]] = field(default_factory=dict)  # unset: a worker's only
 
     def run(self, fn: Any) -> Any:
         if not self.up:
@@ -149,6 +150,9 @@ class FakeQueue:
             expires_at=self.token_expiry.get(token_id, datetime(9999, 1, 1, tzinfo=UTC)),
             revoked_at=NOW if self.tokens[token_id]["revoked"] else None,
         )
+
+    def worker_role_rights(self, role: str) -> list[str] | None:
+        return self.role_rights.get(role, [])
 
     def revoke_token(self, token_id: int) -> int:
         if token_id not in self.tokens:
@@ -428,6 +432,24 @@ def test_a_pool_without_a_worker_database_is_degraded_saying_what_to_create() ->
     outcome = _reconcile(reconciler, _pool(database={"secretRef": {"name": "jobs-db"}}), now=NOW)
     assert ("Deployment", "jobs", "email") in kube.objects
     assert outcome.status["phase"] != "Degraded"
+
+
+def test_a_worker_url_whose_role_holds_more_than_a_worker_reaches_no_pod() -> None:
+    reconciler, kube, queue = _setup()
+    queue.role_rights["corral_worker_1"] = ["superuser", "owner of this database"]
+    outcome = _reconcile(reconciler, _pool(), now=NOW)
+    assert ("Deployment", "jobs", "email") not in kube.objects
+    secret = kube.objects[("Secret", "jobs", "email-enrollment")]
+    assert "database-url" not in secret["data"]  # the privileged URL is not handed out
+    assert outcome.status["phase"] == "Degraded"
+    [warning] = [e for e in outcome.events if e.type == "Warning"]
+    assert warning.reason == "PrivilegedWorkerDatabase"
+    assert "'corral_worker_1'" in warning.message and "superuser" in warning.message
+    assert "corral db create-worker-role" in warning.message
+    assert "pw@" not in warning.message  # names the role, never the URL
+    # A pool that names its own database Secret does not use that URL.
+    outcome = _reconcile(reconciler, _pool(database={"secretRef": {"name": "jobs-db"}}), now=NOW)
+    assert ("Deployment", "jobs", "email") in kube.objects
 
 
 def test_the_operator_refuses_to_take_over_a_deployment_or_secret_it_does_not_own() -> None:

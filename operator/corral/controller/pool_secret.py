@@ -53,9 +53,13 @@ class PoolSecrets:
         region: str,
         now: datetime,
         events: list[Event],
+        *,
+        withhold_url: bool = False,
     ) -> str | None:
         """Mint, rotate and write the enrollment Secret; the problem instead
-        when a Secret of that name is someone else's (it is left alone)."""
+        when a Secret of that name is someone else's (it is left alone).
+        `withhold_url`: the operator's URL for workers may not reach them
+        (its role holds too much), so the Secret carries none."""
         namespace = pool.metadata.namespace or "default"
         secret = self.kube.get_secret(namespace, naming.secret_name(pool))
         foreign = foreign_object("Secret", secret, pool)
@@ -108,7 +112,9 @@ class PoolSecrets:
             token_id=token_id,
             created_at=created_at,
             expires_at=expires_at,
-            database_url=None if pool.spec.database else self.config.worker_database_url,
+            database_url=(
+                None if pool.spec.database or withhold_url else self.config.worker_database_url
+            ),
             previous=previous,
         )
         desired["metadata"]["ownerReferences"] = [owner_reference(body)]

@@ -56,7 +56,15 @@ from corral.controller.status import (
     workerpool_status,
 )
 from corral.kube import Kube, KubeError, owner_reference
-from corral.queue import DEFAULT_DEPTH_CAP, Flow, Queue, TokenNotFound, Worker, WorkerState
+from corral.queue import (
+    DEFAULT_DEPTH_CAP,
+    Flow,
+    Queue,
+    TokenNotFound,
+    Worker,
+    WorkerState,
+    dsn_user,
+)
 
 # Re-exported: the handlers and tests name them here.
 __all__ = [
@@ -155,6 +163,35 @@ class Reconciler:
         # The autoscaler evaluates only pools this operator has reconciled, so
         # an evaluation always finds the pool's entry here.
         self._blockers: dict[str, tuple[tuple[str, str], ...]] = {}
+        # The URL handed to workers, checked once (`_privileged_worker_url`).
+        self._worker_url_checked = False
+        self._worker_url_problem: str | None = None
+
+    def _privileged_worker_url(self) -> str | None:
+        """Why the URL this operator hands to workers must not reach them: its
+        role holds more than a worker's rights (a superuser, an owner, the
+        operator's own role under another URL); None when it holds no more,
+        or cannot be checked (another server, the database down: the
+        reconcile's other paths report that). Checked once per process."""
+        if self._worker_url_checked:
+            return self._worker_url_problem
+        url = self.config.worker_database_url or ""
+        user = dsn_user(url)
+        if user is None:
+            return None
+        try:
+            found = self.queue.run(lambda q: q.worker_role_rights(user))
+        except DatabaseUnavailable:
+            return None
+        self._worker_url_checked = True
+        if found:
+            self._worker_url_problem = (
+                f"the workers' database URL (--worker-database-url, chart value "
+                f"workerDatabase) logs in as role {user!r}, which holds more than a worker "
+                f"may ({'; '.join(found)}); every pod would get it: create a worker role "
+                "with `corral db create-worker-role NAME` and give the operator its URL"
+            )
+        return self._worker_url_problem
 
     def _lock(self, key: str) -> threading.Lock:
         with self._locks_guard:
@@ -314,12 +351,19 @@ class Reconciler:
             blockers.append(("ForeignDeployment", foreign))
             deployment = None  # neither applied over nor scaled
         no_database = worker_database_problem(pool, self.config.worker_database_url)
+        privileged = None
         if no_database is not None:
             blockers.append(("NoWorkerDatabase", no_database))
+        elif pool.spec.database is None:
+            privileged = self._privileged_worker_url()
+            if privileged is not None:
+                blockers.append(("PrivilegedWorkerDatabase", privileged))
 
         database_error: str | None = None
         try:
-            foreign = self.secrets.reconcile(pool, body, region_name, now, outcome.events)
+            foreign = self.secrets.reconcile(
+                pool, body, region_name, now, outcome.events, withhold_url=privileged is not None
+            )
             if foreign is not None:
                 blockers.append(("ForeignSecret", foreign))
         except DatabaseUnavailable as exc:

@@ -47,7 +47,7 @@ from corral.queue.client import (
     hash_secret,
 )
 from corral.queue.client_async import AsyncQueue
-from corral.queue.dsn import DsnError, check_dsn, mask_dsn
+from corral.queue.dsn import DsnError, check_dsn, dsn_user, mask_dsn
 from corral.queue.errors import (
     ConnectionLost,
     CredentialError,
@@ -175,6 +175,7 @@ __all__ = [
     "WorkerState",
     "WorkerStateError",
     "check_dsn",
+    "dsn_user",
     "hash_secret",
     "mask_dsn",
     "migrate",

@@ -54,6 +54,15 @@ def get_token(token_id: int) -> op.Operation[r.TokenInfo]:
     return p.token_from_row(rows[0])
 
 
+def worker_role_rights(role: str) -> op.Operation[list[str] | None]:
+    """What login role `role` holds beyond a worker's (`roles.rights_beyond_worker`:
+    empty when nothing); None when the server has no such role."""
+    from corral.queue.roles import rights_beyond_worker
+
+    rows = yield op.Statement("role_rights", (role,))
+    return rights_beyond_worker(rows[0]) if rows else None
+
+
 def revoke_token(token: int | str) -> op.Operation[int]:
     """Revoke a token by id or display prefix; returns its id."""
     ident = int(token) if isinstance(token, int) or str(token).isdigit() else -1

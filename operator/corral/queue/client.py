@@ -136,6 +136,8 @@ class Queue(ClientMethods, bind=_method):
     list_tokens = _method(reg.list_tokens)
     get_token = _method(reg.get_token)
     revoke_token = _method(reg.revoke_token)
+    # The operator's check of the URL it hands to workers.
+    worker_role_rights = _method(reg.worker_role_rights)
     # The operator's autoscaler.
     backlog = _method(fleet.backlog)
     flow = _method(fleet.flow)

@@ -151,6 +151,16 @@ def _unparsable(dsn: str, said: str) -> DsnError:
     return DsnError(f"database URL {mask_dsn(dsn)!r} cannot be parsed: {reason}")
 
 
+def dsn_user(dsn: str) -> str | None:
+    """The user `dsn` (URL or conninfo) logs in as; None when it names none
+    (libpq then uses the operating system's user) or does not parse."""
+    try:
+        user = conninfo_to_dict(dsn).get("user")
+    except psycopg.Error:
+        return None
+    return str(user) if user else None
+
+
 def scrub_password(text: str, dsn: str) -> str:
     """`text` without the password of `dsn`, wherever it appears, and with any
     password-looking part of a DSN masked (`mask_dsn`)."""

@@ -19,10 +19,17 @@ from urllib.parse import quote
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from corral.queue import _sql
 from corral.queue._connect import connect
 from corral.queue.dsn import DsnError
 
-__all__ = ["WORKER_GROUP", "WorkerRole", "create_worker_role", "worker_dsn"]
+__all__ = [
+    "WORKER_GROUP",
+    "WorkerRole",
+    "create_worker_role",
+    "rights_beyond_worker",
+    "worker_dsn",
+]
 
 WORKER_GROUP = "corral_worker"
 ADMIN_GROUP = "corral_admin"
@@ -40,23 +47,6 @@ _WORKER_DSN_OPTIONS = frozenset(
         "gssencmode", "channel_binding",
     }
 )  # fmt: skip
-# What an existing role holds beyond a worker's: attributes, other groups,
-# being the role this connection logs in as, objects it owns in this
-# database, privileges granted to it directly on corral's tables.
-_RIGHTS = """
-SELECT r.rolsuper, r.rolcreaterole, r.rolcreatedb, r.rolbypassrls, r.rolreplication,
-       ARRAY(SELECT g.rolname::text FROM pg_auth_members m
-              JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = r.oid),
-       r.rolname IN (current_user, session_user),
-       EXISTS (SELECT FROM pg_database d
-                WHERE d.datname = current_database() AND d.datdba = r.oid),
-       (SELECT count(*) FROM pg_namespace n WHERE n.nspowner = r.oid),
-       (SELECT count(*) FROM pg_class c WHERE c.relowner = r.oid),
-       (SELECT count(*) FROM pg_proc p WHERE p.proowner = r.oid),
-       (SELECT count(*) FROM pg_class c, aclexplode(c.relacl) a
-         WHERE c.relname LIKE 'corral\\_%%' AND a.grantee = r.oid)
-  FROM pg_roles r WHERE r.rolname = %s
-"""
 _ATTRIBUTES = ("superuser", "CREATEROLE", "CREATEDB", "BYPASSRLS", "REPLICATION")
 _OWNED = ("schemas", "tables, views or sequences", "functions")
 
@@ -88,13 +78,14 @@ def worker_dsn(admin_dsn: str, name: str, password: str) -> str:
     return url
 
 
-def _more_than_a_worker(row: tuple[Any, ...]) -> list[str]:
-    """What a `_RIGHTS` row shows its role holds beyond a worker's."""
+def rights_beyond_worker(row: tuple[Any, ...]) -> list[str]:
+    """What a `role_rights` row (sql/queries.sql) shows its role holds
+    beyond a worker's; empty: nothing."""
     *attributes, groups, connecting, owns_database, schemas, relations, functions, granted = row
     found = [what for what, has in zip(_ATTRIBUTES, attributes, strict=True) if has]
     extra = sorted(set(groups) - {WORKER_GROUP})
     found += [f"member of {', '.join(extra)}"] if extra else []
-    found += ["the role this command connects as"] if connecting else []
+    found += ["the role this connection logs in as"] if connecting else []
     found += ["owner of this database"] if owns_database else []
     owned = zip(_OWNED, (schemas, relations, functions), strict=True)
     found += [f"owner of {n} {what} in it" for what, n in owned if n]
@@ -125,9 +116,9 @@ def create_worker_role(admin_dsn: str, name: str, password: str | None = None) -
             raise DsnError(
                 f"the group role {WORKER_GROUP} does not exist: run `corral db migrate` first"
             )
-        row = conn.execute(_RIGHTS, (name,)).fetchone()
+        row = conn.execute(_sql.query("role_rights"), (name,)).fetchone()
         if row is not None:
-            found = _more_than_a_worker(row)
+            found = rights_beyond_worker(row)
             if found:
                 raise DsnError(
                     f"role {name!r} exists with more rights than a worker may have "

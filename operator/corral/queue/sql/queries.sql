@@ -706,3 +706,20 @@ SELECT id, at, actor, action, target, detail
    AND (%(action)s::text IS NULL OR action = %(action)s::text)
  ORDER BY at DESC, id DESC
  LIMIT %(limit)s::int8
+
+-- name: role_rights
+-- What a login role holds beyond a worker's (corral.queue.roles): attributes,
+-- groups, being the role this connection logs in as, objects it owns in this
+-- database, privileges granted to it directly on corral's tables.
+SELECT r.rolsuper, r.rolcreaterole, r.rolcreatedb, r.rolbypassrls, r.rolreplication,
+       ARRAY(SELECT g.rolname::text FROM pg_auth_members m
+              JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = r.oid),
+       r.rolname IN (current_user, session_user),
+       EXISTS (SELECT FROM pg_database d
+                WHERE d.datname = current_database() AND d.datdba = r.oid),
+       (SELECT count(*) FROM pg_namespace n WHERE n.nspowner = r.oid),
+       (SELECT count(*) FROM pg_class c WHERE c.relowner = r.oid),
+       (SELECT count(*) FROM pg_proc p WHERE p.proowner = r.oid),
+       (SELECT count(*) FROM pg_class c, aclexplode(c.relacl) a
+         WHERE c.relname LIKE 'corral\_%%' AND a.grantee = r.oid)
+  FROM pg_roles r WHERE r.rolname = %s
