@@ -506,13 +506,7 @@ class Reconciler:
         if needs_pods(current, desired, pool, snapshot.workers):
             # Only the pods the ReplicaSet counts (and terminating ones): a
             # Failed (evicted) pod is neither live nor there to remove.
-            pods = [
-                pod_view(p)
-                for p in self.kube.list_pods(
-                    pool.metadata.namespace or "default", naming.selector_string(pool)
-                )
-                if not finished_pod(p)
-            ]
+            pods = [pod_view(p) for p in self._unfinished_pods(pool)]
         plan = plan_scale(
             desired=desired,
             reason=rec.reason,
@@ -554,18 +548,25 @@ class Reconciler:
         for pod in plan.replace:
             self.kube.delete_pod(namespace, pod)
 
+    def _unfinished_pods(self, pool: WorkerPool) -> list[dict[str, Any]]:
+        """The pool's pods a worker may still run in: terminating ones too,
+        not a Failed (evicted) or Succeeded one, which the ReplicaSet no
+        longer counts either."""
+        return [
+            p
+            for p in self.kube.list_pods(
+                pool.metadata.namespace or "default", naming.selector_string(pool)
+            )
+            if not finished_pod(p)
+        ]
+
     def _still_draining(self, pool: WorkerPool, now: datetime) -> int:
         """How many of a deleted pool's workers may still hold jobs: its pods
         that have not finished (terminating ones included) or its live
         workers draining or holding jobs, whichever is more. Not the
         Deployment's status.replicas: it leaves out terminating pods, the
         very ones whose preStop hooks are draining."""
-        namespace = pool.metadata.namespace or "default"
-        pods = [
-            p
-            for p in self.kube.list_pods(namespace, naming.selector_string(pool))
-            if not finished_pod(p)
-        ]
+        pods = self._unfinished_pods(pool)
         busy = [
             w
             for w in self.queue.run(lambda q: q.pool_workers(pool_key(pool)))
