@@ -3,10 +3,13 @@
 server, which no shared or existing cluster would allow).
 
 The kube-apiserver is stopped (SIGSTOP) for 30 s while two `corral operator`
-replicas share the leader Lease. The audit: the leader steps down within its
-10 s renew deadline and exits (Kubernetes would restart it as a standby), no
-replica leads while the API is away, the standby takes over once it is back,
-the pool's replicas are held throughout, and the new leader reconciles.
+replicas share the leader Lease and a fleet of real workers runs jobs. The
+audit: the leader steps down within its 10 s renew deadline and exits
+(Kubernetes would restart it as a standby), no replica leads while the API is
+away, the standby takes over once it is back, the pool's replicas are held
+throughout, the new leader reconciles, and the workers, which need only the
+database, go on running jobs through the outage and lose none (the database
+drills' audit).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import pytest
 import yaml
 
 from corral_local.localcluster import LocalCluster
+from tests.chaos.conftest import Fleet
 from tests.e2e._corral import (
     OperatorProcess,
     apply,
@@ -37,6 +41,9 @@ from tests.e2e._corral import (
 pytestmark = pytest.mark.slow
 
 OUTAGE_S = 30.0
+# The fleet's jobs outlast the outage: 3 workers x 8 slots at 0.2 s a job
+# run about 120 a second, so 6,000 take about 50 s.
+FLEET_JOBS, JOB_S = 6000, 0.2
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +127,7 @@ def _drill_namespace(cluster: LocalCluster, drill: str) -> tuple[str, str, tuple
 
 
 def test_the_api_server_stopped_for_30_s_under_two_operator_replicas(
-    own_cluster: LocalCluster, url: str, tmp_path: Path
+    own_cluster: LocalCluster, url: str, tmp_path: Path, fleet: Fleet
 ) -> None:
     cluster = own_cluster
     namespace, lease, common = _drill_namespace(cluster, "api")
@@ -135,7 +142,13 @@ def test_the_api_server_stopped_for_30_s_under_two_operator_replicas(
         eventually(lambda: "standing by" in b.log(), "replica-b to stand by", 60)
         apply(cluster, pool_manifest("held", ["held"], 2, 2), namespace)
         eventually(lambda: _replicas(cluster, namespace) == 2, "the pool's 2 replicas", 60)
+        fleet.enqueue(FLEET_JOBS, sleep_s=JOB_S)
+        fleet.start(3, "--concurrency", "8")
+        eventually(lambda: fleet.done() >= 100, "100 of the fleet's jobs done", 60)
 
+        held = fleet.running()
+        done_before = fleet.done()
+        assert held > 0 and done_before < FLEET_JOBS, f"no job held ({done_before} done)"
         cluster.send_signal("kube-apiserver", signal.SIGSTOP)
         frozen = time.monotonic()
         try:
@@ -146,12 +159,13 @@ def test_the_api_server_stopped_for_30_s_under_two_operator_replicas(
             )
             time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - frozen)))
             led_during = "leading as replica-b" in b.log()
+            done_during = fleet.done() - done_before
         finally:
             cluster.send_signal("kube-apiserver", signal.SIGCONT)
         back = time.monotonic()
         eventually(lambda: "leading as replica-b" in b.log(), "replica-b to take over", 90)
         takeover_s = time.monotonic() - back
-        held = _replicas(cluster, namespace)
+        replicas_held = _replicas(cluster, namespace)
         holder = (get_json(cluster, "lease", lease, "-n", namespace) or {})["spec"][
             "holderIdentity"
         ]
@@ -161,15 +175,24 @@ def test_the_api_server_stopped_for_30_s_under_two_operator_replicas(
             f"\nchaos api-outage: injected SIGSTOP of kube-apiserver for {OUTAGE_S:g} s under "
             f"2 operator replicas; audit: leader_stepped_down_after_s={exited:.1f} "
             f"leader_exit_code={first.proc.returncode} leaders_during_outage={int(led_during)} "
-            f"takeover_after_s={takeover_s:.1f} replicas_held={held} lease_holder={holder} "
-            "reconciles_after=yes",
+            f"takeover_after_s={takeover_s:.1f} replicas_held={replicas_held} "
+            f"lease_holder={holder} reconciles_after=yes jobs_held_at_outage={held} "
+            f"jobs_done_during_outage={done_during}",
             flush=True,
         )
         why = f"--- replica-a ---\n{first.log()}\n--- replica-b ---\n{b.log()}"
         assert "leadership lost" in first.log(), why
         assert first.proc.returncode != 0, why  # it exits, to come back as a standby
         assert not led_during, why  # nobody took the Lease while the API was away
-        assert held == 2 and holder == "replica-b", why
+        assert replicas_held == 2 and holder == "replica-b", why
+        # The workers need only the database: at about 120 jobs a second,
+        # 30 s without the API should see thousands done, not a stall.
+        assert done_during >= 1000, (done_during, fleet.output()[-3000:])
+        fleet.audit(
+            "api-outage-jobs",
+            f"SIGSTOP of kube-apiserver for {OUTAGE_S:g} s after {done_before} of "
+            f"{FLEET_JOBS} jobs, {held} held",
+        )
     finally:
         for process in (first, second):
             if process is not None:
