@@ -246,6 +246,24 @@ def test_a_schedule_past_its_end_is_finished(database_url: str) -> None:
     assert "finished" in listed.output
 
 
+def test_schedules_that_cannot_be_planned_hold_back_none_due_after_them(
+    database_url: str,
+) -> None:
+    # Three schedules whose rule predates the 366-day cap on --every (written
+    # straight into the table, as an older release could have), due before
+    # "good": a pass of 2 must still fire "good" and leave the three as they are.
+    with Queue.connect(database_url) as q:
+        for i in range(3):
+            q.create_schedule(ScheduleSpec(f"bad-{i}", "noop", every_s=60, start_at=past(60 - i)))
+        q.create_schedule(ScheduleSpec("good", "noop", every_s=60, start_at=past(30)))
+        run_sql(database_url, "UPDATE corral_schedules SET every_s = 1e12 WHERE name LIKE 'bad-%%'")
+        fired = q.fire_due_schedules(limit=2)
+        assert [(f.schedule, len(f.job_ids)) for f in fired] == [("good", 1)]
+        for i in range(3):
+            broken = q.get_schedule(f"bad-{i}")
+            assert broken.next_at == broken.start_at and broken.last_occurrence is None
+
+
 def test_pause_resume_and_delete(connect: Connect, database_url: str) -> None:
     with connect(database_url) as q:
         q.create_schedule(ScheduleSpec("tick", "noop", every_s=1))

@@ -23,14 +23,16 @@ SCHEDULE_ROW: tuple[object, ...] = (
 
 
 def drive(operation: Any, answers: dict[str, Any]) -> tuple[list[Any], Any]:
-    """Run `operation`, answering each statement by name; returns the
+    """Run `operation`, answering each statement by name (an answer that is
+    a function is called with the statement's parameters); returns the
     statements sent and the result."""
     sent = []
     try:
         stmt = next(operation)
         while True:
             sent.append(stmt)
-            stmt = operation.send(answers[stmt.name])
+            answer = answers[stmt.name]
+            stmt = operation.send(answer(stmt.params) if callable(answer) else answer)
     except StopIteration as done:
         return sent, done.value
 
@@ -117,6 +119,11 @@ def test_a_workers_firing_pass_names_its_caller() -> None:
     )
 
 
+@pytest.fixture(autouse=True)
+def _fresh_warnings() -> None:
+    sch._unplannable_warned.clear()
+
+
 def test_a_schedule_that_cannot_be_planned_is_left_and_the_pass_goes_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -136,3 +143,52 @@ def test_a_schedule_that_cannot_be_planned_is_left_and_the_pass_goes_on(
     logged = caplog.text
     assert "schedule 'far' not fired: date value out of range" in logged
     assert "schedule 'typo' not fired: --every: 1000000000000.0 is over" in logged
+
+
+def _typo(name: str) -> tuple[Any, ...]:
+    """A due row stored before the 366-day cap on --every: it cannot be planned."""
+    return (name, "noop", 1e12, *due_row(NOW)[3:])
+
+
+def _named(name: str) -> tuple[Any, ...]:
+    return (name, *due_row(NOW)[1:])
+
+
+def test_rows_that_cannot_be_planned_never_fill_a_pass(caplog: pytest.LogCaptureFixture) -> None:
+    # Three broken schedules at the head of the due list and a pass of 2:
+    # the list is read again, wider, until the schedules due after them fire.
+    due = [_typo("bad1"), _typo("bad2"), _typo("bad3"), _named("a"), _named("b"), _named("c")]
+    with caplog.at_level(logging.WARNING, logger="corral.queue"):
+        sent, fired = drive(
+            sch.fire_due_schedules(limit=2),
+            {"due_schedules_v1": lambda params: due[: params[0]], "fire_schedule_v1": [11]},
+        )
+    reads = [stmt.params[0] for stmt in sent if stmt.name == "due_schedules_v1"]
+    assert reads == [2, 4, 5]  # 2 bad of 2, then 3 bad of 4, then 3 bad of 5: done
+    assert [f.schedule for f in fired] == ["a", "b"]  # still at most `limit` fired
+    assert [stmt.params[0] for stmt in sent if stmt.name == "fire_schedule_v1"] == ["a", "b"]
+    # Each broken schedule is named once, with what fixes it.
+    assert caplog.text.count("schedule 'bad1' not fired") == 1
+    assert "`corral schedules create bad1 ...` with a valid rule" in caplog.text
+
+
+def test_a_short_due_list_is_read_once_whatever_it_holds() -> None:
+    due = [_typo("bad1"), _named("a")]
+    sent, fired = drive(
+        sch.fire_due_schedules(limit=5),
+        {"due_schedules_v1": lambda params: due[: params[0]], "fire_schedule_v1": [11]},
+    )
+    assert [stmt.name for stmt in sent] == ["due_schedules_v1", "fire_schedule_v1"]
+    assert [f.schedule for f in fired] == ["a"]
+
+
+def test_a_broken_schedule_is_named_again_only_after_a_while(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr("corral.queue._schedules.time.monotonic", lambda: clock[0])
+    with caplog.at_level(logging.WARNING, logger="corral.queue"):
+        for seconds in (0, 1, sch.UNPLANNABLE_WARN_S - 2, 1):
+            clock[0] += seconds
+            drive(sch.fire_due_schedules(), {"due_schedules_v1": [_typo("bad")]})
+    assert caplog.text.count("schedule 'bad' not fired") == 2

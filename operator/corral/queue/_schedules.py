@@ -19,6 +19,7 @@ import datetime as dt
 import json
 import logging
 import random
+import time
 from typing import TYPE_CHECKING, Any
 
 from corral.queue import _operations as op
@@ -167,6 +168,39 @@ def _spec_from_due(row: tuple[Any, ...]) -> ScheduleSpec:
                         start_at, end_at, catch_up, overlap, jitter_s)  # fmt: skip
 
 
+# A schedule that cannot be planned is named in the log once in this long
+# (seconds) by each process: every pass meets it again until it is fixed.
+UNPLANNABLE_WARN_S = 600.0
+_unplannable_warned: dict[str, float] = {}
+
+
+def _warn_unplannable(name: str, exc: BaseException) -> None:
+    now = time.monotonic()
+    if now - _unplannable_warned.get(name, -UNPLANNABLE_WARN_S) < UNPLANNABLE_WARN_S:
+        return
+    _unplannable_warned[name] = now
+    _log.warning(
+        "schedule %r not fired: %s (it stays due, and is passed over until it is fixed: "
+        "`corral schedules create %s ...` with a valid rule, or `corral schedules delete %s`)",
+        name, exc, name, name,
+    )  # fmt: skip
+
+
+def _plan(row: tuple[Any, ...], lead_s: float) -> tuple[ScheduleSpec, Any, list[dt.datetime]]:
+    """A due row's spec, its firing plan and its jobs' run times (jittered)."""
+    from corral.queue.schedules import plan_firing
+
+    next_at, last, anchor, now = row[11], row[12], row[13], row[14]
+    spec = _spec_from_due(row)
+    plan = plan_firing(spec, next_at, last, now, lead_s, anchor=anchor)
+    jitter = float(spec.jitter_s)
+    run_at = [
+        at + dt.timedelta(seconds=random.uniform(0, jitter)) if jitter else at
+        for at in plan.occurrences
+    ]
+    return spec, plan, run_at
+
+
 @op.transactional
 def fire_due_schedules(
     limit: int = 100, lead_s: float = 0.0, *, worker: r.Caller | None = None
@@ -175,31 +209,36 @@ def fire_due_schedules(
     seconds (at most `limit`; rows another pass holds are skipped) enqueues
     the jobs of its due occurrences, once each, and moves on to its next
     occurrence. A worker passes itself as `worker`; without it the call
-    needs an admin's rights."""
+    needs an admin's rights.
+
+    A row that cannot be planned (stored before a rule changed: a zone gone
+    from tzdata, an interval over the cap; or an occurrence past year 9999)
+    is left as it is and passed over: the due list is read again, wider by
+    as many such rows, so that they never fill a pass and hold back the
+    schedules due after them."""
+    caller: tuple[int, str] | tuple[()]
     if worker is None:
-        rows = yield op.Statement("due_schedules_v1", (limit, lead_s))
+        name, caller = "due_schedules_v1", ()
     else:
-        caller = (int(worker.worker_id), worker.credential)
-        rows = yield op.Statement("worker_due_schedules_v1", (*caller, limit, lead_s))
-    from corral.queue.schedules import plan_firing
+        name, caller = "worker_due_schedules_v1", (int(worker.worker_id), worker.credential)
+    widened = 0
+    while True:
+        rows = yield op.Statement(name, (*caller, limit + widened, lead_s))
+        planned = []
+        unplannable = 0
+        for row in rows:
+            try:
+                planned.append(_plan(row, lead_s))
+            except (OverflowError, ValueError) as exc:
+                # InvalidSchedule is a ValueError; OverflowError: past year 9999.
+                _warn_unplannable(str(row[0]), exc)
+                unplannable += 1
+        if unplannable <= widened or len(rows) < limit + widened:
+            break
+        widened = unplannable  # rows beyond this window may be due: read them too
 
     fired: list[r.ScheduleFiring] = []
-    for row in rows:
-        next_at, last, anchor, now = row[11], row[12], row[13], row[14]
-        try:
-            spec = _spec_from_due(row)
-            plan = plan_firing(spec, next_at, last, now, lead_s, anchor=anchor)
-            jitter = float(spec.jitter_s)
-            run_at = [
-                at + dt.timedelta(seconds=random.uniform(0, jitter)) if jitter else at
-                for at in plan.occurrences
-            ]
-        except (OverflowError, ValueError) as exc:
-            # InvalidSchedule (a ValueError): stored before a rule changed (a
-            # zone gone from tzdata, an interval over the cap); OverflowError:
-            # an occurrence past year 9999. Left as is, so the rest still fire.
-            _log.warning("schedule %r not fired: %s", row[0], exc)
-            continue
+    for spec, plan, run_at in planned[:limit]:
         params: tuple[Any, ...] = (spec.name, plan.occurrences, run_at, plan.new_next_at)
         if worker is None:
             ids = yield op._one("fire_schedule_v1", params)
