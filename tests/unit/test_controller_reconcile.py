@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import pytest
 
+from corral.controller import reconcile
 from corral.controller.config import OperatorConfig
 from corral.controller.queue_access import DatabaseUnavailable, QueueAccess
 from corral.controller.reconcile import PoolSnapshot, Reconciler, StillDraining
@@ -450,6 +451,31 @@ def test_a_worker_url_whose_role_holds_more_than_a_worker_reaches_no_pod() -> No
     # A pool that names its own database Secret does not use that URL.
     outcome = _reconcile(reconciler, _pool(database={"secretRef": {"name": "jobs-db"}}), now=NOW)
     assert ("Deployment", "jobs", "email") in kube.objects
+
+
+def test_a_worker_role_fixed_or_granted_more_is_seen_without_a_restart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr("corral.controller.reconcile.time.monotonic", lambda: clock[0])
+    reconciler, kube, queue = _setup()
+    queue.role_rights["corral_worker_1"] = ["superuser"]
+    assert _reconcile(reconciler, _pool(), now=NOW).status["phase"] == "Degraded"
+    queue.role_rights["corral_worker_1"] = []  # ALTER ROLE ... NOSUPERUSER
+    clock[0] += reconcile.WORKER_URL_RECHECK_S - 1
+    _reconcile(reconciler, _pool(), now=NOW)
+    assert ("Deployment", "jobs", "email") not in kube.objects  # the check still holds
+    clock[0] += 2
+    outcome = _reconcile(reconciler, _pool(), now=NOW)
+    assert ("Deployment", "jobs", "email") in kube.objects
+    secret = kube.objects[("Secret", "jobs", "email-enrollment")]
+    assert "database-url" in secret["data"] and outcome.status["phase"] != "Degraded"
+    # Granted more again: the next check after the interval withholds it.
+    queue.role_rights["corral_worker_1"] = ["member of corral_admin"]
+    clock[0] += reconcile.WORKER_URL_RECHECK_S + 1
+    outcome = _reconcile(reconciler, _pool(), now=NOW)
+    assert "database-url" not in kube.objects[("Secret", "jobs", "email-enrollment")]["data"]
+    assert outcome.status["phase"] == "Degraded"
 
 
 def test_the_operator_refuses_to_take_over_a_deployment_or_secret_it_does_not_own() -> None:

@@ -82,6 +82,9 @@ log = logging.getLogger(__name__)
 # (seconds) and read again at most this often (seconds).
 FLOW_WINDOW_S = 60.0
 FLOW_REFRESH_S = 5.0
+# How long a check of the workers' URL's rights holds (seconds): a role
+# granted more, or fixed, is seen within this without a restart.
+WORKER_URL_RECHECK_S = 60.0
 COMPONENT = "corral-operator"  # the source of the Events the autoscaler posts
 
 
@@ -163,8 +166,9 @@ class Reconciler:
         # The autoscaler evaluates only pools this operator has reconciled, so
         # an evaluation always finds the pool's entry here.
         self._blockers: dict[str, tuple[tuple[str, str], ...]] = {}
-        # The URL handed to workers, checked once (`_privileged_worker_url`).
-        self._worker_url_checked = False
+        # The URL handed to workers: when its rights were last checked
+        # (monotonic seconds) and what was found (`_privileged_worker_url`).
+        self._worker_url_checked_at: float | None = None
         self._worker_url_problem: str | None = None
 
     def _privileged_worker_url(self) -> str | None:
@@ -172,8 +176,11 @@ class Reconciler:
         role holds more than a worker's rights (a superuser, an owner, the
         operator's own role under another URL); None when it holds no more,
         or cannot be checked (another server, the database down: the
-        reconcile's other paths report that). Checked once per process."""
-        if self._worker_url_checked:
+        reconcile's other paths report that). Checked again after
+        WORKER_URL_RECHECK_S, so that a role fixed (or granted more) is seen
+        without a restart."""
+        checked = self._worker_url_checked_at
+        if checked is not None and time.monotonic() - checked < WORKER_URL_RECHECK_S:
             return self._worker_url_problem
         url = self.config.worker_database_url or ""
         user = dsn_user(url)
@@ -183,7 +190,8 @@ class Reconciler:
             found = self.queue.run(lambda q: q.worker_role_rights(user))
         except DatabaseUnavailable:
             return None
-        self._worker_url_checked = True
+        self._worker_url_checked_at = time.monotonic()
+        self._worker_url_problem = None
         if found:
             self._worker_url_problem = (
                 f"the workers' database URL (--worker-database-url, chart value "
