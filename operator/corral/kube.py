@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -98,6 +99,13 @@ class Kube:
             status = response.status
         except ApiException as exc:
             status, data = exc.status, (exc.body or b"")
+        except urllib3.exceptions.HTTPError as exc:
+            # No answer: refused, reset, timed out (the client's retries
+            # spent). A KubeError like any other failed call, so the callers'
+            # error paths run (a token minted for an unwritten Secret revoked,
+            # a kopf retry, the error counted).
+            reason = getattr(exc, "reason", None) or exc
+            raise KubeError(f"{what}: no answer from the API server: {reason}") from exc
         if 200 <= status < 300:
             result: dict[str, Any] = json.loads(data) if data else {}
             return result

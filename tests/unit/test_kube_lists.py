@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 import pytest
+import urllib3
 
 from corral.kube import Kube, KubeError
 
@@ -26,7 +27,7 @@ class FakeResponse:
 class FakeApi:
     """Answers GETs from `answers` (path -> (status, body)); records each call."""
 
-    def __init__(self, answers: dict[str, tuple[int, Any]]) -> None:
+    def __init__(self, answers: dict[str, Any]) -> None:
         self.answers = answers
         self.calls: list[tuple[str, str, list[tuple[str, str]]]] = []
 
@@ -35,10 +36,13 @@ class FakeApi:
         return kw["method"], kw["resource_path"], kw["header_params"], kw["body"], None
 
     def call_api(self, method: str, url: str, **kw: Any) -> FakeResponse:
-        return FakeResponse(*self.answers[url])
+        answer = self.answers[url]
+        if isinstance(answer, BaseException):
+            raise answer
+        return FakeResponse(*answer)
 
 
-def kube(answers: dict[str, tuple[int, Any]]) -> tuple[Kube, FakeApi]:
+def kube(answers: dict[str, Any]) -> tuple[Kube, FakeApi]:
     api = FakeApi(answers)
     return Kube(api), api  # type: ignore[arg-type]
 
@@ -75,3 +79,23 @@ def test_a_refused_list_names_what_was_listed_and_the_cause() -> None:
     k, _ = kube({"/api/v1/namespaces/ns/pods": (403, {"message": "pods is forbidden"})})
     with pytest.raises(KubeError, match=r"^listing pods app=x in ns: HTTP 403: pods is forbidden$"):
         k.list_pods("ns", "app=x")
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        urllib3.exceptions.MaxRetryError(
+            None,  # type: ignore[arg-type]
+            "/api/v1/namespaces/ns/pods",
+            urllib3.exceptions.NewConnectionError(None, "Connection refused"),  # type: ignore[arg-type]
+        ),
+        urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError(104)),
+    ],
+)
+def test_an_api_server_that_does_not_answer_is_a_kube_error(failure: Exception) -> None:
+    # Refused or reset: the callers' KubeError paths must run (a kopf retry,
+    # the token minted for an unwritten Secret revoked), not a urllib3 error.
+    k, _ = kube({"/api/v1/namespaces/ns/pods": failure})
+    with pytest.raises(KubeError, match="listing pods app=x in ns: no answer from the API server") as raised:
+        k.list_pods("ns", "app=x")
+    assert raised.value.status is None
