@@ -116,6 +116,9 @@ class FakeKube:
     def list_workerpools(self, namespaces: list[str] | None = None) -> list[dict[str, Any]]:
         return [body for (kind, _, _), body in self.objects.items() if kind == "WorkerPool"]
 
+    def list_regions(self) -> list[dict[str, Any]]:
+        return [body for (kind, _, _), body in self.objects.items() if kind == "Region"]
+
 
 @dataclass
 class FakeQueue:
@@ -657,6 +660,47 @@ def test_a_region_whose_pool_wants_workers_and_hears_none_reads_no_workers_until
     assert "jobs/email (wants 2)" in ready["message"]
     queue.workers[0].last_heartbeat = datetime.now(UTC)
     assert (reconciler.reconcile_region(region).status or {})["phase"] == "Ready"
+
+
+def test_a_region_reads_unknown_while_the_database_is_down_and_ready_once_it_answers() -> None:
+    reconciler, kube, queue = _setup()
+    kube.objects[("WorkerPool", "jobs", "email")] = _pool()
+    queue.workers = [
+        SimpleNamespace(region="default", state=WorkerState.ACTIVE, in_flight=1,
+                        last_heartbeat=datetime.now(UTC), pool="jobs/email"),
+    ]  # fmt: skip
+    region = kube.objects[("Region", None, "default")]
+    region["status"] = reconciler.reconcile_region(region, now=NOW).status
+    assert region["status"]["phase"] == "Ready"
+    queue.up = False
+    later = NOW + timedelta(hours=6)
+    status = reconciler.reconcile_region(region, now=later).status or {}
+    (ready,) = status["conditions"]
+    assert (ready["status"], ready["reason"]) == ("Unknown", "DatabaseUnreachable")
+    assert "connection refused" in ready["message"] and "last read" in ready["message"]
+    assert ready["lastTransitionTime"] == later.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert (status["workers"], status["phase"]) == (1, "Ready")  # the last figures, kept
+    region["status"] = status
+    queue.up = True
+    (ready,) = (reconciler.reconcile_region(region, now=later).status or {})["conditions"]
+    assert (ready["status"], ready["reason"]) == ("True", "WorkersHeartbeating")
+
+
+def test_a_region_resync_passes_over_a_pool_that_does_not_parse_and_restores_the_default() -> None:
+    reconciler, kube, _ = _setup()
+    kube.objects[("WorkerPool", "jobs", "email")] = _pool()
+    broken = {**_pool(), "metadata": {"name": "newer", "namespace": "jobs"}}
+    broken["spec"] = {**broken["spec"], "fieldOfANewerRelease": True}
+    kube.objects[("WorkerPool", "jobs", "newer")] = broken
+    del kube.objects[("Region", None, "default")]  # deleted by hand
+    kube.objects[("Region", None, "eu")] = {
+        "apiVersion": "corral.dev/v1alpha1", "kind": "Region", "metadata": {"name": "eu"},
+        "spec": {},
+    }  # fmt: skip
+    assert reconciler.resync_regions() == 2
+    assert ("Region", None, "default") in kube.objects
+    assert kube.statuses[("Region", None, "default")]["pools"] == 1  # "newer" left out
+    assert kube.statuses[("Region", None, "eu")]["pools"] == 0
 
 
 @pytest.mark.parametrize("paused", [True, False])

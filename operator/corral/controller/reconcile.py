@@ -635,18 +635,31 @@ class Reconciler:
 
     # -- Region ---------------------------------------------------------------------
 
+    def _pools_in(self, region: str) -> list[WorkerPool]:
+        """The WorkerPools that resolve to `region`. A pool the model refuses
+        (kept by the API server under a newer CRD or a rule this release
+        lacks) is left out with a warning: it must not stop every Region's
+        status (its own reconcile reports it)."""
+        pools = []
+        for item in self.kube.list_workerpools(list(self.config.watch_namespaces)):
+            try:
+                pool = WorkerPool.from_kube(item)
+            except ValueError as exc:  # pydantic's ValidationError is a ValueError
+                meta = item.get("metadata") or {}
+                log.warning(
+                    "region %s: WorkerPool %s/%s left out, its spec does not parse: %s",
+                    region, meta.get("namespace"), meta.get("name"), exc,
+                )  # fmt: skip
+                continue
+            if self.region_of(pool) == region:
+                pools.append(pool)
+        return pools
+
     def reconcile_region(self, body: dict[str, Any], now: datetime | None = None) -> Outcome:
         region = Region.from_kube(body)
         now = now or datetime.now(UTC)
         with self._lock(f"region/{region.metadata.name}"):
-            pools = [
-                pool
-                for pool in (
-                    WorkerPool.from_kube(item)
-                    for item in self.kube.list_workerpools(list(self.config.watch_namespaces))
-                )
-                if self.region_of(pool) == region.metadata.name
-            ]
+            pools = self._pools_in(region.metadata.name)
             queues = sorted({queue for pool in pools for queue in pool.spec.queues})
 
             def _figures(queue: Queue) -> QueueFigures:
@@ -660,20 +673,37 @@ class Reconciler:
                     depth=depth, running=sum(w.in_flight for w in workers), workers=len(workers)
                 )
 
+            database_error: str | None = None
             try:
                 figures: QueueFigures | None = self.queue.run(_figures)
             except DatabaseUnavailable as exc:
                 log.warning("region %s: %s", region.metadata.name, exc)
-                figures = None
-            status = region_status(region, pools=pools, queue=figures, now=now)
+                figures, database_error = None, str(exc)
+            status = region_status(
+                region, pools=pools, queue=figures, now=now, database_error=database_error
+            )
             outcome = Outcome(status=status.to_kube())
             self.kube.patch_region_status(region.metadata.name, outcome.status or {})
             return outcome
 
     def resync_regions(self) -> int:
         """Refresh every Region's status (its worker and depth figures change
-        without any event on the Region); returns how many were refreshed."""
+        without any event on the Region), after putting the default Region
+        back if it was deleted; returns how many were refreshed. One Region
+        that fails is logged and the rest go on."""
+        try:
+            if self.ensure_default_region():
+                log.info("created the default Region %r again", self.config.default_region)
+        except KubeError as exc:
+            log.warning("cannot create the default Region: %s", exc)
         regions = self.kube.list_regions()
+        refreshed = 0
         for body in regions:
-            self.reconcile_region(body)
-        return len(regions)
+            try:
+                self.reconcile_region(body)
+            except (KubeError, ValueError) as exc:
+                name = (body.get("metadata") or {}).get("name")
+                log.warning("refreshing Region %s failed: %s", name, exc)
+                continue
+            refreshed += 1
+        return refreshed

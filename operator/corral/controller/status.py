@@ -86,14 +86,18 @@ def set_condition(
     conditions: list[Condition],
     *,
     type: str,
-    status: bool,
+    status: bool | None,
     reason: str,
     message: str,
     now: datetime,
     generation: int | None,
 ) -> list[Condition]:
-    """`conditions` with `type` set; lastTransitionTime moves only when status flips."""
-    state = ConditionStatus.TRUE if status else ConditionStatus.FALSE
+    """`conditions` with `type` set (`status` None: Unknown); lastTransitionTime
+    moves only when status flips."""
+    if status is None:
+        state = ConditionStatus.UNKNOWN
+    else:
+        state = ConditionStatus.TRUE if status else ConditionStatus.FALSE
     previous = next((c for c in conditions if c.type == type), None)
     since = previous.last_transition_time if previous and previous.status == state else now
     updated = Condition(
@@ -363,17 +367,34 @@ def region_status(
     pools: list[WorkerPool],
     queue: QueueFigures | None,
     now: datetime,
+    database_error: str | None = None,
 ) -> RegionStatus:
-    """The Region's new `.status`; `pools` are the WorkerPools that resolve to it."""
+    """The Region's new `.status`; `pools` are the WorkerPools that resolve to
+    it. Without `queue` (the database did not answer: `database_error`) the
+    figures are the last ones read, and Ready is Unknown, saying why: a
+    Region must not read Ready for hours of an outage on figures from before it."""
     previous = region.status or RegionStatus()
     workers = queue.workers if queue else (previous.workers or 0)
-    ready = region_readiness(region.metadata.name, workers=workers, pools=pools)
+    ready: tuple[bool | None, str, str]
+    if queue is None and database_error is not None:
+        ready = (
+            None,
+            "DatabaseUnreachable",
+            f"cannot read this region's workers and queue depth (the figures shown are the "
+            f"last read): {database_error}",
+        )
+    else:
+        ready = region_readiness(region.metadata.name, workers=workers, pools=pools)
     conditions = set_condition(
         list(previous.conditions or []), type="Ready", status=ready[0], reason=ready[1],
         message=ready[2], now=now, generation=region.metadata.generation,
     )  # fmt: skip
+    if ready[0] is None:
+        phase = previous.phase
+    else:
+        phase = RegionPhase.READY if ready[0] else RegionPhase.NO_WORKERS
     return RegionStatus(
-        phase=RegionPhase.READY if ready[0] else RegionPhase.NO_WORKERS,
+        phase=phase,
         pools=len(pools),
         workers=workers,
         queue_depth=queue.depth if queue else previous.queue_depth,
