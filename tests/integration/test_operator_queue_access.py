@@ -45,18 +45,31 @@ def test_an_unreachable_database_is_reported_without_its_password(database_url: 
     assert "s3cret-pw" not in str(caught.value)
 
 
-def test_a_broken_connection_is_replaced_on_the_next_call(database_url: str) -> None:
+def test_a_connection_broken_during_a_call_fails_it_and_is_replaced(database_url: str) -> None:
     access = QueueAccess(database_url)
     try:
-        access.run(lambda q: q.list_tokens())
+        with pytest.raises(DatabaseUnavailable):
+            access.run(lambda q: q.conn.execute("SELECT pg_terminate_backend(pg_backend_pid())"))
+        assert access.run(lambda q: q.list_tokens()) == []
+    finally:
+        access.close()
+
+
+def test_idle_connections_the_server_dropped_fail_no_call(database_url: str) -> None:
+    # Three connections left idle (calls nested three deep), then every one
+    # of them cut, as a database restart cuts them: no later call may fail
+    # on one (each used to, one call per dead connection).
+    access = QueueAccess(database_url)
+    try:
+        access.run(lambda q: access.run(lambda q2: access.run(lambda q3: q3.list_tokens())))
         with Queue.connect(database_url) as admin:
-            admin.conn.execute(
+            cut = admin.conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-        with pytest.raises(DatabaseUnavailable):
-            access.run(lambda q: q.list_tokens())
-        assert access.run(lambda q: q.list_tokens()) == []
+            ).fetchall()
+        assert len(cut) >= 3
+        for _ in range(4):
+            assert access.run(lambda q: q.list_tokens()) == []
     finally:
         access.close()
 

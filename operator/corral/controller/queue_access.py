@@ -5,8 +5,10 @@ The reconciler calls `QueueAccess.run(fn)` with a function of a
 Up to `size` connections serve concurrent callers, each used by one call at
 a time, so one slow or hung query holds up only its own pool's reconcile,
 never the others'. Every connection carries `corral.queue`'s statement limit
-and TCP timeouts, so a call cannot hang for ever; a connection that failed is
-dropped (a fresh one comes with the next call), and a failure surfaces as
+and TCP timeouts, so a call cannot hang for ever; an idle connection is
+checked (an empty query) before it is reused, so that those a database
+restart cut fail no call; a connection that failed during a call is dropped
+(a fresh one comes with the next call), and a failure surfaces as
 `DatabaseUnavailable` with the password masked, which the pool's status shows.
 
 `stalled_for()` tells /healthz how long the oldest call in flight has been
@@ -64,7 +66,7 @@ class QueueAccess:
         call = next(self._ids)
         with self._lock:
             self._in_flight[call] = self._clock()
-            queue = self._idle.pop() if self._idle else None
+        queue = self._take_idle()
         try:
             try:
                 if queue is None:
@@ -87,6 +89,22 @@ class QueueAccess:
             with self._lock:
                 del self._in_flight[call]
             self._slots.release()
+
+    def _take_idle(self) -> Queue | None:
+        """An idle connection that still answers, or None: one round trip
+        each, against a call failed (and a pool flipped to Degraded with a
+        Warning) for each connection a restart of the database cut."""
+        while True:
+            with self._lock:
+                queue = self._idle.pop() if self._idle else None
+            if queue is None:
+                return None
+            try:
+                queue.conn.execute("")
+                return queue
+            except Exception:
+                with contextlib.suppress(Exception):
+                    queue.close()
 
     def _give_back(self, queue: Queue | None) -> None:
         if queue is None:
