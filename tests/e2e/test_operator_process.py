@@ -138,6 +138,25 @@ def test_two_replicas_elect_one_leader_and_the_standby_takes_over_when_the_leade
     assert again["spec"]["replicas"] == 1, second.log()
 
 
+def test_a_leader_stopped_cleanly_hands_its_lease_over_at_once(
+    cluster: Cluster, namespace: str, operators: Running, database_url: str
+) -> None:
+    lease = f"corral-leader-{uuid.uuid4().hex[:6]}"
+    election = ["--leader-lease", lease, "--operator-namespace", namespace]
+    first, _ = operators.start(database_url, *election, "--identity", "replica-a")
+    eventually(lambda: "leading as replica-a" in first.log(), "replica-a to lead", timeout_s=30)
+    second, _ = operators.start(database_url, *election, "--identity", "replica-b")
+    eventually(lambda: "standing by" in second.log(), "replica-b to stand by", timeout_s=30)
+
+    assert first.stop(signal.SIGTERM) == 0, first.log()  # a rollout's stop
+    # Read at once: a Lease left to run out would still name replica-a for
+    # 15 s; released, it is free (or replica-b has taken it already).
+    holder = (_get(cluster, "lease", lease, "-n", namespace) or {})["spec"]["holderIdentity"]
+    assert holder in ("", "replica-b"), first.log()
+    assert "released the leader Lease" in first.log()
+    eventually(lambda: "leading as replica-b" in second.log(), "replica-b to lead", timeout_s=30)
+
+
 def test_metrics_show_reconciles_and_each_pools_depth_and_replicas(
     cluster: Cluster, namespace: str, operators: Running, database_url: str, region: str
 ) -> None:

@@ -221,3 +221,27 @@ def test_a_stepped_down_leader_that_does_not_stop_in_time_exits_hard(
     )
     leader.step_down(threading.Event())
     assert done.wait(5) and exited == [1]
+
+
+def test_a_clean_stop_releases_the_lease_to_a_standby_at_once() -> None:
+    leases, clock = _Leases(), _Clock()
+    leader, standby = _election(leases, clock, "a"), _election(leases, clock, "b")
+    assert leader._try() is True
+    assert standby._try() is False  # a holds it
+    assert leader.release() is True
+    assert leases.lease is not None and leases.lease["spec"]["holderIdentity"] == ""
+    clock.now += RETRY_EVERY_S  # the standby's next attempt, long before the Lease runs out
+    assert standby._try() is True
+    assert leases.lease["spec"]["holderIdentity"] == "b"
+    assert leases.lease["spec"]["leaseDurationSeconds"] == LEASE_DURATION_S
+
+
+def test_only_the_holder_releases_and_a_stepped_down_leader_does_not() -> None:
+    leases, clock = _Leases(), _Clock()
+    leader, other = _election(leases, clock, "a"), _election(leases, clock, "b")
+    assert leader._try() is True
+    assert other.release() is False  # not its Lease: untouched
+    assert leases.lease is not None and leases.lease["spec"]["holderIdentity"] == "a"
+    leader.lost.set()  # stepped down: another replica may already lead
+    assert leader.release() is False
+    assert leases.lease["spec"]["holderIdentity"] == "a"

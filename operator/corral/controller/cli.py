@@ -26,6 +26,9 @@ from corral.durations import DurationError, format_age, parse_duration
 # /healthz fails once a database call has been in flight this long: past the
 # statement limit (30 s) and the TCP timeouts (30 s), something is stuck.
 DATABASE_STALL_S = 90.0
+# On a clean stop, how long to wait for a renewal in flight before releasing
+# the leader Lease (seconds).
+RELEASE_WAIT_S = 5.0
 REGISTRY_RETENTION_FIRST_S = 60.0  # the leader trims the registry this long after taking the lead
 REGISTRY_RETENTION_EVERY_S = 3600.0  # and this often after that
 
@@ -217,10 +220,11 @@ def run(config: OperatorConfig, kubeconfig: str | None = None) -> int:
         stop.set()
 
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    renewing: threading.Thread | None = None
     if election is not None:
         if not election.acquire(stop):
             return 0  # asked to stop while standing by
-        election.keep_renewing(stop)
+        renewing = election.keep_renewing(stop)
     for sig, handler in previous.items():
         signal.signal(sig, handler)  # kopf installs its own from here on
     metrics.LEADER.set(1)
@@ -326,4 +330,11 @@ def run(config: OperatorConfig, kubeconfig: str | None = None) -> int:
     if election is not None and election.lost.is_set():
         log.error("exiting: leadership lost")
         return 1
+    if election is not None and renewing is not None:
+        # A clean stop: hand the Lease over now rather than after it runs
+        # out, once no renewal can follow (one in flight ends within the
+        # client's timeout; if it does not, the Lease just runs out).
+        renewing.join(timeout=RELEASE_WAIT_S)
+        if not renewing.is_alive():
+            election.release()
     return 0

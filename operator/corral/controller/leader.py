@@ -214,6 +214,31 @@ class LeaderElection:
         logging.shutdown()
         self._exit(EXIT_LOST)
 
+    def release(self) -> bool:
+        """Give the Lease up on a clean shutdown (a rollout, a node drain), so
+        that a standby leads at its next attempt rather than once the Lease
+        has run out: an empty holder, as client-go's ReleaseOnCancel writes
+        it, which `claim` treats as free. Only while this replica still holds
+        it, and only once it has stopped acting (the caller stops the renewing
+        thread first: a renewal after this would take the Lease back). True
+        when released; a failure is logged (the Lease then runs out)."""
+        if self.lost.is_set():
+            return False
+        try:
+            lease = self.kube.get_lease(self.namespace, self.name)
+            spec = dict((lease or {}).get("spec") or {})
+            if lease is None or spec.get("holderIdentity") != self.identity:
+                return False
+            spec.update(holderIdentity="", leaseDurationSeconds=1,
+                        renewTime=_micro_time(datetime.now(UTC)))  # fmt: skip
+            released = self.kube.replace_lease(self.namespace, {**lease, "spec": spec})
+        except Exception as exc:
+            log.warning("could not release the leader Lease (it runs out instead): %s", exc)
+            return False
+        if released:
+            log.info("released the leader Lease %s/%s", self.namespace, self.name)
+        return released
+
     def overdue(self) -> bool:
         """No renewal for `RENEW_DEADLINE_S`: leadership must be given up,
         whether or not the attempt in flight ever returns."""
