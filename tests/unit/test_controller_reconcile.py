@@ -153,6 +153,7 @@ class FakeQueue:
             uses_remaining=self.token_uses[token_id],
             expires_at=self.token_expiry.get(token_id, datetime(9999, 1, 1, tzinfo=UTC)),
             revoked_at=NOW if self.tokens[token_id]["revoked"] else None,
+            display_prefix=f"crl_et_secret{token_id}"[:13],  # as _params.token_params keeps it
         )
 
     def worker_role_rights(self, role: str) -> list[str] | None:
@@ -603,6 +604,21 @@ def test_a_token_that_can_no_longer_enroll_is_replaced_at_once_saying_why(why: s
         "gone": "the database has no enrollment token 1",
         "expired": "the enrollment token 1 expired at 2026-11-22T12:30:00Z",
     }[why] == rotated.message
+
+
+def test_a_token_edited_by_hand_in_the_secret_is_replaced() -> None:
+    reconciler, kube, queue = _setup()
+    _reconcile(reconciler, _pool(), now=NOW)
+    secret = kube.objects[("Secret", "jobs", "email-enrollment")]
+    secret["data"]["token"] = base64.b64encode(b"crl_et_garbage").decode()
+    outcome = _reconcile(reconciler, _pool(), now=NOW + timedelta(minutes=1))
+    secret = kube.objects[("Secret", "jobs", "email-enrollment")]
+    assert base64.b64decode(secret["data"]["token"]).decode() == "crl_et_secret2"
+    rotated = [e for e in outcome.events if e.reason == "TokenRotated"]
+    assert rotated and "edited by hand" in rotated[0].message
+    # Left alone, the next reconcile keeps the token it wrote.
+    _reconcile(reconciler, _pool(), now=NOW + timedelta(minutes=2))
+    assert sorted(queue.tokens) == [1, 2]
 
 
 def test_a_pool_whose_queues_change_gets_a_token_for_its_new_queues() -> None:

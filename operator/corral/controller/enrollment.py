@@ -160,6 +160,8 @@ class StoredToken:
     uses_left: int
     expires_at: datetime
     revoked_at: datetime | None = None
+    # The token's first characters as the database keeps them (None: not read).
+    display_prefix: str | None = None
 
 
 @dataclass(frozen=True)
@@ -195,7 +197,8 @@ def rotation(
     """Decide from the Secret as it is whether the pool needs a new token.
 
     A missing or hand-edited Secret gets a new token (the convergence path
-    when someone deletes it); so does one minted for another region or other
+    when someone deletes it; a token that does not begin with the stored
+    token's display prefix was edited); so does one minted for another region or other
     queues (a token is bound to both), one that can no longer enroll (the
     database has no such token, `token_gone`: purged, or restored from before
     it; or `stored`, its record, says revoked or expired), one with fewer
@@ -220,6 +223,12 @@ def rotation(
     token_id = annotations[TOKEN_ID_ANNOTATION]
     if token_gone:
         return Rotation(True, f"the database has no enrollment token {token_id}")
+    if stored is not None and stored.display_prefix:
+        held = held_token(secret)
+        if held is None or not held.token.startswith(stored.display_prefix):
+            return Rotation(
+                True, f"the enrollment Secret's token is not token {token_id} (edited by hand?)"
+            )
     if stored is not None and stored.revoked_at is not None:
         revoked = _timestamp(stored.revoked_at)
         return Rotation(True, f"the enrollment token {token_id} was revoked at {revoked}")

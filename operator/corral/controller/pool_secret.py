@@ -72,7 +72,9 @@ class PoolSecrets:
         if current_id is not None and current_id.isdigit():
             try:
                 info = self.queue.run(lambda q: q.get_token(int(current_id)))
-                stored = StoredToken(info.uses_remaining, info.expires_at, info.revoked_at)
+                stored = StoredToken(
+                    info.uses_remaining, info.expires_at, info.revoked_at, info.display_prefix
+                )
             except TokenNotFound:
                 gone = True
         decision = rotation(
