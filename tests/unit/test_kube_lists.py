@@ -96,6 +96,8 @@ def test_an_api_server_that_does_not_answer_is_a_kube_error(failure: Exception) 
     # Refused or reset: the callers' KubeError paths must run (a kopf retry,
     # the token minted for an unwritten Secret revoked), not a urllib3 error.
     k, _ = kube({"/api/v1/namespaces/ns/pods": failure})
-    with pytest.raises(KubeError, match="listing pods app=x in ns: no answer from the API server") as raised:
+    with pytest.raises(
+        KubeError, match="listing pods app=x in ns: no answer from the API server"
+    ) as raised:
         k.list_pods("ns", "app=x")
     assert raised.value.status is None
