@@ -117,6 +117,54 @@ def test_masking_covers_the_whole_password(dsn: str, secrets: list[str]) -> None
     assert "host" in masked or "db" in masked
 
 
+@pytest.mark.parametrize(
+    ("dsn", "names"),
+    [
+        ("corral:s3cretPW@127.0.0.1", "it has no postgresql:// scheme"),
+        ("corral:s3cretPW@127.0.0.1:5432/corral", "it has no postgresql:// scheme"),
+        ("corral:pa/ss s3cretPW@db/corral", "it has no postgresql:// scheme"),
+        ("postgresql:/corral:s3cretPW@127.0.0.1", "its scheme 'postgresql:/' is mistyped"),
+        ("postgresql//corral:s3cretPW@127.0.0.1", "its scheme 'postgresql//' is mistyped"),
+        ("postgres:corral:s3cretPW@127.0.0.1/db", "its scheme 'postgres:' is mistyped"),
+        ("postgresql:/corral:s3cretPW@db/x?sslmode=require", "is mistyped"),
+        ("host=db corral:s3cretPW@db", "cannot be parsed"),
+        ("host=db password=s3cretPW user corral", "quote it"),
+    ],
+)  # fmt: skip
+def test_a_url_without_its_scheme_says_so_and_never_echoes_the_password(
+    dsn: str, names: str
+) -> None:
+    with pytest.raises(DsnError) as caught:
+        check_dsn(dsn)
+    assert names in str(caught.value)
+    assert "s3cretPW" not in str(caught.value) and "pa/ss" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "database URL 'corral:s3cretPW@127.0.0.1' cannot be parsed",
+        "postgresql:/corral:s3cretPW@127.0.0.1",
+        "postgresql//corral:s3cretPW@127.0.0.1/db",
+        "connecting with corral:s3cretPW@db:5432/corral failed",
+        "user@example.com:s3cretPW@db",
+        "corral:s3cret@PW@db",
+    ],
+)
+def test_masking_covers_a_user_and_password_without_a_scheme(text: str) -> None:
+    masked = mask_dsn(text)
+    assert "s3cret" not in masked and "PW@" not in masked, masked
+    assert "********" in masked
+
+
+def test_masking_leaves_a_masked_url_and_plain_messages_as_they_are() -> None:
+    masked = "postgresql://corral:********@db:5432/corral"
+    assert mask_dsn(masked) == masked
+    for text in ("cannot connect to corral@db:5433/jobs: check the host and port",
+                 "nothing is listening on db:5433", "at 12:30:00 UTC"):  # fmt: skip
+        assert mask_dsn(text) == text
+
+
 def test_a_good_dsn_passes_unchanged() -> None:
     assert check_dsn(" postgresql://u@db:5432/x ") == "postgresql://u@db:5432/x"
 

@@ -22,6 +22,13 @@ _MASK = "********"
 # before the path, so an unencoded '@', '%' or space in it is masked whole;
 # else one with an unencoded '/' (libpq misreads it: check_dsn refuses it).
 _URL_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/\s]*:)([^/\n]*|[^\s@?]*/[^\s@?]*)(@)")
+# user:PASSWORD@ without a scheme, or behind a mistyped one (`postgresql:/`,
+# `postgresql//`): a word, a ':' not followed by '/', then up to the word's
+# last '@'. A masked URL matches it too and stays as it is.
+_BARE_PASSWORD = re.compile(r"(?<![\w%.+-])([\w%.+-]+:)(?!/)(\S*)(@)")
+# A mistyped scheme at the start of a DSN: `postgresql:/`, `postgresql//`, `postgres:`.
+_SCHEME_TYPO = re.compile(r"^(postgres(?:ql)?)(:/|//|:)(?!/)", re.IGNORECASE)
+_URL_FORM = "postgresql://user@host:5432/database"  # (user:password@ would be masked)
 # A conninfo (or query) pair: a quoted value (unterminated: to the end of the
 # line), or an unquoted one with the words after it that are not `key=`.
 _KV_PASSWORD = re.compile(
@@ -60,6 +67,7 @@ class DsnError(ValueError):
 def mask_dsn(text: str) -> str:
     """`text` with any password it contains replaced by asterisks."""
     text = _URL_PASSWORD.sub(lambda m: m.group(1) + _MASK + m.group(3), text)
+    text = _BARE_PASSWORD.sub(lambda m: m.group(1) + _MASK + m.group(3), text)
     return _KV_PASSWORD.sub(lambda m: m.group(1) + _MASK, text)
 
 
@@ -131,8 +139,21 @@ def _check_url_credentials(url: str) -> None:
 
 
 def _unparsable(dsn: str, said: str) -> DsnError:
-    """libpq could not parse `dsn` and `said` why: its reason, masked, unless
-    it still quotes a word of the password (then only which part is wrong)."""
+    """libpq could not parse `dsn` and `said` why: what is wrong in words, or
+    libpq's reason, masked, unless it still quotes a word of the password
+    (then only which part is wrong). `dsn` itself is never quoted: a URL
+    without its scheme is read as conninfo, and its password is not found."""
+    typo = _SCHEME_TYPO.match(dsn)
+    if typo:
+        return DsnError(
+            f"database URL cannot be parsed: its scheme {typo.group(0)!r} is mistyped: "
+            f"write postgresql:// (a colon and two slashes), as in {_URL_FORM}"
+        )
+    if "://" not in dsn and "=" not in dsn.split(None, 1)[0]:
+        return DsnError(
+            "database URL cannot be parsed: it has no postgresql:// scheme and is not "
+            f"a conninfo string (key=value ...): write {_URL_FORM}"
+        )
     if "://" in dsn:
         words = _url_credentials(dsn)[1]
     else:
@@ -148,7 +169,7 @@ def _unparsable(dsn: str, said: str) -> DsnError:
     reason = mask_dsn(said.strip().splitlines()[0] if said.strip() else "")
     if any(word and word in reason for word in words):
         return DsnError("database URL cannot be parsed: libpq rejects the password")
-    return DsnError(f"database URL {mask_dsn(dsn)!r} cannot be parsed: {reason}")
+    return DsnError(f"database URL cannot be parsed: {reason}")
 
 
 def dsn_user(dsn: str) -> str | None:
