@@ -341,6 +341,27 @@ def test_create_worker_role_prints_a_dsn_that_can_only_call_worker_functions(
     assert refused.exit_code != 0 and "more rights than a worker may have" in refused.output
 
 
+def test_create_worker_role_takes_the_password_piped_in_and_refuses_an_empty_one(
+    database_url: str,
+) -> None:
+    from click.testing import CliRunner
+
+    from corral.cli import cli
+
+    role = f"corral_piped_{secrets.token_hex(4)}"  # roles outlive the test's database
+    env = {"CORRAL_DATABASE_URL": database_url}
+    args = ["db", "create-worker-role", role, "--password-stdin"]
+    empty = CliRunner().invoke(cli, args, input="\n", env=env)
+    assert empty.exit_code == 2 and "--password-stdin" in empty.output
+    assert run_sql(database_url, "SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)) == []
+    created = CliRunner().invoke(cli, args, input="pip3d-pw\r\n", env=env)
+    assert created.exit_code == 0, created.output
+    dsn = created.stdout.strip().splitlines()[-1]
+    assert dsn.startswith(f"postgresql://{role}:pip3d-pw@")
+    with Queue.connect(dsn) as q, pytest.raises(CredentialError):
+        q.heartbeat(1, "crl_wc_nope", in_flight=0)
+
+
 _PLANT = sql.SQL(
     "CREATE FUNCTION public.array_fill(text, integer[]) RETURNS text[]"
     " LANGUAGE sql AS 'SELECT ARRAY[current_user::text]'"

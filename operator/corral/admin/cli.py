@@ -262,7 +262,8 @@ def db_status(database_url: str | None, output: str, check: bool) -> None:
 @click.option(
     "--password-stdin",
     is_flag=True,
-    help="Read the role's password from stdin (default: a random one, printed in the DSN).",
+    help="Read the role's password from the first line of stdin (an empty one is refused; "
+    "default: a random one, printed in the DSN).",
 )
 @click.option(
     "--secret-name",
@@ -284,7 +285,15 @@ def db_create_worker_role(
     """
     if not database_url:
         raise DsnError(_NO_URL)
-    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
+    password = None
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise _BadInput(
+                "--password-stdin: stdin gave an empty password: pipe one in "
+                "(printf '%s' \"$PASSWORD\" | corral db create-worker-role NAME --password-stdin), "
+                "or leave out --password-stdin for a random one"
+            )
     role = roles.create_worker_role(database_url, name, password)
     verb = "created" if role.created else "updated (password reset)"
     click.echo(f"role {role.name} {verb}: member of {roles.WORKER_GROUP} only", err=True)

@@ -95,7 +95,7 @@ def rights_beyond_worker(row: tuple[Any, ...]) -> list[str]:
 
 def create_worker_role(admin_dsn: str, name: str, password: str | None = None) -> WorkerRole:
     """Create (or update) login role `name` as a member of corral_worker only,
-    with `password` (None: a random one). Needs CREATEROLE (or a superuser)
+    with `password` (None: a random one; an empty one is refused). Needs CREATEROLE (or a superuser)
     and a migrated database (the group role exists after `corral db migrate`).
     Refuses an existing role that holds more: an attribute (superuser,
     CREATEROLE, CREATEDB, BYPASSRLS, REPLICATION), another group, objects it
@@ -109,7 +109,9 @@ def create_worker_role(admin_dsn: str, name: str, password: str | None = None) -
         )
     if name in (WORKER_GROUP, ADMIN_GROUP):
         raise DsnError(f"{name!r} is corral's group role: pick another name for the worker role")
-    password = password or secrets.token_urlsafe(24)
+    if password is not None and not password:
+        raise DsnError("the worker role's password is empty: give one, or None for a random one")
+    password = secrets.token_urlsafe(24) if password is None else password
     with connect(admin_dsn, autocommit=False) as conn, conn.transaction():
         group = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (WORKER_GROUP,))
         if group.fetchone() is None:
