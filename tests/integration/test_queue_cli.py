@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -434,3 +435,25 @@ def test_fan_out_and_group_mistakes_exit_2_or_3_naming_the_fix(database_url: str
     assert missing.exit_code == 3 and "no job group g-999" in missing.output
     with Queue.connect(database_url) as queue:
         assert queue.list_jobs() == []  # the refused fan-out left nothing behind
+
+
+def test_a_refused_password_names_where_the_url_came_from(
+    worker_database_url: str, tmp_path: Path
+) -> None:
+    wrong = make_conninfo(worker_database_url, password="wrong-pw-4711")
+    variable = CliRunner().invoke(cli, ["stats"], env={"CORRAL_DATABASE_URL": wrong})
+    flag = CliRunner().invoke(
+        cli, ["stats", "--database-url", wrong], env={"CORRAL_DATABASE_URL": ""}
+    )
+    home = {"XDG_CONFIG_HOME": str(tmp_path), "CORRAL_DATABASE_URL": ""}
+    made = CliRunner().invoke(
+        cli, ["config", "set-context", "prod", "--database-url", wrong], env=home
+    )
+    assert made.exit_code == 0, made.output
+    context = CliRunner().invoke(cli, ["stats"], env=home)
+    for result, source in ((variable, "CORRAL_DATABASE_URL"), (flag, "--database-url"),
+                           (context, "context prod")):  # fmt: skip
+        assert result.exit_code == 1, result.output
+        assert "check the password" in result.output, result.output
+        assert f"(from {source})" in result.output, result.output
+        assert "wrong-pw-4711" not in result.output

@@ -96,3 +96,44 @@ def test_every_admin_command_says_where_its_database_url_comes_from() -> None:
         assert "else env CORRAL_DATABASE_URL; else the current context of `corral config`" in (
             help_text
         ), args
+
+
+def test_a_current_context_that_is_gone_says_how_to_make_one_when_there_is_none(
+    config_home: Path,
+) -> None:
+    path = config_home / "corral" / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('current-context = "gone"\n')
+    result = CliRunner().invoke(cli, ["stats"])
+    assert result.exit_code == 1
+    assert "no contexts yet: corral config set-context NAME --database-url URL" in result.output
+    assert not result.output.rstrip().endswith(":"), result.output
+    path.write_text(
+        'current-context = "gone"\n[contexts.prod]\ndatabase-url = "postgresql://h/db"\n'
+    )
+    result = CliRunner().invoke(cli, ["stats"])
+    assert "corral config use-context NAME` with one of: prod" in result.output
+
+
+# A URL check_dsn refuses (the port): the command fails before connecting.
+BAD_URL = "postgresql://admin:s3cret-pw@db.example:99999/corral"
+
+
+def test_a_bad_url_names_where_it_came_from(
+    config_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flag = CliRunner().invoke(cli, ["stats", "--database-url", BAD_URL])
+    assert flag.exit_code == 1 and "(from --database-url)" in flag.output, flag.output
+    variable = CliRunner().invoke(cli, ["stats"], env={"CORRAL_DATABASE_URL": BAD_URL})
+    assert variable.exit_code == 1 and "(from CORRAL_DATABASE_URL)" in variable.output
+    path = config_home / "corral" / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'current-context = "prod"\n[contexts.prod]\ndatabase-url = "{BAD_URL}"\n')
+    path.chmod(0o600)
+    context = CliRunner().invoke(cli, ["jobs", "list"])
+    assert context.exit_code == 1 and "(from context prod)" in context.output, context.output
+    for result in (flag, variable, context):
+        assert "port '99999'" in result.output and "s3cret-pw" not in result.output
+    # An error that is not about the URL names no source.
+    role = CliRunner().invoke(cli, ["db", "create-worker-role", "Bad Name", "--database-url", URL])
+    assert role.exit_code != 0 and "(from" not in role.output

@@ -28,7 +28,7 @@ from corral.admin._output import FORMATS, ago, emit, plain
 from corral.durations import DurationError, format_age, parse_duration
 from corral.queue import groups, migrations, roles
 from corral.queue.client import Queue
-from corral.queue.dsn import ENV_VAR, DsnError, mask_dsn
+from corral.queue.dsn import ENV_VAR, DsnError, UrlError, mask_dsn
 from corral.queue.errors import (
     GroupNotFound,
     InvalidJob,
@@ -75,6 +75,8 @@ def _handled(command: Callable[P, R]) -> Callable[P, R]:
             raise _NotFound(str(exc)) from None
         except (InvalidJob, DurationError) as exc:
             raise _BadInput(str(exc)) from None
+        except UrlError as exc:  # malformed, or refused by the server: say whose URL
+            raise _Failed(f"{exc}{_url_source()}") from None
         except (DsnError, MigrationError, QueueError) as exc:
             raise _Failed(str(exc)) from None
         except Exception as exc:  # psycopg errors and the like: one line, masked
@@ -96,17 +98,38 @@ def _database_option(command: Callable[P, R]) -> Callable[P, R]:
     )(command)
 
 
-def _database_url(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+# Where the command's URL came from (ctx.meta key): "--database-url",
+# "CORRAL_DATABASE_URL" or "context NAME"; a URL error names it.
+_URL_SOURCE = "corral.database_url_from"
+
+
+def _database_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """The flag's URL, else the variable's (click read it), else the current
-    context's (`corral config use-context`); None when there is none."""
+    context's (`corral config use-context`); None when there is none. Notes
+    in `ctx.meta` which one it was, for `_url_source`."""
     if value:
+        given = param.name and ctx.get_parameter_source(param.name)
+        from_env = given == click.core.ParameterSource.ENVIRONMENT
+        ctx.meta[_URL_SOURCE] = ENV_VAR if from_env else "--database-url"
         return value
-    from corral.admin.config import current_database_url
+    from corral.admin.config import current_context
 
     try:
-        return current_database_url()
+        current = current_context()
     except DsnError as exc:
         raise _Failed(str(exc)) from None
+    if current is None:
+        return None
+    name, url = current
+    ctx.meta[_URL_SOURCE] = f"context {name}"
+    return url
+
+
+def _url_source() -> str:
+    """ " (from SOURCE)" for the running command's database URL; "" when unknown."""
+    ctx = click.get_current_context(silent=True)
+    source = ctx.meta.get(_URL_SOURCE) if ctx is not None else None
+    return f" (from {source})" if source else ""
 
 
 # What a command says when none of the three gives a URL.

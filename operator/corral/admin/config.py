@@ -27,7 +27,15 @@ from corral.admin._output import emit
 from corral.admin.cli import _CONTEXT, _BadInput, _handled, _NotFound, _output_option
 from corral.queue.dsn import ENV_VAR, DsnError, check_dsn, mask_dsn
 
-__all__ = ["Contexts", "config", "config_path", "current_database_url", "read", "write"]
+__all__ = [
+    "Contexts",
+    "config",
+    "config_path",
+    "current_context",
+    "current_database_url",
+    "read",
+    "write",
+]
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,63}$")
 _CURRENT, _CONTEXTS, _URL = "current-context", "contexts", "database-url"
@@ -104,20 +112,28 @@ def _toml_string(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def current_database_url() -> str | None:
-    """The current context's URL, or None when no context is current."""
+def current_context() -> tuple[str, str] | None:
+    """The current context's name and URL, or None when no context is current."""
     path = config_path()
     contexts = read(path)
     if contexts.current is None:
         return None
     url = contexts.urls.get(contexts.current)
     if url is None:
-        raise DsnError(
-            f"{path}: the current context {contexts.current!r} does not exist; run "
-            f"`corral config use-context NAME` with one of: {', '.join(sorted(contexts.urls))}"
+        fix = (
+            f"run `corral config use-context NAME` with one of: {', '.join(sorted(contexts.urls))}"
+            if contexts.urls
+            else "no contexts yet: corral config set-context NAME --database-url URL"
         )
+        raise DsnError(f"{path}: the current context {contexts.current!r} does not exist; {fix}")
     _warn_if_shared(path)
-    return url
+    return contexts.current, url
+
+
+def current_database_url() -> str | None:
+    """The current context's URL, or None when no context is current."""
+    current = current_context()
+    return None if current is None else current[1]
 
 
 def _warn_if_shared(path: Path) -> None:

@@ -64,6 +64,11 @@ class DsnError(ValueError):
     """The database URL is malformed or the server refused it; the text names the part."""
 
 
+class UrlError(DsnError):
+    """The URL itself is the problem (`check_dsn`, `connect_error`), not what
+    was asked of the server with it: a command names where the URL came from."""
+
+
 def mask_dsn(text: str) -> str:
     """`text` with any password it contains replaced by asterisks."""
     text = _URL_PASSWORD.sub(lambda m: m.group(1) + _MASK + m.group(3), text)
@@ -79,7 +84,7 @@ def check_dsn(dsn: str | None) -> str:
     port that is not a number in range, an empty database name.
     """
     if dsn is None or not dsn.strip():
-        raise DsnError(
+        raise UrlError(
             f"no database URL: pass --database-url or set {ENV_VAR} "
             "(for example postgresql://corral@db.example:5432/corral)"
         )
@@ -87,7 +92,7 @@ def check_dsn(dsn: str | None) -> str:
     if "://" in dsn:
         scheme = dsn.split("://", 1)[0]
         if scheme not in ("postgresql", "postgres"):
-            raise DsnError(
+            raise UrlError(
                 f"database URL scheme {scheme!r} is not supported: "
                 "use postgresql://user@host:port/database"
             )
@@ -100,15 +105,15 @@ def check_dsn(dsn: str | None) -> str:
     if port is not None:
         for part in str(port).split(","):
             if not part.isdigit() or not 0 < int(part) < 65536:
-                raise DsnError(
+                raise UrlError(
                     f"database URL port {part!r} is not a port number (1-65535): "
                     f"fix the port in {mask_dsn(dsn)!r}"
                 )
     if params.get("dbname") == "":
-        raise DsnError(f"database URL {mask_dsn(dsn)!r} names no database: append /DATABASE")
+        raise UrlError(f"database URL {mask_dsn(dsn)!r} names no database: append /DATABASE")
     sslmode = params.get("sslmode")
     if sslmode is not None and sslmode not in SSLMODES:
-        raise DsnError(f"sslmode {sslmode!r} is not one of {', '.join(sorted(SSLMODES))}")
+        raise UrlError(f"sslmode {sslmode!r} is not one of {', '.join(sorted(SSLMODES))}")
     return dsn
 
 
@@ -127,7 +132,7 @@ def _check_url_credentials(url: str) -> None:
     libpq misreads or refuses; the message names the part, never its value."""
     authority, _, path = url.split("://", 1)[1].partition("/")
     if "@" not in authority and "@" in path.partition("?")[0]:
-        raise DsnError(
+        raise UrlError(
             "database URL has an '@' after the first '/': percent-encode a '/' in "
             "the password as %2F (and an '@' in the database name as %40)"
         )
@@ -135,22 +140,22 @@ def _check_url_credentials(url: str) -> None:
     for part, value in [("user name", user), *(("password", pw) for pw in passwords)]:
         for trouble, fix in _URL_TROUBLES.items():
             if re.search(trouble, value):
-                raise DsnError(f"database URL: the {part} contains {fix}")
+                raise UrlError(f"database URL: the {part} contains {fix}")
 
 
-def _unparsable(dsn: str, said: str) -> DsnError:
+def _unparsable(dsn: str, said: str) -> UrlError:
     """libpq could not parse `dsn` and `said` why: what is wrong in words, or
     libpq's reason, masked, unless it still quotes a word of the password
     (then only which part is wrong). `dsn` itself is never quoted: a URL
     without its scheme is read as conninfo, and its password is not found."""
     typo = _SCHEME_TYPO.match(dsn)
     if typo:
-        return DsnError(
+        return UrlError(
             f"database URL cannot be parsed: its scheme {typo.group(0)!r} is mistyped: "
             f"write postgresql:// (a colon and two slashes), as in {_URL_FORM}"
         )
     if "://" not in dsn and "=" not in dsn.split(None, 1)[0]:
-        return DsnError(
+        return UrlError(
             "database URL cannot be parsed: it has no postgresql:// scheme and is not "
             f"a conninfo string (key=value ...): write {_URL_FORM}"
         )
@@ -161,15 +166,15 @@ def _unparsable(dsn: str, said: str) -> DsnError:
         value = found.group(2) if found else ""
         words = re.findall(r"(?:\\.|[^\s\\'])+", value)
         if not value.startswith("'") and len(words) > 1:
-            return DsnError(
+            return UrlError(
                 "database URL cannot be parsed: words without '=' follow the password: "
                 "if the password contains spaces, quote it in single quotes (a ' or \\ "
                 "in it escaped with a backslash)"
             )
     reason = mask_dsn(said.strip().splitlines()[0] if said.strip() else "")
     if any(word and word in reason for word in words):
-        return DsnError("database URL cannot be parsed: libpq rejects the password")
-    return DsnError(f"database URL cannot be parsed: {reason}")
+        return UrlError("database URL cannot be parsed: libpq rejects the password")
+    return UrlError(f"database URL cannot be parsed: {reason}")
 
 
 def dsn_user(dsn: str) -> str | None:
@@ -202,7 +207,7 @@ def describe_dsn(dsn: str) -> str:
     return f"{params.get('user') or '(default user)'}@{host}:{params.get('port') or 5432}/{params.get('dbname') or '(default database)'}"
 
 
-def connect_error(dsn: str, exc: BaseException) -> DsnError:
+def connect_error(dsn: str, exc: BaseException) -> UrlError:
     """Explain why connecting with `dsn` failed, naming the part to fix."""
     params = conninfo_to_dict(dsn)
     host = str(params.get("host") or params.get("hostaddr") or "localhost")
@@ -219,7 +224,7 @@ def connect_error(dsn: str, exc: BaseException) -> DsnError:
             break
     else:
         part = detail
-    return DsnError(f"cannot connect to {where}: {part}")
+    return UrlError(f"cannot connect to {where}: {part}")
 
 
 def with_database(dsn: str, dbname: str) -> str:
