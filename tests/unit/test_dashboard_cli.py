@@ -28,11 +28,15 @@ def test_help_lists_every_option_and_the_environment() -> None:
     assert "127.0.0.1" in out.split("--host", 1)[1].split("--port", 1)[0]
 
 
-def test_no_database_url_says_how_to_give_one(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_database_url_says_how_to_give_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.delenv("CORRAL_DATABASE_URL", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))  # no `corral config` context
     result = CliRunner().invoke(cli, ["dashboard"])
     assert result.exit_code == 2
     assert "--database-url" in result.output and "CORRAL_DATABASE_URL" in result.output
+    assert "corral config set-context" in result.output
 
 
 def test_a_bad_database_url_names_the_option() -> None:

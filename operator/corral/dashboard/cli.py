@@ -1,7 +1,10 @@
 """`corral dashboard`: serve the web dashboard (registered in `corral.cli`).
 
-Reads the database URL like the admin commands (--database-url, or
-$CORRAL_DATABASE_URL), the password from $CORRAL_DASHBOARD_PASSWORD or
+Reads the database URL like the admin commands (--database-url, else
+$CORRAL_DATABASE_URL, else the current `corral config` context: their
+callback, `corral.admin.cli._database_url`) and tries it once before
+serving: a URL the server refuses stops it (exit 1) with the admin
+commands' message, naming where the URL came from. The password from $CORRAL_DASHBOARD_PASSWORD or
 --password-file (the Helm chart mounts a Secret there) and the session key
 from $CORRAL_DASHBOARD_SECRET_KEY (random per process when unset: sessions
 end when it restarts). Binds 127.0.0.1 unless told otherwise.
@@ -16,6 +19,8 @@ from pathlib import Path
 
 import click
 
+from corral.admin.cli import _NO_URL, _database_url, _Failed, _url_source
+
 
 @click.command("dashboard", context_settings={"show_default": True})
 @click.option("--host", default="127.0.0.1", help="Address to bind (0.0.0.0 in a pod).")
@@ -29,7 +34,9 @@ import click
     "--database-url",
     envvar="CORRAL_DATABASE_URL",
     metavar="URL",
-    help="PostgreSQL URL of the queue (default: $CORRAL_DATABASE_URL). Never shown on a page.",
+    callback=_database_url,
+    help="PostgreSQL URL of the queue (default: $CORRAL_DATABASE_URL, else the current context "
+    "of `corral config`). Never shown on a page.",
 )
 @click.option(
     "--kubeconfig",
@@ -78,16 +85,14 @@ def dashboard(
     from corral.dashboard.app import create_app
     from corral.dashboard.routes import Settings
     from corral.dashboard.session import Auth
-    from corral.queue import DsnError, check_dsn
+    from corral.queue import DsnError, Queue, check_dsn
 
     if not database_url:
-        raise click.UsageError(
-            "no database: pass --database-url postgresql://... or set CORRAL_DATABASE_URL"
-        )
+        raise click.UsageError(_NO_URL)
     try:
         check_dsn(database_url)
     except DsnError as exc:
-        raise click.BadParameter(str(exc), param_hint="--database-url") from None
+        raise click.BadParameter(f"{exc}{_url_source()}", param_hint="--database-url") from None
     password = os.environ.get("CORRAL_DASHBOARD_PASSWORD") or None
     if password_file is not None:
         password = password_file.read_text(encoding="utf-8").strip() or None
@@ -101,6 +106,12 @@ def dashboard(
         password=password,
         secure_cookies=secure_cookies,
     )
+    try:  # once, before serving: a refused URL stops here, not in every page's log
+        Queue.connect(database_url).close()
+    except DsnError as exc:
+        raise _Failed(f"{exc}{_url_source()}") from None
+    except Exception as exc:  # the server answered with an error: one line, masked
+        raise _Failed(f"{type(exc).__name__}: {exc}{_url_source()}") from None
     kube = None
     if not no_kubernetes:
 
