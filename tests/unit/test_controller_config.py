@@ -110,3 +110,63 @@ def test_a_registry_retention_too_short_or_not_a_duration_names_the_flag(
         env={"CORRAL_DATABASE_URL": "postgresql://c@db/c"},
     )
     assert result.exit_code == 2 and says in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    ("field", "flag"),
+    [("database_url", "--database-url / CORRAL_DATABASE_URL"),
+     ("worker_database_url", "--worker-database-url / CORRAL_WORKER_DATABASE_URL")],
+)  # fmt: skip
+@pytest.mark.parametrize(
+    "url", ["corral:s3cretPW@db/corral", "postgresql://corral:s3cretPW@db:99999/corral"]
+)
+def test_a_malformed_database_url_names_the_flag_and_never_the_password(
+    field: str, flag: str, url: str
+) -> None:
+    urls = {"database_url": "postgresql://op:op-pw@db/corral", field: url}
+    with pytest.raises(OperatorConfigError) as caught:
+        OperatorConfig(urls["database_url"], urls.get("worker_database_url"))
+    assert str(caught.value).startswith(flag), caught.value
+    assert "s3cretPW" not in str(caught.value)
+
+
+def test_corral_operator_refuses_a_malformed_url_before_starting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import corral.controller.cli as operator_cli
+
+    started: list[OperatorConfig] = []
+    monkeypatch.setattr(operator_cli, "run", lambda config, kubeconfig=None: started.append(config))
+    env = {"CORRAL_DATABASE_URL": "postgresql//corral:s3cretPW@db/corral"}
+    result = CliRunner().invoke(cli, ["operator"], env=env)
+    assert result.exit_code == 2 and started == []
+    assert "--database-url / CORRAL_DATABASE_URL" in result.output and "mistyped" in result.output
+    assert "s3cretPW" not in result.output
+
+
+def test_the_operators_log_never_shows_a_database_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import logging
+
+    import corral.controller.cli as operator_cli
+
+    def run(config: OperatorConfig, kubeconfig: str | None = None) -> int:
+        # What psycopg or a reconnect loop may say, in a message and in a traceback.
+        log = logging.getLogger("corral.controller.autoscaler")
+        log.warning("LISTEN lost (%s)", "connection failed: password=0p-s3cret host=db")
+        try:
+            raise RuntimeError("postgresql://op:0p-s3cret@db/corral refused wk-s3cret")
+        except RuntimeError:
+            log.exception("reconnecting")
+        return 0
+
+    monkeypatch.setattr(operator_cli, "run", run)
+    env = {
+        "CORRAL_DATABASE_URL": "postgresql://op:0p-s3cret@db/corral",
+        "CORRAL_WORKER_DATABASE_URL": "host=db user=w password=wk-s3cret dbname=corral",
+    }
+    result = CliRunner().invoke(cli, ["operator"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "LISTEN lost" in result.output and "reconnecting" in result.output
+    assert "s3cret" not in result.output, result.output

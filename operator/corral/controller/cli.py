@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
 
 import click
@@ -169,12 +170,28 @@ def operator(
         )
     except OperatorConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    _log_to_stderr(log_level, config.mask)
     sys.exit(run(config, kubeconfig))
+
+
+class _MaskingFormatter(logging.Formatter):
+    """Every line the operator logs (its own, kopf's, psycopg's; messages and
+    tracebacks) goes through `mask`: no database password reaches the log."""
+
+    def __init__(self, fmt: str, mask: Callable[[str], str]) -> None:
+        super().__init__(fmt)
+        self._mask = mask
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self._mask(super().format(record))
+
+
+def _log_to_stderr(level: str, mask: Callable[[str], str]) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", mask))
+    # force: the operator owns its process's logging; a handler installed
+    # before (one that does not mask) is replaced.
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
 
 
 def run(config: OperatorConfig, kubeconfig: str | None = None) -> int:

@@ -11,6 +11,7 @@ import socket
 from dataclasses import dataclass, field
 
 from corral._version import __version__
+from corral.queue.dsn import DsnError, check_dsn, mask_dsn, scrub_password
 
 DEFAULT_WORKER_IMAGE = f"ghcr.io/corral-dev/corral-worker:{__version__}"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -49,6 +50,16 @@ class OperatorConfig:
                 "--database-url / CORRAL_DATABASE_URL is not set; give the PostgreSQL URL "
                 "of the queue (postgresql://user:password@host:5432/dbname)"
             )
+        urls = [("--database-url / CORRAL_DATABASE_URL", self.database_url)]
+        if self.worker_database_url is not None:
+            urls.append(
+                ("--worker-database-url / CORRAL_WORKER_DATABASE_URL", self.worker_database_url)
+            )
+        for flag, url in urls:
+            try:
+                check_dsn(url)
+            except DsnError as exc:  # its message never holds the password
+                raise OperatorConfigError(f"{flag}: {exc}") from None
         if not _DNS_LABEL.match(self.default_region):
             raise OperatorConfigError(
                 f"--default-region / CORRAL_DEFAULT_REGION {self.default_region!r} is not a "
@@ -72,6 +83,14 @@ class OperatorConfig:
                 "--registry-retention / CORRAL_REGISTRY_RETENTION must be at least 1h (or 0 "
                 "to keep every row): a shorter age would delete workers that are only restarting"
             )
+
+    def mask(self, text: str) -> str:
+        """`text` without the password of either database URL, and with any
+        password-looking part of a DSN masked: what the operator logs."""
+        text = scrub_password(text, self.database_url)
+        if self.worker_database_url:
+            text = scrub_password(text, self.worker_database_url)
+        return mask_dsn(text)
 
     @property
     def clusterwide(self) -> bool:
