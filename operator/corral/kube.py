@@ -56,14 +56,30 @@ class Kube:
 
     @classmethod
     def from_environment(cls, kubeconfig: str | None = None) -> Kube:
-        """In a pod: its ServiceAccount; elsewhere: $KUBECONFIG or ~/.kube/config."""
+        """In a pod: its ServiceAccount; elsewhere: $KUBECONFIG or ~/.kube/config.
+        KubeError "cannot load WHERE: WHY" when that cannot be loaded (no file,
+        not a kubeconfig, no current context)."""
         configuration = client.Configuration()
-        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        else:
-            config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=kubeconfig, client_configuration=configuration
+        in_pod = kubeconfig is None and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+        try:
+            if in_pod:
+                config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            else:
+                config.load_kube_config(  # type: ignore[no-untyped-call]
+                    config_file=kubeconfig, client_configuration=configuration
+                )
+        except Exception as exc:  # ConfigException, or a file that is not a kubeconfig
+            where = (
+                "the pod's ServiceAccount"
+                if in_pod
+                else kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
             )
+            why = (
+                str(exc)
+                if isinstance(exc, config.ConfigException)
+                else f"not a kubeconfig file ({type(exc).__name__}: {exc})"
+            )
+            raise KubeError(f"cannot load {where}: {why}") from None
         return cls(client.ApiClient(configuration))
 
     def _request(

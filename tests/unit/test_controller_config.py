@@ -170,3 +170,18 @@ def test_the_operators_log_never_shows_a_database_password(
     assert result.exit_code == 0, result.output
     assert "LISTEN lost" in result.output and "reconnecting" in result.output
     assert "s3cret" not in result.output, result.output
+
+
+@pytest.mark.parametrize("kubeconfig", ["/nonexistent/kubeconfig", "/etc/hostname"])
+def test_a_kubeconfig_that_cannot_be_loaded_is_one_line_naming_the_flag(
+    kubeconfig: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", "")  # run() sets it from the flag; restored after
+    result = CliRunner().invoke(
+        cli, ["operator", "--database-url", "postgresql://op@db/corral", "--kubeconfig", kubeconfig]
+    )
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # not a ConfigException
+    assert "Traceback" not in result.output
+    assert f"--kubeconfig / KUBECONFIG: cannot load {kubeconfig}" in result.output, result.output

@@ -194,6 +194,18 @@ def _log_to_stderr(level: str, mask: Callable[[str], str]) -> None:
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
 
 
+# Exit codes of a start that cannot go on: a setting that is wrong (as
+# click's usage errors), an operation that failed (a port in use: as the
+# worker's `--http-port` error).
+EXIT_FAILED, EXIT_USAGE = 1, 2
+
+
+def _cannot_start(message: str, code: int) -> int:
+    """One line on stderr, the way `corral worker` words it; returns `code`."""
+    print(f"corral operator: error: {message}", file=sys.stderr, flush=True)
+    return code
+
+
 def run(config: OperatorConfig, kubeconfig: str | None = None) -> int:
     """The operator's life; returns the process exit code."""
     import kopf
@@ -206,14 +218,21 @@ def run(config: OperatorConfig, kubeconfig: str | None = None) -> int:
     from corral.controller.queue_access import QueueAccess
     from corral.controller.reconcile import Reconciler, scale_down_pending
     from corral.controller.schedules import ScheduleFirer
-    from corral.kube import Kube
+    from corral.kube import Kube, KubeError
 
     log = logging.getLogger("corral.operator")
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig  # kopf's login reads it from there
     stop = threading.Event()
     kopf_done = threading.Event()
-    kube = Kube.from_environment(kubeconfig)
+    try:
+        kube = Kube.from_environment(kubeconfig)
+    except KubeError as exc:
+        return _cannot_start(
+            f"--kubeconfig / KUBECONFIG: {exc}: pass the kubeconfig of the cluster to manage, "
+            "or run in a pod",
+            EXIT_USAGE,
+        )
     election = (
         LeaderElection(kube, config.namespace, config.lease_name, config.identity)
         if config.lease_name
@@ -230,7 +249,14 @@ def run(config: OperatorConfig, kubeconfig: str | None = None) -> int:
         return not kopf_done.is_set()
 
     if config.http_port >= 0:
-        server = metrics.serve("0.0.0.0", config.http_port, healthy)
+        try:
+            server = metrics.serve("0.0.0.0", config.http_port, healthy)
+        except OSError as exc:
+            return _cannot_start(
+                f"--http-port / CORRAL_HTTP_PORT: cannot listen on 0.0.0.0:{config.http_port}: "
+                f"{exc.strerror or exc}",
+                EXIT_FAILED,
+            )
         log.info("serving /metrics and /healthz on port %d", server.server_address[1])
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:

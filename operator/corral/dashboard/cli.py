@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import os
 import secrets
+import socket
 from pathlib import Path
 
 import click
@@ -125,8 +126,16 @@ def dashboard(
 
         kube = kube_client
     app = create_app(Settings(dsn=database_url, auth=auth, kube=kube))
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:  # bound here, so a port in use or a foreign address is one line, not a traceback
+        sock = socket.create_server((host, port), family=family, backlog=128)
+    except OSError as exc:
+        raise _Failed(
+            f"--host / --port: cannot listen on {host}:{port}: {exc.strerror or exc}: "
+            "pick a free --port, and a --host that is an address of this machine"
+        ) from None
     mode = (
         "actions on for " + user if auth.actions_enabled else "read-only (no password configured)"
     )
-    click.echo(f"corral dashboard on http://{host}:{port}/ ({mode})", err=True)
-    web.run_app(app, host=host, port=port, print=None, access_log=None)
+    click.echo(f"corral dashboard on http://{host}:{sock.getsockname()[1]}/ ({mode})", err=True)
+    web.run_app(app, sock=sock, print=None, access_log=None)
