@@ -3,8 +3,9 @@
 `/metrics` (prometheus-client text format) and `/healthz` (200 while the
 process is healthy, leader or standby; 503 once it lost leadership or kopf
 stopped). Started by `corral.controller.cli`; updated by the handlers (each
-pool's status, through `record_pool`), the autoscaler, and, at scrape time,
-by `QueueStatsCollector` (the leader's view of every queue). Every name is
+pool's status, through `record_pool`), the autoscaler, and by
+`QueueStatsCollector` (the leader's view of every queue and of the database,
+refreshed in the background when scrapes ask for it). Every name is
 listed in docs/metrics.md; a test scrapes a real operator against that list.
 """
 
@@ -176,14 +177,28 @@ def forget_pool(namespace: str, name: str) -> None:
                 POOL_INFO.remove(namespace, name, region)
 
 
-class QueueStatsCollector:
-    """Every queue's job counts by state and its oldest ready job, read at
-    scrape time through `read` (`corral.queue.Queue.stats`, on a connection
-    of its own so a scrape never waits behind a reconcile).
+def _in_thread(refresh: Callable[[], None]) -> None:
+    threading.Thread(target=refresh, name="queue-figures", daemon=True).start()
 
-    A read costs a count over the queue's tables, so a result is reused for
-    `min_interval_s` whatever the scrape interval. When the database cannot
-    be read the families come out empty (and the failure is logged): a stale
+
+class QueueStatsCollector:
+    """Every queue's job counts by state and its oldest ready job, read
+    through `read` (`corral.queue.Queue.stats`, on a connection of its own so
+    a scrape never waits behind a reconcile), and whether that read got
+    through (`corral_operator_database_up`).
+
+    The read runs off the scrape path, in a thread of its own (`spawn`): a
+    database that accepts connections and never answers must not hold up
+    `/metrics`, or Prometheus' scrape times out and every operator series,
+    `corral_operator_leader` included, vanishes with it. A scrape starts a
+    refresh when the last one is `min_interval_s` old (a read costs a count
+    over the queue's tables; a failure is kept as long as a result, so a dead
+    database is not retried on every scrape) and waits for it at most
+    `wait_s`; otherwise it answers with what it has. One read at a time.
+
+    While a refresh runs, the last figures stay, until it has run
+    `min_interval_s` itself: then, and after a failed read, the families come
+    out empty and the database reads 0 (the failure is logged). A stale
     figure would look like a healthy queue.
     """
 
@@ -192,37 +207,80 @@ class QueueStatsCollector:
         read: Callable[[], Sequence[QueueStats]],
         *,
         min_interval_s: float = 15.0,
+        wait_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        spawn: Callable[[Callable[[], None]], None] = _in_thread,
     ) -> None:
         self._read = read
         self._min_interval_s = min_interval_s
+        self._wait_s = wait_s
         self._clock = clock
-        self._lock = threading.Lock()
-        self._last: tuple[float, Sequence[QueueStats]] | None = None
+        self._spawn = spawn
+        self._lock = threading.Lock()  # held for bookkeeping only, never across a read
+        self._finished_at: float | None = None  # when the last read ended
+        self._stats: Sequence[QueueStats] | None = None  # its figures; None: it failed
+        self._running_since: float | None = None  # the read in flight, if any
 
-    def _stats(self) -> Sequence[QueueStats]:
+    def _refresh(self) -> None:
+        stats: Sequence[QueueStats] | None
+        try:
+            stats = self._read()
+        except Exception as exc:  # a scrape must answer even with the database down
+            log.warning("queue figures for /metrics unavailable: %s", exc)
+            stats = None
+        with self._lock:
+            self._finished_at = self._clock()
+            self._stats = stats
+            self._running_since = None
+
+    def _refresh_and_signal(self, done: threading.Event) -> Callable[[], None]:
+        def refresh() -> None:
+            try:
+                self._refresh()
+            finally:
+                done.set()
+
+        return refresh
+
+    def _current(self) -> tuple[bool, Sequence[QueueStats]]:
+        """(database up, the figures to export), starting a refresh when due."""
+        done: threading.Event | None = None
         with self._lock:
             now = self._clock()
-            if self._last is not None and now - self._last[0] < self._min_interval_s:
-                return self._last[1]
+            due = self._finished_at is None or now - self._finished_at >= self._min_interval_s
+            if due and self._running_since is None:
+                self._running_since = now
+                done = threading.Event()
+        if done is not None:
             try:
-                stats = self._read()
-            except Exception as exc:  # a scrape must answer even with the database down
-                log.warning("queue figures for /metrics unavailable: %s", exc)
-                self._last = None
-                return []
-            self._last = (now, stats)
-            return stats
+                self._spawn(self._refresh_and_signal(done))
+            except Exception as exc:  # no thread to be had: say so, try again next scrape
+                log.warning("cannot refresh the queue figures for /metrics: %s", exc)
+                with self._lock:
+                    self._running_since = None
+            else:
+                done.wait(self._wait_s)
+        with self._lock:
+            running = self._running_since
+            overdue = running is not None and self._clock() - running >= self._min_interval_s
+            if self._stats is None or overdue:
+                return False, []
+            return True, self._stats
 
     def describe(self) -> Iterator[Metric]:
         # Without it, registering would call collect() and query the database.
-        yield from self._families([])
+        yield from self._families(False, [])
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._families(self._stats())
+        yield from self._families(*self._current())
 
     @staticmethod
-    def _families(stats: Sequence[QueueStats]) -> Iterator[Metric]:
+    def _families(up: bool, stats: Sequence[QueueStats]) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "corral_operator_database_up",
+            "1 while the leader's last read of the queue's figures got through in time.",
+            value=int(up),
+        )
         jobs = GaugeMetricFamily(
             "corral_queue_jobs",
             "Jobs in a queue by state; finished states count until retention removes them.",
