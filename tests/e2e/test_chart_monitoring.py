@@ -166,7 +166,7 @@ def test_promtool_accepts_the_alerting_rules(tmp_path: Path) -> None:
     rules = _rules_file(tmp_path)
     result = _promtool("check", "rules", str(rules), timeout_s=60)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 6 rules found" in result.stdout
+    assert "SUCCESS: 7 rules found" in result.stdout
 
 
 def test_each_alert_fires_on_its_scenario_and_stays_quiet_otherwise(tmp_path: Path) -> None:

@@ -81,7 +81,7 @@ def test_the_alerts_in_the_doc_are_the_alerts_in_the_chart() -> None:
     in_chart = set(re.findall(r"- alert: (\w+)", RULES.read_text()))
     in_doc = set(re.findall(r"^\| `(Corral\w+)` \|", DOC.read_text(), re.MULTILINE))
     assert in_chart == in_doc
-    assert len(in_chart) == 6
+    assert len(in_chart) == 7
 
 
 def test_a_worker_rendered_in_process_matches_the_doc() -> None:

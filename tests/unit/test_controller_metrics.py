@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 from corral.controller import metrics
 from corral.queue.records import JobState, QueueStats
-from tests._metrics_doc import samples
+from tests._metrics_doc import problems, samples
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -90,9 +90,36 @@ def test_a_drain_replaced_by_a_new_one_counts_the_first() -> None:
     assert _value("corral_pool_scale_down_duration_seconds_sum", **labels) == 20
 
 
+def _degraded(reason: str, status: str = "True") -> dict[str, str]:
+    return {"type": "Degraded", "status": status, "reason": reason, "message": "..."}
+
+
+def _degraded_series(namespace: str, pool: str) -> dict[str, float]:
+    """reason -> value of the pool's corral_pool_degraded series."""
+    page = generate_latest(REGISTRY).decode()
+    return {
+        dict(labels)["reason"]: value
+        for labels, value in samples(page, "corral_pool_degraded").items()
+        if dict(labels)["namespace"] == namespace and dict(labels)["pool"] == pool
+    }
+
+
+def test_a_degraded_pool_has_one_series_naming_its_reason_until_it_recovers() -> None:
+    namespace, pool = _pool()
+    metrics.record_pool(namespace, pool, _status(conditions=[_degraded("AsExpected", "False")]))
+    assert _degraded_series(namespace, pool) == {}
+    metrics.record_pool(namespace, pool, _status(conditions=[_degraded("DatabaseUnreachable")]))
+    assert _degraded_series(namespace, pool) == {"DatabaseUnreachable": 1}
+    metrics.record_pool(namespace, pool, _status(conditions=[_degraded("RegionNotFound")]))
+    assert _degraded_series(namespace, pool) == {"RegionNotFound": 1}
+    metrics.record_pool(namespace, pool, _status(conditions=[_degraded("AsExpected", "False")]))
+    assert _degraded_series(namespace, pool) == {}
+
+
 def test_a_deleted_pool_leaves_no_series() -> None:
     namespace, pool = _pool()
-    metrics.record_pool(namespace, pool, _status())
+    metrics.record_pool(namespace, pool, _status(conditions=[_degraded("ForeignDeployment")]))
+    assert _degraded_series(namespace, pool) == {"ForeignDeployment": 1}
     metrics.forget_pool(namespace, pool)
     page = generate_latest(REGISTRY).decode()
     assert f'pool="{pool}"' not in page
@@ -169,3 +196,15 @@ def test_registering_the_queue_figures_does_not_query_the_database() -> None:
     assert reads == []
     generate_latest(registry)
     assert reads == [1]
+
+
+def test_an_operator_page_rendered_in_process_matches_the_doc() -> None:
+    # What the leader serves: the module's families and the queue collector
+    # (the e2e tier checks a real `corral operator` the same way).
+    namespace, pool = _pool()
+    metrics.record_pool(namespace, pool, _status(conditions=[_degraded("RegionNotFound")]))
+    queues = CollectorRegistry()
+    metrics.register_queue_stats(lambda: _stats(QueueStats(queue="q")), queues)
+    page = generate_latest(REGISTRY).decode() + generate_latest(queues).decode()
+    assert problems(page, "operator") == []
+    metrics.forget_pool(namespace, pool)

@@ -85,6 +85,9 @@ def build_registry(reconciler: Reconciler, resync_s: float) -> kopf.OperatorRegi
             if exc.status == 409:
                 raise kopf.TemporaryError(f"conflict, retrying: {exc}", delay=1) from exc
             raise kopf.TemporaryError(str(exc), delay=5) from exc
+        except Exception:  # a model that refuses the pool, a call lost in transport...
+            metrics.RECONCILES.labels("WorkerPool", "error").inc()
+            raise
         metrics.RECONCILES.labels("WorkerPool", "ok").inc()
         if outcome.status is not None:
             metrics.record_pool(
@@ -164,6 +167,9 @@ def build_registry(reconciler: Reconciler, resync_s: float) -> kopf.OperatorRegi
         except KubeError as exc:
             metrics.RECONCILES.labels("Region", "error").inc()
             raise kopf.TemporaryError(str(exc), delay=5) from exc
+        except Exception:
+            metrics.RECONCILES.labels("Region", "error").inc()
+            raise
         metrics.RECONCILES.labels("Region", "ok").inc()
 
     @kopf.on.resume(*regions, registry=registry)

@@ -65,6 +65,12 @@ POOL_SCALING_LIMITED = _pool_gauge(
     "corral_pool_scaling_limited",
     "1 while demand asks for more workers than the pool's replicas.max allows.",
 )
+POOL_DEGRADED = _pool_gauge(
+    "corral_pool_degraded",
+    "1 while the pool's Degraded condition is True, labelled with its reason; no series "
+    "while it is not.",
+    "reason",
+)
 # seconds; a drain waits for the jobs in flight, which may run for minutes
 SCALE_DOWN_BUCKETS = (1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 POOL_SCALE_DOWN = Histogram(
@@ -112,6 +118,7 @@ SCALE_CHANGES = Counter(
 _pools_lock = threading.Lock()
 _pool_regions: dict[tuple[str, str], str] = {}
 _pool_drains: dict[tuple[str, str], str] = {}  # the drain's startedAt, as written
+_pool_degraded: dict[tuple[str, str], str] = {}  # the Degraded reason exported
 
 
 def record_pool(
@@ -134,8 +141,26 @@ def record_pool(
         for c in status.get("conditions") or []
     )
     POOL_SCALING_LIMITED.labels(namespace, name).set(int(limited))
+    degraded = next(
+        (
+            str(c.get("reason") or "Unknown")
+            for c in status.get("conditions") or []
+            if c.get("type") == "Degraded" and c.get("status") == "True"
+        ),
+        None,
+    )
     pool = (namespace, name)
     with _pools_lock:
+        # One series a pool, and only while it is Degraded: the reasons are
+        # the status decider's few names (and the Deployment controller's).
+        exported = _pool_degraded.get(pool)
+        if exported is not None and exported != degraded:
+            with contextlib.suppress(KeyError):
+                POOL_DEGRADED.remove(namespace, name, exported)
+            del _pool_degraded[pool]
+        if degraded is not None:
+            POOL_DEGRADED.labels(namespace, name, degraded).set(1)
+            _pool_degraded[pool] = degraded
         region = status.get("region")
         if region and _pool_regions.get(pool) != region:
             with contextlib.suppress(KeyError):
@@ -172,6 +197,10 @@ def forget_pool(namespace: str, name: str) -> None:
     with _pools_lock:
         region = _pool_regions.pop((namespace, name), None)
         _pool_drains.pop((namespace, name), None)
+        degraded = _pool_degraded.pop((namespace, name), None)
+        if degraded is not None:
+            with contextlib.suppress(KeyError):
+                POOL_DEGRADED.remove(namespace, name, degraded)
         if region is not None:
             with contextlib.suppress(KeyError):
                 POOL_INFO.remove(namespace, name, region)
