@@ -13,7 +13,7 @@ the first scrape, not at start: a worker claims before anyone scrapes it
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -42,6 +42,14 @@ DURATION_BUCKETS = (
 )
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+
+# corral_worker_jobs_total's outcomes: how a run ended (`completed`, or the
+# failure reason of corral.worker.jobs) and what became of a completion the
+# database refused. Those last three are counted on top of the job's
+# `completed`, so a sum over every outcome counts such a job twice.
+ALSO_COMPLETED = ("lease_lost", "result_refused", "unstorable")
+OUTCOMES = ("completed", "exception", "timeout", "payload", "unknown_kind", *ALSO_COMPLETED)
+SCHEDULE_OUTCOMES = ("enqueued", "skipped")
 
 
 class Histogram:
@@ -79,8 +87,12 @@ class WorkerMetrics:
     """Everything the worker counts. `registry` is private to this worker so
     that several workers (tests, embedding) never collide."""
 
-    def __init__(self, gauges: Callable[[], dict[str, float]]) -> None:
+    def __init__(self, gauges: Callable[[], dict[str, float]], queues: Iterable[str] = ()) -> None:
         self.jobs: dict[tuple[str, str], int] = {}  # (queue, outcome) -> count
+        # Queues whose every outcome is exported, zeros included, from the
+        # start: a series born at its first increment hides that increment
+        # from increase(). A queue counted later joins them.
+        self.queues: tuple[str, ...] = tuple(queues)
         self.duration: dict[str, Histogram] = {}  # queue -> job run time
         self.latency: dict[str, Histogram] = {}  # queue -> enqueue (or run_at) to start
         self.claim_batch = Histogram(BATCH_BUCKETS)
@@ -145,8 +157,13 @@ class _Collector:
             "Jobs finished by this worker, by queue and outcome",
             labels=["queue", "outcome"],
         )
-        for (queue, outcome), value in sorted(m.jobs.items()):
-            jobs.add_metric([queue, outcome], value)
+        counted = m.jobs
+        for queue in sorted({*m.queues, *(queue for queue, _ in counted)}):
+            for outcome in OUTCOMES:
+                jobs.add_metric([queue, outcome], counted.get((queue, outcome), 0))
+        for (queue, outcome), value in sorted(counted.items()):
+            if outcome not in OUTCOMES:  # not one of ours: still counted
+                jobs.add_metric([queue, outcome], value)
         yield jobs
         yield _histogram(
             "corral_worker_job_duration_seconds", "Time a handler ran, by queue", m.duration
@@ -175,8 +192,8 @@ class _Collector:
             "a job; skipped: overlap=skip while the previous job ran)",
             labels=["outcome"],
         )
-        for outcome, value in sorted(m.schedule_occurrences.items()):
-            occurrences.add_metric([outcome], value)
+        for outcome in sorted({*SCHEDULE_OUTCOMES, *m.schedule_occurrences}):
+            occurrences.add_metric([outcome], m.schedule_occurrences.get(outcome, 0))
         yield occurrences
         for gauge, level in m._gauges().items():
             yield GaugeMetricFamily(

@@ -131,7 +131,7 @@ class Worker:
         # their interpreter.
         self.exit_hard_if_stuck = False
         self.exit_message = ""
-        self.metrics = WorkerMetrics(self._gauges)
+        self.metrics = WorkerMetrics(self._gauges, settings.queues)
         self._buffer = CompletionBuffer(settings.claim_batch)
         self._jobs: Jobs | None = None
         self._heartbeat: Heartbeat | None = None
