@@ -82,6 +82,53 @@ def test_a_job_found_past_its_expiry_is_marked_expired_and_not_returned(
     assert queue.get_job(stale).state == JobState.EXPIRED
 
 
+_EXPIRED_BACKLOG = (
+    "INSERT INTO corral_jobs (kind, queue, state, max_attempts, expires_at)"
+    " SELECT 'noop', 'q', 'pending', 5, now() - interval '1 s' FROM generate_series(1, %s)"
+)
+
+
+def _finished_states(url: str) -> dict[str, int]:
+    rows = run_sql(url, "SELECT state, count(*) FROM corral_jobs_finished GROUP BY state")
+    return {str(state): int(count) for state, count in rows}
+
+
+def test_a_backlog_of_expired_jobs_does_not_hide_the_live_jobs_behind_it(
+    database_url: str, queue: Client
+) -> None:
+    # 300 expired jobs at the head of the lane, 5 live ones behind them: one
+    # claim for 5 moves the expired ones to the history and returns the 5.
+    run_sql(database_url, _EXPIRED_BACKLOG, [300])
+    live = queue.enqueue_many([JobSpec("noop", queue="q") for _ in range(5)])
+    worker = enroll(queue)
+    claimed = queue.claim(worker.worker_id, worker.credential, ["q"], batch=5)
+    assert [j.id for j in claimed] == live
+    assert _finished_states(database_url) == {"expired": 300}
+    [(left,)] = run_sql(database_url, "SELECT count(*) FROM corral_jobs WHERE state = 'pending'")
+    assert left == 0
+
+
+def test_a_claim_moves_a_bounded_number_of_expired_jobs_and_claims_only_its_batch(
+    database_url: str,
+) -> None:
+    # More expired jobs than one call moves (5,000, and at most a read of the
+    # batch more): the next claim goes on where this one stopped. Live jobs
+    # read past the batch are not claimed.
+    run_sql(database_url, _EXPIRED_BACKLOG, [6000])
+    with Queue.connect(database_url) as queue:
+        live = queue.enqueue_many([JobSpec("noop", queue="q") for _ in range(1500)])
+        worker = enroll(queue)
+        first = queue.claim(worker.worker_id, worker.credential, ["q"], batch=2)
+        swept = _finished_states(database_url)["expired"]
+        assert 5000 <= swept <= 5002, swept
+        assert first == []
+        second = queue.claim(worker.worker_id, worker.credential, ["q"], batch=2)
+        assert [j.id for j in second] == live[:2]
+        assert _finished_states(database_url) == {"expired": 6000}
+        third = queue.claim(worker.worker_id, worker.credential, ["q"], batch=1000)
+        assert [j.id for j in third] == live[2:1002]
+
+
 def test_two_concurrent_claimers_never_get_the_same_job(
     database_url: str, connect: Connect
 ) -> None:
