@@ -188,3 +188,208 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- ---------------------------------------------------------------------------
+-- A worker's schedules stay in its region.
+--
+-- corral_worker_declare_schedule_v1 (0010) checked the schedule's queue but
+-- not its region: a worker enrolled in region eu could declare a schedule on
+-- a queue it serves with region us, and its firing pass (0017) enqueued jobs
+-- that only workers of us claim. docs/security.md promises that a worker
+-- reaches only its enrolled queues and region. Same signatures and rows,
+-- bodies replaced in place (workers of every release call them): a worker
+-- declares, sees, locks and fires only the schedules on its queues whose
+-- region is its own or '' (any), and cannot take over the name of one in
+-- another region. The priority stays free within the table's range, as it is
+-- for every enqueue: it orders jobs only within the lanes of the queues the
+-- worker serves (a worker has no other enqueue of its own; a forwarded
+-- result keeps the priority its enqueuer gave the job).
+-- An admin's schedule for another region on a queue the worker serves is
+-- fired by that region's workers, or by the operator.
+
+CREATE OR REPLACE FUNCTION corral_worker_due_schedules_v1(
+    p_worker_id bigint, p_credential text, p_limit integer, p_lead_s double precision
+) RETURNS TABLE (
+    name text, kind text, every_s double precision, cron text, timezone text, queue text,
+    start_at timestamptz, end_at timestamptz, catch_up text, overlap text,
+    jitter_s double precision, next_at timestamptz, last_occurrence timestamptz,
+    created_at timestamptz, db_now timestamptz
+)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+    v_served text[];
+    v_region text;
+BEGIN
+    v_served := corral_worker_queues_v1(p_worker_id, p_credential);
+    SELECT w.region INTO v_region FROM corral_workers w WHERE w.id = p_worker_id;
+    RETURN QUERY
+    SELECT s.name, s.kind, s.every_s, s.cron, s.timezone, s.queue, s.start_at, s.end_at,
+           s.catch_up, s.overlap, s.jitter_s, s.next_at, s.last_occurrence, s.created_at,
+           now()
+      FROM corral_schedules s
+     WHERE NOT s.paused
+       AND s.queue = ANY(v_served)
+       AND s.region IN ('', v_region)
+       AND s.next_at <= now() + make_interval(secs => least(greatest(coalesce(p_lead_s, 0), 0), 60))
+     ORDER BY s.next_at
+     LIMIT least(greatest(coalesce(p_limit, 100), 1), 1000)
+       FOR UPDATE OF s SKIP LOCKED;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION corral_worker_lock_schedule_v1(
+    p_worker_id bigint, p_credential text, p_name text
+) RETURNS TABLE (
+    name text, kind text, payload jsonb, every_s double precision, cron text, timezone text,
+    queue text, priority smallint, region text, max_attempts integer, start_at timestamptz,
+    end_at timestamptz, catch_up text, overlap text, jitter_s double precision,
+    created_at timestamptz, db_now timestamptz
+)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+    v_served text[];
+    v_region text;
+BEGIN
+    v_served := corral_worker_queues_v1(p_worker_id, p_credential);
+    SELECT w.region INTO v_region FROM corral_workers w WHERE w.id = p_worker_id;
+    -- A schedule on another queue or for another region reads as absent: the
+    -- declare that follows refuses to take its name over, without showing
+    -- its payload.
+    RETURN QUERY
+    SELECT s.name, s.kind, s.payload, s.every_s, s.cron, s.timezone, s.queue, s.priority,
+           s.region, s.max_attempts, s.start_at, s.end_at, s.catch_up, s.overlap, s.jitter_s,
+           s.created_at, now()
+      FROM corral_schedules s
+     WHERE s.name = p_name AND s.queue = ANY(v_served) AND s.region IN ('', v_region)
+       FOR UPDATE;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION corral_worker_declare_schedule_v1(
+    p_worker_id bigint, p_credential text, p_name text, p_kind text, p_payload jsonb,
+    p_every_s double precision, p_cron text, p_timezone text, p_queue text, p_priority integer,
+    p_region text, p_max_attempts integer, p_start_at timestamptz, p_end_at timestamptz,
+    p_catch_up text, p_overlap text, p_jitter_s double precision, p_next_at timestamptz
+) RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+    v_served text[];
+    v_region text;
+BEGIN
+    v_served := corral_worker_queues_v1(p_worker_id, p_credential);
+    SELECT w.region INTO v_region FROM corral_workers w WHERE w.id = p_worker_id;
+    IF NOT p_queue = ANY(v_served) THEN
+        RAISE EXCEPTION 'worker % may not declare schedule % on queue %: it serves only %',
+            p_worker_id, p_name, p_queue, v_served USING ERRCODE = '42501';
+    END IF;
+    IF p_region IS NULL OR p_region NOT IN ('', v_region) THEN
+        RAISE EXCEPTION 'worker % may not declare schedule % in region %: it is enrolled in '
+                        'region %', p_worker_id, p_name, coalesce(p_region, 'NULL'), v_region
+            USING ERRCODE = '42501',
+                  HINT = format('a worker''s schedule runs in its own region (%s) or in any '
+                                '(no region); an admin creates one for another region: '
+                                'corral schedules create ... --region', v_region);
+    END IF;
+    INSERT INTO corral_schedules AS s (name, kind, payload, every_s, cron, timezone, queue,
+                                       priority, region, max_attempts, start_at, end_at,
+                                       catch_up, overlap, jitter_s, next_at)
+    VALUES (p_name, p_kind, p_payload, p_every_s, p_cron, p_timezone, p_queue, p_priority,
+            p_region, p_max_attempts, p_start_at, p_end_at, p_catch_up, p_overlap, p_jitter_s,
+            p_next_at)
+    ON CONFLICT (name) DO UPDATE
+       SET kind = EXCLUDED.kind, payload = EXCLUDED.payload, every_s = EXCLUDED.every_s,
+           cron = EXCLUDED.cron, timezone = EXCLUDED.timezone, queue = EXCLUDED.queue,
+           priority = EXCLUDED.priority, region = EXCLUDED.region,
+           max_attempts = EXCLUDED.max_attempts, start_at = EXCLUDED.start_at,
+           end_at = EXCLUDED.end_at, catch_up = EXCLUDED.catch_up, overlap = EXCLUDED.overlap,
+           jitter_s = EXCLUDED.jitter_s, next_at = EXCLUDED.next_at, updated_at = now()
+     WHERE s.queue = ANY(v_served) AND s.region IN ('', v_region);
+    IF NOT FOUND THEN
+        -- The name is taken by a schedule on a queue this worker does not
+        -- serve, or for another region.
+        RAISE EXCEPTION 'worker % may not change schedule %: it is on a queue it does not '
+                        'serve, or in another region than the worker''s (%)',
+            p_worker_id, p_name, v_region USING ERRCODE = '42501';
+    END IF;
+END
+$$;
+
+-- 0017's body, and the schedule's region must be the worker's or any.
+CREATE OR REPLACE FUNCTION corral_worker_fire_schedule_v1(
+    p_worker_id bigint, p_credential text, p_name text, p_occurrences timestamptz[],
+    p_run_at timestamptz[], p_next_at timestamptz
+) RETURNS bigint[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+    v_served text[];
+    v_region text;
+    s corral_schedules%ROWTYPE;
+    v_count integer := coalesce(array_length(p_occurrences, 1), 0);
+    v_latest timestamptz;
+BEGIN
+    v_served := corral_worker_queues_v1(p_worker_id, p_credential);
+    SELECT w.region INTO v_region FROM corral_workers w WHERE w.id = p_worker_id;
+    IF v_count > 1000 THEN
+        RAISE EXCEPTION 'at most 1000 occurrences per firing (got %)', v_count
+            USING ERRCODE = '22023';
+    END IF;
+    SELECT * INTO s FROM corral_schedules c WHERE c.name = p_name FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN '{}';
+    END IF;
+    IF NOT s.queue = ANY(v_served) THEN
+        RAISE EXCEPTION 'worker % may not fire schedule %: it is on a queue it does not serve',
+            p_worker_id, p_name USING ERRCODE = '42501';
+    END IF;
+    IF s.region NOT IN ('', v_region) THEN
+        RAISE EXCEPTION 'worker % may not fire schedule %: its jobs are for region %, and the '
+                        'worker is enrolled in region %', p_worker_id, p_name, s.region, v_region
+            USING ERRCODE = '42501';
+    END IF;
+    IF s.paused THEN
+        RAISE EXCEPTION 'schedule % is paused: nothing of it fires until it is resumed', p_name
+            USING ERRCODE = '22023';
+    END IF;
+    -- A worker fires what is due, from the stored next occurrence on (the
+    -- firing pass's lead is capped at a minute too).
+    IF v_count > 0 AND (
+        s.next_at IS NULL
+        OR EXISTS (SELECT 1 FROM unnest(p_occurrences) o
+                    WHERE o IS NULL OR o < s.next_at OR o > now() + interval '60 seconds')
+    ) THEN
+        RAISE EXCEPTION 'a worker may fire only occurrences of schedule % due within a minute, '
+                        'from its next one (%) on', p_name, s.next_at USING ERRCODE = '22023';
+    END IF;
+    IF p_run_at IS NOT NULL AND EXISTS (
+        SELECT 1 FROM unnest(p_occurrences, p_run_at) AS f(o, r)
+         WHERE r IS NOT NULL
+           AND (o IS NULL OR r < o
+                OR r > o + make_interval(secs => s.jitter_s) + interval '1 millisecond'))
+    THEN
+        RAISE EXCEPTION 'a job of schedule % may run only within its jitter (% s) of its '
+                        'occurrence', p_name, s.jitter_s USING ERRCODE = '22023';
+    END IF;
+    SELECT max(o) INTO v_latest FROM unnest(p_occurrences) o;
+    IF p_next_at IS NULL AND s.end_at IS NULL THEN
+        RAISE EXCEPTION 'schedule % has no end_at: its next occurrence cannot be none', p_name
+            USING ERRCODE = '22023';
+    END IF;
+    IF p_next_at IS NOT NULL AND (p_next_at < s.next_at OR p_next_at <= v_latest) THEN
+        RAISE EXCEPTION 'the next occurrence of schedule % must follow the ones fired', p_name
+            USING ERRCODE = '22023';
+    END IF;
+    RETURN corral_fire_schedule_v1(p_name, p_occurrences, p_run_at, p_next_at);
+END
+$$;
