@@ -252,6 +252,30 @@ def test_the_server_caps_a_claims_batch_and_lease(
             assert longest <= dt.datetime.now(dt.UTC) + dt.timedelta(hours=1, seconds=5)
 
 
+_LAPSED = (
+    "INSERT INTO corral_jobs (kind, queue, state, attempt, max_attempts, lease_token,"
+    " lease_expires_at, worker_id, started_at)"
+    " SELECT 'noop', 'q', 'running', 1, 5, 1, now() - interval '1 minute', 1, now()"
+    " FROM generate_series(1, 1500)"
+)
+
+
+def test_the_reaper_a_worker_may_call_reaps_at_most_1000_jobs_a_call(
+    database_url: str, worker_database_url: str
+) -> None:
+    # corral_reap_v1 takes no credential (docs/security.md: it does only what
+    # every worker's reaper does, and one at a time); the server caps what
+    # one call does, whatever limit the caller names (NULL was no limit).
+    run_sql(database_url, _LAPSED)
+    with psycopg.connect(worker_database_url, autocommit=True) as conn:
+        for limit, reaped in ((10**9, 1000), (None, 500), (-1, 0)):
+            row = conn.execute("SELECT corral_reap_v1(%s::int4)", (limit,)).fetchone()
+            assert row is not None
+            assert row[0] == reaped, limit
+    [(left,)] = run_sql(database_url, "SELECT count(*) FROM corral_jobs WHERE state = 'running'")
+    assert left == 0
+
+
 def admin_spec(queue: str) -> Any:
     from corral.queue import JobSpec
 

@@ -128,6 +128,8 @@ GRANT EXECUTE ON FUNCTION
     corral_heartbeat_v4(bigint, text, integer, double precision, bigint[], double precision),
     corral_drain_self_v1(bigint, text),
     corral_mark_drained_v1(bigint, text),
+    -- The one that checks no caller: it only retries lapsed leases, at most
+    -- 1,000 a call (0018), one caller at a time (docs/security.md).
     corral_reap_v1(integer),
     corral_purge_finished_v2(bigint, text, double precision, integer),
     corral_worker_due_schedules_v1(bigint, text, integer, double precision),

@@ -1,4 +1,12 @@
--- 0018: expired jobs no longer hide the live jobs behind them from a claim.
+-- 0018: functions workers call, bodies replaced in place (same signatures
+-- and rows: workers of every release call them unchanged), in three parts:
+--   * corral_claim_v5: expired jobs no longer hide the live jobs behind them;
+--   * the worker's schedule functions: only schedules for its own region or
+--     any (corral_worker_declare/_due/_lock/_fire_schedule_v1);
+--   * corral_reap_v1: at most 1,000 jobs a call.
+--
+-- ---------------------------------------------------------------------------
+-- Expired jobs no longer hide the live jobs behind them from a claim.
 --
 -- corral_claim_v5 (0014) read each lane with `LIMIT v_left ... FOR UPDATE
 -- SKIP LOCKED`; the expired rows it met took places in that limit, were
@@ -391,5 +399,55 @@ BEGIN
             USING ERRCODE = '22023';
     END IF;
     RETURN corral_fire_schedule_v1(p_name, p_occurrences, p_run_at, p_next_at);
+END
+$$;
+
+-- ---------------------------------------------------------------------------
+-- The reaper a worker may call does at most 1,000 jobs a call.
+--
+-- corral_reap_v1 (0010) is granted to workers and checks no credential: it
+-- takes no worker id (every release's worker calls it so), and what it does
+-- is what every worker's reaper does, one process at a time (its advisory
+-- lock): jobs whose lease already lapsed go back through the retry path.
+-- But it took any p_limit, and NULL meant no limit: one call could lock and
+-- fail every lapsed job at once. Same signature and answer, body replaced in
+-- place: the limit is capped at 1,000 (every caller of this release and the
+-- last asks for the default, 1,000) and a negative one reaps nothing. A
+-- wrapper that checks a credential would need the worker to call it, and
+-- the old function would stay granted for the workers of earlier releases;
+-- the cap bounds what either may do.
+CREATE OR REPLACE FUNCTION corral_reap_v1(p_limit integer DEFAULT 1000) RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+    v_ids bigint[];
+    v_tokens bigint[];
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(hashtext('corral_reaper')) THEN
+        RETURN NULL;
+    END IF;
+    WITH lapsed AS (
+        SELECT r.id, r.lease_token, r.worker_id, r.attempt FROM corral_jobs r
+         WHERE r.state = 'running' AND r.lease_expires_at < now()
+         ORDER BY r.lease_expires_at
+         LIMIT least(greatest(coalesce(p_limit, 1000), 0), 1000)
+           FOR UPDATE SKIP LOCKED
+    ), noted AS (
+        INSERT INTO corral_job_interruptions (job_id, worker_id, attempt, reason)
+        SELECT l.id, l.worker_id, l.attempt, 'lease_expired' FROM lapsed l
+    )
+    SELECT array_agg(l.id), array_agg(l.lease_token) INTO v_ids, v_tokens FROM lapsed l;
+    IF v_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    PERFORM corral_fail_v1(
+        v_ids, v_tokens,
+        array_fill('lease expired: the worker stopped heartbeating before finishing'::text,
+                   ARRAY[cardinality(v_ids)]),
+        array_fill('lease_expired'::text, ARRAY[cardinality(v_ids)]),
+        array_fill(true, ARRAY[cardinality(v_ids)]));
+    RETURN cardinality(v_ids);
 END
 $$;
