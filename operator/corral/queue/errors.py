@@ -130,6 +130,8 @@ def translated() -> Iterator[None]:
         if state == "CR403":
             raise EnrollmentError(text) from None
         if state == "42501":
+            if not message.startswith("permission denied"):
+                raise PermissionDenied(text) from None  # a function's own refusal says why
             raise PermissionDenied(
                 f"{text}: this DSN's role lacks the right (a worker role may only call "
                 "corral's worker functions; admin calls need a member of corral_admin)"
