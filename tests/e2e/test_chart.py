@@ -3,11 +3,14 @@ renders with its defaults and with every values file under charts/corral/ci/,
 the API server accepts every rendered object in a server-side dry run (the
 Prometheus Operator's CRDs installed for the observability kit), it rejects
 a mistyped value, the operator pod passes the restricted Pod Security
-Standard, and its RBAC grants what the operator needs and no more."""
+Standard, and its RBAC grants what the operator needs and no more: it writes
+only where pools live (asked with `kubectl auth can-i`, and seen by running
+the operator on the chart's ServiceAccount)."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -21,7 +24,17 @@ import pytest
 import yaml
 
 from corral_local.localcluster import Cluster, default_bin_dir
-from tests.e2e._corral import dry_run_pod, install_crds
+from tests.e2e._corral import (
+    OperatorProcess,
+    apply,
+    delete_pools_then_stop,
+    dry_run_pod,
+    eventually,
+    force_delete_pools,
+    get_json,
+    install_crds,
+    pool_manifest,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "corral"
@@ -154,6 +167,59 @@ def test_watching_namespaces_binds_the_pool_rules_only_in_them() -> None:
     assert {d["kind"] for d in pools} == {"ClusterRole", "RoleBinding"}
 
 
+_POOL_WRITES = {
+    "": {"secrets", "pods"},
+    "apps": {"deployments"},
+    "policy": {"poddisruptionbudgets"},
+    "networking.k8s.io": {"networkpolicies"},
+}
+
+
+def _cluster_wide_writes(docs: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """(group, resource, verb) of every write on a pool's objects that a
+    ClusterRoleBinding grants, i.e. in every namespace."""
+    roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ClusterRole"}
+    found = set()
+    for binding in (d for d in docs if d["kind"] == "ClusterRoleBinding"):
+        for rule in roles[binding["roleRef"]["name"]].get("rules", []):
+            for group in rule.get("apiGroups", []):
+                for resource in set(rule.get("resources", [])) & _POOL_WRITES.get(group, set()):
+                    for verb in set(rule["verbs"]) - {"get", "list", "watch"}:
+                        found.add((group, resource, verb))
+    return found
+
+
+def _bound_in(docs: list[dict[str, Any]], role: str) -> set[str]:
+    return {
+        d["metadata"]["namespace"]
+        for d in docs
+        if d["kind"] == "RoleBinding" and d["roleRef"]["name"] == role
+    }
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [(), ("watch.namespaces={jobs,batch}",), ("rbac.poolNamespaces={jobs}",)],
+    ids=["defaults", "watch-namespaces", "pool-namespaces"],
+)
+def test_no_write_on_a_pools_objects_is_bound_cluster_wide_without_the_opt_in(
+    sets: tuple[str, ...],
+) -> None:
+    docs = _render("t", "corral", *sets)
+    assert _cluster_wide_writes(docs) == set()
+    # Deployments, PDBs and NetworkPolicies are written exactly where Secrets are.
+    where = _bound_in(docs, "t-corral-pool-secrets")
+    assert where and _bound_in(docs, "t-corral-pool-objects") == where
+
+
+def test_the_cluster_wide_opt_in_opens_the_pools_objects_with_their_secrets() -> None:
+    docs = _render("t", "corral", "rbac.clusterWideSecrets=true")
+    writes = _cluster_wide_writes(docs)
+    assert ("apps", "deployments", "patch") in writes
+    assert ("", "secrets", "create") in writes
+    assert not [d for d in docs if d["kind"] == "RoleBinding" and "pool-" in d["metadata"]["name"]]
+
+
 def test_the_operator_gets_the_default_region_and_worker_image_settings() -> None:
     docs = _render("t", "corral", "defaultRegion.name=eu-west", "workerImage.tag=1.2.3")
     (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
@@ -224,15 +290,37 @@ def _operator_can_i(
     rbac = [d for d in docs if d["kind"] in kinds]
     cluster.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in rbac))
     service_account = f"system:serviceaccount:{namespace}:{name}-corral"
+    scope = ["--all-namespaces"] if where == "*" else ["-n", where]
     return cluster.kubectl(
-        "auth", "can-i", verb, resource, "-n", where, f"--as={service_account}", check=False
+        "auth", "can-i", verb, resource, *scope, f"--as={service_account}", check=False
     )
 
 
 # (where, verb, resource, allowed): in the pools' namespace (the release's by
-# default) Secrets and pods as pools need; elsewhere (a namespace with no
-# pool) what reconciling needs; nothing more anywhere.
+# default) the writes pools need; elsewhere (a namespace with no pool,
+# kube-system, or "*": every namespace at once) only what watching pools
+# needs; nothing more anywhere.
 _CAN_I = [
+    # A pool's own objects are written in the pools' namespaces only: a
+    # Deployment it could apply in kube-system could mount any Secret there
+    # and run as any ServiceAccount.
+    ("pools", "create", "deployments.apps", True),
+    ("pools", "patch", "deployments.apps", True),
+    ("pools", "create", "poddisruptionbudgets.policy", True),
+    ("pools", "patch", "poddisruptionbudgets.policy", True),
+    ("pools", "create", "networkpolicies.networking.k8s.io", True),
+    ("pools", "patch", "networkpolicies.networking.k8s.io", True),
+    ("kube-system", "patch", "deployments.apps", False),
+    ("kube-system", "create", "deployments.apps", False),
+    ("kube-system", "create", "poddisruptionbudgets.policy", False),
+    ("kube-system", "patch", "networkpolicies.networking.k8s.io", False),
+    ("*", "patch", "deployments.apps", False),
+    ("*", "create", "deployments.apps", False),
+    # Deployments are read wherever pools are watched (kopf watches them).
+    ("*", "list", "deployments.apps", True),
+    ("*", "watch", "deployments.apps", True),
+    ("*", "watch", "workerpools.corral.dev", True),
+    ("elsewhere", "get", "deployments.apps", True),
     ("pools", "get", "secrets", True),
     ("pools", "create", "secrets", True),
     ("pools", "patch", "secrets", True),
@@ -246,8 +334,8 @@ _CAN_I = [
     ("pools", "watch", "pods", False),
     ("elsewhere", "watch", "workerpools.corral.dev", True),
     ("elsewhere", "patch", "workerpools.corral.dev/status", True),
-    ("elsewhere", "create", "deployments.apps", True),
-    ("elsewhere", "patch", "deployments.apps", True),
+    ("elsewhere", "create", "deployments.apps", False),
+    ("elsewhere", "patch", "deployments.apps", False),
     # Secrets and pods only where pools live (the release namespace by
     # default), never in a namespace it has no pool in.
     ("elsewhere", "create", "secrets", False),
@@ -257,10 +345,10 @@ _CAN_I = [
     ("elsewhere", "patch", "pods", False),
     ("elsewhere", "update", "deployments.apps", False),
     ("elsewhere", "update", "workerpools.corral.dev/status", False),
-    ("elsewhere", "create", "poddisruptionbudgets.policy", True),
-    ("elsewhere", "patch", "poddisruptionbudgets.policy", True),
-    ("elsewhere", "create", "networkpolicies.networking.k8s.io", True),
-    ("elsewhere", "patch", "networkpolicies.networking.k8s.io", True),
+    ("elsewhere", "create", "poddisruptionbudgets.policy", False),
+    ("elsewhere", "patch", "poddisruptionbudgets.policy", False),
+    ("elsewhere", "create", "networkpolicies.networking.k8s.io", False),
+    ("elsewhere", "patch", "networkpolicies.networking.k8s.io", False),
     ("elsewhere", "create", "events", True),
     ("elsewhere", "delete", "deployments.apps", False),
     ("elsewhere", "list", "secrets", False),
@@ -276,7 +364,7 @@ _CAN_I = [
 
 
 @pytest.mark.parametrize(("where", "verb", "resource", "allowed"), _CAN_I)
-def test_the_operator_may_do_what_reconciling_needs_and_touch_secrets_and_pods_only_where_pools_live(
+def test_the_operator_may_do_what_reconciling_needs_and_write_only_where_pools_live(
     cluster: Cluster,
     namespace: str,
     release: tuple[str, list[dict[str, Any]]],
@@ -285,7 +373,136 @@ def test_the_operator_may_do_what_reconciling_needs_and_touch_secrets_and_pods_o
     resource: str,
     allowed: bool,
 ) -> None:
-    """`where`: the pools' namespace (the release's), or one with no pool."""
-    target = namespace if where == "pools" else "some-namespace"
+    """`where`: the pools' namespace (the release's), one with no pool,
+    kube-system, or every namespace ("*")."""
+    target = {"pools": namespace, "elsewhere": "some-namespace"}.get(where, where)
     result = _operator_can_i(cluster, namespace, release, verb, resource, target)
     assert result.stdout.strip() == ("yes" if allowed else "no"), (verb, resource, result.stderr)
+
+
+def _service_account_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path) -> Path:
+    """A kubeconfig for the cluster of `cluster.kubeconfig` that authenticates
+    as ServiceAccount `namespace/account` (a bound token, as in a pod)."""
+    token = cluster.kubectl(
+        "create", "token", account, "-n", namespace, "--duration=1h"
+    ).stdout.strip()
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    context = next(c["context"] for c in admin["contexts"] if c["name"] == admin["current-context"])
+    entry = next(c for c in admin["clusters"] if c["name"] == context["cluster"])
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [entry],
+                "users": [{"name": account, "user": {"token": token}}],
+                "contexts": [
+                    {"name": account, "context": {"cluster": entry["name"], "user": account}}
+                ],
+                "current-context": account,
+            }
+        )
+    )
+    return path
+
+
+def _status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    pool = get_json(cluster, "workerpool", name, "-n", namespace) or {}
+    status: dict[str, Any] = pool.get("status") or {}
+    return status
+
+
+def _condition_reasons(cluster: Cluster, namespace: str, name: str) -> set[str]:
+    return {c.get("reason", "") for c in _status(cluster, namespace, name).get("conditions", [])}
+
+
+@pytest.mark.timeout(300)
+def test_the_operator_reconciles_on_the_charts_rbac_and_writes_nothing_where_no_pool_may_live(
+    cluster: Cluster,
+    namespace: str,
+    release: tuple[str, list[dict[str, Any]]],
+    database_url: str,
+    region: str,
+    tmp_path: Path,
+) -> None:
+    """`corral operator` authenticated as the chart's ServiceAccount with the
+    default values' RBAC (pools read through a ClusterRoleBinding, written
+    only in the release namespace), watching the release namespace and one
+    more: the pool in the release namespace gets its Deployment, PDB,
+    NetworkPolicy, Secret and status, the leader Lease is created and renewed
+    (a PUT), the default Region created; the pool in the other namespace is
+    Degraded (SecretsForbidden) and nothing is written there."""
+    name, docs = release
+    kinds = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+    rbac = [d for d in docs if d["kind"] in kinds]
+    cluster.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in rbac))
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    lease = {e["name"]: e.get("value") for e in container["env"]}["CORRAL_LEADER_LEASE"]
+    assert lease
+    kubeconfig = _service_account_kubeconfig(
+        cluster, namespace, f"{name}-corral", tmp_path / "operator.kubeconfig"
+    )
+    other = f"nopool-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", other)
+    process = OperatorProcess(
+        cluster, database_url, tmp_path / "operator.log",
+        "--kubeconfig", str(kubeconfig), "--namespace", f"{namespace},{other}",
+        "--operator-namespace", namespace, "--leader-lease", lease,
+        "--default-region", region,
+    )  # fmt: skip
+    try:
+        apply(cluster, pool_manifest("email", ["email"], 1, 2), namespace)
+        apply(cluster, pool_manifest("email", ["email"], 1, 2), other)
+        for kind, written in [
+            ("deployment", "email"),
+            ("secret", "email-enrollment"),
+            ("poddisruptionbudget", "email"),
+            ("networkpolicy", "email"),
+        ]:
+            eventually(
+                functools.partial(get_json, cluster, kind, written, "-n", namespace),
+                f"the pool's {kind}",
+                timeout_s=90,
+            )
+        eventually(
+            lambda: _status(cluster, namespace, "email").get("desiredReplicas") == 1,
+            "the pool's status",
+            timeout_s=60,
+        )
+        assert get_json(cluster, "region", region) is not None, process.log()
+        eventually(
+            lambda: "SecretsForbidden" in _condition_reasons(cluster, other, "email"),
+            "the pool where no pool may live Degraded (SecretsForbidden)",
+            timeout_s=60,
+        )
+        for kind in ("deployments", "secrets", "poddisruptionbudgets", "networkpolicies"):
+            listed = cluster.kubectl("get", kind, "-n", other, "-o", "name").stdout
+            assert "email" not in listed, (kind, listed)
+        # Renewal is a PUT of the Lease: its renewTime moves while it leads.
+        held = get_json(cluster, "lease", lease, "-n", namespace)
+        assert held is not None, process.log()
+        first = held["spec"]["renewTime"]
+        eventually(
+            lambda: (
+                (get_json(cluster, "lease", lease, "-n", namespace) or {})
+                .get("spec", {})
+                .get("renewTime")
+                != first
+            ),
+            "a renewal of the leader Lease",
+            timeout_s=30,
+        )
+        # Nothing it did in the pools' namespace, or cluster-wide, was refused.
+        log = process.log()
+        refused = [
+            line for line in log.splitlines()
+            if ("403" in line or "forbidden" in line.lower()) and other not in line
+            and "SecretsForbidden" not in line
+        ]  # fmt: skip
+        assert refused == [], log
+        assert process.proc.poll() is None, log
+    finally:
+        force_delete_pools(cluster, other)
+        cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)
+        delete_pools_then_stop(cluster, namespace, process)
