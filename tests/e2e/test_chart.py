@@ -291,6 +291,10 @@ def _operator_can_i(
     cluster.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in rbac))
     service_account = f"system:serviceaccount:{namespace}:{name}-corral"
     scope = ["--all-namespaces"] if where == "*" else ["-n", where]
+    # "TYPE:SUB" asks about a subresource ("TYPE/NAME" would be an object's name).
+    resource, _, subresource = resource.partition(":")
+    if subresource:
+        scope.append(f"--subresource={subresource}")
     return cluster.kubectl(
         "auth", "can-i", verb, resource, *scope, f"--as={service_account}", check=False
     )
@@ -321,6 +325,26 @@ _CAN_I = [
     ("*", "watch", "deployments.apps", True),
     ("*", "watch", "workerpools.corral.dev", True),
     ("elsewhere", "get", "deployments.apps", True),
+    # Verbs nothing calls (kopf 1.45 and corral.kube checked): kopf lists and
+    # watches CRDs, both post core Events, status is patched and never read
+    # on its own, PDBs and NetworkPolicies are applied and never read back.
+    ("*", "list", "customresourcedefinitions.apiextensions.k8s.io", True),
+    ("*", "watch", "customresourcedefinitions.apiextensions.k8s.io", True),
+    ("*", "get", "customresourcedefinitions.apiextensions.k8s.io", False),
+    ("*", "create", "events", True),
+    ("*", "create", "events.events.k8s.io", False),
+    ("*", "patch", "regions.corral.dev:status", True),
+    ("*", "get", "regions.corral.dev:status", False),
+    ("*", "get", "regions.corral.dev", True),
+    ("*", "get", "workerpools.corral.dev", True),
+    ("*", "get", "workerpools.corral.dev:status", False),
+    ("pools", "get", "poddisruptionbudgets.policy", False),
+    ("pools", "get", "networkpolicies.networking.k8s.io", False),
+    # Leader election: renewal is a PUT (update) of its own Lease; no patch.
+    ("pools", "get", "leases.coordination.k8s.io/{lease}", True),
+    ("pools", "update", "leases.coordination.k8s.io/{lease}", True),
+    ("pools", "patch", "leases.coordination.k8s.io/{lease}", False),
+    ("pools", "update", "leases.coordination.k8s.io/another-lease", False),
     ("pools", "get", "secrets", True),
     ("pools", "create", "secrets", True),
     ("pools", "patch", "secrets", True),
@@ -333,7 +357,7 @@ _CAN_I = [
     ("pools", "get", "pods", False),
     ("pools", "watch", "pods", False),
     ("elsewhere", "watch", "workerpools.corral.dev", True),
-    ("elsewhere", "patch", "workerpools.corral.dev/status", True),
+    ("elsewhere", "patch", "workerpools.corral.dev:status", True),
     ("elsewhere", "create", "deployments.apps", False),
     ("elsewhere", "patch", "deployments.apps", False),
     # Secrets and pods only where pools live (the release namespace by
@@ -344,7 +368,7 @@ _CAN_I = [
     ("elsewhere", "list", "pods", False),
     ("elsewhere", "patch", "pods", False),
     ("elsewhere", "update", "deployments.apps", False),
-    ("elsewhere", "update", "workerpools.corral.dev/status", False),
+    ("elsewhere", "update", "workerpools.corral.dev:status", False),
     ("elsewhere", "create", "poddisruptionbudgets.policy", False),
     ("elsewhere", "patch", "poddisruptionbudgets.policy", False),
     ("elsewhere", "create", "networkpolicies.networking.k8s.io", False),
@@ -376,6 +400,7 @@ def test_the_operator_may_do_what_reconciling_needs_and_write_only_where_pools_l
     """`where`: the pools' namespace (the release's), one with no pool,
     kube-system, or every namespace ("*")."""
     target = {"pools": namespace, "elsewhere": "some-namespace"}.get(where, where)
+    resource = resource.format(lease=f"{release[0]}-corral-leader")
     result = _operator_can_i(cluster, namespace, release, verb, resource, target)
     assert result.stdout.strip() == ("yes" if allowed else "no"), (verb, resource, result.stderr)
 

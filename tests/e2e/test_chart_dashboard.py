@@ -1,6 +1,6 @@
 """The chart's web dashboard (`dashboard.enabled`) against a real API server:
 its objects are accepted, its pod passes the restricted Pod Security Standard
-like the operator's, and its ServiceAccount may read WorkerPools and Events
+like the operator's, and its ServiceAccount may list WorkerPools and Events
 and nothing else."""
 
 from __future__ import annotations
@@ -67,8 +67,12 @@ def _can_i(
     ("verb", "resource", "allowed"),
     [
         ("list", "workerpools.corral.dev", True),
-        ("watch", "workerpools.corral.dev", True),
         ("list", "events", True),
+        # The Pools page only lists: no get by name, no watch.
+        ("get", "workerpools.corral.dev", False),
+        ("watch", "workerpools.corral.dev", False),
+        ("get", "events", False),
+        ("watch", "events", False),
         ("patch", "workerpools.corral.dev", False),
         ("delete", "workerpools.corral.dev", False),
         ("get", "secrets", False),
