@@ -153,3 +153,19 @@ async def clock(job: corral.Job[Any]) -> dict[str, Any]:
     """What a handler sees of the job's enqueue time: its zone and instant."""
     assert job.enqueued_at is not None
     return {"zone": job.enqueued_at.tzname(), "epoch": job.enqueued_at.timestamp()}
+
+
+class _Detached:
+    """An object whose repr fails, as a detached ORM instance's may."""
+
+    def __repr__(self) -> str:
+        raise AttributeError("instance is detached")
+
+
+@corral.handler("unconvertible")
+async def unconvertible(job: corral.Job[Any]) -> Any:
+    """A result neither JSON nor repr() can show: an object whose repr raises,
+    or (`{"big_int": true}`) an int over Python's 4,300-digit str limit."""
+    if (job.payload or {}).get("big_int"):
+        return 10**5000
+    return _Detached()

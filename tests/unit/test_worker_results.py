@@ -54,3 +54,14 @@ def test_a_result_past_the_limit_is_kept_as_a_preview() -> None:
     value = _result_value(JOB, {"blob": "x" * 5000}, max_bytes=1000)
     assert value["result_too_large"] > 5000
     assert len(value["preview"]) == 1000
+
+
+class _Detached:
+    def __repr__(self) -> str:
+        raise AttributeError("instance is detached")
+
+
+def test_a_value_whose_repr_fails_too_is_kept_as_its_type_name() -> None:
+    assert _result_value(JOB, _Detached()) == {"unserializable_result": "<_Detached>"}
+    # Past Python's 4,300-digit limit neither json.dumps nor repr() converts it.
+    assert _result_value(JOB, 10**5000) == {"unserializable_result": "<int>"}

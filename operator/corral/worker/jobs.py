@@ -202,14 +202,16 @@ class Jobs:
                     return  # its cancellation, wrapped: handed back all the same
                 self._fail(running, FailureReason.EXCEPTION, _describe(exc))
                 return
+            if running.released:
+                # It swallowed its cancellation: handed back (its completion
+                # would be refused by the released lease anyway).
+                return
+            self._complete(running, result)
         except BaseException:
+            # No outcome could be recorded: free the slot at least (the
+            # heartbeat stops renewing its lease, and the reaper retries it).
             self.forget(running)
             raise
-        if running.released:
-            # It swallowed its cancellation: handed back (its completion would
-            # be refused by the released lease anyway).
-            return
-        self._complete(running, result)
 
     async def _in_thread(self, running: Running, handler: Handler, job: Job[Any]) -> Any:
         if self.threads is None:
@@ -258,7 +260,14 @@ class Jobs:
 
     def _complete(self, running: Running, result: Any) -> None:
         claimed = running.job
-        self.buffer.add(claimed, None if result is None else result_value(claimed, result))
+        try:
+            value = None if result is None else result_value(claimed, result)
+        except Exception as exc:  # result_value keeps what it can: a last resort
+            self._fail(
+                running, FailureReason.RESULT, f"its result cannot be kept: {_describe(exc)}"
+            )
+            return
+        self.buffer.add(claimed, value)
         queue = claimed.queue
         m = self.metrics
         m.count(queue, "completed")
@@ -321,19 +330,31 @@ class Jobs:
     # -- timeouts, removal and hand-back -------------------------------------------
 
     async def watchdog(self) -> None:
-        """Cancel jobs that overran their timeout (their failure is `timeout`)."""
+        """Cancel jobs that overran their timeout (their failure is `timeout`);
+        forget those whose task ended in an error before any outcome was
+        recorded (a backstop: their slots come back by their timeout)."""
         while True:
             await asyncio.sleep(_WATCHDOG_PERIOD_S)
             now = time.monotonic()
             for r in list(self.running.values()):
-                if (
-                    r.deadline <= now
-                    and r.task is not None
-                    and not r.timed_out
-                    and not r.task.done()
-                ):
+                task = r.task
+                if r.deadline > now or task is None or r.timed_out:
+                    continue
+                if not task.done():
                     r.timed_out = True
-                    r.task.cancel()
+                    task.cancel()
+                elif not task.cancelled() and task.exception() is not None:
+                    self._no_outcome(r, task.exception())
+
+    def _no_outcome(self, running: Running, exc: BaseException | None) -> None:
+        log.error(
+            "job %s (%s) ended without an outcome (%s); its slot is freed and its lease "
+            "left to lapse (the reaper retries it)",
+            running.job.id,
+            running.job.kind,
+            _describe(exc) if exc is not None else "no error",
+        )
+        self.forget(running)
 
     def abandon(self) -> None:
         """The worker was removed: stop every job without writing anything

@@ -29,12 +29,13 @@ def result_value(claimed: ClaimedJob, result: Any, max_bytes: int = RESULT_MAX_B
     """A handler's return value as JSON data PostgreSQL will store (pydantic
     models, dataclasses, datetimes, UUIDs... converted; NUL characters and
     lone surrogates, which jsonb refuses, replaced). A value JSON cannot
-    hold is kept as its repr, one past `max_bytes` as a preview, so that one
-    odd result never blocks a completion batch."""
+    hold is kept as its repr (`<TypeName>` if repr() fails too), one past
+    `max_bytes` as a preview, so that one odd result never blocks a
+    completion batch."""
     try:
         value = storable(_jsonable(result))
         text = json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep
+    except Exception as exc:  # TypeError, ValueError, RecursionError (nested too deep)...
         log.warning(
             "job %s (%s) returned a value JSON cannot hold (%s); keeping its repr",
             claimed.id,
@@ -68,10 +69,15 @@ _jsonable: Callable[[Any], Any] = _first_jsonable
 
 
 def _short_repr(value: Any) -> str:
+    """`repr(value)`, cut short; `<TypeName>` when repr() itself fails (a
+    detached ORM object, an int over Python's 4,300-digit limit, a repr
+    that raises): whatever it raises, the job still completes."""
     try:
         return repr(value)[:1000]
     except RecursionError:
         return f"<{type(value).__name__} nested too deeply to show>"
+    except Exception:
+        return f"<{type(value).__name__}>"
 
 
 def storable(value: Any) -> Any:

@@ -1,0 +1,55 @@
+"""What a handler or a row can throw at a real `corral worker` that it must
+outlive without losing a slot, a job or a drain: a result it cannot convert,
+an error it cannot print, a timestamp Python cannot load, more sync handlers
+than threads, and a handler that will not stop when its job is handed back.
+Every worker connects as the least-privileged worker role, as in a pod."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from corral import queue
+from tests.integration._workers import WorkerProcess, starting_workers, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def start(
+    database_url: str, worker_database_url: str, tmp_path: Path
+) -> Iterator[Callable[..., WorkerProcess]]:
+    """`start(*args)`: worker w1 on queue t, as the worker role, once ready."""
+    with starting_workers(database_url, worker_database_url, tmp_path, queues="t") as begin:
+        yield lambda *args: begin("w1", *args)
+
+
+def finished(dsn: str) -> dict[str, int]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT state, count(*) FROM corral_jobs_finished GROUP BY 1")
+        return {str(state): int(n) for state, n in rows.fetchall()}
+
+
+def drain(w: WorkerProcess) -> None:
+    code, body = w.http("/drain", "POST", {"Authorization": f"Bearer {w.drain_key()}"})
+    assert code == 202, body
+
+
+def test_a_result_that_cannot_be_converted_is_kept_as_a_marker_and_a_drain_still_finishes(
+    database_url: str, start: Callable[..., WorkerProcess]
+) -> None:
+    with queue.Queue.connect(database_url) as q:
+        # A result whose repr() raises, and an int past Python's 4,300 digits.
+        odd = q.enqueue("unconvertible", {}, queue="t", max_attempts=1)
+        big = q.enqueue("unconvertible", {"big_int": True}, queue="t", max_attempts=1)
+        w = start()
+        wait_until(lambda: finished(database_url) == {"completed": 2}, what="both completed")
+        assert q.get_job(odd).result == {"unserializable_result": "<_Detached>"}
+        assert q.get_job(big).result == {"unserializable_result": "<int>"}
+    assert w.status()["in_flight"] == 0  # no slot kept by either
+    drain(w)
+    wait_until(lambda: w.status()["state"] == "drained", what="the drain to finish")
+    assert w.proc.poll() is None and w.http("/healthz")[0] == 200
