@@ -53,3 +53,19 @@ def test_a_result_that_cannot_be_converted_is_kept_as_a_marker_and_a_drain_still
     drain(w)
     wait_until(lambda: w.status()["state"] == "drained", what="the drain to finish")
     assert w.proc.poll() is None and w.http("/healthz")[0] == 200
+
+
+def test_an_error_whose_text_cannot_be_read_is_recorded_and_the_job_retried(
+    database_url: str, start: Callable[..., WorkerProcess]
+) -> None:
+    with queue.Queue.connect(database_url) as q:
+        job_id = q.enqueue("unprintable_error", {}, queue="t", max_attempts=2)
+        w = start()
+        # Its failure is recorded as what it was (not left to the lease).
+        job = wait_until(
+            lambda: (j := q.get_job(job_id)).last_error_reason is not None and j,
+            what="the failure recorded",
+        )
+    assert (job.attempt, job.last_error_reason) == (1, "exception"), job
+    assert "_Unprintable: <str() failed: RuntimeError" in (job.last_error or ""), job
+    assert w.proc.poll() is None and w.http("/healthz")[0] == 200

@@ -169,3 +169,14 @@ async def unconvertible(job: corral.Job[Any]) -> Any:
     if (job.payload or {}).get("big_int"):
         return 10**5000
     return _Detached()
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("str() of this exception fails")
+
+
+@corral.handler("unprintable_error")
+async def unprintable_error(job: corral.Job[Any]) -> None:
+    """Raises an exception whose str() raises too."""
+    raise _Unprintable()

@@ -103,3 +103,27 @@ def test_the_watchdog_forgets_a_job_whose_task_ended_in_an_error_without_an_outc
         return jobs
 
     assert asyncio.run(scenario()).running == {}
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("str() of this exception fails")
+
+
+def test_an_error_whose_str_raises_is_recorded_as_an_exception_all_the_same() -> None:
+    async def scenario() -> tuple[Jobs, _Session]:
+        async def job(_: Any) -> None:
+            await asyncio.sleep(0)
+            raise _Unprintable()
+
+        session = _Session()
+        jobs = _jobs(session, job=job)
+        jobs.start(_claimed(1), time.time())
+        await _settle(jobs)
+        return jobs, session
+
+    jobs, session = asyncio.run(scenario())
+    assert jobs.running == {}
+    ((_, reason, error),) = session.failed
+    assert reason == FailureReason.EXCEPTION
+    assert "_Unprintable: <str() failed: RuntimeError: str() of this exception fails>" in error

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import traceback
 import types
 from collections.abc import Callable, Coroutine, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,7 +33,7 @@ from corral.worker.completions import CompletionBuffer
 from corral.worker.connections import Undecodable
 from corral.worker.handlers import Handler, HandlerRegistry, Job, PayloadError
 from corral.worker.metrics import WorkerMetrics
-from corral.worker.results import clean_text, result_value
+from corral.worker.results import clean_text, describe, result_value
 
 log = logging.getLogger("corral.worker")
 
@@ -200,7 +199,7 @@ class Jobs:
             except Exception as exc:
                 if running.released:
                     return  # its cancellation, wrapped: handed back all the same
-                self._fail(running, FailureReason.EXCEPTION, _describe(exc))
+                self._fail(running, FailureReason.EXCEPTION, describe(exc))
                 return
             if running.released:
                 # It swallowed its cancellation: handed back (its completion
@@ -263,9 +262,7 @@ class Jobs:
         try:
             value = None if result is None else result_value(claimed, result)
         except Exception as exc:  # result_value keeps what it can: a last resort
-            self._fail(
-                running, FailureReason.RESULT, f"its result cannot be kept: {_describe(exc)}"
-            )
+            self._fail(running, FailureReason.RESULT, f"its result cannot be kept: {describe(exc)}")
             return
         self.buffer.add(claimed, value)
         queue = claimed.queue
@@ -352,7 +349,7 @@ class Jobs:
             "left to lapse (the reaper retries it)",
             running.job.id,
             running.job.kind,
-            _describe(exc) if exc is not None else "no error",
+            describe(exc) if exc is not None else "no error",
         )
         self.forget(running)
 
@@ -384,13 +381,6 @@ class Jobs:
                 self.running.pop(r.job.id, None)
         if self._io_tasks:
             await asyncio.gather(*list(self._io_tasks), return_exceptions=True)
-
-
-def _describe(exc: BaseException) -> str:
-    """`Type: message` plus the innermost frame, short enough to keep in a row."""
-    tb = traceback.extract_tb(exc.__traceback__)
-    where = f" (at {tb[-1].filename}:{tb[-1].lineno} in {tb[-1].name})" if tb else ""
-    return clean_text(f"{type(exc).__name__}: {exc}{where}"[:2000])
 
 
 @types.coroutine

@@ -4,7 +4,8 @@ data PostgreSQL accepts, and error text without the characters it refuses.
 `jsonb` and `text` refuse the NUL character and a lone surrogate (not
 UTF-8); a batch of completions with one such string in it would be refused
 whole. `corral.worker.jobs` cleans every result and error through here
-before it reaches the completion buffer or the failure path.
+before it reaches the completion buffer or the failure path, and words a
+handler's exception with `describe` (which no `__str__` that raises stops).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +21,7 @@ from corral.queue import ClaimedJob
 
 log = logging.getLogger("corral.worker")
 
-__all__ = ["RESULT_MAX_BYTES", "clean_text", "result_value", "storable"]
+__all__ = ["RESULT_MAX_BYTES", "clean_text", "describe", "result_value", "storable"]
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 RESULT_MAX_BYTES = 1 << 20  # a result larger than this as JSON is kept as a preview
@@ -101,3 +103,23 @@ def clean_text(text: str) -> str:
     except UnicodeEncodeError:  # a str holds surrogates only unpaired
         text = _SURROGATE.sub("\ufffd", text)
     return text
+
+
+def describe(exc: BaseException) -> str:
+    """`Type: message` plus the innermost frame, short enough to keep in a row."""
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {tb[-1].filename}:{tb[-1].lineno} in {tb[-1].name})" if tb else ""
+    return clean_text(f"{type(exc).__name__}: {_text(exc)}{where}"[:2000])
+
+
+def _text(exc: BaseException) -> str:
+    """`str(exc)`, or a note saying why not when its `__str__` raises: the
+    failure is recorded all the same."""
+    try:
+        return str(exc)
+    except Exception as failed:
+        try:
+            why = f"{type(failed).__name__}: {failed}"
+        except Exception:
+            why = type(failed).__name__
+        return f"<str() failed: {why}>"
