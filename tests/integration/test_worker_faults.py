@@ -6,6 +6,7 @@ Every worker connects as the least-privileged worker role, as in a pod."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -69,3 +70,21 @@ def test_an_error_whose_text_cannot_be_read_is_recorded_and_the_job_retried(
     assert (job.attempt, job.last_error_reason) == (1, "exception"), job
     assert "_Unprintable: <str() failed: RuntimeError" in (job.last_error or ""), job
     assert w.proc.poll() is None and w.http("/healthz")[0] == 200
+
+
+def test_sigterm_hands_back_every_job_although_one_handler_ignores_its_cancellation(
+    database_url: str, start: Callable[..., WorkerProcess]
+) -> None:
+    with queue.Queue.connect(database_url) as q:
+        held = q.enqueue_many([queue.JobSpec("hold", queue="t") for _ in range(3)])
+        stubborn = q.enqueue("stubborn", {}, queue="t")
+        w = start("--term-grace", "1s")
+        wait_until(lambda: w.status()["in_flight"] == 4, what="4 jobs in flight")
+        w.signal(signal.SIGTERM)
+        # The three that stop when cancelled are back in the queue, unspent,
+        # without waiting for the one that does not stop.
+        wait_until(lambda: all(q.get_job(i).state == "pending" for i in held), 15, "the hand-back")
+        assert {(q.get_job(i).attempt, q.get_job(i).last_error) for i in held} == {(0, None)}
+        assert w.wait(30) == 0, w.output()  # not after the handler's hour
+        assert q.get_job(stubborn).state == "pending"  # released too
+    assert "handed 4 unfinished job(s) back" in w.output()

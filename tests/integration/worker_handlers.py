@@ -8,6 +8,7 @@ test's ledger of what ran where; the others fail in each way a job can fail.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import time
@@ -180,3 +181,13 @@ class _Unprintable(Exception):
 async def unprintable_error(job: corral.Job[Any]) -> None:
     """Raises an exception whose str() raises too."""
     raise _Unprintable()
+
+
+@corral.handler("stubborn")
+async def stubborn(job: corral.Job[Any]) -> None:
+    """Swallows every cancellation for `sleep_s` (default an hour), as a
+    client library's cleanup that outlives its task's cancellation may."""
+    until = time.monotonic() + float((job.payload or {}).get("sleep_s", 3600))
+    while time.monotonic() < until:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0.5)

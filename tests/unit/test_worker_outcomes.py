@@ -127,3 +127,36 @@ def test_an_error_whose_str_raises_is_recorded_as_an_exception_all_the_same() ->
     ((_, reason, error),) = session.failed
     assert reason == FailureReason.EXCEPTION
     assert "_Unprintable: <str() failed: RuntimeError: str() of this exception fails>" in error
+
+
+def test_a_handler_that_ignores_its_cancellation_does_not_hold_back_the_hand_back() -> None:
+    async def scenario() -> tuple[Jobs, _Session, bool]:
+        stop = asyncio.Event()
+
+        async def hold(_: Any) -> None:
+            await asyncio.sleep(3600)
+
+        async def stubborn(_: Any) -> None:
+            while not stop.is_set():
+                try:
+                    await asyncio.sleep(3600)
+                except asyncio.CancelledError:
+                    continue
+
+        session = _Session()
+        jobs = _jobs(session, hold=hold, stubborn=stubborn)
+        for job_id in (1, 2):
+            jobs.start(_claimed(job_id, "hold"), time.time())
+        jobs.start(_claimed(3, "stubborn"), time.time())
+        await asyncio.sleep(0)
+        await asyncio.wait_for(jobs.hand_back(wait_s=0.05), 5)
+        lingering = [t for t in jobs.lingering if not t.done()]
+        stop.set()
+        lingering[0].cancel()
+        await asyncio.gather(*lingering, return_exceptions=True)
+        return jobs, session, len(lingering) == 1
+
+    jobs, session, one_lingered = asyncio.run(scenario())
+    assert sorted(session.released) == [1, 2, 3]  # the stubborn one's job too
+    assert jobs.running == {} and one_lingered
+    assert session.failed == []  # a hand-back is not an attempt

@@ -14,7 +14,7 @@ import contextlib
 from types import SimpleNamespace
 
 from corral.worker.heartbeat import Heartbeat
-from corral.worker.runtime import stop_tasks
+from corral.worker.stopping import stop_tasks
 
 
 async def _loses_one_cancellation(stop: asyncio.Event) -> None:

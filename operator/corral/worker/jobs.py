@@ -40,6 +40,9 @@ log = logging.getLogger("corral.worker")
 __all__ = ["Jobs", "Running", "handler_job"]
 
 _WATCHDOG_PERIOD_S = 0.1
+# On a hand-back, how long cancelled handlers (and failures being recorded)
+# are waited for before their jobs are released all the same.
+HAND_BACK_WAIT_S = 2.0
 
 # Failures another attempt cannot fix: the job goes straight to dead with its
 # error (the payload will not decode better, the kind will not appear).
@@ -115,6 +118,9 @@ class Jobs:
     # How long recent jobs ran (moving average; None until one finished): the
     # dispatcher sizes claims by it (corral.worker.claimsize).
     run_s: float | None = None
+    # Handlers that outlived their hand-back (they ignore cancellation): the
+    # worker exits without waiting for them (corral.worker.runtime).
+    lingering: set[asyncio.Future[None]] = field(default_factory=set)
     _io_tasks: set[asyncio.Future[Any]] = field(default_factory=set)
 
     def __len__(self) -> int:
@@ -361,15 +367,26 @@ class Jobs:
                 r.released = True
                 r.task.cancel()
 
-    async def hand_back(self) -> None:
+    async def hand_back(self, wait_s: float = HAND_BACK_WAIT_S) -> None:
         """Cancel jobs still running and release them (not a failed attempt),
-        then let failures being recorded land."""
+        then let failures being recorded land. Each wait lasts `wait_s` at
+        most: a handler that ignores its cancellation does not hold back the
+        others' hand-back. Its job is released with them (a late completion
+        is refused by the released lease) and its task kept in `lingering`."""
         stuck = [r for r in self.running.values() if r.task is not None and not r.task.done()]
         for r in stuck:
             r.released = True
             r.task.cancel()  # type: ignore[union-attr]
         if stuck:
-            await asyncio.gather(*(r.task for r in stuck if r.task), return_exceptions=True)
+            _, pending = await asyncio.wait([r.task for r in stuck if r.task], timeout=wait_s)
+            if pending:
+                log.warning(
+                    "%d handler(s) still run %gs after their cancellation; handing their "
+                    "jobs back all the same",
+                    len(pending),
+                    wait_s,
+                )
+                self.lingering.update(pending)
             try:
                 await self.session.release([r.job for r in stuck])
                 log.info("handed %d unfinished job(s) back to the queue", len(stuck))
@@ -380,7 +397,8 @@ class Jobs:
             for r in stuck:
                 self.running.pop(r.job.id, None)
         if self._io_tasks:
-            await asyncio.gather(*list(self._io_tasks), return_exceptions=True)
+            # Failures being recorded (during an outage, until their leases lapse).
+            await asyncio.wait(list(self._io_tasks), timeout=wait_s)
 
 
 @types.coroutine

@@ -118,7 +118,7 @@ def prepared(settings: WorkerSettings) -> Worker:
 
 def run(runner: Worker) -> NoReturn:
     """Run the worker until it stops, then exit with its code."""
-    from corral.worker.runtime import exit_now
+    from corral.worker.stopping import exit_now
 
     code = asyncio.run(runner.run())
     if any(t.name.startswith("corral-job") and t.is_alive() for t in threading.enumerate()):

@@ -39,7 +39,6 @@ import contextlib
 import importlib
 import logging
 import math
-import os
 import sys
 import time
 import traceback
@@ -65,6 +64,7 @@ from corral.worker.jobs import Jobs
 from corral.worker.loopwatch import LoopWatch
 from corral.worker.metrics import WorkerMetrics
 from corral.worker.signals import StopSignals
+from corral.worker.stopping import exit_now, stop_tasks
 
 if TYPE_CHECKING:
     from corral.worker.endpoint_http import Endpoint
@@ -76,37 +76,6 @@ __all__ = ["EXIT_REMOVED", "EXIT_RESTART", "EXIT_STUCK", "Worker"]
 EXIT_REMOVED = 3  # the registry says this worker was removed
 EXIT_STUCK = 4  # sync handlers stuck past their timeout hold too many slots
 EXIT_FATAL = 1
-_STOP_ROUNDS, _STOP_WAIT_S = 5, 1.0  # cancel, wait; again for a task that swallowed it
-
-
-def exit_now(code: int) -> None:
-    """Leave at once, logs and output flushed, joining no thread and waiting
-    for no task (`corral worker`: a stuck sync handler or task)."""
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
-async def stop_tasks(
-    tasks: list[asyncio.Task[Any]], *, rounds: int = _STOP_ROUNDS, wait_s: float = _STOP_WAIT_S
-) -> list[str]:
-    """Cancel `tasks` until they are done, at most `rounds` times `wait_s`;
-    the names of those still running. Cancelling once and awaiting is not
-    enough: a cancellation can be lost (Python 3.11's `wait_for` drops one
-    that lands as the awaited event is set), and the worker would hang at
-    exit with its pod Terminating until SIGKILL."""
-    pending = {task for task in tasks if not task.done()}
-    for _ in range(rounds):
-        if not pending:
-            break
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=wait_s)
-    for task in tasks:  # retrieve what they ended with: no "never retrieved" noise
-        if task.done() and not task.cancelled():
-            task.exception()
-    return sorted(task.get_name() for task in pending)
 
 
 class Worker:
@@ -434,6 +403,9 @@ class Worker:
             1e6 * cpu_s / max(done, 1),
         )
         stuck = await stop_tasks(self._tasks)
+        lingering = 0 if self._jobs is None else sum(not t.done() for t in self._jobs.lingering)
+        if lingering:  # their jobs were handed back; the handlers ignored the cancellation
+            stuck.append(f"{lingering} job handler(s)")
         if stuck:
             log.warning("tasks still running at exit, left behind: %s", ", ".join(stuck))
         if self._jobs is not None and self._jobs.threads is not None:
