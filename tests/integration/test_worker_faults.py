@@ -72,6 +72,21 @@ def test_an_error_whose_text_cannot_be_read_is_recorded_and_the_job_retried(
     assert w.proc.poll() is None and w.http("/healthz")[0] == 200
 
 
+def test_many_sync_jobs_each_get_a_thread_and_none_times_out_waiting_for_one(
+    database_url: str, start: Callable[..., WorkerProcess]
+) -> None:
+    # 300 slots, 300 sync jobs of 1 s with a 1.5 s timeout: each must start
+    # in a thread of its own at once, not queue for one of a smaller pool.
+    with queue.Queue.connect(database_url) as q:
+        q.enqueue_many(
+            [queue.JobSpec("blocking", {"sleep_s": 1.0}, queue="t", max_attempts=1)] * 300
+        )
+    w = start("--concurrency", "300", "--job-timeout", "1.5s")
+    done = wait_until(lambda: sum(finished(database_url).values()) == 300 and finished(database_url),
+                      90, "all 300 jobs finished")  # fmt: skip
+    assert done == {"completed": 300}, w.output()[-3000:]
+
+
 def test_sigterm_hands_back_every_job_although_one_handler_ignores_its_cancellation(
     database_url: str, start: Callable[..., WorkerProcess]
 ) -> None:

@@ -246,9 +246,11 @@ class Worker:
                     return self._fatal(str(exc))
                 self.guard.endpoint = (settings.http_host, listener.port)
             StopSignals(self._drain_on_signal, settings).install()
-            # Sync handlers run in threads; one per slot so none waits for a thread.
+            # Sync handlers run in threads, one per slot: a job's timeout runs
+            # from its claim, so none may wait for a thread (threads start as
+            # needed: a pool of 10,000 costs nothing until used).
             jobs.threads = ThreadPoolExecutor(
-                max_workers=min(settings.concurrency, 256), thread_name_prefix="corral-job"
+                max_workers=settings.concurrency, thread_name_prefix="corral-job"
             )
             await upkeep.declare_schedules(session, declared_schedules(), settings.database_url)
             self.lifecycle.activate()
