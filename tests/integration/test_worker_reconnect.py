@@ -10,6 +10,7 @@ must stay up for the other tests); the storm runs on the test's database.
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,3 +128,20 @@ def test_a_worker_cut_off_for_longer_than_its_lease_exits_and_says_why(
     code = w.wait(30)
     assert code == 1, w.output()
     assert "longer than --lease (4s)" in w.output(), w.output()
+
+
+def test_sigterm_during_an_outage_keeps_the_grace_and_leaves_the_completions_to_the_leases(
+    server: PostgresServer, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    url = _migrated(server)
+    with queue.Queue.connect(url) as q:
+        q.enqueue_many([queue.JobSpec("hold", {"sleep_s": 2.5}, queue="t") for _ in range(4)])
+    w = _start(workers, url, tmp_path, "--lease", "20s", "--term-grace", "4s")
+    wait_until(lambda: w.status()["in_flight"] == 4, 20, "4 jobs in flight")
+    server.stop()
+    w.signal(signal.SIGTERM)
+    # The jobs finish within the grace, but nothing can be written: the
+    # worker leaves them to their leases instead of waiting the lease out.
+    code = w.wait(18)  # the grace and a margin, not the lease
+    assert code == 1, w.output()
+    assert "left 4 completion(s) to their leases" in w.output(), w.output()

@@ -67,9 +67,11 @@ class CompletionBuffer:
         return done, results
 
     def put_back(self, done: list[ClaimedJob], results: dict[int, Any]) -> None:
-        """A write failed: these go first in the next one."""
+        """A write failed: these go first in the next one (and count as
+        waiting, no longer as being written)."""
         self.done[:0] = done
         self.results.update(results)
+        self.writing = 0
 
     async def written_out(self, timeout_s: float = 5.0) -> None:
         """Until the flusher has written everything (the drain's last step),

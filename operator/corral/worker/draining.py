@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,12 +33,17 @@ from corral.worker.metrics import WorkerMetrics
 
 log = logging.getLogger("corral.worker")
 
-__all__ = ["EXIT_RESTART", "Dispatcher"]
+__all__ = ["EXIT_RESTART", "EXIT_UNWRITTEN", "Dispatcher"]
 
 # Drained for `corral workers restart`: start me again (EX_TEMPFAIL, "try
 # again later"; Kubernetes restarts a pod's container on any exit, a systemd
 # unit with RestartForceExitStatus=75 or Restart=on-failure does too).
 EXIT_RESTART = 75
+# Drained with completions the database did not take by the drain deadline
+# and WRITE_OUT_MARGIN_S (an outage): their jobs run again once their leases
+# lapse, as after a second signal (signals.EXIT_SECOND_SIGNAL).
+EXIT_UNWRITTEN = 1
+WRITE_OUT_MARGIN_S = 3.0
 _DRAIN_POLL_S = 1.0  # a drain without a deadline re-checks held jobs this often
 _DRAINED_POLL_S = 0.2  # a drained worker checks this often whether to exit
 
@@ -93,8 +99,8 @@ class Dispatcher:
         if lifecycle.accepting:
             return True
         await jobs.hand_back()
-        # Let the last completions land.
-        await buffer.written_out()
+        if not await self._written_out():
+            return False
         if lifecycle.accepting:
             return True  # the registry cancelled the drain meanwhile: claim again
         if not lifecycle.finish_drain():
@@ -112,6 +118,32 @@ class Dispatcher:
             await asyncio.sleep(_DRAINED_POLL_S)
         self.exit(self._exit_code())
         return False
+
+    async def _written_out(self) -> bool:
+        """Let the last completions land: for as long as it takes, or, with a
+        drain deadline, until that deadline and `WRITE_OUT_MARGIN_S`. False
+        when they could not be written by then and the worker exits,
+        leaving them to their leases (a signal must not wait out --lease)."""
+        lifecycle, buffer = self.lifecycle, self.buffer
+        left = lifecycle.time_left()
+        if left is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left + WRITE_OUT_MARGIN_S):
+                    await buffer.written_out()
+            unwritten = len(buffer) + buffer.writing
+            if unwritten and lifecycle.exits_when_drained:
+                message = (
+                    f"could not write {unwritten} completion(s) by the drain's deadline and "
+                    f"{WRITE_OUT_MARGIN_S:g}s more (the database does not answer): left "
+                    f"{unwritten} completion(s) to their leases; those jobs run again once "
+                    f"their leases lapse. Exiting with code {EXIT_UNWRITTEN}"
+                )
+                log.error("%s", message)
+                print(f"corral worker {self.worker_id}: {message}", file=sys.stderr, flush=True)
+                self.exit(EXIT_UNWRITTEN)
+                return False
+        await buffer.written_out()
+        return True
 
     def _exit_code(self) -> int:
         lifecycle = self.lifecycle
