@@ -87,6 +87,28 @@ def test_many_sync_jobs_each_get_a_thread_and_none_times_out_waiting_for_one(
     assert done == {"completed": 300}, w.output()[-3000:]
 
 
+def test_a_timestamp_python_cannot_load_dead_letters_that_job_and_its_batch_runs(
+    database_url: str, start: Callable[..., WorkerProcess]
+) -> None:
+    with queue.Queue.connect(database_url) as q:
+        ids = q.enqueue_many([queue.JobSpec("noop", queue="t") for _ in range(5)])
+    # Written past the client (plain SQL): PostgreSQL takes what Python's
+    # datetime cannot hold.
+    with psycopg.connect(database_url) as conn:
+        conn.execute("UPDATE corral_jobs SET run_at = '-infinity' WHERE id = %s", (ids[2],))
+    w = start()
+    wait_until(lambda: finished(database_url) == {"completed": 4, "dead": 1}, 60, "every job")
+    with psycopg.connect(database_url) as conn:  # not get_job: it would load run_at
+        state, attempt, reason, error = conn.execute(
+            "SELECT state, attempt, last_error_reason, last_error FROM corral_jobs_finished"
+            " WHERE id = %s",
+            (ids[2],),
+        ).fetchone() or (None, None, None, None)
+    assert (state, attempt, reason) == ("dead", 1, "payload")
+    assert "run_at cannot be loaded" in (error or ""), error
+    assert w.proc.poll() is None and w.http("/healthz")[0] == 200
+
+
 def test_sigterm_hands_back_every_job_although_one_handler_ignores_its_cancellation(
     database_url: str, start: Callable[..., WorkerProcess]
 ) -> None:

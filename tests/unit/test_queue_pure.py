@@ -300,3 +300,22 @@ def test_the_claim_decoder_turns_a_payload_it_cannot_decode_into_undecodable() -
 def test_a_bad_token_ttl_or_uses_names_the_flag(ttl_s: float, uses: int, named: str) -> None:
     with pytest.raises(InvalidJob, match=named):
         token_params("eu", None, ttl_s, uses)
+
+
+def test_a_claimed_row_with_a_timestamp_python_cannot_load_carries_it_as_its_payload() -> None:
+    import datetime as dt
+    from typing import Any
+
+    from corral.queue._params import claimed_leniently
+    from corral.queue.records import Unloadable
+
+    now = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    bad = Unloadable("run_at cannot be loaded (timestamp too small (before year 1))")
+    row: tuple[Any, ...] = (7, "noop", "t", {}, 0, "", 1, 3, 11, now, now, bad, None)
+    job = claimed_leniently(row)
+    assert (job.id, job.lease_token, job.enqueued_at, job.region) == (7, 11, now, None)
+    assert isinstance(job.run_at, dt.datetime)  # a stand-in: the job is dead-lettered anyway
+    assert isinstance(job.payload, Unloadable) and job.payload.error.startswith(
+        "run_at cannot be loaded (timestamp too small"
+    )
+    assert claimed_leniently((*row[:11], now, None)).payload == {}  # a sound row is as ever

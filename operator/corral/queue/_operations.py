@@ -41,6 +41,8 @@ class Statement:
     fetch: Fetch = Fetch.ALL
     prepare: bool | None = None  # True on the hot path: prepared once per connection
     binary: bool = False  # binary rows (claims: cheaper to decode)
+    # Rows Python cannot load whole are loaded value by value (`_rows.reload`).
+    lenient: bool = False
 
 
 # An operation yields Statements, is sent each one's result, returns a record.
@@ -166,7 +168,10 @@ def claim(
         (worker_id, credential, list(queues), batch, lease_s),
         prepare=True,
         binary=True,
+        lenient=True,
     )
+    if isinstance(rows, p.Reloaded):  # a value could not be loaded: claimed all the same
+        return [p.claimed_leniently(row) for row in rows]
     return [p.claimed_from_row(row) for row in rows]
 
 

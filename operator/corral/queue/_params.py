@@ -8,6 +8,7 @@ connection, so the unit tier can call all of it.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import secrets
@@ -148,6 +149,34 @@ def claimed_from_row(row: tuple[Any, ...]) -> ClaimedJob:
         row[11],
         row[12] if len(row) > 12 else None,
     )
+
+
+class Reloaded(list[tuple[Any, ...]]):
+    """Rows loaded value by value after the fast load failed
+    (`corral.queue._rows.reload`): some value may be `records.Unloadable`."""
+
+
+_CLAIM_TIMES = {9: "lease_expires_at", 10: "enqueued_at", 11: "run_at", 12: "scheduled_for"}
+
+
+def claimed_leniently(row: tuple[Any, ...]) -> ClaimedJob:
+    """`claimed_from_row` for a row of `Reloaded`: a timestamp Python cannot
+    load ('-infinity') is replaced (now; scheduled_for: None) and the job's
+    payload by `Unloadable` saying which, so the worker dead-letters that
+    job alone."""
+    bad = [v.error for v in row if isinstance(v, records.Unloadable)]
+    if not bad:
+        return claimed_from_row(row)
+    values = list(row)
+    now = dt.datetime.now(dt.UTC)
+    for i, name in _CLAIM_TIMES.items():
+        if i < len(values) and isinstance(values[i], records.Unloadable):
+            values[i] = None if name == "scheduled_for" else now
+    values[3] = records.Unloadable(
+        "; ".join(bad) + ": a value written past corral's client (plain SQL?) that Python "
+        "cannot hold (datetime takes years 1 to 9999; no infinity)"
+    )
+    return claimed_from_row(tuple(values))
 
 
 def job_from_row(row: tuple[Any, ...]) -> Job:

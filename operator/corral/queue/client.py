@@ -41,6 +41,7 @@ from corral.queue._params import (
     NOTIFY_CHANNEL,
     hash_secret,
 )
+from corral.queue._rows import reload
 from corral.queue.errors import log_notices, translated
 
 # The constants were always importable from here; the package re-exports them.
@@ -108,7 +109,14 @@ class Queue(ClientMethods, bind=_method):
             cur = self.conn.execute(
                 _sql.query(stmt.name), stmt.params, prepare=stmt.prepare, binary=stmt.binary
             )
-            rows = None if stmt.fetch is op.Fetch.ROWCOUNT else cur.fetchall()
+            rows = None
+            if stmt.fetch is not op.Fetch.ROWCOUNT:
+                try:
+                    rows = cur.fetchall()
+                except psycopg.DataError:
+                    if not stmt.lenient:
+                        raise
+                    rows = reload(cur)  # a value Python cannot load: the rest still count
             return op.result(stmt, rows, cur.rowcount)
 
     def _drive(self, operation: op.Operation[T]) -> T:

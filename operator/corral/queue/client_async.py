@@ -22,6 +22,7 @@ from corral.queue import _sql
 from corral.queue._connect import aconnect
 from corral.queue._methods import ClientMethods, client_of
 from corral.queue._params import NOTIFY_CHANNEL
+from corral.queue._rows import reload
 from corral.queue.errors import log_notices, translated
 
 __all__ = ["AsyncQueue"]
@@ -95,7 +96,14 @@ class AsyncQueue(ClientMethods, bind=_method):
             cur = await self.conn.execute(
                 _sql.query(stmt.name), stmt.params, prepare=stmt.prepare, binary=stmt.binary
             )
-            rows = None if stmt.fetch is op.Fetch.ROWCOUNT else await cur.fetchall()
+            rows = None
+            if stmt.fetch is not op.Fetch.ROWCOUNT:
+                try:
+                    rows = await cur.fetchall()
+                except psycopg.DataError:
+                    if not stmt.lenient:
+                        raise
+                    rows = reload(cur)  # a value Python cannot load: the rest still count
             return op.result(stmt, rows, cur.rowcount)
 
     async def _drive(self, operation: op.Operation[T]) -> T:

@@ -151,6 +151,19 @@ class ClaimedJob:
     scheduled_for: dt.datetime | None = None
 
 
+class Unloadable:
+    """A value of a claimed row that Python cannot load: a timestamp outside
+    `datetime`'s years 1-9999 ('-infinity', written past corral's client),
+    or a payload its JSON parser refuses. It stands in for the job's payload
+    so that the rest of the batch runs; the worker fails that job as
+    `payload`, straight to dead, with `error` in its message."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
 @dataclass(frozen=True, slots=True)
 class Failure:
     """A failed attempt to report with `fail_many`. `retry=False` sends the job

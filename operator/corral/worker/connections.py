@@ -14,6 +14,7 @@ from json import loads as _json_loads
 from typing import Any
 
 from corral.queue import AsyncQueue, ConnectionLost
+from corral.queue.records import Unloadable
 
 __all__ = ["Link", "Undecodable", "claim_connection", "listen_connection", "loads"]
 
@@ -90,16 +91,13 @@ class Link:
                 await self.queue.close()
 
 
-class Undecodable:
+class Undecodable(Unloadable):
     """A claimed payload Python could not decode (nested deeper than its
     parser goes, for one: PostgreSQL's jsonb allows more). It stands in for
     the payload so that the rest of the batch runs; the job fails as
     `payload`, straight to dead, with `error` in its message."""
 
-    __slots__ = ("error",)
-
-    def __init__(self, error: str) -> None:
-        self.error = error
+    __slots__ = ()
 
 
 def loads(data: str | bytes) -> Any:

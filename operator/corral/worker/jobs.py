@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from corral.frozen import builder
 from corral.queue import ClaimedJob, ConnectionLost, FailureReason
+from corral.queue.records import Unloadable
 from corral.worker._queue import RemovedError
 from corral.worker.claimsize import smoothed
 from corral.worker.completions import CompletionBuffer
@@ -168,11 +169,8 @@ class Jobs:
             try:
                 if handler is None:
                     raise _Unknown(claimed.kind)
-                if isinstance(claimed.payload, Undecodable):
-                    raise PayloadError(
-                        f"the payload cannot be decoded ({claimed.payload.error}): "
-                        "enqueue it nested less deeply"
-                    )
+                if isinstance(claimed.payload, Unloadable):
+                    raise PayloadError(_unloadable(claimed.payload))
                 job = handler_job(claimed)
                 if handler.payload_model is not None:
                     job = handler.prepare(job)
@@ -399,6 +397,12 @@ class Jobs:
         if self._io_tasks:
             # Failures being recorded (during an outage, until their leases lapse).
             await asyncio.wait(list(self._io_tasks), timeout=wait_s)
+
+
+def _unloadable(payload: Unloadable) -> str:
+    if isinstance(payload, Undecodable):
+        return f"the payload cannot be decoded ({payload.error}): enqueue it nested less deeply"
+    return payload.error  # a timestamp of its row (corral.queue._params.claimed_leniently)
 
 
 @types.coroutine
