@@ -8,6 +8,8 @@ import asyncio
 import datetime as dt
 from typing import Any
 
+import pytest
+
 from corral.queue import ClaimedJob, ConnectionLost, DataRefused, FailureReason
 from corral.worker.completions import CompletionBuffer, Flusher
 from corral.worker.metrics import WorkerMetrics
@@ -183,6 +185,60 @@ def test_a_refused_result_costs_its_own_job_its_result_never_the_batch() -> None
         )
         assert sorted(freed) == [1, 2, 3]  # every slot free, nothing left to retry
         assert buffer.done == []
+
+    asyncio.run(scenario())
+
+
+class BreakingSession(RefusingSession):
+    """RefusingSession whose connection breaks (or which fails otherwise) at
+    the `breaks_at`-th call, after the refused batch: the one-by-one pass
+    has written some jobs when it happens."""
+
+    def __init__(self, error: Exception, breaks_at: int) -> None:
+        super().__init__()
+        self.error, self.breaks_at, self.calls = error, breaks_at, 0
+
+    async def complete_many(
+        self, jobs: list[ClaimedJob], results: dict[int, Any] | None = None
+    ) -> list[int]:
+        self.calls += 1
+        if self.calls == self.breaks_at:
+            raise self.error
+        return await super().complete_many(jobs, results)
+
+
+@pytest.mark.parametrize(
+    "error", [ConnectionLost("server closed the connection"), RuntimeError("statement timeout")]
+)
+def test_a_write_that_breaks_during_the_one_by_one_pass_keeps_only_what_is_unwritten(
+    error: Exception,
+) -> None:
+    # Batch [1, 2, 3, 4] refused (job 2's result); one by one: 1 written, 2
+    # failed as `result`, then the write of 3 breaks. 1 and 2 are done and
+    # their slots free; only 3 and 4 wait for the next write, and the
+    # flusher goes on (no exception: the worker does not exit).
+    async def scenario() -> None:
+        buffer = CompletionBuffer(batch=10)
+        for job_id in (1, 2, 3, 4):
+            buffer.add(_job(job_id), {"n": job_id})
+        session = BreakingSession(error, breaks_at=4)  # the batch, 1, 2 (refused), then 3
+        freed: list[int] = []
+        metrics = WorkerMetrics(dict)
+        flusher = Flusher(buffer, session, metrics, lambda d: freed.extend(j.id for j in d), 0)
+        await flusher.flush_once()
+        assert sorted(freed) == [1, 2]
+        assert [j.id for j in buffer.done] == [3, 4] and buffer.results == {
+            3: {"n": 3},
+            4: {"n": 4},
+        }
+        assert buffer.flush_now.is_set()
+        await flusher.flush_once()
+        assert sorted(freed) == [1, 2, 3, 4] and session.stored == {
+            1: {"n": 1},
+            3: {"n": 3},
+            4: {"n": 4},
+        }
+        assert ("q", "lease_lost") not in metrics.jobs  # nothing written twice, so nothing refused
 
     asyncio.run(scenario())
 

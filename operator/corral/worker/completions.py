@@ -146,19 +146,26 @@ class Flusher:
             # One value the database cannot store must not hold the others
             # back: write them one by one, so only that one is dealt with.
             log.warning("%d completion(s) refused (%s); writing them one by one", len(done), exc)
-            try:
-                lost = await self._one_by_one(done, results)
-            except ConnectionLost as lost_exc:
-                await self._keep_for_later(done, results, lost_exc)
-                return
+            await self._one_by_one(done, results)
+            return
         except Exception as exc:
-            log.error("could not record %d completion(s), retrying: %s", len(done), exc)
-            self.failing_since = self.failing_since or time.monotonic()
-            self.buffer.put_back(done, results)
-            await asyncio.sleep(_RETRY_AFTER_S)
-            self.buffer.flush_now.set()
+            await self._retry_later(done, results, exc)
             return
         self._written(done, lost)
+
+    async def _retry_later(
+        self, done: list[ClaimedJob], results: dict[int, Any], exc: Exception
+    ) -> None:
+        """Put `done` back in front of the buffer and wake the flusher again
+        after a pause: a lost connection's back-off, or _RETRY_AFTER_S."""
+        if isinstance(exc, ConnectionLost):
+            await self._keep_for_later(done, results, exc)
+            return
+        log.error("could not record %d completion(s), retrying: %s", len(done), exc)
+        self.failing_since = self.failing_since or time.monotonic()
+        self.buffer.put_back(done, results)
+        await asyncio.sleep(_RETRY_AFTER_S)
+        self.buffer.flush_now.set()
 
     async def _keep_for_later(
         self, done: list[ClaimedJob], results: dict[int, Any], exc: Exception
@@ -177,19 +184,48 @@ class Flusher:
         await asyncio.sleep(self.session.backoff())
         self.buffer.flush_now.set()
 
-    async def _one_by_one(self, done: list[ClaimedJob], results: dict[int, Any]) -> list[int]:
+    async def _one_by_one(self, done: list[ClaimedJob], results: dict[int, Any]) -> None:
+        """Write `done` a job at a time. Should a write break on the way (the
+        connection lost, a timeout), the jobs written so far are done and
+        only the rest go back to the buffer: put back, a written job would
+        be refused at its next write and counted as a lost lease."""
         lost: list[int] = []
-        for job in done:
+        for i, job in enumerate(done):
             mine = {job.id: results[job.id]} if job.id in results else {}
             try:
                 lost += await self.session.complete_many([job], mine)
             except DataRefused as exc:
-                if not await self._fail_for_result(job, mine, exc):
+                try:
+                    stored = await self._fail_for_result(job, mine, exc)
+                except RemovedError:
+                    raise
+                except Exception as fail_exc:
+                    await self._written_then_retry(done, i, lost, results, fail_exc)
+                    return
+                if not stored:
                     # Not even the bare completion went in: leave it to the
                     # lease (the job runs again elsewhere) rather than block.
                     log.error("job %s: completion refused (%s); its lease will lapse", job.id, exc)
                     self.metrics.count(job.queue, "unstorable")
-        return lost
+            except RemovedError:
+                raise  # removed from the fleet: the worker exits
+            except Exception as exc:
+                await self._written_then_retry(done, i, lost, results, exc)
+                return
+        self._written(done, lost)
+
+    async def _written_then_retry(
+        self,
+        done: list[ClaimedJob],
+        i: int,
+        lost: list[int],
+        results: dict[int, Any],
+        exc: Exception,
+    ) -> None:
+        if i:
+            self._written(done[:i], lost)
+        rest = done[i:]
+        await self._retry_later(rest, {j.id: results[j.id] for j in rest if j.id in results}, exc)
 
     async def _fail_for_result(
         self, job: ClaimedJob, results: dict[int, Any], exc: Exception
