@@ -850,8 +850,9 @@ def test_a_drain_exits_0_a_worker_outside_a_pool_once_its_jobs_are_done(
     assert finished(database_url).get("completed") == 1  # finished, not handed back
     assert registry_row(database_url, worker_id).state == "drained"
     assert "drained, not in a pool: exiting" in w.output()
-    # Nothing left to undo: resume says why.
-    assert "start it again instead" in workers_command(database_url, "resume", worker_id, 1).stderr
+    # Resume marks it to be active once started again (tests/integration/test_cli_workers.py).
+    resumed = workers_command(database_url, "resume", worker_id).stdout
+    assert "active once it is started again" in resumed, resumed
 
 
 def test_resume_undoes_a_drain_under_way_and_the_worker_claims_again(

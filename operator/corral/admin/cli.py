@@ -38,8 +38,9 @@ from corral.queue.errors import (
     ScheduleNotFound,
     TokenNotFound,
     WorkerNotFound,
+    WorkerStateError,
 )
-from corral.queue.records import Job, JobGroup, JobState, Worker
+from corral.queue.records import Job, JobGroup, JobState, Worker, WorkerState
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -914,17 +915,53 @@ _worker_change(
     """,
     lambda queue, worker_id: queue.request_drain(worker_id),
 )
-_worker_change(
-    "resume",
-    """Undo a drain that has not finished: the worker claims again.
+
+
+@workers.command("resume")
+@_WORKER
+@_database_option
+@_handled
+def workers_resume(target: str, database_url: str | None) -> None:
+    """Undo a drain asked for through the registry: the worker claims again.
 
     Applies to a drain asked for through the registry (`workers drain`,
     `workers restart`, the operator's scaler), while the worker drains, or
     while a pool's worker stays up drained; not to a worker draining on its
-    own (SIGTERM, preStop).
-    """,
-    lambda queue, worker_id: queue.resume_worker(worker_id),
-)
+    own (SIGTERM, preStop). A worker started by hand whose `workers drain`
+    finished has exited: resume marks it to be active once it is started
+    again (with the same --state-dir), shown as restarting until then.
+    """
+    with _queue(database_url) as queue:
+        worker_id = _worker_id(queue, target)
+        try:
+            worker = queue.resume_worker(worker_id)
+        except WorkerStateError:
+            found = queue.get_worker(worker_id)
+            if not _exited_after_an_admin_drain(found):
+                raise
+            # Its row stays drained by an admin across a restart; a restart's
+            # drain is the one `corral_authenticate_v2` forgets when the
+            # worker signs in again, so make the finished drain a restart's.
+            worker = queue.request_restart(worker_id)
+            click.echo(
+                f"worker {worker.id} ({worker.name}) is {worker.shown_state}: it finished its "
+                "drain and exited (not in a pool); it is active once it is started again "
+                "with the same --state-dir"
+            )
+            return
+    click.echo(f"worker {worker.id} ({worker.name}) is {worker.shown_state}")
+
+
+def _exited_after_an_admin_drain(worker: Worker) -> bool:
+    """A worker started by hand (no pool) whose `workers drain` finished: it
+    exited 0, and its row would keep it drained when it is started again."""
+    return (
+        worker.pool is None
+        and worker.state == WorkerState.DRAINED
+        and worker.drain_requested_by == "admin"
+    )
+
+
 _worker_change(
     "restart",
     """Drain a worker, then have it exit for its supervisor to start it again.

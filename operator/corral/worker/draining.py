@@ -158,5 +158,9 @@ class Dispatcher:
             )
             return EXIT_RESTART
         log.info("drained through the registry and not in a pool: exiting")
-        print(f"corral worker {self.worker_id}: drained, not in a pool: exiting", flush=True)
+        print(
+            f"corral worker {self.worker_id}: drained, not in a pool: exiting "
+            f"(to bring it back: `corral workers resume {self.worker_id}`, then start it again)",
+            flush=True,
+        )
         return 0
