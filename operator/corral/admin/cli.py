@@ -24,6 +24,7 @@ from typing import Any, ParamSpec, TypeVar
 import click
 from click.decorators import FC
 
+from corral import queuenames
 from corral.admin._output import FORMATS, ago, emit, plain
 from corral.durations import DurationError, format_age, parse_duration
 from corral.queue import groups, migrations, roles
@@ -229,6 +230,29 @@ def _duration_option(
     return click.option(flag, callback=convert, metavar="DURATION", help=help, **options)
 
 
+def _queue_names(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+    """Callback of an option or argument naming queues (a name, or a repeated
+    option's names, each maybe comma-separated): a name no worker could claim
+    from (`corral.queuenames`) exits 2 naming the option."""
+    given = [value] if isinstance(value, str) else list(value or ())
+    for text in given:
+        for name in text.split(",") if isinstance(value, tuple) else [text]:
+            if name.strip() and (why := queuenames.problem(name.strip())) is not None:
+                raise click.BadParameter(why)
+    return value
+
+
+def _default_queue(kind: str) -> str:
+    """The queue a job of KIND goes to without --queue: KIND itself, which
+    must then be a queue name (exit 2 naming KIND and --queue)."""
+    why = queuenames.problem(kind)
+    if why is not None:
+        raise click.BadParameter(
+            f"{why}; a job's queue defaults to its KIND: give --queue Q", param_hint="KIND"
+        )
+    return kind
+
+
 # -- db ----------------------------------------------------------------------
 
 
@@ -370,7 +394,13 @@ def _parse_time(
 @jobs.command("enqueue")
 @click.argument("kind")
 @click.argument("payload", required=False)
-@click.option("--queue", "queue_name", metavar="Q", help="Queue to put it on (default: KIND).")
+@click.option(
+    "--queue",
+    "queue_name",
+    metavar="Q",
+    callback=_queue_names,
+    help=f"Queue to put it on (default: KIND); {queuenames.RULE}.",
+)
 @click.option("--priority", type=int, default=0, help="-1000..1000, higher first.")
 @_duration_option("--delay", "Run after this long (30s, 5m).")
 @click.option("--run-at", callback=_parse_time, metavar="TIME", help="Run at this ISO 8601 time.")
@@ -398,6 +428,7 @@ def _parse_time(
 @click.option(
     "--result-queue",
     metavar="Q",
+    callback=_queue_names,
     help="When the job completes, enqueue its result on Q as a job of kind 'result' "
     "(exactly once; see docs/queue.md).",
 )
@@ -438,6 +469,8 @@ def jobs_enqueue(
         )
     if rule is not None and regions is None:
         raise click.UsageError("--rule rolls up a fan-out: give --regions R1,R2,... with it")
+    if queue_name is None:
+        _default_queue(kind)
     data = _read_payload(payload)
     now = dt.datetime.now(dt.UTC)
     if delay:
@@ -660,7 +693,11 @@ def dispatch() -> None:
 
 
 _queue_target = click.option(
-    "--queue", "queue_name", metavar="Q", help="The queue (default: every queue)."
+    "--queue",
+    "queue_name",
+    metavar="Q",
+    callback=_queue_names,
+    help="The queue (default: every queue).",
 )
 
 
@@ -739,6 +776,7 @@ def tokens() -> None:
     "queues",
     multiple=True,
     metavar="Q",
+    callback=_queue_names,
     help="Queues the enrolled workers may serve (repeat, or comma-separated as for "
     "`corral worker -q`); unset: any queue.",
 )

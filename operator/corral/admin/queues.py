@@ -24,6 +24,7 @@ from corral.admin.cli import (
     _list_command,
     _output_option,
     _queue,
+    _queue_names,
 )
 from corral.queue.client import Queue
 from corral.queue.records import UNCAPPED, QueueSettings
@@ -85,7 +86,7 @@ _list_command(
 
 
 @queues.command("set")
-@click.argument("queue_name", metavar="QUEUE")
+@click.argument("queue_name", metavar="QUEUE", callback=_queue_names)
 @click.option("--max-attempts", type=click.IntRange(min=1), help="Attempt budget of its jobs.")
 @_duration_option("--retry-base", "First retry's back-off (it doubles, with jitter), e.g. 1s.")
 @_duration_option("--retry-max", "The back-off's cap, e.g. 1h.")

@@ -19,11 +19,13 @@ from corral.admin.cli import (
     _CONTEXT,
     _change_command,
     _database_option,
+    _default_queue,
     _handled,
     _list_command,
     _output_option,
     _parse_time,
     _queue,
+    _queue_names,
     _read_payload,
 )
 from corral.queue.client import Queue
@@ -66,7 +68,13 @@ def _row(s: Schedule) -> list[Any]:
 @click.option("--every", metavar="DURATION", help="Fire every DURATION (30s, 5m, 1h; 1s to 366d).")
 @click.option("--cron", metavar="EXPR", help="Fire on a cron expression ('0 3 * * *', '@hourly').")
 @click.option("--timezone", default="UTC", help="Cron's timezone (IANA name).")
-@click.option("--queue", "queue_name", metavar="Q", help="Queue of its jobs (default: KIND).")
+@click.option(
+    "--queue",
+    "queue_name",
+    metavar="Q",
+    callback=_queue_names,
+    help="Queue of its jobs (default: KIND).",
+)
 @click.option("--priority", type=int, default=0, help="-1000..1000.")
 @click.option("--region", metavar="R", help="Only workers of this region run its jobs.")
 @click.option("--max-attempts", type=int, help="Attempt budget per job (default: the queue's).")
@@ -116,6 +124,8 @@ def schedules_create(
     """Create schedule NAME enqueueing KIND jobs with PAYLOAD (JSON, '-'
     reads stdin), or update it in place (same NAME: an unchanged spec keeps
     its next occurrence)."""
+    if queue_name is None:
+        _default_queue(kind)
     spec = ScheduleSpec(
         name, kind, _read_payload(payload), every, cron, timezone, queue_name, priority,
         region, max_attempts, start_at, end_at, catch_up, overlap, jitter,

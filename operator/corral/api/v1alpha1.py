@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from corral import egressrules, workerenv
+from corral import egressrules, queuenames, workerenv
 from corral.api._kube import (
     DNS_LABEL_PATTERN,
     DNS_SUBDOMAIN_PATTERN,
@@ -42,10 +42,9 @@ GROUP = "corral.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-# A queue name as the worker accepts it (corral.worker.config), narrowed to
-# start with a letter or digit so it reads well in labels and listings.
-QUEUE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
-_QUEUE_NAME = re.compile(QUEUE_NAME_PATTERN)
+# A queue name: the one rule the worker and the admin commands apply too
+# (corral.queuenames).
+QUEUE_NAME_PATTERN = queuenames.PATTERN
 REGION_NAME_PATTERN = DNS_LABEL_PATTERN
 
 # Environment variables the operator sets on every worker from the pool's
@@ -64,19 +63,12 @@ _RESERVED_ENV_RULE = (
 )
 
 
-def _check_queue_name(name: str) -> str:
-    if len(name) > 63 or not _QUEUE_NAME.match(name):
-        raise ValueError(
-            f"{name!r} is not a queue name; use 1 to 63 letters, digits and _ . : -, "
-            "starting with a letter or digit"
-        )
-    return name
-
-
 QueueName = Annotated[
     str,
-    AfterValidator(_check_queue_name),
-    WithJsonSchema({"type": "string", "maxLength": 63, "pattern": QUEUE_NAME_PATTERN}),
+    AfterValidator(queuenames.check),
+    WithJsonSchema(
+        {"type": "string", "maxLength": queuenames.MAX_LENGTH, "pattern": QUEUE_NAME_PATTERN}
+    ),
 ]
 
 

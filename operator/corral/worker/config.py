@@ -27,11 +27,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypedDict
 
-from corral import egressrules, workerenv
+from corral import egressrules, queuenames, workerenv
 from corral.durations import parse_duration
 from corral.queue.dsn import DsnError, check_dsn, mask_dsn
 
-_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,63}$")
 DEFAULT_RETENTION_S = 7 * 86400.0  # finished jobs are kept a week
 
 # flag name -> environment variable, used to name both in error messages; the
@@ -155,10 +154,8 @@ def queue_names(value: str | list[str] | tuple[str, ...]) -> list[str]:
     """`parse_queues`, each name checked (ValueError quotes a bad one)."""
     names = parse_queues(value)
     for name in names:
-        if not _QUEUE_NAME.match(name):
-            raise ValueError(
-                f"queue name {name!r} may only use letters, digits and _ . : - (1 to 63 characters)"
-            )
+        if queuenames.problem(name) is not None:  # the CRD's and the admin commands' rule
+            raise ValueError(f"queue name {queuenames.quoted(name)} may only use {queuenames.RULE}")
     return names
 
 
