@@ -48,6 +48,11 @@ R = TypeVar("R")
 T = TypeVar("T")
 
 EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND = 1, 2, 3
+# The largest counts the database stores (integer, bigint columns and LIMIT).
+INT4_MAX, INT8_MAX = 2**31 - 1, 2**63 - 1
+# The longest DURATION an admin command takes: a time it adds to now stays
+# within what Python's datetime and PostgreSQL's timestamptz hold.
+MAX_DURATION_S, MAX_DURATION = 36500 * 86400.0, "36500d (100 years)"
 _CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 
 
@@ -206,13 +211,28 @@ def _list_command(
 _ID = click.argument("target", type=int, metavar="ID")  # a job's or a worker's
 
 
+def _at_most(maximum: int) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """Callback of an integer option: above `maximum` (what the database's
+    column holds) exits 2 naming the option, not with the server's `integer
+    out of range` (exit 1). A callback, not IntRange's max, so that --help
+    does not print a ten-digit range."""
+
+    def check(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+        if isinstance(value, int) and value > maximum:
+            raise click.BadParameter(f"{value} is more than {maximum:,}, the most it takes")
+        return value
+
+    return check
+
+
 def _duration_option(
     flag: str, help: str, *, unit_required: bool = False, **options: Any
 ) -> Callable[[FC], FC]:
     """Option `flag`, a DURATION (30s, 5m, 7d) the command gets in seconds;
-    a bad one exits 2 naming `flag` and a valid value. `unit_required`: a
-    bare number (seconds elsewhere) is refused, for a flag where reading 7
-    as seven seconds would delete what the user meant to keep."""
+    a bad one exits 2 naming `flag` and a valid value, and so does one
+    longer than `MAX_DURATION`. `unit_required`: a bare number (seconds
+    elsewhere) is refused, for a flag where reading 7 as seven seconds would
+    delete what the user meant to keep."""
 
     def convert(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
         if value is None:
@@ -223,9 +243,14 @@ def _duration_option(
                 f"{value.strip()}h for hours, or {value.strip()}s if seconds are meant"
             )
         try:
-            return parse_duration(value, what=flag)
+            seconds = parse_duration(value, what=flag)
         except DurationError as exc:
             raise click.BadParameter(str(exc)) from None
+        if seconds > MAX_DURATION_S:
+            raise click.BadParameter(
+                f"{flag} {value!r} is longer than {MAX_DURATION}, the longest it takes"
+            )
+        return seconds
 
     return click.option(flag, callback=convert, metavar="DURATION", help=help, **options)
 
@@ -401,7 +426,9 @@ def _parse_time(
     callback=_queue_names,
     help=f"Queue to put it on (default: KIND); {queuenames.RULE}.",
 )
-@click.option("--priority", type=int, default=0, help="-1000..1000, higher first.")
+@click.option(
+    "--priority", type=click.IntRange(-1000, 1000), default=0, help="-1000..1000, higher first."
+)
 @_duration_option("--delay", "Run after this long (30s, 5m).")
 @click.option("--run-at", callback=_parse_time, metavar="TIME", help="Run at this ISO 8601 time.")
 @click.option("--region", metavar="R", help="Only workers of this region may run it.")
@@ -422,7 +449,10 @@ def _parse_time(
     help="Enqueue even for a region where no worker heartbeats and no pool can start one.",
 )
 @click.option(
-    "--max-attempts", type=click.IntRange(min=1), help="Attempt budget (default: the queue's)."
+    "--max-attempts",
+    type=click.IntRange(min=1),
+    callback=_at_most(INT4_MAX),
+    help="Attempt budget (default: the queue's).",
 )
 @click.option("--dedupe-key", metavar="K", help="Skip if an unfinished job has this key.")
 @click.option(
@@ -534,7 +564,11 @@ def _job_row(job: Job) -> list[Any]:
 @click.option("--queue", "queue_name", metavar="Q", help="Only this queue.")
 @click.option("--state", type=click.Choice([s.value for s in JobState]), help="Only this state.")
 @click.option(
-    "--limit", type=click.IntRange(min=1), default=50, help="Show at most this many jobs."
+    "--limit",
+    type=click.IntRange(min=1),
+    callback=_at_most(INT8_MAX),
+    default=50,
+    help="Show at most this many jobs.",
 )
 @_output_option
 @_database_option
@@ -623,6 +657,7 @@ _change_command(
 @click.option(
     "--batch",
     type=click.IntRange(min=1),
+    callback=_at_most(INT4_MAX),
     default=10_000,
     help="Rows deleted per statement.",
 )
@@ -768,6 +803,7 @@ def tokens() -> None:
 @click.option(
     "--uses",
     type=click.IntRange(min=1),
+    callback=_at_most(INT4_MAX),
     default=1,
     help="How many workers it can enroll.",
 )

@@ -17,6 +17,8 @@ import click
 from corral.admin._output import emit
 from corral.admin.cli import (
     _CONTEXT,
+    INT4_MAX,
+    _at_most,
     _BadInput,
     _database_option,
     _duration_option,
@@ -45,7 +47,8 @@ def _cap(_ctx: click.Context, param: click.Parameter, value: str | None) -> int 
         return UNCAPPED
     if not text.isdigit():
         raise click.BadParameter(f"{value!r} is not a count: write 0 or more, or `none` for no cap")
-    return int(text)
+    count: int = _at_most(INT4_MAX)(_ctx, param, int(text))
+    return count
 
 
 def _cap_text(cap: int | None) -> str:
@@ -87,7 +90,12 @@ _list_command(
 
 @queues.command("set")
 @click.argument("queue_name", metavar="QUEUE", callback=_queue_names)
-@click.option("--max-attempts", type=click.IntRange(min=1), help="Attempt budget of its jobs.")
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(min=1),
+    callback=_at_most(INT4_MAX),
+    help="Attempt budget of its jobs.",
+)
 @_duration_option("--retry-base", "First retry's back-off (it doubles, with jitter), e.g. 1s.")
 @_duration_option("--retry-max", "The back-off's cap, e.g. 1h.")
 @click.option(

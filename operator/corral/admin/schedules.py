@@ -17,6 +17,8 @@ import click
 from corral.admin._output import emit
 from corral.admin.cli import (
     _CONTEXT,
+    INT4_MAX,
+    _at_most,
     _change_command,
     _database_option,
     _default_queue,
@@ -77,7 +79,12 @@ def _row(s: Schedule) -> list[Any]:
 )
 @click.option("--priority", type=int, default=0, help="-1000..1000.")
 @click.option("--region", metavar="R", help="Only workers of this region run its jobs.")
-@click.option("--max-attempts", type=int, help="Attempt budget per job (default: the queue's).")
+@click.option(
+    "--max-attempts",
+    type=int,
+    callback=_at_most(INT4_MAX),
+    help="Attempt budget per job (default: the queue's).",
+)
 @click.option("--start-at", callback=_parse_time, metavar="TIME", help="First occurrence at/after.")
 @click.option("--end-at", callback=_parse_time, metavar="TIME", help="No occurrence at/after.")
 @click.option(

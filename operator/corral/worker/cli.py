@@ -235,7 +235,7 @@ def _shown(settings: WorkerSettings, log_level: str) -> dict[str, Any]:
 @env_option(
     "--port",
     envvar=workerenv.HTTP_PORT,
-    type=int,
+    type=click.IntRange(1, 65535),
     default=8080,
     help="Port of the local worker's endpoint.",
 )
