@@ -76,7 +76,21 @@ class _LazyGroup(click.Group):
             formatter.write_dl(list(_HELP.items()))
 
 
-@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+_EXIT_CODES = """\b
+Exit codes of the admin commands:
+  0  success
+  1  the operation failed: the database, or the live state refused it
+     (a region with no worker, a worker that cannot resume)
+  2  bad usage or input: the same command fails again as typed
+  3  the named job, worker, token, schedule or group does not exist
+`corral worker --help` lists the worker's own."""
+
+
+@click.group(
+    cls=_LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=_EXIT_CODES,
+)
 @click.version_option(__version__, prog_name="corral")
 def cli() -> None:
     """corral runs fleets of PostgreSQL-queue workers on Kubernetes."""

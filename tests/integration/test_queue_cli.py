@@ -290,7 +290,8 @@ def test_a_job_for_a_region_without_workers_is_refused_naming_the_regions_that_h
         enroll(queue, region="iad", name="w-iad")
         enroll(queue, region="fra", name="w-fra")
     refused = corral(database_url, "jobs", "enqueue", "noop", "--region", "sin")
-    assert refused.exit_code == 2, refused.output
+    # A refusal by the live state (no worker there now), not a usage error: exit 1.
+    assert refused.exit_code == 1, refused.output
     assert "no worker heartbeats in region 'sin'" in refused.output
     assert "regions with workers: fra, iad" in refused.output
     assert "--allow-empty-region" in refused.output
@@ -304,7 +305,7 @@ def test_a_job_for_a_region_without_workers_is_refused_naming_the_regions_that_h
         run_sql(database_url, "UPDATE corral_workers SET last_heartbeat = now() - interval '1 hour',"
                 " enrolled_at = now() - interval '1 hour' WHERE region = 'iad'")  # fmt: skip
     stale = corral(database_url, "jobs", "enqueue", "noop", "--region", "iad")
-    assert stale.exit_code == 2 and "regions with workers: fra." in stale.output
+    assert stale.exit_code == 1 and "regions with workers: fra." in stale.output
 
 
 def test_the_python_api_checks_regions_on_enqueue_and_only_when_asked_on_enqueue_many(
@@ -418,7 +419,7 @@ def _finish(url: str, worker: Enrollment) -> None:
         assert queue.complete_many([job]) == []
 
 
-def test_fan_out_and_group_mistakes_exit_2_or_3_naming_the_fix(database_url: str) -> None:
+def test_fan_out_and_group_mistakes_exit_1_2_or_3_naming_the_fix(database_url: str) -> None:
     with Queue.connect(database_url) as queue:
         enroll(queue, region="iad")
     empty = corral(database_url, "jobs", "enqueue", "noop", "--regions", "iad,sin")
@@ -427,7 +428,7 @@ def test_fan_out_and_group_mistakes_exit_2_or_3_naming_the_fix(database_url: str
     lone_rule = corral(database_url, "jobs", "enqueue", "noop", "--rule", "any")
     bad_id = corral(database_url, "jobs", "get", "group-1")
     missing = corral(database_url, "jobs", "get", "g-999")
-    assert empty.exit_code == 2 and "region 'sin'" in empty.output
+    assert empty.exit_code == 1 and "region 'sin'" in empty.output  # the live state
     assert both.exit_code == 2 and "leave out --region" in both.output
     assert twice.exit_code == 2 and "iad named more than once" in twice.output
     assert lone_rule.exit_code == 2 and "give --regions" in lone_rule.output

@@ -52,3 +52,11 @@ def test_audit_list_help_names_the_actions_the_dashboard_records() -> None:
     assert [action for action in sorted(recorded) if action not in shown] == [], shown
     assert "jobs.cancel" not in shown
     assert set(audit.ACTIONS) == recorded
+
+
+def test_corral_help_and_the_readme_give_the_exit_codes() -> None:
+    shown = CliRunner().invoke(cli, ["--help"], terminal_width=100).output
+    for line in ("0  success", "1  the operation failed", "2  bad usage or input", "3  the named"):
+        assert line in shown, shown
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "exit codes: 0 success, 1 the operation failed" in " ".join(readme.split()), readme

@@ -6,8 +6,11 @@ Registered in `corral/cli.py` (`_COMMANDS`). Every command takes
 `--database-url` (else CORRAL_DATABASE_URL, else the current context of
 `corral config`, `corral.admin.config`) and talks to PostgreSQL only
 through `corral.queue.Queue`. Listings print kubectl-like tables, or JSON /
-YAML with `-o`. Exit codes: 0 success, 1 the operation failed (connection,
-state), 2 bad usage or input, 3 the named job / worker / token does not exist.
+YAML with `-o`. Exit codes (`corral --help` and the README say the same): 0
+success, 1 the operation failed (connection, or the live state refused it:
+a region with no worker, a worker that cannot resume), 2 bad usage or input
+(the same command fails again as typed), 3 the named job / worker / token /
+schedule / group does not exist.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from corral.queue import groups, migrations, roles
 from corral.queue.client import Queue
 from corral.queue.dsn import ENV_VAR, DsnError, UrlError, mask_dsn
 from corral.queue.errors import (
+    EmptyRegion,
     GroupNotFound,
     InvalidJob,
     JobNotFound,
@@ -80,6 +84,8 @@ def _handled(command: Callable[P, R]) -> Callable[P, R]:
             return command(*args, **kwargs)
         except (JobNotFound, WorkerNotFound, TokenNotFound, ScheduleNotFound, GroupNotFound) as exc:
             raise _NotFound(str(exc)) from None
+        except EmptyRegion as exc:  # the live state (no worker there now), not the input
+            raise _Failed(str(exc)) from None
         except (InvalidJob, DurationError) as exc:
             raise _BadInput(str(exc)) from None
         except UrlError as exc:  # malformed, or refused by the server: say whose URL
@@ -485,7 +491,7 @@ def jobs_enqueue(
     """Enqueue a job and print its id.
 
     KIND names the handler that runs it; PAYLOAD is JSON ('-' reads stdin).
-    A job for a --region where no worker heartbeats is refused (exit 2,
+    A job for a --region where no worker heartbeats is refused (exit 1,
     naming the regions that have workers) unless --allow-empty-region.
     With --regions iad,fra,sin it enqueues one job per region under a group
     and prints the group's id (g-<n>); `corral jobs get g-<n>` shows each
