@@ -524,10 +524,19 @@ def jobs_enqueue(
             )
             click.echo(group.name)
             return
+        # Ids only grow: a job no newer than the newest before the call
+        # already held the key (the queue returns its id, enqueuing nothing).
+        newest = queue.list_jobs(limit=1) if dedupe_key is not None else []
         job_id = queue.enqueue(
             kind, data, region=region, dedupe_key=dedupe_key, result_queue=result_queue, **options
         )
     click.echo(job_id)
+    if newest and job_id <= newest[0].id:
+        click.echo(
+            f"job {job_id} already holds --dedupe-key {dedupe_key!r} (it is unfinished): "
+            "nothing was enqueued",
+            err=True,
+        )
 
 
 _JOB_HEADERS = [
@@ -587,8 +596,11 @@ def jobs_list(
     Finished jobs are included until retention deletes them.
     """
     with _queue(database_url) as queue:
-        found = queue.list_jobs(queue=queue_name, state=state, limit=limit)
-    emit(output, found, _JOB_HEADERS, [_job_row(j) for j in found])
+        # One more than shown, to know whether the listing is cut.
+        found = queue.list_jobs(queue=queue_name, state=state, limit=min(limit + 1, INT8_MAX))
+    emit(output, found[:limit], _JOB_HEADERS, [_job_row(j) for j in found[:limit]])
+    if len(found) > limit:
+        click.echo(f"showing {limit}; --limit N for more", err=True)
 
 
 @jobs.command("get")
@@ -767,8 +779,23 @@ def dispatch_resume(queue_name: str | None, database_url: str | None) -> None:
     Without --queue, every pause is cleared.
     """
     with _queue(database_url) as queue:
+        paused = {s.queue for s in queue.dispatch_status(queue_name) if s.paused}
+        if queue_name is not None and queue_name not in paused:
+            # As pause takes any name, resume is idempotent: exit 0, no row made.
+            if "*" in paused:
+                click.echo(
+                    f"queue {queue_name} was not paused on its own: every queue is paused; "
+                    "`corral dispatch resume` (no --queue) resumes them all"
+                )
+            else:
+                click.echo(f"queue {queue_name} was not paused: nothing to resume")
+            return
         queue.resume(queue_name)
     click.echo(f"{'queue ' + queue_name if queue_name else 'all queues'} resumed")
+    if queue_name is not None and "*" in paused:
+        click.echo(
+            "every queue is still paused: `corral dispatch resume` resumes them all", err=True
+        )
 
 
 @dispatch.command("status")
