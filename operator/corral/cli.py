@@ -27,21 +27,22 @@ _COMMANDS: dict[str, dict[str, str]] = {
         "config": "Named database contexts for these commands (set-context, use-context, get-contexts, view, delete-context)",
     },
     "corral.admin.cli": {
-        "db": "Create and inspect the queue's schema (migrate, status)",
-        "jobs": "Enqueue, list, get, cancel and requeue jobs",
+        "db": "The queue's schema and the workers' login roles (migrate, status, create-worker-role)",
+        "jobs": "Enqueue, list, get, cancel, requeue and purge jobs",
         "stats": "Jobs per queue and state, oldest waiting job",
-        "dispatch": "Pause or resume claims per queue (or all)",
-        "tokens": "Mint, list and revoke worker enrollment tokens",
+        "dispatch": "Pause or resume claims per queue, or of all (pause, resume, status)",
+        "tokens": "Worker enrollment tokens (create, list, revoke)",
         "workers": "The worker registry: list, drain, resume, restart, remove",
     },
     "corral.admin.schedules": {
-        "schedules": "Recurring jobs: every N seconds or cron (create, list, pause, run-now, next)",
+        "schedules": "Recurring jobs: every N seconds or cron "
+        "(create, list, get, pause, resume, delete, run-now, next)",
     },
     "corral.admin.queues": {
         "queues": "Per-queue settings: attempts, retry back-off, retention caps (list, set)",
     },
     "corral.admin.regions": {
-        "regions": "Regions: live workers, pools and jobs waiting in each",
+        "regions": "Regions: live workers, pools and jobs waiting in each (list)",
     },
     "corral.dashboard.cli": {
         "dashboard": "Serve the web dashboard (queues, jobs, workers, pools, schedules, dispatch)",

@@ -496,6 +496,13 @@ def jobs_enqueue(
     With --regions iad,fra,sin it enqueues one job per region under a group
     and prints the group's id (g-<n>); `corral jobs get g-<n>` shows each
     region's outcome and the group's status by --rule.
+
+    \b
+    Examples:
+      corral jobs enqueue send-email '{"to": "a@example.com"}' --queue email
+      corral jobs enqueue report - --delay 10m < payload.json
+      corral jobs enqueue nightly-sync --dedupe-key sync-2030-01-31 --max-attempts 3
+      corral jobs enqueue http '{"url": "https://example.com"}' --regions iad,fra
     """
     if delay is not None and run_at is not None:
         raise click.UsageError("--delay and --run-at both say when to run: give one")
@@ -594,6 +601,11 @@ def jobs_list(
     """List the newest jobs.
 
     Finished jobs are included until retention deletes them.
+
+    \b
+    Examples:
+      corral jobs list --state dead
+      corral jobs list --queue email --limit 200 -o json
     """
     with _queue(database_url) as queue:
         # One more than shown, to know whether the listing is cut.
@@ -871,6 +883,11 @@ def tokens_create(
 
     The secret is printed once (stdout) and stored only as a hash. With
     --queue, a worker enrolled with it serves those queues only.
+
+    \b
+    Examples:
+      corral tokens create --region eu
+      corral tokens create --region eu --ttl 1h --uses 5 --queue email,reports
     """
     # a,b is two queues, as `corral worker -q a,b` serves (a queue's name has no comma).
     names = [name.strip() for given in queues for name in given.split(",") if name.strip()]
@@ -1019,6 +1036,11 @@ _worker_change(
 
     A worker started by hand (not in a WorkerPool) then exits 0; a pool's
     worker stays up, not ready, for the operator. Undo with `workers resume`.
+
+    \b
+    Examples:
+      corral workers drain 7
+      corral workers drain demo-69d5d78ddc-pplj6   # by NAME, as workers list shows it
     """,
     lambda queue, worker_id: queue.request_drain(worker_id),
 )

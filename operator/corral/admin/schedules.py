@@ -130,7 +130,13 @@ def schedules_create(
 ) -> None:
     """Create schedule NAME enqueueing KIND jobs with PAYLOAD (JSON, '-'
     reads stdin), or update it in place (same NAME: an unchanged spec keeps
-    its next occurrence)."""
+    its next occurrence).
+
+    \b
+    Examples:
+      corral schedules create nightly roll-up --cron "0 3 * * *" --timezone Europe/Berlin
+      corral schedules create ping http '{"url": "https://example.com"}' --every 30s
+    """
     if queue_name is None:
         _default_queue(kind)
     spec = ScheduleSpec(

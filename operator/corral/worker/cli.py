@@ -10,6 +10,7 @@ Every option has a `CORRAL_*` environment fallback (shown in `--help`).
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from corral.cli_options import LOG_LEVELS, database_url_option, env_option, log_
 from corral.durations import DurationError, parse_duration
 from corral.entry import resume_collector
 from corral.worker import configfile, launch
-from corral.worker.config import LISTS, ConfigError, WorkerSettings
+from corral.worker.config import DURATIONS, LISTS, ConfigError, WorkerSettings
 
 # launch.CONVERTED's conversions as click types: one declaration of each
 # setting's type for the flag, its variable and a pod's bare start.
@@ -51,6 +52,8 @@ def _setting(*param_decls: str, **attrs: Any) -> Callable[[FC], FC]:
     field = configfile.KEYS[param_decls[0].removeprefix("--")]
     if field in launch.CONVERTED:
         attrs["type"] = _CLICK_TYPES[launch.CONVERTED[field]]
+    if field in DURATIONS:
+        attrs.setdefault("metavar", "DURATION")  # as the admin commands' durations read
     return env_option(
         *param_decls, envvar=workerenv.BY_SETTING[field], multiple=field in LISTS, **attrs
     )
@@ -231,7 +234,11 @@ def _shown(settings: WorkerSettings, log_level: str) -> dict[str, Any]:
     return shown
 
 
-@worker.command("prestop", context_settings={"show_default": True})
+@worker.command(
+    "prestop",
+    context_settings={"show_default": True},
+    short_help="Drain the worker on this host and wait until it is drained (the pod's preStop).",
+)
 @env_option(
     "--port",
     envvar=workerenv.HTTP_PORT,
@@ -348,4 +355,8 @@ def _http_json(method: str, url: str, key: str | None = None) -> dict[str, Any]:
 
 
 # `corral worker drain` reads better by hand; `prestop` says what the pod uses it for.
-worker.add_command(prestop, name="drain")
+# The same command, listed with its own line in `corral worker --help`.
+drain = copy.copy(prestop)
+drain.name = "drain"
+drain.short_help = "The same as prestop, to drain the worker on this host by hand."
+worker.add_command(drain)
