@@ -71,3 +71,21 @@ def test_a_hand_run_worker_started_again_without_resume_says_how_to_resume(
     workers.append(again)
     assert again.wait(30) == 0, again.output()
     assert f"corral workers resume {worker_id}" in again.output()
+
+
+def test_the_start_up_line_names_the_region_workers_list_shows(
+    database_url: str, worker_database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    # No --region: the token's region ("default") is the worker's.
+    state_dir = tmp_path / "w"
+    first = start(workers, worker_database_url, state_dir, mint_token(database_url))
+    listed = corral(database_url, "workers", "list", "-o", "json")
+    assert '"region": "default"' in listed.stdout, listed.stdout
+    wait_until(lambda: " started: " in first.output(), 10, "the start-up line")
+    assert "region=default " in first.output(), first.output()
+    first.signal()
+    assert first.wait(30) == 0
+    # Started again with its stored credential: the same region.
+    again = start(workers, worker_database_url, state_dir, None)
+    wait_until(lambda: " started: " in again.output(), 10, "the start-up line")
+    assert "region=default " in again.output(), again.output()

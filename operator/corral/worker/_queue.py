@@ -207,7 +207,7 @@ class QueueSession:
                 f"--region / CORRAL_REGION is {self.settings.region!r} but the enrollment token "
                 f"is for region {enrolled.region!r}: use a token minted for {self.settings.region!r}"
             )
-        identity = Identity(str(enrolled.worker_id), enrolled.credential)
+        identity = Identity(str(enrolled.worker_id), enrolled.credential, enrolled.region)
         self._use(identity)
         return identity
 

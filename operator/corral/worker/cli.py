@@ -226,9 +226,11 @@ def worker(ctx: click.Context, /, config_file: Path | None, show_config: bool, *
 
 def _shown(settings: WorkerSettings, log_level: str) -> dict[str, Any]:
     """The settings by config-file key, the database password masked and the
-    enrollment token left out (`--show-config`)."""
+    enrollment token left out (`--show-config`); the batch size is the one a
+    claim takes (unset: min(concurrency, 1000), as --help says), not 0."""
     fields = settings.as_json()
     shown = {key: fields[field] for key, field in configfile.KEYS.items() if field in fields}
+    shown["batch-size"] = settings.claim_batch
     shown["database-url"] = settings.safe_database_url
     shown["log-level"] = log_level
     return shown

@@ -34,6 +34,7 @@ class EnrollmentError(RuntimeError):
 class Identity:
     worker_id: str
     credential: str
+    region: str | None = None  # the token's, for the start-up line (None: an older file)
 
     def __repr__(self) -> str:  # never print the secret
         return f"Identity(worker_id={self.worker_id!r}, credential=***)"
@@ -60,7 +61,11 @@ def load(state_dir: Path) -> Identity | None:
             "with a fresh enrollment token"
         ) from None
     try:
-        return Identity(worker_id=str(data["worker_id"]), credential=str(data["credential"]))
+        return Identity(
+            worker_id=str(data["worker_id"]),
+            credential=str(data["credential"]),
+            region=data.get("region"),
+        )
     except KeyError as exc:
         raise EnrollmentError(
             f"the credential file {path} lacks {exc}; delete it and re-enroll"
@@ -79,7 +84,14 @@ def save(state_dir: Path, identity: Identity) -> Path:
     try:
         with os.fdopen(fd, "w") as fh:
             os.fchmod(fh.fileno(), 0o600)
-            json.dump({"worker_id": identity.worker_id, "credential": identity.credential}, fh)
+            json.dump(
+                {
+                    "worker_id": identity.worker_id,
+                    "credential": identity.credential,
+                    "region": identity.region,
+                },
+                fh,
+            )
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

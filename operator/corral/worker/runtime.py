@@ -236,7 +236,7 @@ class Worker:
                 return self._removed(str(exc))
             except enrollment.EnrollmentError as exc:
                 return self._fatal(str(exc))
-            self.worker_id = identity.worker_id
+            self.worker_id, self._region = identity.worker_id, settings.region or identity.region
             beat.last_ok = time.monotonic()
             listener = None
             if settings.http_port >= 0:
@@ -294,7 +294,7 @@ class Worker:
             self.worker_id,
             settings.name,
             ",".join(settings.queues),
-            settings.region or "-",
+            self._region or "-",
             settings.concurrency,
             settings.claim_batch,
             self._endpoint.port if self._endpoint else "off",
