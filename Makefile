@@ -12,7 +12,11 @@ export K8S_VERSION CORRAL_CACHE
 
 .PHONY: help
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@if [ -t 1 ]; then on='\033[36m'; off='\033[0m'; else on=; off=; fi; \
+	awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*## "} \
+	  /^[a-zA-Z0-9_-]+:.*## / {n++; name[n] = $$1; text[n] = $$2; if (length($$1) > w) w = length($$1)} \
+	  END {for (i = 1; i <= n; i++) printf "  %s%-" w "s%s  %s\n", on, name[i], off, text[i]}' \
+	  $(MAKEFILE_LIST)
 
 # constraints.txt pins every package the venv holds, so a fresh machine gets the
 # versions CI passed with (the generated CRDs are compared byte for byte).

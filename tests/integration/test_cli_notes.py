@@ -49,3 +49,11 @@ def test_dispatch_resume_of_a_queue_that_was_not_paused_says_so(database_url: st
     assert corral(database_url, "dispatch", "pause").exit_code == 0
     held = corral(database_url, "dispatch", "resume", "--queue", "email")
     assert "every queue is paused" in held.stdout and "corral dispatch resume" in held.stdout
+
+
+def test_create_worker_role_prints_a_kubectl_line_with_the_namespace(database_url: str) -> None:
+    made = corral(database_url, "db", "create-worker-role", "corral_ns_worker")
+    assert made.exit_code == 0, made.output
+    assert "kubectl -n corral-system create secret generic corral-worker-database" in made.stderr
+    other = corral(database_url, "db", "create-worker-role", "corral_ns_worker", "-n", "jobs")
+    assert "kubectl -n jobs create secret generic corral-worker-database" in other.stderr

@@ -349,10 +349,17 @@ def db_status(database_url: str | None, output: str, check: bool) -> None:
     default="corral-worker-database",
     help="Name of the Kubernetes Secret the printed kubectl command creates.",
 )
+@click.option(
+    "-n",
+    "--namespace",
+    default="corral-system",
+    help="Namespace the printed kubectl command creates the Secret in: the operator's "
+    "(the README's quick start installs it in corral-system), or a pool's.",
+)
 @_database_option
 @_handled
 def db_create_worker_role(
-    name: str, password_stdin: bool, secret_name: str, database_url: str | None
+    name: str, password_stdin: bool, secret_name: str, namespace: str, database_url: str | None
 ) -> None:
     """Create (or reset the password of) login role NAME for workers.
 
@@ -379,7 +386,8 @@ def db_create_worker_role(
     click.echo(role.dsn)
     click.echo(
         "store it for the workers (in the namespace of the operator, or of each pool):\n"
-        f"  kubectl create secret generic {secret_name} --from-literal=url='<the DSN above>'",
+        f"  kubectl -n {namespace} create secret generic {secret_name} "
+        "--from-literal=url='<the DSN above>'",
         err=True,
     )
 
