@@ -89,3 +89,42 @@ def test_the_start_up_line_names_the_region_workers_list_shows(
     again = start(workers, worker_database_url, state_dir, None)
     wait_until(lambda: " started: " in again.output(), 10, "the start-up line")
     assert "region=default " in again.output(), again.output()
+
+
+def holding_one(
+    workers: list[WorkerProcess], admin_url: str, worker_url: str, tmp_path: Path, sleep_s: float
+) -> tuple[WorkerProcess, str]:
+    """A hand-run worker on queue t once it holds one `hold` job of `sleep_s`."""
+    with queue.Queue.connect(admin_url) as q:
+        q.enqueue("hold", {"sleep_s": sleep_s}, queue="t")
+    w = start(workers, worker_url, tmp_path / "w", mint_token(admin_url))
+    wait_until(lambda: w.status()["in_flight"] == 1, 30, "the job in flight")
+    return w, str(w.status()["worker_id"])
+
+
+def test_worker_drain_says_where_the_drain_is_while_it_waits(
+    database_url: str, worker_database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    w, worker_id = holding_one(workers, database_url, worker_database_url, tmp_path, 8.0)
+    done = corral(
+        database_url, "worker", "drain", "--port", str(w.port), "--state-dir",
+        str(tmp_path / "w"), "--timeout", "60s",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"worker {worker_id}: draining, 1 in flight (" in done.stderr, done.stderr
+    assert done.stdout.strip() == f"worker {worker_id}: drained, 0 in flight", done.stdout
+
+
+def test_workers_drain_wait_says_where_the_drain_is_until_it_is_drained(
+    database_url: str, worker_database_url: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    w, worker_id = holding_one(workers, database_url, worker_database_url, tmp_path, 8.0)
+    done = corral(database_url, "workers", "drain", worker_id, "--wait", "--timeout", "60s")
+    assert done.returncode == 0, done.stderr
+    assert f"worker {worker_id} (by-hand): draining, 1 job(s) in flight (" in done.stderr
+    lines = done.stdout.splitlines()
+    assert lines == [
+        f"worker {worker_id} (by-hand) is draining",
+        f"worker {worker_id} (by-hand) is drained",
+    ]
+    assert w.wait(30) == 0

@@ -20,6 +20,8 @@ import datetime as dt
 import functools
 import json
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
@@ -143,6 +145,38 @@ def _url_source() -> str:
     ctx = click.get_current_context(silent=True)
     source = ctx.meta.get(_URL_SOURCE) if ctx is not None else None
     return f" (from {source})" if source else ""
+
+
+# How often a long call (`_with_progress`) says it is still at work.
+PROGRESS_EVERY_S = 5.0
+
+
+def _with_progress(work: Callable[[], T], say: Callable[[float], str]) -> T:
+    """`work()`, saying `say(seconds so far)` on stderr every
+    `PROGRESS_EVERY_S` while it runs (nothing when it is quicker); its
+    value, or its exception. It runs on a thread of its own, the only one
+    using the command's connection meanwhile."""
+    outcome: list[tuple[bool, Any]] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, work()))
+        except BaseException as exc:  # handed to the caller's thread below
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=run, name="corral-admin-call", daemon=True)
+    started = time.monotonic()
+    thread.start()
+    while True:
+        thread.join(PROGRESS_EVERY_S)
+        if not thread.is_alive():
+            break
+        click.echo(say(time.monotonic() - started), err=True)
+    done, value = outcome[0]
+    if not done:
+        raise value
+    result: T = value
+    return result
 
 
 # What a command says when none of the three gives a URL.
@@ -302,7 +336,15 @@ def db_migrate(database_url: str | None) -> None:
     """
     if not database_url:
         raise DsnError(_NO_URL)
-    applied = migrations.migrate(database_url)
+    url = database_url
+    applied = _with_progress(
+        lambda: migrations.migrate(url),
+        # One transaction under an advisory lock: a wait is, most likely, for that lock.
+        lambda s: (
+            f"db migrate: still at it after {s:.0f}s: waiting for another `corral db "
+            "migrate` to finish (it holds the migration lock), or applying a long migration"
+        ),
+    )
     names = {m.version: m.name for m in migrations.migrations()}
     for version in applied:
         click.echo(f"applied {version:04d}_{names[version]}")
@@ -709,8 +751,19 @@ def jobs_purge(older_than: float, batch: int, database_url: str | None) -> None:
     default 7d); this command is for a fleet that runs with --retention 0,
     or to make room now.
     """
+    age = next(
+        (f"{older_than / unit:g}{name}" for unit, name in ((86400, "d"), (3600, "h"), (60, "m"))
+         if older_than % unit == 0),
+        f"{older_than:g}s",
+    )  # fmt: skip
     with _queue(database_url) as queue:
-        deleted = queue.purge_finished(older_than, batch=batch)
+        deleted = _with_progress(
+            lambda: queue.purge_finished(older_than, batch=batch),
+            lambda s: (
+                f"jobs purge: still deleting finished jobs older than {age} "
+                f"(batches of {batch}; {s:.0f}s so far)"
+            ),
+        )
     click.echo(f"deleted {deleted} finished job(s)")
 
 
@@ -1038,8 +1091,18 @@ def _worker_change(name: str, description: str, change: Callable[[Queue, int], W
     )
 
 
-_worker_change(
-    "drain",
+@workers.command("drain")
+@_WORKER
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Wait until the worker is drained, saying on stderr every few seconds how many "
+    "jobs it still holds.",
+)
+@_duration_option("--timeout", "With --wait: how long to wait (then exit 1).", default="1h")
+@_database_option
+@_handled
+def workers_drain(target: str, wait: bool, timeout: float, database_url: str | None) -> None:
     """Ask a worker to finish what it holds and stop claiming.
 
     A worker started by hand (not in a WorkerPool) then exits 0; a pool's
@@ -1049,9 +1112,38 @@ _worker_change(
     Examples:
       corral workers drain 7
       corral workers drain demo-69d5d78ddc-pplj6   # by NAME, as workers list shows it
-    """,
-    lambda queue, worker_id: queue.request_drain(worker_id),
-)
+      corral workers drain 7 --wait --timeout 10m
+    """
+    with _queue(database_url) as queue:
+        worker = queue.request_drain(_worker_id(queue, target))
+        click.echo(f"worker {worker.id} ({worker.name}) is {worker.shown_state}")
+        if wait:
+            _wait_drained(queue, worker, timeout)
+
+
+def _wait_drained(queue: Queue, worker: Worker, timeout_s: float) -> None:
+    """Poll the registry until `worker` is drained (or removed), then say so;
+    exit 1 when its drain is undone or `timeout_s` passes first."""
+    started = said = time.monotonic()
+    while worker.state not in (WorkerState.DRAINED, WorkerState.REMOVED):
+        now = time.monotonic()
+        if worker.state == WorkerState.ACTIVE:
+            raise _Failed(f"worker {worker.id} is active again: its drain was undone")
+        if now - started > timeout_s:
+            raise _Failed(
+                f"worker {worker.id} still {worker.shown_state} with {worker.in_flight} job(s) "
+                f"in flight after {timeout_s:g}s"
+            )
+        if now - said >= PROGRESS_EVERY_S:  # stderr: stdout keeps the result lines
+            said = now
+            click.echo(
+                f"worker {worker.id} ({worker.name}): {worker.shown_state}, "
+                f"{worker.in_flight} job(s) in flight ({now - started:.0f}s)",
+                err=True,
+            )
+        time.sleep(0.5)
+        worker = queue.get_worker(worker.id)
+    click.echo(f"worker {worker.id} ({worker.name}) is {worker.shown_state}")
 
 
 @workers.command("resume")

@@ -36,6 +36,10 @@ _CLICK_TYPES: dict[Any, click.ParamType[Any]] = {
 }
 
 
+# How often `worker prestop` says, while it waits, where the drain is.
+PROGRESS_EVERY_S = 5.0
+
+
 def _seconds(value: str, flag: str) -> float:
     """A DURATION flag's value in seconds; a bad one exits 2 naming the flag."""
     try:
@@ -300,11 +304,20 @@ def prestop(port: int, host: str, state_dir: Path | None, timeout_s: float) -> N
         ) from None
     if status is None:
         raise click.ClickException(f"cannot reach the worker at {base}")
+    started = said = time.monotonic()
     while status.get("state") not in ("drained", "stopped"):
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now > deadline:
             raise click.ClickException(
                 f"worker still {status.get('state')} with {status.get('in_flight')} in flight "
                 f"after {timeout_s:g}s"
+            )
+        if now - said >= PROGRESS_EVERY_S:  # on stderr: stdout keeps the one result line
+            said = now
+            click.echo(
+                f"worker {status.get('worker_id')}: {status.get('state')}, "
+                f"{status.get('in_flight', 0)} in flight ({now - started:.0f}s)",
+                err=True,
             )
         time.sleep(0.2)
         polled = _ask_until(lambda: _http_json("GET", f"{base}/status"), base, deadline)
