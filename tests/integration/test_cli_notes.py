@@ -57,3 +57,16 @@ def test_create_worker_role_prints_a_kubectl_line_with_the_namespace(database_ur
     assert "kubectl -n corral-system create secret generic corral-worker-database" in made.stderr
     other = corral(database_url, "db", "create-worker-role", "corral_ns_worker", "-n", "jobs")
     assert "kubectl -n jobs create secret generic corral-worker-database" in other.stderr
+
+
+def test_resume_after_a_finished_restart_says_to_start_it_again(database_url: str) -> None:
+    from tests.integration._enrolled import enroll
+
+    with Queue.connect(database_url) as queue:
+        worker = enroll(queue, name="restarted")
+        queue.request_restart(worker.worker_id)
+        queue.mark_drained(worker.worker_id, worker.credential)
+    refused = corral(database_url, "workers", "resume", str(worker.worker_id))
+    assert refused.exit_code == 1, refused.output
+    assert "its restart finished its drain" in refused.stderr, refused.stderr
+    assert "started again (same --state-dir) it is active" in refused.stderr

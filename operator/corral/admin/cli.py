@@ -1166,6 +1166,12 @@ def workers_resume(target: str, database_url: str | None) -> None:
             worker = queue.resume_worker(worker_id)
         except WorkerStateError:
             found = queue.get_worker(worker_id)
+            if found.state == WorkerState.DRAINED and found.drain_requested_by == "restart":
+                raise _Failed(
+                    f"cannot resume worker {worker_id}: its restart finished its drain, and it "
+                    "exits (code 75) for its supervisor to start it again; started again "
+                    "(same --state-dir) it is active, with nothing to resume"
+                ) from None
             if not _exited_after_an_admin_drain(found):
                 raise
             # Its row stays drained by an admin across a restart; a restart's
