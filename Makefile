@@ -57,12 +57,15 @@ keda-bins: ## Build KEDA's operator and metrics adapter from the Go module proxy
 
 # Debian's `prometheus` package whose promtool checks the chart's alerts in the e2e
 # tier (Prometheus 2.42; bookworm). Fetched with apt-get download in seconds, where a
-# cold Go build took 70 minutes on CI's machine (tools/promtool/README.md).
-PROMTOOL_DEB_VERSION ?= 2.42.0+ds-5+deb12u1
-export PROMTOOL_DEB_VERSION
+# cold Go build took 70 minutes on CI's machine (tools/promtool/README.md). Pinned by
+# Prometheus' version: any Debian revision of it (the lists offer only the newest);
+# PROMTOOL_DEB_VERSION=<exact Debian version> pins one revision instead.
+PROMTOOL_VERSION ?= 2.42.0
+PROMTOOL_DEB_VERSION ?=
+export PROMTOOL_VERSION PROMTOOL_DEB_VERSION
 
 .PHONY: promtool
-promtool: ## Fetch promtool from Debian's prometheus package (apt-get download; cached under ~/.cache/corral/promtool-deb-$PROMTOOL_DEB_VERSION)
+promtool: ## Fetch promtool from Debian's prometheus package (apt-get download; cached under ~/.cache/corral/promtool-v$PROMTOOL_VERSION)
 	bash tools/promtool/fetch.sh
 
 # Prometheus Operator release whose CRDs the chart's ServiceMonitor, PodMonitor

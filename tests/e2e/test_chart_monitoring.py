@@ -49,15 +49,15 @@ def _one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
 
 
 def promtool() -> Path:
-    """$CORRAL_CACHE/promtool-deb-<PROMTOOL_DEB_VERSION>/bin/promtool, as `make promtool`
+    """$CORRAL_CACHE/promtool-v<PROMTOOL_VERSION>/bin/promtool, as `make promtool`
     unpacks it from Debian's `prometheus` package."""
     pinned = re.search(
-        r"^PROMTOOL_DEB_VERSION \?= (\S+)$", (ROOT / "Makefile").read_text(), re.MULTILINE
+        r"^PROMTOOL_VERSION \?= (\S+)$", (ROOT / "Makefile").read_text(), re.MULTILINE
     )
-    assert pinned is not None, "the Makefile no longer pins PROMTOOL_DEB_VERSION"
-    version = os.environ.get("PROMTOOL_DEB_VERSION") or pinned.group(1)
+    assert pinned is not None, "the Makefile no longer pins PROMTOOL_VERSION"
+    version = os.environ.get("PROMTOOL_VERSION") or pinned.group(1)
     cache = Path(os.environ.get("CORRAL_CACHE") or Path.home() / ".cache" / "corral")
-    path = cache / f"promtool-deb-{version}" / "bin" / "promtool"
+    path = cache / f"promtool-v{version}" / "bin" / "promtool"
     assert path.exists(), f"{path} is missing: run `make promtool`"
     return path
 

@@ -9,43 +9,58 @@
 # is one 19 MB download, fetched and unpacked in seconds (tools/promtool/README.md).
 #
 # `apt-get download` (no root needed, nothing is installed on the system) fetches the
-# pinned version into a temporary directory; only ./usr/bin/promtool is unpacked from
-# it, into $CORRAL_CACHE/promtool-deb-$PROMTOOL_DEB_VERSION/bin/promtool. A stamp
-# records what it came from, so a second run returns at once.
+# package into a temporary directory; only ./usr/bin/promtool is unpacked from it, into
+# $CORRAL_CACHE/promtool-v$PROMTOOL_VERSION/bin/promtool. A stamp records what it came
+# from, so a second run returns at once, without apt.
 #
-# Environment: PROMTOOL_DEB_VERSION (the Debian version of `prometheus`, e.g.
-# 2.42.0+ds-5+deb12u1; the Makefile sets it and is the one place it is pinned),
+# The pin is Prometheus' own version (PROMTOOL_VERSION, e.g. 2.42.0): any Debian
+# revision of it will do (2.42.0+ds-5+deb12u1 today). Debian's lists offer only the
+# newest revision of a package, so an exact revision pin would fail on every fresh
+# machine the day a point release ships +deb12u2. The newest offered revision of the
+# pinned version is taken; PROMTOOL_DEB_VERSION names one exactly instead.
+#
+# Environment: PROMTOOL_VERSION (the Makefile sets it and is the one place it is
+# pinned), PROMTOOL_DEB_VERSION (optional: one exact Debian version of it),
 # CORRAL_CACHE (default ~/.cache/corral), FORCE=1 to fetch again.
 set -euo pipefail
 
 log() { printf '[promtool %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 die() { printf '[promtool] ERROR: %s\n' "$*" >&2; exit 1; }
 
-[[ -n "${PROMTOOL_DEB_VERSION:-}" ]] || die "PROMTOOL_DEB_VERSION is not set; run \`make promtool\`"
-VERSION="$PROMTOOL_DEB_VERSION"
+[[ -n "${PROMTOOL_VERSION:-}" ]] || die "PROMTOOL_VERSION is not set; run \`make promtool\`"
+UPSTREAM="$PROMTOOL_VERSION"
 CORRAL_CACHE="${CORRAL_CACHE:-$HOME/.cache/corral}"
-BIN="$CORRAL_CACHE/promtool-deb-$VERSION/bin"
+BIN="$CORRAL_CACHE/promtool-v$UPSTREAM/bin"
 STAMP="$BIN/.stamp"
-KEY="debian prometheus=$VERSION"
+KEY="debian prometheus $UPSTREAM"
+if [[ -n "${PROMTOOL_DEB_VERSION:-}" && "${PROMTOOL_DEB_VERSION}" != "$UPSTREAM"[+~-]* ]]; then
+    die "PROMTOOL_DEB_VERSION=$PROMTOOL_DEB_VERSION is not a Debian version of Prometheus $UPSTREAM (PROMTOOL_VERSION)"
+fi
 
 if [[ "${FORCE:-0}" != 1 && -x "$BIN/promtool" && -f "$STAMP" && "$(head -1 "$STAMP")" == "$KEY" ]]; then
-    log "up to date: $BIN/promtool (Debian prometheus $VERSION)"
+    log "up to date: $BIN/promtool ($(sed -n 2p "$STAMP" | cut -d' ' -f2))"
     "$BIN/promtool" --version 2>&1 | head -1
     exit 0
 fi
 
 for tool in apt-get apt-cache dpkg-deb; do
-    command -v "$tool" >/dev/null || die "$tool not found: promtool comes from Debian's \`prometheus\` package ($VERSION), which needs a Debian 12 (bookworm) machine with apt"
+    command -v "$tool" >/dev/null || die "$tool not found: promtool comes from Debian's \`prometheus\` package (Prometheus $UPSTREAM), which needs a Debian 12 (bookworm) machine with apt"
 done
 
-# Refuse early, with the fix, when apt's package lists do not offer the pinned version
-# (lists never fetched, as in a fresh container, or not a bookworm source).
-if ! apt-cache madison prometheus 2>/dev/null | awk -F' *[|] *' -v v="$VERSION" '$2 == v { found = 1 } END { exit !found }'; then
-    offered="$(apt-cache madison prometheus 2>/dev/null | awk -F' *[|] *' '{ print $2 }' | paste -sd' ' -)"
-    die "apt does not offer prometheus=$VERSION (it offers: ${offered:-nothing}).
+# The version to fetch: the one named, or the newest revision of $UPSTREAM apt offers.
+# Refuse early, with the fix, when apt's lists offer none (lists never fetched, as in
+# a fresh container, or not a bookworm source).
+offered="$(apt-cache madison prometheus 2>/dev/null | awk -F' *[|] *' '{ print $2 }' | sort -u)"
+if [[ -n "${PROMTOOL_DEB_VERSION:-}" ]]; then
+    VERSION="$(grep -Fx -- "$PROMTOOL_DEB_VERSION" <<<"$offered" || true)"
+else
+    VERSION="$(grep -E -- "^${UPSTREAM//./\\.}[+~-]" <<<"$offered" | sort -V | tail -1 || true)"
+fi
+if [[ -z "$VERSION" ]]; then
+    die "apt does not offer prometheus ${PROMTOOL_DEB_VERSION:-$UPSTREAM+*} (it offers: $(paste -sd' ' - <<<"$offered"))
   Refresh the package lists: sudo apt-get update   (then: apt-cache policy prometheus)
   It needs Debian 12 (bookworm) main in /etc/apt/sources.list(.d), or pin another
-  version: make promtool PROMTOOL_DEB_VERSION=<a version apt-cache policy prometheus shows>"
+  version: make promtool PROMTOOL_VERSION=<the upstream part of a version apt-cache policy prometheus shows>"
 fi
 
 # A directory user _apt can enter, so apt can drop to it for the download. Where it
@@ -75,6 +90,7 @@ install -m 0755 "$TMP/root/usr/bin/promtool" "$BIN/.promtool.new"
 mv -f "$BIN/.promtool.new" "$BIN/promtool"
 {
     echo "$KEY"
+    echo "version $VERSION"
     echo "deb ${debs[0]##*/} sha256 $(sha256sum "${debs[0]}" | cut -d' ' -f1)"
     echo "promtool sha256 $(sha256sum "$BIN/promtool" | cut -d' ' -f1)"
 } > "$STAMP.new"
