@@ -270,7 +270,7 @@ deploy: ## Install corral on the kind cluster: a throwaway PostgreSQL (NOT for p
 	  --set workerImage.repository=$(IMAGE_REGISTRY)/corral-worker --set workerImage.tag=$(IMAGE_TAG) \
 	  --set database.secretName=postgres-throwaway --set database.secretKey=url \
 	  --set workerDatabase.secretName=corral-worker-database --set workerDatabase.secretKey=url \
-	  --set 'rbac.poolNamespaces={default}' \
+	  --set 'rbac.poolNamespaces={default}' --set 'watch.namespaces={default}' \
 	  --wait --timeout 5m
 	@echo "next: KUBECONFIG=$(KIND_KUBECONFIG) kubectl apply -f examples/workerpool.yaml && make kind-test-e2e"
 
