@@ -12,7 +12,7 @@ from click.testing import CliRunner, Result
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from corral.cli import cli
-from corral.queue import Enrollment, Queue
+from corral.queue import EmptyRegion, Enrollment, Queue
 from tests._postgres import PgHandle
 from tests.integration._enrolled import enroll, run_sql
 
@@ -287,8 +287,8 @@ def test_a_job_for_a_region_without_workers_is_refused_naming_the_regions_that_h
     database_url: str,
 ) -> None:
     with Queue.connect(database_url) as queue:
-        enroll(queue, region="iad", name="w-iad")
-        enroll(queue, region="fra", name="w-fra")
+        enroll(queue, region="iad", name="w-iad", queues=["noop"])
+        enroll(queue, region="fra", name="w-fra", queues=["noop"])
     refused = corral(database_url, "jobs", "enqueue", "noop", "--region", "sin")
     # A refusal by the live state (no worker there now), not a usage error: exit 1.
     assert refused.exit_code == 1, refused.output
@@ -308,10 +308,33 @@ def test_a_job_for_a_region_without_workers_is_refused_naming_the_regions_that_h
     assert stale.exit_code == 1 and "regions with workers: fra." in stale.output
 
 
+def test_a_job_for_a_queue_no_worker_of_its_region_serves_is_refused(database_url: str) -> None:
+    # iad has a live worker, but for "mail" only; a pool token in iad admits
+    # "reports" only: a "noop" job there would never be claimed.
+    with Queue.connect(database_url) as queue:
+        enroll(queue, region="iad", name="w-iad", queues=["mail"])
+        queue.create_token("iad", pool="jobs/reports", ttl_s=600, uses=2, queues=["reports"])
+        queue.create_token("ams", pool="jobs/any", ttl_s=600, uses=2)  # admits any queue
+    refused = corral(database_url, "jobs", "enqueue", "noop", "--region", "iad")
+    assert refused.exit_code == 1, refused.output
+    assert "no worker in region 'iad' serves queue 'noop'" in refused.output
+    assert "region iad serves: mail, reports" in refused.output
+    for queue_name in ("mail", "reports"):
+        served = corral(database_url, "jobs", "enqueue", "noop", "--queue", queue_name,
+                        "--region", "iad")  # fmt: skip
+        assert served.exit_code == 0, served.output
+    assert corral(database_url, "jobs", "enqueue", "noop", "--region", "ams").exit_code == 0
+    forced = corral(database_url, "jobs", "enqueue", "noop", "--region", "iad",
+                    "--allow-empty-region")  # fmt: skip
+    assert forced.exit_code == 0, forced.output
+    with Queue.connect(database_url) as queue, pytest.raises(EmptyRegion, match="queue 'noop'"):
+        queue.enqueue_group("noop", regions=["iad", "ams"])
+
+
 def test_the_python_api_checks_regions_on_enqueue_and_only_when_asked_on_enqueue_many(
     database_url: str,
 ) -> None:
-    from corral.queue import EmptyRegion, JobSpec
+    from corral.queue import JobSpec
 
     with Queue.connect(database_url) as queue:
         enroll(queue, region="fra")
@@ -336,8 +359,8 @@ def test_the_python_api_checks_regions_on_enqueue_and_only_when_asked_on_enqueue
 
 def test_regions_list_shows_live_workers_pools_and_depth_in_each_format(database_url: str) -> None:
     with Queue.connect(database_url) as queue:
-        enroll(queue, region="iad", name="a", pool="edge")
-        enroll(queue, region="iad", name="b")
+        enroll(queue, region="iad", name="a", pool="edge", queues=["noop"])
+        enroll(queue, region="iad", name="b", queues=["noop"])
         queue.create_token("fra", pool="probes-fra", ttl_s=600, uses=2)
         for _ in range(3):
             queue.enqueue("noop", region="iad")

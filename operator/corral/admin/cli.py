@@ -502,7 +502,8 @@ def _parse_time(
 @click.option(
     "--allow-empty-region",
     is_flag=True,
-    help="Enqueue even for a region where no worker heartbeats and no pool can start one.",
+    help="Enqueue even for a region where no worker heartbeats (or none serves the queue) "
+    "and no pool can start one.",
 )
 @click.option(
     "--max-attempts",
@@ -541,8 +542,9 @@ def jobs_enqueue(
     """Enqueue a job and print its id.
 
     KIND names the handler that runs it; PAYLOAD is JSON ('-' reads stdin).
-    A job for a --region where no worker heartbeats is refused (exit 1,
-    naming the regions that have workers) unless --allow-empty-region.
+    A job for a --region where no worker heartbeats, or none serves its queue,
+    is refused (exit 1, naming the regions that have workers or the queues the
+    region serves) unless --allow-empty-region.
     With --regions iad,fra,sin it enqueues one job per region under a group
     and prints the group's id (g-<n>); `corral jobs get g-<n>` shows each
     region's outcome and the group's status by --rule.

@@ -125,25 +125,42 @@ def enqueue_many(
     if not specs:
         return []
     if not allow_empty_region:
-        yield from require_served([s.region for s in specs if s.region])
+        yield from require_served([(s.region, s.queue or s.kind) for s in specs if s.region])
     rows = yield Statement(*p.enqueue_params(specs))
     return [int(row[0]) for row in rows]
 
 
-def require_served(regions: Sequence[str]) -> Operation[None]:
-    """EmptyRegion unless every one of `regions` has a live worker or a pool
-    that can start one (see `served_regions` in queries.sql)."""
-    if not regions:
+def require_served(lanes: Sequence[tuple[str, str]]) -> Operation[None]:
+    """EmptyRegion unless every (region, queue) of `lanes` has a live worker
+    there serving that queue, or a pool there that can start one for it (its
+    token admits the queue): a job no worker would ever claim is refused,
+    whether its region has no worker at all or only workers of other
+    queues (see `served_lanes` in queries.sql)."""
+    if not lanes:
         return
-    rows = yield Statement("served_regions", (p.LIVE_WORKER_S,))
-    served = [str(row[0]) for row in rows]
-    empty = sorted(set(regions) - set(served))
+    rows = yield Statement("served_lanes", (p.LIVE_WORKER_S,))
+    by_region: dict[str, list[list[str] | None]] = {}
+    for region, queues in rows:
+        by_region.setdefault(str(region), []).append(None if queues is None else list(queues))
+    empty = sorted({region for region, _ in lanes} - set(by_region))
     if empty:
         raise EmptyRegion(
             f"no worker heartbeats in region {', '.join(map(repr, empty))} and no pool there can "
             f"start one, so nothing would run the job; regions with workers: "
-            f"{', '.join(served) or 'none'}. Check the region's name, start a worker there, or "
-            "enqueue anyway with --allow-empty-region (Python: allow_empty_region=True)"
+            f"{', '.join(sorted(by_region)) or 'none'}. Check the region's name, start a worker "
+            "there, or enqueue anyway with --allow-empty-region (Python: allow_empty_region=True)"
+        )
+    for region, queue in sorted(set(lanes)):
+        served = by_region[region]
+        if any(queues is None or queue in queues for queues in served):
+            continue
+        there = sorted({q for queues in served for q in queues or ()})
+        raise EmptyRegion(
+            f"no worker in region {region!r} serves queue {queue!r} and no pool there can "
+            f"start one for it, so nothing would run the job; region {region} serves: "
+            f"{', '.join(there)}. Check the queue's name, add it to a pool's spec.queues "
+            "there, or enqueue anyway with --allow-empty-region (Python: "
+            "allow_empty_region=True)"
         )
 
 

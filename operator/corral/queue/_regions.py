@@ -51,8 +51,6 @@ def enqueue_group(
     region list."""
     rule_ = g.parse_rule(rule)
     names = g.parse_regions(regions)
-    if not allow_empty_region:
-        yield from op.require_served(names)
     target = queue or kind
     if not (yield op._one("keeps_completed", (target,))):
         raise InvalidJob(
@@ -60,6 +58,8 @@ def enqueue_group(
             "status is read from its jobs' history; fan out on another queue, or keep them: "
             f"corral queues set {target} --keep-completed true"
         )
+    if not allow_empty_region:
+        yield from op.require_served([(name, target) for name in names])
     group_id = int((yield op._one("insert_group", (kind, rule_.value))))
     specs = [
         r.JobSpec(kind, payload, queue, priority, name, run_at, expires_at, max_attempts)

@@ -615,6 +615,17 @@ SELECT region FROM corral_enrollment_tokens
  WHERE pool IS NOT NULL AND revoked_at IS NULL AND expires_at > now() AND uses_remaining > 0
 ORDER BY 1
 
+-- name: served_lanes
+-- What runs where, for the same check by queue: each live worker's region and
+-- queues, and each usable pool token's region and the queues it admits (NULL:
+-- any). One row per worker or token.
+SELECT region, queues FROM corral_workers
+ WHERE state <> 'removed'
+   AND coalesce(last_heartbeat, enrolled_at) > now() - make_interval(secs => %s::float8)
+UNION ALL
+SELECT region, queues FROM corral_enrollment_tokens
+ WHERE pool IS NOT NULL AND revoked_at IS NULL AND expires_at > now() AND uses_remaining > 0
+
 -- name: regions
 -- Every region with workers, a pool's token or jobs waiting: live workers,
 -- pools (of workers and of tokens), depth (pending, or scheduled and due).
