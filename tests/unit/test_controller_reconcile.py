@@ -747,10 +747,13 @@ def test_events_come_from_what_the_apply_changed_even_with_a_stale_status() -> N
 # ---------------------------------------------------------------- autoscaling
 
 
-def _live_worker(worker_id: int, name: str, in_flight: int = 0) -> Any:
+def _live_worker(
+    worker_id: int, name: str, in_flight: int = 0, enrolled_at: datetime = NOW - timedelta(hours=1)
+) -> Any:
     return SimpleNamespace(
         id=worker_id, name=name, pool="jobs/email", region="default", state=WorkerState.ACTIVE,
-        in_flight=in_flight, last_heartbeat=NOW, drain_requested_by=None,
+        in_flight=in_flight, last_heartbeat=NOW, drain_requested_by=None, concurrency=4,
+        enrolled_at=enrolled_at,
     )  # fmt: skip
 
 
@@ -1005,3 +1008,44 @@ def test_an_evaluation_reads_the_pool_only_once_the_one_before_it_is_done() -> N
         held_until = time.monotonic()
     waiting.join(5)
     assert reads and min(reads) >= held_until
+
+
+def test_the_registry_rows_of_workers_whose_pods_are_gone_are_removed_and_no_younger_one() -> None:
+    # The reviewer's stolen credential: after a scale-down the pod is gone,
+    # but its row (drained, or kept beating by whoever copied the credential)
+    # would let the copy claim the pool's jobs. The operator removes it.
+    reconciler, kube, queue, _ = _autoscaled(autoscaling={"jobsPerWorker": 1})
+    queue.pending = 2
+    reconciler.autoscale("jobs", "email", now=NOW)
+    assert _replicas(kube) == 2
+    _pods(kube, "p1", "p2")
+    queue.pending = 0
+    drained = _live_worker(3, "p0")
+    drained.state, drained.drain_requested_by = WorkerState.DRAINED, "self"
+    queue.workers = [
+        _live_worker(1, "p1", in_flight=1),
+        _live_worker(2, "p2", in_flight=1),
+        drained,  # scaled down; its pod is gone
+        _live_worker(4, "p9"),  # kept beating with a copied credential; its pod is gone
+        _live_worker(5, "p3", enrolled_at=NOW - timedelta(seconds=30)),  # a pod still starting
+    ]
+    kube.events.clear()
+    reconciler.autoscale("jobs", "email", now=NOW)
+    assert [(w.id, w.state) for w in queue.workers] == [
+        (1, WorkerState.ACTIVE), (2, WorkerState.ACTIVE), (3, WorkerState.REMOVED),
+        (4, WorkerState.REMOVED), (5, WorkerState.ACTIVE),
+    ]  # fmt: skip
+    gone = "removed worker(s) whose pod is gone: 3 (p0, drained), 4 (p9, active)"
+    assert ("WorkersRemoved", gone) in kube.events
+    assert _replicas(kube) == 2  # the two busy workers stay
+
+
+def test_no_row_is_removed_while_its_pod_terminates_or_when_the_rows_match_the_pods() -> None:
+    reconciler, kube, queue, _ = _autoscaled(autoscaling={"jobsPerWorker": 1})
+    queue.pending = 2
+    reconciler.autoscale("jobs", "email", now=NOW)
+    _pods(kube, "p1", "p2")
+    kube.objects[("Pod", "jobs", "p2")]["metadata"]["deletionTimestamp"] = "2026-11-22T11:59:00Z"
+    queue.workers = [_live_worker(1, "p1", in_flight=1), _live_worker(2, "p2", in_flight=1)]
+    reconciler.autoscale("jobs", "email", now=NOW)
+    assert all(w.state == WorkerState.ACTIVE for w in queue.workers)

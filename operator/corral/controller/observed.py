@@ -23,7 +23,9 @@ __all__ = [
     "PoolSnapshot",
     "finished_pod",
     "live_worker",
+    "may_have_orphans",
     "needs_pods",
+    "orphaned_workers",
     "pod_view",
     "pool_key",
     "worker_view",
@@ -36,6 +38,10 @@ HEARTBEAT_FRESH_S = LIVE_WORKER_S
 # the ReplicaSet removes them before any pod a user gave a cost of its own.
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 LOWEST_DELETION_COST = str(-(2**31))
+# A worker enrolls while its pod starts, and the pod list may lag the API
+# server (a watch cache): a row younger than this is never taken for one
+# whose pod is gone.
+ORPHAN_GRACE_S = 120.0
 
 
 def pool_key(pool: WorkerPool) -> str:
@@ -123,3 +129,29 @@ def needs_pods(
         or (pool.status is not None and pool.status.scale_down is not None)
         or any(w.state in (WorkerState.DRAINING, WorkerState.DRAINED) for w in workers)
     )
+
+
+def orphaned_workers(
+    workers: list[Worker], pod_names: set[str], now: datetime, grace_s: float = ORPHAN_GRACE_S
+) -> list[Worker]:
+    """The pool's registry rows whose pod is gone: named after no pod of the
+    pool's listing (`pod_names`: its pods that have not finished, terminating
+    ones included) and enrolled more than `grace_s` ago. Their credentials
+    must die with their pods, or whoever copied one could go on as the pool's
+    worker (authenticate, heartbeat, claim); the operator removes them."""
+    return [
+        w
+        for w in workers
+        if w.state != WorkerState.REMOVED
+        and w.name not in pod_names
+        and now - w.enrolled_at > timedelta(seconds=grace_s)
+    ]
+
+
+def may_have_orphans(workers: list[Worker], replicas: int, now: datetime) -> bool:
+    """Whether a row of the pool may have outlived its pod, so that its pods
+    are worth listing: more rows than replicas, or a row gone silent. (A
+    drained or draining one makes `needs_pods` list them anyway.) A pod
+    that died leaves its row behind while the ReplicaSet starts another."""
+    settled = [w for w in workers if now - w.enrolled_at > timedelta(seconds=ORPHAN_GRACE_S)]
+    return len(workers) > replicas or any(not live_worker(w, now) for w in settled)

@@ -38,7 +38,9 @@ from corral.controller.observed import (
     PoolSnapshot,
     finished_pod,
     live_worker,
+    may_have_orphans,
     needs_pods,
+    orphaned_workers,
     pod_view,
     pool_key,
     worker_view,
@@ -62,6 +64,7 @@ from corral.queue import (
     Queue,
     TokenNotFound,
     Worker,
+    WorkerNotFound,
     WorkerState,
     dsn_user,
 )
@@ -511,26 +514,57 @@ class Reconciler:
             held = stabilizer.add(clock, rec.replicas, spec.autoscaling.scale_down_delay_seconds)
             desired = max(spec.replicas.min, min(spec.replicas.max, held))
         pods: list[PodView] = []
-        if needs_pods(current, desired, pool, snapshot.workers):
+        workers = snapshot.workers
+        if needs_pods(current, desired, pool, workers) or may_have_orphans(workers, current, now):
             # Only the pods the ReplicaSet counts (and terminating ones): a
             # Failed (evicted) pod is neither live nor there to remove.
             pods = [pod_view(p) for p in self._unfinished_pods(pool)]
+            workers = self._remove_orphans(pool, workers, {p.name for p in pods}, now, outcome)
         plan = plan_scale(
             desired=desired,
             reason=rec.reason,
             current=current,
             pods=pods,
-            workers=[worker_view(w, now) for w in snapshot.workers],
+            workers=[worker_view(w, now) for w in workers],
             in_progress=in_progress,
             drain_timeout_s=spec.drain.timeout_seconds,
             now=now,
         )
-        self._carry_out(pool, plan, snapshot.workers, current)
+        self._carry_out(pool, plan, workers, current)
         outcome.acted = plan.acts
         outcome.events += [Event(n.type, n.reason, n.message) for n in plan.events]
         return desired, ScalingFigures(
             scale_down=plan.scale_down, wanted=rec.wanted, reason=rec.reason
         )
+
+    def _remove_orphans(
+        self,
+        pool: WorkerPool,
+        workers: list[Worker],
+        pod_names: set[str],
+        now: datetime,
+        outcome: Outcome,
+    ) -> list[Worker]:
+        """Remove the registry rows of the pool's workers whose pods are gone
+        (`orphaned_workers`): their credentials stop working (CR410), so a
+        copy taken out of a pod dies with the pod. Returns the rows left."""
+        orphans = orphaned_workers(workers, pod_names, now)
+        if not orphans:
+            return workers
+
+        def remove(queue: Queue) -> None:
+            for worker in orphans:
+                with contextlib.suppress(WorkerNotFound):
+                    queue.remove_worker(worker.id)
+
+        gone = ", ".join(f"{w.id} ({w.name}, {w.state})" for w in orphans)
+        self.queue.run(remove)
+        log.info("pool %s: removed worker(s) whose pod is gone: %s", pool_key(pool), gone)
+        outcome.events.append(
+            Event("Normal", "WorkersRemoved", f"removed worker(s) whose pod is gone: {gone}")
+        )
+        removed = {w.id for w in orphans}
+        return [w for w in workers if w.id not in removed]
 
     def _carry_out(
         self, pool: WorkerPool, plan: ScalePlan, workers: list[Worker], current: int

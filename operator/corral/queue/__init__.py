@@ -51,6 +51,7 @@ from corral.queue.dsn import DsnError, check_dsn, dsn_user, mask_dsn
 from corral.queue.errors import (
     ConnectionLost,
     CredentialError,
+    CredentialRetired,
     DataRefused,
     EmptyRegion,
     EnrollmentError,
@@ -124,6 +125,7 @@ __all__ = [
     "ClaimedJob",
     "ConnectionLost",
     "CredentialError",
+    "CredentialRetired",
     "Credentials",
     "DataRefused",
     "Depth",

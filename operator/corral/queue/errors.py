@@ -75,6 +75,11 @@ class CredentialError(QueueError):
     """The worker id / credential pair is not known (SQLSTATE CR401): enroll again."""
 
 
+class CredentialRetired(CredentialError):
+    """A pool worker's own drain finished: its credential does not come back
+    (SQLSTATE CR409); it enrolls afresh with its pool's token."""
+
+
 class SchemaMissing(QueueError):
     """The database lacks a table or function this corral uses: its schema
     was never migrated, or by an older corral (`corral db migrate`)."""
@@ -125,6 +130,8 @@ def translated() -> Iterator[None]:
         text = f"{message} ({hint})" if hint else message
         if state == "CR401":
             raise CredentialError(text) from None
+        if state == "CR409":
+            raise CredentialRetired(text) from None
         if state == "CR410":
             raise WorkerRemoved(text) from None
         if state == "CR403":
@@ -153,6 +160,7 @@ def translated() -> Iterator[None]:
 __all__ = [
     "ConnectionLost",
     "CredentialError",
+    "CredentialRetired",
     "DataRefused",
     "DsnError",
     "EnrollmentError",

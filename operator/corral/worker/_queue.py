@@ -40,6 +40,7 @@ from corral.queue import (
     ClaimedJob,
     ConnectionLost,
     CredentialError,
+    CredentialRetired,
     Credentials,
     Failure,
     FailureReason,
@@ -52,7 +53,7 @@ from corral.queue import EnrollmentError as TokenRefused
 from corral.worker.config import WorkerSettings
 from corral.worker.connections import Link, Undecodable, claim_connection, listen_connection
 from corral.worker.drain import Directive, Lifecycle
-from corral.worker.enrollment import EnrollmentError, Identity
+from corral.worker.enrollment import EnrollmentError, Identity, Retired
 
 if TYPE_CHECKING:
     from corral.queue.schedules import ScheduleSpec
@@ -110,6 +111,21 @@ class _Refused:
 
 
 _refused = _Refused()
+
+
+class _Retired:
+    """A pool worker's own drain finished (CR409): `enrollment.Retired`,
+    which makes it enroll afresh with its pool's token."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, CredentialRetired):
+            raise Retired(str(exc)) from None
+
+
+_retired = _Retired()
 
 
 class QueueSession:
@@ -213,7 +229,7 @@ class QueueSession:
 
     async def authenticate(self, identity: Identity) -> str:
         self._use(identity)
-        with _refused:
+        with _refused, _retired:
             state = await self._on(
                 self._claimer,
                 lambda q: q.authenticate(

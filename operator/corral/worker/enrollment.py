@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -21,13 +22,28 @@ from typing import Protocol
 
 from corral.worker.config import ENV_VARS, WorkerSettings
 
-__all__ = ["CREDENTIAL_FILE", "EnrollmentError", "Identity", "establish", "load", "save"]
+log = logging.getLogger("corral.worker")
+
+__all__ = [
+    "CREDENTIAL_FILE",
+    "EnrollmentError",
+    "Identity",
+    "Retired",
+    "establish",
+    "load",
+    "save",
+]
 
 CREDENTIAL_FILE = "credential.json"
 
 
 class EnrollmentError(RuntimeError):
     """The worker cannot get an identity; the message says what to do."""
+
+
+class Retired(RuntimeError):
+    """The registry retired the stored credential: a pool worker whose own
+    drain finished (its pod's preStop, a SIGTERM) enrolls afresh."""
 
 
 @dataclass(frozen=True)
@@ -110,12 +126,25 @@ async def establish(session: _Enroller, settings: WorkerSettings) -> Identity:
 
     A persisted credential that the registry rejects or marks removed raises
     (`RemovedError` from the session): a removed worker must not come back by
-    itself just because a token is still mounted.
+    itself just because a token is still mounted. One the registry retired
+    (`Retired`: a pool worker whose own drain finished, restarted inside its
+    pod) is replaced by a fresh enrollment with the token.
     """
     identity = load(settings.state_dir)
     if identity is not None:
-        await session.authenticate(identity)
-        return identity
+        try:
+            await session.authenticate(identity)
+            return identity
+        except Retired as exc:
+            # A container restarted inside its pod after its own drain
+            # finished: the old credential stays retired (whoever copied
+            # it cannot bring it back); the pod's token enrolls it afresh.
+            if not settings.read_enrollment_token():
+                raise EnrollmentError(
+                    f"{exc}; no enrollment token to enroll with: set "
+                    f"{ENV_VARS['enrollment_token']} or --enrollment-token-file"
+                ) from None
+            log.info("worker %s: %s; enrolling afresh", identity.worker_id, exc)
     token = settings.read_enrollment_token()
     if not token:
         raise EnrollmentError(

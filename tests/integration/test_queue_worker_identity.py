@@ -1,0 +1,126 @@
+"""A worker's credential and name cannot outlive or impersonate its pod.
+
+Run as the worker role (`worker_database_url`), as a holder of a copied
+credential or of a pool's token would. Reproduces the reviewer's scripts
+(stolen credential brought back after a scale-down, a worker renaming
+itself after a busy pod, an unbounded in_flight) against the real server.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from typing import cast
+
+import pytest
+
+from corral.controller.config import OperatorConfig
+from corral.controller.queue_access import QueueAccess
+from corral.controller.reconcile import Reconciler
+from corral.kube import Kube
+from corral.queue import CredentialError, Queue, WorkerRemoved, WorkerState
+from tests.integration._clients import Connect
+from tests.integration._enrolled import run_sql
+
+POOL = "prod/batch"
+
+
+def _pool_token(database_url: str, *, uses: int = 10) -> str:
+    with Queue.connect(database_url) as admin:
+        return admin.create_token("eu", pool=POOL, uses=uses, ttl_s=600, queues=["batch"]).secret
+
+
+def test_a_pool_worker_whose_drain_finished_cannot_authenticate_back_to_active(
+    connect: Connect, database_url: str, worker_database_url: str
+) -> None:
+    token = _pool_token(database_url)
+    with connect(worker_database_url) as w:
+        e = w.enroll(token, name="batch-5c-xyz12", queues=["batch"], concurrency=1)
+    with Queue.connect(database_url) as admin:
+        # The operator's scale-down: the scaler drains, the pod's preStop
+        # drains itself (turning the scaler's drain into its own), the worker
+        # reports drained and the pod goes.
+        assert admin.scaler_drain([e.worker_id]) == [e.worker_id]
+        admin.enqueue("export", {"s3_key": "secret-report.csv"}, queue="batch", region="eu")
+    with connect(worker_database_url) as w:
+        assert w.drain_self(e.worker_id, e.credential) == WorkerState.DRAINING
+        assert w.mark_drained(e.worker_id, e.credential) == WorkerState.DRAINED
+        # Whoever copied credential.json cannot bring the row back.
+        with pytest.raises(CredentialError, match="enroll afresh"):
+            w.authenticate(e.worker_id, e.credential)
+        assert w.heartbeat(e.worker_id, e.credential, in_flight=0) == WorkerState.DRAINED
+        assert w.claim(e.worker_id, e.credential, ["batch"]) == []
+    row = run_sql(database_url, "SELECT state FROM corral_workers WHERE id = %s", [e.worker_id])
+    assert row == [("drained",)]
+    # A container restarted inside the live pod enrolls afresh with the pool's
+    # token under its pod's name; the retired row leaves the registry.
+    with connect(worker_database_url) as w:
+        again = w.enroll(token, name="batch-5c-xyz12", queues=["batch"], concurrency=1)
+        assert len(w.claim(again.worker_id, again.credential, ["batch"])) == 1
+    states = run_sql(database_url, "SELECT id, state FROM corral_workers ORDER BY id", [])
+    assert states == [(e.worker_id, "removed"), (again.worker_id, "active")]
+
+
+def test_a_pool_workers_restart_still_comes_back_active(
+    connect: Connect, database_url: str, worker_database_url: str
+) -> None:
+    token = _pool_token(database_url)
+    with connect(worker_database_url) as w:
+        e = w.enroll(token, name="batch-r", queues=["batch"], concurrency=1)
+    with Queue.connect(database_url) as admin:
+        admin.request_restart(e.worker_id)
+    with connect(worker_database_url) as w:
+        w.mark_drained(e.worker_id, e.credential)
+        # `corral workers restart`: the container exits 75 and comes back in its pod.
+        assert w.authenticate(e.worker_id, e.credential) == WorkerState.ACTIVE
+        # A self-drain that has not finished (the worker was killed while
+        # draining) ends with the process, as before.
+        w.drain_self(e.worker_id, e.credential)
+        assert w.authenticate(e.worker_id, e.credential) == WorkerState.ACTIVE
+
+
+def test_the_operator_removes_the_row_of_a_worker_whose_pod_is_gone_and_the_copy_dies(
+    database_url: str, worker_database_url: str
+) -> None:
+    # The whole reconcile on the real queue, with the API server in memory.
+    from tests.unit.test_controller_reconcile import FakeKube, _pods, _pool, _reconcile
+
+    kube = FakeKube()
+    kube.objects[("Region", None, "default")] = {
+        "apiVersion": "corral.dev/v1alpha1", "kind": "Region",
+        "metadata": {"name": "default"}, "spec": {},
+    }  # fmt: skip
+    access = QueueAccess(database_url)
+    reconciler = Reconciler(
+        cast(Kube, kube),
+        access,
+        OperatorConfig(database_url=database_url, worker_database_url=worker_database_url),
+    )
+    try:
+        now = dt.datetime.now(dt.UTC)
+        _reconcile(reconciler, _pool(replicas={"min": 1, "max": 1}), now=now)
+        secret = kube.objects[("Secret", "jobs", "email-enrollment")]
+        token = base64.b64decode(secret["data"]["token"]).decode()
+        _pods(kube, "email-a")
+        with Queue.connect(worker_database_url) as w:
+            kept = w.enroll(token, name="email-a", queues=["email"], concurrency=1)
+            gone = w.enroll(token, name="email-b", queues=["email"], concurrency=1)
+            w.drain_self(gone.worker_id, gone.credential)
+            w.mark_drained(gone.worker_id, gone.credential)
+            young = w.enroll(token, name="email-c", queues=["email"], concurrency=1)
+        run_sql(
+            database_url,
+            "UPDATE corral_workers SET enrolled_at = now() - interval '10 minutes'"
+            " WHERE id = ANY(%s)",
+            [[kept.worker_id, gone.worker_id]],
+        )
+        reconciler.autoscale("jobs", "email", now=dt.datetime.now(dt.UTC))
+        with Queue.connect(worker_database_url) as w:
+            with pytest.raises(WorkerRemoved):
+                w.claim(gone.worker_id, gone.credential, ["email"])
+            with pytest.raises(WorkerRemoved):
+                w.authenticate(gone.worker_id, gone.credential)
+            w.claim(kept.worker_id, kept.credential, ["email"])
+            w.claim(young.worker_id, young.credential, ["email"])  # its pod may be starting
+    finally:
+        access.close()
