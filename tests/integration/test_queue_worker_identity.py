@@ -18,7 +18,7 @@ from corral.controller.config import OperatorConfig
 from corral.controller.queue_access import QueueAccess
 from corral.controller.reconcile import Reconciler
 from corral.kube import Kube
-from corral.queue import CredentialError, Queue, WorkerRemoved, WorkerState
+from corral.queue import CredentialError, EnrollmentError, Queue, WorkerRemoved, WorkerState
 from tests.integration._clients import Connect
 from tests.integration._enrolled import run_sql
 
@@ -77,6 +77,43 @@ def test_a_pool_workers_restart_still_comes_back_active(
         # draining) ends with the process, as before.
         w.drain_self(e.worker_id, e.credential)
         assert w.authenticate(e.worker_id, e.credential) == WorkerState.ACTIVE
+
+
+def test_a_name_held_by_a_live_worker_of_the_pool_cannot_be_taken(
+    connect: Connect, database_url: str, worker_database_url: str
+) -> None:
+    token = _pool_token(database_url)
+    with connect(worker_database_url) as w:
+        busy = w.enroll(token, name="render-aaa", queues=["batch"], concurrency=3)
+        rogue = w.enroll(token, name="render-ccc", queues=["batch"], concurrency=1)
+        with pytest.raises(EnrollmentError, match="render-aaa"):
+            w.enroll(token, name="render-aaa", queues=["batch"], concurrency=1)
+        with pytest.raises(EnrollmentError, match="render-aaa"):
+            w.authenticate(rogue.worker_id, rogue.credential, name="render-aaa")
+        # Its own name, or a free one, is fine; so is the same name in
+        # another pool or outside any pool.
+        assert w.authenticate(busy.worker_id, busy.credential, name="render-aaa") == "active"
+        assert w.authenticate(rogue.worker_id, rogue.credential, name="render-ddd") == "active"
+    names = run_sql(database_url, "SELECT name FROM corral_workers ORDER BY id", [])
+    assert names == [("render-aaa",), ("render-ddd",)]
+    with Queue.connect(database_url) as admin:
+        other = admin.create_token("eu", pool="prod/other", uses=1, ttl_s=60).secret
+        loose = admin.create_token("eu", uses=1, ttl_s=60).secret
+    with connect(worker_database_url) as w:
+        w.enroll(other, name="render-aaa", queues=["batch"], concurrency=1)
+        w.enroll(loose, name="render-aaa", queues=["batch"], concurrency=1)
+
+
+def test_a_heartbeat_cannot_report_more_jobs_than_the_worker_has_slots(
+    connect: Connect, database_url: str, worker_database_url: str
+) -> None:
+    token = _pool_token(database_url)
+    with connect(worker_database_url) as w:
+        e = w.enroll(token, name="infl-1", queues=["batch"], concurrency=2)
+        w.heartbeat(e.worker_id, e.credential, in_flight=2147483647)
+    with Queue.connect(database_url) as admin:
+        [row] = admin.pool_workers(POOL)
+    assert (row.concurrency, row.in_flight) == (2, 2)
 
 
 def test_the_operator_removes_the_row_of_a_worker_whose_pod_is_gone_and_the_copy_dies(

@@ -643,9 +643,9 @@ def test_a_region_counts_its_pools_and_live_workers() -> None:
     kube.objects[("WorkerPool", "jobs", "far")] = {**_pool(region="elsewhere"), "metadata": {
         "name": "far", "namespace": "jobs"}}  # fmt: skip
     queue.workers = [
-        SimpleNamespace(region="default", state=WorkerState.ACTIVE, in_flight=1,
+        SimpleNamespace(region="default", state=WorkerState.ACTIVE, in_flight=1, concurrency=4,
                         last_heartbeat=datetime.now(UTC), pool="jobs/email"),
-        SimpleNamespace(region="default", state=WorkerState.ACTIVE, in_flight=0,
+        SimpleNamespace(region="default", state=WorkerState.ACTIVE, in_flight=0, concurrency=4,
                         last_heartbeat=datetime.now(UTC) - timedelta(minutes=5), pool="jobs/email"),
     ]  # fmt: skip
     queue.pending = 9
@@ -662,7 +662,7 @@ def test_a_region_whose_pool_wants_workers_and_hears_none_reads_no_workers_until
     reconciler, kube, queue = _setup()
     kube.objects[("WorkerPool", "jobs", "email")] = {**_pool(), "status": {"desiredReplicas": 2}}
     queue.workers = [  # silent for five minutes: not live
-        SimpleNamespace(region="default", state=WorkerState.ACTIVE, in_flight=0,
+        SimpleNamespace(region="default", state=WorkerState.ACTIVE, in_flight=0, concurrency=4,
                         last_heartbeat=datetime.now(UTC) - timedelta(minutes=5), pool="jobs/email"),
     ]  # fmt: skip
     region = kube.objects[("Region", None, "default")]
@@ -682,7 +682,7 @@ def test_a_region_reads_unknown_while_the_database_is_down_and_ready_once_it_ans
     reconciler, kube, queue = _setup()
     kube.objects[("WorkerPool", "jobs", "email")] = _pool()
     queue.workers = [
-        SimpleNamespace(region="default", state=WorkerState.ACTIVE, in_flight=1,
+        SimpleNamespace(region="default", state=WorkerState.ACTIVE, in_flight=1, concurrency=4,
                         last_heartbeat=datetime.now(UTC), pool="jobs/email"),
     ]  # fmt: skip
     region = kube.objects[("Region", None, "default")]
@@ -760,11 +760,11 @@ def _live_worker(
 def test_a_worker_that_claimed_before_its_first_heartbeat_counts_as_live_and_busy() -> None:
     fresh = SimpleNamespace(
         id=1, name="email-a", state=WorkerState.ACTIVE, in_flight=2, last_heartbeat=None,
-        enrolled_at=NOW - timedelta(seconds=2),
+        enrolled_at=NOW - timedelta(seconds=2), concurrency=4,
     )  # fmt: skip
     silent = SimpleNamespace(
         id=2, name="email-b", state=WorkerState.ACTIVE, in_flight=1, last_heartbeat=None,
-        enrolled_at=NOW - timedelta(minutes=5),
+        enrolled_at=NOW - timedelta(minutes=5), concurrency=4,
     )  # fmt: skip
     workers = [cast(Worker, fresh), cast(Worker, silent)]  # the fields _live reads
     snapshot = PoolSnapshot(Backlog(1, 1, capped=False), workers, None)

@@ -207,10 +207,53 @@ def test_terminating_pods_are_never_chosen() -> None:
     assert choose_to_remove(pods, [_worker(1, "a"), _worker(2, "b", 4)], 1) == ["b"]
 
 
-def test_the_newest_registry_row_of_a_pod_counts() -> None:
+def test_a_pod_several_rows_claim_counts_as_holding_the_most_any_of_them_holds() -> None:
     pods = [_pod("a"), _pod("b")]
     workers = [_worker(1, "a", 0), _worker(7, "a", 5), _worker(2, "b", 1)]
     assert choose_to_remove(pods, workers, 1) == ["b"]
+
+
+def test_a_row_posing_as_a_busy_pod_and_reporting_drained_gets_no_busy_pod_removed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # /tmp/rc/spoof.py: a third worker of the pool renames itself after the
+    # busy pod render-aaa and reports drained and idle; the newest row used
+    # to win, so the scale-down took render-aaa (3 jobs) for drained.
+    pods = [_pod("render-aaa", created="1"), _pod("render-bbb", created="2")]
+    workers = [
+        _worker(1, "render-aaa", 3),
+        _worker(2, "render-bbb", 0),
+        _worker(3, "render-aaa", 0, state="drained", by="self"),
+    ]
+    plan = _plan(desired=1, current=2, pods=pods, workers=workers)
+    assert (plan.drain, plan.lowest_cost, plan.replicas) == ((2,), (), None)
+    assert plan.scale_down is not None and plan.scale_down.pods == ["render-bbb"]
+    assert "render-aaa is claimed by 2 registry rows (workers 1, 3)" in caplog.text
+    # Both rows drained and idle (the real one too): still not trusted.
+    both = [_worker(1, "render-aaa", 0, "drained", "self"), workers[2], _worker(2, "render-bbb")]
+    plan = _plan(desired=1, current=2, pods=pods, workers=both)
+    assert plan.scale_down is not None and plan.scale_down.pods == ["render-bbb"]
+
+
+def test_a_heartbeat_reporting_2147483647_jobs_counts_as_its_concurrency() -> None:
+    # /tmp/rc/inflight.py: one worker of concurrency 1 pinned its pool at max.
+    from types import SimpleNamespace
+    from typing import cast
+
+    from corral.controller.observed import PoolSnapshot, worker_view
+    from corral.queue import Backlog, Worker, WorkerState
+
+    liar = SimpleNamespace(
+        id=1, name="infl-1", state=WorkerState.ACTIVE, in_flight=2147483647, concurrency=1,
+        last_heartbeat=NOW, enrolled_at=NOW, drain_requested_by=None,
+    )  # fmt: skip
+    snapshot = PoolSnapshot(Backlog(0, 0, capped=False), [cast(Worker, liar)], None)
+    demand = snapshot.demand(NOW, concurrency=1)
+    assert (demand.running, demand.busy_workers) == (1, 1)
+    spec = _spec(replicas={"min": 0, "max": 50}, autoscaling={"jobsPerWorker": 1})
+    assert recommend(spec, demand, current=1).replicas == 1
+    assert snapshot.figures(NOW).running == 1
+    assert worker_view(cast(Worker, liar), NOW).in_flight == 1
 
 
 # -------------------------------------------------------------- plan_scale

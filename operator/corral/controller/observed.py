@@ -22,6 +22,7 @@ __all__ = [
     "LOWEST_DELETION_COST",
     "PoolSnapshot",
     "finished_pod",
+    "held_jobs",
     "live_worker",
     "may_have_orphans",
     "needs_pods",
@@ -60,6 +61,14 @@ def live_worker(worker: Any, now: datetime) -> bool:
     )
 
 
+def held_jobs(worker: Any) -> int:
+    """The jobs a worker holds, as the scaler counts them: what it reports,
+    never more than its concurrency (a worker's own heartbeat could say
+    2147483647 and pin its pool at replicas.max; migration 0019 caps it in
+    the database too)."""
+    return max(0, min(int(worker.in_flight), int(worker.concurrency)))
+
+
 @dataclass(frozen=True)
 class PoolSnapshot:
     """What the queue said about one pool in one round of reads."""
@@ -72,7 +81,7 @@ class PoolSnapshot:
         live = [w for w in self.workers if live_worker(w, now)]
         return QueueFigures(
             depth=self.backlog.waiting,
-            running=sum(w.in_flight for w in live),
+            running=sum(held_jobs(w) for w in live),
             workers=len(live),
         )
 
@@ -84,8 +93,8 @@ class PoolSnapshot:
             rate = FlowRate(flow.arrivals_per_s, flow.mean_duration_s)
         return Demand(
             waiting=self.backlog.dispatchable,
-            running=sum(w.in_flight for w in live),
-            busy_workers=sum(1 for w in live if w.in_flight > 0),
+            running=sum(held_jobs(w) for w in live),
+            busy_workers=sum(1 for w in live if held_jobs(w) > 0),
             rate=rate,
         )
 
@@ -113,7 +122,7 @@ def worker_view(worker: Worker, now: datetime) -> WorkerView:
         id=worker.id,
         name=worker.name,
         state=str(worker.state),
-        in_flight=worker.in_flight,
+        in_flight=held_jobs(worker),
         drain_by=worker.drain_requested_by,
         live=live_worker(worker, now),
     )

@@ -37,6 +37,7 @@ from corral.controller.observed import (
     LOWEST_DELETION_COST,
     PoolSnapshot,
     finished_pod,
+    held_jobs,
     live_worker,
     may_have_orphans,
     needs_pods,
@@ -704,7 +705,7 @@ class Reconciler:
                 ]
                 depth = queue.depth(queues, region.metadata.name).pending if queues else 0
                 return QueueFigures(
-                    depth=depth, running=sum(w.in_flight for w in workers), workers=len(workers)
+                    depth=depth, running=sum(held_jobs(w) for w in workers), workers=len(workers)
                 )
 
             database_error: str | None = None

@@ -25,6 +25,7 @@ Three steps, each its own function:
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from datetime import datetime
 from corral.api import WorkerPoolSpec
 from corral.api.v1alpha1 import ScaleDown
 from corral.controller.events import Event
+
+log = logging.getLogger(__name__)
 
 # Target-wait mode keeps the busy share of the slots at or below this: at 100%
 # a queue never drains (every burst waits for a slot), while a little headroom
@@ -213,10 +216,36 @@ class ScalePlan:
 
 
 def _workers_by_pod(workers: list[WorkerView]) -> dict[str, WorkerView]:
-    """The newest registry row per pod name (a pod's worker may have enrolled anew)."""
-    by_pod: dict[str, WorkerView] = {}
+    """The registry row of each pod's worker, by the pod's name.
+
+    A name that several rows claim (the rows are the pool's, removed ones
+    left out) is trusted as none of them: any holder of the pool's token or
+    of a worker's credential could have taken it (before migration 0019 a
+    worker could rename itself) and report drained and idle, so that the
+    scale-down removes the busy pod of that name. Such a pod counts as busy
+    (an active, live worker holding a job: removed last, never counted as
+    drained, so only drain.timeoutSeconds lets it go), and it is logged."""
+    rows: dict[str, list[WorkerView]] = {}
     for worker in sorted(workers, key=lambda w: w.id):
-        by_pod[worker.name] = worker
+        rows.setdefault(worker.name, []).append(worker)
+    by_pod: dict[str, WorkerView] = {}
+    for name, claims in rows.items():
+        newest = claims[-1]
+        if len(claims) > 1:
+            log.warning(
+                "pod %s is claimed by %d registry rows (workers %s): none is trusted as "
+                "drained, the pod counts as busy",
+                name, len(claims), ", ".join(str(w.id) for w in claims),
+            )  # fmt: skip
+            newest = WorkerView(
+                id=newest.id,
+                name=name,
+                state=ACTIVE,
+                in_flight=max(1, max(w.in_flight for w in claims)),
+                drain_by=None,
+                live=True,
+            )
+        by_pod[name] = newest
     return by_pod
 
 

@@ -13,6 +13,15 @@
 -- hand-started worker (pool IS NULL) come back as before. The operator
 -- removes the rows of a pool's workers whose pods are gone
 -- (corral.controller.observed.orphaned_workers).
+--
+-- Any worker could also steer the autoscaler: authenticate let it rename
+-- itself after a busy pod (the scaler maps rows to pods by name) and report
+-- drained, so the operator deleted the busy pod; and heartbeat_v4 took any
+-- in_flight (2147483647 with concurrency 1), which the scaler counts as
+-- demand, pinning the pool at max. Now enroll and authenticate refuse a
+-- name another live (active or draining) worker of the same pool holds
+-- (CR403), and a heartbeat's in_flight is capped at the worker's
+-- concurrency (the operator caps it too, for databases not migrated yet).
 
 CREATE OR REPLACE FUNCTION corral_enroll_v2(
     p_token text, p_name text, p_queues text[], p_concurrency integer, p_version text,
@@ -61,6 +70,16 @@ BEGIN
         -- A pool's worker is named after its pod: one enrollment per name at a time.
         PERFORM pg_advisory_xact_lock(
             hashtextextended('corral_worker_name:' || v_token.pool || '/' || p_name, 0));
+        -- The scaler maps a pool's workers to pods by name: a name held by
+        -- another live worker of the pool (not removed, not drained) is
+        -- refused, so no worker can pose as a busy pod.
+        IF EXISTS (SELECT 1 FROM corral_workers w
+                    WHERE w.pool = v_token.pool AND w.name = p_name
+                      AND w.state IN ('active', 'draining')) THEN
+            RAISE EXCEPTION 'worker name % is held by a live worker of pool %', p_name,
+                v_token.pool USING ERRCODE = 'CR403',
+                HINT = 'a pool''s worker is named after its pod';
+        END IF;
         -- The pod's earlier worker, whose own drain finished, cannot come
         -- back (corral_authenticate_v2): its row is retired.
         UPDATE corral_workers w
@@ -116,6 +135,18 @@ BEGIN
             USING ERRCODE = 'CR409',
                   HINT = 'a pod''s worker does so by itself when its enrollment token is mounted';
     END IF;
+    IF v_pool IS NOT NULL AND p_name IS NOT NULL THEN
+        -- No rename onto a name another live worker of the pool holds (the
+        -- scaler maps workers to pods by name; corral_enroll_v2 above).
+        PERFORM pg_advisory_xact_lock(
+            hashtextextended('corral_worker_name:' || v_pool || '/' || p_name, 0));
+        IF EXISTS (SELECT 1 FROM corral_workers w
+                    WHERE w.pool = v_pool AND w.name = p_name AND w.id <> p_worker_id
+                      AND w.state IN ('active', 'draining')) THEN
+            RAISE EXCEPTION 'worker name % is held by a live worker of pool %', p_name, v_pool
+                USING ERRCODE = 'CR403', HINT = 'a pool''s worker is named after its pod';
+        END IF;
+    END IF;
     IF p_queues IS NOT NULL AND v_enrolled IS NOT NULL THEN
         v_outside := ARRAY(SELECT q FROM unnest(p_queues) q WHERE q <> ALL (v_enrolled));
         IF cardinality(v_outside) > 0 THEN
@@ -140,6 +171,56 @@ BEGIN
                                      ELSE w.drain_requested_by END
      WHERE w.id = p_worker_id
     RETURNING w.state INTO v_state;
+    RETURN v_state;
+END
+$$;
+
+-- corral_heartbeat_v4 as in 0016, with in_flight capped at the worker's
+-- concurrency (a worker holds at most that many jobs).
+CREATE OR REPLACE FUNCTION corral_heartbeat_v4(
+    p_worker_id bigint, p_credential text, p_in_flight integer, p_lease_s double precision,
+    p_held bigint[], p_renew_below_s double precision
+) RETURNS text
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    v_state text;
+    v_lease_s double precision := least(greatest(coalesce(p_lease_s, 60), 1), 3600);
+BEGIN
+    PERFORM corral_relax_ack_v1();
+    UPDATE corral_workers w
+       SET last_heartbeat = now(), in_flight = least(greatest(p_in_flight, 0), w.concurrency),
+           credential_expires_at = CASE WHEN w.state = 'removed' THEN w.credential_expires_at
+                                        ELSE now() + interval '1 day' END
+     WHERE w.id = p_worker_id
+       AND w.credential_hash = encode(sha256(convert_to(p_credential, 'UTF8')), 'hex')
+       AND (w.credential_expires_at IS NULL OR w.credential_expires_at > now())
+    RETURNING w.state INTO v_state;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'worker % is not enrolled, or its credential is wrong or expired',
+            p_worker_id USING ERRCODE = 'CR401';
+    END IF;
+    IF v_state = 'removed' THEN
+        RETURN v_state;
+    END IF;
+    UPDATE corral_jobs j
+       SET lease_expires_at = now() + make_interval(secs => v_lease_s)
+     WHERE j.id = ANY(ARRAY(SELECT h.id FROM corral_jobs h
+                             WHERE h.state = 'running' AND h.worker_id = p_worker_id
+                               AND h.lease_expires_at
+                                   < coalesce(now() + make_interval(secs => p_renew_below_s),
+                                              'infinity')
+                               AND (p_held IS NULL OR h.id = ANY(p_held))
+                               FOR UPDATE SKIP LOCKED));
+    IF v_state IN ('draining', 'drained') AND EXISTS (
+        SELECT 1 FROM corral_workers w
+         WHERE w.id = p_worker_id AND w.drain_requested_by = 'restart'
+    ) THEN
+        RETURN 'restarting';
+    END IF;
     RETURN v_state;
 END
 $$;
