@@ -161,3 +161,46 @@ def test_the_operator_removes_the_row_of_a_worker_whose_pod_is_gone_and_the_copy
             w.claim(young.worker_id, young.credential, ["email"])  # its pod may be starting
     finally:
         access.close()
+
+
+def test_revoking_a_leaked_token_with_remove_workers_removes_the_workers_it_enrolled(
+    database_url: str, worker_database_url: str
+) -> None:
+    # /tmp/rc/revoke.py: the admin revokes a leaked token as the docs say;
+    # the worker an attacker enrolled with it must go too, and be findable.
+    with Queue.connect(database_url) as admin:
+        leaked = admin.create_token("eu", pool="prod/payments", uses=10, ttl_s=600)
+        other = admin.create_token("eu", pool="prod/payments", uses=10, ttl_s=600)
+        for n in range(3):
+            admin.enqueue("charge", {"n": n}, queue="payments", region="eu")
+    with Queue.connect(worker_database_url) as w:
+        rogue = w.enroll(leaked.secret, name="payments-7d9f-abcde", queues=["payments"],
+                         concurrency=1)  # fmt: skip
+        real = w.enroll(other.secret, name="payments-1", queues=["payments"], concurrency=1)
+        [held] = w.claim(rogue.worker_id, rogue.credential, ["payments"], batch=1)
+    with Queue.connect(database_url) as admin:
+        by_id = {x.id: x for x in admin.list_workers()}
+    assert (by_id[rogue.worker_id].token_id, by_id[real.worker_id].token_id) == (
+        leaked.info.id, other.info.id,
+    )  # fmt: skip
+    with Queue.connect(database_url) as admin:
+        assert admin.remove_token_workers(leaked.info.id) == 1
+        assert admin.get_token(leaked.info.id).revoked_at is not None
+    with Queue.connect(worker_database_url) as w:
+        with pytest.raises(WorkerRemoved):
+            w.claim(rogue.worker_id, rogue.credential, ["payments"])
+        assert len(w.claim(real.worker_id, real.credential, ["payments"])) == 2
+    lease = run_sql(
+        database_url, "SELECT lease_expires_at <= now() FROM corral_jobs WHERE id = %s", [held.id]
+    )
+    assert lease == [(True,)]  # the rogue's job goes back through the reaper now
+
+
+def test_revoking_a_token_alone_leaves_the_workers_it_enrolled(database_url: str) -> None:
+    # The operator revokes a rotated pool token after its grace period: the
+    # pool's workers enrolled with it are legitimate.
+    with Queue.connect(database_url) as admin:
+        token = admin.create_token("eu", pool="prod/payments", uses=1, ttl_s=600)
+        worker = admin.enroll(token.secret, name="p-1", queues=["payments"], concurrency=1)
+        admin.revoke_token(token.info.id)
+        assert admin.get_worker(worker.worker_id).state == WorkerState.ACTIVE

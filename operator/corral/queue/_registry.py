@@ -74,6 +74,18 @@ def revoke_token(token: int | str) -> op.Operation[int]:
     return int(row)
 
 
+def remove_token_workers(token_id: int) -> op.Operation[int]:
+    """The response to a leaked token: revoke it and remove every worker it
+    enrolled (their credentials stop working, their running jobs are
+    retried); returns how many were removed. TokenNotFound for no such
+    token. A plain revoke (`revoke_token`, what the operator does to a
+    rotated pool token) leaves its workers alone."""
+    found, removed, _ = (yield op.Statement("remove_token_workers", {"id": token_id}))[0]
+    if not found:
+        raise TokenNotFound(f"no enrollment token with id {token_id} (see: corral tokens list)")
+    return int(removed)
+
+
 # -- the workers registry ----------------------------------------------------------
 
 

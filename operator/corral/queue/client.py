@@ -144,6 +144,7 @@ class Queue(ClientMethods, bind=_method):
     list_tokens = _method(reg.list_tokens)
     get_token = _method(reg.get_token)
     revoke_token = _method(reg.revoke_token)
+    remove_token_workers = _method(reg.remove_token_workers)
     # The operator's check of the URL it hands to workers.
     worker_role_rights = _method(reg.worker_role_rights)
     # The operator's autoscaler.

@@ -217,6 +217,9 @@ class Worker:
     # (corral workers restart) or "self" (the worker on SIGTERM, POST /drain
     # or its preStop hook); None when not drained.
     drain_requested_by: str | None = None
+    # The enrollment token it enrolled with (None: purged since, or enrolled
+    # before the registry kept it): `corral tokens revoke --remove-workers`.
+    token_id: int | None = None
 
     @property
     def shown_state(self) -> str:

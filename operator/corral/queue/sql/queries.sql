@@ -144,15 +144,38 @@ WITH w AS (
 )
 SELECT (SELECT count(*) FROM w), (SELECT count(*) FROM j)
 
+-- name: remove_token_workers
+-- The response to a leaked enrollment token (`corral tokens revoke
+-- --remove-workers`): revoke it and remove every worker it enrolled; their
+-- running jobs get their leases expired (as remove_worker). Admin only.
+WITH t AS (
+    UPDATE corral_enrollment_tokens SET revoked_at = coalesce(revoked_at, now())
+     WHERE id = %(id)s
+    RETURNING id
+), w AS (
+    UPDATE corral_workers SET state = 'removed', removed_at = now()
+     WHERE token_id IN (SELECT id FROM t) AND state <> 'removed'
+    RETURNING id
+), j AS (
+    UPDATE corral_jobs SET lease_expires_at = now()
+     WHERE id = ANY(ARRAY(SELECT h.id FROM corral_jobs h
+                           WHERE h.state = 'running' AND h.worker_id IN (SELECT id FROM w)
+                             FOR UPDATE SKIP LOCKED))
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM w), (SELECT count(*) FROM j)
+
 -- name: get_worker
 SELECT id, name, region, pool, queues, concurrency, state, in_flight, last_heartbeat,
-       version, enrolled_at, drain_requested_at, drained_at, removed_at, drain_requested_by
+       version, enrolled_at, drain_requested_at, drained_at, removed_at, drain_requested_by,
+       token_id
   FROM corral_workers
  WHERE id = %s
 
 -- name: list_workers
 SELECT id, name, region, pool, queues, concurrency, state, in_flight, last_heartbeat,
-       version, enrolled_at, drain_requested_at, drained_at, removed_at, drain_requested_by
+       version, enrolled_at, drain_requested_at, drained_at, removed_at, drain_requested_by,
+       token_id
   FROM corral_workers
  WHERE %s OR state <> 'removed'
  ORDER BY id
@@ -500,7 +523,7 @@ SELECT w.id, w.name, w.region, w.pool, w.queues, w.concurrency, w.state,
        greatest(w.in_flight, (SELECT count(*) FROM corral_jobs j
                                WHERE j.worker_id = w.id AND j.state = 'running'))::int4,
        w.last_heartbeat, w.version, w.enrolled_at, w.drain_requested_at, w.drained_at,
-       w.removed_at, w.drain_requested_by
+       w.removed_at, w.drain_requested_by, w.token_id
   FROM corral_workers w
  WHERE w.pool = %s AND w.state <> 'removed'
  ORDER BY w.id
