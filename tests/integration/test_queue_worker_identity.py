@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import os
+import subprocess
 from typing import cast
 
 import pytest
@@ -21,6 +23,7 @@ from corral.kube import Kube
 from corral.queue import CredentialError, EnrollmentError, Queue, WorkerRemoved, WorkerState
 from tests.integration._clients import Connect
 from tests.integration._enrolled import run_sql
+from tests.integration._workers import CORRAL
 
 POOL = "prod/batch"
 
@@ -204,3 +207,32 @@ def test_revoking_a_token_alone_leaves_the_workers_it_enrolled(database_url: str
         worker = admin.enroll(token.secret, name="p-1", queues=["payments"], concurrency=1)
         admin.revoke_token(token.info.id)
         assert admin.get_worker(worker.worker_id).state == WorkerState.ACTIVE
+
+
+def test_the_cli_shows_each_workers_token_and_revokes_a_leaked_one_with_its_workers(
+    database_url: str,
+) -> None:
+    with Queue.connect(database_url) as admin:
+        leaked = admin.create_token("eu", pool="prod/payments", uses=2, ttl_s=600)
+        other = admin.create_token("eu", pool="prod/payments", uses=1, ttl_s=600)
+        rogue = admin.enroll(leaked.secret, name="p-x", queues=["payments"], concurrency=1)
+        real = admin.enroll(other.secret, name="p-1", queues=["payments"], concurrency=1)
+    env = {**os.environ, "CORRAL_DATABASE_URL": database_url}
+
+    def corral(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([CORRAL, *args], capture_output=True, text=True, env=env)
+
+    listed = corral("workers", "list").stdout.splitlines()
+    assert listed[0].split()[-1] == "TOKEN"
+    assert [line.split()[-1] for line in listed[1:]] == [str(leaked.info.id), str(other.info.id)]
+    done = corral("tokens", "revoke", str(leaked.info.id), "--remove-workers")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"token {leaked.info.id} revoked; 1 worker(s) it enrolled removed\n"
+    with Queue.connect(database_url) as admin:
+        assert admin.get_worker(rogue.worker_id).state == WorkerState.REMOVED
+        assert admin.get_worker(real.worker_id).state == WorkerState.ACTIVE
+    assert corral("tokens", "revoke", str(other.info.id)).stdout == (
+        f"token {other.info.id} revoked\n"
+    )
+    with Queue.connect(database_url) as admin:
+        assert admin.get_worker(real.worker_id).state == WorkerState.ACTIVE

@@ -1004,14 +1004,29 @@ def tokens_list(include_all: bool, output: str, database_url: str | None) -> Non
     )
 
 
-_change_command(
-    tokens,
-    "revoke",
-    click.argument("target", metavar="TOKEN"),
-    "Revoke a token by ID or PREFIX (see tokens list).",
-    Queue.revoke_token,
-    lambda _, token_id: f"token {token_id} revoked",
+@tokens.command("revoke")
+@click.argument("target", metavar="TOKEN")
+@click.option(
+    "--remove-workers",
+    is_flag=True,
+    help="Also remove every worker the token enrolled (TOKEN column of `workers list`): "
+    "the response to a leaked token.",
 )
+@_database_option
+@_handled
+def tokens_revoke(target: str, remove_workers: bool, database_url: str | None) -> None:
+    """Revoke a token by ID or PREFIX (see tokens list).
+
+    The workers it enrolled keep running unless --remove-workers removes
+    them too (their credentials stop working; their running jobs are retried).
+    """
+    with _queue(database_url) as queue:
+        token_id = queue.revoke_token(target)
+        if not remove_workers:
+            click.echo(f"token {token_id} revoked")
+            return
+        removed = queue.remove_token_workers(token_id)
+    click.echo(f"token {token_id} revoked; {removed} worker(s) it enrolled removed")
 
 
 # -- workers ---------------------------------------------------------------------
@@ -1041,7 +1056,18 @@ def workers_list(include_all: bool, output: str, database_url: str | None) -> No
     emit(
         output,
         [{**plain(w), "state": w.shown_state} for w in found],
-        ["ID", "NAME", "REGION", "POOL", "QUEUES", "STATE", "IN-FLIGHT", "HEARTBEAT", "VERSION"],
+        [
+            "ID",
+            "NAME",
+            "REGION",
+            "POOL",
+            "QUEUES",
+            "STATE",
+            "IN-FLIGHT",
+            "HEARTBEAT",
+            "VERSION",
+            "TOKEN",
+        ],
         [
             [
                 w.id,
@@ -1053,6 +1079,7 @@ def workers_list(include_all: bool, output: str, database_url: str | None) -> No
                 f"{w.in_flight}/{w.concurrency}",
                 f"{format_age(ago(w.last_heartbeat))} ago" if w.last_heartbeat else None,
                 w.version,
+                w.token_id,
             ]
             for w in found
         ],
