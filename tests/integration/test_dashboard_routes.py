@@ -5,9 +5,12 @@ The server is the real aiohttp app on a local port (tests/_dashboard.py)."""
 
 from __future__ import annotations
 
+import html
 import re
 from pathlib import Path
+from urllib.parse import quote
 
+import pytest
 import requests
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -402,3 +405,45 @@ def test_every_response_sends_the_security_headers(url: str, seeded: Seeded) -> 
         headers = (r.headers.get("X-Frame-Options"), r.headers.get("X-Content-Type-Options"),
                    r.headers.get("Referrer-Policy"))  # fmt: skip
         assert headers == ("DENY", "nosniff", "same-origin"), name
+
+
+# Where a sign-in or an action sends the browser back to: `next`, as a link's
+# query decodes it (/login?next=/%09/x is "/\t/x"). aiohttp's Location goes
+# through yarl, which drops TAB, CR and LF; a browser reads "\\" as "/".
+ELSEWHERE = ["/\t/x", "/\n/x", "/\\x", "//x", "https://x", "/\r/evil.example/fake-login"]
+
+
+def signed_in_from(base: str, link: str, posted: str | None = None) -> requests.Response:
+    """Follow `link` to the sign-in form and sign in with its `next` field (or
+    `posted` instead); the answer, not followed."""
+    s = requests.Session()
+    form = s.get(base + link).text
+    found = re.search(r'name="next" value="([^"]*)"', form)
+    assert found, form
+    value = html.unescape(found.group(1)) if posted is None else posted
+    data = {"csrf": csrf_of(form), "user": "admin", "password": PASSWORD, "next": value}
+    return s.post(f"{base}/login", data=data, allow_redirects=False)
+
+
+@pytest.mark.parametrize("target", ELSEWHERE)
+def test_after_sign_in_next_never_leads_to_another_site(
+    url: str, seeded: Seeded, target: str
+) -> None:
+    # the link as an attacker would send it: /login?next=/%09/x
+    link = f"/login?next={quote(target, safe='/:')}"
+    for posted in (None, target):  # what the form carries, and the raw value posted
+        r = signed_in_from(url, link, posted)
+        assert r.status_code == 303 and r.headers["Location"] == "/", (posted, r.headers)
+    s = sign_in(url)  # an action's way back, without htmx
+    token = csrf_of(s.get(url + "/jobs").text)
+    r = s.post(
+        f"{url}/jobs/{seeded.pending[0]}/cancel",
+        data={"csrf": token, "next": target},
+        allow_redirects=False,
+    )
+    assert r.status_code == 303 and r.headers["Location"] == "/", r.headers
+
+
+def test_after_sign_in_next_keeps_a_path_of_this_site(url: str) -> None:
+    r = signed_in_from(url, "/login?next=" + quote("/jobs?state=dead", safe="/"))
+    assert r.status_code == 303 and r.headers["Location"] == "/jobs?state=dead"

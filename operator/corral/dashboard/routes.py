@@ -18,9 +18,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp_jinja2
 from aiohttp import web
+from yarl import URL
 
 from corral.dashboard import views
 from corral.dashboard.session import CSRF_FIELD, CSRF_HEADER, Auth, Session
@@ -316,9 +318,31 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 
 def _next(value: Any) -> str:
-    """A local path to go back to (never another site)."""
+    """A path of this site to go back to after signing in or acting (a
+    link's `next=`, a form's `next`), as aiohttp will write it in Location;
+    anything else is "/".
+
+    Checked as a browser will read the header, not as the raw string: yarl
+    (which builds aiohttp's Location) drops TAB, CR and LF, so "/\t/x" was
+    written "//x", another site; browsers read a backslash as a slash. So a
+    control character or a backslash anywhere refuses it, and what yarl makes
+    of the rest must be a bare path (no scheme, no host) starting with a
+    single "/"."""
     text = str(value or "")
-    return text if text.startswith("/") and not text.startswith("//") else "/"
+    if not text.startswith("/") or text.startswith("//") or "\\" in text:
+        return "/"
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in text):
+        return "/"
+    try:
+        written = str(URL(text))
+    except ValueError:
+        return "/"
+    parts = urlsplit(written)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/"):
+        return "/"
+    if not written.startswith("/") or written.startswith("//") or "\\" in written:
+        return "/"
+    return written
 
 
 # -- actions ------------------------------------------------------------------
