@@ -447,3 +447,53 @@ def test_after_sign_in_next_never_leads_to_another_site(
 def test_after_sign_in_next_keeps_a_path_of_this_site(url: str) -> None:
     r = signed_in_from(url, "/login?next=" + quote("/jobs?state=dead", safe="/"))
     assert r.status_code == 303 and r.headers["Location"] == "/jobs?state=dead"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_wrong_passwords_slow_down_the_address_and_the_right_one_works_after(
+    database_url: str, seeded: Seeded, caplog: pytest.LogCaptureFixture
+) -> None:
+    from dataclasses import replace
+
+    from corral.dashboard.session import SignInThrottle
+
+    clock = FakeClock()
+    throttle = SignInThrottle(clock=clock)
+    config = replace(settings(database_url), throttle=throttle)
+    s = requests.Session()
+
+    def attempt(password: str) -> requests.Response:
+        token = csrf_of(s.get(base + "/login").text)
+        data = {"csrf": token, "user": "admin", "password": password}
+        return s.post(base + "/login", data=data, allow_redirects=False)
+
+    with caplog.at_level("WARNING", logger="corral.dashboard"), serve(config) as base:
+        codes = [attempt(f"guess{i}").status_code for i in range(throttle.free)]
+        assert codes == [403] * throttle.free
+        r = attempt(PASSWORD)  # even the right one waits now: it is not tried
+        assert r.status_code == 429 and r.headers["Retry-After"] == "1"
+        assert "too many failed sign-ins" in r.text and "signed in as" not in r.text
+        clock.now += 1
+        assert attempt("guess-again").status_code == 403
+        r = attempt("guess-more")
+        assert r.status_code == 429 and r.headers["Retry-After"] == "2"  # growing
+        clock.now += 2
+        r = attempt(PASSWORD)  # the wait is over: the right password works
+        assert r.status_code == 303
+        assert "signed in as" in s.get(base + "/").text
+        # a success cleared the address: failures are free again
+        s.cookies.clear()
+        codes = [attempt(f"typo{i}").status_code for i in range(throttle.free - 1)]
+        assert codes == [403] * (throttle.free - 1)
+        assert attempt(PASSWORD).status_code == 303
+    failed = [r for r in caplog.records if "sign-in failed" in r.getMessage()]
+    assert len(failed) == throttle.free + 1 + throttle.free - 1
+    assert all(r.levelname == "WARNING" and "127.0.0.1" in r.getMessage() for r in failed)
+    assert not any(PASSWORD in r.getMessage() or "guess" in r.getMessage() for r in caplog.records)

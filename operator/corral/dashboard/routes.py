@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,7 +26,14 @@ from aiohttp import web
 from yarl import URL
 
 from corral.dashboard import views
-from corral.dashboard.session import CSRF_FIELD, CSRF_HEADER, Auth, Session
+from corral.dashboard.session import (
+    CSRF_FIELD,
+    CSRF_HEADER,
+    Auth,
+    Session,
+    SignInThrottle,
+    retry_after,
+)
 from corral.queue import (
     LIVE_WORKER_S,
     AsyncQueue,
@@ -39,17 +47,20 @@ from corral.queue.pool import AsyncQueuePool
 __all__ = ["Settings", "routes"]
 
 routes = web.RouteTableDef()
+log = logging.getLogger("corral.dashboard")
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     """What the app needs: the database URL (never shown), sign-in settings and
     how to reach Kubernetes (`kube`: a callable returning a `corral.kube.Kube`,
-    None: no cluster configured)."""
+    None: no cluster configured), and the sign-in throttle (its state, in
+    memory: one per app)."""
 
     dsn: str
     auth: Auth
     kube: Callable[[], Any] | None = None
+    throttle: SignInThrottle = field(default_factory=SignInThrottle)
 
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
@@ -298,16 +309,39 @@ async def login(request: web.Request) -> web.StreamResponse:
     _check_csrf(request, form)
     if not auth.actions_enabled:
         raise _error(request, 403, _READ_ONLY)
+    throttle = settings(request).throttle
+    address = request.remote or "unknown"
+    wait = throttle.wait(address)
+    if wait > 0:  # not checked at all while it waits, the right password neither
+        log.debug("dashboard sign-in from %s refused: %.0f s to wait", address, wait)
+        seconds = retry_after(wait)
+        response = _login_again(
+            request, form, f"too many failed sign-ins: try again in {seconds} s", 429
+        )
+        response.headers["Retry-After"] = seconds
+        return response
     user = str(form.get("user", ""))
     if not auth.check_password(user, str(form.get("password", ""))):
-        return aiohttp_jinja2.render_template(
-            "login.html",
-            request,
-            {"page": "login", "next": _next(form.get("next")), "error": "wrong user or password"},
-            status=403,
+        failures = throttle.failed(address)
+        wait = throttle.wait(address)
+        then = f"; wait {retry_after(wait)} s before the next try" if wait > 0 else ""
+        # The address, never what was typed (a password in the user field).
+        log.warning(
+            "dashboard sign-in failed from %s (%d in a row from that address%s)",
+            address,
+            failures,
+            then,
         )
+        return _login_again(request, form, f"wrong user or password{then}", 403)
+    throttle.succeeded(address)
     request[SESSION_KEY] = Session.fresh(user=auth.user)  # a new nonce: a new CSRF token
     raise web.HTTPSeeOther(_next(form.get("next")))
+
+
+def _login_again(request: web.Request, form: Any, error: str, status: int) -> web.Response:
+    """The sign-in form again, saying why (`error`)."""
+    context = {"page": "login", "next": _next(form.get("next")), "error": error}
+    return aiohttp_jinja2.render_template("login.html", request, context, status=status)
 
 
 @routes.post("/logout")

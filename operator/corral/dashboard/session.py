@@ -11,6 +11,10 @@ Every visitor gets a session (signed in or not): its nonce keys the CSRF token
 that every mutating form carries (`csrf_token`), so the sign-in form is covered
 too. Passwords are compared in constant time (`hmac.compare_digest`).
 
+Wrong passwords are throttled (`SignInThrottle`): per client address, and
+across all of them. Its state is in memory, in the one dashboard process
+that answers (a restart, or another replica, starts counting afresh).
+
 Called by `corral.dashboard.routes` and `corral.dashboard.app`.
 """
 
@@ -18,8 +22,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
-from dataclasses import dataclass
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
@@ -98,3 +106,106 @@ class Auth:
         user_ok = hmac.compare_digest(user.encode(), self.user.encode())
         password_ok = hmac.compare_digest(password.encode(), self.password.encode())
         return user_ok and password_ok
+
+
+@dataclass(slots=True)
+class _Tally:
+    failures: int  # wrong passwords in a row from the address
+    last: float  # when the last one came (the clock's seconds)
+    until: float  # it may try again from then
+
+
+@dataclass(slots=True)
+class SignInThrottle:
+    """Backoff on wrong passwords, in memory (the dashboard is one process; a
+    restart or another replica counts afresh), never a lockout for ever.
+
+    Per client address: `free` wrong passwords in a row, then it waits
+    `base_s` before its next try, twice as long after each further wrong one,
+    up to `cap_s`; `window_s` without a failure forgets them, and a success
+    clears the address at once. While it waits, a try (even with the right
+    password) is refused without being checked.
+
+    Across all addresses (guessing spread over many): when `global_max`
+    wrong passwords came within `global_window_s`, every address waits until
+    the oldest of them leaves the window, except those that signed in within
+    `known_s`, so the admin is not held up by someone else's guessing.
+
+    At most `max_tracked` addresses are kept (the least recent dropped first).
+    """
+
+    free: int = 5
+    base_s: float = 1.0
+    cap_s: float = 300.0
+    window_s: float = 900.0
+    global_max: int = 30
+    global_window_s: float = 60.0
+    known_s: float = float(MAX_AGE_S)
+    max_tracked: int = 10_000
+    clock: Callable[[], float] = time.monotonic
+    _tallies: dict[str, _Tally] = field(default_factory=dict)
+    _recent: deque[float] = field(default_factory=deque)
+    _known: dict[str, float] = field(default_factory=dict)
+
+    def wait(self, address: str) -> float:
+        """Seconds `address` must wait before its password is checked (0: now)."""
+        now = self.clock()
+        tally = self._current(address, now)
+        own = max(0.0, tally.until - now) if tally else 0.0
+        return max(own, self._global_wait(address, now))
+
+    def failed(self, address: str) -> int:
+        """Record a wrong password from `address`; its failures in a row."""
+        now = self.clock()
+        tally = self._current(address, now) or _Tally(0, now, now)
+        self._tallies.pop(address, None)  # re-inserted last: the dict is oldest first
+        tally.failures += 1
+        tally.last = now
+        if tally.failures >= self.free:
+            tally.until = now + min(self.cap_s, self.base_s * 2 ** (tally.failures - self.free))
+        self._tallies[address] = tally
+        while len(self._tallies) > self.max_tracked:
+            del self._tallies[next(iter(self._tallies))]
+        self._recent.append(now)
+        self._trim(now)
+        return tally.failures
+
+    def succeeded(self, address: str) -> None:
+        """The right password from `address`: its failures are forgotten."""
+        now = self.clock()
+        self._tallies.pop(address, None)
+        self._known.pop(address, None)
+        self._known[address] = now
+        while len(self._known) > self.max_tracked:
+            del self._known[next(iter(self._known))]
+
+    def tracked(self) -> int:
+        """How many addresses it holds failures for."""
+        return len(self._tallies)
+
+    def _current(self, address: str, now: float) -> _Tally | None:
+        tally = self._tallies.get(address)
+        if tally is not None and now - tally.last >= self.window_s:
+            del self._tallies[address]
+            return None
+        return tally
+
+    def _trim(self, now: float) -> None:
+        while self._recent and (
+            len(self._recent) > self.global_max or now - self._recent[0] >= self.global_window_s
+        ):
+            self._recent.popleft()
+
+    def _global_wait(self, address: str, now: float) -> float:
+        self._trim(now)
+        if len(self._recent) < self.global_max:
+            return 0.0
+        known = self._known.get(address)
+        if known is not None and now - known < self.known_s:
+            return 0.0
+        return max(0.0, self._recent[0] + self.global_window_s - now)
+
+
+def retry_after(wait_s: float) -> str:
+    """A Retry-After header's value for a wait (whole seconds, at least 1)."""
+    return str(max(1, math.ceil(wait_s)))
