@@ -497,3 +497,59 @@ def test_wrong_passwords_slow_down_the_address_and_the_right_one_works_after(
     assert len(failed) == throttle.free + 1 + throttle.free - 1
     assert all(r.levelname == "WARNING" and "127.0.0.1" in r.getMessage() for r in failed)
     assert not any(PASSWORD in r.getMessage() or "guess" in r.getMessage() for r in caplog.records)
+
+
+def test_a_cookie_from_before_sign_out_is_refused(
+    url: str, seeded: Seeded, database_url: str
+) -> None:
+    s = sign_in(url)
+    other = sign_in(url)  # another browser, signed in as well
+    stolen = s.cookies["corral_dashboard"]  # copied before signing out
+    token = csrf_of(s.get(url + "/dispatch").text)
+    r = s.post(url + "/logout", data={"csrf": token})
+    assert r.status_code == 200 and "signed in as" not in r.text
+    replay = requests.Session()
+    replay.cookies.set("corral_dashboard", stolen)
+    assert "signed in as" not in replay.get(url + "/dispatch").text  # a page: signed out
+    r = replay.post(
+        url + "/dispatch/pause",
+        data={"csrf": token, "queue": "mail", "reason": "replayed after logout"},
+        headers=HX,
+    )
+    assert r.status_code == 403, r.text  # an action: refused
+    r = replay.post(url + "/dispatch/pause", data={"csrf": token, "queue": "mail"})
+    assert r.status_code == 403  # without htmx too
+    with Queue.connect(database_url) as q:
+        assert not any(d.paused for d in q.dispatch_status())
+        (logout,) = q.audit(10, action="session.logout")
+        assert not q.audit(10, action="dispatch.pause")
+    assert logout.actor == "admin" and logout.target.startswith("session:")
+    assert act(other, url, "/dispatch/pause", queue="mail").status_code == 200  # unaffected
+    assert act(sign_in(url), url, "/dispatch/resume", queue="mail").status_code == 200
+
+
+def test_a_sign_out_holds_on_another_replica_and_after_a_restart(
+    database_url: str, seeded: Seeded
+) -> None:
+    # Two processes with the same key and password (the chart's Secret).
+    with serve(settings(database_url)) as first, serve(settings(database_url)) as second:
+        s = sign_in(first)
+        stolen = s.cookies["corral_dashboard"]
+        replay = requests.Session()
+        replay.cookies.set("corral_dashboard", stolen)
+        assert "signed in as" in replay.get(second + "/").text  # the replica has read: valid
+        token = csrf_of(s.get(first + "/").text)
+        assert s.post(first + "/logout", data={"csrf": token}).status_code == 200
+        # at once, an action on the replica is refused (it reads before every POST)
+        r = replay.post(second + "/dispatch/pause", data={"csrf": token, "queue": "mail"},
+                        headers=HX)  # fmt: skip
+        assert r.status_code == 403
+    with serve(settings(database_url)) as restarted:
+        replay = requests.Session()
+        replay.cookies.set("corral_dashboard", stolen)
+        assert "signed in as" not in replay.get(restarted + "/").text
+        r = replay.post(restarted + "/dispatch/pause", data={"csrf": token, "queue": "mail"},
+                        headers=HX)  # fmt: skip
+        assert r.status_code == 403
+    with Queue.connect(database_url) as q:
+        assert not any(d.paused for d in q.dispatch_status())

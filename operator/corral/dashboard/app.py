@@ -1,6 +1,6 @@
 """Wiring of the dashboard's aiohttp application: templates (Jinja2 with
 autoescape, from this package), static files (vendored htmx), the session
-middleware, the security headers and the error pages. `corral.dashboard.cli` serves it; the
+middleware, the signed-out sessions' check, the security headers and the error pages. `corral.dashboard.cli` serves it; the
 integration and browser tests build it with `create_app`.
 """
 
@@ -16,7 +16,15 @@ import jinja2
 from aiohttp import web
 
 from corral.dashboard import routes, views
-from corral.dashboard.session import COOKIE, CSRF_FIELD, Session
+from corral.dashboard.session import (
+    COOKIE,
+    CSRF_FIELD,
+    LOGOUT_ACTION,
+    LOGOUTS_READ,
+    Revocations,
+    Session,
+    session_id,
+)
 from corral.queue import ConnectionLost, DsnError, QueueError, mask_dsn
 from corral.queue.pool import AsyncQueuePool
 
@@ -67,6 +75,34 @@ def _set_cookie(request: web.Request, response: web.StreamResponse, loaded: Sess
 
 
 @web.middleware
+async def signed_out_sessions(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A signed-in cookie whose session signed out (here, in another process
+    or before a restart) is a signed-out visitor: pages read-only, actions
+    403, and its cookie replaced. Sign-outs are read from the audit table
+    before every POST, and for pages at most every `Revocations.refresh_s`.
+    Inside `database_errors`: a database it cannot read is a 503."""
+    current: Session = request[routes.SESSION_KEY]
+    if current.user is not None and await _signed_out(request, current):
+        request[routes.SESSION_KEY] = Session.fresh()
+    return await handler(request)
+
+
+async def _signed_out(request: web.Request, current: Session) -> bool:
+    revocations = request.app[routes.REVOCATIONS]
+    sid = session_id(current)
+    if revocations.revoked(sid, routes.now()):
+        return True
+    if request.method in ("GET", "HEAD") and not revocations.due():
+        return False
+    revocations.reading()
+    async with routes.database(request) as q:
+        found = await q.audit(LOGOUTS_READ, action=LOGOUT_ACTION)
+    at = routes.now()
+    revocations.learn(((e.target, e.at) for e in found), at)
+    return revocations.revoked(sid, at)
+
+
+@web.middleware
 async def database_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """A database that cannot be reached or refuses a read: a 503 page saying
     why (its URL's password masked), not a traceback."""
@@ -109,8 +145,9 @@ FILTERS: dict[str, Callable[..., str]] = {
 
 
 def create_app(settings: routes.Settings) -> web.Application:
-    app = web.Application(middlewares=[session_middleware, database_errors])
+    app = web.Application(middlewares=[session_middleware, database_errors, signed_out_sessions])
     app[routes.SETTINGS] = settings
+    app[routes.REVOCATIONS] = Revocations(max_age_s=settings.auth.max_age_s)
     app.cleanup_ctx.append(_pool)
     app.on_response_prepare.append(security_headers)
     aiohttp_jinja2.setup(

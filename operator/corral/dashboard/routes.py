@@ -29,10 +29,13 @@ from corral.dashboard import views
 from corral.dashboard.session import (
     CSRF_FIELD,
     CSRF_HEADER,
+    LOGOUT_ACTION,
     Auth,
+    Revocations,
     Session,
     SignInThrottle,
     retry_after,
+    session_id,
 )
 from corral.queue import (
     LIVE_WORKER_S,
@@ -65,6 +68,7 @@ class Settings:
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 SESSION_KEY: web.RequestKey[Session] = web.RequestKey("session", Session)
+REVOCATIONS: web.AppKey[Revocations] = web.AppKey("revocations", Revocations)
 
 
 def settings(request: web.Request) -> Settings:
@@ -347,7 +351,16 @@ def _login_again(request: web.Request, form: Any, error: str, status: int) -> we
 @routes.post("/logout")
 async def logout(request: web.Request) -> web.StreamResponse:
     _check_csrf(request, await request.post())
-    request[SESSION_KEY] = Session.fresh()
+    ended = session(request)
+    request[SESSION_KEY] = Session.fresh()  # this browser's cookie: anonymous again
+    if ended.user is not None:
+        # Ends the session for any copy of its cookie too: refused here at
+        # once, and by every process (a restarted one, a replica) that reads
+        # the audit table (corral.dashboard.app.signed_out_sessions).
+        sid = session_id(ended)
+        request.app[REVOCATIONS].revoke(sid, now())
+        async with database(request) as q:
+            await q.record_audit(ended.user, LOGOUT_ACTION, f"session:{sid}", None)
     raise web.HTTPSeeOther("/")
 
 

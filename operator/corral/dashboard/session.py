@@ -2,10 +2,18 @@
 
 The session is a signed, expiring cookie: itsdangerous's URLSafeTimedSerializer
 (an HMAC over the JSON and a timestamp, checked with `max_age`). The cookie
-holds nothing secret (who signed in and a random nonce), so signing is enough
-and nothing is kept on the server; the signature is bound to the user name and
-password too, so changing the password ends every session; aiohttp-session's encrypted cookie would add
-a middleware, cryptography's Fernet and a storage layer for no gain here.
+holds nothing secret (who signed in and a random nonce), so signing is enough;
+the signature is bound to the user name and password too, so changing the
+password ends every session; aiohttp-session's encrypted cookie would add a
+middleware, cryptography's Fernet and a storage layer for no gain here.
+
+Signing out must end the session even for a copy of its cookie, which stays
+validly signed until it expires: each sign-out is recorded in the audit
+table (`LOGOUT_ACTION`, target `session:<session_id>`, a hash of the nonce,
+never the nonce), where every process (a restarted one, another replica: the
+key outlives both) finds it; `Revocations` is each process's memory of them,
+read again from the table at most every `refresh_s` for pages and before
+every POST (`corral.dashboard.app.signed_out_sessions`).
 
 Every visitor gets a session (signed in or not): its nonce keys the CSRF token
 that every mutating form carries (`csrf_token`), so the sign-in form is covered
@@ -20,13 +28,14 @@ Called by `corral.dashboard.routes` and `corral.dashboard.app`.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import math
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -47,6 +56,60 @@ class Session:
     @classmethod
     def fresh(cls, user: str | None = None) -> Session:
         return cls(nonce=secrets.token_urlsafe(24), user=user)
+
+
+LOGOUT_ACTION = "session.logout"
+# Sign-outs read back per refresh (newest first): more than this many within
+# a cookie's life (each needs the password to sign in first) and the oldest
+# are not seen.
+LOGOUTS_READ = 1000
+
+
+def session_id(session: Session) -> str:
+    """The session's public name, recorded when it signs out: a hash of its
+    nonce (the nonce keys its CSRF token; the audit page is public)."""
+    return hashlib.sha256(f"corral-session:{session.nonce}".encode()).hexdigest()[:32]
+
+
+@dataclass(slots=True)
+class Revocations:
+    """The sessions signed out before their cookie expires (by
+    `session_id`), as this process knows them: its own sign-outs at once,
+    everyone's (the audit table's `LOGOUT_ACTION` entries, `learn`) when
+    `due`. Each is kept until no cookie it names can still be valid: its
+    sign-out plus the cookie's `max_age_s`, plus `skew_s` for clocks."""
+
+    max_age_s: float = MAX_AGE_S
+    refresh_s: float = 10.0
+    skew_s: float = 300.0
+    clock: Callable[[], float] = time.monotonic
+    _until: dict[str, dt.datetime] = field(default_factory=dict)
+    _read_at: float | None = None
+
+    def revoke(self, sid: str, at: dt.datetime) -> None:
+        """`sid` signed out at `at`."""
+        until = at + dt.timedelta(seconds=self.max_age_s + self.skew_s)
+        self._until[sid] = max(until, self._until.get(sid, until))
+
+    def revoked(self, sid: str, now: dt.datetime) -> bool:
+        until = self._until.get(sid)
+        return until is not None and now < until
+
+    def due(self) -> bool:
+        """Whether the sign-outs should be read again (never read: yes)."""
+        return self._read_at is None or self.clock() - self._read_at >= self.refresh_s
+
+    def reading(self) -> None:
+        """A read of the sign-outs starts now (so concurrent requests skip it)."""
+        self._read_at = self.clock()
+
+    def learn(self, found: Iterable[tuple[str, dt.datetime]], now: dt.datetime) -> None:
+        """Take the audit table's sign-outs: (target, at) pairs."""
+        for target, at in found:
+            if target.startswith("session:"):
+                self.revoke(target.removeprefix("session:"), at)
+        for sid in [sid for sid, until in self._until.items() if until <= now]:
+            del self._until[sid]
 
 
 @dataclass(frozen=True, slots=True)
