@@ -98,6 +98,14 @@ def up() -> int:
     from corral_local.localcluster import ClusterError, LocalCluster
     from corral_local.postgres import PostgresServer, free_port
 
+    if os.geteuid() != 0:
+        print(
+            "make dev needs root: the node agent makes a network namespace per pod on "
+            "bridge corral0 and runs corral's pods as their runAsUser (65532); "
+            "run it as root (sudo make dev)",
+            file=sys.stderr,
+        )
+        return 1
     state = _state_dir()
     if (pid := _own_pid(state)) is not None:
         print(

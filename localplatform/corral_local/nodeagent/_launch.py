@@ -79,7 +79,8 @@ def main() -> None:
         _libc.sethostname(name, len(name))
     gid = spec.get("gid")
     uid = spec.get("uid")
-    if gid is not None or uid is not None:
+    if (gid is not None or uid is not None) and os.geteuid() == 0:
+        # (not root: the agent started this only because it is that identity already)
         os.setgroups([int(g) for g in spec.get("groups", [])])
         if gid is not None:
             os.setgid(int(gid))

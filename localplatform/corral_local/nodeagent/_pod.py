@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from corral_local.nodeagent._env import ConfigError, Sources, command_line, container_env
+from corral_local.nodeagent._identity import container_identity
 from corral_local.nodeagent._images import ImageMap, image_python, normalise
 from corral_local.nodeagent._kube import ApiError, KubeClient
 from corral_local.nodeagent._network import Sandbox
@@ -448,14 +449,10 @@ class PodWorker(threading.Thread):
             raise ConfigError(
                 f"container {spec['name']}: no command (image has none, pod gives none)"
             )
-        pod_sc = self.pod["spec"].get("securityContext") or {}
         sc = spec.get("securityContext") or {}
-        uid = sc.get("runAsUser", pod_sc.get("runAsUser"))
-        gid = sc.get("runAsGroup", pod_sc.get("runAsGroup"))
-        groups = [int(g) for g in pod_sc.get("supplementalGroups") or []]
-        if pod_sc.get("fsGroup") is not None:
-            groups.append(int(pod_sc["fsGroup"]))
-        if uid is not None and int(uid) != 0:
+        who = container_identity(self.pod, spec, os.geteuid(), os.getegid())
+        uid, gid = who.uid, who.gid
+        if uid is not None and uid != 0:
             env.setdefault("HOME", "/")
             if env.get("HOME") == "/root":
                 env["HOME"] = "/"
@@ -480,10 +477,10 @@ class PodWorker(threading.Thread):
             mounts=mounts,
             read_only_root=bool(sc.get("readOnlyRootFilesystem")),
             hostname=self.pod["spec"].get("hostname") or self.pod_name,
-            uid=None if uid is None else int(uid),
-            gid=None if gid is None else int(gid),
-            groups=groups if uid is not None or gid is not None else [],
-            shadow=interpreter_shadow() if uid is not None and int(uid) != 0 else [],
+            uid=uid,
+            gid=gid,
+            groups=who.groups,
+            shadow=interpreter_shadow() if uid is not None and uid != 0 else [],
         )
 
     def _identity_files(self, uid: Any, gid: Any) -> list[tuple[str, str, bool]]:
