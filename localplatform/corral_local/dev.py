@@ -7,9 +7,16 @@ brings up the pod bridge 10.244.0.1), PostgreSQL listening on 127.0.0.1 and the
 bridge (`corral_local.postgres`), then — only for the pieces that exist in the
 checkout — the queue schema, corral's CRDs, the operator (Helm chart), the
 example WorkerPool and the web dashboard (`corral dashboard` on 127.0.0.1, a
-random password in `.state/dev/dashboard-password`). It prints what to run next and waits; Ctrl-C, SIGTERM or
-`python -m corral_local.dev down` (make dev-down) stops everything in reverse
-order. Everything lives under `.state/dev/` (or $CORRAL_DEV_DIR).
+random password in `.state/dev/dashboard-password`). It prints what to run next and waits; Ctrl-C, SIGTERM, SIGHUP
+(a closed terminal) or `python -m corral_local.dev down` (make dev-down) stops
+everything in reverse order. Everything lives under `.state/dev/` (or
+$CORRAL_DEV_DIR). It needs root (the node agent's pod network and runAsUser).
+
+No child outlives it, however it dies: the control plane and PostgreSQL get
+SIGKILL/SIGQUIT from the kernel when it dies, the node agent and the dashboard
+SIGTERM (the agent then stops its pods, whose processes die with the agent).
+The agent's and the dashboard's pids are kept in the state folder besides, and
+`up` and `down` stop any of them an earlier run left behind.
 """
 
 from __future__ import annotations
@@ -28,6 +35,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+
+from corral_local import _pids
+from corral_local._parentdeath import die_with_parent
 
 REPO = Path(__file__).resolve().parents[2]  # localplatform/corral_local/dev.py -> repo
 NODES = [
@@ -55,6 +65,74 @@ def _own_pid(state: Path) -> int | None:
     except (OSError, ValueError):
         return None
     return pid if b"corral_local.dev" in cmdline else None
+
+
+# What `up` starts besides the control plane and Postgres: pid file -> what it
+# is, and a word its command line holds (with the state folder's path).
+LEFTOVERS = {
+    "nodeagent.pid": ("node agent", "corral_local.nodeagent"),
+    "dashboard.pid": ("dashboard", "dashboard"),
+}
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def _spawn(
+    argv: list[str], log_path: Path, env: dict[str, str], pid_file: Path
+) -> subprocess.Popen[bytes]:
+    """Start a child of `up` that gets SIGTERM when `up` dies, its pid in `pid_file`."""
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=die_with_parent(signal.SIGTERM),
+        )
+    pid_file.write_text(str(proc.pid))
+    return proc
+
+
+def _leftover(state: Path, pid_file: str) -> int | None:
+    """The pid in `pid_file` when that process is still what an earlier `up` started."""
+    word = LEFTOVERS[pid_file][1].encode()
+    try:
+        pid = int((state / pid_file).read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if word in cmdline and str(state).encode() in cmdline else None
+
+
+def reap_leftovers(state: Path, grace_s: float = 30.0) -> list[str]:
+    """Stop (SIGTERM, then SIGKILL to its group) what a `make dev` that died
+    without cleaning up left running; what was stopped, as sentences."""
+    stopped = []
+    for pid_file, (what, _) in LEFTOVERS.items():
+        pid = _leftover(state, pid_file)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + grace_s
+            while _leftover(state, pid_file) == pid and time.monotonic() < deadline:
+                if not _pids.running(pid):
+                    break
+                time.sleep(0.2)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            stopped.append(f"stopped the {what} (pid {pid}) left over from an earlier make dev")
+        (state / pid_file).unlink(missing_ok=True)
+    return stopped
+
+
+def _on_stop_signals(done: threading.Event) -> None:
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        done.set()
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, on_signal)
 
 
 def _corral_has(command: str) -> bool:
@@ -114,16 +192,18 @@ def up() -> int:
         )
         return 1
     state.mkdir(parents=True, exist_ok=True)
+    for line in reap_leftovers(state):
+        _say(line)
     (state / "dev.pid").write_text(str(os.getpid()))
     done = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        done.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    _on_stop_signals(done)
     stack = _Stack()
-    stack.push("pid file", lambda: (state / "dev.pid").unlink(missing_ok=True))
+
+    def forget_pids() -> None:
+        for name in ("dev.pid", *LEFTOVERS):
+            (state / name).unlink(missing_ok=True)
+
+    stack.push("pid files", forget_pids)
     try:
         # 1. control plane
         cluster = LocalCluster(state / "cluster", fresh=True)
@@ -145,10 +225,7 @@ def up() -> int:
             # Built here, with progress, rather than inside the agent's start-up
             # wait: a fresh machine installs the dependency layer first (minutes).
             env["CORRAL_IMAGE_PYTHON"] = str(hostimage.ensure_image(say=_say) / "bin" / "python")
-        with open(state / "nodeagent.log", "ab") as log:
-            agent = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
-            )
+        agent = _spawn(argv, state / "nodeagent.log", env, state / "nodeagent.pid")
         stack.push("node agent", lambda: _stop_process(agent, 30))
         deadline = time.monotonic() + 60
         while not ready.exists():
@@ -197,14 +274,12 @@ def up() -> int:
             password_file = state / "dashboard-password"
             password_file.write_text(secrets.token_urlsafe(16) + "\n")
             password_file.chmod(0o600)
-            with open(state / "dashboard.log", "ab") as log:
-                dashboard = subprocess.Popen(
-                    dashboard_command(corral_bin, port, kubeconfig, password_file),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    env=env,
-                )
+            dashboard = _spawn(
+                dashboard_command(corral_bin, port, kubeconfig, password_file),
+                state / "dashboard.log",
+                env,
+                state / "dashboard.pid",
+            )
             stack.push("dashboard", lambda: _stop_process(dashboard, 10))
             dashboard_url = f"http://127.0.0.1:{port}/"
             _say(f"dashboard on {dashboard_url} (user admin, password in {password_file})")
@@ -338,6 +413,8 @@ def down() -> int:
     pid = _own_pid(state)
     if pid is None:
         print("make dev is not running", flush=True)
+        for line in reap_leftovers(state):
+            print(line, flush=True)
         return 0
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 120
@@ -347,6 +424,8 @@ def down() -> int:
         print(f"make dev (pid {pid}) did not stop within 120 s", file=sys.stderr)
         return 1
     print("make dev stopped", flush=True)
+    for line in reap_leftovers(state):
+        print(line, flush=True)
     return 0
 
 

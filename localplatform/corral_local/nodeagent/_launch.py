@@ -3,8 +3,8 @@
 `_runtime` starts `nsenter --net=<pod netns> unshare --mount --uts <python> -I -S
 _launch.py <spec.json>`: here, already in a private mount namespace, it binds
 each volume onto its mountPath, makes the root read-only when asked, sets the
-hostname to the pod's name, drops to runAsUser/runAsGroup, changes directory and
-execs the container's command. Each step execs the next, so the pid the agent
+hostname to the pod's name, drops to runAsUser/runAsGroup, asks the kernel to
+SIGKILL it when the agent dies, changes directory and execs the container's command. Each step execs the next, so the pid the agent
 holds is the container's main process. Standard library only, and the spec file
 (which holds the environment, secrets included) is removed once read.
 """
@@ -16,6 +16,7 @@ import sys
 import warnings  # noqa: F401  (os.execvpe imports it lazily, maybe after the drop of root)
 
 MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC = 1, 32, 4096, 16384
+PR_SET_PDEATHSIG, SIGKILL = 1, 9
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -92,6 +93,12 @@ def main() -> None:
     except OSError as exc:
         sys.stderr.write(f"corral-launch: workingDir {cwd}: {exc}\n")
         raise SystemExit(128) from exc
+    parent = spec.get("parent_pid")
+    if parent:
+        # Die with the agent. Armed last: the user switch above clears it.
+        _libc.prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the agent died before it was armed
+            raise SystemExit(137)
     argv = spec["argv"]
     env = spec["env"]
     try:

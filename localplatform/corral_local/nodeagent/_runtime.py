@@ -4,6 +4,8 @@ The agent's container runtime, used by `_pod`. A container is a process group
 led by its main process (started through `_launch.py`); stdout and stderr go to
 its log file. SIGTERM goes to the main process only (as a runtime signals PID 1),
 SIGKILL to the whole group (as a runtime tears down the container's cgroup).
+The main process dies with the agent (SIGKILL on the agent's death, armed by
+the launcher), and so do exec'd probes and hooks.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class LaunchSpec:
     groups: list[int] = field(default_factory=list)
     # (directory a non-root user cannot cross, child to expose): see interpreter_shadow
     shadow: list[tuple[str, str]] = field(default_factory=list)
+    # the agent: the launcher makes the container die with it (PR_SET_PDEATHSIG)
+    parent_pid: int | None = None
 
 
 class Namespaces:
@@ -112,6 +116,9 @@ class ContainerProcess:
                     "shadow": [],
                 }
             )
+        # a container dies with the agent (its pods are started again by the
+        # next agent anyway): no process is left behind by an agent's SIGKILL
+        spec = LaunchSpec(**{**spec.__dict__, "parent_pid": os.getpid()})
         path = _write_spec(spec, spec_dir)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
@@ -170,7 +177,14 @@ def exec_in(
     elif netns_path:
         prefix = ["nsenter", f"--net={netns_path}", "--"]
     quiet = LaunchSpec(
-        **{**spec.__dict__, "mounts": [], "read_only_root": False, "hostname": None, "shadow": []}
+        **{
+            **spec.__dict__,
+            "mounts": [],
+            "read_only_root": False,
+            "hostname": None,
+            "shadow": [],
+            "parent_pid": os.getpid(),
+        }
     )
     # After nsenter --mount the agent's own directories may be hidden (a pod
     # with an emptyDir at /tmp hides a checkout under /tmp, its virtualenv and
