@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from corral_local.localcluster import Cluster
@@ -81,3 +82,45 @@ def test_an_exec_readiness_probe_gates_ready_and_a_failing_liveness_probe_restar
     last = restarted["lastState"]["terminated"]
     assert "liveness probe" in last["message"]
     assert last["exitCode"] in (137, 143)  # killed, not exited on its own
+
+
+def test_a_liveness_kill_runs_the_pre_stop_hook_before_sigterm_as_the_kubelet_does(
+    cluster: Cluster, namespace: str, node_agent: NodeAgentHandle, tmp_path: Path
+) -> None:
+    # The container becomes sick 2 s in; on SIGTERM it logs TERM and exits.
+    # The kubelet kills a container that fails liveness as it kills one being
+    # deleted: preStop first (within the grace period), then SIGTERM.
+    events = tmp_path / "events"
+    events.mkdir()
+    events.chmod(0o777)
+    name = f"sick-{namespace[-6:]}"
+    main = shell_container(
+        "trap 'echo TERM >> /events/log; exit 0' TERM; rm -f /events/sick; "
+        "sleep 2; touch /events/sick; while true; do sleep 0.1; done",
+        volumeMounts=[{"name": "events", "mountPath": "/events"}],
+        livenessProbe={
+            "exec": {"command": ["sh", "-c", "test ! -f /events/sick"]},
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+        },
+        lifecycle={"preStop": {"exec": {"command": ["sh", "-c", "echo PRESTOP >> /events/log"]}}},
+    )
+    pod = pod_manifest(
+        name,
+        main,
+        terminationGracePeriodSeconds=5,
+        volumes=[{"name": "events", "hostPath": {"path": str(events)}}],
+    )
+    cluster.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(pod))
+    wait_for(
+        lambda: (
+            _status(cluster, namespace, name)
+            .get("containerStatuses", [{}])[0]
+            .get("restartCount", 0)
+            >= 1
+        ),
+        60,
+        "a liveness restart",
+    )
+    log = (events / "log").read_text().split()
+    assert log[:2] == ["PRESTOP", "TERM"], log

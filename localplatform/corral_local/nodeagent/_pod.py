@@ -604,9 +604,10 @@ class PodWorker(threading.Thread):
         for name, why in list(self._to_kill.items()):
             if name in self.procs and name not in self._stopping:
                 self._stopping.add(name)
+                # a probe kill is a kill like any other: preStop first, within the grace period
                 threading.Thread(
                     target=self._stop_container,
-                    args=(name, grace_period_s(self.pod), False, why),
+                    args=(name, grace_period_s(self.pod), True, why),
                     daemon=True,
                 ).start()
         # init containers in order: the first not yet successful one runs
