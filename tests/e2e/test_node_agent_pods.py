@@ -244,3 +244,48 @@ def test_kubectl_logs_shows_the_current_and_the_previous_run_of_a_container(
         30,
         "kubectl logs --tail=1 to show the last line of a run",
     )
+
+
+def _waiting(cluster: Cluster, namespace: str, name: str, init: bool = False) -> dict[str, Any]:
+    """The first (init) container's waiting state, once it has one."""
+    key = "initContainerStatuses" if init else "containerStatuses"
+
+    def look() -> dict[str, Any] | None:
+        statuses = ((pod_json(cluster, namespace, name) or {}).get("status") or {}).get(key)
+        return ((statuses or [{}])[0].get("state") or {}).get("waiting")
+
+    return wait_for(look, 30, f"a waiting reason for {name}")
+
+
+def test_run_as_non_root_refuses_a_container_that_would_run_as_root_as_the_kubelet_does(
+    cluster: Cluster, namespace: str, node_agent: NodeAgentHandle
+) -> None:
+    _apply(cluster, namespace, _bare_pod("as-root", "true", securityContext={"runAsNonRoot": True}))
+    zero = _bare_pod("uid-zero", "true", securityContext={"runAsNonRoot": True})
+    zero["spec"]["containers"][0]["securityContext"] = {"runAsUser": 0}
+    _apply(cluster, namespace, zero)
+    fine = {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532}
+    _apply(
+        cluster,
+        namespace,
+        _bare_pod("nonroot", "true", restartPolicy="Never", securityContext=fine),
+    )
+    waiting = _waiting(cluster, namespace, "as-root")
+    assert waiting["reason"] == "CreateContainerConfigError"
+    assert "container has runAsNonRoot and image will run as root" in waiting["message"]
+    waiting = _waiting(cluster, namespace, "uid-zero")
+    assert waiting["reason"] == "CreateContainerConfigError"
+    assert "container's runAsUser breaks non-root policy" in waiting["message"]
+    wait_for(
+        lambda: (
+            (pod_json(cluster, namespace, "nonroot") or {}).get("status", {}).get("phase")
+            == "Succeeded"
+        ),
+        30,
+        "the pod with a non-root runAsUser to run",
+    )
+    events = cluster.kubectl_json(
+        "-n", namespace, "get", "events", "--field-selector", "involvedObject.name=as-root"
+    )
+    assert any("runAsNonRoot" in e["message"] for e in events["items"]), events["items"]
+    assert (pod_json(cluster, namespace, "as-root") or {})["status"]["phase"] == "Pending"

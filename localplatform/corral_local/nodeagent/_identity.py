@@ -27,6 +27,9 @@ class Identity:
 def container_identity(pod: Json, spec: Json, agent_uid: int, agent_gid: int) -> Identity:
     """The identity `spec` runs as, or ConfigError when it cannot be given.
 
+    runAsNonRoot refuses a container that would run as root (no runAsUser, or
+    0), with the kubelet's words.
+
     Dropping to another user needs root (setgroups, setgid, setuid): an agent
     that is not root can only run a container as itself, so it refuses any
     other runAsUser / runAsGroup / supplementalGroups / fsGroup up front rather
@@ -44,6 +47,14 @@ def container_identity(pod: Json, spec: Json, agent_uid: int, agent_gid: int) ->
         gid=None if gid is None else int(gid),
         groups=groups if uid is not None or gid is not None else [],
     )
+    if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")):
+        # the kubelet's verifyRunAsNonRoot; an image here has no USER: it runs as root
+        meta = pod["metadata"]
+        where = f'(pod: "{meta["name"]}_{meta["namespace"]}({meta.get("uid", "")})", container: {spec["name"]})'
+        if identity.uid is None:
+            raise ConfigError(f"container has runAsNonRoot and image will run as root {where}")
+        if identity.uid == 0:
+            raise ConfigError(f"container's runAsUser breaks non-root policy {where}")
     if agent_uid != 0:
         asked = [
             f"{what} {value}"
