@@ -289,3 +289,13 @@ def test_run_as_non_root_refuses_a_container_that_would_run_as_root_as_the_kubel
     )
     assert any("runAsNonRoot" in e["message"] for e in events["items"]), events["items"]
     assert (pod_json(cluster, namespace, "as-root") or {})["status"]["phase"] == "Pending"
+
+
+def test_a_native_sidecar_is_refused_with_a_reason_rather_than_left_in_init(
+    cluster: Cluster, namespace: str, node_agent: NodeAgentHandle
+) -> None:
+    sidecar = shell_container("sleep 60", name="sidecar", restartPolicy="Always")
+    _apply(cluster, namespace, _bare_pod("sidecar", "true", initContainers=[sidecar]))
+    waiting = _waiting(cluster, namespace, "sidecar", init=True)
+    assert waiting["reason"] == "CreateContainerConfigError"
+    assert "sidecar" in waiting["message"] and "not supported" in waiting["message"]

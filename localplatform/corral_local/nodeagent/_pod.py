@@ -424,6 +424,13 @@ class PodWorker(threading.Thread):
 
     def _build_launch(self, spec: Json) -> LaunchSpec:
         """Resolve image, env, command and mounts; ConfigError / LookupError on failure."""
+        if self.records[spec["name"]].init and spec.get("restartPolicy") == "Always":
+            # Left to the init loop it would wait for the sidecar to exit: Init for ever.
+            raise ConfigError(
+                f"init container {spec['name']} has restartPolicy: Always (a sidecar "
+                "container): sidecar containers are not supported by the corral node agent; "
+                "make it a regular container of the pod"
+            )
         image = self.ctx.images.resolve(spec.get("image", ""))
         if image is None:
             raise LookupError(
