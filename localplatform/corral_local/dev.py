@@ -232,8 +232,10 @@ def up() -> int:
             if agent.poll() is not None or time.monotonic() > deadline or done.is_set():
                 raise RuntimeError(f"the node agent did not start; see {state / 'nodeagent.log'}")
             time.sleep(0.2)
-        network = json.loads(ready.read_text())["network"]
-        _say(f"node agent up: {len(NODES)} nodes, pod network: {network}")
+        ready_state = json.loads(ready.read_text())
+        network = ready_state["network"]
+        why = f" ({ready_state['networkProblem']})" if ready_state.get("networkProblem") else ""
+        _say(f"node agent up: {len(NODES)} nodes, pod network: {network}{why}")
 
         # 3. PostgreSQL, reachable from pods on the bridge address
         bridge = network == "bridge"

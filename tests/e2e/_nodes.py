@@ -89,6 +89,36 @@ def _nodes_ready(cluster: Cluster) -> bool:
     return set(NODES) <= ready
 
 
+def _check_isolation(ready_file: Path, handle: NodeAgentHandle) -> None:
+    """Fail the session, with the agent's reason, when its pods would share the
+    host's network or mounts: the tests need pod IPs of their own, and volumes
+    at their mountPath."""
+    deadline = time.monotonic() + 5
+    while True:  # the agent may be mid-write
+        try:
+            ready = json.loads(ready_file.read_text())
+            break
+        except ValueError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    problems = [
+        f"{what}: {ready.get(key) or 'no reason given'}"
+        for what, ok, key in (
+            ("no pod network (bridge corral0)", ready["network"] == "bridge", "networkProblem"),
+            ("no mount namespace per container", ready["privateMounts"], "privateMountsProblem"),
+        )
+        if not ok
+    ]
+    if problems:
+        pytest.fail(
+            "the node agent cannot isolate pods on this machine (the e2e tier runs as root): "
+            + "; ".join(problems)
+            + f"\n{handle.log_tail()}",
+            pytrace=False,
+        )
+
+
 @pytest.fixture(scope="session")
 def node_agent(cluster: Cluster) -> Iterator[NodeAgentHandle]:
     if not cluster.is_local:
@@ -145,6 +175,7 @@ def node_agent(cluster: Cluster) -> Iterator[NodeAgentHandle]:
             if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"the node agent did not start:\n{handle.log_tail()}", pytrace=False)
             time.sleep(0.1)
+        _check_isolation(ready_file, handle)
         # Ready, and the node lifecycle controller has lifted the not-ready taint
         wait_for(lambda: _nodes_ready(cluster), 90, "the agent's nodes to be Ready without taints")
         yield handle

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from corral_local.nodeagent._network import BridgeNetwork, netns_possible
+from corral_local.nodeagent._network import BridgeNetwork, netns_problem
 
 pytestmark = pytest.mark.local_platform
 
@@ -31,7 +31,8 @@ def _mac(interface: str, netns: str | None = None) -> str:
 
 @pytest.fixture
 def network() -> Iterator[BridgeNetwork]:
-    assert netns_possible(), "the node agent's bridge network needs root and `ip netns`"
+    problem = netns_problem()
+    assert problem is None, f"the node agent's bridge network cannot be made: {problem}"
     net = BridgeNetwork(bridge="corraltest0", cidr="10.251.7.0/24")
     net.up()
     try:

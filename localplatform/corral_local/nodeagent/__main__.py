@@ -136,6 +136,9 @@ def _run(argv: list[str]) -> int:
                     "socket": str(socket_path),
                     "network": state["network"],
                     "privateMounts": state["privateMounts"],
+                    # why not "bridge" / privateMounts (None when they are)
+                    "networkProblem": state["networkProblem"],
+                    "privateMountsProblem": state["privateMountsProblem"],
                 }
             )
         )

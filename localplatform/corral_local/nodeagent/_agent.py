@@ -22,10 +22,10 @@ from corral_local import hostimage
 from corral_local.nodeagent._images import ImageMap
 from corral_local.nodeagent._kube import ApiError, KubeClient
 from corral_local.nodeagent._logserver import serve_logs
-from corral_local.nodeagent._network import BridgeNetwork, HostNetwork, netns_possible
+from corral_local.nodeagent._network import BridgeNetwork, HostNetwork, netns_problem
 from corral_local.nodeagent._nodespec import NodeSpec, node_object, node_status
 from corral_local.nodeagent._pod import Backoff, PodContext, PodWorker
-from corral_local.nodeagent._runtime import mount_namespaces_possible
+from corral_local.nodeagent._runtime import mount_namespaces_problem
 from corral_local.nodeagent._status import micro_time, now_iso
 
 Json = dict[str, Any]
@@ -72,11 +72,23 @@ class NodeAgent:
         self.kube = KubeClient(config.kubeconfig)
         _use_host_image()
         self.images = ImageMap.load(config.images_file)
-        use_bridge = config.network == "bridge" or (config.network == "auto" and netns_possible())
+        # Why pods share the host's network, or have no private mounts (None: they do
+        # not); in the log, `describe()` and the ready file, so a test can say why.
+        self.network_problem = "--network host" if config.network == "host" else netns_problem()
+        use_bridge = config.network == "bridge" or self.network_problem is None
+        if use_bridge:
+            self.network_problem = None
         self.network: BridgeNetwork | HostNetwork = (
             BridgeNetwork(config.bridge, config.pod_cidr) if use_bridge else HostNetwork()
         )
-        self.private_mounts = mount_namespaces_possible()
+        self.mounts_problem = mount_namespaces_problem()
+        self.private_mounts = self.mounts_problem is None
+        for what, problem in (
+            ("pods share the host's network", self.network_problem),
+            ("containers get no mount namespace", self.mounts_problem),
+        ):
+            if problem is not None:
+                log.warning("%s: %s", what, problem)
         self.nodes = {n.name: n for n in config.nodes}
         self.stopped_nodes: set[str] = set()
         self.workers: dict[str, PodWorker] = {}
@@ -197,6 +209,8 @@ class NodeAgent:
                 "pods": [w.describe() for w in self.workers.values()],
                 "network": "bridge" if isinstance(self.network, BridgeNetwork) else "host",
                 "privateMounts": self.private_mounts,
+                "networkProblem": self.network_problem,
+                "privateMountsProblem": self.mounts_problem,
             }
 
     # -- nodes and leases -------------------------------------------------------------------

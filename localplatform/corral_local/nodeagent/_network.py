@@ -36,15 +36,24 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return proc
 
 
-def netns_possible() -> bool:
-    """Root, `ip` and `nsenter` present, and a namespace can really be made."""
-    if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("nsenter"):
-        return False
+def netns_problem() -> str | None:
+    """Why a network namespace per pod cannot be made here, or None when it can
+    (root, `ip` and `nsenter` present, and a namespace really made)."""
+    if os.geteuid() != 0:
+        return f"needs root (the agent runs as uid {os.geteuid()})"
+    missing = [tool for tool in ("ip", "nsenter") if not shutil.which(tool)]
+    if missing:
+        return f"{' and '.join(missing)} not found on PATH"
     probe = f"corral-probe-{os.getpid()}"
-    if _ip("netns", "add", probe, check=False).returncode != 0:
-        return False
+    made = _ip("netns", "add", probe, check=False)
+    if made.returncode != 0:
+        return f"ip netns add {probe}: {made.stderr.strip() or f'exit status {made.returncode}'}"
     _ip("netns", "del", probe, check=False)
-    return True
+    return None
+
+
+def netns_possible() -> bool:
+    return netns_problem() is None
 
 
 @dataclass(frozen=True)

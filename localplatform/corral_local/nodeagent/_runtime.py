@@ -78,13 +78,23 @@ def interpreter_shadow() -> list[tuple[str, str]]:
     return []
 
 
-def mount_namespaces_possible() -> bool:
-    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("mount"):
-        return False
+def mount_namespaces_problem() -> str | None:
+    """Why a container cannot get a private mount namespace here, or None when it can."""
+    if os.geteuid() != 0:
+        return f"needs root (the agent runs as uid {os.geteuid()})"
+    missing = [tool for tool in ("unshare", "mount") if not shutil.which(tool)]
+    if missing:
+        return f"{' and '.join(missing)} not found on PATH"
     proc = subprocess.run(
-        ["unshare", "--mount", "--uts", "--", "true"], capture_output=True, check=False
+        ["unshare", "--mount", "--uts", "--", "true"], capture_output=True, text=True, check=False
     )
-    return proc.returncode == 0
+    if proc.returncode != 0:
+        return f"unshare --mount --uts: {proc.stderr.strip() or f'exit status {proc.returncode}'}"
+    return None
+
+
+def mount_namespaces_possible() -> bool:
+    return mount_namespaces_problem() is None
 
 
 def _write_spec(spec: LaunchSpec, directory: Path) -> str:
