@@ -328,11 +328,13 @@ class LocalCluster(Cluster):
     # ---- start-up steps ------------------------------------------------------------------
 
     def _prepare_state(self) -> None:
+        # Before a fresh start wipes the folder: its pids.json names what a
+        # crashed run of it left running.
+        self._reap_stale()
         if self.fresh and self.state_dir.exists():
             shutil.rmtree(self.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(exist_ok=True)
-        self._reap_stale()
         pki = self.state_dir / "pki"
         if not self.ca.cert.exists():
             self._log(f"generating certificates in {pki}")
