@@ -224,7 +224,10 @@ def up() -> int:
         if os.geteuid() == 0 and hostimage.source_tree() is not None:
             # Built here, with progress, rather than inside the agent's start-up
             # wait: a fresh machine installs the dependency layer first (minutes).
-            env["CORRAL_IMAGE_PYTHON"] = str(hostimage.ensure_image(say=_say) / "bin" / "python")
+            image = hostimage.ensure_image(say=_say)
+            held = hostimage.hold(image)  # no build elsewhere prunes it from under the agent
+            stack.push("host image hold", held.close)
+            env["CORRAL_IMAGE_PYTHON"] = str(image / "bin" / "python")
         agent = _spawn(argv, state / "nodeagent.log", env, state / "nodeagent.pid")
         stack.push("node agent", lambda: _stop_process(agent, 30))
         deadline = time.monotonic() + 60

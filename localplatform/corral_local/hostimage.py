@@ -22,6 +22,7 @@ seconds per edit instead of a full install.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -31,15 +32,17 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
-__all__ = ["HostImageError", "default_root", "ensure_image", "source_tree"]
+__all__ = ["HostImageError", "default_root", "ensure_image", "hold", "source_tree"]
 
 # Images are kept under a directory every user can traverse when we are root;
 # otherwise (a developer without root) pods run as the developer anyway. Not
 # under /var/lib/corral: worker pods mount their state emptyDir there, which
 # would hide the image from them. CORRAL_HOST_IMAGE_ROOT overrides it.
 _ROOT_SYSTEM = Path("/opt/corral/images")
-_KEEP = 3  # images kept after a build; older ones are removed
+_KEEP = 3  # images kept after a build; older ones are removed, unless held (see hold)
+_IN_USE = ".in-use"  # an image's lock file: shared-locked by each process using it
 # This package's folder in the checkout. The image holds it beside the product
 # for the test images of nodeagent/images.yaml (`corral-test/httpserver` runs
 # `corral_local.nodeagent.testserver`); what worker and operator pods run is
@@ -203,6 +206,7 @@ def ensure_image(
     base = _base_python()
     target = root / f"corral-{_digest(tree, base)}"
     if _runnable(target):
+        _touch(target)  # the newest again: a build elsewhere prunes older ones first
         return target
     if (target / ".complete").exists():
         # Its dependency layer is gone (pruned by a build for another pin set,
@@ -263,10 +267,47 @@ def _runnable(image: Path) -> bool:
     return deps is not None and (deps / ".complete").exists()
 
 
+def hold(image: Path) -> IO[bytes]:
+    """Mark `image` in use until the returned file is closed (or the process
+    dies): a shared lock on its lock file, which no build prunes from under it.
+
+    The images' folder is shared by every checkout on the machine, so without
+    it another checkout's build could remove the image a running node agent's
+    pods execute. The node agent holds its image, and `make dev` the one it
+    hands the agent.
+    """
+    lock = open(image / _IN_USE, "ab")  # noqa: SIM115 - held open on purpose
+    with contextlib.suppress(OSError):
+        os.chmod(lock.name, 0o644)
+    fcntl.flock(lock.fileno(), fcntl.LOCK_SH)
+    return lock
+
+
+def _busy(image: Path) -> bool:
+    """Someone holds `image` (see hold); images from before hold() have no lock file."""
+    try:
+        fd = os.open(image / _IN_USE, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # (and with it the probe's lock)
+    return False
+
+
+def _touch(image: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.utime(image)
+
+
 def _prune(root: Path, keep: Path, deps: Path) -> None:
-    """Keep the newest images, and every dependency layer one of them uses
-    (plus the newest other one): an image kept without its layer would be
-    reused by the next node agent and its pods would fail to import."""
+    """Keep the newest images, every image some process holds (see hold), and
+    every dependency layer one of them uses (plus the newest other one): an
+    image kept without its layer would be reused by the next node agent and its
+    pods would fail to import."""
 
     def others(prefix: str, kept: Path) -> list[Path]:
         return sorted(
@@ -276,9 +317,11 @@ def _prune(root: Path, keep: Path, deps: Path) -> None:
         )
 
     images = others("corral-", keep)
+    busy = [old for old in images[_KEEP - 1 :] if _busy(old)]
     for old in images[_KEEP - 1 :]:
-        shutil.rmtree(old, ignore_errors=True)
-    in_use = {_deps_of(image) for image in [keep, *images[: _KEEP - 1]]}
+        if old not in busy:
+            shutil.rmtree(old, ignore_errors=True)
+    in_use = {_deps_of(image) for image in [keep, *images[: _KEEP - 1], *busy]}
     for index, layer in enumerate(others("deps-", deps)):
         if index >= 1 and layer not in in_use:
             shutil.rmtree(layer, ignore_errors=True)

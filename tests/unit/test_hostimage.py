@@ -109,3 +109,32 @@ def test_pruning_keeps_every_dependency_layer_a_kept_image_uses(tmp_path: Path) 
     }  # fmt: skip
     assert all(hostimage._runnable(i) for i in (kept_old, kept_mid, current))
     assert not dropped.exists() and not orphan.exists()
+
+
+def test_pruning_never_removes_an_image_a_running_node_agent_holds(tmp_path: Path) -> None:
+    # Another checkout's builds make this agent's image the oldest of five:
+    # it stays, with its dependency layer, while the agent holds it.
+    deps = _layer(tmp_path, "deps-a", 500)
+    used = _image(tmp_path, "corral-used", deps, 400)
+    for n in range(3):
+        _image(tmp_path, f"corral-{n}", deps, 100 - n)
+    current = _image(tmp_path, "corral-current", deps, 0)
+    other_deps = _layer(tmp_path, "deps-b", 0)
+    held = hostimage.hold(used)
+    os.utime(used, (1_000_000_000 - 400,) * 2)  # held since long before those builds
+    try:
+        hostimage._prune(tmp_path, keep=current, deps=other_deps)
+        assert hostimage._runnable(used)
+        assert not (tmp_path / "corral-0").exists()  # the oldest of the unheld ones went
+    finally:
+        held.close()
+    hostimage._prune(tmp_path, keep=current, deps=other_deps)
+    assert not used.exists()  # released: an old image like any other
+
+
+def test_reusing_an_image_makes_it_the_newest(tmp_path: Path) -> None:
+    # so that a build elsewhere prunes older ones first
+    deps = _layer(tmp_path, "deps-a", 500)
+    image = _image(tmp_path, "corral-x", deps, 400)
+    hostimage._touch(image)
+    assert image.stat().st_mtime > 1_000_000_000

@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from corral_local import hostimage
 from corral_local.nodeagent._images import ImageMap
@@ -50,27 +50,38 @@ class AgentConfig:
     kubelet_port: int = 10250
 
 
-def _use_host_image() -> None:
-    """Point `{python}` in the image map at a host image pods can execute.
+def _use_host_image() -> IO[bytes] | None:
+    """Point `{python}` in the image map at a host image pods can execute, and
+    hold it (`hostimage.hold`: no build elsewhere prunes it while we run).
 
     As root the agent drops each container to its runAsUser, and that user
     usually cannot enter the developer's virtualenv (pyenv under /root), so
     corral is snapshotted into a world-readable host image first.
     """
-    if os.geteuid() != 0 or os.environ.get("CORRAL_IMAGE_PYTHON"):
-        return
-    if hostimage.source_tree() is None:
-        return
+    given = os.environ.get("CORRAL_IMAGE_PYTHON")
+    if given:  # built by make dev or the e2e fixture
+        image = Path(given).parent.parent
+        if not (image / ".complete").exists():
+            return None  # not a host image: nothing a build would prune
+        try:
+            return hostimage.hold(image)
+        except OSError as exc:
+            log.warning("host image %s not held (%s): a build elsewhere may prune it", image, exc)
+            return None
+    if os.geteuid() != 0 or hostimage.source_tree() is None:
+        return None
     image = hostimage.ensure_image(say=log.info)
+    held = hostimage.hold(image)
     os.environ["CORRAL_IMAGE_PYTHON"] = str(image / "bin" / "python")
     log.info("pods run corral from host image %s", image)
+    return held
 
 
 class NodeAgent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.kube = KubeClient(config.kubeconfig)
-        _use_host_image()
+        self._image_held = _use_host_image()  # for the agent's life
         self.images = ImageMap.load(config.images_file)
         # Why pods share the host's network, or have no private mounts (None: they do
         # not); in the log, `describe()` and the ready file, so a test can say why.
