@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +125,57 @@ def test_a_liveness_kill_runs_the_pre_stop_hook_before_sigterm_as_the_kubelet_do
     )
     log = (events / "log").read_text().split()
     assert log[:2] == ["PRESTOP", "TERM"], log
+
+
+def test_readiness_is_still_probed_while_a_pod_terminates_as_the_kubelet_does(
+    cluster: Cluster, namespace: str, node_agent: NodeAgentHandle, tmp_path: Path
+) -> None:
+    # On SIGTERM the container keeps running until the test touches /events/stop;
+    # meanwhile its readiness probe starts failing, which the pod must show.
+    events = tmp_path / "events"
+    events.mkdir()
+    events.chmod(0o777)
+    name = f"draining-{namespace[-6:]}"
+    main = shell_container(
+        "trap 'while [ ! -f /events/stop ]; do sleep 0.1; done; exit 0' TERM; "
+        "while true; do sleep 0.1; done",
+        volumeMounts=[{"name": "events", "mountPath": "/events"}],
+        readinessProbe={
+            "exec": {"command": ["sh", "-c", "test ! -f /events/unready"]},
+            "periodSeconds": 1,
+        },
+    )
+    pod = pod_manifest(
+        name,
+        main,
+        terminationGracePeriodSeconds=60,
+        volumes=[{"name": "events", "hostPath": {"path": str(events)}}],
+    )
+    cluster.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(pod))
+
+    def ready() -> bool:
+        return bool(
+            _status(cluster, namespace, name).get("containerStatuses", [{}])[0].get("ready")
+        )
+
+    wait_for(ready, 30, "the container to be ready")
+    cluster.kubectl("-n", namespace, "delete", "pod", name, "--wait=false")
+    wait_for(
+        lambda: ((pod_json(cluster, namespace, name) or {}).get("metadata") or {}).get(
+            "deletionTimestamp"
+        ),
+        10,
+        "the deletion to start",
+    )
+    time.sleep(1)  # the agent has sent SIGTERM
+    (events / "unready").touch()
+    try:
+        wait_for(lambda: not ready(), 15, "the terminating pod's readiness to follow its probe")
+        conditions = {
+            c["type"]: c["status"] for c in _status(cluster, namespace, name)["conditions"]
+        }
+        assert conditions["Ready"] == "False"
+        assert pod_json(cluster, namespace, name) is not None  # still terminating
+    finally:
+        (events / "stop").touch()
+    wait_for(lambda: pod_json(cluster, namespace, name) is None, 30, "the pod to go")

@@ -718,10 +718,15 @@ class PodWorker(threading.Thread):
 
         return on_change
 
-    def _stop_probes(self, name: str | None) -> None:
+    def _stop_probes(self, name: str | None, kinds: tuple[str, ...] | None = None) -> None:
+        """Stop the probes of `name` (None: of every container), of `kinds` only if given."""
         for key in [name] if name else list(self.probes):
-            for worker in self.probes.pop(key, []) if key else []:
+            workers = self.probes.get(key, [])
+            for worker in [w for w in workers if kinds is None or w.kind in kinds]:
                 worker.stop()
+                workers.remove(worker)
+            if not workers:
+                self.probes.pop(key, None)
 
     # -- stopping ----------------------------------------------------------------------
     def _pre_stop(self, name: str, hook: Json, timeout_s: float) -> None:
@@ -774,8 +779,11 @@ class PodWorker(threading.Thread):
         if self._removed:
             grace = min(grace, 2.0)  # force-deleted: the object is already gone
         self.restart_at.clear()
-        for name in list(self.probes):
-            self._stop_probes(name)
+        # The kubelet keeps probing readiness while a pod terminates (a draining
+        # server may say it is not ready any more); liveness and startup stop,
+        # so nothing restarts a container being stopped. Each container's
+        # readiness probe stops when it exits. Gone object: no one to tell.
+        self._stop_probes(None, None if self._removed else ("livenessProbe", "startupProbe"))
         threads = []
         for name in list(self.procs):
             if name in self._stopping:
@@ -787,7 +795,13 @@ class PodWorker(threading.Thread):
             t.start()
             threads.append(t)
         for t in threads:
-            t.join()
+            while t.is_alive():
+                t.join(0.2)
+                if not self._removed and not self._hard_stop:
+                    try:  # readiness changes during the grace period
+                        self._publish()
+                    except (ApiError, OSError) as exc:
+                        log.warning("pod %s/%s: status: %s", self.namespace, self.pod_name, exc)
         deadline = time.monotonic() + grace + 5
         while self._stopping and time.monotonic() < deadline:  # liveness kills in flight
             time.sleep(0.05)
